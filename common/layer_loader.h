@@ -1,0 +1,54 @@
+// Loads the weights of one layer's MoE block from a checkpoint directory, piece by piece, so a
+// router reads only the gate (and shared expert) and a shard only its own experts.
+// Errors name the tensor and file (missing, wrong shape, bad file) or the config key.
+// Not thread-safe; drop it once loading is done (it keeps the checkpoint files mapped).
+#ifndef MOE_COMMON_LAYER_LOADER_H_
+#define MOE_COMMON_LAYER_LOADER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/block_tensor_names.h"
+#include "common/checkpoint.h"
+#include "common/matrix.h"
+#include "common/model_config.h"
+#include "common/swiglu_ffn.h"
+
+namespace moe {
+
+struct GateWeights {
+  Matrix weight;                       // [num_experts, d_model]
+  std::vector<float> correction_bias;  // [num_experts] when routing uses it, else empty
+};
+
+class LayerLoader {
+ public:
+  // Reads DIR/config.json and checks that `layer` has an MoE block.
+  static absl::StatusOr<std::unique_ptr<LayerLoader>> Open(const std::string& dir, int layer);
+
+  const ModelConfig& config() const { return config_; }
+  int layer() const { return layer_; }
+
+  absl::StatusOr<GateWeights> LoadGate();
+  absl::StatusOr<SwigluWeights> LoadExpert(int expert);
+  // FailedPrecondition if the model has no shared expert.
+  absl::StatusOr<SwigluWeights> LoadSharedExpert();
+  // qwen2_moe's shared_expert_gate [1, d_model] as a vector; FailedPrecondition for families
+  // whose shared expert is not gated.
+  absl::StatusOr<std::vector<float>> LoadSharedExpertGate();
+
+ private:
+  LayerLoader(std::unique_ptr<Checkpoint> checkpoint, ModelConfig config, int layer);
+  absl::StatusOr<SwigluWeights> LoadFfn(const FfnTensorNames& names, int64_t width);
+
+  std::unique_ptr<Checkpoint> checkpoint_;
+  ModelConfig config_;
+  int layer_;
+  BlockTensorNames names_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_COMMON_LAYER_LOADER_H_

@@ -1,0 +1,455 @@
+#include "common/model_config.h"
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_replace.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace moe {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+// Trimmed copies of the config.json files Hugging Face publishes for each family's checkpoints
+// (Mixtral-8x7B-v0.1, Qwen1.5-MoE-A2.7B, Qwen3-30B-A3B, OLMoE-1B-7B-0924, DeepSeek-V2-Lite,
+// DeepSeek-V2, DeepSeek-V3), keeping the real key names and values.
+constexpr char kMixtral[] = R"({
+  "architectures": ["MixtralForCausalLM"],
+  "hidden_act": "silu",
+  "hidden_size": 4096,
+  "intermediate_size": 14336,
+  "model_type": "mixtral",
+  "num_attention_heads": 32,
+  "num_experts_per_tok": 2,
+  "num_hidden_layers": 32,
+  "num_key_value_heads": 8,
+  "num_local_experts": 8,
+  "output_router_logits": false,
+  "rms_norm_eps": 1e-05,
+  "router_aux_loss_coef": 0.02,
+  "torch_dtype": "bfloat16",
+  "vocab_size": 32000
+})";
+
+constexpr char kQwen2Moe[] = R"({
+  "architectures": ["Qwen2MoeForCausalLM"],
+  "decoder_sparse_step": 1,
+  "hidden_act": "silu",
+  "hidden_size": 2048,
+  "intermediate_size": 5632,
+  "model_type": "qwen2_moe",
+  "moe_intermediate_size": 1408,
+  "num_attention_heads": 16,
+  "num_experts": 60,
+  "num_experts_per_tok": 4,
+  "num_hidden_layers": 24,
+  "output_router_logits": false,
+  "router_aux_loss_coef": 0.001,
+  "shared_expert_intermediate_size": 5632,
+  "torch_dtype": "bfloat16",
+  "vocab_size": 151936
+})";
+
+constexpr char kQwen3Moe[] = R"({
+  "architectures": ["Qwen3MoeForCausalLM"],
+  "decoder_sparse_step": 1,
+  "hidden_act": "silu",
+  "hidden_size": 2048,
+  "intermediate_size": 6144,
+  "mlp_only_layers": [],
+  "model_type": "qwen3_moe",
+  "moe_intermediate_size": 768,
+  "norm_topk_prob": true,
+  "num_attention_heads": 32,
+  "num_experts": 128,
+  "num_experts_per_tok": 8,
+  "num_hidden_layers": 48,
+  "num_key_value_heads": 4,
+  "router_aux_loss_coef": 0.001,
+  "vocab_size": 151936
+})";
+
+// OLMoE has no moe_intermediate_size: its experts are intermediate_size wide (OlmoeConfig,
+// OlmoeSparseMoeBlock builds OlmoeMLP(config) per expert).
+constexpr char kOlmoe[] = R"({
+  "architectures": ["OlmoeForCausalLM"],
+  "clip_qkv": null,
+  "hidden_act": "silu",
+  "hidden_size": 2048,
+  "intermediate_size": 1024,
+  "model_type": "olmoe",
+  "norm_topk_prob": false,
+  "num_attention_heads": 16,
+  "num_experts": 64,
+  "num_experts_per_tok": 8,
+  "num_hidden_layers": 16,
+  "output_router_logits": false,
+  "router_aux_loss_coef": 0.01,
+  "vocab_size": 50304
+})";
+
+constexpr char kDeepseekV2Lite[] = R"({
+  "architectures": ["DeepseekV2ForCausalLM"],
+  "aux_loss_alpha": 0.001,
+  "first_k_dense_replace": 1,
+  "hidden_act": "silu",
+  "hidden_size": 2048,
+  "intermediate_size": 10944,
+  "kv_lora_rank": 512,
+  "model_type": "deepseek_v2",
+  "moe_intermediate_size": 1408,
+  "moe_layer_freq": 1,
+  "n_group": 1,
+  "n_routed_experts": 64,
+  "n_shared_experts": 2,
+  "norm_topk_prob": false,
+  "num_experts_per_tok": 6,
+  "num_hidden_layers": 27,
+  "q_lora_rank": null,
+  "routed_scaling_factor": 1.0,
+  "scoring_func": "softmax",
+  "seq_aux": true,
+  "topk_group": 1,
+  "topk_method": "greedy",
+  "vocab_size": 102400
+})";
+
+constexpr char kDeepseekV2[] = R"({
+  "architectures": ["DeepseekV2ForCausalLM"],
+  "first_k_dense_replace": 1,
+  "hidden_size": 5120,
+  "intermediate_size": 12288,
+  "model_type": "deepseek_v2",
+  "moe_intermediate_size": 1536,
+  "moe_layer_freq": 1,
+  "n_group": 8,
+  "n_routed_experts": 160,
+  "n_shared_experts": 2,
+  "norm_topk_prob": false,
+  "num_experts_per_tok": 6,
+  "num_hidden_layers": 60,
+  "routed_scaling_factor": 16.0,
+  "scoring_func": "softmax",
+  "topk_group": 3,
+  "topk_method": "group_limited_greedy",
+  "vocab_size": 102400
+})";
+
+constexpr char kDeepseekV3[] = R"({
+  "architectures": ["DeepseekV3ForCausalLM"],
+  "ep_size": 1,
+  "first_k_dense_replace": 3,
+  "hidden_act": "silu",
+  "hidden_size": 7168,
+  "intermediate_size": 18432,
+  "model_type": "deepseek_v3",
+  "moe_intermediate_size": 2048,
+  "moe_layer_freq": 1,
+  "n_group": 8,
+  "n_routed_experts": 256,
+  "n_shared_experts": 1,
+  "norm_topk_prob": true,
+  "num_experts_per_tok": 8,
+  "num_hidden_layers": 61,
+  "routed_scaling_factor": 2.5,
+  "scoring_func": "sigmoid",
+  "topk_group": 4,
+  "topk_method": "noaux_tc",
+  "vocab_size": 129280
+})";
+
+ModelConfig MustParse(const std::string& json) {
+  absl::StatusOr<ModelConfig> config = ParseModelConfig(json, "config.json");
+  EXPECT_TRUE(config.ok()) << config.status();
+  return config.ok() ? *config : ModelConfig();
+}
+
+// Replaces `from` (which must occur) in `json` with `to`.
+std::string Edit(const std::string& json, const std::string& from, const std::string& to) {
+  EXPECT_THAT(json, HasSubstr(from));
+  return absl::StrReplaceAll(json, {{from, to}});
+}
+
+// Expects InvalidArgument whose message names `key` and the file.
+void ExpectErrorNaming(const std::string& json, const std::string& key) {
+  absl::StatusOr<ModelConfig> config = ParseModelConfig(json, "models/x/config.json");
+  ASSERT_FALSE(config.ok()) << "parsed unexpectedly";
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(config.status().message()), HasSubstr(key));
+  EXPECT_THAT(std::string(config.status().message()), HasSubstr("models/x/config.json"));
+}
+
+TEST(ModelConfigTest, MixtralSoftmaxTopTwoRenormalizesWithoutSharedExpert) {
+  const ModelConfig c = MustParse(kMixtral);
+  EXPECT_EQ(c.model_type, "mixtral");
+  EXPECT_EQ(c.family, Family::kMixtral);
+  EXPECT_EQ(c.d_model, 4096);
+  EXPECT_EQ(c.expert_width, 14336);
+  EXPECT_EQ(c.num_hidden_layers, 32);
+  const RoutingConfig& r = c.routing;
+  EXPECT_EQ(r.num_experts, 8);
+  EXPECT_EQ(r.top_k, 2);
+  EXPECT_EQ(r.scoring, Scoring::kSoftmax);
+  EXPECT_TRUE(r.normalize);
+  EXPECT_EQ(r.norm_epsilon, 0.0f);
+  EXPECT_EQ(r.scaling_factor, 1.0f);
+  EXPECT_EQ(r.n_group, 1);
+  EXPECT_FALSE(r.use_correction_bias);
+  EXPECT_EQ(c.shared.width, 0);
+  EXPECT_FALSE(c.shared.gated);
+  EXPECT_EQ(FamilyName(c.family), "mixtral");
+}
+
+TEST(ModelConfigTest, Qwen2MoeDefaultsToRawProbabilitiesAndHasAGatedSharedExpert) {
+  const ModelConfig c = MustParse(kQwen2Moe);  // no norm_topk_prob key
+  EXPECT_EQ(c.family, Family::kQwen2Moe);
+  EXPECT_EQ(c.d_model, 2048);
+  EXPECT_EQ(c.expert_width, 1408);  // moe_intermediate_size, not intermediate_size
+  const RoutingConfig& r = c.routing;
+  EXPECT_EQ(r.num_experts, 60);
+  EXPECT_EQ(r.top_k, 4);
+  EXPECT_EQ(r.scoring, Scoring::kSoftmax);
+  EXPECT_FALSE(r.norm_topk_prob);
+  EXPECT_FALSE(r.normalize);
+  EXPECT_EQ(r.scaling_factor, 1.0f);
+  EXPECT_EQ(r.n_group, 1);
+  EXPECT_EQ(c.shared.width, 5632);
+  EXPECT_TRUE(c.shared.gated);
+}
+
+TEST(ModelConfigTest, Qwen2MoeNormTopkProbTrueNormalizes) {
+  const ModelConfig c = MustParse(
+      Edit(kQwen2Moe, R"("num_experts": 60,)", R"("num_experts": 60, "norm_topk_prob": true,)"));
+  EXPECT_TRUE(c.routing.normalize);
+  EXPECT_EQ(c.routing.scaling_factor, 1.0f);
+}
+
+TEST(ModelConfigTest, Qwen3MoeNormalizesAndHasNoSharedExpert) {
+  const ModelConfig c = MustParse(kQwen3Moe);
+  EXPECT_EQ(c.family, Family::kQwen3Moe);
+  EXPECT_EQ(c.d_model, 2048);
+  EXPECT_EQ(c.expert_width, 768);
+  EXPECT_EQ(c.num_hidden_layers, 48);
+  EXPECT_EQ(c.routing.num_experts, 128);
+  EXPECT_EQ(c.routing.top_k, 8);
+  EXPECT_TRUE(c.routing.normalize);
+  EXPECT_EQ(c.routing.scaling_factor, 1.0f);
+  EXPECT_EQ(c.shared.width, 0);
+  EXPECT_THAT(c.moe_layers.mlp_only_layers, IsEmpty());
+}
+
+TEST(ModelConfigTest, OlmoeReadsTheRealCheckpointConfigWithIntermediateSizeAsExpertWidth) {
+  absl::StatusOr<ModelConfig> parsed = ParseModelConfig(kOlmoe, "config.json");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const ModelConfig& c = *parsed;
+  EXPECT_EQ(c.family, Family::kOlmoe);
+  EXPECT_EQ(c.d_model, 2048);
+  EXPECT_EQ(c.expert_width, 1024);
+  EXPECT_EQ(c.routing.num_experts, 64);
+  EXPECT_EQ(c.routing.top_k, 8);
+  EXPECT_FALSE(c.routing.normalize);
+  EXPECT_EQ(c.shared.width, 0);
+}
+
+TEST(ModelConfigTest, OlmoeRoutesLikeQwenWithoutNormalization) {
+  // Both width keys present, so this checks the routing whichever key the width comes from.
+  const ModelConfig c =
+      MustParse(Edit(kOlmoe, R"("intermediate_size": 1024,)",
+                     R"("intermediate_size": 1024, "moe_intermediate_size": 1024,)"));
+  EXPECT_EQ(c.family, Family::kOlmoe);
+  EXPECT_EQ(c.routing.num_experts, 64);
+  EXPECT_EQ(c.routing.top_k, 8);
+  EXPECT_EQ(c.routing.scoring, Scoring::kSoftmax);
+  EXPECT_FALSE(c.routing.normalize);
+  EXPECT_EQ(c.routing.scaling_factor, 1.0f);
+  EXPECT_EQ(c.shared.width, 0);
+  EXPECT_FALSE(c.shared.gated);
+}
+
+TEST(ModelConfigTest, DeepseekV2LiteIsGreedySoftmaxWithScaledRawWeightsAndSharedExperts) {
+  const ModelConfig c = MustParse(kDeepseekV2Lite);
+  EXPECT_EQ(c.family, Family::kDeepseekV2);
+  EXPECT_EQ(c.d_model, 2048);
+  EXPECT_EQ(c.expert_width, 1408);
+  const RoutingConfig& r = c.routing;
+  EXPECT_EQ(r.num_experts, 64);
+  EXPECT_EQ(r.top_k, 6);
+  EXPECT_EQ(r.scoring, Scoring::kSoftmax);
+  EXPECT_EQ(r.topk_method, "greedy");
+  EXPECT_EQ(r.n_group, 1);
+  EXPECT_FALSE(r.normalize);
+  EXPECT_EQ(r.scaling_factor, 1.0f);
+  EXPECT_FALSE(r.use_correction_bias);
+  EXPECT_EQ(c.shared.width, 2 * 1408);  // n_shared_experts * moe_intermediate_size
+  EXPECT_FALSE(c.shared.gated);
+  EXPECT_EQ(c.moe_layers.first_k_dense_replace, 1);
+}
+
+TEST(ModelConfigTest, DeepseekV2GroupLimitedGreedyScoresGroupsByMaxAndScales) {
+  const ModelConfig c = MustParse(kDeepseekV2);
+  const RoutingConfig& r = c.routing;
+  EXPECT_EQ(r.num_experts, 160);
+  EXPECT_EQ(r.top_k, 6);
+  EXPECT_EQ(r.topk_method, "group_limited_greedy");
+  EXPECT_EQ(r.n_group, 8);
+  EXPECT_EQ(r.topk_group, 3);
+  EXPECT_EQ(r.group_score, GroupScore::kMax);
+  EXPECT_EQ(r.scoring, Scoring::kSoftmax);
+  EXPECT_FALSE(r.normalize);
+  EXPECT_EQ(r.scaling_factor, 16.0f);
+  EXPECT_FALSE(r.use_correction_bias);
+  EXPECT_EQ(c.shared.width, 2 * 1536);
+}
+
+TEST(ModelConfigTest, DeepseekV2GreedyIgnoresGroupKeys) {
+  const ModelConfig c = MustParse(
+      Edit(kDeepseekV2, R"("topk_method": "group_limited_greedy")", R"("topk_method": "greedy")"));
+  EXPECT_EQ(c.routing.n_group, 1);
+  EXPECT_EQ(c.routing.scaling_factor, 16.0f);
+}
+
+TEST(ModelConfigTest, DeepseekV2NormTopkProbNormalizesWithEpsilonAndDoesNotScale) {
+  const ModelConfig c =
+      MustParse(Edit(kDeepseekV2, R"("norm_topk_prob": false)", R"("norm_topk_prob": true)"));
+  const RoutingConfig& r = c.routing;
+  EXPECT_TRUE(r.norm_topk_prob);
+  EXPECT_TRUE(r.normalize);
+  EXPECT_EQ(r.norm_epsilon, 1e-20f);
+  EXPECT_EQ(r.scaling_factor, 1.0f);  // routed_scaling_factor 16 is not applied
+}
+
+TEST(ModelConfigTest, DeepseekV3IsSigmoidNoauxTcWithBiasTopTwoSumNormalizeAndScale) {
+  const ModelConfig c = MustParse(kDeepseekV3);
+  EXPECT_EQ(c.family, Family::kDeepseekV3);
+  EXPECT_EQ(c.d_model, 7168);
+  EXPECT_EQ(c.expert_width, 2048);
+  EXPECT_EQ(c.num_hidden_layers, 61);
+  const RoutingConfig& r = c.routing;
+  EXPECT_EQ(r.num_experts, 256);
+  EXPECT_EQ(r.top_k, 8);
+  EXPECT_EQ(r.scoring, Scoring::kSigmoid);
+  EXPECT_EQ(r.topk_method, "noaux_tc");
+  EXPECT_EQ(r.n_group, 8);
+  EXPECT_EQ(r.topk_group, 4);
+  EXPECT_EQ(r.group_score, GroupScore::kTopTwoSum);
+  EXPECT_TRUE(r.use_correction_bias);
+  EXPECT_TRUE(r.normalize);
+  EXPECT_EQ(r.norm_epsilon, 1e-20f);
+  EXPECT_EQ(r.scaling_factor, 2.5f);
+  EXPECT_EQ(c.shared.width, 1 * 2048);
+  EXPECT_FALSE(c.shared.gated);
+  EXPECT_EQ(c.moe_layers.first_k_dense_replace, 3);
+  EXPECT_EQ(ScoringName(r.scoring), "sigmoid");
+}
+
+TEST(ModelConfigTest, DeepseekV3WithoutNormTopkProbStillScales) {
+  const ModelConfig c =
+      MustParse(Edit(kDeepseekV3, R"("norm_topk_prob": true)", R"("norm_topk_prob": false)"));
+  EXPECT_FALSE(c.routing.normalize);
+  EXPECT_EQ(c.routing.scaling_factor, 2.5f);
+}
+
+TEST(ModelConfigTest, UnknownModelTypeIsAnErrorNamingTheKeyAndTheType) {
+  const std::string json = Edit(kMixtral, R"("model_type": "mixtral")", R"("model_type": "llama")");
+  ExpectErrorNaming(json, "model_type");
+  ExpectErrorNaming(json, "llama");
+}
+
+TEST(ModelConfigTest, MissingHiddenSizeIsAnErrorNamingTheKey) {
+  ExpectErrorNaming(Edit(kMixtral, R"("hidden_size": 4096,)", ""), "hidden_size");
+  ExpectErrorNaming(Edit(kDeepseekV3, R"("hidden_size": 7168,)", ""), "hidden_size");
+}
+
+TEST(ModelConfigTest, MissingExpertCountIsAnErrorNamingTheFamilysKey) {
+  ExpectErrorNaming(Edit(kMixtral, R"("num_local_experts": 8,)", ""), "num_local_experts");
+  ExpectErrorNaming(Edit(kQwen3Moe, R"("num_experts": 128,)", ""), "num_experts");
+  ExpectErrorNaming(Edit(kDeepseekV3, R"("n_routed_experts": 256,)", ""), "n_routed_experts");
+}
+
+TEST(ModelConfigTest, TopKAboveExpertCountIsAnErrorNamingTheKey) {
+  ExpectErrorNaming(Edit(kMixtral, R"("num_experts_per_tok": 2,)", R"("num_experts_per_tok": 9,)"),
+                    "num_experts_per_tok");
+}
+
+TEST(ModelConfigTest, ExpertsNotDivisibleIntoGroupsIsAnErrorNamingNGroup) {
+  ExpectErrorNaming(Edit(kDeepseekV3, R"("n_routed_experts": 256,)", R"("n_routed_experts": 250,)"),
+                    "n_group");
+}
+
+TEST(ModelConfigTest, TopkGroupAboveNGroupIsAnErrorNamingTopkGroup) {
+  ExpectErrorNaming(Edit(kDeepseekV3, R"("topk_group": 4,)", R"("topk_group": 9,)"), "topk_group");
+  ExpectErrorNaming(Edit(kDeepseekV2, R"("topk_group": 3,)", R"("topk_group": 9,)"), "topk_group");
+}
+
+TEST(ModelConfigTest, StringHiddenSizeIsAnErrorNamingTheKey) {
+  ExpectErrorNaming(Edit(kMixtral, R"("hidden_size": 4096,)", R"("hidden_size": "4096",)"),
+                    "hidden_size");
+}
+
+TEST(ModelConfigTest, InvalidJsonIsAnErrorNamingTheFile) {
+  absl::StatusOr<ModelConfig> config =
+      ParseModelConfig(R"({"model_type": "mixtral", "hidden_size": 4096,)", "models/x/config.json");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(config.status().message()), HasSubstr("models/x/config.json"));
+}
+
+TEST(ModelConfigTest, DeepseekFirstKDenseReplaceMakesLeadingLayersDense) {
+  const ModelConfig v2 = MustParse(kDeepseekV2Lite);
+  const absl::Status layer0 = CheckMoeLayer(v2, 0);
+  EXPECT_EQ(layer0.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(layer0.message()), HasSubstr("first_k_dense_replace"));
+  EXPECT_TRUE(CheckMoeLayer(v2, 1).ok());
+  EXPECT_TRUE(CheckMoeLayer(v2, 26).ok());
+
+  const ModelConfig v3 = MustParse(kDeepseekV3);
+  EXPECT_FALSE(CheckMoeLayer(v3, 2).ok());
+  EXPECT_TRUE(CheckMoeLayer(v3, 3).ok());
+}
+
+TEST(ModelConfigTest, DeepseekMoeLayerFreqMakesOtherLayersDense) {
+  const ModelConfig c =
+      MustParse(Edit(kDeepseekV2Lite, R"("moe_layer_freq": 1,)", R"("moe_layer_freq": 2,)"));
+  EXPECT_TRUE(CheckMoeLayer(c, 2).ok());
+  const absl::Status odd = CheckMoeLayer(c, 3);
+  EXPECT_EQ(odd.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(odd.message()), HasSubstr("moe_layer_freq"));
+}
+
+TEST(ModelConfigTest, QwenMlpOnlyLayersAreDense) {
+  const ModelConfig c =
+      MustParse(Edit(kQwen3Moe, R"("mlp_only_layers": [],)", R"("mlp_only_layers": [0, 5],)"));
+  EXPECT_THAT(c.moe_layers.mlp_only_layers, ElementsAre(0, 5));
+  const absl::Status layer5 = CheckMoeLayer(c, 5);
+  EXPECT_EQ(layer5.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(layer5.message()), HasSubstr("mlp_only_layers"));
+  EXPECT_FALSE(CheckMoeLayer(c, 0).ok());
+  EXPECT_TRUE(CheckMoeLayer(c, 1).ok());
+  EXPECT_TRUE(CheckMoeLayer(c, 47).ok());
+}
+
+TEST(ModelConfigTest, QwenDecoderSparseStepMakesOnlyEveryStepthLayerMoe) {
+  const ModelConfig c =
+      MustParse(Edit(kQwen2Moe, R"("decoder_sparse_step": 1,)", R"("decoder_sparse_step": 2,)"));
+  EXPECT_FALSE(CheckMoeLayer(c, 0).ok());
+  EXPECT_TRUE(CheckMoeLayer(c, 1).ok());
+  EXPECT_FALSE(CheckMoeLayer(c, 2).ok());
+  EXPECT_TRUE(CheckMoeLayer(c, 3).ok());
+}
+
+TEST(ModelConfigTest, LayerOutOfRangeIsInvalidArgument) {
+  const ModelConfig c = MustParse(kMixtral);  // 32 layers, all MoE
+  EXPECT_TRUE(CheckMoeLayer(c, 0).ok());
+  EXPECT_TRUE(CheckMoeLayer(c, 31).ok());
+  const absl::Status past = CheckMoeLayer(c, 32);
+  EXPECT_EQ(past.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(past.message()), HasSubstr("32"));
+  EXPECT_EQ(CheckMoeLayer(c, -1).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace moe
