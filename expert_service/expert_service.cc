@@ -1,0 +1,57 @@
+#include "expert_service/expert_service.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/model_config.h"
+#include "common/status_macros.h"
+#include "common/tensor_proto.h"
+
+namespace moe {
+
+absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
+                                          v1::ComputeResponse* response) {
+  const int64_t d = shard_->config().d_model;
+  ASSIGN_OR_RETURN(ConstMatrixView tokens, MatrixFromProto(request.tokens(), -1, d, "tokens"));
+  for (int g = 0; g < request.groups_size(); ++g) {
+    const v1::ExpertGroup& group = request.groups(g);
+    if (!shard_->Holds(group.expert())) {
+      return absl::InvalidArgumentError(absl::StrCat("groups[", g, "]: expert ", group.expert(),
+                                                     " is not held by this shard (it holds ",
+                                                     FormatExpertSet(shard_->experts()), ")"));
+    }
+    Matrix x(group.rows_size(), d);
+    for (int r = 0; r < group.rows_size(); ++r) {
+      const int row = group.rows(r);
+      if (row < 0 || row >= tokens.rows) {
+        return absl::InvalidArgumentError(absl::StrCat("groups[", g, "].rows[", r, "] = ", row,
+                                                       " is outside [0, ", tokens.rows, ")"));
+      }
+      std::memcpy(x.row(r), tokens.row(row), d * sizeof(float));
+    }
+    MatrixView y = ResizeProtoTensor(response->add_outputs(), x.rows(), d);
+    RETURN_IF_ERROR(shard_->Compute(group.expert(), x, y));
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext*, const v1::ComputeRequest* request,
+                                        v1::ComputeResponse* response) {
+  compute_calls_.fetch_add(1, std::memory_order_relaxed);
+  return ToGrpcStatus(RunGroups(*request, response));
+}
+
+grpc::Status ExpertServiceImpl::Info(grpc::ServerContext*, const v1::ExpertInfoRequest*,
+                                     v1::ExpertInfo* response) {
+  response->set_family(std::string(FamilyName(shard_->config().family)));
+  response->set_layer(shard_->layer());
+  response->set_d_model(shard_->config().d_model);
+  for (int e : shard_->experts().ids) response->add_experts(e);
+  response->set_shared_expert(shard_->experts().shared);
+  response->set_weight_bytes(shard_->weight_bytes());
+  response->set_compute_calls(compute_calls_.load(std::memory_order_relaxed));
+  return grpc::Status::OK;
+}
+
+}  // namespace moe

@@ -1,0 +1,60 @@
+#include "expert_service/expert_shard.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/layer_loader.h"
+#include "common/status_macros.h"
+
+namespace moe {
+
+ExpertShard::ExpertShard(ModelConfig config, int layer, ExpertSet experts,
+                         std::map<int, SwigluWeights> weights)
+    : config_(std::move(config)),
+      layer_(layer),
+      experts_(std::move(experts)),
+      weights_(std::move(weights)) {}
+
+absl::StatusOr<std::unique_ptr<ExpertShard>> ExpertShard::Create(
+    const ExpertShardOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<LayerLoader> loader,
+                   LayerLoader::Open(options.model_dir, options.layer));
+  const ModelConfig& config = loader->config();
+  ASSIGN_OR_RETURN(ExpertSet experts,
+                   ParseExpertSet(options.experts_spec, config.routing.num_experts,
+                                  /*allow_shared=*/true));
+  if (experts.shared && config.shared.width == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--experts includes \"shared\" but this ",
+                                                   config.model_type,
+                                                   " model has no shared expert"));
+  }
+  std::map<int, SwigluWeights> weights;
+  for (int e : experts.ids) {
+    ASSIGN_OR_RETURN(weights[e], loader->LoadExpert(e));
+  }
+  if (experts.shared) {
+    ASSIGN_OR_RETURN(weights[kSharedExpertId], loader->LoadSharedExpert());
+  }
+  return std::unique_ptr<ExpertShard>(
+      new ExpertShard(config, options.layer, std::move(experts), std::move(weights)));
+}
+
+bool ExpertShard::Holds(int expert) const { return weights_.count(expert) > 0; }
+
+absl::Status ExpertShard::Compute(int expert, ConstMatrixView x, MatrixView y) const {
+  auto it = weights_.find(expert);
+  if (it == weights_.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(expert == kSharedExpertId ? std::string("the shared expert")
+                                               : absl::StrCat("expert ", expert),
+                     " is not held by this shard (it holds ", FormatExpertSet(experts_), ")"));
+  }
+  return SwigluForward(it->second, x, y);
+}
+
+int64_t ExpertShard::weight_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& [id, w] : weights_) bytes += w.bytes();
+  return bytes;
+}
+
+}  // namespace moe

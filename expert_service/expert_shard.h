@@ -1,0 +1,54 @@
+// The computing half of an expert shard: the SwiGLU weights of some experts of one layer (and
+// optionally the layer's shared expert), loaded from a checkpoint and nothing else.
+// Thread-safe after Create: weights are read-only.
+#ifndef MOE_EXPERT_SERVICE_EXPERT_SHARD_H_
+#define MOE_EXPERT_SERVICE_EXPERT_SHARD_H_
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/expert_set.h"
+#include "common/matrix.h"
+#include "common/model_config.h"
+#include "common/swiglu_ffn.h"
+
+namespace moe {
+
+struct ExpertShardOptions {
+  std::string model_dir;     // Hugging Face checkpoint directory
+  int layer = 0;             // which layer's MoE block
+  std::string experts_spec;  // "0-3", "0,2,5", "all", may include "shared"
+};
+
+class ExpertShard {
+ public:
+  // Loads only the named experts. Fails (naming tensor, file or key) on a bad checkpoint, a layer
+  // without an MoE block, or a spec naming experts the layer does not have.
+  static absl::StatusOr<std::unique_ptr<ExpertShard>> Create(const ExpertShardOptions& options);
+
+  // y = expert(x). x and y are [n, d_model]. InvalidArgument if the expert is not held here or
+  // shapes disagree.
+  absl::Status Compute(int expert, ConstMatrixView x, MatrixView y) const;
+
+  bool Holds(int expert) const;
+  const ModelConfig& config() const { return config_; }
+  int layer() const { return layer_; }
+  const ExpertSet& experts() const { return experts_; }
+  int64_t weight_bytes() const;
+
+ private:
+  ExpertShard(ModelConfig config, int layer, ExpertSet experts,
+              std::map<int, SwigluWeights> weights);
+
+  ModelConfig config_;
+  int layer_;
+  ExpertSet experts_;
+  std::map<int, SwigluWeights> weights_;  // by expert id; kSharedExpertId for the shared one
+};
+
+}  // namespace moe
+
+#endif  // MOE_EXPERT_SERVICE_EXPERT_SHARD_H_

@@ -1,0 +1,64 @@
+// moe_expert: serves some experts of one MoE layer over gRPC (moe.v1.Expert).
+//
+//   moe_expert --model=DIR --layer=N --experts=SPEC --listen=HOST:PORT
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "common/blas_kernels.h"
+#include "common/server_runner.h"
+#include "common/shutdown_signal.h"
+#include "expert_service/expert_service.h"
+#include "expert_service/expert_shard.h"
+
+ABSL_FLAG(std::string, model, "", "Hugging Face checkpoint directory (config.json + safetensors)");
+ABSL_FLAG(int, layer, 0, "Layer whose MoE block to serve");
+ABSL_FLAG(std::string, experts, "",
+          "Experts to hold: 0-3 | 0,2,5 | all; add 'shared' for the shared expert");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50061", "Address to serve on (port 0 picks a free port)");
+ABSL_FLAG(std::string, port_file, "", "If set, write the bound port to this file once serving");
+ABSL_FLAG(int, blas_threads, 1,
+          "OpenBLAS threads per call; concurrent calls already use the other cores");
+ABSL_FLAG(int, max_message_mb, 256, "Largest request or reply accepted, in MiB");
+
+int main(int argc, char** argv) {
+  moe::BlockShutdownSignals();
+  absl::SetProgramUsageMessage(
+      "Serves some experts of one MoE layer.\n"
+      "  moe_expert --model=DIR --layer=N --experts=SPEC --listen=HOST:PORT");
+  absl::ParseCommandLine(argc, argv);
+
+  moe::ExpertShardOptions options;
+  options.model_dir = absl::GetFlag(FLAGS_model);
+  options.layer = absl::GetFlag(FLAGS_layer);
+  options.experts_spec = absl::GetFlag(FLAGS_experts);
+  if (options.model_dir.empty() || options.experts_spec.empty()) {
+    std::cerr << "moe_expert: --model and --experts are required (see --help)" << std::endl;
+    return 2;
+  }
+  moe::SetBlasThreads(absl::GetFlag(FLAGS_blas_threads));
+
+  auto shard = moe::ExpertShard::Create(options);
+  if (!shard.ok()) {
+    std::cerr << "moe_expert: " << shard.status().message() << std::endl;
+    return 1;
+  }
+  std::cerr << "moe_expert: layer " << options.layer << " experts "
+            << moe::FormatExpertSet((*shard)->experts()) << ", "
+            << (*shard)->weight_bytes() / (1 << 20) << " MiB of weights" << std::endl;
+
+  moe::ExpertServiceImpl service(shard->get());
+  moe::ServeOptions serve;
+  serve.name = "moe_expert";
+  serve.listen = absl::GetFlag(FLAGS_listen);
+  serve.port_file = absl::GetFlag(FLAGS_port_file);
+  serve.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  absl::Status served = moe::ServeUntilSignal(serve, {&service});
+  if (!served.ok()) {
+    std::cerr << "moe_expert: " << served.message() << std::endl;
+    return 1;
+  }
+  return 0;
+}

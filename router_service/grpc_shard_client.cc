@@ -1,0 +1,95 @@
+#include "router_service/grpc_shard_client.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace moe {
+
+// State of one logical call across its attempts. Each attempt gets a fresh ClientContext (a
+// context serves one RPC); all stay alive until the call is done.
+struct GrpcShardClient::Call {
+  const v1::ComputeRequest* request;
+  v1::ComputeResponse* response;
+  absl::Time deadline;
+  std::function<void(absl::Status)> done;
+  size_t first_replica;
+  size_t attempts = 0;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::string errors;
+};
+
+GrpcShardClient::GrpcShardClient(const std::vector<std::string>& targets) {
+  for (const std::string& target : targets) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    args.SetMaxSendMessageSize(-1);
+    args.SetLoadBalancingPolicyName("round_robin");
+    Replica replica;
+    replica.target = target;
+    replica.channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+    replica.stub = v1::Expert::NewStub(replica.channel);
+    replicas_.push_back(std::move(replica));
+  }
+}
+
+void GrpcShardClient::Compute(const v1::ComputeRequest* request, v1::ComputeResponse* response,
+                              absl::Time deadline, std::function<void(absl::Status)> done) {
+  auto call = std::make_shared<Call>();
+  call->request = request;
+  call->response = response;
+  call->deadline = deadline;
+  call->done = std::move(done);
+  call->first_replica = next_replica_.fetch_add(1, std::memory_order_relaxed) % replicas_.size();
+  StartAttempt(std::move(call));
+}
+
+void GrpcShardClient::StartAttempt(std::shared_ptr<Call> call) {
+  const Replica& replica = replicas_[(call->first_replica + call->attempts) % replicas_.size()];
+  ++call->attempts;
+  call->contexts.push_back(std::make_unique<grpc::ClientContext>());
+  grpc::ClientContext* context = call->contexts.back().get();
+  context->set_deadline(absl::ToChronoTime(call->deadline));
+  replica.stub->async()->Compute(
+      context, call->request, call->response,
+      [this, call, target = replica.target](grpc::Status status) {
+        if (status.ok()) {
+          call->done(absl::OkStatus());
+          return;
+        }
+        absl::StrAppend(&call->errors, call->errors.empty() ? "" : "; ", "shard ", target, ": ",
+                        status.error_message());
+        const bool retry = status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+                           call->attempts < replicas_.size() && absl::Now() < call->deadline;
+        if (retry) {
+          call->response->Clear();
+          StartAttempt(call);
+          return;
+        }
+        call->done(absl::Status(static_cast<absl::StatusCode>(status.error_code()), call->errors));
+      });
+}
+
+std::vector<std::string> GrpcShardClient::ReplicaStates() const {
+  std::vector<std::string> states;
+  for (const Replica& replica : replicas_) {
+    switch (replica.channel->GetState(/*try_to_connect=*/false)) {
+      case GRPC_CHANNEL_IDLE:
+        states.push_back("IDLE");
+        break;
+      case GRPC_CHANNEL_CONNECTING:
+        states.push_back("CONNECTING");
+        break;
+      case GRPC_CHANNEL_READY:
+        states.push_back("READY");
+        break;
+      case GRPC_CHANNEL_TRANSIENT_FAILURE:
+        states.push_back("TRANSIENT_FAILURE");
+        break;
+      case GRPC_CHANNEL_SHUTDOWN:
+        states.push_back("SHUTDOWN");
+        break;
+    }
+  }
+  return states;
+}
+
+}  // namespace moe

@@ -1,0 +1,44 @@
+// ShardClient over gRPC's callback API. One channel per replica target, reused by every call;
+// "dns:///name:port" targets use round_robin over every address the name resolves to. A call
+// that fails UNAVAILABLE is retried on the next replica while the deadline allows (inference is
+// side-effect free, so a retry is always safe). Thread-safe.
+#ifndef MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_
+#define MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moe/v1/expert.grpc.pb.h"
+#include "router_service/shard_client.h"
+
+namespace moe {
+
+class GrpcShardClient final : public ShardClient {
+ public:
+  explicit GrpcShardClient(const std::vector<std::string>& targets);
+
+  void Compute(const v1::ComputeRequest* request, v1::ComputeResponse* response,
+               absl::Time deadline, std::function<void(absl::Status)> done) override;
+  std::vector<std::string> ReplicaStates() const override;
+
+ private:
+  struct Replica {
+    std::string target;
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<v1::Expert::Stub> stub;
+  };
+  struct Call;
+
+  void StartAttempt(std::shared_ptr<Call> call);
+
+  std::vector<Replica> replicas_;
+  std::atomic<uint32_t> next_replica_{0};  // round-robin start for load spreading
+};
+
+}  // namespace moe
+
+#endif  // MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_

@@ -1,0 +1,84 @@
+// The router's core: gate, routing, fan-out to the shard groups holding chosen experts (all calls
+// in flight at once), the shared expert computed locally meanwhile, and the weighted sum.
+// Knows nothing of the public gRPC API; RouterServiceImpl converts to and from it.
+//
+// Errors (DESIGN.md §7): ResourceExhausted for too many tokens, Unavailable naming the experts
+// and shard when a shard cannot be reached on any replica, DeadlineExceeded when the deadline
+// passes, Internal naming the shard for a malformed reply. A request never returns a partial sum.
+// Thread-safe: Forward may run concurrently.
+#ifndef MOE_ROUTER_SERVICE_ROUTER_H_
+#define MOE_ROUTER_SERVICE_ROUTER_H_
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/layer_loader.h"
+#include "common/matrix.h"
+#include "common/model_config.h"
+#include "common/routing.h"
+#include "router_service/dispatch_plan.h"
+#include "router_service/shard_client.h"
+#include "router_service/shard_map.h"
+
+namespace moe {
+
+struct RouterOptions {
+  std::string model_dir;  // Hugging Face checkpoint directory
+  int layer = 0;          // which layer's MoE block
+  std::string shards;     // SPEC@TARGET[,SPEC@TARGET...]
+  int max_tokens = 8192;  // per request; more is ResourceExhausted
+  // Deadline for shard calls when the client sets none, so no request can hang.
+  absl::Duration default_timeout = absl::Seconds(30);
+};
+
+// Makes the client for one shard group (production: GrpcShardClient over its targets).
+using ShardClientFactory = std::function<std::unique_ptr<ShardClient>(const ShardGroup&)>;
+
+class Router {
+ public:
+  static absl::StatusOr<std::unique_ptr<Router>> Create(const RouterOptions& options,
+                                                        const ShardClientFactory& make_client);
+
+  // tokens [T, d_model] (validated finite by the caller) → output [T, d_model], which must be
+  // zero-filled. Returns the routing used. `deadline` may be absl::InfiniteFuture().
+  absl::StatusOr<Routing> Forward(ConstMatrixView tokens, absl::Time deadline,
+                                  MatrixView output) const;
+
+  const ModelConfig& config() const { return config_; }
+  int layer() const { return options_.layer; }
+  int max_tokens() const { return options_.max_tokens; }
+  const ShardMap& shards() const { return shards_; }
+  const ShardClient& client(int group) const { return *clients_[group]; }
+  bool shared_expert_local() const { return shared_.has_value(); }
+
+ private:
+  struct ShardCall;
+
+  Router(RouterOptions options, ModelConfig config, GateWeights gate,
+         std::vector<float> shared_gate, std::optional<SwigluWeights> shared, ShardMap shards,
+         std::vector<std::unique_ptr<ShardClient>> clients);
+
+  // The factor of token `t`'s shared expert output: qwen2_moe's sigmoid(shared_expert_gate · x),
+  // else 1.
+  float SharedExpertScale(ConstMatrixView tokens, int64_t t) const;
+  // Checks every shard reply, then adds weight × expert output into `output`.
+  absl::Status Combine(ConstMatrixView tokens, const Routing& routing, const DispatchPlan& plan,
+                       const std::vector<ShardCall>& calls, MatrixView output) const;
+
+  RouterOptions options_;
+  ModelConfig config_;
+  GateWeights gate_;
+  std::vector<float> shared_gate_;       // qwen2_moe's [d_model] shared expert gate, else empty
+  std::optional<SwigluWeights> shared_;  // set when the router computes the shared expert
+  ShardMap shards_;
+  std::vector<std::unique_ptr<ShardClient>> clients_;  // one per shard group
+};
+
+}  // namespace moe
+
+#endif  // MOE_ROUTER_SERVICE_ROUTER_H_

@@ -1,0 +1,73 @@
+#include "router_service/router_service.h"
+
+#include <chrono>
+
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
+#include "common/tensor_proto.h"
+
+namespace moe {
+
+absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, absl::Time deadline,
+                                          v1::ForwardResponse* response) {
+  ASSIGN_OR_RETURN(ConstMatrixView tokens,
+                   MatrixFromProto(request.tokens(), -1, router_->config().d_model, "tokens"));
+  MatrixView output = ResizeProtoTensor(response->mutable_output(), tokens.rows, tokens.cols);
+  ASSIGN_OR_RETURN(Routing routing, router_->Forward(tokens, deadline, output));
+  if (request.return_routing()) {
+    for (int64_t t = 0; t < routing.num_tokens; ++t) {
+      v1::TokenRouting* token = response->add_routing();
+      token->mutable_experts()->Add(routing.token_experts(t),
+                                    routing.token_experts(t) + routing.top_k);
+      token->mutable_weights()->Add(routing.token_weights(t),
+                                    routing.token_weights(t) + routing.top_k);
+    }
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status RouterServiceImpl::Forward(grpc::ServerContext* context,
+                                        const v1::ForwardRequest* request,
+                                        v1::ForwardResponse* response) {
+  const auto client_deadline = context->deadline();
+  const absl::Time deadline = client_deadline == std::chrono::system_clock::time_point::max()
+                                  ? absl::InfiniteFuture()
+                                  : absl::FromChrono(client_deadline);
+  absl::Status status = DoForward(*request, deadline, response);
+  if (!status.ok()) response->Clear();
+  return ToGrpcStatus(status);
+}
+
+grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest*,
+                                     v1::ModelInfo* response) {
+  const ModelConfig& config = router_->config();
+  const RoutingConfig& routing = config.routing;
+  response->set_d_model(config.d_model);
+  response->set_num_experts(routing.num_experts);
+  response->set_top_k(routing.top_k);
+  response->set_family(config.model_type);
+  response->set_layer(router_->layer());
+  response->set_expert_width(config.expert_width);
+  response->set_shared_expert_width(config.shared.width);
+  response->set_shared_expert_local(router_->shared_expert_local());
+  response->set_max_tokens(router_->max_tokens());
+  v1::RoutingSettings* settings = response->mutable_routing();
+  settings->set_scoring_func(std::string(ScoringName(routing.scoring)));
+  settings->set_norm_topk_prob(routing.norm_topk_prob);
+  settings->set_topk_method(routing.topk_method);
+  settings->set_n_group(routing.n_group);
+  settings->set_topk_group(routing.topk_group);
+  settings->set_routed_scaling_factor(routing.scaling_factor);
+  settings->set_has_score_correction_bias(routing.use_correction_bias);
+  const auto& groups = router_->shards().groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    v1::ShardInfo* shard = response->add_shards();
+    shard->mutable_experts()->Add(groups[g].experts.ids.begin(), groups[g].experts.ids.end());
+    shard->set_shared_expert(groups[g].experts.shared);
+    for (const std::string& target : groups[g].targets) shard->add_targets(target);
+    for (const std::string& state : router_->client(g).ReplicaStates()) shard->add_states(state);
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace moe

@@ -1,0 +1,308 @@
+// The real moe_expert and moe_router binaries on loopback, called over gRPC like a user would.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "moe/v1/expert.grpc.pb.h"
+#include "moe/v1/router.grpc.pb.h"
+#include "tests/reference_layer.h"
+#include "tests/subprocess.h"
+#include "tests/test_models.h"
+
+namespace moe {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::Server;
+
+const std::string& ExpertBinary() {
+  static const std::string* path =
+      new std::string(testing::BuildBinary("expert_service/moe_expert"));
+  return *path;
+}
+const std::string& RouterBinary() {
+  static const std::string* path =
+      new std::string(testing::BuildBinary("router_service/moe_router"));
+  return *path;
+}
+
+Server MustStart(const std::string& binary, std::vector<std::string> args) {
+  auto server = testing::StartServer(binary, std::move(args));
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : Server{};
+}
+
+v1::ForwardRequest MakeRequest(const std::vector<float>& values, int64_t n, int64_t d) {
+  v1::ForwardRequest request;
+  request.mutable_tokens()->add_shape(n);
+  request.mutable_tokens()->add_shape(d);
+  request.mutable_tokens()->mutable_values()->Add(values.begin(), values.end());
+  request.set_return_routing(true);
+  return request;
+}
+
+class Cluster {
+ public:
+  // Shards as (expert spec) list; the router covers them all.
+  Cluster(const std::string& model, const std::vector<std::string>& specs,
+          std::vector<std::string> router_flags = {}) {
+    std::string shards;
+    for (const std::string& spec : specs) {
+      experts_.push_back(MustStart(ExpertBinary(), {"--model=" + model, "--experts=" + spec}));
+      absl::StrAppend(&shards, shards.empty() ? "" : ",", spec, "@", experts_.back().target());
+    }
+    router_flags.push_back("--model=" + model);
+    router_flags.push_back("--shards=" + shards);
+    router_ = MustStart(RouterBinary(), router_flags);
+    stub_ = v1::Router::NewStub(
+        grpc::CreateChannel(router_.target(), grpc::InsecureChannelCredentials()));
+  }
+
+  grpc::Status Forward(const v1::ForwardRequest& request, v1::ForwardResponse* response,
+                       absl::Duration timeout = absl::Seconds(10)) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    return stub_->Forward(&context, request, response);
+  }
+
+  v1::ExpertInfo ExpertInfo(int shard) {
+    auto stub = v1::Expert::NewStub(
+        grpc::CreateChannel(experts_[shard].target(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    v1::ExpertInfo info;
+    EXPECT_TRUE(stub->Info(&context, v1::ExpertInfoRequest(), &info).ok());
+    return info;
+  }
+
+  v1::Router::Stub& router() { return *stub_; }
+  Server& expert(int i) { return experts_[i]; }
+  Server& router_server() { return router_; }
+
+ private:
+  std::vector<Server> experts_;
+  Server router_;
+  std::unique_ptr<v1::Router::Stub> stub_;
+};
+
+class EndToEndTest : public ::testing::Test {
+ protected:
+  static constexpr int64_t kD = 256;
+  static void SetUpTestSuite() {
+    model_ = new std::string(testing::WriteTestModel("tiny"));
+    cluster_ = new Cluster(*model_, {"0-3", "4-7"}, {"--max_tokens=512"});
+    auto reference = testing::ReferenceLayer::Load(*model_, 0);
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    reference_ = new testing::ReferenceLayer(std::move(*reference));
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+
+  static std::string* model_;
+  static Cluster* cluster_;
+  static testing::ReferenceLayer* reference_;
+};
+
+std::string* EndToEndTest::model_ = nullptr;
+Cluster* EndToEndTest::cluster_ = nullptr;
+testing::ReferenceLayer* EndToEndTest::reference_ = nullptr;
+
+TEST_F(EndToEndTest, OutputAndRoutingMatchIndependentReference) {
+  for (int64_t n : {1, 7, 256}) {
+    SCOPED_TRACE(absl::StrCat(n, " tokens"));
+    const std::vector<float> tokens = testing::RandomTokens(n, kD, 100 + n);
+    v1::ForwardResponse response;
+    grpc::Status status = cluster_->Forward(MakeRequest(tokens, n, kD), &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_THAT(response.output().shape(), ::testing::ElementsAre(n, kD));
+    ASSERT_EQ(response.routing_size(), n);
+    const testing::ReferenceOutput expected = reference_->Forward(tokens, n);
+    for (int64_t t = 0; t < n; ++t) {
+      double norm = 0, err = 0;
+      for (int64_t i = 0; i < kD; ++i) {
+        const double ref = expected.output[t * kD + i];
+        norm = std::max(norm, std::abs(ref));
+        err = std::max(err, std::abs(ref - response.output().values(t * kD + i)));
+      }
+      EXPECT_LE(err, 1e-4 * norm) << "token " << t;
+      if (expected.margin[t] < 1e-5) continue;  // a near-tie fp32 may break either way
+      const v1::TokenRouting& routing = response.routing(t);
+      EXPECT_THAT(routing.experts(), ::testing::ElementsAreArray(expected.experts[t]));
+      for (int j = 0; j < routing.weights_size(); ++j) {
+        EXPECT_NEAR(routing.weights(j), expected.weights[t][j], 1e-5);
+      }
+    }
+  }
+}
+
+TEST_F(EndToEndTest, ShardHoldingNoChosenExpertReceivesNoCall) {
+  // Tokens whose chosen experts all live on shard 0 (experts 0-3).
+  std::vector<float> tokens;
+  int64_t n = 0;
+  for (uint64_t seed = 0; n < 4 && seed < 2000; ++seed) {
+    std::vector<float> token = testing::RandomTokens(1, kD, seed);
+    const auto expected = reference_->Forward(token, 1);
+    if (expected.margin[0] > 1e-4 && expected.experts[0][0] < 4 && expected.experts[0][1] < 4) {
+      tokens.insert(tokens.end(), token.begin(), token.end());
+      ++n;
+    }
+  }
+  ASSERT_EQ(n, 4);
+  const int64_t calls0 = cluster_->ExpertInfo(0).compute_calls();
+  const int64_t calls1 = cluster_->ExpertInfo(1).compute_calls();
+  v1::ForwardResponse response;
+  ASSERT_TRUE(cluster_->Forward(MakeRequest(tokens, n, kD), &response).ok());
+  EXPECT_EQ(cluster_->ExpertInfo(0).compute_calls(), calls0 + 1);
+  EXPECT_EQ(cluster_->ExpertInfo(1).compute_calls(), calls1);
+}
+
+struct BadInput {
+  std::string name;
+  std::function<void(v1::ForwardRequest&)> spoil;
+  std::string message;  // part of the expected error
+};
+
+TEST_F(EndToEndTest, BadInputsAreInvalidArgumentNamingTheProblem) {
+  const std::vector<BadInput> cases = {
+      {"rank 1",
+       [](auto& r) {
+         r.mutable_tokens()->clear_shape();
+         r.mutable_tokens()->add_shape(512);
+       },
+       "expected rank 2"},
+      {"empty shape", [](auto& r) { r.mutable_tokens()->clear_shape(); }, "rank 0"},
+      {"wrong d_model", [](auto& r) { r.mutable_tokens()->set_shape(1, 128); }, "expected 256"},
+      {"values/shape mismatch", [](auto& r) { r.mutable_tokens()->set_shape(0, 3); },
+       "has 512 values"},
+      {"zero tokens", [](auto& r) { r.mutable_tokens()->set_shape(0, 0); }, "0 rows"},
+      {"negative tokens", [](auto& r) { r.mutable_tokens()->set_shape(0, -2); }, "-2 rows"},
+      {"NaN", [](auto& r) { r.mutable_tokens()->set_values(300, NAN); }, "token 1, feature 44"},
+      {"Inf", [](auto& r) { r.mutable_tokens()->set_values(5, -INFINITY); }, "must be finite"},
+  };
+  for (const BadInput& bad : cases) {
+    v1::ForwardRequest request = MakeRequest(testing::RandomTokens(2, kD, 1), 2, kD);
+    bad.spoil(request);
+    v1::ForwardResponse response;
+    grpc::Status status = cluster_->Forward(request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad.name;
+    EXPECT_THAT(status.error_message(), HasSubstr(bad.message)) << bad.name;
+  }
+}
+
+TEST_F(EndToEndTest, TooManyTokensIsResourceExhaustedNamingTheLimit) {
+  v1::ForwardResponse response;
+  grpc::Status status =
+      cluster_->Forward(MakeRequest(testing::RandomTokens(513, kD, 1), 513, kD), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("512"));
+}
+
+TEST_F(EndToEndTest, PassedDeadlineIsDeadlineExceeded) {
+  v1::ForwardResponse response;
+  grpc::Status status = cluster_->Forward(MakeRequest(testing::RandomTokens(64, kD, 1), 64, kD),
+                                          &response, absl::Microseconds(1));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(EndToEndTest, InfoReportsModelAndShards) {
+  grpc::ClientContext context;
+  v1::ModelInfo info;
+  ASSERT_TRUE(cluster_->router().Info(&context, v1::InfoRequest(), &info).ok());
+  EXPECT_EQ(info.family(), "mixtral");
+  EXPECT_EQ(info.d_model(), 256);
+  EXPECT_EQ(info.num_experts(), 8);
+  EXPECT_EQ(info.top_k(), 2);
+  EXPECT_EQ(info.max_tokens(), 512);
+  EXPECT_EQ(info.routing().scoring_func(), "softmax");
+  ASSERT_EQ(info.shards_size(), 2);
+  EXPECT_THAT(info.shards(1).experts(), ::testing::ElementsAre(4, 5, 6, 7));
+  EXPECT_EQ(info.shards(0).targets(0), cluster_->expert(0).target());
+}
+
+TEST_F(EndToEndTest, ShardHoldsOnlyItsExpertsWeights) {
+  const int64_t per_expert = 3 * 256 * 512 * sizeof(float);
+  EXPECT_EQ(cluster_->ExpertInfo(0).weight_bytes(), 4 * per_expert);
+  // Resident memory, not just bookkeeping: a 2-expert shard vs an all-expert shard.
+  auto rss_kb = [](pid_t pid) {
+    std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    }
+    return 0L;
+  };
+  Server two = MustStart(ExpertBinary(), {"--model=" + *model_, "--experts=0-1"});
+  Server all = MustStart(ExpertBinary(), {"--model=" + *model_, "--experts=all"});
+  const double difference_mb = (rss_kb(all.process->pid()) - rss_kb(two.process->pid())) / 1024.0;
+  const double six_experts_mb = 6.0 * per_expert / (1 << 20);  // 9 MiB
+  EXPECT_NEAR(difference_mb, six_experts_mb, 0.35 * six_experts_mb);
+}
+
+TEST(EndToEndFailureTest, StoppedShardIsUnavailableAndRouterKeepsServing) {
+  const std::string model = testing::WriteTestModel("tiny");
+  auto reference = testing::ReferenceLayer::Load(model, 0);
+  ASSERT_TRUE(reference.ok());
+  Cluster cluster(model, {"0-3", "4-7"});
+  const std::string dead_target = cluster.expert(1).target();
+  cluster.expert(1).process->Stop(SIGKILL);
+
+  int unavailable = 0, served = 0;
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    const std::vector<float> token = testing::RandomTokens(1, 256, seed);
+    const auto expected = reference->Forward(token, 1);
+    const bool needs_dead_shard = expected.experts[0][0] >= 4 || expected.experts[0][1] >= 4;
+    v1::ForwardResponse response;
+    grpc::Status status = cluster.Forward(MakeRequest(token, 1, 256), &response);
+    if (needs_dead_shard) {
+      ++unavailable;
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+      EXPECT_THAT(status.error_message(), HasSubstr(dead_target));
+      EXPECT_THAT(status.error_message(), ::testing::ContainsRegex("experts? [4-7]"));
+      EXPECT_EQ(response.output().values_size(), 0) << "no partial sums";
+    } else {
+      ++served;
+      EXPECT_TRUE(status.ok()) << status.error_message();
+    }
+  }
+  EXPECT_GT(unavailable, 0);
+  EXPECT_GT(served, 0);
+  EXPECT_TRUE(cluster.router_server().process->Running());
+}
+
+TEST(EndToEndFailureTest, KilledReplicaIsBypassedByRetryingTheOther) {
+  const std::string model = testing::WriteTestModel("tiny");
+  Cluster cluster(model, {"0-3", "0-3", "4-7"});
+  cluster.expert(0).process->Stop(SIGKILL);
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    v1::ForwardResponse response;
+    grpc::Status status =
+        cluster.Forward(MakeRequest(testing::RandomTokens(16, 256, seed), 16, 256), &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+  }
+}
+
+TEST(EndToEndStartupTest, RouterRefusesToStartWithUncoveredExperts) {
+  const std::string model = testing::WriteTestModel("tiny");
+  auto router = testing::StartServer(
+      RouterBinary(), {"--model=" + model, "--shards=0-3@127.0.0.1:1,5-6@127.0.0.1:2"});
+  ASSERT_FALSE(router.ok());
+  EXPECT_THAT(std::string(router.status().message()), HasSubstr("experts 4,7 of 8 uncovered"));
+}
+
+TEST(EndToEndStartupTest, ServersExitCleanlyOnSigterm) {
+  const std::string model = testing::WriteTestModel("tiny");
+  Server expert = MustStart(ExpertBinary(), {"--model=" + model, "--experts=all"});
+  const int status = expert.process->Stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << expert.process->Log();
+}
+
+}  // namespace
+}  // namespace moe

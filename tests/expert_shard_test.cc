@@ -1,0 +1,114 @@
+// The expert shard core and its gRPC service, in-process.
+#include "expert_service/expert_shard.h"
+
+#include <filesystem>
+
+#include "common/layer_loader.h"
+#include "common/tensor_proto.h"
+#include "expert_service/expert_service.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/reference_layer.h"
+#include "tests/test_models.h"
+
+namespace moe {
+namespace {
+
+using ::testing::HasSubstr;
+
+class ExpertShardTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { model_ = new std::string(testing::WriteTestModel("tiny")); }
+  static std::string* model_;
+};
+std::string* ExpertShardTest::model_ = nullptr;
+
+TEST_F(ExpertShardTest, LoadsOnlyTheNamedExperts) {
+  auto shard = ExpertShard::Create({*model_, 0, "2,5"});
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  EXPECT_TRUE((*shard)->Holds(2));
+  EXPECT_TRUE((*shard)->Holds(5));
+  EXPECT_FALSE((*shard)->Holds(3));
+  EXPECT_EQ((*shard)->weight_bytes(), 2 * 3 * 256 * 512 * 4);
+}
+
+TEST_F(ExpertShardTest, ComputesTheExpertFfnOfTheCheckpoint) {
+  auto shard = ExpertShard::Create({*model_, 0, "all"});
+  ASSERT_TRUE(shard.ok());
+  const std::vector<float> x = testing::RandomTokens(3, 256, 4);
+  Matrix y(3, 256);
+  ASSERT_TRUE((*shard)->Compute(6, ConstMatrixView{x.data(), 3, 256}, y.view()).ok());
+  // Expert 6 by hand from the stored tensors, in double.
+  auto loader = LayerLoader::Open(*model_, 0);
+  ASSERT_TRUE(loader.ok());
+  auto w = (*loader)->LoadExpert(6);
+  ASSERT_TRUE(w.ok());
+  for (int t = 0; t < 3; ++t) {
+    std::vector<double> act(512);
+    for (int j = 0; j < 512; ++j) {
+      double g = 0, u = 0;
+      for (int i = 0; i < 256; ++i) {
+        g += double(w->gate.row(j)[i]) * x[t * 256 + i];
+        u += double(w->up.row(j)[i]) * x[t * 256 + i];
+      }
+      act[j] = g / (1 + std::exp(-g)) * u;
+    }
+    for (int i = 0; i < 256; ++i) {
+      double expected = 0;
+      for (int j = 0; j < 512; ++j) expected += double(w->down.row(i)[j]) * act[j];
+      EXPECT_NEAR(y.row(t)[i], expected, 1e-5) << "token " << t << " feature " << i;
+    }
+  }
+}
+
+TEST_F(ExpertShardTest, RejectsExpertsTheLayerDoesNotHave) {
+  auto shard = ExpertShard::Create({*model_, 0, "6-9"});
+  EXPECT_EQ(shard.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(shard.status().message()), HasSubstr("expert 9 is out of range [0, 8)"));
+}
+
+TEST_F(ExpertShardTest, RejectsSharedForAFamilyWithoutSharedExpert) {
+  auto shard = ExpertShard::Create({*model_, 0, "0,shared"});
+  EXPECT_THAT(std::string(shard.status().message()), HasSubstr("no shared expert"));
+}
+
+TEST_F(ExpertShardTest, MissingShardFileIsAnErrorNamingIt) {
+  SyntheticModelOptions options;
+  options.num_shards = 3;
+  const std::string dir = testing::WriteTestModel("tiny", options);
+  std::filesystem::remove(dir + "/model-00003-of-00003.safetensors");
+  auto shard = ExpertShard::Create({dir, 0, "all"});
+  EXPECT_FALSE(shard.ok());
+  EXPECT_THAT(std::string(shard.status().message()), HasSubstr("model-00003-of-00003"));
+}
+
+TEST_F(ExpertShardTest, ServiceRejectsGroupsItCannotServe) {
+  auto shard = ExpertShard::Create({*model_, 0, "0-3"});
+  ASSERT_TRUE(shard.ok());
+  ExpertServiceImpl service(shard->get());
+  v1::ComputeRequest request;
+  MatrixView tokens = ResizeProtoTensor(request.mutable_tokens(), 2, 256);
+  std::fill(tokens.data, tokens.data + tokens.size(), 0.5f);
+  v1::ExpertGroup* group = request.add_groups();
+  group->set_expert(5);
+  group->add_rows(0);
+  v1::ComputeResponse response;
+  grpc::Status status = service.Compute(nullptr, &request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("expert 5 is not held by this shard"));
+
+  group->set_expert(1);
+  group->set_rows(0, 2);
+  response.Clear();
+  status = service.Compute(nullptr, &request, &response);
+  EXPECT_THAT(status.error_message(), HasSubstr("outside [0, 2)"));
+
+  group->set_rows(0, 1);
+  response.Clear();
+  ASSERT_TRUE(service.Compute(nullptr, &request, &response).ok());
+  ASSERT_EQ(response.outputs_size(), 1);
+  EXPECT_THAT(response.outputs(0).shape(), ::testing::ElementsAre(1, 256));
+}
+
+}  // namespace
+}  // namespace moe

@@ -1,0 +1,204 @@
+// moe_client: calls a running router with random or file-given tokens and prints the output's
+// statistics, the routing and the latency.
+//
+//   moe_client --router=127.0.0.1:50051 [--tokens=N] [--input=FILE] [--repeat=N]
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "google/protobuf/util/json_util.h"
+#include "moe/v1/router.grpc.pb.h"
+
+ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router target");
+ABSL_FLAG(int, tokens, 4, "Random tokens to send (ignored with --input)");
+ABSL_FLAG(uint64_t, seed, 7, "Seed of the random tokens");
+ABSL_FLAG(std::string, input, "",
+          "Text file of tokens: one token per line, d_model whitespace-separated floats");
+ABSL_FLAG(std::string, output, "", "Write the output tokens here, one per line");
+ABSL_FLAG(int, repeat, 1, "Send the request this many times and report latency percentiles");
+ABSL_FLAG(int, deadline_ms, 10000, "Deadline of each call");
+ABSL_FLAG(int, show_routing, 8, "Print the routing of at most this many tokens");
+ABSL_FLAG(std::string, request_json, "",
+          "Write the request as JSON to this file and exit without calling Forward (a request "
+          "file for ghz -D)");
+
+namespace {
+
+std::chrono::system_clock::time_point Deadline() {
+  return std::chrono::system_clock::now() +
+         std::chrono::milliseconds(absl::GetFlag(FLAGS_deadline_ms));
+}
+
+bool ReadTokens(const std::string& path, int64_t d_model, moe::v1::Tensor* tensor) {
+  std::ifstream in(path);
+  if (!in) {
+    std::cerr << "moe_client: cannot open --input=" << path << std::endl;
+    return false;
+  }
+  std::string line;
+  int64_t rows = 0;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    int64_t count = 0;
+    float value;
+    while (fields >> value) {
+      tensor->add_values(value);
+      ++count;
+    }
+    if (count == 0) continue;
+    if (count != d_model) {
+      std::cerr << "moe_client: line " << rows + 1 << " of " << path << " has " << count
+                << " values, expected d_model = " << d_model << std::endl;
+      return false;
+    }
+    ++rows;
+  }
+  tensor->add_shape(rows);
+  tensor->add_shape(d_model);
+  return true;
+}
+
+// Roughly standard normal: the sum of 4 uniforms, rescaled. Deterministic for a seed.
+void RandomTokens(int n, int64_t d_model, uint64_t seed, moe::v1::Tensor* tensor) {
+  uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
+  auto uniform = [&state] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return static_cast<float>(state >> 40) / float(1 << 24);
+  };
+  tensor->add_shape(n);
+  tensor->add_shape(d_model);
+  for (int64_t i = 0; i < n * d_model; ++i) {
+    float sum = uniform() + uniform() + uniform() + uniform();
+    tensor->add_values((sum - 2.0f) * std::sqrt(3.0f));
+  }
+}
+
+void PrintStats(const moe::v1::Tensor& out) {
+  double sum = 0, sq = 0;
+  float lo = INFINITY, hi = -INFINITY;
+  for (float v : out.values()) {
+    sum += v;
+    sq += double(v) * v;
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  const double n = std::max(1, out.values_size());
+  const double mean = sum / n;
+  std::cout << "output [" << out.shape(0) << ", " << out.shape(1) << "]: mean " << mean << "  std "
+            << std::sqrt(std::max(0.0, sq / n - mean * mean)) << "  min " << lo << "  max " << hi
+            << "  l2 " << std::sqrt(sq) << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Calls a MoE router and prints output statistics, routing and latency.\n"
+      "  moe_client --router=HOST:PORT [--tokens=N | --input=FILE] [--repeat=N]");
+  absl::ParseCommandLine(argc, argv);
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_router),
+                                           grpc::InsecureChannelCredentials(), args);
+  auto stub = moe::v1::Router::NewStub(channel);
+
+  moe::v1::ModelInfo info;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    grpc::Status status = stub->Info(&context, moe::v1::InfoRequest(), &info);
+    if (!status.ok()) {
+      std::cerr << "moe_client: Info failed: " << status.error_code() << " "
+                << status.error_message() << std::endl;
+      return 1;
+    }
+  }
+  std::cout << "router " << absl::GetFlag(FLAGS_router) << ": " << info.family() << " layer "
+            << info.layer() << ", d_model " << info.d_model() << ", " << info.num_experts()
+            << " experts, top-" << info.top_k() << ", " << info.shards_size() << " shard groups\n";
+
+  moe::v1::ForwardRequest request;
+  request.set_return_routing(absl::GetFlag(FLAGS_request_json).empty());
+  if (!absl::GetFlag(FLAGS_input).empty()) {
+    if (!ReadTokens(absl::GetFlag(FLAGS_input), info.d_model(), request.mutable_tokens())) {
+      return 2;
+    }
+  } else {
+    RandomTokens(absl::GetFlag(FLAGS_tokens), info.d_model(), absl::GetFlag(FLAGS_seed),
+                 request.mutable_tokens());
+  }
+
+  if (!absl::GetFlag(FLAGS_request_json).empty()) {
+    std::string json;
+    google::protobuf::util::MessageToJsonString(request, &json);
+    std::ofstream out(absl::GetFlag(FLAGS_request_json));
+    out << json << "\n";
+    if (!out) {
+      std::cerr << "moe_client: cannot write " << absl::GetFlag(FLAGS_request_json) << std::endl;
+      return 1;
+    }
+    std::cout << "wrote a " << request.tokens().shape(0) << "-token request to "
+              << absl::GetFlag(FLAGS_request_json) << "\n";
+    return 0;
+  }
+
+  moe::v1::ForwardResponse response;
+  std::vector<double> latencies_ms;
+  for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_repeat)); ++i) {
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    response.Clear();
+    const auto start = std::chrono::steady_clock::now();
+    grpc::Status status = stub->Forward(&context, request, &response);
+    latencies_ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
+    if (!status.ok()) {
+      std::cerr << "moe_client: Forward failed: code " << status.error_code() << ": "
+                << status.error_message() << std::endl;
+      return 1;
+    }
+  }
+
+  std::cout << std::fixed << std::setprecision(4);
+  PrintStats(response.output());
+  for (int t = 0; t < std::min(response.routing_size(), absl::GetFlag(FLAGS_show_routing)); ++t) {
+    std::cout << "token " << t << ":";
+    const auto& routing = response.routing(t);
+    for (int j = 0; j < routing.experts_size(); ++j) {
+      std::cout << " expert " << routing.experts(j) << " (" << routing.weights(j) << ")";
+    }
+    std::cout << "\n";
+  }
+  std::sort(latencies_ms.begin(), latencies_ms.end());
+  auto percentile = [&](double p) {
+    return latencies_ms[std::min(latencies_ms.size() - 1,
+                                 static_cast<size_t>(p * latencies_ms.size()))];
+  };
+  std::cout << std::setprecision(3) << "latency over " << latencies_ms.size() << " calls of "
+            << request.tokens().shape(0) << " tokens: p50 " << percentile(0.5) << " ms, p90 "
+            << percentile(0.9) << " ms, p99 " << percentile(0.99) << " ms, max "
+            << latencies_ms.back() << " ms\n";
+
+  if (!absl::GetFlag(FLAGS_output).empty()) {
+    std::ofstream out(absl::GetFlag(FLAGS_output));
+    out << std::setprecision(9);
+    const auto& values = response.output().values();
+    const int64_t d = info.d_model();
+    for (int i = 0; i < values.size(); ++i) out << values[i] << ((i + 1) % d == 0 ? "\n" : " ");
+  }
+  return 0;
+}

@@ -1,0 +1,44 @@
+// moe_health: exits 0 when a server reports SERVING on grpc.health.v1, 1 otherwise. Made for
+// exec-form container healthchecks and readiness probes (the images have no shell).
+//
+//   moe_health --target=127.0.0.1:50051 [--service=NAME] [--timeout_ms=1000]
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server to check");
+ABSL_FLAG(std::string, service, "", "Service name to check; empty means the whole server");
+ABSL_FLAG(int, timeout_ms, 1000, "Give up after this long");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Checks a gRPC server's health (grpc.health.v1); exit 0 when SERVING.\n"
+      "  moe_health --target=HOST:PORT");
+  absl::ParseCommandLine(argc, argv);
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(absl::GetFlag(FLAGS_service));
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) {
+    std::cerr << "moe_health: " << absl::GetFlag(FLAGS_target) << ": " << status.error_message()
+              << std::endl;
+    return 1;
+  }
+  const bool serving = response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  std::cout << absl::GetFlag(FLAGS_target) << ": "
+            << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
+            << std::endl;
+  return serving ? 0 : 1;
+}
