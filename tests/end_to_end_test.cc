@@ -5,13 +5,13 @@
 
 #include <fstream>
 #include <functional>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "moe/v1/expert.grpc.pb.h"
 #include "moe/v1/router.grpc.pb.h"
+#include "tests/cluster.h"
 #include "tests/reference_layer.h"
 #include "tests/subprocess.h"
 #include "tests/test_models.h"
@@ -22,81 +22,18 @@ namespace {
 using ::testing::HasSubstr;
 using testing::Server;
 
-const std::string& ExpertBinary() {
-  static const std::string* path =
-      new std::string(testing::BuildBinary("expert_service/moe_expert"));
-  return *path;
-}
-const std::string& RouterBinary() {
-  static const std::string* path =
-      new std::string(testing::BuildBinary("router_service/moe_router"));
-  return *path;
-}
-
-Server MustStart(const std::string& binary, std::vector<std::string> args) {
-  auto server = testing::StartServer(binary, std::move(args));
-  EXPECT_TRUE(server.ok()) << server.status();
-  return server.ok() ? std::move(*server) : Server{};
-}
-
-v1::ForwardRequest MakeRequest(const std::vector<float>& values, int64_t n, int64_t d) {
-  v1::ForwardRequest request;
-  request.mutable_tokens()->add_shape(n);
-  request.mutable_tokens()->add_shape(d);
-  request.mutable_tokens()->mutable_values()->Add(values.begin(), values.end());
-  request.set_return_routing(true);
-  return request;
-}
-
-class Cluster {
- public:
-  // Shards as (expert spec) list; the router covers them all.
-  Cluster(const std::string& model, const std::vector<std::string>& specs,
-          std::vector<std::string> router_flags = {}) {
-    std::string shards;
-    for (const std::string& spec : specs) {
-      experts_.push_back(MustStart(ExpertBinary(), {"--model=" + model, "--experts=" + spec}));
-      absl::StrAppend(&shards, shards.empty() ? "" : ",", spec, "@", experts_.back().target());
-    }
-    router_flags.push_back("--model=" + model);
-    router_flags.push_back("--shards=" + shards);
-    router_ = MustStart(RouterBinary(), router_flags);
-    stub_ = v1::Router::NewStub(
-        grpc::CreateChannel(router_.target(), grpc::InsecureChannelCredentials()));
-  }
-
-  grpc::Status Forward(const v1::ForwardRequest& request, v1::ForwardResponse* response,
-                       absl::Duration timeout = absl::Seconds(10)) {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-    return stub_->Forward(&context, request, response);
-  }
-
-  v1::ExpertInfo ExpertInfo(int shard) {
-    auto stub = v1::Expert::NewStub(
-        grpc::CreateChannel(experts_[shard].target(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext context;
-    v1::ExpertInfo info;
-    EXPECT_TRUE(stub->Info(&context, v1::ExpertInfoRequest(), &info).ok());
-    return info;
-  }
-
-  v1::Router::Stub& router() { return *stub_; }
-  Server& expert(int i) { return experts_[i]; }
-  Server& router_server() { return router_; }
-
- private:
-  std::vector<Server> experts_;
-  Server router_;
-  std::unique_ptr<v1::Router::Stub> stub_;
-};
+using testing::Cluster;
+using testing::ExpertBinary;
+using testing::MakeRequest;
+using testing::MustStart;
+using testing::RouterBinary;
 
 class EndToEndTest : public ::testing::Test {
  protected:
   static constexpr int64_t kD = 256;
   static void SetUpTestSuite() {
     model_ = new std::string(testing::WriteTestModel("tiny"));
-    cluster_ = new Cluster(*model_, {"0-3", "4-7"}, {"--max_tokens=512"});
+    cluster_ = new Cluster(*model_, 0, {"0-3", "4-7"}, {"--max_tokens=512"});
     auto reference = testing::ReferenceLayer::Load(*model_, 0);
     ASSERT_TRUE(reference.ok()) << reference.status();
     reference_ = new testing::ReferenceLayer(std::move(*reference));
@@ -213,9 +150,7 @@ TEST_F(EndToEndTest, PassedDeadlineIsDeadlineExceeded) {
 }
 
 TEST_F(EndToEndTest, InfoReportsModelAndShards) {
-  grpc::ClientContext context;
-  v1::ModelInfo info;
-  ASSERT_TRUE(cluster_->router().Info(&context, v1::InfoRequest(), &info).ok());
+  const v1::ModelInfo info = cluster_->Info();
   EXPECT_EQ(info.family(), "mixtral");
   EXPECT_EQ(info.d_model(), 256);
   EXPECT_EQ(info.num_experts(), 8);
@@ -250,7 +185,7 @@ TEST(EndToEndFailureTest, StoppedShardIsUnavailableAndRouterKeepsServing) {
   const std::string model = testing::WriteTestModel("tiny");
   auto reference = testing::ReferenceLayer::Load(model, 0);
   ASSERT_TRUE(reference.ok());
-  Cluster cluster(model, {"0-3", "4-7"});
+  Cluster cluster(model, 0, {"0-3", "4-7"});
   const std::string dead_target = cluster.expert(1).target();
   cluster.expert(1).process->Stop(SIGKILL);
 
@@ -279,7 +214,7 @@ TEST(EndToEndFailureTest, StoppedShardIsUnavailableAndRouterKeepsServing) {
 
 TEST(EndToEndFailureTest, KilledReplicaIsBypassedByRetryingTheOther) {
   const std::string model = testing::WriteTestModel("tiny");
-  Cluster cluster(model, {"0-3", "0-3", "4-7"});
+  Cluster cluster(model, 0, {"0-3", "0-3", "4-7"});
   cluster.expert(0).process->Stop(SIGKILL);
   for (uint64_t seed = 0; seed < 20; ++seed) {
     v1::ForwardResponse response;

@@ -78,6 +78,77 @@ std::vector<ModelPreset> MakePresets() {
                             "mixtral, d_model 1024, 8 experts of width 2816, top-2 (~277 MB of "
                             "fp32 expert weights)",
                             1024, 8, 2816, 2));
+
+  // Small shapes of each family; the served MoE layer is never layer 0, and every layer's
+  // attention (and deepseek's leading dense MLP) sits in the same files.
+  ModelPreset mixtral =
+      Mixtral("mixtral-tiny", "mixtral, d_model 128, 8 experts of width 64, top-2, 2 layers", 128,
+              8, 64, 2);
+  mixtral.num_layers = 2;
+  mixtral.default_layer = 1;
+  presets.push_back(mixtral);
+
+  ModelPreset qwen2;
+  qwen2.name = "qwen2-moe-tiny";
+  qwen2.description = "qwen2_moe, d_model 128, 8 experts of width 64, top-4, gated shared expert";
+  qwen2.model_type = "qwen2_moe";
+  qwen2.d_model = 128;
+  qwen2.num_experts = 8;
+  qwen2.expert_width = 64;
+  qwen2.top_k = 4;
+  qwen2.shared_width = 256;
+  qwen2.num_layers = 2;
+  qwen2.default_layer = 1;
+  presets.push_back(qwen2);
+
+  ModelPreset qwen3 = qwen2;
+  qwen3.name = "qwen3-moe-tiny";
+  qwen3.description = "qwen3_moe, d_model 128, 16 experts of width 64, top-4, norm_topk_prob";
+  qwen3.model_type = "qwen3_moe";
+  qwen3.num_experts = 16;
+  qwen3.shared_width = 0;
+  qwen3.norm_topk_prob = true;
+  presets.push_back(qwen3);
+
+  ModelPreset olmoe = qwen3;
+  olmoe.name = "olmoe-tiny";
+  olmoe.description = "olmoe, d_model 128, 16 experts of width 64, top-4";
+  olmoe.model_type = "olmoe";
+  olmoe.norm_topk_prob = false;
+  presets.push_back(olmoe);
+
+  ModelPreset v2;
+  v2.name = "deepseek-v2-tiny";
+  v2.description =
+      "deepseek_v2, d_model 128, 16 experts of width 64 in 4 groups, top-4 in 2 groups "
+      "(group_limited_greedy), scaling 16, 2 shared experts, layer 0 dense";
+  v2.model_type = "deepseek_v2";
+  v2.d_model = 128;
+  v2.num_experts = 16;
+  v2.expert_width = 64;
+  v2.top_k = 4;
+  v2.num_layers = 3;
+  v2.first_k_dense = 1;
+  v2.n_shared_experts = 2;
+  v2.topk_method = "group_limited_greedy";
+  v2.n_group = 4;
+  v2.topk_group = 2;
+  v2.routed_scaling_factor = 16.0;
+  v2.default_layer = 2;
+  presets.push_back(v2);
+
+  ModelPreset v3 = v2;
+  v3.name = "deepseek-v3-tiny";
+  v3.description =
+      "deepseek_v3, d_model 128, 16 experts of width 64 in 4 groups, top-4 in 2 groups "
+      "(noaux_tc, sigmoid, correction bias), norm_topk_prob, scaling 2.5, 1 shared expert, "
+      "layer 0 dense";
+  v3.model_type = "deepseek_v3";
+  v3.n_shared_experts = 1;
+  v3.topk_method = "noaux_tc";
+  v3.norm_topk_prob = true;
+  v3.routed_scaling_factor = 2.5;
+  presets.push_back(v3);
   return presets;
 }
 

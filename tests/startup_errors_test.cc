@@ -1,0 +1,115 @@
+// Inconsistent configs and checkpoints stop the real binaries at start-up, with a message that
+// names the config key or tensor at fault.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_replace.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/cluster.h"
+#include "tests/test_models.h"
+
+namespace moe {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void ReplaceInFile(const std::string& path, const std::string& from, const std::string& to) {
+  const std::string text = ReadFile(path);
+  ASSERT_NE(text.find(from), std::string::npos) << from << " not in " << path;
+  std::ofstream(path) << absl::StrReplaceAll(text, {{from, to}});
+}
+
+// deepseek-v3-tiny sharded over 3 files; layer 2 is its MoE layer.
+std::string DeepseekModel() {
+  SyntheticModelOptions options;
+  options.num_shards = 3;
+  return testing::WriteTestModel("deepseek-v3-tiny", options);
+}
+
+// Starting `binary` must fail, and its log must name `expected`.
+void ExpectStartupFailure(const std::string& binary, const std::vector<std::string>& args,
+                          const std::string& expected) {
+  auto server = testing::StartServer(binary, args);
+  ASSERT_FALSE(server.ok()) << binary << " started although it should not";
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr(expected));
+}
+
+std::vector<std::string> RouterArgs(const std::string& model, int layer = 2) {
+  return {"--model=" + model, "--layer=" + std::to_string(layer), "--shards=all@127.0.0.1:1"};
+}
+
+std::vector<std::string> ExpertArgs(const std::string& model) {
+  return {"--model=" + model, "--layer=2", "--experts=all"};
+}
+
+TEST(StartupErrorsTest, ExpertsNotDivisibleIntoGroupsNameNGroup) {
+  const std::string model = DeepseekModel();
+  ReplaceInFile(model + "/config.json", "\"n_group\": 4", "\"n_group\": 3");
+  ExpectStartupFailure(testing::RouterBinary(), RouterArgs(model),
+                       "\"n_group\" (3) does not divide the 16 experts");
+  ExpectStartupFailure(testing::ExpertBinary(), ExpertArgs(model), "\"n_group\"");
+}
+
+TEST(StartupErrorsTest, TopKAboveExpertCountNamesTheKey) {
+  const std::string model = DeepseekModel();
+  ReplaceInFile(model + "/config.json", "\"num_experts_per_tok\": 4",
+                "\"num_experts_per_tok\": 17");
+  ExpectStartupFailure(testing::RouterBinary(), RouterArgs(model),
+                       "\"num_experts_per_tok\" (17) exceeds the expert count (16)");
+}
+
+TEST(StartupErrorsTest, UnknownModelTypeNamesTheTypeAndTheSupportedOnes) {
+  const std::string model = DeepseekModel();
+  ReplaceInFile(model + "/config.json", "\"deepseek_v3\"", "\"llama4\"");
+  ExpectStartupFailure(testing::RouterBinary(), RouterArgs(model),
+                       "\"model_type\" is \"llama4\"; supported: mixtral");
+}
+
+TEST(StartupErrorsTest, MissingTensorIsNamed) {
+  const std::string model = DeepseekModel();
+  const std::string index = model + "/model.safetensors.index.json";
+  const std::string text = ReadFile(index);
+  const std::string entry = "\"model.layers.2.mlp.gate.e_score_correction_bias\"";
+  const size_t begin = text.find(entry);
+  ASSERT_NE(begin, std::string::npos);
+  const size_t end = text.find('\n', begin);
+  std::ofstream(index) << text.substr(0, begin) << "\"unrelated\": \"x.safetensors\","
+                       << text.substr(end);
+  ExpectStartupFailure(testing::RouterBinary(), RouterArgs(model),
+                       "model.layers.2.mlp.gate.e_score_correction_bias");
+}
+
+TEST(StartupErrorsTest, WrongTensorShapeNamesTensorAndBothShapes) {
+  const std::string model = DeepseekModel();
+  ReplaceInFile(model + "/config.json", "\"moe_intermediate_size\": 64",
+                "\"moe_intermediate_size\": 96");
+  ExpectStartupFailure(testing::ExpertBinary(), ExpertArgs(model),
+                       "model.layers.2.mlp.experts.0.gate_proj.weight");
+  ExpectStartupFailure(testing::ExpertBinary(), ExpertArgs(model), "expected [96, 128]");
+}
+
+TEST(StartupErrorsTest, DenseLayerIsRefusedNamingTheRule) {
+  const std::string model = DeepseekModel();
+  ExpectStartupFailure(testing::RouterBinary(), RouterArgs(model, 0),
+                       "layer 0 of this deepseek_v3 model is a dense MLP layer, not MoE "
+                       "(first_k_dense_replace=1)");
+}
+
+TEST(StartupErrorsTest, CorruptSafetensorsFileIsNamed) {
+  const std::string model = DeepseekModel();
+  const std::string file = model + "/model-00003-of-00003.safetensors";
+  std::filesystem::resize_file(file, std::filesystem::file_size(file) / 2);
+  ExpectStartupFailure(testing::ExpertBinary(), ExpertArgs(model), "model-00003-of-00003");
+}
+
+}  // namespace
+}  // namespace moe
