@@ -10,6 +10,12 @@
 
 namespace moe {
 
+ExpertServiceImpl::ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching)
+    : shard_(shard),
+      batcher_([shard](int expert, ConstMatrixView x,
+                       MatrixView y) { return shard->Compute(expert, x, y); },
+               batching) {}
+
 absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
                                           v1::ComputeResponse* response) {
   const int64_t d = shard_->config().d_model;
@@ -31,7 +37,7 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
       std::memcpy(x.row(r), tokens.row(row), d * sizeof(float));
     }
     MatrixView y = ResizeProtoTensor(response->add_outputs(), x.rows(), d);
-    RETURN_IF_ERROR(shard_->Compute(group.expert(), x, y));
+    RETURN_IF_ERROR(batcher_.Compute(group.expert(), x, y));
   }
   return absl::OkStatus();
 }
@@ -51,6 +57,10 @@ grpc::Status ExpertServiceImpl::Info(grpc::ServerContext*, const v1::ExpertInfoR
   response->set_shared_expert(shard_->experts().shared);
   response->set_weight_bytes(shard_->weight_bytes());
   response->set_compute_calls(compute_calls_.load(std::memory_order_relaxed));
+  const BatchingStats stats = batcher_.stats();
+  response->set_ffn_batches(stats.batches);
+  response->set_ffn_tokens(stats.tokens);
+  response->set_largest_batch(stats.largest_batch);
   return grpc::Status::OK;
 }
 

@@ -1,11 +1,12 @@
 // gRPC face of an ExpertShard (moe.v1.Expert). Converts each group of a Compute call to matrices,
-// runs the shard, and converts back; all checks on the request happen here, once.
-// Thread-safe; does not own the shard.
+// runs it through the shard's cross-request batcher, and converts back; all checks on the request
+// happen here, once. Thread-safe; does not own the shard.
 #ifndef MOE_EXPERT_SERVICE_EXPERT_SERVICE_H_
 #define MOE_EXPERT_SERVICE_EXPERT_SERVICE_H_
 
 #include <atomic>
 
+#include "expert_service/expert_batcher.h"
 #include "expert_service/expert_shard.h"
 #include "moe/v1/expert.grpc.pb.h"
 
@@ -13,7 +14,7 @@ namespace moe {
 
 class ExpertServiceImpl final : public v1::Expert::Service {
  public:
-  explicit ExpertServiceImpl(const ExpertShard* shard) : shard_(shard) {}
+  ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching);
 
   grpc::Status Compute(grpc::ServerContext* context, const v1::ComputeRequest* request,
                        v1::ComputeResponse* response) override;
@@ -24,6 +25,7 @@ class ExpertServiceImpl final : public v1::Expert::Service {
   absl::Status RunGroups(const v1::ComputeRequest& request, v1::ComputeResponse* response);
 
   const ExpertShard* shard_;
+  ExpertBatcher batcher_;
   std::atomic<int64_t> compute_calls_{0};
 };
 

@@ -22,6 +22,11 @@ ABSL_FLAG(std::string, port_file, "", "If set, write the bound port to this file
 ABSL_FLAG(int, blas_threads, 1,
           "OpenBLAS threads per call; concurrent calls already use the other cores");
 ABSL_FLAG(int, max_message_mb, 256, "Largest request or reply accepted, in MiB");
+ABSL_FLAG(int, max_batch_tokens, 256,
+          "Cross-request batching: calls for a busy expert join its next FFN call, up to this "
+          "many tokens; 0 turns batching off");
+ABSL_FLAG(int, batch_wait_us, 0,
+          "How long an idle expert lingers for more tokens before computing (0: never waits)");
 
 int main(int argc, char** argv) {
   moe::BlockShutdownSignals();
@@ -49,7 +54,10 @@ int main(int argc, char** argv) {
             << moe::FormatExpertSet((*shard)->experts()) << ", "
             << (*shard)->weight_bytes() / (1 << 20) << " MiB of weights" << std::endl;
 
-  moe::ExpertServiceImpl service(shard->get());
+  moe::BatchingOptions batching;
+  batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  batching.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_batch_wait_us));
+  moe::ExpertServiceImpl service(shard->get(), batching);
   moe::ServeOptions serve;
   serve.name = "moe_expert";
   serve.listen = absl::GetFlag(FLAGS_listen);

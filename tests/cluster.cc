@@ -34,12 +34,15 @@ v1::ForwardRequest MakeRequest(const std::vector<float>& values, int64_t n, int6
 }
 
 Cluster::Cluster(const std::string& model, int layer, const std::vector<std::string>& specs,
-                 std::vector<std::string> router_flags) {
+                 std::vector<std::string> router_flags,
+                 const std::vector<std::string>& expert_flags) {
   const std::string model_flag = "--model=" + model;
   const std::string layer_flag = absl::StrCat("--layer=", layer);
   std::string shards;
   for (const std::string& spec : specs) {
-    experts_.push_back(MustStart(ExpertBinary(), {model_flag, layer_flag, "--experts=" + spec}));
+    std::vector<std::string> args = {model_flag, layer_flag, "--experts=" + spec};
+    args.insert(args.end(), expert_flags.begin(), expert_flags.end());
+    experts_.push_back(MustStart(ExpertBinary(), args));
     absl::StrAppend(&shards, shards.empty() ? "" : ",", spec, "@", experts_.back().target());
   }
   router_flags.insert(router_flags.end(), {model_flag, layer_flag, "--shards=" + shards});

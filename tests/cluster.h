@@ -27,7 +27,8 @@ class Cluster {
  public:
   // One shard per expert set in `specs` (each may include "shared"); the router covers them.
   Cluster(const std::string& model, int layer, const std::vector<std::string>& specs,
-          std::vector<std::string> router_flags = {});
+          std::vector<std::string> router_flags = {},
+          const std::vector<std::string>& expert_flags = {});
 
   grpc::Status Forward(const v1::ForwardRequest& request, v1::ForwardResponse* response,
                        absl::Duration timeout = absl::Seconds(10));

@@ -3,8 +3,10 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <fstream>
 #include <functional>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -179,6 +181,45 @@ TEST_F(EndToEndTest, ShardHoldsOnlyItsExpertsWeights) {
   const double difference_mb = (rss_kb(all.process->pid()) - rss_kb(two.process->pid())) / 1024.0;
   const double six_experts_mb = 6.0 * per_expert / (1 << 20);  // 9 MiB
   EXPECT_NEAR(difference_mb, six_experts_mb, 0.35 * six_experts_mb);
+}
+
+TEST(EndToEndBatchingTest, ConcurrentRequestsShareExpertBatchesAndStayCorrect) {
+  const std::string model = testing::WriteTestModel("tiny");
+  auto reference = testing::ReferenceLayer::Load(model, 0);
+  ASSERT_TRUE(reference.ok());
+  // A 2 ms linger makes merging certain on a fast machine; production default is 0.
+  Cluster cluster(model, 0, {"0-3", "4-7"}, {}, {"--batch_wait_us=2000"});
+  constexpr int kThreads = 16, kRequests = 8;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      for (int r = 0; r < kRequests; ++r) {
+        const std::vector<float> token = testing::RandomTokens(1, 256, 1000 * i + r);
+        v1::ForwardResponse response;
+        grpc::Status status = cluster.Forward(MakeRequest(token, 1, 256), &response);
+        const auto expected = reference->Forward(token, 1);
+        double norm = 0, err = 0;
+        for (int k = 0; status.ok() && k < 256; ++k) {
+          norm = std::max(norm, std::abs(expected.output[k]));
+          err = std::max(err, std::abs(expected.output[k] - response.output().values(k)));
+        }
+        if (!status.ok() || err > 1e-4 * norm) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  int64_t groups = 0, batches = 0, largest = 0;
+  for (int shard = 0; shard < 2; ++shard) {
+    const v1::ExpertInfo info = cluster.ExpertInfo(shard);
+    batches += info.ffn_batches();
+    largest = std::max(largest, info.largest_batch());
+    groups += info.ffn_tokens();  // one token per group here
+  }
+  EXPECT_EQ(groups, 2 * kThreads * kRequests);
+  EXPECT_LT(batches, groups / 2) << "concurrent requests should share FFN calls";
+  EXPECT_GT(largest, 1);
 }
 
 TEST(EndToEndFailureTest, StoppedShardIsUnavailableAndRouterKeepsServing) {

@@ -85,7 +85,7 @@ TEST_F(ExpertShardTest, MissingShardFileIsAnErrorNamingIt) {
 TEST_F(ExpertShardTest, ServiceRejectsGroupsItCannotServe) {
   auto shard = ExpertShard::Create({*model_, 0, "0-3"});
   ASSERT_TRUE(shard.ok());
-  ExpertServiceImpl service(shard->get());
+  ExpertServiceImpl service(shard->get(), BatchingOptions());
   v1::ComputeRequest request;
   MatrixView tokens = ResizeProtoTensor(request.mutable_tokens(), 2, 256);
   std::fill(tokens.data, tokens.data + tokens.size(), 0.5f);

@@ -109,7 +109,7 @@ class RouterTest : public ::testing::Test {
     auto shard = ExpertShard::Create({*model_dir_, 0, "all"});
     ASSERT_TRUE(shard.ok()) << shard.status();
     shard_ = shard->release();
-    service_ = new ExpertServiceImpl(shard_);
+    service_ = new ExpertServiceImpl(shard_, BatchingOptions());
   }
 
   // A router over `spec` whose i-th shard group behaves as behaviours[i] (default: computes).
