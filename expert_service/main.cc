@@ -25,6 +25,9 @@ ABSL_FLAG(int, max_message_mb, 256, "Largest request or reply accepted, in MiB")
 ABSL_FLAG(int, max_batch_tokens, 256,
           "Cross-request batching: calls for a busy expert join its next FFN call, up to this "
           "many tokens; 0 turns batching off");
+ABSL_FLAG(int, max_connection_age_s, 0,
+          "Close each client connection after this many seconds (10 s grace), so routers "
+          "re-resolve dns:/// targets and reach new replicas; 0: never");
 ABSL_FLAG(int, batch_wait_us, 0,
           "How long an idle expert lingers for more tokens before computing (0: never waits)");
 
@@ -63,6 +66,7 @@ int main(int argc, char** argv) {
   serve.listen = absl::GetFlag(FLAGS_listen);
   serve.port_file = absl::GetFlag(FLAGS_port_file);
   serve.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  serve.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_s));
   absl::Status served = moe::ServeUntilSignal(serve, {&service});
   if (!served.ok()) {
     std::cerr << "moe_expert: " << served.message() << std::endl;
