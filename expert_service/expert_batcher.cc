@@ -52,16 +52,29 @@ void ExpertBatcher::RunBatch(int expert, const std::vector<Call*>& batch) {
   }
 }
 
+void ExpertBatcher::AcquireSlot() {
+  if (options_.concurrent_ffn > 0) {
+    auto free = [this] { return running_ < options_.concurrent_ffn; };
+    mu_.Await(absl::Condition(&free));
+  }
+  ++running_;
+}
+
+void ExpertBatcher::ReleaseSlot() { --running_; }
+
 absl::Status ExpertBatcher::Compute(int expert, ConstMatrixView x, MatrixView y) {
   if (options_.max_batch_tokens <= 0) {
-    {
-      absl::MutexLock lock(&mu_);
-      ++stats_.batches;
-      ++stats_.calls;
-      stats_.tokens += x.rows;
-      stats_.largest_batch = std::max(stats_.largest_batch, x.rows);
-    }
-    return compute_(expert, x, y);
+    absl::MutexLock lock(&mu_);
+    AcquireSlot();
+    mu_.Unlock();
+    absl::Status status = compute_(expert, x, y);
+    mu_.Lock();
+    ReleaseSlot();
+    ++stats_.batches;
+    ++stats_.calls;
+    stats_.tokens += x.rows;
+    stats_.largest_batch = std::max(stats_.largest_batch, x.rows);
+    return status;
   }
   Call call;
   call.x = x;
@@ -71,12 +84,14 @@ absl::Status ExpertBatcher::Compute(int expert, ConstMatrixView x, MatrixView y)
   queue.pending.push_back(&call);
   while (!call.done) {
     if (queue.busy) {
-      // Another caller is computing this expert; it, or a later leader, will take our call.
+      // Another caller leads this expert; it, or a later leader, will take our call.
       auto ready = [&call, &queue] { return call.done || !queue.busy; };
       mu_.Await(absl::Condition(&ready));
       continue;
     }
+    // Lead: calls for this expert queue behind us while we wait for a compute slot.
     queue.busy = true;
+    AcquireSlot();
     if (options_.max_wait > absl::ZeroDuration()) {
       auto full = [this, &queue] { return PendingTokens(queue) >= options_.max_batch_tokens; };
       mu_.AwaitWithTimeout(absl::Condition(&full), options_.max_wait);
@@ -85,6 +100,7 @@ absl::Status ExpertBatcher::Compute(int expert, ConstMatrixView x, MatrixView y)
     mu_.Unlock();
     RunBatch(expert, batch);
     mu_.Lock();
+    ReleaseSlot();
     int64_t tokens = 0;
     for (Call* done : batch) {
       done->done = true;

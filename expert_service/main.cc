@@ -28,6 +28,9 @@ ABSL_FLAG(int, max_batch_tokens, 256,
 ABSL_FLAG(int, max_connection_age_s, 0,
           "Close each client connection after this many seconds (10 s grace), so routers "
           "re-resolve dns:/// targets and reach new replicas; 0: never");
+ABSL_FLAG(int, concurrent_ffn, 1,
+          "Expert FFN calls computed at once (each uses --blas_threads/--kernel_threads cores); "
+          "others queue and their batches grow. 0: unlimited");
 ABSL_FLAG(int, batch_wait_us, 0,
           "How long an idle expert lingers for more tokens before computing (0: never waits)");
 
@@ -60,6 +63,7 @@ int main(int argc, char** argv) {
   moe::BatchingOptions batching;
   batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   batching.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_batch_wait_us));
+  batching.concurrent_ffn = absl::GetFlag(FLAGS_concurrent_ffn);
   moe::ExpertServiceImpl service(shard->get(), batching);
   moe::ServeOptions serve;
   serve.name = "moe_expert";

@@ -137,3 +137,34 @@ TEST(ExpertBatcherTest, DisabledBatchingComputesEachCallOnItsOwn) {
 
 }  // namespace
 }  // namespace moe
+
+namespace moe {
+namespace {
+
+TEST(ExpertBatcherTest, RunsAtMostConcurrentFfnCallsAtOnceAcrossExperts) {
+  std::atomic<int> running{0}, most{0};
+  ExpertBatcher batcher(
+      [&](int e, ConstMatrixView x, MatrixView y) {
+        const int now = ++running;
+        int seen = most.load();
+        while (now > seen && !most.compare_exchange_weak(seen, now)) {
+        }
+        absl::SleepFor(absl::Milliseconds(5));
+        --running;
+        return FakeExpert(e, x, y);
+      },
+      {/*max_batch_tokens=*/64, absl::ZeroDuration(), /*concurrent_ffn=*/1});
+  std::vector<std::thread> threads;
+  std::vector<std::vector<float>> xs(16, Rows(1, 4, 2)), ys(16, std::vector<float>(4));
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      ASSERT_TRUE(batcher.Compute(i % 8, {xs[i].data(), 1, 4}, {ys[i].data(), 1, 4}).ok());
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(most.load(), 1);
+  for (int i = 0; i < 16; ++i) EXPECT_FLOAT_EQ(ys[i][0], (i % 8 + 1) * xs[i][0] + 0.5f);
+}
+
+}  // namespace
+}  // namespace moe
