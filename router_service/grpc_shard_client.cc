@@ -1,5 +1,7 @@
 #include "router_service/grpc_shard_client.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace moe {
@@ -17,16 +19,21 @@ struct GrpcShardClient::Call {
   std::string errors;
 };
 
-GrpcShardClient::GrpcShardClient(const std::vector<std::string>& targets) {
+GrpcShardClient::GrpcShardClient(const std::vector<std::string>& targets, int channels_per_target) {
   for (const std::string& target : targets) {
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(-1);
-    args.SetMaxSendMessageSize(-1);
-    args.SetLoadBalancingPolicyName("round_robin");
     Replica replica;
     replica.target = target;
-    replica.channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
-    replica.stub = v1::Expert::NewStub(replica.channel);
+    for (int i = 0; i < std::max(1, channels_per_target); ++i) {
+      grpc::ChannelArguments args;
+      args.SetMaxReceiveMessageSize(-1);
+      args.SetMaxSendMessageSize(-1);
+      args.SetLoadBalancingPolicyName("round_robin");
+      // A private subchannel pool per channel: channels to one target do not share a connection.
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+      replica.channels.push_back(
+          grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+      replica.stubs.push_back(v1::Expert::NewStub(replica.channels.back()));
+    }
     replicas_.push_back(std::move(replica));
   }
 }
@@ -48,7 +55,9 @@ void GrpcShardClient::StartAttempt(std::shared_ptr<Call> call) {
   call->contexts.push_back(std::make_unique<grpc::ClientContext>());
   grpc::ClientContext* context = call->contexts.back().get();
   context->set_deadline(absl::ToChronoTime(call->deadline));
-  replica.stub->async()->Compute(
+  const size_t channel =
+      next_channel_.fetch_add(1, std::memory_order_relaxed) % replica.stubs.size();
+  replica.stubs[channel]->async()->Compute(
       context, call->request, call->response,
       [this, call, target = replica.target](grpc::Status status) {
         if (status.ok()) {
@@ -71,7 +80,8 @@ void GrpcShardClient::StartAttempt(std::shared_ptr<Call> call) {
 std::vector<std::string> GrpcShardClient::ReplicaStates() const {
   std::vector<std::string> states;
   for (const Replica& replica : replicas_) {
-    switch (replica.channel->GetState(/*try_to_connect=*/false)) {
+    // The first channel speaks for the replica; the others connect the same way.
+    switch (replica.channels[0]->GetState(/*try_to_connect=*/false)) {
       case GRPC_CHANNEL_IDLE:
         states.push_back("IDLE");
         break;

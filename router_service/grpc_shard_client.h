@@ -1,7 +1,8 @@
-// ShardClient over gRPC's callback API. One channel per replica target, reused by every call;
-// "dns:///name:port" targets use round_robin over every address the name resolves to. A call
-// that fails UNAVAILABLE is retried on the next replica while the deadline allows (inference is
-// side-effect free, so a retry is always safe). Thread-safe.
+// ShardClient over gRPC's callback API. `channels_per_target` channels per replica target (each
+// its own HTTP/2 connection, calls spread over them), reused by every call; "dns:///name:port"
+// targets use round_robin over every address the name resolves to. A call that fails UNAVAILABLE
+// is retried on the next replica while the deadline allows (inference is side-effect free, so a
+// retry is always safe). Thread-safe.
 #ifndef MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_
 #define MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_
 
@@ -19,7 +20,7 @@ namespace moe {
 
 class GrpcShardClient final : public ShardClient {
  public:
-  explicit GrpcShardClient(const std::vector<std::string>& targets);
+  GrpcShardClient(const std::vector<std::string>& targets, int channels_per_target);
 
   void Compute(const v1::ComputeRequest* request, v1::ComputeResponse* response,
                absl::Time deadline, std::function<void(absl::Status)> done) override;
@@ -28,8 +29,8 @@ class GrpcShardClient final : public ShardClient {
  private:
   struct Replica {
     std::string target;
-    std::shared_ptr<grpc::Channel> channel;
-    std::unique_ptr<v1::Expert::Stub> stub;
+    std::vector<std::shared_ptr<grpc::Channel>> channels;
+    std::vector<std::unique_ptr<v1::Expert::Stub>> stubs;  // one per channel
   };
   struct Call;
 
@@ -37,6 +38,7 @@ class GrpcShardClient final : public ShardClient {
 
   std::vector<Replica> replicas_;
   std::atomic<uint32_t> next_replica_{0};  // round-robin start for load spreading
+  std::atomic<uint32_t> next_channel_{0};
 };
 
 }  // namespace moe

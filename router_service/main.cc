@@ -26,6 +26,8 @@ ABSL_FLAG(std::string, port_file, "", "If set, write the bound port to this file
 ABSL_FLAG(int, max_tokens, 8192, "Most tokens accepted in one request");
 ABSL_FLAG(int, default_timeout_ms, 30000, "Deadline for shard calls when the client sets none");
 ABSL_FLAG(int, blas_threads, 1, "OpenBLAS threads per call (gate and local shared expert)");
+ABSL_FLAG(int, channels_per_shard, 2,
+          "gRPC channels (HTTP/2 connections) to each shard target; calls spread over them");
 
 int main(int argc, char** argv) {
   moe::BlockShutdownSignals();
@@ -46,8 +48,9 @@ int main(int argc, char** argv) {
   }
   moe::SetBlasThreads(absl::GetFlag(FLAGS_blas_threads));
 
-  auto router = moe::Router::Create(options, [](const moe::ShardGroup& group) {
-    return std::make_unique<moe::GrpcShardClient>(group.targets);
+  const int channels = absl::GetFlag(FLAGS_channels_per_shard);
+  auto router = moe::Router::Create(options, [channels](const moe::ShardGroup& group) {
+    return std::make_unique<moe::GrpcShardClient>(group.targets, channels);
   });
   if (!router.ok()) {
     std::cerr << "moe_router: " << router.status().message() << std::endl;
