@@ -18,9 +18,13 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "google/protobuf/util/json_util.h"
+#include "moe/v1/expert.grpc.pb.h"
 #include "moe/v1/router.grpc.pb.h"
 
 ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router target");
+ABSL_FLAG(std::string, expert, "",
+          "Instead of calling a router, print this expert shard's Info: experts, weights, calls "
+          "and cross-request batching figures");
 ABSL_FLAG(int, tokens, 4, "Random tokens to send (ignored with --input)");
 ABSL_FLAG(uint64_t, seed, 7, "Seed of the random tokens");
 ABSL_FLAG(std::string, input, "",
@@ -32,6 +36,9 @@ ABSL_FLAG(int, show_routing, 8, "Print the routing of at most this many tokens")
 ABSL_FLAG(std::string, request_json, "",
           "Write the request as JSON to this file and exit without calling Forward (a request "
           "file for ghz -D)");
+ABSL_FLAG(int, request_json_count, 1,
+          "With --request_json: write a JSON array of this many requests with different random "
+          "tokens (seeds --seed, --seed+1, ...); ghz sends them round-robin");
 
 namespace {
 
@@ -102,6 +109,55 @@ void PrintStats(const moe::v1::Tensor& out) {
             << "  l2 " << std::sqrt(sq) << "\n";
 }
 
+// Writes `request`, or `count` requests whose random tokens use successive seeds, as JSON.
+int WriteRequestJson(moe::v1::ForwardRequest request, int64_t d_model, const std::string& path,
+                     int count) {
+  std::string json = count > 1 ? "[\n" : "";
+  for (int i = 0; i < std::max(1, count); ++i) {
+    if (i > 0) {
+      request.mutable_tokens()->Clear();
+      RandomTokens(absl::GetFlag(FLAGS_tokens), d_model, absl::GetFlag(FLAGS_seed) + i,
+                   request.mutable_tokens());
+    }
+    std::string one;
+    google::protobuf::util::MessageToJsonString(request, &one);
+    json += one + (i + 1 < count ? ",\n" : "\n");
+  }
+  if (count > 1) json += "]\n";
+  std::ofstream out(path);
+  out << json;
+  if (!out) {
+    std::cerr << "moe_client: cannot write " << path << std::endl;
+    return 1;
+  }
+  std::cout << "wrote " << std::max(1, count) << " request(s) of " << request.tokens().shape(0)
+            << " tokens to " << path << "\n";
+  return 0;
+}
+
+int PrintExpertInfo(const std::string& target) {
+  auto stub =
+      moe::v1::Expert::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(Deadline());
+  moe::v1::ExpertInfo info;
+  grpc::Status status = stub->Info(&context, moe::v1::ExpertInfoRequest(), &info);
+  if (!status.ok()) {
+    std::cerr << "moe_client: Info failed: " << status.error_message() << std::endl;
+    return 1;
+  }
+  std::cout << "expert shard " << target << ": " << info.family() << " layer " << info.layer()
+            << ", experts";
+  for (int e : info.experts()) std::cout << " " << e;
+  std::cout << (info.shared_expert() ? " + shared" : "") << ", " << info.weight_bytes() / (1 << 20)
+            << " MiB of weights\n"
+            << "compute calls " << info.compute_calls() << ", FFN calls " << info.ffn_batches()
+            << ", tokens " << info.ffn_tokens() << ", mean batch "
+            << (info.ffn_batches() ? double(info.ffn_tokens()) / info.ffn_batches() : 0.0)
+            << " tokens, largest " << info.largest_batch() << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -109,6 +165,7 @@ int main(int argc, char** argv) {
       "Calls a MoE router and prints output statistics, routing and latency.\n"
       "  moe_client --router=HOST:PORT [--tokens=N | --input=FILE] [--repeat=N]");
   absl::ParseCommandLine(argc, argv);
+  if (!absl::GetFlag(FLAGS_expert).empty()) return PrintExpertInfo(absl::GetFlag(FLAGS_expert));
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_router),
@@ -142,17 +199,8 @@ int main(int argc, char** argv) {
   }
 
   if (!absl::GetFlag(FLAGS_request_json).empty()) {
-    std::string json;
-    google::protobuf::util::MessageToJsonString(request, &json);
-    std::ofstream out(absl::GetFlag(FLAGS_request_json));
-    out << json << "\n";
-    if (!out) {
-      std::cerr << "moe_client: cannot write " << absl::GetFlag(FLAGS_request_json) << std::endl;
-      return 1;
-    }
-    std::cout << "wrote a " << request.tokens().shape(0) << "-token request to "
-              << absl::GetFlag(FLAGS_request_json) << "\n";
-    return 0;
+    return WriteRequestJson(request, info.d_model(), absl::GetFlag(FLAGS_request_json),
+                            absl::GetFlag(FLAGS_request_json_count));
   }
 
   moe::v1::ForwardResponse response;
