@@ -10,8 +10,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/bf16_matrix.h"
 #include "common/block_tensor_names.h"
 #include "common/checkpoint.h"
+#include "common/dtype.h"
 #include "common/matrix.h"
 #include "common/model_config.h"
 #include "common/swiglu_ffn.h"
@@ -32,16 +34,20 @@ class LayerLoader {
   int layer() const { return layer_; }
 
   absl::StatusOr<GateWeights> LoadGate();
-  absl::StatusOr<SwigluWeights> LoadExpert(int expert);
+  // `storage` is the dtype the weights are kept in (SwigluWeights::storage): kF32, or kBF16 for
+  // half the bytes — a BF16 checkpoint's bits are kept exactly, F32/F16 tensors are rounded to
+  // nearest bf16 (ties to even). kF16 is InvalidArgument.
+  absl::StatusOr<SwigluWeights> LoadExpert(int expert, DType storage = DType::kF32);
   // FailedPrecondition if the model has no shared expert.
-  absl::StatusOr<SwigluWeights> LoadSharedExpert();
+  absl::StatusOr<SwigluWeights> LoadSharedExpert(DType storage = DType::kF32);
   // qwen2_moe's shared_expert_gate [1, d_model] as a vector; FailedPrecondition for families
   // whose shared expert is not gated.
   absl::StatusOr<std::vector<float>> LoadSharedExpertGate();
 
  private:
   LayerLoader(std::unique_ptr<Checkpoint> checkpoint, ModelConfig config, int layer);
-  absl::StatusOr<SwigluWeights> LoadFfn(const FfnTensorNames& names, int64_t width);
+  absl::StatusOr<SwigluWeights> LoadFfn(const FfnTensorNames& names, int64_t width, DType storage);
+  absl::StatusOr<Bf16Matrix> ReadBf16Matrix(const std::string& name, int64_t rows, int64_t cols);
 
   std::unique_ptr<Checkpoint> checkpoint_;
   ModelConfig config_;

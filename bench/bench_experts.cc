@@ -1,0 +1,157 @@
+#include "bench/bench_experts.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+
+#include "common/blas_kernels.h"
+#include "common/row_dot_kernel.h"
+#include "common/thread_pool.h"
+
+namespace moe::bench {
+namespace {
+
+constexpr int64_t kBandwidthFloats = kBandwidthBytes / sizeof(float);
+constexpr int64_t kSumTaskFloats = int64_t{1} << 18;  // 1 MB
+
+// Deterministic values in ±scale without the cost of <random> over 70 M weights.
+Matrix Filled(int64_t rows, int64_t cols, float scale, uint64_t seed) {
+  Matrix m(rows, cols);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (int64_t i = 0; i < m.size(); ++i) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    m.data()[i] = scale * (static_cast<float>(s >> 40) * (2.0f / 16777216.0f) - 1.0f);
+  }
+  return m;
+}
+
+void Check(const absl::Status& status) {
+  if (!status.ok()) {
+    std::cerr << "benchmark set-up failed: " << status << std::endl;
+    std::abort();
+  }
+}
+
+const std::vector<float>& BandwidthBuffer() {
+  static const std::vector<float>* buffer = new std::vector<float>(kBandwidthFloats, 1.0f);
+  return *buffer;
+}
+
+const std::vector<Matrix>& StackedGateUp() {
+  static std::vector<Matrix>* stacked = [] {
+    auto* out = new std::vector<Matrix>;
+    for (const SwigluWeights& w : Experts(DType::kF32)) {
+      Matrix m(2 * kWidth, kDModel);
+      std::copy(w.gate.data(), w.gate.data() + w.gate.size(), m.data());
+      std::copy(w.up.data(), w.up.data() + w.up.size(), m.data() + w.gate.size());
+      out->push_back(std::move(m));
+    }
+    return out;
+  }();
+  return *stacked;
+}
+
+}  // namespace
+
+const std::vector<SwigluWeights>& Experts(DType storage) {
+  static std::map<DType, std::vector<SwigluWeights>>* experts =
+      new std::map<DType, std::vector<SwigluWeights>>;
+  std::vector<SwigluWeights>& set = (*experts)[storage];
+  if (set.empty()) {
+    const float scale_in = 1.0f / 32.0f, scale_hidden = 1.0f / 53.0f;
+    for (int e = 0; e < kExperts; ++e) {
+      auto w = SwigluWeights::FromF32(Filled(kWidth, kDModel, scale_in, 3 * e + 1),
+                                      Filled(kWidth, kDModel, scale_in, 3 * e + 2),
+                                      Filled(kDModel, kWidth, scale_hidden, 3 * e + 3), storage);
+      Check(w.status());
+      set.push_back(*std::move(w));
+    }
+  }
+  return set;
+}
+
+Matrix Tokens(int64_t tokens) { return Filled(tokens, kDModel, 1.0f, 99); }
+
+void ReadBufferBySum() {
+  const std::vector<float>& buffer = BandwidthBuffer();
+  const int64_t tasks = kBandwidthFloats / kSumTaskFloats;
+  static std::vector<float>* partial = new std::vector<float>(tasks);
+  auto sum_blocks = [&](int64_t begin, int64_t end) {
+    for (int64_t block = begin; block < end; ++block) {
+      const float* p = buffer.data() + block * kSumTaskFloats;
+      float lanes[16] = {};
+      for (int64_t i = 0; i < kSumTaskFloats; i += 16) {
+        for (int l = 0; l < 16; ++l) lanes[l] += p[i + l];
+      }
+      float sum = 0;
+      for (float v : lanes) sum += v;
+      (*partial)[block] = sum;  // kept, so the reads cannot be optimised away
+    }
+  };
+  const KernelThreadPool::Phase phases[] = {{tasks, 1, sum_blocks}};
+  SharedKernelPool()->Run(phases);
+}
+
+void ReadBufferByRowDots() {
+  constexpr int64_t kCols = 8192, kTasks = 64;
+  const std::vector<float>& buffer = BandwidthBuffer();
+  const int64_t rows = kBandwidthFloats / kCols;
+  static std::vector<float>* x = new std::vector<float>(kCols, 1.0f);
+  static std::vector<float>* y = new std::vector<float>(rows);
+  const RowDotKernels& k = BestRowDotKernels();
+  auto dots = [&](int64_t r0, int64_t r1) {
+    k.dots_f32(buffer.data() + r0 * kCols, kCols, r1 - r0, kCols, x->data(), kCols, 1,
+               y->data() + r0, 1);
+  };
+  const KernelThreadPool::Phase phases[] = {{rows, std::max<int64_t>(1, rows / kTasks), dots}};
+  SharedKernelPool()->Run(phases);
+}
+
+void ReadBufferBySgemv() {
+  const std::vector<float>& buffer = BandwidthBuffer();
+  constexpr int64_t kCols = 8192;
+  const ConstMatrixView a{buffer.data(), kBandwidthFloats / kCols, kCols};
+  static std::vector<float>* x = new std::vector<float>(kCols, 1.0f);
+  static std::vector<float>* y = new std::vector<float>(a.rows);
+  Check(MatVec(a, *x, absl::MakeSpan(*y)));
+}
+
+void PlainSgemm(int e, const Matrix& x, bool stacked) {
+  static Matrix* gate_up = new Matrix;
+  if (gate_up->rows() != x.rows()) *gate_up = Matrix(x.rows(), 2 * kWidth);
+  static Matrix* gate = new Matrix;
+  static Matrix* up = new Matrix;
+  if (gate->rows() != x.rows()) {
+    *gate = Matrix(x.rows(), kWidth);
+    *up = Matrix(x.rows(), kWidth);
+  }
+  const SwigluWeights& w = Experts(DType::kF32)[e % kExperts];
+  if (stacked) {
+    Check(MatMulTransposed(x, StackedGateUp()[e % kExperts], gate_up->view()));
+    // down reads the gate half; the shapes match act·downᵀ.
+    Check(MatMulTransposed(ConstMatrixView{gate_up->data(), x.rows(), kWidth}, w.down,
+                           MatrixView{gate->data(), x.rows(), kDModel}));
+    return;
+  }
+  Check(MatMulTransposed(x, w.gate, gate->view()));
+  Check(MatMulTransposed(x, w.up, up->view()));
+  Check(MatMulTransposed(*gate, w.down, MatrixView{up->data(), x.rows(), kDModel}));
+}
+
+double MedianSeconds(const std::function<void(int)>& fn, int calls, int rounds) {
+  fn(0);
+  std::vector<double> per_call;
+  int index = 1;
+  for (int r = 0; r < rounds; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int c = 0; c < calls; ++c) fn(index++);
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+    per_call.push_back(elapsed.count() / calls);
+  }
+  std::sort(per_call.begin(), per_call.end());
+  return per_call[per_call.size() / 2];
+}
+
+}  // namespace moe::bench

@@ -1,0 +1,48 @@
+// Shared set-up of the kernel benchmarks (moe_kernels_bench, moe_kernel_ratios): the bench shape,
+// eight random experts per storage dtype (rotated so every call streams its weights from DRAM —
+// 8 × 34.6 MB fp32 is far beyond the 32 MB L3), the reference read-bandwidth measurements, and
+// plain OpenBLAS on the FFN's shapes. Built lazily on first use; not thread-safe (benchmarks
+// drive it from one thread).
+#ifndef MOE_BENCH_BENCH_EXPERTS_H_
+#define MOE_BENCH_BENCH_EXPERTS_H_
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/matrix.h"
+#include "common/swiglu_ffn.h"
+
+namespace moe::bench {
+
+inline constexpr int64_t kDModel = 1024;
+inline constexpr int64_t kWidth = 2816;
+inline constexpr int kExperts = 8;
+
+// Experts 0..7 stored as `storage` (kF32 or kBF16; the BF16 ones are the F32 ones rounded).
+const std::vector<SwigluWeights>& Experts(DType storage);
+// [tokens, d_model] of deterministic values.
+Matrix Tokens(int64_t tokens);
+
+// Reference read bandwidth: one pass over a 256 MB fp32 buffer (kBandwidthBytes), read as
+//   Sum      summed in tasks of 1 MB on the shared kernel pool (the threads the FFN kernel uses)
+//   RowDots  a matrix-vector product [32768 × 8192] by the FFN's own row-dot kernel on that pool:
+//            the same loads, without the FFN's three matrices, phases and SiLU
+//   Sgemv    OpenBLAS sgemv on the same matrix (with the current BLAS threads)
+inline constexpr int64_t kBandwidthBytes = int64_t{256} << 20;
+void ReadBufferBySum();
+void ReadBufferByRowDots();
+void ReadBufferBySgemv();
+
+// The three sgemm calls of the FFN (x·gateᵀ, x·upᵀ, act·downᵀ) on F32 expert `e`, without the
+// SiLU: plain OpenBLAS on the same shapes. `stacked` does gate and up in one [2h, d] sgemm.
+void PlainSgemm(int e, const Matrix& x, bool stacked);
+
+// Median seconds of one call of fn(call) over `rounds` rounds of `calls` calls (after one warm-up
+// call); the call index lets fn rotate experts.
+double MedianSeconds(const std::function<void(int)>& fn, int calls, int rounds);
+
+}  // namespace moe::bench
+
+#endif  // MOE_BENCH_BENCH_EXPERTS_H_

@@ -1,0 +1,160 @@
+// Microbenchmarks of the expert FFN kernels on the bench shape (d_model 1024, width 2816), with
+// weights rotating over 8 experts so they stream from DRAM. Rates are per second of wall time:
+//   weight_Bps  weight bytes read per second (few tokens: bandwidth bound)
+//   flops       6·M·d·h per second (many tokens: compute bound)
+//   tokens_ps   tokens per second
+// Run e.g.  build-kernels/bench/moe_kernels_bench --benchmark_filter=Switch
+// moe_kernel_ratios turns these measurements into the ratios of DESIGN.md §8.
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+#include "bench/bench_experts.h"
+#include "common/blas_kernels.h"
+#include "common/swiglu_ffn.h"
+#include "common/thread_pool.h"
+
+namespace moe::bench {
+namespace {
+
+using benchmark::Counter;
+
+void SetRates(benchmark::State& state, double bytes_per_call, double flops_per_call,
+              double tokens_per_call) {
+  const double calls = static_cast<double>(state.iterations());
+  if (bytes_per_call > 0)
+    state.counters["weight_Bps"] = Counter(bytes_per_call * calls, Counter::kIsRate);
+  if (flops_per_call > 0)
+    state.counters["flops"] = Counter(flops_per_call * calls, Counter::kIsRate);
+  if (tokens_per_call > 0) {
+    state.counters["tokens_ps"] = Counter(tokens_per_call * calls, Counter::kIsRate);
+  }
+}
+
+double Flops(int64_t tokens) { return 6.0 * tokens * kDModel * kWidth; }
+
+void BM_ReadBandwidthSum(benchmark::State& state) {
+  for (auto _ : state) ReadBufferBySum();
+  state.counters["read_Bps"] =
+      Counter(static_cast<double>(kBandwidthBytes) * state.iterations(), Counter::kIsRate);
+}
+BENCHMARK(BM_ReadBandwidthSum)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_ReadBandwidthSgemv(benchmark::State& state) {
+  for (auto _ : state) ReadBufferBySgemv();
+  state.counters["read_Bps"] =
+      Counter(static_cast<double>(kBandwidthBytes) * state.iterations(), Counter::kIsRate);
+}
+BENCHMARK(BM_ReadBandwidthSgemv)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_ReadBandwidthRowDots(benchmark::State& state) {
+  for (auto _ : state) ReadBufferByRowDots();
+  state.counters["read_Bps"] =
+      Counter(static_cast<double>(kBandwidthBytes) * state.iterations(), Counter::kIsRate);
+}
+BENCHMARK(BM_ReadBandwidthRowDots)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// args: tokens, storage (0 F32, 1 BF16), path (0 auto, 1 streaming, 2 BLAS), portable (1: no
+// AVX-512)
+void BM_Swiglu(benchmark::State& state) {
+  const int64_t tokens = state.range(0);
+  const DType storage = state.range(1) == 0 ? DType::kF32 : DType::kBF16;
+  SwigluOptions options;
+  options.path = state.range(2) == 0   ? SwigluPath::kAuto
+                 : state.range(2) == 1 ? SwigluPath::kStreaming
+                                       : SwigluPath::kBlas;
+  options.allow_avx512 = state.range(3) == 0;
+  const std::vector<SwigluWeights>& experts = Experts(storage);
+  const Matrix x = Tokens(tokens);
+  Matrix y(tokens, kDModel);
+  int e = 0;
+  for (auto _ : state) {
+    const absl::Status status = SwigluForward(experts[e++ % kExperts], x, y.view(), options);
+    if (!status.ok()) {
+      state.SkipWithError(std::string(status.message()).c_str());
+      break;
+    }
+  }
+  SetRates(state, static_cast<double>(experts[0].bytes()), Flops(tokens), tokens);
+}
+// The figures: few tokens (bandwidth) and many tokens (FLOP/s), both storages.
+BENCHMARK(BM_Swiglu)
+    ->ArgNames({"M", "bf16", "path", "portable"})
+    ->ArgsProduct({{1, 2, 4, 8, 128, 256}, {0, 1}, {0}, {0}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// The switch point: both paths at every token count that could hold it.
+void BM_Switch(benchmark::State& state) { BM_Swiglu(state); }
+BENCHMARK(BM_Switch)
+    ->ArgNames({"M", "bf16", "path", "portable"})
+    ->ArgsProduct({{1,  2,  4,  8,  12, 16,  20,  24,  28,  32,
+                    40, 48, 56, 64, 96, 128, 192, 256, 512, 1024},
+                   {0, 1},
+                   {1, 2},
+                   {0, 1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// The streaming kernel's compute rate with the weights in cache (one expert of width 704, 4-9 MB,
+// called again and again): what it could do if DRAM were free. args: tokens, storage.
+void BM_SwigluCacheResident(benchmark::State& state) {
+  const int64_t tokens = state.range(0), width = 704;
+  const DType storage = state.range(1) == 0 ? DType::kF32 : DType::kBF16;
+  Matrix gate(width, kDModel), up(width, kDModel), down(kDModel, width);
+  for (int64_t i = 0; i < gate.size(); ++i) {
+    gate.data()[i] = up.data()[i] = down.data()[i] = 0.01f * static_cast<float>(i % 13);
+  }
+  auto w = SwigluWeights::FromF32(gate, up, down, storage);
+  SwigluOptions options;
+  options.path = SwigluPath::kStreaming;
+  const Matrix x = Tokens(tokens);
+  Matrix y(tokens, kDModel);
+  for (auto _ : state) benchmark::DoNotOptimize(SwigluForward(*w, x, y.view(), options));
+  SetRates(state, static_cast<double>(w->bytes()), 6.0 * tokens * kDModel * width, tokens);
+}
+BENCHMARK(BM_SwigluCacheResident)
+    ->ArgNames({"M", "bf16"})
+    ->ArgsProduct({{1, 4, 8, 16}, {0, 1}})
+    ->UseRealTime();
+
+// args: tokens, stacked (gate and up in one [2h, d] sgemm)
+void BM_PlainSgemm(benchmark::State& state) {
+  const int64_t tokens = state.range(0);
+  const Matrix x = Tokens(tokens);
+  int e = 0;
+  for (auto _ : state) PlainSgemm(e++, x, state.range(1) != 0);
+  SetRates(state, static_cast<double>(Experts(DType::kF32)[0].bytes()), Flops(tokens), tokens);
+}
+BENCHMARK(BM_PlainSgemm)
+    ->ArgNames({"M", "stacked"})
+    ->ArgsProduct({{1, 2, 4, 8, 16, 128, 256}, {0, 1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace moe::bench
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  // --kernel_threads=N (default: one per core) sets both the kernel pool and OpenBLAS, so both
+  // paths get the same cores.
+  int threads = moe::KernelThreads();
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--kernel_threads=", 0) == 0) {
+      threads = std::atoi(arg.c_str() + 17);
+      for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
+      --argc;
+      break;
+    }
+  }
+  moe::SetKernelThreads(threads);
+  moe::SetBlasThreads(threads);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,104 @@
+// The OpenBLAS wrappers: results against loops in double, and shape checks before BLAS is called.
+#include "common/blas_kernels.h"
+
+#include <random>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/matrix.h"
+#include "gtest/gtest.h"
+
+namespace moe {
+namespace {
+
+Matrix RandomMatrix(int64_t rows, int64_t cols, float scale, std::mt19937& rng) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  Matrix m(rows, cols);
+  for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = scale * dist(rng);
+  return m;
+}
+
+// c[m][n] = sum_k a[m][k] * b[n][k], in double.
+std::vector<double> ReferenceMatMulTransposed(const Matrix& a, const Matrix& b) {
+  std::vector<double> c(a.rows() * b.rows(), 0.0);
+  for (int64_t m = 0; m < a.rows(); ++m) {
+    for (int64_t n = 0; n < b.rows(); ++n) {
+      double acc = 0;
+      for (int64_t k = 0; k < a.cols(); ++k) {
+        acc += static_cast<double>(a.row(m)[k]) * b.row(n)[k];
+      }
+      c[m * b.rows() + n] = acc;
+    }
+  }
+  return c;
+}
+
+TEST(BlasKernelsTest, MatMulTransposedMatchesLoopReference) {
+  std::mt19937 rng(11);
+  const Matrix a = RandomMatrix(7, 33, 1.0f, rng);
+  const Matrix b = RandomMatrix(5, 33, 1.0f, rng);
+  Matrix c(7, 5);
+  for (int64_t i = 0; i < c.size(); ++i) c.data()[i] = 123.0f;  // overwritten, not added to
+  ASSERT_TRUE(MatMulTransposed(a, b, c.view()).ok());
+  const std::vector<double> want = ReferenceMatMulTransposed(a, b);
+  for (int64_t i = 0; i < c.size(); ++i) EXPECT_NEAR(c.data()[i], want[i], 1e-5) << i;
+}
+
+TEST(BlasKernelsTest, MatMulTransposedAccumulateAddsToExistingOutput) {
+  std::mt19937 rng(12);
+  const Matrix a = RandomMatrix(4, 9, 1.0f, rng);
+  const Matrix b = RandomMatrix(6, 9, 1.0f, rng);
+  const Matrix start = RandomMatrix(4, 6, 10.0f, rng);
+  Matrix c = start;
+  ASSERT_TRUE(MatMulTransposed(a, b, c.view(), /*accumulate=*/true).ok());
+  const std::vector<double> product = ReferenceMatMulTransposed(a, b);
+  for (int64_t i = 0; i < c.size(); ++i) {
+    EXPECT_NEAR(c.data()[i], start.data()[i] + product[i], 1e-5) << i;
+  }
+}
+
+TEST(BlasKernelsTest, MatMulTransposedWithEmptyInnerDimensionGivesZerosOrKeepsOutput) {
+  const Matrix a(3, 0);
+  const Matrix b(2, 0);
+  Matrix c(3, 2, std::vector<float>(6, 5.0f));
+  ASSERT_TRUE(MatMulTransposed(a, b, c.view(), /*accumulate=*/true).ok());
+  for (float v : c.values()) EXPECT_EQ(v, 5.0f);
+  ASSERT_TRUE(MatMulTransposed(a, b, c.view()).ok());
+  for (float v : c.values()) EXPECT_EQ(v, 0.0f);
+}
+
+TEST(BlasKernelsTest, MatMulTransposedShapeMismatchIsInvalidArgument) {
+  const Matrix a(4, 9);
+  const Matrix b(6, 8);  // inner dimension differs
+  Matrix c(4, 6);
+  EXPECT_EQ(MatMulTransposed(a, b, c.view()).code(), absl::StatusCode::kInvalidArgument);
+
+  const Matrix b_ok(6, 9);
+  Matrix c_wrong_rows(3, 6);
+  EXPECT_EQ(MatMulTransposed(a, b_ok, c_wrong_rows.view()).code(),
+            absl::StatusCode::kInvalidArgument);
+  Matrix c_wrong_cols(4, 9);
+  EXPECT_EQ(MatMulTransposed(a, b_ok, c_wrong_cols.view()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BlasKernelsTest, MatVecMatchesLoopReference) {
+  std::mt19937 rng(13);
+  const Matrix a = RandomMatrix(9, 37, 1.0f, rng);
+  const Matrix x = RandomMatrix(1, 37, 1.0f, rng);
+  std::vector<float> y(9, 123.0f);
+  ASSERT_TRUE(MatVec(a, x.values(), absl::MakeSpan(y)).ok());
+  const std::vector<double> want = ReferenceMatMulTransposed(x, a);
+  for (int i = 0; i < 9; ++i) EXPECT_NEAR(y[i], want[i], 1e-5) << i;
+}
+
+TEST(BlasKernelsTest, MatVecShapeMismatchIsInvalidArgument) {
+  const Matrix a(4, 9);
+  std::vector<float> x(8), y(4);
+  EXPECT_EQ(MatVec(a, x, absl::MakeSpan(y)).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<float> x_ok(9), y_wrong(5);
+  EXPECT_EQ(MatVec(a, x_ok, absl::MakeSpan(y_wrong)).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace moe

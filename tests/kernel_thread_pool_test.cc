@@ -1,0 +1,101 @@
+// KernelThreadPool: every task runs once, phases are ordered, and concurrent callers neither block
+// each other nor lose work.
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "common/thread_pool.h"
+#include "gtest/gtest.h"
+
+namespace moe {
+namespace {
+
+class KernelThreadPoolTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(KernelThreadPoolTest, RunsEveryUnitOfEveryPhaseExactlyOnce) {
+  KernelThreadPool pool(GetParam());
+  EXPECT_EQ(pool.threads(), std::max(1, GetParam()));
+  for (int round = 0; round < 20; ++round) {
+    std::vector<std::atomic<int>> first(37), second(5);
+    auto count_first = [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) first[i].fetch_add(1);
+    };
+    auto count_second = [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) second[i].fetch_add(1);
+    };
+    const KernelThreadPool::Phase phases[] = {
+        {37, 1, count_first}, {0, 1, count_first}, {5, 2, count_second}};
+    pool.Run(phases);
+    for (auto& c : first) ASSERT_EQ(c.load(), 1);
+    for (auto& c : second) ASSERT_EQ(c.load(), 1);
+  }
+}
+
+TEST_P(KernelThreadPoolTest, LaterPhasesSeeAllWritesOfEarlierOnes) {
+  KernelThreadPool pool(GetParam());
+  constexpr int kTasks = 64;
+  for (int round = 0; round < 20; ++round) {
+    std::vector<int> produced(kTasks, 0);  // plain ints: the phase barrier must order them
+    std::vector<long> consumed(kTasks, 0);
+    auto produce = [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) produced[i] = static_cast<int>(i) + round;
+    };
+    auto consume = [&](int64_t begin, int64_t end) {
+      long sum = 0;
+      for (int v : produced) sum += v;
+      for (int64_t i = begin; i < end; ++i) consumed[i] = sum;
+    };
+    const KernelThreadPool::Phase phases[] = {{kTasks, 1, produce}, {kTasks, 3, consume}};
+    pool.Run(phases);
+    const long want = kTasks * (kTasks - 1) / 2 + long{kTasks} * round;
+    for (long v : consumed) ASSERT_EQ(v, want);
+  }
+}
+
+TEST_P(KernelThreadPoolTest, ConcurrentCallersAllFinishWithTheirOwnWork) {
+  KernelThreadPool pool(GetParam());
+  constexpr int kCallers = 8, kRounds = 25, kTasks = 16;
+  std::vector<std::thread> callers;
+  std::vector<long> totals(kCallers, 0);
+  for (int c = 0; c < kCallers; ++c) {
+    callers.emplace_back([&, c] {
+      for (int round = 0; round < kRounds; ++round) {
+        std::vector<int> out(kTasks, 0);
+        auto work = [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) out[i] = c * 1000 + static_cast<int>(i);
+        };
+        const KernelThreadPool::Phase phases[] = {{kTasks, 1, work}};
+        pool.Run(phases);
+        for (int v : out) totals[c] += v;
+      }
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  for (int c = 0; c < kCallers; ++c) {
+    EXPECT_EQ(totals[c], long{kRounds} * (kTasks * c * 1000 + kTasks * (kTasks - 1) / 2));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, KernelThreadPoolTest, ::testing::Values(0, 1, 2, 4));
+
+TEST(SharedKernelPoolTest, SetKernelThreadsReplacesTheSharedPool) {
+  const int before = KernelThreads();
+  EXPECT_GE(before, 1);
+  std::shared_ptr<KernelThreadPool> old_pool = SharedKernelPool();
+  SetKernelThreads(3);
+  EXPECT_EQ(KernelThreads(), 3);
+  EXPECT_EQ(SharedKernelPool()->threads(), 3);
+  EXPECT_EQ(old_pool->threads(), before);  // still usable by whoever holds it
+  std::atomic<int> ran{0};
+  auto work = [&](int64_t begin, int64_t end) { ran.fetch_add(static_cast<int>(end - begin)); };
+  const KernelThreadPool::Phase phases[] = {{10, 1, work}};
+  old_pool->Run(phases);
+  EXPECT_EQ(ran.load(), 10);
+  SetKernelThreads(0);  // clamps to 1
+  EXPECT_EQ(KernelThreads(), 1);
+  SetKernelThreads(before);
+}
+
+}  // namespace
+}  // namespace moe

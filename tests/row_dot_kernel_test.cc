@@ -1,0 +1,162 @@
+// The row-dot kernels, AVX-512 and portable builds, against loops in double; and the packed
+// Bf16Matrix layout they read.
+#include "common/row_dot_kernel.h"
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/bf16_matrix.h"
+#include "common/dtype.h"
+#include "gtest/gtest.h"
+
+namespace moe {
+namespace {
+
+std::vector<const RowDotKernels*> AllKernels() {
+  std::vector<const RowDotKernels*> all = {&PortableRowDotKernels()};
+  if (Avx512RowDotKernels() != nullptr) all.push_back(Avx512RowDotKernels());
+  return all;
+}
+
+Matrix RandomMatrix(int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  Matrix m(rows, cols);
+  for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = dist(rng);
+  return m;
+}
+
+// x rows at stride ldx, zero past k (what the BF16 dots require).
+std::vector<float> PaddedTokens(int64_t tokens, int64_t k, int64_t ldx, std::mt19937& rng) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> x(tokens * ldx, 0.0f);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t i = 0; i < k; ++i) x[t * ldx + i] = dist(rng);
+  }
+  return x;
+}
+
+// |got − Σ w·x| within float32 rounding of a k-term sum of products of magnitude ≤ 1.
+void ExpectDots(const Matrix& w, const std::vector<float>& x, int64_t ldx, int64_t tokens,
+                const std::vector<float>& out, int64_t ldo, const std::string& what) {
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t r = 0; r < w.rows(); ++r) {
+      double want = 0;
+      for (int64_t i = 0; i < w.cols(); ++i) want += double(w.row(r)[i]) * x[t * ldx + i];
+      ASSERT_NEAR(out[t * ldo + r], want, 1e-6 * w.cols())
+          << what << " row " << r << " token " << t;
+    }
+  }
+}
+
+TEST(RowDotKernelTest, Avx512IsAvailableOnAvx512Machines) {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) {
+    GTEST_SKIP() << "no AVX-512 here; only the portable kernels run";
+  }
+  ASSERT_NE(Avx512RowDotKernels(), nullptr);
+  EXPECT_EQ(std::string(BestRowDotKernels().name), "avx512");
+  EXPECT_EQ(std::string(BestRowDotKernels(/*allow_avx512=*/false).name), "portable");
+}
+
+TEST(RowDotKernelTest, DotsMatchDoubleForAllShapesAroundTileEdges) {
+  std::mt19937 rng(7);
+  for (const RowDotKernels* kernels : AllKernels()) {
+    for (int64_t rows : {1, 3, 4, 5, 9}) {
+      for (int64_t k : {1, 15, 16, 17, 100}) {
+        for (int64_t tokens : {1, 2, 5, 6, 7, 8, 13}) {
+          const std::string what =
+              absl::StrCat(kernels->name, " rows ", rows, " k ", k, " tokens ", tokens);
+          const Matrix w = RandomMatrix(rows, k, rng);
+          const int64_t ldx = k + 19, ldo = rows + 3;
+          // F32: weights as they are, with a row stride larger than k.
+          const std::vector<float> x = PaddedTokens(tokens, k, ldx, rng);
+          Matrix strided(rows, k + 5);
+          for (int64_t r = 0; r < rows; ++r) std::copy(w.row(r), w.row(r) + k, strided.row(r));
+          std::vector<float> out(tokens * ldo, -1.0f);
+          kernels->dots_f32(strided.data(), k + 5, rows, k, x.data(), ldx, tokens, out.data(), ldo);
+          ExpectDots(w, x, ldx, tokens, out, ldo, what + " f32");
+          // BF16: the same weights rounded, read from the packed layout.
+          const Bf16Matrix packed = Bf16Matrix::RoundFrom(w);
+          std::vector<float> xb = PaddedTokens(tokens, k, packed.padded_cols() + 16, rng);
+          std::fill(out.begin(), out.end(), -1.0f);
+          kernels->dots_bf16(packed.quad(0), rows, packed.padded_cols(), xb.data(),
+                             packed.padded_cols() + 16, tokens, out.data(), ldo);
+          ExpectDots(packed.ToF32(), xb, packed.padded_cols() + 16, tokens, out, ldo,
+                     what + " bf16");
+        }
+      }
+    }
+  }
+}
+
+TEST(RowDotKernelTest, SiluMulMatchesDoubleIncludingSaturation) {
+  std::vector<float> gate = {-100.0f, -88.0f, -30.0f, -5.0f, -1.0f, -1e-3f, -0.0f, 0.0f,
+                             1e-3f,   0.5f,   1.0f,   5.0f,  20.0f, 88.0f,  100.0f};
+  std::mt19937 rng(8);
+  std::uniform_real_distribution<float> dist(-12.0f, 12.0f);
+  for (int i = 0; i < 50; ++i) gate.push_back(dist(rng));  // 65 values: a masked tail too
+  std::vector<float> up(gate.size());
+  for (size_t i = 0; i < up.size(); ++i) up[i] = 0.5f + 0.01f * i;
+  for (const RowDotKernels* kernels : AllKernels()) {
+    std::vector<float> act(gate.size());
+    kernels->silu_mul(gate.data(), up.data(), act.data(), static_cast<int64_t>(gate.size()));
+    for (size_t i = 0; i < gate.size(); ++i) {
+      const double g = gate[i];
+      const double want = g / (1.0 + std::exp(-g)) * up[i];
+      EXPECT_NEAR(act[i], want, 2e-7 * std::abs(want) + 1e-30)
+          << kernels->name << " gate " << gate[i];
+    }
+  }
+}
+
+TEST(RowDotKernelTest, UnpackGivesTheExactRowMajorValues) {
+  std::mt19937 rng(9);
+  for (const RowDotKernels* kernels : AllKernels()) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {5, 17}, {8, 32}, {7, 100}}) {
+      const Bf16Matrix packed = Bf16Matrix::RoundFrom(RandomMatrix(rows, cols, rng));
+      const Matrix want = packed.ToF32();
+      std::vector<float> out(rows * (cols + 2), -7.0f);
+      kernels->unpack_bf16(packed.quad(0), rows, packed.padded_cols(), cols, out.data(), cols + 2);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) {
+          ASSERT_EQ(out[r * (cols + 2) + c], want.row(r)[c]) << kernels->name << r << "," << c;
+        }
+        EXPECT_EQ(out[r * (cols + 2) + cols], -7.0f) << "wrote past the row";
+      }
+    }
+  }
+}
+
+TEST(Bf16MatrixTest, KeepsRowMajorBitsExactlyWhateverTheShape) {
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {3, 15}, {4, 16}, {9, 33}}) {
+    std::vector<uint16_t> bits(rows * cols);
+    for (size_t i = 0; i < bits.size(); ++i) bits[i] = static_cast<uint16_t>(0x3f00 + 37 * i);
+    const Bf16Matrix m(rows, cols, bits);
+    ASSERT_EQ(m.rows(), rows);
+    ASSERT_EQ(m.cols(), cols);
+    EXPECT_EQ(m.padded_cols() % Bf16Matrix::kChunkCols, 0);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        ASSERT_EQ(m.bits(r, c), bits[r * cols + c]) << r << "," << c;
+        ASSERT_EQ(m.at(r, c), Bf16ToF32(bits[r * cols + c]));
+      }
+    }
+  }
+}
+
+TEST(Bf16MatrixTest, RoundFromRoundsEachValueToNearestEven) {
+  Matrix values(2, 3,
+                {1.0f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -2.5f,
+                 std::numeric_limits<float>::infinity(), 3e38f});
+  const Bf16Matrix m = Bf16Matrix::RoundFrom(values);
+  for (int64_t r = 0; r < 2; ++r) {
+    for (int64_t c = 0; c < 3; ++c) EXPECT_EQ(m.bits(r, c), F32ToBf16(values.row(r)[c]));
+  }
+}
+
+}  // namespace
+}  // namespace moe
