@@ -29,10 +29,10 @@ absl::StatusOr<std::unique_ptr<ExpertShard>> ExpertShard::Create(
   }
   std::map<int, SwigluWeights> weights;
   for (int e : experts.ids) {
-    ASSIGN_OR_RETURN(weights[e], loader->LoadExpert(e));
+    ASSIGN_OR_RETURN(weights[e], loader->LoadExpert(e, options.weights_dtype));
   }
   if (experts.shared) {
-    ASSIGN_OR_RETURN(weights[kSharedExpertId], loader->LoadSharedExpert());
+    ASSIGN_OR_RETURN(weights[kSharedExpertId], loader->LoadSharedExpert(options.weights_dtype));
   }
   return std::unique_ptr<ExpertShard>(
       new ExpertShard(config, options.layer, std::move(experts), std::move(weights)));

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/dtype.h"
 #include "common/expert_set.h"
 #include "common/matrix.h"
 #include "common/model_config.h"
@@ -21,6 +22,9 @@ struct ExpertShardOptions {
   std::string model_dir;     // Hugging Face checkpoint directory
   int layer = 0;             // which layer's MoE block
   std::string experts_spec;  // "0-3", "0,2,5", "all", may include "shared"
+  // How weights are kept in memory: kF32, or kBF16 (half the bytes, so small batches — bound by
+  // memory bandwidth — run up to twice as fast; F32 checkpoints are rounded to nearest bf16).
+  DType weights_dtype = DType::kF32;
 };
 
 class ExpertShard {
