@@ -1,0 +1,122 @@
+// moe_layer_bench: times one MoE layer, in process or through a running router, and prints one
+// JSON line with tokens/s and latency percentiles. scripts/bench runs it to compare deployments.
+//
+//   moe_layer_bench --model=DIR --mode=inprocess|dense|remote [--router=TARGET] [--tokens=256]
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "common/blas_kernels.h"
+#include "moe/v1/router.grpc.pb.h"
+#include "tools/in_process_layer.h"
+
+ABSL_FLAG(std::string, model, "", "Checkpoint directory (inprocess and dense modes)");
+ABSL_FLAG(int, layer, 0, "Layer to run");
+ABSL_FLAG(std::string, mode, "inprocess",
+          "inprocess: the layer in this process; dense: every expert for every token; remote: "
+          "Forward calls to --router");
+ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router target for --mode=remote");
+ABSL_FLAG(int, tokens, 256, "Tokens per request");
+ABSL_FLAG(int, requests, 20, "Timed requests (after 2 warm-up requests)");
+ABSL_FLAG(int, threads, 2, "Threads for the in-process modes (one per core)");
+
+namespace {
+
+std::vector<float> Tokens(int64_t n, int64_t d) {
+  std::vector<float> values(n * d);
+  uint64_t state = 0x2545F4914F6CDD1Dull;
+  for (float& v : values) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    v = static_cast<float>(state >> 40) / float(1 << 23) - 1.0f;
+  }
+  return values;
+}
+
+template <typename Fn>
+int Time(const std::string& mode, int64_t tokens, Fn&& run) {
+  std::vector<double> ms;
+  for (int i = 0; i < absl::GetFlag(FLAGS_requests) + 2; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    if (!run()) return 1;
+    const double elapsed =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (i >= 2) ms.push_back(elapsed);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double median = ms[ms.size() / 2];
+  std::printf(
+      "{\"mode\": \"%s\", \"tokens\": %lld, \"requests\": %zu, \"p50_ms\": %.3f, \"p90_ms\": "
+      "%.3f, \"tokens_per_s\": %.1f}\n",
+      mode.c_str(), static_cast<long long>(tokens), ms.size(), median, ms[ms.size() * 9 / 10],
+      tokens / (median / 1000.0));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Times one MoE layer in process or through a router.\n"
+      "  moe_layer_bench --model=DIR --mode=inprocess|dense|remote [--tokens=256]");
+  absl::ParseCommandLine(argc, argv);
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  const int64_t n = absl::GetFlag(FLAGS_tokens);
+
+  if (mode == "remote") {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    auto stub = moe::v1::Router::NewStub(grpc::CreateCustomChannel(
+        absl::GetFlag(FLAGS_router), grpc::InsecureChannelCredentials(), args));
+    moe::v1::ModelInfo info;
+    {
+      grpc::ClientContext context;
+      grpc::Status status = stub->Info(&context, moe::v1::InfoRequest(), &info);
+      if (!status.ok()) {
+        std::cerr << "moe_layer_bench: Info: " << status.error_message() << std::endl;
+        return 1;
+      }
+    }
+    moe::v1::ForwardRequest request;
+    request.mutable_tokens()->add_shape(n);
+    request.mutable_tokens()->add_shape(info.d_model());
+    const std::vector<float> tokens = Tokens(n, info.d_model());
+    request.mutable_tokens()->mutable_values()->Add(tokens.begin(), tokens.end());
+    return Time(mode, n, [&] {
+      grpc::ClientContext context;
+      moe::v1::ForwardResponse response;
+      grpc::Status status = stub->Forward(&context, request, &response);
+      if (!status.ok()) std::cerr << "moe_layer_bench: " << status.error_message() << std::endl;
+      return status.ok();
+    });
+  }
+  if (mode != "inprocess" && mode != "dense") {
+    std::cerr << "moe_layer_bench: --mode must be inprocess, dense or remote" << std::endl;
+    return 2;
+  }
+  moe::SetBlasThreads(1);  // parallelism comes from --threads, one per core
+  auto layer = moe::InProcessLayer::Load(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_layer));
+  if (!layer.ok()) {
+    std::cerr << "moe_layer_bench: " << layer.status().message() << std::endl;
+    return 1;
+  }
+  const int64_t d = (*layer)->config().d_model;
+  const std::vector<float> tokens = Tokens(n, d);
+  moe::Matrix output(n, d);
+  const int top_k = mode == "dense" ? (*layer)->config().routing.num_experts : 0;
+  return Time(mode, n, [&] {
+    absl::Status status = (*layer)->Forward(moe::ConstMatrixView{tokens.data(), n, d}, top_k,
+                                            absl::GetFlag(FLAGS_threads), output.view());
+    if (!status.ok()) std::cerr << "moe_layer_bench: " << status.message() << std::endl;
+    return status.ok();
+  });
+}
