@@ -65,13 +65,10 @@ TEST_F(EndToEndTest, OutputAndRoutingMatchIndependentReference) {
     ASSERT_EQ(response.routing_size(), n);
     const testing::ReferenceOutput expected = reference_->Forward(tokens, n);
     for (int64_t t = 0; t < n; ++t) {
-      double norm = 0, err = 0;
-      for (int64_t i = 0; i < kD; ++i) {
-        const double ref = expected.output[t * kD + i];
-        norm = std::max(norm, std::abs(ref));
-        err = std::max(err, std::abs(ref - response.output().values(t * kD + i)));
-      }
-      EXPECT_LE(err, 1e-4 * norm) << "token " << t;
+      EXPECT_LE(
+          testing::RowRelativeError(response.output().values().data(), expected.output, t, kD),
+          1e-4)
+          << "token " << t;
       if (expected.margin[t] < 1e-5) continue;  // a near-tie fp32 may break either way
       const v1::TokenRouting& routing = response.routing(t);
       EXPECT_THAT(routing.experts(), ::testing::ElementsAreArray(expected.experts[t]));
@@ -199,12 +196,10 @@ TEST(EndToEndBatchingTest, ConcurrentRequestsShareExpertBatchesAndStayCorrect) {
         v1::ForwardResponse response;
         grpc::Status status = cluster.Forward(MakeRequest(token, 1, 256), &response);
         const auto expected = reference->Forward(token, 1);
-        double norm = 0, err = 0;
-        for (int k = 0; status.ok() && k < 256; ++k) {
-          norm = std::max(norm, std::abs(expected.output[k]));
-          err = std::max(err, std::abs(expected.output[k] - response.output().values(k)));
+        if (!status.ok() || testing::RowRelativeError(response.output().values().data(),
+                                                      expected.output, 0, 256) > 1e-4) {
+          ++failures;
         }
-        if (!status.ok() || err > 1e-4 * norm) ++failures;
       }
     });
   }

@@ -29,6 +29,16 @@ absl::StatusOr<std::vector<float>> Read(Checkpoint& ckpt, const std::string& nam
 
 }  // namespace
 
+double RowRelativeError(const float* output, const std::vector<double>& expected, int64_t t,
+                        int64_t d) {
+  double norm = 0, err = 0;
+  for (int64_t i = t * d; i < (t + 1) * d; ++i) {
+    norm = std::max(norm, std::abs(expected[i]));
+    err = std::max(err, std::abs(expected[i] - output[i]));
+  }
+  return err / norm;
+}
+
 absl::StatusOr<ReferenceLayer> ReferenceLayer::Load(const std::string& dir, int layer) {
   std::ifstream in(dir + "/config.json");
   std::stringstream text;

@@ -22,6 +22,11 @@ struct ReferenceOutput {
   std::vector<double> margin;
 };
 
+// max_i |output[t, i] - expected[t, i]| ÷ max_i |expected[t, i]| for token t of [T, d] rows:
+// the relative error the end-to-end tests bound by 1e-4.
+double RowRelativeError(const float* output, const std::vector<double>& expected, int64_t t,
+                        int64_t d);
+
 class ReferenceLayer {
  public:
   static absl::StatusOr<ReferenceLayer> Load(const std::string& dir, int layer);
