@@ -15,9 +15,9 @@ namespace moe {
 
 struct TensorToWrite {
   std::string name;
-  DType dtype = DType::kF32;     // stored dtype; values are rounded to it on write
+  DType dtype = DType::kF32;  // stored dtype; values are rounded to it on write
   std::vector<int64_t> shape;
-  std::vector<float> values;     // product(shape) values, row-major
+  std::vector<float> values;  // product(shape) values, row-major
 };
 
 // Writes one .safetensors file at `path`.
