@@ -89,13 +89,14 @@ absl::Status ExpertBatcher::Compute(int expert, ConstMatrixView x, MatrixView y)
       mu_.Await(absl::Condition(&ready));
       continue;
     }
-    // Lead: calls for this expert queue behind us while we wait for a compute slot.
+    // Lead: calls for this expert queue behind us while we linger (without holding a compute
+    // slot, so other experts keep computing) and while we wait for a slot.
     queue.busy = true;
-    AcquireSlot();
     if (options_.max_wait > absl::ZeroDuration()) {
       auto full = [this, &queue] { return PendingTokens(queue) >= options_.max_batch_tokens; };
       mu_.AwaitWithTimeout(absl::Condition(&full), options_.max_wait);
     }
+    AcquireSlot();
     std::vector<Call*> batch = TakeBatch(queue);
     mu_.Unlock();
     RunBatch(expert, batch);

@@ -184,8 +184,9 @@ TEST(EndToEndBatchingTest, ConcurrentRequestsShareExpertBatchesAndStayCorrect) {
   const std::string model = testing::WriteTestModel("tiny");
   auto reference = testing::ReferenceLayer::Load(model, 0);
   ASSERT_TRUE(reference.ok());
-  // A 2 ms linger makes merging certain on a fast machine; production default is 0.
-  Cluster cluster(model, 0, {"0-3", "4-7"}, {}, {"--batch_wait_us=2000"});
+  // A 20 ms linger makes merging certain even on a loaded or sanitized build; the production
+  // default is 0 (merging then comes from queueing behind a busy expert).
+  Cluster cluster(model, 0, {"0-3", "4-7"}, {}, {"--batch_wait_us=20000"});
   constexpr int kThreads = 16, kRequests = 8;
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
