@@ -2,7 +2,6 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <grpcpp/resource_quota.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -46,11 +45,6 @@ absl::Status ServeUntilSignal(const ServeOptions& options,
         GRPC_ARG_MAX_CONNECTION_AGE_MS,
         static_cast<int>(absl::ToInt64Milliseconds(options.max_connection_age)));
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 10000);
-  }
-  grpc::ResourceQuota quota(options.name);
-  if (options.max_threads > 0) {
-    quota.SetMaxThreads(options.max_threads);
-    builder.SetResourceQuota(quota);
   }
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

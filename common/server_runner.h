@@ -19,7 +19,6 @@ struct ServeOptions {
   std::string listen;     // HOST:PORT
   std::string port_file;  // if set, the bound port is written here once serving
   int max_message_bytes = 64 << 20;
-  int max_threads = 0;  // sync server thread cap; 0 leaves gRPC's default
   // Close client connections after this long (with a grace period for calls in flight), so
   // clients re-resolve DNS and spread over replicas that appeared since. Zero: never.
   absl::Duration max_connection_age = absl::ZeroDuration();
