@@ -6,9 +6,9 @@
 #include <iostream>
 #include <map>
 
-#include "common/blas_kernels.h"
-#include "common/row_dot_kernel.h"
-#include "common/thread_pool.h"
+#include "common/kernels/blas_kernels.h"
+#include "common/kernels/row_dot_kernel.h"
+#include "common/kernels/thread_pool.h"
 
 namespace moe::bench {
 namespace {

@@ -10,9 +10,9 @@
 #include <functional>
 #include <vector>
 
-#include "common/dtype.h"
-#include "common/matrix.h"
-#include "common/swiglu_ffn.h"
+#include "common/kernels/swiglu_ffn.h"
+#include "common/tensor/dtype.h"
+#include "common/tensor/matrix.h"
 
 namespace moe::bench {
 

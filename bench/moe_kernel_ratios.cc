@@ -30,9 +30,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "bench/bench_experts.h"
-#include "common/blas_kernels.h"
-#include "common/swiglu_ffn.h"
-#include "common/thread_pool.h"
+#include "common/kernels/blas_kernels.h"
+#include "common/kernels/swiglu_ffn.h"
+#include "common/kernels/thread_pool.h"
 
 namespace moe::bench {
 namespace {

@@ -12,9 +12,9 @@
 #include <string>
 
 #include "bench/bench_experts.h"
-#include "common/blas_kernels.h"
-#include "common/swiglu_ffn.h"
-#include "common/thread_pool.h"
+#include "common/kernels/blas_kernels.h"
+#include "common/kernels/swiglu_ffn.h"
+#include "common/kernels/thread_pool.h"
 
 namespace moe::bench {
 namespace {

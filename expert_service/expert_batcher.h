@@ -23,7 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "common/matrix.h"
+#include "common/tensor/matrix.h"
 
 namespace moe {
 

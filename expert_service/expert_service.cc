@@ -3,10 +3,10 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "common/grpc_status.h"
-#include "common/model_config.h"
-#include "common/status_macros.h"
-#include "common/tensor_proto.h"
+#include "common/checkpoint/model_config.h"
+#include "common/rpc/grpc_status.h"
+#include "common/rpc/tensor_proto.h"
+#include "common/status/status_macros.h"
 
 namespace moe {
 

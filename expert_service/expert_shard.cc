@@ -2,8 +2,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/layer_loader.h"
-#include "common/status_macros.h"
+#include "common/checkpoint/layer_loader.h"
+#include "common/status/status_macros.h"
 
 namespace moe {
 

@@ -10,11 +10,11 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "common/dtype.h"
-#include "common/expert_set.h"
-#include "common/matrix.h"
-#include "common/model_config.h"
-#include "common/swiglu_ffn.h"
+#include "common/checkpoint/model_config.h"
+#include "common/kernels/swiglu_ffn.h"
+#include "common/routing/expert_set.h"
+#include "common/tensor/dtype.h"
+#include "common/tensor/matrix.h"
 
 namespace moe {
 

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "common/routing.h"
+#include "common/routing/routing.h"
 #include "router_service/shard_map.h"
 
 namespace moe {

@@ -6,10 +6,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "common/blas_kernels.h"
-#include "common/status_macros.h"
-#include "common/swiglu_ffn.h"
-#include "common/tensor_proto.h"
+#include "common/kernels/blas_kernels.h"
+#include "common/kernels/swiglu_ffn.h"
+#include "common/rpc/tensor_proto.h"
+#include "common/status/status_macros.h"
 
 namespace moe {
 

@@ -2,9 +2,9 @@
 
 #include <chrono>
 
-#include "common/grpc_status.h"
-#include "common/status_macros.h"
-#include "common/tensor_proto.h"
+#include "common/rpc/grpc_status.h"
+#include "common/rpc/tensor_proto.h"
+#include "common/status/status_macros.h"
 
 namespace moe {
 

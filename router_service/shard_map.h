@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "common/expert_set.h"
+#include "common/routing/expert_set.h"
 
 namespace moe {
 

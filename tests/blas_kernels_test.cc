@@ -1,11 +1,11 @@
 // The OpenBLAS wrappers: results against loops in double, and shape checks before BLAS is called.
-#include "common/blas_kernels.h"
+#include "common/kernels/blas_kernels.h"
 
 #include <random>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "common/matrix.h"
+#include "common/tensor/matrix.h"
 #include "gtest/gtest.h"
 
 namespace moe {

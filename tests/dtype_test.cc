@@ -1,4 +1,4 @@
-#include "common/dtype.h"
+#include "common/tensor/dtype.h"
 
 #include <cmath>
 #include <cstdint>

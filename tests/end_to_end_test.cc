@@ -13,10 +13,10 @@
 #include "gtest/gtest.h"
 #include "moe/v1/expert.grpc.pb.h"
 #include "moe/v1/router.grpc.pb.h"
-#include "tests/cluster.h"
-#include "tests/reference_layer.h"
-#include "tests/subprocess.h"
-#include "tests/test_models.h"
+#include "testing/cluster.h"
+#include "testing/reference_layer.h"
+#include "testing/subprocess.h"
+#include "testing/test_models.h"
 
 namespace moe {
 namespace {

@@ -1,4 +1,4 @@
-#include "common/expert_set.h"
+#include "common/routing/expert_set.h"
 
 #include <random>
 #include <string>

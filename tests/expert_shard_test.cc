@@ -3,13 +3,13 @@
 
 #include <filesystem>
 
-#include "common/layer_loader.h"
-#include "common/tensor_proto.h"
+#include "common/checkpoint/layer_loader.h"
+#include "common/rpc/tensor_proto.h"
 #include "expert_service/expert_service.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/reference_layer.h"
-#include "tests/test_models.h"
+#include "testing/reference_layer.h"
+#include "testing/test_models.h"
 
 namespace moe {
 namespace {

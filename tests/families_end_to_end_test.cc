@@ -7,9 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/cluster.h"
-#include "tests/reference_layer.h"
-#include "tests/test_models.h"
+#include "testing/cluster.h"
+#include "testing/reference_layer.h"
+#include "testing/test_models.h"
 
 namespace moe {
 namespace {

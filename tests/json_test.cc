@@ -1,4 +1,4 @@
-#include "common/json.h"
+#include "common/checkpoint/json.h"
 
 #include <cmath>
 #include <limits>
@@ -13,10 +13,10 @@ namespace {
 
 using ::testing::HasSubstr;
 
-google::protobuf::Struct Parse(const std::string& text) {
+Json Parse(const std::string& text) {
   auto obj = ParseJsonObject(text, "test.json");
   EXPECT_TRUE(obj.ok()) << obj.status();
-  return obj.ok() ? *obj : google::protobuf::Struct();
+  return obj.ok() ? *obj : Json::object();
 }
 
 TEST(JsonTest, ParsesAnObjectAndReadsTypedFields) {
@@ -44,7 +44,7 @@ TEST(JsonTest, RejectsTextThatIsNotAJsonObject) {
 }
 
 TEST(JsonTest, RejectsDeepNestingBeforeParsing) {
-  // The protobuf parser takes time quadratic in the depth of nested arrays.
+  // The parser recurses once per level: deep nesting must be refused before it runs.
   const std::string deep = "{\"a\":" + std::string(5000, '[') + std::string(5000, ']') + "}";
   auto obj = ParseJsonObject(deep, "deep.json");
   EXPECT_EQ(obj.status().code(), absl::StatusCode::kInvalidArgument);
@@ -76,18 +76,21 @@ TEST(JsonTest, JsonIntRejectsFractions) {
   EXPECT_THAT(std::string(n.status().message()), HasSubstr("\"n\""));
 }
 
-TEST(JsonTest, JsonNumberToIntAcceptsWholeNumbersUpTo2To53) {
-  EXPECT_EQ(*JsonNumberToInt(0, 0, "v"), 0);
-  EXPECT_EQ(*JsonNumberToInt(7, 0, "v"), 7);
-  EXPECT_EQ(*JsonNumberToInt(-3, -5, "v"), -3);
-  EXPECT_EQ(*JsonNumberToInt(std::ldexp(1.0, 53), 0, "v"), int64_t{1} << 53);
+TEST(JsonTest, JsonToIntAcceptsWholeNumbersUpTo2To53) {
+  EXPECT_EQ(*JsonToInt(Json(0), 0, "v"), 0);
+  EXPECT_EQ(*JsonToInt(Json(7), 0, "v"), 7);
+  EXPECT_EQ(*JsonToInt(Json(-3), -5, "v"), -3);
+  EXPECT_EQ(*JsonToInt(Json(4.0), 0, "v"), 4);
+  EXPECT_EQ(*JsonToInt(Json(std::ldexp(1.0, 53)), 0, "v"), int64_t{1} << 53);
+  EXPECT_EQ(*JsonToInt(Json(uint64_t{1} << 53), 0, "v"), int64_t{1} << 53);
 }
 
-TEST(JsonTest, JsonNumberToIntRejectsFractionsNegativesAndHugeValues) {
-  for (double value : {1.5, -1.0, std::ldexp(1.0, 60), std::numeric_limits<double>::infinity(),
-                       std::numeric_limits<double>::quiet_NaN()}) {
-    auto n = JsonNumberToInt(value, 0, "the value");
-    EXPECT_EQ(n.status().code(), absl::StatusCode::kInvalidArgument) << value;
+TEST(JsonTest, JsonToIntRejectsFractionsNegativesHugeValuesAndNonNumbers) {
+  for (const Json& value :
+       {Json(1.5), Json(-1), Json(-1.0), Json(std::ldexp(1.0, 60)), Json((uint64_t{1} << 53) + 1),
+        Json(std::numeric_limits<double>::infinity()), Json("7"), Json(nullptr)}) {
+    auto n = JsonToInt(value, 0, "the value");
+    EXPECT_EQ(n.status().code(), absl::StatusCode::kInvalidArgument) << value.dump();
     EXPECT_THAT(std::string(n.status().message()), HasSubstr("the value"));
   }
 }

@@ -5,7 +5,7 @@
 #include <thread>
 #include <vector>
 
-#include "common/thread_pool.h"
+#include "common/kernels/thread_pool.h"
 #include "gtest/gtest.h"
 
 namespace moe {

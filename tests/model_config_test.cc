@@ -1,4 +1,4 @@
-#include "common/model_config.h"
+#include "common/checkpoint/model_config.h"
 
 #include <string>
 

@@ -2,7 +2,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "common/model_config.h"
+#include "common/checkpoint/model_config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/real_configs.h"

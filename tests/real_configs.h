@@ -5,7 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_replace.h"
-#include "common/model_config.h"
+#include "common/checkpoint/model_config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -6,13 +6,13 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "common/grpc_status.h"
+#include "common/rpc/grpc_status.h"
 #include "expert_service/expert_service.h"
 #include "expert_service/expert_shard.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/reference_layer.h"
-#include "tests/test_models.h"
+#include "testing/reference_layer.h"
+#include "testing/test_models.h"
 
 namespace moe {
 namespace {

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "common/matrix.h"
-#include "common/model_config.h"
-#include "common/routing.h"
+#include "common/checkpoint/model_config.h"
+#include "common/routing/routing.h"
+#include "common/tensor/matrix.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/routing_test_util.h"

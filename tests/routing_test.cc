@@ -1,4 +1,4 @@
-#include "common/routing.h"
+#include "common/routing/routing.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "common/blas_kernels.h"
-#include "common/matrix.h"
-#include "common/model_config.h"
+#include "common/checkpoint/model_config.h"
+#include "common/kernels/blas_kernels.h"
+#include "common/tensor/matrix.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/routing_test_util.h"

@@ -5,9 +5,9 @@
 #include <cmath>
 #include <vector>
 
-#include "common/matrix.h"
-#include "common/model_config.h"
-#include "common/routing.h"
+#include "common/checkpoint/model_config.h"
+#include "common/routing/routing.h"
+#include "common/tensor/matrix.h"
 #include "gtest/gtest.h"
 
 namespace moe {

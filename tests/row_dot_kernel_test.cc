@@ -1,6 +1,6 @@
 // The row-dot kernels, AVX-512 and portable builds, against loops in double; and the packed
 // Bf16Matrix layout they read.
-#include "common/row_dot_kernel.h"
+#include "common/kernels/row_dot_kernel.h"
 
 #include <cmath>
 #include <limits>
@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/bf16_matrix.h"
-#include "common/dtype.h"
+#include "common/tensor/bf16_matrix.h"
+#include "common/tensor/dtype.h"
 #include "gtest/gtest.h"
 
 namespace moe {

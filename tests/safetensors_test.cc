@@ -9,11 +9,11 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/dtype.h"
-#include "common/safetensors_file.h"
-#include "common/safetensors_writer.h"
+#include "common/checkpoint/safetensors_file.h"
+#include "common/tensor/dtype.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/safetensors_writer.h"
 
 namespace moe {
 namespace {

@@ -7,8 +7,8 @@
 #include "absl/strings/str_replace.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/cluster.h"
-#include "tests/test_models.h"
+#include "testing/cluster.h"
+#include "testing/test_models.h"
 
 namespace moe {
 namespace {

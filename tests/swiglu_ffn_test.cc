@@ -4,7 +4,7 @@
 // Tolerance: for every token t, max_i |y[t][i] − ref[t][i]| ≤ 1e-5 · ‖ref[t]‖₂. For BF16 storage
 // the reference uses the bf16-rounded weights (widened exactly), so the same bound applies: the
 // kernels only add float32 rounding of the sums.
-#include "common/swiglu_ffn.h"
+#include "common/kernels/swiglu_ffn.h"
 
 #include <algorithm>
 #include <cmath>
@@ -15,13 +15,13 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/blas_kernels.h"
-#include "common/layer_loader.h"
-#include "common/matrix.h"
-#include "common/row_dot_kernel.h"
-#include "common/thread_pool.h"
+#include "common/checkpoint/layer_loader.h"
+#include "common/kernels/blas_kernels.h"
+#include "common/kernels/row_dot_kernel.h"
+#include "common/kernels/thread_pool.h"
+#include "common/tensor/matrix.h"
 #include "gtest/gtest.h"
-#include "tests/test_models.h"
+#include "testing/test_models.h"
 
 namespace moe {
 namespace {

@@ -6,10 +6,10 @@
 #include <numeric>
 #include <thread>
 
-#include "common/blas_kernels.h"
-#include "common/routing.h"
-#include "common/status_macros.h"
-#include "common/swiglu_ffn.h"
+#include "common/kernels/blas_kernels.h"
+#include "common/kernels/swiglu_ffn.h"
+#include "common/routing/routing.h"
+#include "common/status/status_macros.h"
 
 namespace moe {
 

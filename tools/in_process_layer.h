@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/layer_loader.h"
-#include "common/matrix.h"
-#include "common/model_config.h"
+#include "common/checkpoint/layer_loader.h"
+#include "common/checkpoint/model_config.h"
+#include "common/tensor/matrix.h"
 
 namespace moe {
 

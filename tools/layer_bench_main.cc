@@ -14,7 +14,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "common/blas_kernels.h"
+#include "common/kernels/blas_kernels.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "tools/in_process_layer.h"
 

@@ -8,7 +8,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
-#include "tools/synthetic_model.h"
+#include "testing/synthetic_model.h"
 
 ABSL_FLAG(std::string, preset, "tiny", "Model preset; --list_presets shows them");
 ABSL_FLAG(std::string, out, "", "Directory to write config.json and the safetensors into");

@@ -1,0 +1,262 @@
+// AVX-512 build of the row-dot kernels. Every function in this file is compiled for
+// AVX-512F/BW/VL/DQ + FMA through the target pragma below (not a global -march flag), and is only
+// reached after Avx512RowDotKernels() checked the CPU at run time.
+#include "common/kernels/row_dot_kernel.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+// GCC 12's intrinsics start many results from _mm512_undefined_*() (`__m512 __Y = __Y;`), which
+// -Wall reports as uninitialized once inlined here (GCC bug 105593, fixed in GCC 13).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <utility>
+
+#include "common/tensor/bf16_matrix.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
+
+namespace moe {
+namespace {
+
+constexpr int kRows = 4;       // weight rows per tile (a Bf16Matrix quad)
+constexpr int kMaxTokens = 6;  // 4 × 6 accumulators + 4 weights + x fit the 32 zmm registers
+static_assert(Bf16Matrix::kQuadRows == kRows && Bf16Matrix::kChunkCols == 16);
+
+// Software prefetch distances. Measured with BM_Switch (path:1) and a tuning sweep of 512 B-32 KB,
+// T0/T1/T2/NTA hints, on the 2-core Zen 5: the choice moves results by a few percent at most
+// (the hardware prefetchers do most of the work); these were best or tied at M = 1, 4, 8.
+constexpr int64_t kPrefetchF32Bytes = 1024;   // per row: four rows, four streams
+constexpr int64_t kPrefetchBf16Bytes = 2048;  // a quad is one stream
+
+inline float ReduceAdd(__m512 v) {
+  const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), hi);
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+  return _mm_cvtss_f32(s4);
+}
+
+inline void Prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+
+// Four row-major float32 rows (the last ones repeated when fewer remain).
+struct F32Rows {
+  static constexpr bool kPadded = false;  // k need not be a multiple of 16
+  const float* w[kRows];
+  int64_t k;
+  int64_t next;  // elements from a row to the same row of the next group
+
+  void Load(int64_t i, __m512 (&v)[kRows]) const {
+    for (int r = 0; r < kRows; ++r) v[r] = _mm512_loadu_ps(w[r] + i);
+  }
+  void LoadTail(int64_t i, __mmask16 m, __m512 (&v)[kRows]) const {
+    for (int r = 0; r < kRows; ++r) v[r] = _mm512_maskz_loadu_ps(m, w[r] + i);
+  }
+  // Prefetches run kPrefetchF32Bytes ahead along each row and, past its end, on into the same row
+  // of the next group, so the next group's rows start warm.
+  struct Cursor {
+    int64_t base;  // elements from w[r] to the row being prefetched
+    int64_t off;   // column within that row
+  };
+  Cursor StartPrefetch() const {
+    const int64_t ahead = kPrefetchF32Bytes / static_cast<int64_t>(sizeof(float));
+    return {ahead / k * next, ahead % k};
+  }
+  void Prefetch16(Cursor& c) const {
+    for (int r = 0; r < kRows; ++r) Prefetch(w[r] + c.base + c.off);
+    c.off += 16;
+    if (c.off >= k) {
+      c.off -= k;
+      c.base += next;
+    }
+  }
+};
+
+// One Bf16Matrix quad: chunk i/16 is 128 contiguous bytes, quads follow each other.
+struct Bf16Quad {
+  static constexpr bool kPadded = true;
+  const uint16_t* q;
+
+  void Load(int64_t i, __m512 (&v)[kRows]) const {
+    const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+    const __m512i rows01 = _mm512_loadu_si512(q + i * kRows);
+    const __m512i rows23 = _mm512_loadu_si512(q + i * kRows + 32);
+    v[0] = _mm512_castsi512_ps(_mm512_slli_epi32(rows01, 16));
+    v[1] = _mm512_castsi512_ps(_mm512_and_si512(rows01, high));
+    v[2] = _mm512_castsi512_ps(_mm512_slli_epi32(rows23, 16));
+    v[3] = _mm512_castsi512_ps(_mm512_and_si512(rows23, high));
+  }
+  void LoadTail(int64_t, __mmask16, __m512 (&)[kRows]) const {}  // never: k is padded
+  using Cursor = const char*;
+  Cursor StartPrefetch() const { return reinterpret_cast<const char*>(q) + kPrefetchBf16Bytes; }
+  void Prefetch16(Cursor& p) const {
+    Prefetch(p);
+    Prefetch(p + 64);
+    p += 128;
+  }
+};
+
+// out[t * ldo + r] for r < num_rows, t < T. `prefetch` on the first token tile of a group only:
+// later tiles find the rows in L1/L2.
+template <typename Rows, int T>
+void Tile(const Rows& rows, int num_rows, int64_t k, const float* x, int64_t ldx, float* out,
+          int64_t ldo, bool prefetch) {
+  __m512 acc[kRows][T];
+#pragma GCC unroll 4
+  for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  }
+  typename Rows::Cursor cursor = rows.StartPrefetch();
+  int64_t i = 0;
+  for (; i + 16 <= k; i += 16) {
+    if (prefetch) rows.Prefetch16(cursor);
+    __m512 w[kRows];
+    rows.Load(i, w);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512 xv = _mm512_loadu_ps(x + t * ldx + i);
+#pragma GCC unroll 4
+      for (int r = 0; r < kRows; ++r) acc[r][t] = _mm512_fmadd_ps(w[r], xv, acc[r][t]);
+    }
+  }
+  if (!Rows::kPadded && i < k) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (k - i)) - 1);
+    __m512 w[kRows];
+    rows.LoadTail(i, m, w);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * ldx + i);
+#pragma GCC unroll 4
+      for (int r = 0; r < kRows; ++r) acc[r][t] = _mm512_fmadd_ps(w[r], xv, acc[r][t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < num_rows; ++r) out[t * ldo + r] = ReduceAdd(acc[r][t]);
+  }
+}
+
+template <typename Rows>
+using TileFn = void (*)(const Rows&, int, int64_t, const float*, int64_t, float*, int64_t, bool);
+
+template <typename Rows, int... Ts>
+constexpr std::array<TileFn<Rows>, sizeof...(Ts)> TileTable(std::integer_sequence<int, Ts...>) {
+  return {&Tile<Rows, Ts + 1>...};
+}
+
+// All token tiles of one group of four rows. Tiles are as even as possible (8 tokens run as 4 + 4,
+// not 6 + 2). Measured: two tiles of four rows beat one tile of two rows × 8 tokens by ~40%
+// (the latter spends a load on x for every two FMAs).
+template <typename Rows>
+void GroupDots(const Rows& rows, int num_rows, int64_t k, const float* x, int64_t ldx,
+               int64_t tokens, float* out, int64_t ldo) {
+  static constexpr auto kTiles = TileTable<Rows>(std::make_integer_sequence<int, kMaxTokens>());
+  int64_t tiles = (tokens + kMaxTokens - 1) / kMaxTokens;
+  for (int64_t t = 0; t < tokens; --tiles) {
+    const int64_t tile = (tokens - t + tiles - 1) / tiles;
+    kTiles[tile - 1](rows, num_rows, k, x + t * ldx, ldx, out + t * ldo, ldo, t == 0);
+    t += tile;
+  }
+}
+
+void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
+             int64_t tokens, float* out, int64_t ldo) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
+    F32Rows group;
+    for (int q = 0; q < kRows; ++q) group.w[q] = w + (r0 + std::min(q, n - 1)) * ldw;
+    group.k = k;
+    group.next = kRows * ldw;
+    GroupDots(group, n, k, x, ldx, tokens, out + r0, ldo);
+  }
+}
+
+void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, int64_t ldx,
+              int64_t tokens, float* out, int64_t ldo) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
+    GroupDots(Bf16Quad{quads + r0 * k}, n, k, x, ldx, tokens, out + r0, ldo);
+  }
+}
+
+// e^x to about 1 ulp (Cephes expf's polynomial); vscalefps applies 2^n and saturates to 0 / inf.
+inline __m512 Exp(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(100.0f)), _mm512_set1_ps(-100.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __m512 SiluMul16(__m512 g, __m512 u) {
+  const __m512 denom =
+      _mm512_add_ps(_mm512_set1_ps(1.0f), Exp(_mm512_sub_ps(_mm512_setzero_ps(), g)));
+  return _mm512_div_ps(_mm512_mul_ps(g, u), denom);
+}
+
+void SiluMul(const float* gate, const float* up, float* act, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    _mm512_storeu_ps(act + i, SiluMul16(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(
+        act + i, m,
+        SiluMul16(_mm512_maskz_loadu_ps(m, gate + i), _mm512_maskz_loadu_ps(m, up + i)));
+  }
+}
+
+void UnpackBf16(const uint16_t* quads, int64_t rows, int64_t k, int64_t cols, float* out,
+                int64_t ldo) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const Bf16Quad quad{quads + r0 * k};
+    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
+    for (int64_t c = 0; c < cols; c += 16) {
+      __m512 w[kRows];
+      quad.Load(c, w);
+      const __mmask16 m = cols - c >= 16 ? static_cast<__mmask16>(0xffff)
+                                         : static_cast<__mmask16>((1u << (cols - c)) - 1);
+      for (int r = 0; r < n; ++r) _mm512_mask_storeu_ps(out + (r0 + r) * ldo + c, m, w[r]);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moe
+
+#pragma GCC pop_options
+
+namespace moe {
+const RowDotKernels* Avx512RowDotKernels() {
+  static const RowDotKernels kernels = {"avx512", &DotsF32, &DotsBf16, &SiluMul, &UnpackBf16};
+  __builtin_cpu_init();
+  const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                         __builtin_cpu_supports("fma");
+  return supported ? &kernels : nullptr;
+}
+
+}  // namespace moe
+
+#else  // not x86-64 GCC/Clang: portable only
+
+namespace moe {
+const RowDotKernels* Avx512RowDotKernels() { return nullptr; }
+}  // namespace moe
+
+#endif

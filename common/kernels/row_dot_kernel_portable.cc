@@ -1,0 +1,82 @@
+// Portable build of the row-dot kernels: the reference the AVX-512 build is tested against, and
+// what runs on CPUs without AVX-512 (correct, slower).
+#include <cmath>
+#include <vector>
+
+#include "common/kernels/row_dot_kernel.h"
+#include "common/tensor/bf16_matrix.h"
+#include "common/tensor/dtype.h"
+
+namespace moe {
+namespace {
+
+constexpr int64_t kQuad = Bf16Matrix::kQuadRows;
+constexpr int64_t kChunk = Bf16Matrix::kChunkCols;
+
+// Row r of the quads starting at `quads` (k = padded columns), as float32 values [0, k).
+void WidenPackedRow(const uint16_t* quads, int64_t r, int64_t k, float* out) {
+  const uint16_t* bits = quads + (r / kQuad) * kQuad * k + (r % kQuad / 2) * 2 * kChunk + r % 2;
+  for (int64_t c = 0; c < k; c += kChunk, bits += kQuad * kChunk) {
+    for (int64_t l = 0; l < kChunk; ++l) out[c + l] = Bf16ToF32(bits[2 * l]);
+  }
+}
+
+// Eight partial sums per dot let the compiler vectorise with whatever SIMD the baseline has.
+float Dot(const float* w, const float* x, int64_t k) {
+  constexpr int kLanes = 8;
+  float partial[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= k; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) partial[l] += w[i + l] * x[i + l];
+  }
+  for (; i < k; ++i) partial[0] += w[i] * x[i];
+  float sum = 0;
+  for (float p : partial) sum += p;
+  return sum;
+}
+
+void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
+             int64_t tokens, float* out, int64_t ldo) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t < tokens; ++t) out[t * ldo + r] = Dot(w + r * ldw, x + t * ldx, k);
+  }
+}
+
+void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, int64_t ldx,
+              int64_t tokens, float* out, int64_t ldo) {
+  std::vector<float> widened(k);
+  float* row = widened.data();
+  for (int64_t r = 0; r < rows; ++r) {
+    WidenPackedRow(quads, r, k, row);
+    for (int64_t t = 0; t < tokens; ++t) out[t * ldo + r] = Dot(row, x + t * ldx, k);
+  }
+}
+
+void SiluMul(const float* gate, const float* up, float* act, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) act[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void UnpackBf16(const uint16_t* quads, int64_t rows, int64_t k, int64_t cols, float* out,
+                int64_t ldo) {
+  std::vector<float> widened(k);
+  float* row = widened.data();
+  for (int64_t r = 0; r < rows; ++r) {
+    WidenPackedRow(quads, r, k, row);
+    for (int64_t c = 0; c < cols; ++c) out[r * ldo + c] = row[c];
+  }
+}
+
+}  // namespace
+
+const RowDotKernels& PortableRowDotKernels() {
+  static const RowDotKernels kernels = {"portable", &DotsF32, &DotsBf16, &SiluMul, &UnpackBf16};
+  return kernels;
+}
+
+const RowDotKernels& BestRowDotKernels(bool allow_avx512) {
+  static const RowDotKernels* const avx512 = Avx512RowDotKernels();
+  if (allow_avx512 && avx512 != nullptr) return *avx512;
+  return PortableRowDotKernels();
+}
+
+}  // namespace moe

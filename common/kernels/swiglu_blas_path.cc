@@ -1,0 +1,72 @@
+// The many-token path of SwigluForward (see common/swiglu_paths.h).
+#include <algorithm>
+#include <vector>
+
+#include "common/kernels/blas_kernels.h"
+#include "common/kernels/swiglu_paths.h"
+#include "common/status/status_macros.h"
+
+namespace moe {
+namespace {
+
+// BF16 weights are widened this many rows (of gate and of up, or of down) at a time: a few MB of
+// scratch that stays in L3, and sgemm calls still large enough to run near peak. A multiple of 4
+// (blocks start on a Bf16Matrix quad).
+constexpr int64_t kWidenRows = 256;
+static_assert(kWidenRows % 4 == 0);
+
+absl::Status BlasF32(const SwigluWeights& w, ConstMatrixView x, MatrixView y,
+                     const RowDotKernels& kernels) {
+  const int64_t tokens = x.rows, h = w.width();
+  Matrix act(tokens, h);  // gate·x first, then silu(gate·x) ⊙ (up·x) in place
+  Matrix up(tokens, h);
+  RETURN_IF_ERROR(MatMulTransposed(x, w.gate, act.view()));
+  RETURN_IF_ERROR(MatMulTransposed(x, w.up, up.view()));
+  kernels.silu_mul(act.data(), up.data(), act.data(), act.size());
+  return MatMulTransposed(act, w.down, y);
+}
+
+absl::Status BlasBf16(const SwigluWeights& w, ConstMatrixView x, MatrixView y,
+                      const RowDotKernels& kernels) {
+  const int64_t tokens = x.rows, d = w.d_model(), h = w.width();
+  const int64_t block = std::min(kWidenRows, std::max(h, d));
+  std::vector<float> wide(block * std::max(2 * d, h));
+  std::vector<float> sums(tokens * 2 * block);
+  Matrix act(tokens, h);
+  auto unpack = [&](const Bf16Matrix& m, int64_t r0, int64_t n, float* out) {
+    kernels.unpack_bf16(m.quad(r0 / Bf16Matrix::kQuadRows), n, m.padded_cols(), m.cols(), out,
+                        m.cols());
+  };
+  for (int64_t j0 = 0; j0 < h; j0 += block) {
+    const int64_t n = std::min(block, h - j0);
+    // wide = [gate rows j0..j0+n | up rows j0..j0+n], one sgemm for both.
+    unpack(w.gate_bf16, j0, n, wide.data());
+    unpack(w.up_bf16, j0, n, wide.data() + n * d);
+    RETURN_IF_ERROR(
+        MatMulTransposed(x, ConstMatrixView{wide.data(), 2 * n, d}, {sums.data(), tokens, 2 * n}));
+    for (int64_t t = 0; t < tokens; ++t) {
+      const float* s = sums.data() + t * 2 * n;
+      kernels.silu_mul(s, s + n, act.row(t) + j0, n);
+    }
+  }
+  for (int64_t o0 = 0; o0 < d; o0 += block) {
+    const int64_t n = std::min(block, d - o0);
+    unpack(w.down_bf16, o0, n, wide.data());
+    RETURN_IF_ERROR(
+        MatMulTransposed(act, ConstMatrixView{wide.data(), n, h}, {sums.data(), tokens, n}));
+    for (int64_t t = 0; t < tokens; ++t) {
+      std::copy(sums.data() + t * n, sums.data() + (t + 1) * n, y.row(t) + o0);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SwigluBlas(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
+                        const RowDotKernels& kernels) {
+  if (weights.storage == DType::kBF16) return BlasBf16(weights, x, y, kernels);
+  return BlasF32(weights, x, y, kernels);
+}
+
+}  // namespace moe

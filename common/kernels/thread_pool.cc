@@ -1,0 +1,168 @@
+#include "common/kernels/thread_pool.h"
+
+#include <algorithm>
+
+namespace moe {
+namespace {
+
+constexpr int kMaxPhases = 4;
+// How long a helper polls for the next job before sleeping on the mutex: long enough to catch
+// back-to-back FFN calls, short enough not to steal a core from other work for long.
+constexpr int kHelperSpins = 4000;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Spins politely: yields every few rounds so an oversubscribed machine can run whoever we wait
+// for.
+inline void Backoff(int& spins) {
+  if (++spins % 64 == 0) {
+    std::this_thread::yield();
+  } else {
+    CpuRelax();
+  }
+}
+
+}  // namespace
+
+struct KernelThreadPool::Job {
+  explicit Job(absl::Span<const Phase> p) : phases(p) {}
+  absl::Span<const Phase> phases;
+  std::atomic<int64_t> next[kMaxPhases] = {};  // first unit not yet claimed
+  std::atomic<int64_t> done[kMaxPhases] = {};  // units finished
+};
+
+KernelThreadPool::KernelThreadPool(int threads) {
+  for (int i = 1; i < threads; ++i) helpers_.emplace_back([this] { HelperLoop(); });
+}
+
+KernelThreadPool::~KernelThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (std::thread& t : helpers_) t.join();
+}
+
+void KernelThreadPool::Work(Job& job, int threads) {
+  for (size_t p = 0; p < job.phases.size(); ++p) {
+    if (p > 0) {
+      int spins = 0;
+      while (job.done[p - 1].load(std::memory_order_acquire) < job.phases[p - 1].units) {
+        Backoff(spins);
+      }
+    }
+    const Phase& phase = job.phases[p];
+    while (true) {
+      int64_t begin = job.next[p].load(std::memory_order_relaxed);
+      int64_t size = 0;
+      do {
+        if (begin >= phase.units) break;
+        size = std::min(phase.units - begin,
+                        std::max(phase.min_chunk, (phase.units - begin) / (2 * threads)));
+      } while (!job.next[p].compare_exchange_weak(begin, begin + size, std::memory_order_relaxed));
+      if (begin >= phase.units) break;
+      phase.run(begin, begin + size);
+      job.done[p].fetch_add(size, std::memory_order_acq_rel);
+    }
+  }
+}
+
+void KernelThreadPool::Run(absl::Span<const Phase> phases) {
+  const bool inline_only = helpers_.empty() || phases.size() > kMaxPhases ||
+                           busy_.exchange(true, std::memory_order_acquire);
+  if (inline_only) {  // (or the helpers serve someone else): do it all here, in one piece
+    for (const Phase& phase : phases) {
+      if (phase.units > 0) phase.run(0, phase.units);
+    }
+    return;
+  }
+  Job job(phases);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job_ = &job;
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  wake_.notify_all();
+  Work(job, threads());
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    job_ = nullptr;
+    idle_.wait(lock, [this] { return active_ == 0; });
+  }
+  busy_.store(false, std::memory_order_release);
+}
+
+void KernelThreadPool::HelperLoop() {
+  uint64_t seen = 0;
+  while (true) {
+    for (int i = 0; i < kHelperSpins && generation_.load(std::memory_order_acquire) == seen; ++i) {
+      CpuRelax();
+    }
+    Job* job = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [this, seen] {
+        return stop_ || generation_.load(std::memory_order_relaxed) != seen;
+      });
+      if (stop_) return;
+      seen = generation_.load(std::memory_order_relaxed);
+      if (job_ == nullptr) continue;  // woke after that job was finished
+      job = job_;
+      ++active_;
+    }
+    Work(*job, threads());
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--active_ == 0) idle_.notify_all();
+  }
+}
+
+namespace {
+
+struct SharedPoolState {
+  std::mutex mu;
+  int threads = 0;                         // guarded by mu; 0: not chosen yet
+  std::shared_ptr<KernelThreadPool> pool;  // guarded by mu
+};
+
+SharedPoolState& State() {
+  static SharedPoolState* state = new SharedPoolState;  // never destroyed: helpers outlive main
+  return *state;
+}
+
+int DefaultThreads() { return std::max(1, static_cast<int>(std::thread::hardware_concurrency())); }
+
+}  // namespace
+
+void SetKernelThreads(int threads) {
+  threads = std::max(1, threads);
+  SharedPoolState& state = State();
+  std::shared_ptr<KernelThreadPool> old;
+  std::lock_guard<std::mutex> lock(state.mu);
+  if (state.threads == threads) return;
+  state.threads = threads;
+  old = std::move(state.pool);  // joined when its last running call lets go
+  state.pool = nullptr;
+}
+
+int KernelThreads() {
+  SharedPoolState& state = State();
+  std::lock_guard<std::mutex> lock(state.mu);
+  return state.threads > 0 ? state.threads : DefaultThreads();
+}
+
+std::shared_ptr<KernelThreadPool> SharedKernelPool() {
+  SharedPoolState& state = State();
+  std::lock_guard<std::mutex> lock(state.mu);
+  if (state.pool == nullptr) {
+    if (state.threads == 0) state.threads = DefaultThreads();
+    state.pool = std::make_shared<KernelThreadPool>(state.threads);
+  }
+  return state.pool;
+}
+
+}  // namespace moe

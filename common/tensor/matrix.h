@@ -1,0 +1,58 @@
+// Dense row-major float32 matrices: Matrix owns its storage, MatrixView / ConstMatrixView borrow
+// someone else's. Views never outlive what they point into; none of these types synchronise.
+#ifndef MOE_COMMON_TENSOR_MATRIX_H_
+#define MOE_COMMON_TENSOR_MATRIX_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace moe {
+
+struct ConstMatrixView {
+  const float* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+
+  const float* row(int64_t r) const { return data + r * cols; }
+  int64_t size() const { return rows * cols; }
+};
+
+struct MatrixView {
+  float* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+
+  float* row(int64_t r) const { return data + r * cols; }
+  int64_t size() const { return rows * cols; }
+  operator ConstMatrixView() const { return {data, rows, cols}; }
+};
+
+class Matrix {
+ public:
+  Matrix() = default;
+  Matrix(int64_t rows, int64_t cols) : rows_(rows), cols_(cols), values_(rows * cols, 0.0f) {}
+  Matrix(int64_t rows, int64_t cols, std::vector<float> values)
+      : rows_(rows), cols_(cols), values_(std::move(values)) {}
+
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  int64_t size() const { return rows_ * cols_; }
+  float* data() { return values_.data(); }
+  const float* data() const { return values_.data(); }
+  float* row(int64_t r) { return values_.data() + r * cols_; }
+  const float* row(int64_t r) const { return values_.data() + r * cols_; }
+  const std::vector<float>& values() const { return values_; }
+
+  MatrixView view() { return {values_.data(), rows_, cols_}; }
+  ConstMatrixView view() const { return {values_.data(), rows_, cols_}; }
+  operator ConstMatrixView() const { return view(); }
+
+ private:
+  int64_t rows_ = 0;
+  int64_t cols_ = 0;
+  std::vector<float> values_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_COMMON_TENSOR_MATRIX_H_

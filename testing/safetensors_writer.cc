@@ -1,0 +1,208 @@
+#include "testing/safetensors_writer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/types/span.h"
+#include "common/status/status_macros.h"
+
+namespace moe {
+namespace {
+
+constexpr char kSingleFile[] = "model.safetensors";
+constexpr char kIndexFile[] = "model.safetensors.index.json";
+
+std::string JsonQuote(absl::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned char>(c));
+          out += escaped;
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += "\"";
+  return out;
+}
+
+// Byte size of the stored tensor, after checking that its shape and values agree.
+absl::StatusOr<uint64_t> CheckedByteSize(const TensorToWrite& tensor) {
+  if (tensor.name.empty() || tensor.name == "__metadata__") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid tensor name '", tensor.name, "' for a safetensors file"));
+  }
+  uint64_t elements = 1;
+  for (int64_t dim : tensor.shape) {
+    if (dim < 0 || __builtin_mul_overflow(elements, static_cast<uint64_t>(dim), &elements)) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", tensor.name, ": invalid shape [",
+                                                     absl::StrJoin(tensor.shape, ", "), "]"));
+    }
+  }
+  if (tensor.values.size() != elements) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor ", tensor.name, ": shape [", absl::StrJoin(tensor.shape, ", "),
+                     "] needs ", elements, " values, got ", tensor.values.size()));
+  }
+  return elements * static_cast<uint64_t>(DTypeSize(tensor.dtype));
+}
+
+// Sorted by name, duplicates rejected: the on-disk layout must not depend on caller order.
+absl::StatusOr<std::vector<const TensorToWrite*>> SortedByName(
+    const std::vector<TensorToWrite>& tensors) {
+  std::vector<const TensorToWrite*> sorted;
+  for (const TensorToWrite& t : tensors) sorted.push_back(&t);
+  std::sort(sorted.begin(), sorted.end(),
+            [](const TensorToWrite* a, const TensorToWrite* b) { return a->name < b->name; });
+  for (size_t i = 1; i < sorted.size(); ++i) {
+    if (sorted[i]->name == sorted[i - 1]->name) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor name '", sorted[i]->name, "' appears twice"));
+    }
+  }
+  return sorted;
+}
+
+void AppendValues(const TensorToWrite& tensor, std::string* out) {
+  for (float value : tensor.values) {
+    // Host order is little-endian (x86_64), which is what safetensors stores.
+    if (tensor.dtype == DType::kF32) {
+      out->append(reinterpret_cast<const char*>(&value), sizeof(value));
+    } else {
+      const uint16_t bits = tensor.dtype == DType::kBF16 ? F32ToBf16(value) : F32ToF16(value);
+      out->append(reinterpret_cast<const char*>(&bits), sizeof(bits));
+    }
+  }
+}
+
+// Writes to a temporary name first so a reader never maps a half-written file.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
+  const std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
+  std::FILE* f = std::fopen(temp.c_str(), "wb");
+  if (f == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot create ", temp, ": ", std::strerror(errno)));
+  }
+  const bool written = std::fwrite(contents.data(), 1, contents.size(), f) == contents.size();
+  const bool closed = std::fclose(f) == 0;
+  if (!written || !closed) {
+    std::remove(temp.c_str());
+    return absl::UnavailableError(absl::StrCat("error writing ", temp));
+  }
+  if (std::rename(temp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(temp.c_str());
+    return absl::UnavailableError(
+        absl::StrCat("cannot rename ", temp, " to ", path, ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
+// `sorted` must already be validated and in name order.
+absl::Status WriteSorted(const std::string& path, absl::Span<const TensorToWrite* const> sorted) {
+  std::string header = "{";
+  uint64_t offset = 0;
+  for (const TensorToWrite* t : sorted) {
+    ASSIGN_OR_RETURN(uint64_t bytes, CheckedByteSize(*t));
+    if (header.size() > 1) header += ",";
+    absl::StrAppend(&header, JsonQuote(t->name), ":{\"dtype\":\"", DTypeName(t->dtype),
+                    "\",\"shape\":[", absl::StrJoin(t->shape, ","), "],\"data_offsets\":[", offset,
+                    ",", offset + bytes, "]}");
+    offset += bytes;
+  }
+  header += "}";
+  // Padding with spaces (valid JSON whitespace) keeps the data section 8-byte aligned, as the
+  // reference implementation does.
+  header.append((8 - header.size() % 8) % 8, ' ');
+
+  std::string contents;
+  contents.reserve(8 + header.size() + offset);
+  const uint64_t header_size = header.size();
+  contents.append(reinterpret_cast<const char*>(&header_size), sizeof(header_size));
+  contents += header;
+  for (const TensorToWrite* t : sorted) AppendValues(*t, &contents);
+  return WriteFileAtomically(path, contents);
+}
+
+// Splits `sizes` into `num_shards` contiguous non-empty runs whose byte totals are as close as a
+// greedy pass can get to equal. Returns the index one past each run.
+std::vector<size_t> BalancedSplit(const std::vector<uint64_t>& sizes, int num_shards) {
+  std::vector<double> prefix(sizes.size() + 1, 0.0);
+  for (size_t i = 0; i < sizes.size(); ++i) prefix[i + 1] = prefix[i] + sizes[i];
+  std::vector<size_t> ends;
+  size_t end = 0;
+  const size_t shards = static_cast<size_t>(num_shards);
+  for (size_t s = 0; s + 1 < shards; ++s) {
+    const double target = prefix.back() * static_cast<double>(s + 1) / num_shards;
+    const size_t latest = sizes.size() - (shards - 1 - s);  // leaves one tensor per later shard
+    ++end;
+    while (end < latest && std::abs(prefix[end + 1] - target) <= std::abs(prefix[end] - target)) {
+      ++end;
+    }
+    ends.push_back(end);
+  }
+  ends.push_back(sizes.size());
+  return ends;
+}
+
+}  // namespace
+
+absl::Status WriteSafetensorsFile(const std::string& path,
+                                  const std::vector<TensorToWrite>& tensors) {
+  ASSIGN_OR_RETURN(std::vector<const TensorToWrite*> sorted, SortedByName(tensors));
+  return WriteSorted(path, sorted);
+}
+
+absl::Status WriteCheckpointTensors(const std::string& dir,
+                                    const std::vector<TensorToWrite>& tensors, int num_shards) {
+  if (num_shards < 1 || (num_shards > 1 && static_cast<size_t>(num_shards) > tensors.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot split ", tensors.size(), " tensors into ", num_shards, " non-empty shards"));
+  }
+  ASSIGN_OR_RETURN(std::vector<const TensorToWrite*> sorted, SortedByName(tensors));
+  if (num_shards == 1) return WriteSorted(absl::StrCat(dir, "/", kSingleFile), sorted);
+
+  std::vector<uint64_t> sizes;
+  uint64_t total_size = 0;
+  for (const TensorToWrite* t : sorted) {
+    ASSIGN_OR_RETURN(uint64_t bytes, CheckedByteSize(*t));
+    sizes.push_back(bytes);
+    total_size += bytes;
+  }
+  std::vector<std::string> weight_map_lines;
+  size_t begin = 0;
+  int shard = 0;
+  for (size_t end : BalancedSplit(sizes, num_shards)) {
+    char file_name[64];
+    std::snprintf(file_name, sizeof(file_name), "model-%05d-of-%05d.safetensors", ++shard,
+                  num_shards);
+    absl::Span<const TensorToWrite* const> run(sorted.data() + begin, end - begin);
+    RETURN_IF_ERROR(WriteSorted(absl::StrCat(dir, "/", file_name), run));
+    for (const TensorToWrite* t : run) {
+      weight_map_lines.push_back(absl::StrCat("    ", JsonQuote(t->name), ": \"", file_name, "\""));
+    }
+    begin = end;
+  }
+  const std::string index = absl::StrCat("{\n  \"metadata\": {\n    \"total_size\": ", total_size,
+                                         "\n  },\n  \"weight_map\": {\n",
+                                         absl::StrJoin(weight_map_lines, ",\n"), "\n  }\n}\n");
+  return WriteFileAtomically(absl::StrCat(dir, "/", kIndexFile), index);
+}
+
+}  // namespace moe

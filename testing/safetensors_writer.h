@@ -1,0 +1,35 @@
+// Writes safetensors files and Hugging Face checkpoint directories (single file, or sharded with
+// model.safetensors.index.json). Used by moe_make_model and by tests that build checkpoints.
+// Output is deterministic: tensors are laid out in name order, the header is padded to 8 bytes.
+#ifndef MOE_TESTING_SAFETENSORS_WRITER_H_
+#define MOE_TESTING_SAFETENSORS_WRITER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/tensor/dtype.h"
+
+namespace moe {
+
+struct TensorToWrite {
+  std::string name;
+  DType dtype = DType::kF32;  // stored dtype; values are rounded to it on write
+  std::vector<int64_t> shape;
+  std::vector<float> values;  // product(shape) values, row-major
+};
+
+// Writes one .safetensors file at `path`.
+absl::Status WriteSafetensorsFile(const std::string& path,
+                                  const std::vector<TensorToWrite>& tensors);
+
+// Writes the tensors of a checkpoint into `dir` (which must exist): one model.safetensors when
+// num_shards == 1, else model-0000i-of-0000n.safetensors files plus model.safetensors.index.json.
+// Tensors are spread over shards in name order, balanced by bytes; no shard is left empty.
+absl::Status WriteCheckpointTensors(const std::string& dir,
+                                    const std::vector<TensorToWrite>& tensors, int num_shards);
+
+}  // namespace moe
+
+#endif  // MOE_TESTING_SAFETENSORS_WRITER_H_

@@ -1,0 +1,250 @@
+#include "testing/synthetic_model.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "common/checkpoint/block_tensor_names.h"
+#include "common/checkpoint/model_config.h"
+#include "common/status/status_macros.h"
+#include "testing/safetensors_writer.h"
+
+namespace moe {
+namespace {
+
+// splitmix64: tiny, portable, and identical on every platform (unlike <random> distributions).
+class Stream {
+ public:
+  explicit Stream(uint64_t seed) : state_(seed) {}
+  uint64_t Next() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [-1, 1).
+  float Symmetric() { return static_cast<float>(Next() >> 40) / float(1 << 23) - 1.0f; }
+
+ private:
+  uint64_t state_;
+};
+
+uint64_t NameSeed(uint64_t seed, const std::string& name) {
+  uint64_t h = 1469598103934665603ull ^ seed;  // FNV-1a over the name
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+TensorToWrite RandomTensor(const std::string& name, std::vector<int64_t> shape, float scale,
+                           const SyntheticModelOptions& options) {
+  TensorToWrite tensor{name, options.dtype, std::move(shape), {}};
+  int64_t count = 1;
+  for (int64_t dim : tensor.shape) count *= dim;
+  tensor.values.resize(count);
+  Stream stream(NameSeed(options.seed, name));
+  for (float& v : tensor.values) v = scale * stream.Symmetric();
+  return tensor;
+}
+
+void AddFfn(const FfnTensorNames& names, int64_t d, int64_t width,
+            const SyntheticModelOptions& options, std::vector<TensorToWrite>& out) {
+  out.push_back(RandomTensor(names.gate, {width, d}, 1.0f / std::sqrt(float(d)), options));
+  out.push_back(RandomTensor(names.up, {width, d}, 1.0f / std::sqrt(float(d)), options));
+  out.push_back(RandomTensor(names.down, {d, width}, 1.0f / std::sqrt(float(width)), options));
+}
+
+bool IsDeepseek(const ModelPreset& p) { return p.model_type.rfind("deepseek", 0) == 0; }
+
+ModelPreset Mixtral(std::string name, std::string description, int64_t d, int experts,
+                    int64_t width, int top_k) {
+  ModelPreset p;
+  p.name = std::move(name);
+  p.description = std::move(description);
+  p.model_type = "mixtral";
+  p.d_model = d;
+  p.num_experts = experts;
+  p.expert_width = width;
+  p.top_k = top_k;
+  return p;
+}
+
+std::vector<ModelPreset> MakePresets() {
+  std::vector<ModelPreset> presets;
+  presets.push_back(
+      Mixtral("tiny", "mixtral, d_model 256, 8 experts of width 512, top-2", 256, 8, 512, 2));
+  presets.push_back(Mixtral("bench",
+                            "mixtral, d_model 1024, 8 experts of width 2816, top-2 (~277 MB of "
+                            "fp32 expert weights)",
+                            1024, 8, 2816, 2));
+
+  // Small shapes of each family; the served MoE layer is never layer 0, and every layer's
+  // attention (and deepseek's leading dense MLP) sits in the same files.
+  ModelPreset mixtral =
+      Mixtral("mixtral-tiny", "mixtral, d_model 128, 8 experts of width 64, top-2, 2 layers", 128,
+              8, 64, 2);
+  mixtral.num_layers = 2;
+  mixtral.default_layer = 1;
+  presets.push_back(mixtral);
+
+  ModelPreset qwen2;
+  qwen2.name = "qwen2-moe-tiny";
+  qwen2.description = "qwen2_moe, d_model 128, 8 experts of width 64, top-4, gated shared expert";
+  qwen2.model_type = "qwen2_moe";
+  qwen2.d_model = 128;
+  qwen2.num_experts = 8;
+  qwen2.expert_width = 64;
+  qwen2.top_k = 4;
+  qwen2.shared_width = 256;
+  qwen2.num_layers = 2;
+  qwen2.default_layer = 1;
+  presets.push_back(qwen2);
+
+  ModelPreset qwen3 = qwen2;
+  qwen3.name = "qwen3-moe-tiny";
+  qwen3.description = "qwen3_moe, d_model 128, 16 experts of width 64, top-4, norm_topk_prob";
+  qwen3.model_type = "qwen3_moe";
+  qwen3.num_experts = 16;
+  qwen3.shared_width = 0;
+  qwen3.norm_topk_prob = true;
+  presets.push_back(qwen3);
+
+  ModelPreset olmoe = qwen3;
+  olmoe.name = "olmoe-tiny";
+  olmoe.description = "olmoe, d_model 128, 16 experts of width 64, top-4";
+  olmoe.model_type = "olmoe";
+  olmoe.norm_topk_prob = false;
+  presets.push_back(olmoe);
+
+  ModelPreset v2;
+  v2.name = "deepseek-v2-tiny";
+  v2.description =
+      "deepseek_v2, d_model 128, 16 experts of width 64 in 4 groups, top-4 in 2 groups "
+      "(group_limited_greedy), scaling 16, 2 shared experts, layer 0 dense";
+  v2.model_type = "deepseek_v2";
+  v2.d_model = 128;
+  v2.num_experts = 16;
+  v2.expert_width = 64;
+  v2.top_k = 4;
+  v2.num_layers = 3;
+  v2.first_k_dense = 1;
+  v2.n_shared_experts = 2;
+  v2.topk_method = "group_limited_greedy";
+  v2.n_group = 4;
+  v2.topk_group = 2;
+  v2.routed_scaling_factor = 16.0;
+  v2.default_layer = 2;
+  presets.push_back(v2);
+
+  ModelPreset v3 = v2;
+  v3.name = "deepseek-v3-tiny";
+  v3.description =
+      "deepseek_v3, d_model 128, 16 experts of width 64 in 4 groups, top-4 in 2 groups "
+      "(noaux_tc, sigmoid, correction bias), norm_topk_prob, scaling 2.5, 1 shared expert, "
+      "layer 0 dense";
+  v3.model_type = "deepseek_v3";
+  v3.n_shared_experts = 1;
+  v3.topk_method = "noaux_tc";
+  v3.norm_topk_prob = true;
+  v3.routed_scaling_factor = 2.5;
+  presets.push_back(v3);
+  return presets;
+}
+
+}  // namespace
+
+const std::vector<ModelPreset>& ModelPresets() {
+  static const std::vector<ModelPreset>* presets = new std::vector<ModelPreset>(MakePresets());
+  return *presets;
+}
+
+const ModelPreset* FindPreset(const std::string& name) {
+  for (const ModelPreset& preset : ModelPresets()) {
+    if (preset.name == name) return &preset;
+  }
+  return nullptr;
+}
+
+std::string SyntheticConfigJson(const ModelPreset& p) {
+  std::string json = absl::StrCat("{\n  \"model_type\": \"", p.model_type, "\",\n",
+                                  "  \"hidden_size\": ", p.d_model, ",\n",
+                                  "  \"num_hidden_layers\": ", p.num_layers, ",\n",
+                                  "  \"num_experts_per_tok\": ", p.top_k, ",\n");
+  auto key = [&json](absl::string_view name, auto value) {
+    absl::StrAppend(&json, "  \"", name, "\": ", value, ",\n");
+  };
+  if (p.model_type == "mixtral") {
+    key("num_local_experts", p.num_experts);
+    key("intermediate_size", p.expert_width);
+  } else if (IsDeepseek(p)) {
+    key("n_routed_experts", p.num_experts);
+    key("moe_intermediate_size", p.expert_width);
+    key("intermediate_size", 2 * p.expert_width);
+    key("n_shared_experts", p.n_shared_experts);
+    key("first_k_dense_replace", p.first_k_dense);
+    key("moe_layer_freq", 1);
+    key("norm_topk_prob", p.norm_topk_prob ? "true" : "false");
+    key("topk_method", absl::StrCat("\"", p.topk_method, "\""));
+    if (p.n_group > 0) key("n_group", p.n_group);
+    if (p.topk_group > 0) key("topk_group", p.topk_group);
+    if (p.routed_scaling_factor > 0) key("routed_scaling_factor", p.routed_scaling_factor);
+    key("scoring_func", p.model_type == "deepseek_v3" ? "\"sigmoid\"" : "\"softmax\"");
+  } else {
+    key("num_experts", p.num_experts);
+    key(p.model_type == "olmoe" ? "intermediate_size" : "moe_intermediate_size", p.expert_width);
+    key("norm_topk_prob", p.norm_topk_prob ? "true" : "false");
+    if (p.shared_width > 0) key("shared_expert_intermediate_size", p.shared_width);
+  }
+  absl::StrAppend(&json, "  \"torch_dtype\": \"float32\"\n}\n");
+  return json;
+}
+
+absl::Status WriteSyntheticModel(const ModelPreset& p, const SyntheticModelOptions& options,
+                                 const std::string& dir) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", error.message()));
+  const std::string config_text = SyntheticConfigJson(p);
+  ASSIGN_OR_RETURN(ModelConfig config, ParseModelConfig(config_text, "preset " + p.name));
+
+  const int64_t d = p.d_model;
+  std::vector<TensorToWrite> tensors;
+  for (int layer = 0; layer < p.num_layers; ++layer) {
+    const std::string attn = absl::StrCat("model.layers.", layer, ".self_attn.");
+    for (const char* proj : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+      tensors.push_back(RandomTensor(absl::StrCat(attn, proj, ".weight"), {d, d},
+                                     1.0f / std::sqrt(float(d)), options));
+    }
+    if (!CheckMoeLayer(config, layer).ok()) {
+      const std::string mlp = absl::StrCat("model.layers.", layer, ".mlp.");
+      AddFfn({mlp + "gate_proj.weight", mlp + "up_proj.weight", mlp + "down_proj.weight"}, d,
+             2 * p.expert_width, options, tensors);
+      continue;
+    }
+    BlockTensorNames names(config.family, layer);
+    // Gate rows scaled so logits spread enough for routing to be decisive but not one-hot.
+    tensors.push_back(
+        RandomTensor(names.gate(), {p.num_experts, d}, 2.0f / std::sqrt(float(d)), options));
+    if (config.routing.use_correction_bias) {
+      tensors.push_back(RandomTensor(names.correction_bias(), {p.num_experts}, 0.1f, options));
+    }
+    for (int e = 0; e < p.num_experts; ++e) {
+      AddFfn(names.expert(e), d, p.expert_width, options, tensors);
+    }
+    if (config.shared.width > 0) {
+      AddFfn(names.shared_expert(), d, config.shared.width, options, tensors);
+      if (config.shared.gated) {
+        tensors.push_back(
+            RandomTensor(names.shared_expert_gate(), {1, d}, 1.0f / std::sqrt(float(d)), options));
+      }
+    }
+  }
+  RETURN_IF_ERROR(WriteCheckpointTensors(dir, tensors, options.num_shards));
+  std::ofstream out(dir + "/config.json");
+  out << config_text;
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", dir, "/config.json"));
+  return absl::OkStatus();
+}
+
+}  // namespace moe

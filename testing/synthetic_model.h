@@ -1,0 +1,59 @@
+// Deterministic synthetic checkpoints in the Hugging Face layout (DESIGN.md §5), one preset per
+// served family, for demos, tests and benchmarks. Every tensor is drawn from its own stream
+// seeded by (seed, tensor name), so a tensor's values do not depend on the dtype, the sharding
+// or which other tensors exist.
+//
+// Each layer gets small attention projections (the server must skip them); MoE layers get the
+// family's MoE block, dense layers (deepseek's first_k_dense_replace) a dense MLP.
+#ifndef MOE_TESTING_SYNTHETIC_MODEL_H_
+#define MOE_TESTING_SYNTHETIC_MODEL_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/tensor/dtype.h"
+
+namespace moe {
+
+struct ModelPreset {
+  std::string name;
+  std::string description;
+  std::string model_type;
+  int64_t d_model = 0;
+  int num_experts = 0;
+  int64_t expert_width = 0;
+  int top_k = 0;
+  int num_layers = 1;
+  int first_k_dense = 0;     // deepseek: leading dense layers
+  int n_shared_experts = 0;  // deepseek
+  int64_t shared_width = 0;  // qwen2_moe shared_expert_intermediate_size
+  bool norm_topk_prob = false;
+  std::string topk_method;  // deepseek
+  int n_group = 0;          // deepseek, 0 = key absent
+  int topk_group = 0;
+  double routed_scaling_factor = 0.0;  // 0 = key absent
+  int default_layer = 0;               // the MoE layer demos serve
+};
+
+const std::vector<ModelPreset>& ModelPresets();
+// nullptr if unknown.
+const ModelPreset* FindPreset(const std::string& name);
+
+struct SyntheticModelOptions {
+  uint64_t seed = 1;
+  DType dtype = DType::kF32;
+  int num_shards = 1;  // >1 writes model-0000i-of-0000n.safetensors + index
+};
+
+// Writes config.json and the tensors into `dir` (created if missing).
+absl::Status WriteSyntheticModel(const ModelPreset& preset, const SyntheticModelOptions& options,
+                                 const std::string& dir);
+
+// The config.json text WriteSyntheticModel writes for `preset`.
+std::string SyntheticConfigJson(const ModelPreset& preset);
+
+}  // namespace moe
+
+#endif  // MOE_TESTING_SYNTHETIC_MODEL_H_
