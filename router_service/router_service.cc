@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "absl/strings/str_cat.h"
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/status/status_macros.h"
@@ -10,6 +11,11 @@ namespace moe {
 
 absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, absl::Time deadline,
                                           v1::ForwardResponse* response) {
+  if (request.has_layer() && request.layer() != router_->layer()) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", request.layer(),
+                                                   " is not served here; served layers: ",
+                                                   router_->layer()));
+  }
   ASSIGN_OR_RETURN(ConstMatrixView tokens,
                    MatrixFromProto(request.tokens(), -1, router_->config().d_model, "tokens"));
   MatrixView output = ResizeProtoTensor(response->mutable_output(), tokens.rows, tokens.cols);
