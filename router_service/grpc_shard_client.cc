@@ -1,18 +1,21 @@
 #include "router_service/grpc_shard_client.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/rpc/tensor_proto.h"
 
 namespace moe {
 
 // State of one logical call across its attempts. Each attempt gets a fresh ClientContext (a
 // context serves one RPC); all stay alive until the call is done.
 struct GrpcShardClient::Call {
-  const v1::ComputeRequest* request;
-  v1::ComputeResponse* response;
+  v1::ComputeRequest request;
+  v1::ComputeResponse response;
+  std::vector<int64_t> group_rows;  // rows per group, to check the reply
   absl::Time deadline;
-  std::function<void(absl::Status)> done;
+  Done done;
   size_t first_replica;
   size_t attempts = 0;
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
@@ -38,11 +41,20 @@ GrpcShardClient::GrpcShardClient(const std::vector<std::string>& targets, int ch
   }
 }
 
-void GrpcShardClient::Compute(const v1::ComputeRequest* request, v1::ComputeResponse* response,
-                              absl::Time deadline, std::function<void(absl::Status)> done) {
+void GrpcShardClient::Compute(const ShardCallInput& input, absl::Time deadline, Done done) {
   auto call = std::make_shared<Call>();
-  call->request = request;
-  call->response = response;
+  const int64_t d = input.tokens.cols;
+  MatrixView sent =
+      ResizeProtoTensor(call->request.mutable_tokens(), static_cast<int64_t>(input.rows.size()), d);
+  for (size_t i = 0; i < input.rows.size(); ++i) {
+    std::memcpy(sent.row(i), input.tokens.row(input.rows[i]), d * sizeof(float));
+  }
+  for (const ExpertRows& rows : input.experts) {
+    v1::ExpertGroup* group = call->request.add_groups();
+    group->set_expert(rows.expert);
+    group->mutable_rows()->Add(rows.rows.begin(), rows.rows.end());
+    call->group_rows.push_back(static_cast<int64_t>(rows.rows.size()));
+  }
   call->deadline = deadline;
   call->done = std::move(done);
   call->first_replica = next_replica_.fetch_add(1, std::memory_order_relaxed) % replicas_.size();
@@ -58,10 +70,10 @@ void GrpcShardClient::StartAttempt(std::shared_ptr<Call> call) {
   const size_t channel =
       next_channel_.fetch_add(1, std::memory_order_relaxed) % replica.stubs.size();
   replica.stubs[channel]->async()->Compute(
-      context, call->request, call->response,
+      context, &call->request, &call->response,
       [this, call, target = replica.target](grpc::Status status) {
         if (status.ok()) {
-          call->done(absl::OkStatus());
+          std::move(call->done)(CheckReply(call));
           return;
         }
         absl::StrAppend(&call->errors, call->errors.empty() ? "" : "; ", "shard ", target, ": ",
@@ -69,12 +81,43 @@ void GrpcShardClient::StartAttempt(std::shared_ptr<Call> call) {
         const bool retry = status.error_code() == grpc::StatusCode::UNAVAILABLE &&
                            call->attempts < replicas_.size() && absl::Now() < call->deadline;
         if (retry) {
-          call->response->Clear();
+          call->response.Clear();
           StartAttempt(call);
           return;
         }
-        call->done(absl::Status(static_cast<absl::StatusCode>(status.error_code()), call->errors));
+        std::move(call->done)(
+            absl::Status(static_cast<absl::StatusCode>(status.error_code()), call->errors));
       });
+}
+
+absl::StatusOr<ShardCallOutput> GrpcShardClient::CheckReply(std::shared_ptr<Call> call) const {
+  const v1::ComputeResponse& response = call->response;
+  const int64_t d = call->request.tokens().shape(1);
+  if (response.outputs_size() != static_cast<int>(call->group_rows.size())) {
+    return absl::InternalError(absl::StrCat("shard ", Describe(), " returned ",
+                                            response.outputs_size(), " outputs for ",
+                                            call->group_rows.size(), " expert groups"));
+  }
+  ShardCallOutput output;
+  for (int g = 0; g < response.outputs_size(); ++g) {
+    absl::StatusOr<ConstMatrixView> view = MatrixFromProto(response.outputs(g), call->group_rows[g],
+                                                           d, absl::StrCat("outputs[", g, "]"));
+    if (!view.ok()) {
+      return absl::InternalError(absl::StrCat(
+          "shard ", Describe(), " returned a malformed reply: ", view.status().message()));
+    }
+    output.groups.push_back(*view);
+  }
+  output.storage = std::move(call);  // the views point into call->response
+  return output;
+}
+
+std::string GrpcShardClient::Describe() const {
+  std::string targets;
+  for (const Replica& replica : replicas_) {
+    absl::StrAppend(&targets, targets.empty() ? "" : " | ", replica.target);
+  }
+  return targets;
 }
 
 std::vector<std::string> GrpcShardClient::ReplicaStates() const {

@@ -1,8 +1,10 @@
-// ShardClient over gRPC's callback API. `channels_per_target` channels per replica target (each
-// its own HTTP/2 connection, calls spread over them), reused by every call; "dns:///name:port"
-// targets use round_robin over every address the name resolves to. A call that fails UNAVAILABLE
-// is retried on the next replica while the deadline allows (inference is side-effect free, so a
-// retry is always safe). Thread-safe.
+// ShardClient over gRPC's callback API: the one place the router turns its plain C++ work into
+// moe.v1.ComputeRequest (gathering each token row once, straight into the message) and checks
+// moe.v1.ComputeResponse (shapes, finite values) before handing views of it back.
+// `channels_per_target` channels per replica target (each its own HTTP/2 connection, calls spread
+// over them), reused by every call; "dns:///name:port" targets use round_robin over every address
+// the name resolves to. A call that fails UNAVAILABLE is retried on the next replica while the
+// deadline allows (inference is side-effect free, so a retry is always safe). Thread-safe.
 #ifndef MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_
 #define MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_
 
@@ -22,8 +24,7 @@ class GrpcShardClient final : public ShardClient {
  public:
   GrpcShardClient(const std::vector<std::string>& targets, int channels_per_target);
 
-  void Compute(const v1::ComputeRequest* request, v1::ComputeResponse* response,
-               absl::Time deadline, std::function<void(absl::Status)> done) override;
+  void Compute(const ShardCallInput& input, absl::Time deadline, Done done) override;
   std::vector<std::string> ReplicaStates() const override;
 
  private:
@@ -35,6 +36,9 @@ class GrpcShardClient final : public ShardClient {
   struct Call;
 
   void StartAttempt(std::shared_ptr<Call> call);
+  // Checks the reply against the request's groups; views of its outputs on success.
+  absl::StatusOr<ShardCallOutput> CheckReply(std::shared_ptr<Call> call) const;
+  std::string Describe() const;  // "target | target" for messages
 
   std::vector<Replica> replicas_;
   std::atomic<uint32_t> next_replica_{0};  // round-robin start for load spreading

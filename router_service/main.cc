@@ -24,7 +24,8 @@ ABSL_FLAG(std::string, shards, "",
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "Address to serve on (port 0 picks a free port)");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound port to this file once serving");
 ABSL_FLAG(int, max_tokens, 8192, "Most tokens accepted in one request");
-ABSL_FLAG(int, default_timeout_ms, 30000, "Deadline for shard calls when the client sets none");
+ABSL_FLAG(int, default_timeout_ms, 30000,
+          "Deadline of a request whose client set none (a client deadline is used as it is)");
 ABSL_FLAG(int, blas_threads, 1, "OpenBLAS threads per call (gate and local shared expert)");
 ABSL_FLAG(int, channels_per_shard, 2,
           "gRPC channels (HTTP/2 connections) to each shard target; calls spread over them");

@@ -5,29 +5,14 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
-#include "common/rpc/tensor_proto.h"
 #include "common/status/status_macros.h"
 
 namespace moe {
 
-struct Router::ShardCall {
-  v1::ComputeRequest request;
-  v1::ComputeResponse response;
-  absl::Status status;
-};
-
 namespace {
-
-std::string DescribeGroup(const ShardGroup& group) {
-  std::string targets;
-  for (const std::string& target : group.targets) {
-    absl::StrAppend(&targets, targets.empty() ? "" : " | ", target);
-  }
-  return targets;
-}
 
 std::string DescribeExperts(const ShardWork& work) {
   std::vector<int> ids;
@@ -44,21 +29,27 @@ std::string DescribeExperts(const ShardWork& work) {
                       shared ? (ids.empty() ? "the shared expert" : " and the shared expert") : "");
 }
 
-void FillRequest(ConstMatrixView tokens, const ShardWork& work, v1::ComputeRequest& request) {
-  MatrixView sent = ResizeProtoTensor(request.mutable_tokens(),
-                                      static_cast<int64_t>(work.tokens.size()), tokens.cols);
-  for (size_t i = 0; i < work.tokens.size(); ++i) {
-    std::memcpy(sent.row(i), tokens.row(work.tokens[i]), tokens.cols * sizeof(float));
-  }
-  for (const ExpertRows& rows : work.experts) {
-    v1::ExpertGroup* group = request.add_groups();
-    group->set_expert(rows.expert);
-    group->mutable_rows()->Add(rows.rows.begin(), rows.rows.end());
-  }
-}
-
 void AddScaledRow(const float* source, float scale, int64_t d, float* out) {
   for (int64_t i = 0; i < d; ++i) out[i] += scale * source[i];
+}
+
+// Gives a failed shard call's status the experts it held and decides the request's code: the
+// shard's own code when it says what the caller should do (retry elsewhere, wait, send less, fix
+// the input), else Internal.
+absl::Status ShardFailure(const ShardWork& work, const absl::Status& status) {
+  const std::string context =
+      absl::StrCat(DescribeExperts(work), " could not be computed: ", status.message());
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kInvalidArgument:
+      return absl::Status(status.code(), context);
+    default:
+      return absl::InternalError(
+          absl::StrCat(context, " (", absl::StatusCodeToString(status.code()), ")"));
+  }
 }
 
 }  // namespace
@@ -121,21 +112,19 @@ absl::StatusOr<Routing> Router::Forward(ConstMatrixView tokens, absl::Time deadl
   ASSIGN_OR_RETURN(Routing routing, Route(config_.routing, logits, gate_.correction_bias));
   const DispatchPlan plan = PlanDispatch(routing, shards_);
 
-  deadline = std::min(deadline, absl::Now() + options_.default_timeout);
-  std::vector<ShardCall> calls(plan.work.size());
-  for (size_t i = 0; i < plan.work.size(); ++i) FillRequest(tokens, plan.work[i], calls[i].request);
-
-  absl::Mutex mu;
-  size_t pending = calls.size();
-  for (size_t i = 0; i < calls.size(); ++i) {
-    clients_[plan.work[i].group]->Compute(&calls[i].request, &calls[i].response, deadline,
-                                          [&calls, &mu, &pending, i](absl::Status status) {
-                                            absl::MutexLock lock(&mu);
-                                            calls[i].status = std::move(status);
-                                            --pending;
-                                          });
+  if (deadline == absl::InfiniteFuture()) deadline = absl::Now() + options_.default_timeout;
+  std::vector<absl::StatusOr<ShardCallOutput>> replies(plan.work.size());
+  absl::BlockingCounter pending(static_cast<int>(plan.work.size()));
+  for (size_t i = 0; i < plan.work.size(); ++i) {
+    const ShardWork& work = plan.work[i];
+    clients_[work.group]->Compute(ShardCallInput{tokens, work.tokens, work.experts}, deadline,
+                                  [&replies, &pending, i](absl::StatusOr<ShardCallOutput> reply) {
+                                    replies[i] = std::move(reply);
+                                    pending.DecrementCount();
+                                  });
   }
-  // The shared expert runs here while the shard calls are in flight.
+  // The shared expert runs here while the shard calls are in flight; it also initialises
+  // `output`, which is zeroed when there is none.
   absl::Status shared_status = absl::OkStatus();
   if (shared_.has_value()) {
     shared_status = SwigluForward(*shared_, tokens, output);
@@ -143,58 +132,27 @@ absl::StatusOr<Routing> Router::Forward(ConstMatrixView tokens, absl::Time deadl
       const float scale = SharedExpertScale(tokens, t);
       for (int64_t i = 0; i < output.cols; ++i) output.row(t)[i] *= scale;
     }
+  } else {
+    for (int64_t t = 0; t < output.rows; ++t)
+      std::fill(output.row(t), output.row(t) + output.cols, 0.0f);
   }
-  {
-    absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(
-        +[](size_t* remaining) { return *remaining == 0; }, &pending));
-  }
+  pending.Wait();
   RETURN_IF_ERROR(shared_status);
-  RETURN_IF_ERROR(Combine(tokens, routing, plan, calls, output));
+  std::vector<ShardCallOutput> outputs;
+  outputs.reserve(replies.size());
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (!replies[i].ok()) return ShardFailure(plan.work[i], replies[i].status());
+    outputs.push_back(*std::move(replies[i]));
+  }
+  Combine(tokens, routing, plan, outputs, output);
   return routing;
 }
 
-absl::Status Router::Combine(ConstMatrixView tokens, const Routing& routing,
-                             const DispatchPlan& plan, const std::vector<ShardCall>& calls,
-                             MatrixView output) const {
+void Router::Combine(ConstMatrixView tokens, const Routing& routing, const DispatchPlan& plan,
+                     const std::vector<ShardCallOutput>& replies, MatrixView output) const {
   const int64_t d = config_.d_model;
-  for (size_t i = 0; i < calls.size(); ++i) {
-    const ShardWork& work = plan.work[i];
-    const ShardGroup& group = shards_.groups()[work.group];
-    const absl::Status& status = calls[i].status;
-    if (!status.ok()) {
-      const std::string context =
-          absl::StrCat(DescribeExperts(work), " could not be computed: ", status.message());
-      switch (status.code()) {
-        case absl::StatusCode::kUnavailable:
-        case absl::StatusCode::kDeadlineExceeded:
-        case absl::StatusCode::kCancelled:
-        case absl::StatusCode::kResourceExhausted:
-          return absl::Status(status.code(), context);
-        default:
-          return absl::InternalError(
-              absl::StrCat(context, " (", absl::StatusCodeToString(status.code()), ")"));
-      }
-    }
-    const v1::ComputeResponse& response = calls[i].response;
-    if (response.outputs_size() != static_cast<int>(work.experts.size())) {
-      return absl::InternalError(absl::StrCat("shard ", DescribeGroup(group), " returned ",
-                                              response.outputs_size(), " outputs for ",
-                                              work.experts.size(), " expert groups"));
-    }
-    for (size_t g = 0; g < work.experts.size(); ++g) {
-      auto checked =
-          MatrixFromProto(response.outputs(g), static_cast<int64_t>(work.experts[g].rows.size()), d,
-                          absl::StrCat("outputs[", g, "]"));
-      if (!checked.ok()) {
-        return absl::InternalError(
-            absl::StrCat("shard ", DescribeGroup(group),
-                         " returned a malformed reply: ", checked.status().message()));
-      }
-    }
-  }
   auto source_row = [&](const OutputSource& source) {
-    return calls[source.work].response.outputs(source.expert).values().data() + source.row * d;
+    return replies[source.work].groups[source.expert].row(source.row);
   };
   for (int64_t t = 0; t < routing.num_tokens; ++t) {
     float* out = output.row(t);
@@ -206,7 +164,6 @@ absl::Status Router::Combine(ConstMatrixView tokens, const Routing& routing,
       AddScaledRow(source_row(plan.shared_sources[t]), SharedExpertScale(tokens, t), d, out);
     }
   }
-  return absl::OkStatus();
 }
 
 }  // namespace moe

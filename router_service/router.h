@@ -1,11 +1,12 @@
 // The router's core: gate, routing, fan-out to the shard groups holding chosen experts (all calls
 // in flight at once), the shared expert computed locally meanwhile, and the weighted sum.
-// Knows nothing of the public gRPC API; RouterServiceImpl converts to and from it.
+// Plain C++: it sees neither the public API nor the shard protocol. RouterServiceImpl converts the
+// public API; ShardClient implementations (gRPC, in-process, test fakes) talk to shards.
 //
 // Errors (DESIGN.md §7): ResourceExhausted for too many tokens, Unavailable naming the experts
 // and shard when a shard cannot be reached on any replica, DeadlineExceeded when the deadline
-// passes, Internal naming the shard for a malformed reply. A request never returns a partial sum.
-// Thread-safe: Forward may run concurrently.
+// passes, Internal naming the shard for a malformed reply or a shard error. A request never
+// returns a partial sum. Thread-safe: Forward may run concurrently.
 #ifndef MOE_ROUTER_SERVICE_ROUTER_H_
 #define MOE_ROUTER_SERVICE_ROUTER_H_
 
@@ -32,7 +33,8 @@ struct RouterOptions {
   int layer = 0;          // which layer's MoE block
   std::string shards;     // SPEC@TARGET[,SPEC@TARGET...]
   int max_tokens = 8192;  // per request; more is ResourceExhausted
-  // Deadline for shard calls when the client sets none, so no request can hang.
+  // Deadline of a request whose client set none, so no request can hang. A client's own deadline
+  // is used as it is, longer or shorter.
   absl::Duration default_timeout = absl::Seconds(30);
 };
 
@@ -44,8 +46,8 @@ class Router {
   static absl::StatusOr<std::unique_ptr<Router>> Create(const RouterOptions& options,
                                                         const ShardClientFactory& make_client);
 
-  // tokens [T, d_model] (validated finite by the caller) → output [T, d_model], which must be
-  // zero-filled. Returns the routing used. `deadline` may be absl::InfiniteFuture().
+  // tokens [T, d_model] (validated finite by the caller) → output [T, d_model] (overwritten).
+  // Returns the routing used. `deadline` absl::InfiniteFuture() means the client set none.
   absl::StatusOr<Routing> Forward(ConstMatrixView tokens, absl::Time deadline,
                                   MatrixView output) const;
 
@@ -57,8 +59,6 @@ class Router {
   bool shared_expert_local() const { return shared_.has_value(); }
 
  private:
-  struct ShardCall;
-
   Router(RouterOptions options, ModelConfig config, GateWeights gate,
          std::vector<float> shared_gate, std::optional<SwigluWeights> shared, ShardMap shards,
          std::vector<std::unique_ptr<ShardClient>> clients);
@@ -66,9 +66,9 @@ class Router {
   // The factor of token `t`'s shared expert output: qwen2_moe's sigmoid(shared_expert_gate · x),
   // else 1.
   float SharedExpertScale(ConstMatrixView tokens, int64_t t) const;
-  // Checks every shard reply, then adds weight × expert output into `output`.
-  absl::Status Combine(ConstMatrixView tokens, const Routing& routing, const DispatchPlan& plan,
-                       const std::vector<ShardCall>& calls, MatrixView output) const;
+  // Adds weight × expert output into `output` (which holds the shared expert's part, or zeros).
+  void Combine(ConstMatrixView tokens, const Routing& routing, const DispatchPlan& plan,
+               const std::vector<ShardCallOutput>& replies, MatrixView output) const;
 
   RouterOptions options_;
   ModelConfig config_;

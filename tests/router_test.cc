@@ -4,13 +4,13 @@
 #include <set>
 #include <thread>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "common/rpc/grpc_status.h"
-#include "expert_service/expert_service.h"
 #include "expert_service/expert_shard.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "router_service/local_shard_client.h"
 #include "testing/reference_layer.h"
 #include "testing/test_models.h"
 
@@ -19,87 +19,97 @@ namespace {
 
 using ::testing::HasSubstr;
 
-enum class Behaviour {
-  kCompute,
-  kUnavailable,
-  kWrongOutputCount,
-  kWrongShape,
-  kNaN,
-  kHang,
-  kDeferred
+enum class Behaviour { kCompute, kUnavailable, kHang, kDeferred };
+
+// What a shard call carried: the rows sent and each group's (expert, row count).
+struct RecordedCall {
+  int64_t rows = 0;
+  std::vector<std::pair<int, int64_t>> groups;
 };
 
-// A shard that computes with a real ExpertServiceImpl, or misbehaves as told.
+// A shard that computes in process (LocalShardClient over a real ExpertShard), or misbehaves as
+// told: refuses (UNAVAILABLE), answers only at the deadline as gRPC would for a hung peer, or
+// holds every call until the test releases it.
 class FakeShard final : public ShardClient {
  public:
-  FakeShard(ExpertServiceImpl* service, Behaviour behaviour, std::string target)
-      : service_(service), behaviour_(behaviour), target_(std::move(target)) {}
+  FakeShard(const ExpertShard* shard, Behaviour behaviour, std::string target)
+      : local_([shard](int e, ConstMatrixView x, MatrixView y) { return shard->Compute(e, x, y); }),
+        behaviour_(behaviour),
+        target_(std::move(target)) {}
   ~FakeShard() override {
     for (std::thread& t : threads_) t.join();
   }
 
-  void Compute(const v1::ComputeRequest* request, v1::ComputeResponse* response,
-               absl::Time deadline, std::function<void(absl::Status)> done) override {
+  void Compute(const ShardCallInput& input, absl::Time deadline, Done done) override {
     {
       absl::MutexLock lock(&mu_);
-      requests_.push_back(*request);
+      RecordedCall call{static_cast<int64_t>(input.rows.size()), {}};
+      for (const ExpertRows& group : input.experts) {
+        call.groups.emplace_back(group.expert, static_cast<int64_t>(group.rows.size()));
+      }
+      calls_.push_back(std::move(call));
     }
     switch (behaviour_) {
       case Behaviour::kUnavailable:
-        done(absl::UnavailableError("shard " + target_ + ": connection refused"));
+        std::move(done)(absl::UnavailableError("shard " + target_ + ": connection refused"));
         return;
       case Behaviour::kHang:
-        threads_.emplace_back([deadline, done] {
+        // A real delay under test: the peer never answers, the transport fails at the deadline.
+        threads_.emplace_back([deadline, done = std::move(done)]() mutable {
           absl::SleepFor(deadline - absl::Now());
-          done(absl::DeadlineExceededError("Deadline Exceeded"));
+          std::move(done)(absl::DeadlineExceededError("Deadline Exceeded"));
         });
         return;
       case Behaviour::kDeferred: {
         absl::MutexLock lock(&mu_);
-        deferred_.push_back([this, request, response, done] {
-          done(FromGrpcStatus(service_->Compute(nullptr, request, response)));
+        deferred_.push_back([this, input, deadline, done = std::move(done)]() mutable {
+          local_.Compute(input, deadline, std::move(done));
         });
         return;
       }
-      default:
-        break;
+      case Behaviour::kCompute:
+        local_.Compute(input, deadline, std::move(done));
+        return;
     }
-    absl::Status status = FromGrpcStatus(service_->Compute(nullptr, request, response));
-    if (behaviour_ == Behaviour::kWrongOutputCount) response->add_outputs();
-    if (behaviour_ == Behaviour::kWrongShape) response->mutable_outputs(0)->set_shape(0, 999);
-    if (behaviour_ == Behaviour::kNaN) response->mutable_outputs(0)->set_values(0, NAN);
-    done(status);
   }
 
   std::vector<std::string> ReplicaStates() const override { return {"READY"}; }
 
   int calls() const {
     absl::MutexLock lock(&mu_);
-    return static_cast<int>(requests_.size());
+    return static_cast<int>(calls_.size());
   }
-  v1::ComputeRequest request(int i) const {
+  RecordedCall call(int i) const {
     absl::MutexLock lock(&mu_);
-    return requests_[i];
+    return calls_[i];
   }
-  // Deferred calls started so far; completes them all.
+  // Waits up to `timeout` until `n` calls have started; true if they did.
+  bool AwaitCalls(int n, absl::Duration timeout) const {
+    absl::MutexLock lock(&mu_);
+    auto reached = [this, n]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return static_cast<int>(calls_.size()) >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&reached), timeout);
+  }
+  // Completes every deferred call started so far.
   int RunDeferred() {
-    std::vector<std::function<void()>> pending;
+    std::vector<absl::AnyInvocable<void() &&>> pending;
     {
       absl::MutexLock lock(&mu_);
       pending.swap(deferred_);
     }
-    for (auto& run : pending) run();
+    for (auto& run : pending) std::move(run)();
     return static_cast<int>(pending.size());
   }
 
  private:
-  ExpertServiceImpl* service_;
+  LocalShardClient local_;
   Behaviour behaviour_;
   std::string target_;
   std::vector<std::thread> threads_;
   mutable absl::Mutex mu_;
-  std::vector<v1::ComputeRequest> requests_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::function<void()>> deferred_ ABSL_GUARDED_BY(mu_);
+  std::vector<RecordedCall> calls_ ABSL_GUARDED_BY(mu_);
+  std::vector<absl::AnyInvocable<void() &&>> deferred_ ABSL_GUARDED_BY(mu_);
 };
 
 class RouterTest : public ::testing::Test {
@@ -109,7 +119,6 @@ class RouterTest : public ::testing::Test {
     auto shard = ExpertShard::Create({*model_dir_, 0, "all"});
     ASSERT_TRUE(shard.ok()) << shard.status();
     shard_ = shard->release();
-    service_ = new ExpertServiceImpl(shard_, BatchingOptions());
   }
 
   // A router over `spec` whose i-th shard group behaves as behaviours[i] (default: computes).
@@ -124,7 +133,7 @@ class RouterTest : public ::testing::Test {
     auto router = Router::Create(options, [&](const ShardGroup& group) {
       const Behaviour b =
           fakes_.size() < behaviours.size() ? behaviours[fakes_.size()] : Behaviour::kCompute;
-      auto fake = std::make_unique<FakeShard>(service_, b, group.targets[0]);
+      auto fake = std::make_unique<FakeShard>(shard_, b, group.targets[0]);
       fakes_.push_back(fake.get());
       return fake;
     });
@@ -142,13 +151,11 @@ class RouterTest : public ::testing::Test {
 
   static std::string* model_dir_;
   static ExpertShard* shard_;
-  static ExpertServiceImpl* service_;
   std::vector<FakeShard*> fakes_;
 };
 
 std::string* RouterTest::model_dir_ = nullptr;
 ExpertShard* RouterTest::shard_ = nullptr;
-ExpertServiceImpl* RouterTest::service_ = nullptr;
 
 constexpr char kTwoShards[] = "0-3@a:1,4-7@b:2";
 constexpr char kFourShards[] = "0-1@a:1,2-3@b:2,4-5@c:3,6-7@d:4";
@@ -194,10 +201,10 @@ TEST_F(RouterTest, SendsEachTokenOncePerShardWithAllItsExpertGroups) {
   Matrix out;
   ASSERT_TRUE(Forward(*router, tokens, out).ok());
   ASSERT_EQ(fakes_[0]->calls(), 1);
-  const v1::ComputeRequest request = fakes_[0]->request(0);
-  EXPECT_EQ(request.tokens().shape(0), 10);  // both chosen experts share one copy of a token
-  int rows = 0;
-  for (const auto& group : request.groups()) rows += group.rows_size();
+  const RecordedCall call = fakes_[0]->call(0);
+  EXPECT_EQ(call.rows, 10);  // both chosen experts share one copy of a token
+  int64_t rows = 0;
+  for (const auto& [expert, n] : call.groups) rows += n;
   EXPECT_EQ(rows, 20);
 }
 
@@ -210,14 +217,10 @@ TEST_F(RouterTest, StartsEveryShardCallBeforeAnyCompletes) {
   absl::StatusOr<Routing> routing;
   Matrix out;
   std::thread forward([&] { routing = Forward(*router, tokens, out); });
-  const absl::Time give_up = absl::Now() + absl::Seconds(10);
-  auto started = [&] {
-    int n = 0;
-    for (FakeShard* fake : fakes_) n += fake->calls();
-    return n;
-  };
-  while (started() < 4 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
-  EXPECT_EQ(started(), 4) << "not all shard calls were in flight at once";
+  for (FakeShard* fake : fakes_) {
+    EXPECT_TRUE(fake->AwaitCalls(1, absl::Seconds(10)))
+        << "not all shard calls were in flight at once";
+  }
   for (FakeShard* fake : fakes_) fake->RunDeferred();
   forward.join();
   EXPECT_TRUE(routing.ok()) << routing.status();
@@ -225,18 +228,14 @@ TEST_F(RouterTest, StartsEveryShardCallBeforeAnyCompletes) {
 
 TEST_F(RouterTest, UnreachableShardIsUnavailableNamingExpertsAndTarget) {
   auto router = MakeRouter(kTwoShards, {Behaviour::kCompute, Behaviour::kUnavailable});
-  // Find a token that needs shard b (experts 4-7).
-  for (uint64_t seed = 0;; ++seed) {
-    const std::vector<float> token = testing::RandomTokens(1, 256, seed);
-    Matrix out;
-    auto routing = Forward(*router, token, out);
-    if (routing.ok()) continue;  // chose only experts 0-3
-    EXPECT_EQ(routing.status().code(), absl::StatusCode::kUnavailable);
-    EXPECT_THAT(std::string(routing.status().message()), HasSubstr("b:2"));
-    EXPECT_THAT(std::string(routing.status().message()),
-                ::testing::ContainsRegex("experts? [4-7]"));
-    break;
-  }
+  // 32 tokens: some choose experts 4-7 on shard b (each token does with probability ~3/4).
+  const std::vector<float> tokens = testing::RandomTokens(32, 256, 4);
+  Matrix out;
+  auto routing = Forward(*router, tokens, out);
+  ASSERT_EQ(fakes_[1]->calls(), 1) << "no token chose shard b; pick another seed";
+  EXPECT_EQ(routing.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(routing.status().message()), HasSubstr("b:2"));
+  EXPECT_THAT(std::string(routing.status().message()), ::testing::ContainsRegex("experts? [4-7]"));
 }
 
 TEST_F(RouterTest, SlowShardEndsInDeadlineExceededAtTheDeadline) {
@@ -249,15 +248,44 @@ TEST_F(RouterTest, SlowShardEndsInDeadlineExceededAtTheDeadline) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
 }
 
-TEST_F(RouterTest, MalformedRepliesAreInternalNamingTheShard) {
-  const std::vector<float> tokens = testing::RandomTokens(16, 256, 2);
-  for (Behaviour bad : {Behaviour::kWrongOutputCount, Behaviour::kWrongShape, Behaviour::kNaN}) {
-    auto router = MakeRouter("0-7@bad:9", {bad});
-    Matrix out;
-    auto routing = Forward(*router, tokens, out);
-    EXPECT_EQ(routing.status().code(), absl::StatusCode::kInternal) << static_cast<int>(bad);
-    EXPECT_THAT(std::string(routing.status().message()), HasSubstr("bad:9"));
-  }
+TEST_F(RouterTest, OverwritesWhateverTheOutputHeld) {
+  auto router = MakeRouter(kTwoShards);
+  const std::vector<float> tokens = testing::RandomTokens(5, 256, 6);
+  Matrix clean;
+  ASSERT_TRUE(Forward(*router, tokens, clean).ok());
+  Matrix dirty(5, 256);
+  for (int64_t i = 0; i < dirty.size(); ++i) dirty.data()[i] = 1e3f;
+  ASSERT_TRUE(
+      router->Forward(ConstMatrixView{tokens.data(), 5, 256}, absl::InfiniteFuture(), dirty.view())
+          .ok());
+  EXPECT_EQ(dirty.values(), clean.values());
+}
+
+TEST_F(RouterTest, DefaultTimeoutAppliesOnlyWhenTheClientSetNone) {
+  RouterOptions options;
+  options.model_dir = *model_dir_;
+  options.shards = kTwoShards;
+  options.default_timeout = absl::Milliseconds(100);
+  std::vector<FakeShard*> fakes;
+  auto router = Router::Create(options, [&](const ShardGroup& group) {
+    auto fake = std::make_unique<FakeShard>(shard_, Behaviour::kHang, group.targets[0]);
+    fakes.push_back(fake.get());
+    return fake;
+  });
+  ASSERT_TRUE(router.ok()) << router.status();
+  const std::vector<float> tokens = testing::RandomTokens(8, 256, 1);
+  Matrix out(8, 256);
+  const ConstMatrixView view{tokens.data(), 8, 256};
+  // No client deadline: the default applies.
+  absl::Time start = absl::Now();
+  auto routing = (*router)->Forward(view, absl::InfiniteFuture(), out.view());
+  EXPECT_EQ(routing.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(100));
+  // A client deadline longer than the default is kept as it is.
+  start = absl::Now();
+  routing = (*router)->Forward(view, start + absl::Milliseconds(400), out.view());
+  EXPECT_EQ(routing.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(400));
 }
 
 TEST_F(RouterTest, TooManyTokensIsResourceExhaustedNamingTheLimit) {
