@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/rpc/shutdown_signal.h"
+#include "grpc/health/v1/health.pb.h"
 
 namespace moe {
 namespace {
@@ -34,6 +35,10 @@ absl::Status ServeUntilSignal(const ServeOptions& options,
                               const std::vector<grpc::Service*>& services) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // Reflection serves descriptors from protobuf's generated pool, and gRPC's built-in health
+  // service brings none (it is not protobuf-generated). Touching our generated health.pb.cc links
+  // it in and registers grpc.health.v1, so reflection clients (grpcurl) can describe and call it.
+  grpc::health::v1::HealthCheckRequest::descriptor();
 
   grpc::ServerBuilder builder;
   int port = 0;
