@@ -278,7 +278,7 @@ absl::Status CheckMoeLayer(const ModelConfig& config, int layer) {
   if (config.num_hidden_layers > 0 && layer >= config.num_hidden_layers) {
     return absl::InvalidArgumentError(
         absl::StrCat("layer ", layer, " is out of range: the model has ", config.num_hidden_layers,
-                     " layers (num_hidden_layers)"));
+                     config.num_hidden_layers == 1 ? " layer" : " layers", " (num_hidden_layers)"));
   }
   const MoeLayerRule& rule = config.moe_layers;
   auto dense = [&](absl::string_view why) {
