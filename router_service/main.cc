@@ -5,8 +5,9 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/cli/human_units.h"
+#include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/routing/expert_set.h"
 #include "common/rpc/server_runner.h"
@@ -15,10 +16,11 @@
 #include "router_service/router.h"
 #include "router_service/router_service.h"
 
-ABSL_FLAG(std::string, model, "", "Hugging Face checkpoint directory (config.json + safetensors)");
+ABSL_FLAG(std::string, model, "",
+          "Required: Hugging Face checkpoint directory (config.json + safetensors)");
 ABSL_FLAG(int, layer, 0, "Layer whose MoE block to serve");
 ABSL_FLAG(std::string, shards, "",
-          "Expert shards: SPEC@TARGET[,SPEC@TARGET...], e.g. 0-3@127.0.0.1:50061,"
+          "Required: expert shards, SPEC@TARGET[,SPEC@TARGET...], e.g. 0-3@127.0.0.1:50061,"
           "4-7@dns:///expert-1:50061. The same SPEC twice means two replicas; 'shared' places "
           "the shared expert on a shard");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "Address to serve on (port 0 picks a free port)");
@@ -33,9 +35,11 @@ ABSL_FLAG(int, channels_per_shard, 2,
 int main(int argc, char** argv) {
   moe::BlockShutdownSignals();
   absl::SetProgramUsageMessage(
-      "Serves one MoE layer, fanning expert work out to shards.\n"
-      "  moe_router --model=DIR --layer=N --shards=SPEC@TARGET[,...] --listen=HOST:PORT");
-  absl::ParseCommandLine(argc, argv);
+      "Serves one MoE layer: the gate and the routing here, the experts on shards.\n"
+      "  moe_router --model=DIR --shards=SPEC@TARGET[,SPEC@TARGET...] [--layer=N]\n"
+      "             [--listen=HOST:PORT] [--port_file=FILE] [--max_tokens=N]\n"
+      "             [--default_timeout_ms=MS] [--blas_threads=N] [--channels_per_shard=N]");
+  moe::ParseFlags(argc, argv);
 
   moe::RouterOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
@@ -60,8 +64,9 @@ int main(int argc, char** argv) {
   const moe::ModelConfig& config = (*router)->config();
   std::cerr << "moe_router: " << config.model_type << " layer " << options.layer << ", d_model "
             << config.d_model << ", " << config.routing.num_experts << " experts, top-"
-            << config.routing.top_k << ", " << (*router)->shards().groups().size()
-            << " shard groups" << std::endl;
+            << config.routing.top_k << ", "
+            << moe::CountOf((*router)->shards().groups().size(), "shard group", "shard groups")
+            << std::endl;
 
   moe::RouterServiceImpl service(router->get());
   moe::ServeOptions serve;
