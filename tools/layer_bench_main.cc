@@ -151,12 +151,13 @@ int main(int argc, char** argv) {
   }
   moe::RouterOptions options;
   options.model_dir = model;
-  options.layer = layer;
-  options.shards = "all@in-process";
+  options.layers = std::to_string(layer);
+  options.shards = "in-process";
   options.max_tokens = static_cast<int>(n);
-  auto router = moe::Router::Create(options, [&experts](const moe::ShardGroup&) {
+  moe::ShardDescription description{{layer}, experts.experts(), experts.identity()};
+  auto router = moe::Router::Create(options, [&](const std::string& target) {
     return std::make_unique<moe::LocalShardClient>(
-        [&experts](int e, moe::ConstMatrixView x, moe::MatrixView y) {
+        target, description, [&experts](int, int e, moe::ConstMatrixView x, moe::MatrixView y) {
           return experts.Compute(e, x, y);
         });
   });
@@ -165,7 +166,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   return Time(mode, n, [&] {
-    auto routing = (*router)->Forward(input, absl::InfiniteFuture(), output.view());
+    auto routing = (*router)->Forward(layer, input, absl::InfiniteFuture(), output.view());
     if (!routing.ok()) std::cerr << "moe_layer_bench: " << routing.status().message() << std::endl;
     return routing.ok();
   });

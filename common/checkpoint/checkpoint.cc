@@ -124,6 +124,12 @@ bool Checkpoint::Contains(absl::string_view name) const {
   return weight_map_.find(std::string(name)) != weight_map_.end();
 }
 
+std::vector<std::string> Checkpoint::TensorNames() const {
+  std::vector<std::string> names;
+  for (const auto& [name, file] : weight_map_) names.push_back(name);
+  return names;
+}
+
 absl::StatusOr<const SafetensorsFile*> Checkpoint::FileFor(absl::string_view name) {
   auto it = weight_map_.find(std::string(name));
   if (it == weight_map_.end()) {
