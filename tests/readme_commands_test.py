@@ -47,8 +47,8 @@ BINARIES = {
     "moe_health": "tools/moe_health",
     "moe_layer_bench": "tools/moe_layer_bench",
 }
-SCRIPTS = ["build", "build-images", "compose-up", "go-tool", "loadtest", "run-local", "setup",
-           "test"]
+SCRIPTS = ["build", "build-images", "check-clang", "compose-up", "go-tool", "loadtest", "run-local",
+           "setup", "test"]
 
 failures = []
 
