@@ -47,7 +47,7 @@ BINARIES = {
     "moe_health": "tools/moe_health",
     "moe_layer_bench": "tools/moe_layer_bench",
 }
-SCRIPTS = ["build", "build-images", "check-clang", "compose-up", "go-tool", "loadtest", "run-local",
+SCRIPTS = ["bench", "build", "build-images", "check-clang", "compose-up", "go-tool", "loadtest", "run-local",
            "setup", "test"]
 
 failures = []
@@ -213,7 +213,7 @@ def check_help_and_tables(source, build, readme):
                      f"{flags[name]}")
     for script in SCRIPTS:
         status, output = run(f"scripts/{script} --help", cwd=source, env=os.environ)
-        if status != 0 or not output.startswith("Usage: scripts/" + script):
+        if status != 0 or not output.lower().startswith("usage: scripts/" + script):
             fail(f"scripts/{script} --help: exit {status}, not a usage text:\n{output[:300]}")
         if "set -euo" in output or output.lstrip().startswith("#"):
             fail(f"scripts/{script} --help prints its own source")
