@@ -47,8 +47,8 @@ BINARIES = {
     "moe_health": "tools/moe_health",
     "moe_layer_bench": "tools/moe_layer_bench",
 }
-SCRIPTS = ["build", "build-images", "compose-up", "go-tool", "loadtest", "run-local", "setup",
-           "test"]
+SCRIPTS = ["bench", "build", "build-images", "check-clang", "compose-up", "go-tool", "loadtest", "run-local",
+           "setup", "test"]
 
 failures = []
 
@@ -213,7 +213,7 @@ def check_help_and_tables(source, build, readme):
                      f"{flags[name]}")
     for script in SCRIPTS:
         status, output = run(f"scripts/{script} --help", cwd=source, env=os.environ)
-        if status != 0 or not output.startswith("Usage: scripts/" + script):
+        if status != 0 or not output.lower().startswith("usage: scripts/" + script):
             fail(f"scripts/{script} --help: exit {status}, not a usage text:\n{output[:300]}")
         if "set -euo" in output or output.lstrip().startswith("#"):
             fail(f"scripts/{script} --help prints its own source")
@@ -224,8 +224,9 @@ def check_clients(build, router, env):
     status, output = run(f"{client} --tokens=0", cwd=build, env=env)
     if status == 0 or "Forward failed: INVALID_ARGUMENT: " not in output:
         fail(f"moe_client --tokens=0 should fail naming INVALID_ARGUMENT:\n{output}")
+    # An expired deadline fails the Info call, or (when Info wins the race) the Forward call.
     status, output = run(f"{client} --deadline_ms=0", cwd=build, env=env)
-    if status == 0 or "Info failed: DEADLINE_EXCEEDED" not in output:
+    if status == 0 or not re.search(r"(Info|Forward) failed: DEADLINE_EXCEEDED: ", output):
         fail(f"moe_client --deadline_ms=0 should fail naming DEADLINE_EXCEEDED:\n{output}")
     status, output = run(f"{client} --tokens=1", cwd=build, env=env)
     for wanted in ("2 shard groups", "latency over 1 call of 1 token:"):
@@ -309,7 +310,7 @@ def main():
     if failures:
         print(f"\n{len(failures)} failure(s); logs in {tmp}:\n  " + "\n  ".join(failures))
         return 1
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, onerror=lambda f, p, e: print(f"cannot remove {p}: {e[1]}"))
     print("all README commands and first-hour checks passed")
     return 0
 
