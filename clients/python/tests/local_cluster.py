@@ -57,7 +57,8 @@ class LocalCluster:
         self.processes = []  # (name, Popen, log path)
         self.specs = _split_experts(num_experts, shards)
         self.router_flags = list(router_flags)
-        self.target = None
+        self.target = None         # the router's
+        self.shard_targets = []
 
     def __enter__(self):
         try:
@@ -77,7 +78,8 @@ class LocalCluster:
                 EXPERT, f"--model={self.model_dir}", f"--layer={self.layer}", f"--experts={spec}",
                 "--kernel_threads=1", "--blas_threads=1"]))
         ports = [self._wait_port(name, port_file) for name, port_file in shard_ports]
-        shards = ",".join(f"{spec}@127.0.0.1:{port}" for spec, port in zip(self.specs, ports))
+        self.shard_targets = [f"127.0.0.1:{port}" for port in ports]
+        shards = ",".join(f"{spec}@{target}" for spec, target in zip(self.specs, self.shard_targets))
         name, port_file = self._spawn("router", [
             ROUTER, f"--model={self.model_dir}", f"--layer={self.layer}", f"--shards={shards}",
             *self.router_flags])
@@ -120,8 +122,14 @@ class LocalCluster:
         raise ClusterError(f"{name} wrote no port to {port_file} within {START_TIMEOUT_S} s:\n"
                            + self._log(name))
 
+    def kill(self, name):
+        """SIGKILLs one process (e.g. "expert1") and reaps it."""
+        process = next(p for n, p, _ in self.processes if n == name)
+        process.kill()
+        process.wait(timeout=5)
+
     def stop(self):
-        """SIGTERM every process, then SIGKILL what has not exited within 5 s."""
+        """SIGTERM every process, then SIGKILL what has not exited within 5 s. Idempotent."""
         for _, process, _ in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -131,4 +139,3 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
-        self.processes = []
