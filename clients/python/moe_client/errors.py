@@ -29,7 +29,8 @@ class MoEError(Exception):
         self.attempts = attempts
         where = " ".join(part for part in (method, "at " + target if target else "") if part)
         tries = f", after {attempts} attempts" if attempts > 1 else ""
-        super().__init__(f"{self.code_name}: {self.details}" + (f" ({where}{tries})" if where or tries else ""))
+        context = f" ({where}{tries})" if where or tries else ""
+        super().__init__(f"{self.code_name}: {self.details}{context}")
 
 
 class InvalidArgumentError(MoEError, ValueError):

@@ -79,7 +79,8 @@ class LocalCluster:
                 "--kernel_threads=1", "--blas_threads=1"]))
         ports = [self._wait_port(name, port_file) for name, port_file in shard_ports]
         self.shard_targets = [f"127.0.0.1:{port}" for port in ports]
-        shards = ",".join(f"{spec}@{target}" for spec, target in zip(self.specs, self.shard_targets))
+        shards = ",".join(f"{spec}@{target}"
+                          for spec, target in zip(self.specs, self.shard_targets))
         name, port_file = self._spawn("router", [
             ROUTER, f"--model={self.model_dir}", f"--layer={self.layer}", f"--shards={shards}",
             *self.router_flags])

@@ -78,7 +78,8 @@ def test_deepseek_v3_bias_selects_but_does_not_weigh_and_dropped_groups_never_wi
 def write_safetensors(path, tensors):
     header, blobs, offset = {}, [], 0
     for name, (dtype, shape, data) in tensors.items():
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
     text = json.dumps(header).encode()
@@ -123,3 +124,12 @@ def test_dense_layers_are_refused(tmp_path):
     model = local_cluster.make_model("deepseek-v2-tiny", str(tmp_path / "m"))
     with pytest.raises(ValueError, match="dense"):
         LocalMoE.from_checkpoint(model, layer=0)
+
+
+@pytest.mark.parametrize("entry", [{"dtype": "F32", "shape": [1]}, {"dtype": "Q4", "shape": [1],
+                                   "data_offsets": [0, 4]}, "junk"])
+def test_safetensors_reader_rejects_malformed_entries(tmp_path, entry):
+    text = json.dumps({"a": entry}).encode()
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + b"\0" * 4)
+    with pytest.raises(SafetensorsError, match="tensor a"):
+        Checkpoint(str(tmp_path))

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import random_tokens
 from moe_client import (DeadlineExceededError, InternalError, InvalidArgumentError, MoEClient,
-                        MoEError, UnavailableError, error_class)
+                        MoEError, ResourceExhaustedError, UnavailableError, error_class)
 from scripted_router import ScriptedRouter
 
 
@@ -97,3 +97,12 @@ def test_every_status_maps_to_an_moe_error_with_its_name(code):
             MoEClient(router.target, retries_unavailable=0).forward(np.ones((1, 8), np.float32))
     assert type(caught.value) is error_class(code)
     assert caught.value.code is code and caught.value.code_name == code.name
+
+
+def test_a_request_over_the_message_limit_is_resource_exhausted_locally():
+    with ScriptedRouter(["echo"]) as router:
+        with MoEClient(router.target, max_message_bytes=4096) as client:
+            client.forward(np.ones((1, 256), np.float32))  # ~1 KB: fits
+            with pytest.raises(ResourceExhaustedError):
+                client.forward(np.ones((4, 256), np.float32))  # ~4 KB + framing: does not
+        assert router.calls == 1

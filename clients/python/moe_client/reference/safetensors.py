@@ -32,7 +32,10 @@ class SafetensorsFile:
             (header_len,) = struct.unpack("<Q", prefix)
             if header_len > min(_MAX_HEADER, size - 8):
                 raise SafetensorsError(f"{path}: header length {header_len} exceeds the file")
-            header = json.loads(f.read(header_len))
+            try:
+                header = json.loads(f.read(header_len))
+            except ValueError as error:
+                raise SafetensorsError(f"{path}: header is not valid JSON: {error}") from None
         if not isinstance(header, dict):
             raise SafetensorsError(f"{path}: header is not a JSON object")
         header.pop("__metadata__", None)
@@ -40,13 +43,18 @@ class SafetensorsFile:
         data_size = size - self._data_start
         self._entries = {}
         for name, entry in header.items():
-            dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+            try:
+                dtype, shape = entry["dtype"], [int(dim) for dim in entry["shape"]]
+                begin, end = (int(offset) for offset in entry["data_offsets"])
+            except (KeyError, TypeError, ValueError):
+                raise SafetensorsError(
+                    f"{path}: tensor {name}: malformed entry {entry!r}") from None
             if dtype not in _DTYPES:
                 raise SafetensorsError(f"{path}: tensor {name}: unsupported dtype {dtype}")
-            begin, end = offsets
             count = int(np.prod(shape, dtype=np.int64))
-            if not 0 <= begin <= end <= data_size or end - begin != count * np.dtype(_DTYPES[dtype]).itemsize:
-                raise SafetensorsError(f"{path}: tensor {name}: offsets {offsets} do not hold "
+            nbytes = count * np.dtype(_DTYPES[dtype]).itemsize
+            if not 0 <= begin <= end <= data_size or end - begin != nbytes:
+                raise SafetensorsError(f"{path}: tensor {name}: offsets {[begin, end]} do not hold "
                                        f"{dtype}{shape} within {data_size} data bytes")
             self._entries[name] = (dtype, tuple(shape), begin, end)
         self._map = None
