@@ -68,23 +68,35 @@ class RemoteMoE(torch.nn.Module):
 def replace_moe_blocks(model, client, **kwargs):
     """Replaces every MoE block of `model` with a RemoteMoE of the same layer, in place.
 
+    client: one MoEClient for every layer (a router serving them all), or a mapping
+      {layer: MoEClient} / a callable layer -> MoEClient when each layer has its own router
+      (today's routers serve one layer each). A layer the mapping lacks raises KeyError before
+      anything is replaced.
     A block is a submodule named `...layers.<L>.block_sparse_moe` or `...layers.<L>.mlp` that has
     an `experts` attribute (dense MLPs have none, and stay local). return_router_logits is
     taken from the block replaced: its own `return_router_logits` attribute if it has one,
     else True for transformers' blocks that return a tuple (Mixtral, Qwen2/3-MoE, OLMoE);
     pass return_router_logits= to override. Returns the list of layers replaced.
     """
+    if isinstance(client, MoEClient):
+        def client_for(_):
+            return client
+    elif callable(client):
+        client_for = client
+    else:
+        client_for = client.__getitem__
     found = []
     for name, module in model.named_modules():
         match = _BLOCK_NAME.search(name)
         if match and hasattr(module, "experts"):
-            found.append((name, int(match.group(1)), module))
-    for name, layer, module in found:
+            layer = int(match.group(1))
+            found.append((name, layer, module, client_for(layer)))
+    for name, layer, module, layer_client in found:
         options = dict(kwargs)
         if "return_router_logits" not in options:
             options["return_router_logits"] = bool(getattr(
                 module, "return_router_logits", type(module).__name__ in _TUPLE_BLOCKS))
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, RemoteMoE(client, layer, **options))
-    return [layer for _, layer, _ in found]
+        setattr(parent, child, RemoteMoE(layer_client, layer, **options))
+    return [layer for _, layer, _, _ in found]

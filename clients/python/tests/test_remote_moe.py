@@ -113,3 +113,14 @@ def test_replace_moe_blocks_swaps_only_moe_blocks(family_served, family_block):
     assert not any(isinstance(b.mlp, RemoteMoE) for b in list(model.model.layers)[:-1])
     with torch.inference_mode():
         assert_rows_close(model(x), local_out)
+
+
+def test_replace_moe_blocks_with_a_router_per_layer(family_served, family_block):
+    d = family_block.config.d_model
+    model = Decoderish(family_block, family_served.layer, d).eval()
+    with pytest.raises(KeyError):
+        replace_moe_blocks(model, {family_served.layer + 1: family_served.client})
+    assert model.model.layers[family_served.layer].mlp is family_block  # nothing replaced
+    assert replace_moe_blocks(model, {family_served.layer: family_served.client}) == [
+        family_served.layer]
+    assert model.model.layers[family_served.layer].mlp.client is family_served.client
