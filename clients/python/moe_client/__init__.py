@@ -10,13 +10,13 @@ torch; the client itself needs only grpcio, protobuf and numpy.
 
 from .client import ForwardResult, MoEClient, Routing, TLSConfig
 from .errors import (CancelledError, DeadlineExceededError, InternalError, InvalidArgumentError,
-                     MoEError, ResourceExhaustedError, UnavailableError, UnimplementedError,
-                     error_class)
+                     MoEError, PartialResultError, ResourceExhaustedError, UnavailableError,
+                     UnimplementedError, error_class)
 
 __all__ = [
     "MoEClient", "ForwardResult", "Routing", "TLSConfig", "RemoteMoE", "replace_moe_blocks",
     "MoEError", "InvalidArgumentError", "ResourceExhaustedError", "UnavailableError",
-    "DeadlineExceededError", "InternalError", "CancelledError", "UnimplementedError",
+    "DeadlineExceededError", "PartialResultError", "InternalError", "CancelledError", "UnimplementedError",
     "error_class",
 ]
 

@@ -10,14 +10,14 @@ status raises at once. Failures raise MoEError subclasses (errors.py) carrying t
 import dataclasses
 import random
 import time
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import grpc
 import numpy as np
 
 from . import convert, wire
 from ._stubs import router_pb2, router_pb2_grpc
-from .errors import DeadlineExceededError, InternalError, from_rpc_error
+from .errors import DeadlineExceededError, InternalError, PartialResultError, from_rpc_error
 
 _FORWARD = "/moe.v1.Router/Forward"
 
@@ -60,9 +60,11 @@ class Routing:
 @dataclasses.dataclass(frozen=True)
 class ForwardResult:
     """The layer's output, in the input's type, shape, dtype and device, and the routing when
-    it was asked for (None otherwise)."""
+    it was asked for (None otherwise). missing_experts is empty unless a router run with
+    --allow_partial left experts out (seen only with accept_partial=True)."""
     output: Any
     routing: Optional[Routing] = None
+    missing_experts: Tuple[int, ...] = ()
 
 
 def _tls_config(tls) -> Optional[TLSConfig]:
@@ -96,12 +98,16 @@ class MoEClient:
       max_message_bytes: largest request or reply (default 256 MiB, the shards' default; the
         router derives its own limit from --max_tokens × d_model).
       channel_options: extra gRPC channel arguments, e.g. [("grpc.keepalive_time_ms", 10000)].
+      accept_partial: return a partial result (ForwardResult.missing_experts non-empty) from a
+        router run with --allow_partial instead of raising PartialResultError. Off by default:
+        a partial sum is not the layer's output.
     """
 
     def __init__(self, target: str, tls: Union[None, bool, str, dict, TLSConfig] = None, *,
                  timeout: Optional[float] = 30.0, retries_unavailable: int = 3,
                  backoff_initial: float = 0.1, backoff_max: float = 1.0,
-                 max_message_bytes: int = 256 << 20, channel_options=()):
+                 max_message_bytes: int = 256 << 20, channel_options=(),
+                 accept_partial: bool = False):
         if retries_unavailable < 0:
             raise ValueError("retries_unavailable must be >= 0")
         if timeout is not None and timeout <= 0:
@@ -111,6 +117,7 @@ class MoEClient:
         self.retries_unavailable = retries_unavailable
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.accept_partial = accept_partial
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -219,11 +226,14 @@ class MoEClient:
                                 f"the router answered shape {list(shape)} for input "
                                 f"{list(converted.rows.shape)}", "moe.v1.Router/Forward",
                                 self.target)
+        others = router_pb2.ForwardResponse.FromString(rest)  # routing, missing_experts
         routing = None
         if return_routing:
-            routing = self._routing(router_pb2.ForwardResponse.FromString(rest).routing,
-                                    rows.shape[0], converted)
-        return ForwardResult(converted.output(rows), routing)
+            routing = self._routing(others.routing, rows.shape[0], converted)
+        result = ForwardResult(converted.output(rows), routing, tuple(others.missing_experts))
+        if result.missing_experts and not self.accept_partial:
+            raise PartialResultError(result, "moe.v1.Router/Forward", self.target)
+        return result
 
     def _routing(self, tokens, num_tokens, converted):
         if len(tokens) != num_tokens:

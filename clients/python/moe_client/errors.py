@@ -45,6 +45,21 @@ class UnavailableError(MoEError):
     """UNAVAILABLE: the router (or a shard holding a chosen expert) could not be reached."""
 
 
+class PartialResultError(UnavailableError):
+    """The call succeeded, but a router run with --allow_partial left some experts out: each
+    token's weights were renormalised over the experts that answered. Raised unless the client
+    was made with accept_partial=True; `.result` holds the partial ForwardResult and
+    `.missing_experts` the experts left out."""
+
+    def __init__(self, result, method="", target="", attempts=1):
+        self.result = result
+        self.missing_experts = result.missing_experts
+        super().__init__(grpc.StatusCode.UNAVAILABLE,
+                         f"partial result: experts {list(result.missing_experts)} could not be "
+                         "computed (the router runs with --allow_partial)", method, target,
+                         attempts)
+
+
 class DeadlineExceededError(MoEError):
     """DEADLINE_EXCEEDED: the call's deadline passed before the answer arrived."""
 

@@ -13,7 +13,8 @@ from moe_client._stubs import router_pb2
 class ScriptedRouter:
     """A moe.v1.Router whose Forward answers per call from `script`: a grpc.StatusCode to abort
     with, "echo" to answer output = 2 × input (built with the generated classes), "stall" to
-    block until release() (bounded), or "bad_shape" to answer a wrong shape."""
+    block until release() (bounded), "bad_shape" to answer a wrong shape, or "partial" to echo
+    with missing_experts [5, 6] (as a router run with --allow_partial would)."""
 
     def __init__(self, script, server_credentials=None):
         self.script = list(script)
@@ -54,5 +55,6 @@ class ScriptedRouter:
         if step == "bad_shape":
             shape = [shape[0], shape[1] + 1]
             values = np.zeros(shape[0] * shape[1], dtype=np.float32)
-        return router_pb2.ForwardResponse(output=router_pb2.Tensor(shape=shape,
-                                                                   values=2 * values))
+        return router_pb2.ForwardResponse(
+            output=router_pb2.Tensor(shape=shape, values=2 * values),
+            missing_experts=[5, 6] if step == "partial" else [])

@@ -10,7 +10,8 @@ import pytest
 
 from helpers import random_tokens
 from moe_client import (DeadlineExceededError, InternalError, InvalidArgumentError, MoEClient,
-                        MoEError, ResourceExhaustedError, UnavailableError, error_class)
+                        MoEError, PartialResultError, ResourceExhaustedError, UnavailableError,
+                        error_class)
 from scripted_router import ScriptedRouter
 
 
@@ -106,3 +107,25 @@ def test_a_request_over_the_message_limit_is_resource_exhausted_locally():
             with pytest.raises(ResourceExhaustedError):
                 client.forward(np.ones((4, 256), np.float32))  # ~4 KB + framing: does not
         assert router.calls == 1
+
+
+def test_a_partial_result_raises_unless_accepted():
+    rows = random_tokens((2, 8), seed=7)
+    with ScriptedRouter(["partial"]) as router:
+        with MoEClient(router.target) as client:
+            with pytest.raises(PartialResultError) as caught:
+                client.forward(rows)
+        error = caught.value
+        assert isinstance(error, UnavailableError) and error.code_name == "UNAVAILABLE"
+        assert error.missing_experts == (5, 6) and "[5, 6]" in error.details
+        np.testing.assert_array_equal(error.result.output, 2 * rows)
+        with MoEClient(router.target, accept_partial=True) as client:
+            result = client.forward(rows)
+        assert result.missing_experts == (5, 6)
+        np.testing.assert_array_equal(result.output, 2 * rows)
+
+
+def test_a_complete_result_has_no_missing_experts():
+    with ScriptedRouter(["echo"]) as router:
+        with MoEClient(router.target) as client:
+            assert client.forward(random_tokens((1, 8), seed=8)).missing_experts == ()
