@@ -2,13 +2,15 @@
 start (the fixture machinery must still clean up)."""
 
 import os
+import signal
+import time
 
 import pytest
 import torch
 
 import local_cluster
 from helpers import random_tokens
-from moe_client import MoEClient, UnavailableError
+from moe_client import DeadlineExceededError, MoEClient, UnavailableError
 from moe_client.reference import LocalMoE
 
 PRESET = "mixtral-tiny"
@@ -44,6 +46,28 @@ def test_a_dead_shard_is_unavailable_naming_its_experts_and_target(model, tmp_pa
         only_low = rows[(experts < 4).all(dim=1).numpy()]
         assert len(only_low) > 0
         client.forward(only_low)
+
+
+def test_a_stalled_shard_makes_the_call_deadline_exceeded_at_the_clients_deadline(model,
+                                                                                 tmp_path):
+    model_dir, layer = model
+    with local_cluster.LocalCluster(model_dir, layer, 8, str(tmp_path)) as cluster, \
+            MoEClient(cluster.target, timeout=10.0) as client:
+        client.wait_ready()
+        rows = random_tokens((32, 128), seed=22)  # chooses experts of both shards
+        client.forward(rows)
+        shard = next(p for n, p, _ in cluster.processes if n == "expert1")
+        shard.send_signal(signal.SIGSTOP)  # alive and connected, but never answers
+        try:
+            start = time.monotonic()
+            with pytest.raises(DeadlineExceededError) as caught:
+                client.forward(rows, timeout=0.5)
+            elapsed = time.monotonic() - start
+        finally:
+            shard.send_signal(signal.SIGCONT)
+        assert caught.value.code_name == "DEADLINE_EXCEEDED"
+        assert 0.45 <= elapsed < 3.0, elapsed
+        client.forward(rows)  # the shard answers again once resumed
 
 
 def test_a_process_that_fails_to_start_is_reported_and_everything_is_stopped(model, tmp_path):
