@@ -21,6 +21,9 @@ POLL_S = 0.02
 
 def list_presets():
     """{name: (family, served layer)} from `moe_make_model --list_presets`."""
+    if not os.path.exists(MAKE_MODEL):
+        raise ClusterError(f"{MAKE_MODEL} not found: build first (scripts/build), or set "
+                           "BUILD_DIR to the build directory")
     text = subprocess.run([MAKE_MODEL, "--list_presets"], check=True, capture_output=True,
                           text=True, timeout=30).stdout
     presets = {}
