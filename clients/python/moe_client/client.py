@@ -118,14 +118,17 @@ class MoEClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.accept_partial = accept_partial
+        reconnect_ms = max(1, int(backoff_initial * 1000 / 2))
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
-            # Reconnect about as fast as we retry: with gRPC's default 1 s initial reconnect
-            # backoff, a retry 100 ms after a failed connect would fail again without trying.
-            ("grpc.initial_reconnect_backoff_ms", max(1, int(backoff_initial * 1000))),
-            ("grpc.min_reconnect_backoff_ms", max(1, int(backoff_initial * 1000))),
-            ("grpc.max_reconnect_backoff_ms", max(1, int(backoff_max * 1000))),
+            # The channel must be ready to reconnect by the time a retry comes: with gRPC's
+            # reconnect backoff (1 s, growing to 120 s) a retry fails at once, without trying,
+            # and after a long outage so would every retry of the first calls once the router is
+            # back. Half the shortest retry delay, jitter included, never grows. (Not
+            # grpc.min_reconnect_backoff_ms: that is the connect timeout, 20 s, kept.)
+            ("grpc.initial_reconnect_backoff_ms", reconnect_ms),
+            ("grpc.max_reconnect_backoff_ms", reconnect_ms),
         ] + list(channel_options)
         tls_config = _tls_config(tls)
         if tls_config is None:

@@ -16,7 +16,7 @@ class ScriptedRouter:
     block until release() (bounded), "bad_shape" to answer a wrong shape, or "partial" to echo
     with missing_experts [5, 6] (as a router run with --allow_partial would)."""
 
-    def __init__(self, script, server_credentials=None):
+    def __init__(self, script, server_credentials=None, port=0):
         self.script = list(script)
         self.calls = 0
         self.released = threading.Event()
@@ -28,9 +28,9 @@ class ScriptedRouter:
                 response_serializer=router_pb2.ForwardResponse.SerializeToString)})
         self.server.add_generic_rpc_handlers((handler,))
         if server_credentials is None:
-            self.port = self.server.add_insecure_port("127.0.0.1:0")
+            self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         else:
-            self.port = self.server.add_secure_port("127.0.0.1:0", server_credentials)
+            self.port = self.server.add_secure_port(f"127.0.0.1:{port}", server_credentials)
         self.target = f"127.0.0.1:{self.port}"
 
     def __enter__(self):

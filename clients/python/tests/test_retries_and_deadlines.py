@@ -52,6 +52,19 @@ def test_unavailable_is_retried_until_an_answer():
     assert router.calls == 3
 
 
+def test_a_router_that_comes_back_is_reached_by_the_next_retry():
+    # A failed connect puts the channel in reconnect backoff; with gRPC's default (1 s, then
+    # growing) every attempt inside it fails at once without trying, so the client shortens it.
+    port = unused_port()
+    with MoEClient(f"127.0.0.1:{port}", retries_unavailable=1, backoff_initial=0.1) as client:
+        with pytest.raises(UnavailableError):
+            client.forward(random_tokens((1, 8), seed=9))
+        with ScriptedRouter(["echo"], port=port) as router:
+            assert router.port == port
+            rows = random_tokens((1, 8), seed=10)
+            np.testing.assert_array_equal(client.forward(rows).output, 2 * rows)  # 1 retry
+
+
 def test_other_statuses_are_not_retried():
     with ScriptedRouter([grpc.StatusCode.INVALID_ARGUMENT, "echo"]) as router:
         client = MoEClient(router.target, retries_unavailable=3, backoff_initial=0.01)
