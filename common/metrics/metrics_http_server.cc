@@ -1,6 +1,7 @@
 #include "common/metrics/metrics_http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -72,6 +73,12 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
 
   auto server = std::make_unique<httplib::Server>();
   server->set_keep_alive_timeout(kKeepAliveSeconds);
+  // httplib's default also sets SO_REUSEPORT, which lets a second process bind the same port and
+  // silently take half the scrapes; keep only SO_REUSEADDR (restart without TIME_WAIT trouble).
+  server->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   server->Get("/metrics", [registry](const httplib::Request&, httplib::Response& response) {
     response.set_content(registry->TextExposition(), kPrometheusTextContentType);
   });
