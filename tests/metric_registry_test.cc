@@ -149,6 +149,18 @@ TEST(TextFormatTest, FormatsShortestRoundTrip) {
   EXPECT_EQ(FormatSampleValue(3), "3");
   EXPECT_EQ(FormatSampleValue(-HUGE_VAL), "-Inf");
   EXPECT_EQ(std::stod(FormatSampleValue(1.0 / 3)), 1.0 / 3);
+  // Go's strconv 'g', as Prometheus' clients write le: fixed for exponents in [-4, 21).
+  EXPECT_EQ(FormatSampleValue(0.0001), "0.0001");
+  EXPECT_EQ(FormatSampleValue(0.00005), "5e-05");
+  EXPECT_EQ(FormatSampleValue(0.0025), "0.0025");
+  EXPECT_EQ(FormatSampleValue(1234567), "1234567");
+  EXPECT_EQ(FormatSampleValue(1e6), "1000000");
+  EXPECT_EQ(FormatSampleValue(13.1072), "13.1072");
+  EXPECT_EQ(FormatSampleValue(-2.5), "-2.5");
+  EXPECT_EQ(FormatSampleValue(0), "0");
+  EXPECT_EQ(FormatSampleValue(1e20), "100000000000000000000");
+  EXPECT_EQ(FormatSampleValue(1e21), "1e+21");
+  EXPECT_EQ(FormatSampleValue(-1.5e-7), "-1.5e-07");
 }
 
 }  // namespace

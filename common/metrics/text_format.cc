@@ -54,9 +54,29 @@ std::string EscapeHelp(absl::string_view help) { return Escape(help, false); }
 std::string FormatSampleValue(double value) {
   if (std::isnan(value)) return "NaN";
   if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
-  char buffer[32];
-  const std::to_chars_result result = std::to_chars(buffer, buffer + sizeof(buffer), value);
-  return std::string(buffer, result.ptr);
+  // Shortest round-trip digits, laid out as Go's strconv 'g' (-1 precision) does, which is what
+  // Prometheus' own clients write: fixed notation for exponents in [-4, 21), else d.ddde±XX. So
+  // a bucket reads le="0.0001", the string PromQL selectors and dashboards expect.
+  char buffer[40];
+  const std::to_chars_result result =
+      std::to_chars(buffer, buffer + sizeof(buffer), value, std::chars_format::scientific);
+  const std::string scientific(buffer, result.ptr);
+  const size_t e = scientific.find('e');
+  const int exponent = std::stoi(scientific.substr(e + 1));
+  if (exponent < -4 || exponent >= 21) return scientific;
+  std::string out = value < 0 ? "-" : "";
+  std::string digits;
+  for (size_t i = value < 0 ? 1 : 0; i < e; ++i) {
+    if (scientific[i] != '.') digits += scientific[i];
+  }
+  if (exponent < 0) {
+    out += "0." + std::string(-exponent - 1, '0') + digits;
+  } else if (static_cast<size_t>(exponent) + 1 >= digits.size()) {
+    out += digits + std::string(exponent + 1 - digits.size(), '0');
+  } else {
+    out += digits.substr(0, exponent + 1) + "." + digits.substr(exponent + 1);
+  }
+  return out;
 }
 
 std::string FormatLabels(const std::vector<std::string>& names,

@@ -22,8 +22,8 @@ bool IsValidLabelName(absl::string_view name);
 std::string EscapeLabelValue(absl::string_view value);
 std::string EscapeHelp(absl::string_view help);
 
-// Shortest text that reads back as the same double; "+Inf", "-Inf", "NaN" as Prometheus spells
-// them.
+// Shortest text that reads back as the same double, as Prometheus' Go clients write it ("0.0001",
+// "1234567", "1e-05", "1e+21"); "+Inf", "-Inf", "NaN".
 std::string FormatSampleValue(double value);
 
 // `{a="x",b="y"}` for parallel names and values (plus one extra pair when extra_name is not
