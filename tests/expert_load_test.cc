@@ -3,7 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "common/metrics/metric_registry.h"
+#include "common/metrics/metrics_http_server.h"
+#include "tools/placement/http_get.h"
 #include "tools/placement/placement.h"
 #include "tools/placement/placement_text.h"
 
@@ -72,6 +75,29 @@ TEST(PlacementTextTest, PrintsShardFlagsAndTheRouterFlag) {
   EXPECT_THAT(text, HasSubstr("router: --shards=0-2@a:1,0-1,3@b:2\n"));
   EXPECT_THAT(FormatPlacement(placed, naive, load, {"a:1"}).status().message(),
               HasSubstr("1 targets given for 2 shards"));
+}
+
+// moe_placement's --load=URL path against a live /metrics endpoint on loopback.
+TEST(ExpertLoadTest, FetchesTheLoadFromAMetricsUrl) {
+  MetricRegistry registry;
+  CounterFamily* tokens =
+      registry.AddCounter(kRouterTokensMetric, "Tokens routed.", {"layer", "expert"}).value();
+  tokens->WithLabels({"0", "0"}).value()->Increment(100);
+  tokens->WithLabels({"0", "3"}).value()->Increment(10);
+  auto server = MetricsHttpServer::Start({"127.0.0.1:0", ""}, &registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+
+  absl::StatusOr<std::string> text =
+      HttpGet(absl::StrCat("http://127.0.0.1:", (*server)->port(), "/metrics"), absl::Seconds(10));
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(ExpertLoadFromPrometheusText(*text, kRouterTokensMetric, "", 4).value(),
+              ElementsAre(100, 0, 0, 10));
+
+  absl::StatusOr<std::string> missing =
+      HttpGet(absl::StrCat("http://127.0.0.1:", (*server)->port(), "/nope"), absl::Seconds(10));
+  EXPECT_THAT(missing.status().message(), HasSubstr("HTTP 404"));
+  EXPECT_EQ(HttpGet("ftp://x/metrics", absl::Seconds(1)).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
