@@ -117,9 +117,36 @@ absl::StatusOr<Placement> BalancedPlacement(const std::vector<double>& expert_lo
         "every expert's load is 0: nothing to balance (did the router serve any tokens?)");
   }
 
+  return PackReplicas(
+      expert_load,
+      Replicate(expert_load, layout.num_shards * layout.slots_per_shard, layout.num_shards),
+      layout);
+}
+
+absl::StatusOr<Placement> PackReplicas(const std::vector<double>& expert_load,
+                                       const std::vector<int>& replicas, const SlotLayout& layout) {
+  const int num_experts = static_cast<int>(expert_load.size());
+  if (absl::Status s = CheckLayout(num_experts, layout); !s.ok()) return s;
+  if (replicas.size() != expert_load.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(replicas.size(), " replica counts for ", num_experts, " experts"));
+  }
+  int64_t total = 0;
+  for (int e = 0; e < num_experts; ++e) {
+    if (replicas[e] < 1 || replicas[e] > layout.num_shards) {
+      return absl::InvalidArgumentError(absl::StrCat("expert ", e, " has ", replicas[e],
+                                                     " replicas: want 1 to ", layout.num_shards,
+                                                     " (one per shard at most)"));
+    }
+    total += replicas[e];
+  }
+  if (total > int64_t{layout.num_shards} * layout.slots_per_shard) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        total, " replicas exceed the ", layout.num_shards * layout.slots_per_shard, " slots"));
+  }
+
   Placement p;
-  p.replicas =
-      Replicate(expert_load, layout.num_shards * layout.slots_per_shard, layout.num_shards);
+  p.replicas = replicas;
   std::vector<double> per_replica(num_experts);
   std::vector<std::pair<double, int>> order;  // (per-replica load, expert), one per replica
   for (int e = 0; e < num_experts; ++e) {

@@ -41,6 +41,12 @@ absl::StatusOr<Placement> ContiguousPlacement(int num_experts, const SlotLayout&
 absl::StatusOr<Placement> BalancedPlacement(const std::vector<double>& expert_load,
                                             const SlotLayout& layout);
 
+// Step 2 of BalancedPlacement on its own: packs replicas[e] copies of each expert as described
+// above. InvalidArgument if an expert has no replica or more than num_shards, or if the replicas
+// exceed the slots.
+absl::StatusOr<Placement> PackReplicas(const std::vector<double>& expert_load,
+                                       const std::vector<int>& replicas, const SlotLayout& layout);
+
 // Predicted load of each shard: Σ load[e] / replicas[e] over the experts it holds.
 std::vector<double> PredictShardLoads(const Placement& placement,
                                       const std::vector<double>& expert_load);
