@@ -12,7 +12,7 @@
 #include "common/status/status_macros.h"
 #include "router_service/dispatch_plan.h"
 #include "router_service/fanout.h"
-#include "router_service/placement.h"
+#include "router_service/replica_map.h"
 
 namespace moe {
 namespace {
@@ -190,12 +190,12 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
   ASSIGN_OR_RETURN(result.routing, Route(config_.routing, logits, layer->gate.correction_bias));
   Routing& routing = result.routing;
 
-  const std::shared_ptr<const Placement> placement = directory_->placement();
-  const int layer_index = placement->LayerIndex(layer->layer);
+  const std::shared_ptr<const ReplicaMap> map = directory_->replica_map();
+  const int layer_index = map->LayerIndex(layer->layer);
   std::vector<int> experts = ChosenExperts(routing);
   if (shared_on_shards_) experts.push_back(kSharedExpertId);
   const std::vector<int> chosen = ChooseReplicas(
-      *placement, layer_index, experts, static_cast<uint32_t>(requests_.load()));
+      *map, layer_index, experts, static_cast<uint32_t>(requests_.load()));
   std::vector<int> replica_of(config_.routing.num_experts, -1);
   int shared_replica = -1;
   std::vector<int> unheld;
@@ -204,7 +204,7 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
     (experts[i] == kSharedExpertId ? shared_replica : replica_of[experts[i]]) = chosen[i];
   }
   if (!unheld.empty() && (!options_.allow_partial || unheld.back() == kSharedExpertId)) {
-    const absl::Status error = NoHolderError(*placement, layer_index, unheld);
+    const absl::Status error = NoHolderError(*map, layer_index, unheld);
     const std::string unusable = directory_->Unusable(layer->layer, unheld);
     return unusable.empty() ? error
                             : absl::UnavailableError(absl::StrCat(error.message(), " (", unusable, ")"));
@@ -214,7 +214,7 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
       shared_on_shards_ ? shared_replica : -1);
 
   if (deadline == absl::InfiniteFuture()) deadline = absl::Now() + options_.default_timeout;
-  Fanout fanout(placement, layer_index, plan, tokens, deadline, options_.hedging);
+  Fanout fanout(map, layer_index, plan, tokens, deadline, options_.hedging);
   {
     absl::MutexLock lock(&mu_);
     if (cancelled_) return absl::UnavailableError("the router is shutting down");
