@@ -1,13 +1,16 @@
 #include "router_service/router.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
+#include "common/kernels/thread_pool.h"
 #include "common/status/status_macros.h"
 
 namespace moe {
@@ -50,6 +53,15 @@ absl::Status ShardFailure(const ShardWork& work, const absl::Status& status) {
       return absl::InternalError(
           absl::StrCat(context, " (", absl::StatusCodeToString(status.code()), ")"));
   }
+}
+
+// The local shared expert's kernel threads, one per core as before SwigluOptions took a pool.
+// Stopgap kept inside router.cc by the kernels change: the pool belongs in RouterOptions and the
+// Router (router side of issue 8).
+KernelThreadPool* SharedExpertPool() {
+  static KernelThreadPool* pool =
+      new KernelThreadPool(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  return pool;
 }
 
 }  // namespace
@@ -127,7 +139,9 @@ absl::StatusOr<Routing> Router::Forward(ConstMatrixView tokens, absl::Time deadl
   // `output`, which is zeroed when there is none.
   absl::Status shared_status = absl::OkStatus();
   if (shared_.has_value()) {
-    shared_status = SwigluForward(*shared_, tokens, output);
+    SwigluOptions kernel;
+    kernel.pool = SharedExpertPool();
+    shared_status = SwigluForward(*shared_, tokens, output, kernel);
     for (int64_t t = 0; shared_status.ok() && !shared_gate_.empty() && t < tokens.rows; ++t) {
       const float scale = SharedExpertScale(tokens, t);
       for (int64_t i = 0; i < output.cols; ++i) output.row(t)[i] *= scale;
