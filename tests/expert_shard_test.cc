@@ -1,7 +1,9 @@
 // The expert shard core and its gRPC service, in-process.
 #include "expert_service/expert_shard.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <thread>
 
 #include "common/checkpoint/layer_loader.h"
 #include "common/rpc/tensor_proto.h"
@@ -62,6 +64,19 @@ TEST_F(ExpertShardTest, ComputesTheExpertFfnOfTheCheckpoint) {
       EXPECT_NEAR(y.row(t)[i], expected, 1e-5) << "token " << t << " feature " << i;
     }
   }
+}
+
+TEST_F(ExpertShardTest, ComputesOnItsOwnKernelPoolOfTheConfiguredSize) {
+  ExpertShardOptions options{*model_, 0, "all"};
+  options.kernel_threads = 3;
+  auto shard = ExpertShard::Create(options);
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  EXPECT_EQ((*shard)->kernel_threads(), 3);
+  options.kernel_threads = 0;  // one per core
+  auto every_core = ExpertShard::Create(options);
+  ASSERT_TRUE(every_core.ok());
+  EXPECT_EQ((*every_core)->kernel_threads(),
+            static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 }
 
 TEST_F(ExpertShardTest, RejectsExpertsTheLayerDoesNotHave) {
