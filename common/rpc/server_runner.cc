@@ -1,6 +1,5 @@
 #include "common/rpc/server_runner.h"
 
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <unistd.h>
 
@@ -10,6 +9,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "common/rpc/reflection_service.h"
 #include "common/rpc/shutdown_signal.h"
 
 namespace moe {
@@ -33,11 +33,14 @@ absl::Status WritePortFile(const std::string& path, int port) {
 absl::Status ServeUntilSignal(const ServeOptions& options,
                               const std::vector<grpc::Service*>& services) {
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   grpc::ServerBuilder builder;
+  AddReflection(&builder);
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(
+      options.listen,
+      options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
+      &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   if (options.max_connection_age > absl::ZeroDuration()) {
