@@ -13,6 +13,7 @@
 #include "common/kernels/thread_pool.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
+#include "common/rpc/tls_credentials.h"
 #include "expert_service/expert_service.h"
 #include "expert_service/expert_shard.h"
 
@@ -43,6 +44,11 @@ ABSL_FLAG(int, concurrent_ffn, 1,
           "others queue and their batches grow. 0: unlimited");
 ABSL_FLAG(int, batch_wait_us, 0,
           "How long an idle expert lingers for more tokens before computing (0: never waits)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Serve TLS with this PEM certificate chain (with --tls_key); default: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Mutual TLS: callers (routers) must present a certificate signed by this PEM CA");
 
 int main(int argc, char** argv) {
   moe::BlockShutdownSignals();
@@ -65,6 +71,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.weights_dtype = dtype == "bf16" ? moe::DType::kBF16 : moe::DType::kF32;
+  moe::TlsFiles tls;
+  tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  tls.key = absl::GetFlag(FLAGS_tls_key);
+  tls.ca = absl::GetFlag(FLAGS_tls_ca);
+  auto credentials = moe::MakeServerCredentials(tls);
+  if (!credentials.ok()) {
+    std::cerr << "moe_expert: " << credentials.status().message() << std::endl;
+    return 2;
+  }
   // One FFN call at a time (--concurrent_ffn) using every core is the default policy: small
   // batches are bound by memory bandwidth, which all cores together saturate.
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -80,8 +95,8 @@ int main(int argc, char** argv) {
   }
   std::cerr << "moe_expert: layer " << options.layer << " experts "
             << moe::FormatExpertSet((*shard)->experts()) << ", "
-            << (*shard)->weight_bytes() / (1 << 20) << " MiB of " << dtype << " weights"
-            << std::endl;
+            << (*shard)->weight_bytes() / (1 << 20) << " MiB of " << dtype << " weights; "
+            << moe::ServerTlsMode(tls) << std::endl;
 
   moe::BatchingOptions batching;
   batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
@@ -92,6 +107,7 @@ int main(int argc, char** argv) {
   serve.name = "moe_expert";
   serve.listen = absl::GetFlag(FLAGS_listen);
   serve.port_file = absl::GetFlag(FLAGS_port_file);
+  serve.credentials = *credentials;
   serve.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
   serve.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_s));
   absl::Status served = moe::ServeUntilSignal(serve, {&service});

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/rpc/connection_error.h"
 
 namespace moe {
 
@@ -19,7 +20,9 @@ struct GrpcShardClient::Call {
   std::string errors;
 };
 
-GrpcShardClient::GrpcShardClient(const std::vector<std::string>& targets, int channels_per_target) {
+GrpcShardClient::GrpcShardClient(const std::vector<std::string>& targets, int channels_per_target,
+                                 const ChannelSecurity& security)
+    : security_(security), last_failure_(targets.size()) {
   for (const std::string& target : targets) {
     Replica replica;
     replica.target = target;
@@ -30,8 +33,8 @@ GrpcShardClient::GrpcShardClient(const std::vector<std::string>& targets, int ch
       args.SetLoadBalancingPolicyName("round_robin");
       // A private subchannel pool per channel: channels to one target do not share a connection.
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-      replica.channels.push_back(
-          grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+      security.Apply(&args);
+      replica.channels.push_back(grpc::CreateCustomChannel(target, security.credentials, args));
       replica.stubs.push_back(v1::Expert::NewStub(replica.channels.back()));
     }
     replicas_.push_back(std::move(replica));
@@ -50,7 +53,8 @@ void GrpcShardClient::Compute(const v1::ComputeRequest* request, v1::ComputeResp
 }
 
 void GrpcShardClient::StartAttempt(std::shared_ptr<Call> call) {
-  const Replica& replica = replicas_[(call->first_replica + call->attempts) % replicas_.size()];
+  const size_t index = (call->first_replica + call->attempts) % replicas_.size();
+  const Replica& replica = replicas_[index];
   ++call->attempts;
   call->contexts.push_back(std::make_unique<grpc::ClientContext>());
   grpc::ClientContext* context = call->contexts.back().get();
@@ -59,13 +63,19 @@ void GrpcShardClient::StartAttempt(std::shared_ptr<Call> call) {
       next_channel_.fetch_add(1, std::memory_order_relaxed) % replica.stubs.size();
   replica.stubs[channel]->async()->Compute(
       context, call->request, call->response,
-      [this, call, target = replica.target](grpc::Status status) {
+      [this, call, index, target = replica.target](grpc::Status status) {
         if (status.ok()) {
           call->done(absl::OkStatus());
           return;
         }
+        std::string cause = ConnectionFailureCause(status, security_.tls, security_.flag_prefix);
         absl::StrAppend(&call->errors, call->errors.empty() ? "" : "; ", "shard ", target, ": ",
-                        status.error_message());
+                        cause, cause.empty() ? "" : " (", status.error_message(),
+                        cause.empty() ? "" : ")");
+        if (!cause.empty()) {
+          absl::MutexLock lock(&mu_);
+          last_failure_[index] = std::move(cause);
+        }
         const bool retry = status.error_code() == grpc::StatusCode::UNAVAILABLE &&
                            call->attempts < replicas_.size() && absl::Now() < call->deadline;
         if (retry) {
@@ -100,6 +110,18 @@ std::vector<std::string> GrpcShardClient::ReplicaStates() const {
     }
   }
   return states;
+}
+
+std::vector<std::string> GrpcShardClient::ReplicaErrors() const {
+  std::vector<std::string> errors(replicas_.size());
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    // A cause from before the replica recovered is history, not news.
+    if (replicas_[i].channels[0]->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_READY) {
+      errors[i] = last_failure_[i];
+    }
+  }
+  return errors;
 }
 
 }  // namespace moe

@@ -11,6 +11,7 @@
 #include "common/routing/expert_set.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
+#include "common/rpc/tls_credentials.h"
 #include "router_service/grpc_shard_client.h"
 #include "router_service/router.h"
 #include "router_service/router_service.h"
@@ -28,6 +29,22 @@ ABSL_FLAG(int, default_timeout_ms, 30000, "Deadline for shard calls when the cli
 ABSL_FLAG(int, blas_threads, 1, "OpenBLAS threads per call (gate and local shared expert)");
 ABSL_FLAG(int, channels_per_shard, 2,
           "gRPC channels (HTTP/2 connections) to each shard target; calls spread over them");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Serve TLS with this PEM certificate chain (with --tls_key); default: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Mutual TLS: clients must present a certificate signed by this PEM CA");
+ABSL_FLAG(std::string, shard_tls_ca, "",
+          "Call shards over TLS, trusting this PEM CA; default: plaintext (with only "
+          "--shard_tls_cert/--shard_tls_key: TLS with the system's roots)");
+ABSL_FLAG(std::string, shard_tls_cert, "",
+          "PEM certificate presented to shards that require one (with --shard_tls_key)");
+ABSL_FLAG(std::string, shard_tls_key, "", "PEM private key of --shard_tls_cert");
+ABSL_FLAG(std::string, shard_tls_server_name, "",
+          "Name to expect in every shard's certificate instead of the target's host");
+ABSL_FLAG(bool, info_shows_topology, false,
+          "Info lists each shard group's targets (internal addresses); off by default so the "
+          "public API does not reveal them");
 
 int main(int argc, char** argv) {
   moe::BlockShutdownSignals();
@@ -46,12 +63,31 @@ int main(int argc, char** argv) {
     std::cerr << "moe_router: --model and --shards are required (see --help)" << std::endl;
     return 2;
   }
+  moe::TlsFiles server_tls;
+  server_tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  server_tls.key = absl::GetFlag(FLAGS_tls_key);
+  server_tls.ca = absl::GetFlag(FLAGS_tls_ca);
+  auto server_credentials = moe::MakeServerCredentials(server_tls);
+  moe::TlsFiles shard_tls;
+  shard_tls.cert = absl::GetFlag(FLAGS_shard_tls_cert);
+  shard_tls.key = absl::GetFlag(FLAGS_shard_tls_key);
+  shard_tls.ca = absl::GetFlag(FLAGS_shard_tls_ca);
+  shard_tls.server_name = absl::GetFlag(FLAGS_shard_tls_server_name);
+  shard_tls.flag_prefix = "--shard_tls_";
+  auto shard_security = moe::MakeChannelSecurity(shard_tls);
+  for (const absl::Status& tls : {server_credentials.status(), shard_security.status()}) {
+    if (!tls.ok()) {
+      std::cerr << "moe_router: " << tls.message() << std::endl;
+      return 2;
+    }
+  }
   moe::SetBlasThreads(absl::GetFlag(FLAGS_blas_threads));
 
   const int channels = absl::GetFlag(FLAGS_channels_per_shard);
-  auto router = moe::Router::Create(options, [channels](const moe::ShardGroup& group) {
-    return std::make_unique<moe::GrpcShardClient>(group.targets, channels);
-  });
+  auto router = moe::Router::Create(
+      options, [channels, &security = *shard_security](const moe::ShardGroup& group) {
+        return std::make_unique<moe::GrpcShardClient>(group.targets, channels, security);
+      });
   if (!router.ok()) {
     std::cerr << "moe_router: " << router.status().message() << std::endl;
     return 1;
@@ -60,13 +96,15 @@ int main(int argc, char** argv) {
   std::cerr << "moe_router: " << config.model_type << " layer " << options.layer << ", d_model "
             << config.d_model << ", " << config.routing.num_experts << " experts, top-"
             << config.routing.top_k << ", " << (*router)->shards().groups().size()
-            << " shard groups" << std::endl;
+            << " shard groups; clients: " << moe::ServerTlsMode(server_tls)
+            << ", shards: " << moe::ClientTlsMode(shard_tls) << std::endl;
 
-  moe::RouterServiceImpl service(router->get());
+  moe::RouterServiceImpl service(router->get(), absl::GetFlag(FLAGS_info_shows_topology));
   moe::ServeOptions serve;
   serve.name = "moe_router";
   serve.listen = absl::GetFlag(FLAGS_listen);
   serve.port_file = absl::GetFlag(FLAGS_port_file);
+  serve.credentials = *server_credentials;
   // Room for max_tokens tokens of d_model floats plus framing; larger messages are rejected by
   // gRPC with RESOURCE_EXHAUSTED naming the limit.
   serve.max_message_bytes = static_cast<int>(

@@ -70,8 +70,11 @@ grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest
     v1::ShardInfo* shard = response->add_shards();
     shard->mutable_experts()->Add(groups[g].experts.ids.begin(), groups[g].experts.ids.end());
     shard->set_shared_expert(groups[g].experts.shared);
-    for (const std::string& target : groups[g].targets) shard->add_targets(target);
+    if (show_targets_) {
+      for (const std::string& target : groups[g].targets) shard->add_targets(target);
+    }
     for (const std::string& state : router_->client(g).ReplicaStates()) shard->add_states(state);
+    for (const std::string& error : router_->client(g).ReplicaErrors()) shard->add_errors(error);
   }
   return grpc::Status::OK;
 }

@@ -26,6 +26,9 @@ class ShardClient {
 
   // Connectivity of each replica, e.g. "READY", for Info.
   virtual std::vector<std::string> ReplicaStates() const = 0;
+  // Per replica: why it cannot be reached (e.g. a failed TLS handshake), "" when it can or when
+  // nothing is known. Never contains an address.
+  virtual std::vector<std::string> ReplicaErrors() const { return {}; }
 };
 
 }  // namespace moe

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -17,6 +18,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/rpc/connection_error.h"
+#include "common/rpc/tls_credentials.h"
 #include "google/protobuf/util/json_util.h"
 #include "moe/v1/expert.grpc.pb.h"
 #include "moe/v1/router.grpc.pb.h"
@@ -36,6 +39,12 @@ ABSL_FLAG(int, show_routing, 8, "Print the routing of at most this many tokens")
 ABSL_FLAG(std::string, request_json, "",
           "Write the request as JSON to this file and exit without calling Forward (a request "
           "file for ghz -D)");
+ABSL_FLAG(std::string, tls_ca, "", "Connect over TLS, trusting this PEM CA (default: plaintext)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate for servers that require one (mutual TLS; with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name to expect in the server's certificate instead of the target's host");
 ABSL_FLAG(int, request_json_count, 1,
           "With --request_json: write a JSON array of this many requests with different random "
           "tokens (seeds --seed, --seed+1, ...); ghz sends them round-robin");
@@ -135,15 +144,41 @@ int WriteRequestJson(moe::v1::ForwardRequest request, int64_t d_model, const std
   return 0;
 }
 
+// A channel to `target` with the --tls_* flags' credentials; exits with a message if they are bad.
+moe::TlsFiles TlsFlags() {
+  moe::TlsFiles tls;
+  tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  tls.key = absl::GetFlag(FLAGS_tls_key);
+  tls.ca = absl::GetFlag(FLAGS_tls_ca);
+  tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  return tls;
+}
+
+// The status's message, with the cause first when it is a connection (e.g. TLS) failure.
+std::string Explain(const grpc::Status& status) {
+  return moe::ExplainStatus(status, TlsFlags().enabled(), "--tls_");
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
+  auto security = moe::MakeChannelSecurity(TlsFlags());
+  if (!security.ok()) {
+    std::cerr << "moe_client: " << security.status().message() << std::endl;
+    std::exit(2);
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  security->Apply(&args);
+  return grpc::CreateCustomChannel(target, security->credentials, args);
+}
+
 int PrintExpertInfo(const std::string& target) {
-  auto stub =
-      moe::v1::Expert::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  auto stub = moe::v1::Expert::NewStub(MakeChannel(target));
   grpc::ClientContext context;
   context.set_deadline(Deadline());
   moe::v1::ExpertInfo info;
   grpc::Status status = stub->Info(&context, moe::v1::ExpertInfoRequest(), &info);
   if (!status.ok()) {
-    std::cerr << "moe_client: Info failed: " << status.error_message() << std::endl;
+    std::cerr << "moe_client: Info failed: " << Explain(status) << std::endl;
     return 1;
   }
   std::cout << "expert shard " << target << ": " << info.family() << " layer " << info.layer()
@@ -166,11 +201,7 @@ int main(int argc, char** argv) {
       "  moe_client --router=HOST:PORT [--tokens=N | --input=FILE] [--repeat=N]");
   absl::ParseCommandLine(argc, argv);
   if (!absl::GetFlag(FLAGS_expert).empty()) return PrintExpertInfo(absl::GetFlag(FLAGS_expert));
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_router),
-                                           grpc::InsecureChannelCredentials(), args);
-  auto stub = moe::v1::Router::NewStub(channel);
+  auto stub = moe::v1::Router::NewStub(MakeChannel(absl::GetFlag(FLAGS_router)));
 
   moe::v1::ModelInfo info;
   {
@@ -178,8 +209,8 @@ int main(int argc, char** argv) {
     context.set_deadline(Deadline());
     grpc::Status status = stub->Info(&context, moe::v1::InfoRequest(), &info);
     if (!status.ok()) {
-      std::cerr << "moe_client: Info failed: " << status.error_code() << " "
-                << status.error_message() << std::endl;
+      std::cerr << "moe_client: Info failed: " << status.error_code() << " " << Explain(status)
+                << std::endl;
       return 1;
     }
   }
@@ -216,7 +247,7 @@ int main(int argc, char** argv) {
             .count());
     if (!status.ok()) {
       std::cerr << "moe_client: Forward failed: code " << status.error_code() << ": "
-                << status.error_message() << std::endl;
+                << Explain(status) << std::endl;
       return 1;
     }
   }
