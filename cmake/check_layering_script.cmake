@@ -1,8 +1,13 @@
-# Run by moe_check_layering (cmake -P): FOLDERS (comma-separated) and FORBIDDEN (a regex).
+# Run by moe_check_layering (cmake -P): FOLDERS (comma-separated folders or files) and FORBIDDEN
+# (a regex).
 string(REPLACE "," ";" FOLDERS "${FOLDERS}")
 set(violations "")
 foreach(folder ${FOLDERS})
-  file(GLOB_RECURSE sources ${folder}/*.h ${folder}/*.cc)
+  if(IS_DIRECTORY ${folder})
+    file(GLOB_RECURSE sources ${folder}/*.h ${folder}/*.cc)
+  else()
+    set(sources ${folder})
+  endif()
   foreach(source ${sources})
     file(STRINGS ${source} includes REGEX "^#include ")
     foreach(line ${includes})

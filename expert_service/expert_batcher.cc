@@ -54,7 +54,9 @@ void ExpertBatcher::RunBatch(int expert, const std::vector<Call*>& batch) {
 
 void ExpertBatcher::AcquireSlot() {
   if (options_.concurrent_ffn > 0) {
-    auto free = [this] { return running_ < options_.concurrent_ffn; };
+    auto free = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return running_ < options_.concurrent_ffn;
+    };
     mu_.Await(absl::Condition(&free));
   }
   ++running_;
@@ -93,7 +95,9 @@ absl::Status ExpertBatcher::Compute(int expert, ConstMatrixView x, MatrixView y)
     // slot, so other experts keep computing) and while we wait for a slot.
     queue.busy = true;
     if (options_.max_wait > absl::ZeroDuration()) {
-      auto full = [this, &queue] { return PendingTokens(queue) >= options_.max_batch_tokens; };
+      auto full = [this, &queue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return PendingTokens(queue) >= options_.max_batch_tokens;
+      };
       mu_.AwaitWithTimeout(absl::Condition(&full), options_.max_wait);
     }
     AcquireSlot();

@@ -7,9 +7,10 @@
 
 namespace moe {
 
-ExpertShard::ExpertShard(ModelConfig config, int layer, ExpertSet experts,
+ExpertShard::ExpertShard(ModelConfig config, ModelIdentity identity, int layer, ExpertSet experts,
                          std::map<int, SwigluWeights> weights)
     : config_(std::move(config)),
+      identity_(std::move(identity)),
       layer_(layer),
       experts_(std::move(experts)),
       weights_(std::move(weights)) {}
@@ -34,8 +35,9 @@ absl::StatusOr<std::unique_ptr<ExpertShard>> ExpertShard::Create(
   if (experts.shared) {
     ASSIGN_OR_RETURN(weights[kSharedExpertId], loader->LoadSharedExpert(options.weights_dtype));
   }
-  return std::unique_ptr<ExpertShard>(
-      new ExpertShard(config, options.layer, std::move(experts), std::move(weights)));
+  ASSIGN_OR_RETURN(ModelIdentity identity, loader->Identity());
+  return std::unique_ptr<ExpertShard>(new ExpertShard(config, std::move(identity), options.layer,
+                                                      std::move(experts), std::move(weights)));
 }
 
 bool ExpertShard::Holds(int expert) const { return weights_.count(expert) > 0; }

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/checkpoint/model_config.h"
+#include "common/checkpoint/model_identity.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/routing/expert_set.h"
 #include "common/tensor/dtype.h"
@@ -39,15 +40,17 @@ class ExpertShard {
 
   bool Holds(int expert) const;
   const ModelConfig& config() const { return config_; }
+  const ModelIdentity& identity() const { return identity_; }
   int layer() const { return layer_; }
   const ExpertSet& experts() const { return experts_; }
   int64_t weight_bytes() const;
 
  private:
-  ExpertShard(ModelConfig config, int layer, ExpertSet experts,
+  ExpertShard(ModelConfig config, ModelIdentity identity, int layer, ExpertSet experts,
               std::map<int, SwigluWeights> weights);
 
   ModelConfig config_;
+  ModelIdentity identity_;
   int layer_;
   ExpertSet experts_;
   std::map<int, SwigluWeights> weights_;  // by expert id; kSharedExpertId for the shared one

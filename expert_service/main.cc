@@ -7,8 +7,9 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/cli/human_units.h"
+#include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/thread_pool.h"
 #include "common/rpc/server_runner.h"
@@ -17,10 +18,11 @@
 #include "expert_service/expert_service.h"
 #include "expert_service/expert_shard.h"
 
-ABSL_FLAG(std::string, model, "", "Hugging Face checkpoint directory (config.json + safetensors)");
+ABSL_FLAG(std::string, model, "",
+          "Required: Hugging Face checkpoint directory (config.json + safetensors)");
 ABSL_FLAG(int, layer, 0, "Layer whose MoE block to serve");
 ABSL_FLAG(std::string, experts, "",
-          "Experts to hold: 0-3 | 0,2,5 | all; add 'shared' for the shared expert");
+          "Required: experts to hold, 0-3 | 0,2,5 | all; add 'shared' for the shared expert");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50061", "Address to serve on (port 0 picks a free port)");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound port to this file once serving");
 ABSL_FLAG(std::string, weights_dtype, "f32",
@@ -54,8 +56,11 @@ int main(int argc, char** argv) {
   moe::BlockShutdownSignals();
   absl::SetProgramUsageMessage(
       "Serves some experts of one MoE layer.\n"
-      "  moe_expert --model=DIR --layer=N --experts=SPEC --listen=HOST:PORT");
-  absl::ParseCommandLine(argc, argv);
+      "  moe_expert --model=DIR --experts=SPEC [--layer=N] [--listen=HOST:PORT]\n"
+      "             [--port_file=FILE] [--weights_dtype=f32|bf16] [--kernel_threads=N]\n"
+      "             [--blas_threads=N] [--concurrent_ffn=N] [--max_batch_tokens=N]\n"
+      "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_connection_age_s=S]");
+  moe::ParseFlags(argc, argv);
 
   moe::ExpertShardOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
@@ -95,7 +100,7 @@ int main(int argc, char** argv) {
   }
   std::cerr << "moe_expert: layer " << options.layer << " experts "
             << moe::FormatExpertSet((*shard)->experts()) << ", "
-            << (*shard)->weight_bytes() / (1 << 20) << " MiB of " << dtype << " weights; "
+            << moe::FormatBytes((*shard)->weight_bytes()) << " of " << dtype << " weights; "
             << moe::ServerTlsMode(tls) << std::endl;
 
   moe::BatchingOptions batching;

@@ -66,8 +66,9 @@ for i, (count, spec) in enumerate([(8, "0-3"), (8, "all"), (8, "0,2,5"), (64, "0
 for i, (byte0, spec) in enumerate([
         (3, "0-3@127.0.0.1:50061,4-6@127.0.0.1:50062"),
         (0x83, "0-3@a:1,4-6@dns:///expert-1:50061,4-6@b:2,shared@c:3"),
-        (3, "0,2,4,6@h1:1,1,3,5@h2:2"), (1, "all@x:1"), (3, "0-3@a:1,2-6@b:2"), (3, "0-3@")]):
-    put("shard_map", f"seed{i}", bytes([byte0]) + spec.encode())
+        (3, "0,2,4,6@h1:1,1,3,5@h2:2"), (1, "all@x:1"), (3, "0-3@a:1,2-6@b:2"), (3, "0-3@"),
+        (3, "127.0.0.1:50061,dns:///expert-1:50061"), (0x83, "a:1,0-6,shared@b:2")]):
+    put("shard_targets", f"seed{i}", bytes([byte0]) + spec.encode())
 
 tokens = "tokens { shape: 2 shape: 8 " + " ".join(f"values: {v / 10}" for v in range(16)) + " }"
 requests = {

@@ -1,25 +1,37 @@
 #include "router_service/router_service.h"
 
 #include <chrono>
+#include <regex>
+#include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/status/status_macros.h"
 
 namespace moe {
+namespace {
+
+// `text` with the shard's target and the addresses gRPC's messages carry ("ipv4:10.0.0.7:50061")
+// replaced, for an Info that must not reveal the topology.
+std::string WithoutAddresses(const std::string& text, const std::string& target) {
+  static const std::regex* address = new std::regex(R"((ipv4|ipv6|unix|dns):[^\s,;()]+)");
+  std::string out = target.empty() ? text : absl::StrReplaceAll(text, {{target, "<shard>"}});
+  return std::regex_replace(out, *address, "<address>");
+}
+
+}  // namespace
 
 absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, absl::Time deadline,
                                           v1::ForwardResponse* response) {
-  if (request.has_layer() && request.layer() != router_->layer()) {
-    return absl::InvalidArgumentError(absl::StrCat("layer ", request.layer(),
-                                                   " is not served here; served layers: ",
-                                                   router_->layer()));
-  }
   ASSIGN_OR_RETURN(ConstMatrixView tokens,
                    MatrixFromProto(request.tokens(), -1, router_->config().d_model, "tokens"));
   MatrixView output = ResizeProtoTensor(response->mutable_output(), tokens.rows, tokens.cols);
-  ASSIGN_OR_RETURN(Routing routing, router_->Forward(tokens, deadline, output));
+  const std::optional<int> layer =
+      request.has_layer() ? std::optional<int>(request.layer()) : std::nullopt;
+  ASSIGN_OR_RETURN(ForwardResult result, router_->Forward(layer, tokens, deadline, output));
+  const Routing& routing = result.routing;
   if (request.return_routing()) {
     for (int64_t t = 0; t < routing.num_tokens; ++t) {
       v1::TokenRouting* token = response->add_routing();
@@ -29,6 +41,8 @@ absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, abs
                                     routing.token_weights(t) + routing.top_k);
     }
   }
+  response->mutable_missing_experts()->Add(result.missing_experts.begin(),
+                                           result.missing_experts.end());
   return absl::OkStatus();
 }
 
@@ -52,11 +66,13 @@ grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest
   response->set_num_experts(routing.num_experts);
   response->set_top_k(routing.top_k);
   response->set_family(config.model_type);
-  response->set_layer(router_->layer());
+  response->set_layer(router_->layers().front());
+  response->mutable_layers()->Add(router_->layers().begin(), router_->layers().end());
   response->set_expert_width(config.expert_width);
   response->set_shared_expert_width(config.shared.width);
   response->set_shared_expert_local(router_->shared_expert_local());
   response->set_max_tokens(router_->max_tokens());
+  response->set_allow_partial(router_->allow_partial());
   v1::RoutingSettings* settings = response->mutable_routing();
   settings->set_scoring_func(std::string(ScoringName(routing.scoring)));
   settings->set_norm_topk_prob(routing.norm_topk_prob);
@@ -65,17 +81,35 @@ grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest
   settings->set_topk_group(routing.topk_group);
   settings->set_routed_scaling_factor(routing.scaling_factor);
   settings->set_has_score_correction_bias(routing.use_correction_bias);
-  const auto& groups = router_->shards().groups();
-  for (size_t g = 0; g < groups.size(); ++g) {
+  response->set_coverage_gaps(router_->directory().Gaps());
+  int64_t ejections = 0;
+  for (const TargetStatus& status : router_->directory().Status()) {
     v1::ShardInfo* shard = response->add_shards();
-    shard->mutable_experts()->Add(groups[g].experts.ids.begin(), groups[g].experts.ids.end());
-    shard->set_shared_expert(groups[g].experts.shared);
-    if (show_targets_) {
-      for (const std::string& target : groups[g].targets) shard->add_targets(target);
+    if (status.description.has_value()) {
+      const ShardDescription& description = *status.description;
+      shard->mutable_experts()->Add(description.experts.ids.begin(),
+                                    description.experts.ids.end());
+      shard->set_shared_expert(description.experts.shared);
+      shard->mutable_layers()->Add(description.layers.begin(), description.layers.end());
     }
-    for (const std::string& state : router_->client(g).ReplicaStates()) shard->add_states(state);
-    for (const std::string& error : router_->client(g).ReplicaErrors()) shard->add_errors(error);
+    shard->add_states(status.connectivity);
+    shard->set_status(status.state);
+    if (show_targets_) {
+      shard->add_targets(status.target);
+      shard->set_problem(status.problem);
+    } else {
+      shard->set_problem(WithoutAddresses(status.problem, status.target));
+    }
+    ejections += status.counters.ejections;
   }
+  const RouterCounters counters = router_->counters();
+  v1::RouterStats* stats = response->mutable_stats();
+  stats->set_requests(counters.requests);
+  stats->set_partial_answers(counters.partial_answers);
+  stats->set_hedges(counters.hedges);
+  stats->set_hedges_won(counters.hedges_won);
+  stats->set_retries(counters.retries);
+  stats->set_ejections(ejections);
   return grpc::Status::OK;
 }
 

@@ -2,6 +2,7 @@
 // each other nor lose work.
 #include <atomic>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -77,7 +78,8 @@ TEST_P(KernelThreadPoolTest, ConcurrentCallersAllFinishWithTheirOwnWork) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Threads, KernelThreadPoolTest, ::testing::Values(0, 1, 2, 4));
+INSTANTIATE_TEST_SUITE_P(Threads, KernelThreadPoolTest, ::testing::Values(0, 1, 2, 4),
+                         [](const auto& info) { return "Threads" + std::to_string(info.param); });
 
 TEST(SharedKernelPoolTest, SetKernelThreadsReplacesTheSharedPool) {
   const int before = KernelThreads();

@@ -9,8 +9,9 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "common/cli/parse_flags.h"
 #include "common/rpc/connection_error.h"
 #include "common/rpc/tls_credentials.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -27,9 +28,10 @@ ABSL_FLAG(std::string, tls_server_name, "",
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Checks a gRPC server's health (grpc.health.v1); exit 0 when SERVING.\n"
-      "  moe_health --target=HOST:PORT");
-  absl::ParseCommandLine(argc, argv);
+      "Checks a gRPC server's health (grpc.health.v1); exits 0 when SERVING, 1 otherwise.\n"
+      "  moe_health [--target=HOST:PORT] [--service=NAME] [--timeout_ms=MS]\n"
+      "             [--tls_ca=PEM [--tls_cert=PEM --tls_key=PEM] [--tls_server_name=NAME]]");
+  moe::ParseFlags(argc, argv);
   moe::TlsFiles tls;
   tls.cert = absl::GetFlag(FLAGS_tls_cert);
   tls.key = absl::GetFlag(FLAGS_tls_key);
@@ -53,7 +55,8 @@ int main(int argc, char** argv) {
   grpc::Status status = stub->Check(&context, request, &response);
   if (!status.ok()) {
     std::cerr << "moe_health: " << absl::GetFlag(FLAGS_target) << ": "
-              << moe::ExplainStatus(status, tls.enabled(), "--tls_") << std::endl;
+              << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
+              << ": " << moe::ExplainStatus(status, tls.enabled(), "--tls_") << std::endl;
     return 1;
   }
   const bool serving = response.status() == grpc::health::v1::HealthCheckResponse::SERVING;

@@ -1,5 +1,8 @@
 // moe_layer_bench: times one MoE layer, in process or through a running router, and prints one
 // JSON line with tokens/s and latency percentiles. scripts/bench runs it to compare deployments.
+// In process means the real Router over a LocalShardClient holding every expert (no gRPC, same
+// routing, dispatch, shared expert and summation as the service); dense computes every expert
+// for every token (what sparse routing saves).
 //
 //   moe_layer_bench --model=DIR --mode=inprocess|dense|remote [--router=TARGET] [--tokens=256]
 #include <grpcpp/grpcpp.h>
@@ -12,13 +15,17 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
+#include "expert_service/expert_shard.h"
 #include "moe/v1/router.grpc.pb.h"
-#include "tools/in_process_layer.h"
+#include "router_service/local_shard_client.h"
+#include "router_service/router.h"
 
-ABSL_FLAG(std::string, model, "", "Checkpoint directory (inprocess and dense modes)");
+ABSL_FLAG(std::string, model, "",
+          "Checkpoint directory (required by the inprocess and dense modes)");
 ABSL_FLAG(int, layer, 0, "Layer to run");
 ABSL_FLAG(std::string, mode, "inprocess",
           "inprocess: the layer in this process; dense: every expert for every token; remote: "
@@ -26,9 +33,12 @@ ABSL_FLAG(std::string, mode, "inprocess",
 ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router target for --mode=remote");
 ABSL_FLAG(int, tokens, 256, "Tokens per request");
 ABSL_FLAG(int, requests, 20, "Timed requests (after 2 warm-up requests)");
-ABSL_FLAG(int, threads, 2, "Threads for the in-process modes (one per core)");
 
 namespace {
+
+std::string CodeName(const grpc::Status& status) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
+}
 
 std::vector<float> Tokens(int64_t n, int64_t d) {
   std::vector<float> values(n * d);
@@ -66,9 +76,11 @@ int Time(const std::string& mode, int64_t tokens, Fn&& run) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Times one MoE layer in process or through a router.\n"
-      "  moe_layer_bench --model=DIR --mode=inprocess|dense|remote [--tokens=256]");
-  absl::ParseCommandLine(argc, argv);
+      "Times one MoE layer in process, densely, or through a router; prints one JSON line.\n"
+      "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N]\n"
+      "                  [--requests=N]\n"
+      "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]");
+  moe::ParseFlags(argc, argv);
   const std::string mode = absl::GetFlag(FLAGS_mode);
   const int64_t n = absl::GetFlag(FLAGS_tokens);
 
@@ -82,7 +94,8 @@ int main(int argc, char** argv) {
       grpc::ClientContext context;
       grpc::Status status = stub->Info(&context, moe::v1::InfoRequest(), &info);
       if (!status.ok()) {
-        std::cerr << "moe_layer_bench: Info: " << status.error_message() << std::endl;
+        std::cerr << "moe_layer_bench: Info failed: " << CodeName(status) << ": "
+                  << status.error_message() << std::endl;
         return 1;
       }
     }
@@ -95,7 +108,10 @@ int main(int argc, char** argv) {
       grpc::ClientContext context;
       moe::v1::ForwardResponse response;
       grpc::Status status = stub->Forward(&context, request, &response);
-      if (!status.ok()) std::cerr << "moe_layer_bench: " << status.error_message() << std::endl;
+      if (!status.ok()) {
+        std::cerr << "moe_layer_bench: Forward failed: " << CodeName(status) << ": "
+                  << status.error_message() << std::endl;
+      }
       return status.ok();
     });
   }
@@ -103,20 +119,55 @@ int main(int argc, char** argv) {
     std::cerr << "moe_layer_bench: --mode must be inprocess, dense or remote" << std::endl;
     return 2;
   }
-  moe::SetBlasThreads(1);  // parallelism comes from --threads, one per core
-  auto layer = moe::InProcessLayer::Load(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_layer));
-  if (!layer.ok()) {
-    std::cerr << "moe_layer_bench: " << layer.status().message() << std::endl;
+  if (absl::GetFlag(FLAGS_model).empty()) {
+    std::cerr << "moe_layer_bench: --model=DIR is required with --mode=" << mode << " (see --help)"
+              << std::endl;
+    return 2;
+  }
+  const std::string model = absl::GetFlag(FLAGS_model);
+  const int layer = absl::GetFlag(FLAGS_layer);
+  auto shard = moe::ExpertShard::Create({model, layer, "all"});
+  if (!shard.ok()) {
+    std::cerr << "moe_layer_bench: " << shard.status().message() << std::endl;
     return 1;
   }
-  const int64_t d = (*layer)->config().d_model;
+  const moe::ExpertShard& experts = **shard;
+  const int64_t d = experts.config().d_model;
   const std::vector<float> tokens = Tokens(n, d);
+  const moe::ConstMatrixView input{tokens.data(), n, d};
   moe::Matrix output(n, d);
-  const int top_k = mode == "dense" ? (*layer)->config().routing.num_experts : 0;
+  if (mode == "dense") {
+    moe::Matrix y(n, d);
+    return Time(mode, n, [&] {
+      for (int e = 0; e < experts.config().routing.num_experts; ++e) {
+        absl::Status status = experts.Compute(e, input, y.view());
+        if (!status.ok()) {
+          std::cerr << "moe_layer_bench: " << status.message() << std::endl;
+          return false;
+        }
+      }
+      return true;
+    });
+  }
+  moe::RouterOptions options;
+  options.model_dir = model;
+  options.layers = std::to_string(layer);
+  options.shards = "in-process";
+  options.max_tokens = static_cast<int>(n);
+  moe::ShardDescription description{{layer}, experts.experts(), experts.identity()};
+  auto router = moe::Router::Create(options, [&](const std::string& target) {
+    return std::make_unique<moe::LocalShardClient>(
+        target, description, [&experts](int, int e, moe::ConstMatrixView x, moe::MatrixView y) {
+          return experts.Compute(e, x, y);
+        });
+  });
+  if (!router.ok()) {
+    std::cerr << "moe_layer_bench: " << router.status().message() << std::endl;
+    return 1;
+  }
   return Time(mode, n, [&] {
-    absl::Status status = (*layer)->Forward(moe::ConstMatrixView{tokens.data(), n, d}, top_k,
-                                            absl::GetFlag(FLAGS_threads), output.view());
-    if (!status.ok()) std::cerr << "moe_layer_bench: " << status.message() << std::endl;
-    return status.ok();
+    auto routing = (*router)->Forward(layer, input, absl::InfiniteFuture(), output.view());
+    if (!routing.ok()) std::cerr << "moe_layer_bench: " << routing.status().message() << std::endl;
+    return routing.ok();
   });
 }

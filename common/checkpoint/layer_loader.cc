@@ -1,5 +1,7 @@
 #include "common/checkpoint/layer_loader.h"
 
+#include "common/checkpoint/fingerprint.h"
+
 #include <cstring>
 
 #include "absl/status/status.h"
@@ -22,6 +24,16 @@ absl::StatusOr<std::unique_ptr<LayerLoader>> LayerLoader::Open(const std::string
   RETURN_IF_ERROR(CheckMoeLayer(config, layer));
   return std::unique_ptr<LayerLoader>(
       new LayerLoader(std::move(checkpoint), std::move(config), layer));
+}
+
+absl::StatusOr<ModelIdentity> LayerLoader::Identity() {
+  ModelIdentity identity;
+  identity.family = config_.model_type;
+  identity.d_model = config_.d_model;
+  identity.expert_width = config_.expert_width;
+  identity.num_experts = config_.routing.num_experts;
+  ASSIGN_OR_RETURN(identity.fingerprint, CheckpointFingerprint(*checkpoint_));
+  return identity;
 }
 
 absl::StatusOr<GateWeights> LayerLoader::LoadGate() {

@@ -13,6 +13,7 @@
 #include "common/checkpoint/block_tensor_names.h"
 #include "common/checkpoint/checkpoint.h"
 #include "common/checkpoint/model_config.h"
+#include "common/checkpoint/model_identity.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/tensor/bf16_matrix.h"
 #include "common/tensor/dtype.h"
@@ -32,6 +33,8 @@ class LayerLoader {
 
   const ModelConfig& config() const { return config_; }
   int layer() const { return layer_; }
+  // The model's identity, fingerprint included (reads a few pages of every tensor).
+  absl::StatusOr<ModelIdentity> Identity();
 
   absl::StatusOr<GateWeights> LoadGate();
   // `storage` is the dtype the weights are kept in (SwigluWeights::storage): kF32, or kBF16 for

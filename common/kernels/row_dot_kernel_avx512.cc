@@ -7,8 +7,10 @@
 
 // GCC 12's intrinsics start many results from _mm512_undefined_*() (`__m512 __Y = __Y;`), which
 // -Wall reports as uninitialized once inlined here (GCC bug 105593, fixed in GCC 13).
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <algorithm>
@@ -18,8 +20,13 @@
 
 #include "common/tensor/bf16_matrix.h"
 
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))), \
+                             apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
+#endif
 
 namespace moe {
 namespace {
@@ -239,7 +246,11 @@ void UnpackBf16(const uint16_t* quads, int64_t rows, int64_t k, int64_t cols, fl
 }  // namespace
 }  // namespace moe
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 namespace moe {
 const RowDotKernels* Avx512RowDotKernels() {

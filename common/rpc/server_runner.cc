@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/rpc/reflection_service.h"
 #include "common/rpc/shutdown_signal.h"
+#include "grpc/health/v1/health.pb.h"
 
 namespace moe {
 namespace {
@@ -33,6 +34,10 @@ absl::Status WritePortFile(const std::string& path, int port) {
 absl::Status ServeUntilSignal(const ServeOptions& options,
                               const std::vector<grpc::Service*>& services) {
   grpc::EnableDefaultHealthCheckService(true);
+  // Reflection describes registered services from protobuf's generated pool, and gRPC's built-in
+  // health service brings none (it is not protobuf-generated). Touching our generated health.pb.cc
+  // links it in and registers grpc.health.v1, so reflection clients (grpcurl) can describe it.
+  grpc::health::v1::HealthCheckRequest::descriptor();
 
   grpc::ServerBuilder builder;
   AddReflection(&builder);
