@@ -59,7 +59,8 @@ int main(int argc, char** argv) {
       "  moe_expert --model=DIR --experts=SPEC [--layer=N] [--listen=HOST:PORT]\n"
       "             [--port_file=FILE] [--weights_dtype=f32|bf16] [--kernel_threads=N]\n"
       "             [--blas_threads=N] [--concurrent_ffn=N] [--max_batch_tokens=N]\n"
-      "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_connection_age_s=S]");
+      "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_connection_age_s=S]\n"
+      "             [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]]");
   moe::ParseFlags(argc, argv);
 
   moe::ExpertShardOptions options;
