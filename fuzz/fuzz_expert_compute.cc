@@ -2,8 +2,9 @@
 // sent, through an in-process channel, to an ExpertServiceImpl serving a tiny synthetic qwen2_moe
 // layer (d_model 8, experts 0-3 plus the shared expert). Only the expert service library's
 // public API is used (construct, register with a server), so the target survives refactors of
-// the service's internals. Every request must end in OK with one well-shaped output per group, or
-// in a status that blames the request: never a crash, a hang, or INTERNAL/UNKNOWN.
+// the service's internals. Every request must end in OK with one well-shaped output per group (or,
+// for inputs too large for the model, overflow reports naming request rows), or in a status that
+// blames the request: never a crash, a hang, or INTERNAL/UNKNOWN.
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -69,10 +70,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   moe::v1::ComputeResponse response;
   const grpc::Status status = shard->stub->Compute(&context, request, &response);
   const grpc::StatusCode code = status.error_code();
+  // FAILED_PRECONDITION: a layer this shard does not hold (the router's view is stale).
   moe::fuzz::Check(code == grpc::StatusCode::OK || code == grpc::StatusCode::INVALID_ARGUMENT ||
-                       code == grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+                       code == grpc::StatusCode::FAILED_PRECONDITION,
                    "status " + std::to_string(code) + ": " + status.error_message());
   if (!status.ok()) return 0;
+  if (response.overflows_size() > 0) {
+    // An input too large for the model: reported per (row, expert), with no outputs.
+    moe::fuzz::Check(response.outputs_size() == 0, "outputs beside overflows");
+    for (const moe::v1::Overflow& overflow : response.overflows()) {
+      moe::fuzz::Check(overflow.row() >= 0 && overflow.row() < request.tokens().shape(0),
+                       "overflow names a row outside the request");
+    }
+    return 0;
+  }
   moe::fuzz::Check(response.outputs_size() == request.groups_size(), "one output per group");
   for (int g = 0; g < response.outputs_size(); ++g) {
     const moe::v1::Tensor& out = response.outputs(g);
