@@ -21,9 +21,9 @@ int64_t RowsOf(const ShardWork& work) { return static_cast<int64_t>(work.tokens.
 
 }  // namespace
 
-Fanout::Fanout(std::shared_ptr<const Placement> placement, int layer_index,
+Fanout::Fanout(std::shared_ptr<const ReplicaMap> map, int layer_index,
                const DispatchPlan& plan, ConstMatrixView tokens, absl::Time deadline, bool hedging)
-    : placement_(std::move(placement)),
+    : replicas_(std::move(map)),
       layer_index_(layer_index),
       plan_(plan),
       tokens_(tokens),
@@ -68,7 +68,7 @@ void Fanout::Run(Launch launch) {
     replica = works_[launch.work].attempts[launch.attempt].replica;
   }
   std::shared_ptr<ShardCall> call = replica->client().Compute(
-      ShardCallInput{placement_->layers[layer_index_], tokens_, work.tokens, work.experts},
+      ShardCallInput{replicas_->layers[layer_index_], tokens_, work.tokens, work.experts},
       deadline_, [this, launch](absl::StatusOr<ShardCallOutput> reply) {
         OnReply(launch.work, launch.attempt, std::move(reply));
       });
@@ -93,7 +93,7 @@ void Fanout::Start() {
         works_[i].result = absl::UnavailableError("no usable shard holds these experts");
         continue;
       }
-      launches.push_back(AddAttempt(static_cast<int>(i), placement_->replicas[shard], false));
+      launches.push_back(AddAttempt(static_cast<int>(i), replicas_->replicas[shard], false));
     }
   }
   for (const Launch& launch : launches) Run(launch);
@@ -101,14 +101,14 @@ void Fanout::Start() {
 
 std::shared_ptr<Replica> Fanout::Alternative(int work) const {
   const ShardWork& w = plan_.work[work];
-  for (size_t r = 0; r < placement_->replicas.size(); ++r) {
-    const std::shared_ptr<Replica>& replica = placement_->replicas[r];
+  for (size_t r = 0; r < replicas_->replicas.size(); ++r) {
+    const std::shared_ptr<Replica>& replica = replicas_->replicas[r];
     if (works_[work].tried.count(replica.get()) > 0 || replica->Ejected()) continue;
     bool holds_all = true;
     for (const ExpertRows& rows : w.experts) {
       const std::vector<int>& holders = rows.expert == kSharedExpertId
-                                            ? placement_->shared_holders[layer_index_]
-                                            : placement_->holders[layer_index_][rows.expert];
+                                            ? replicas_->shared_holders[layer_index_]
+                                            : replicas_->holders[layer_index_][rows.expert];
       if (std::find(holders.begin(), holders.end(), static_cast<int>(r)) == holders.end()) {
         holds_all = false;
         break;

@@ -18,7 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "router_service/dispatch_plan.h"
-#include "router_service/placement.h"
+#include "router_service/replica_map.h"
 #include "router_service/shard_client.h"
 
 namespace moe {
@@ -32,9 +32,9 @@ struct FanoutStats {
 
 class Fanout {
  public:
-  // `plan.work[i].shard` indexes `placement->replicas`; work items with shard < 0 are not sent
+  // `plan.work[i].shard` indexes `replicas->replicas`; work items with shard < 0 are not sent
   // (their result is Unavailable). `tokens` and `plan` must outlive Wait().
-  Fanout(std::shared_ptr<const Placement> placement, int layer_index, const DispatchPlan& plan,
+  Fanout(std::shared_ptr<const ReplicaMap> map, int layer_index, const DispatchPlan& plan,
          ConstMatrixView tokens, absl::Time deadline, bool hedging);
   ~Fanout();  // waits for every call started (Wait() does too; this covers early exits)
 
@@ -78,7 +78,7 @@ class Fanout {
   bool AttemptsFinished() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Settled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const std::shared_ptr<const Placement> placement_;
+  const std::shared_ptr<const ReplicaMap> replicas_;
   const int layer_index_;
   const DispatchPlan& plan_;
   const ConstMatrixView tokens_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -9,10 +10,11 @@
 #include "common/checkpoint/checkpoint.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
+#include "common/kernels/thread_pool.h"
 #include "common/status/status_macros.h"
 #include "router_service/dispatch_plan.h"
 #include "router_service/fanout.h"
-#include "router_service/placement.h"
+#include "router_service/replica_map.h"
 
 namespace moe {
 namespace {
@@ -72,7 +74,8 @@ absl::Status CheckFiniteRows(ConstMatrixView m, absl::string_view what) {
 }  // namespace
 
 Router::Router(RouterOptions options, ModelConfig config, std::vector<Layer> layers,
-               bool shared_on_shards, std::unique_ptr<ShardDirectory> directory)
+               bool shared_on_shards, std::unique_ptr<ShardDirectory> directory,
+               int kernel_threads)
     : options_(std::move(options)),
       config_(std::move(config)),
       layer_state_(std::move(layers)),
@@ -82,7 +85,8 @@ Router::Router(RouterOptions options, ModelConfig config, std::vector<Layer> lay
         return ids;
       }()),
       shared_on_shards_(shared_on_shards),
-      directory_(std::move(directory)) {}
+      directory_(std::move(directory)),
+      pool_(std::make_unique<KernelThreadPool>(kernel_threads)) {}
 
 Router::~Router() = default;
 
@@ -130,8 +134,13 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
                                                     std::move(make_client), options.directory);
   directory->SetTargets(std::move(targets));
   directory->Refresh();
+  const int kernel_threads =
+      options.kernel_threads > 0
+          ? options.kernel_threads
+          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return std::unique_ptr<Router>(new Router(options, std::move(config), std::move(layers),
-                                            shared_on_shards, std::move(directory)));
+                                            shared_on_shards, std::move(directory),
+                                            kernel_threads));
 }
 
 absl::StatusOr<const Router::Layer*> Router::FindLayer(std::optional<int> layer) const {
@@ -166,7 +175,9 @@ absl::Status Router::SharedExpert(const Layer& layer, ConstMatrixView tokens,
     }
     return absl::OkStatus();
   }
-  RETURN_IF_ERROR(SwigluForward(*layer.shared, tokens, output));
+  SwigluOptions kernel;
+  kernel.pool = pool_.get();
+  RETURN_IF_ERROR(SwigluForward(*layer.shared, tokens, output, kernel));
   for (int64_t t = 0; !layer.shared_gate.empty() && t < tokens.rows; ++t) {
     const float scale = SharedExpertScale(layer, tokens, t);
     for (int64_t i = 0; i < output.cols; ++i) output.row(t)[i] *= scale;
@@ -190,12 +201,12 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
   ASSIGN_OR_RETURN(result.routing, Route(config_.routing, logits, layer->gate.correction_bias));
   Routing& routing = result.routing;
 
-  const std::shared_ptr<const Placement> placement = directory_->placement();
-  const int layer_index = placement->LayerIndex(layer->layer);
+  const std::shared_ptr<const ReplicaMap> map = directory_->replica_map();
+  const int layer_index = map->LayerIndex(layer->layer);
   std::vector<int> experts = ChosenExperts(routing);
   if (shared_on_shards_) experts.push_back(kSharedExpertId);
   const std::vector<int> chosen = ChooseReplicas(
-      *placement, layer_index, experts, static_cast<uint32_t>(requests_.load()));
+      *map, layer_index, experts, static_cast<uint32_t>(requests_.load()));
   std::vector<int> replica_of(config_.routing.num_experts, -1);
   int shared_replica = -1;
   std::vector<int> unheld;
@@ -204,7 +215,7 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
     (experts[i] == kSharedExpertId ? shared_replica : replica_of[experts[i]]) = chosen[i];
   }
   if (!unheld.empty() && (!options_.allow_partial || unheld.back() == kSharedExpertId)) {
-    const absl::Status error = NoHolderError(*placement, layer_index, unheld);
+    const absl::Status error = NoHolderError(*map, layer_index, unheld);
     const std::string unusable = directory_->Unusable(layer->layer, unheld);
     return unusable.empty() ? error
                             : absl::UnavailableError(absl::StrCat(error.message(), " (", unusable, ")"));
@@ -214,7 +225,7 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
       shared_on_shards_ ? shared_replica : -1);
 
   if (deadline == absl::InfiniteFuture()) deadline = absl::Now() + options_.default_timeout;
-  Fanout fanout(placement, layer_index, plan, tokens, deadline, options_.hedging);
+  Fanout fanout(map, layer_index, plan, tokens, deadline, options_.hedging);
   {
     absl::MutexLock lock(&mu_);
     if (cancelled_) return absl::UnavailableError("the router is shutting down");

@@ -193,34 +193,34 @@ void ShardDirectory::ReplicasChanged() {
 }
 
 void ShardDirectory::Rebuild() {
-  auto placement = std::make_shared<Placement>();
-  placement->layers = layers_;
-  placement->num_experts = model_.num_experts;
-  placement->shared_on_shards = shared_on_shards_;
-  placement->holders.assign(layers_.size(), std::vector<std::vector<int>>(model_.num_experts));
-  placement->shared_holders.assign(layers_.size(), {});
+  auto map = std::make_shared<ReplicaMap>();
+  map->layers = layers_;
+  map->num_experts = model_.num_experts;
+  map->shared_on_shards = shared_on_shards_;
+  map->holders.assign(layers_.size(), std::vector<std::vector<int>>(model_.num_experts));
+  map->shared_holders.assign(layers_.size(), {});
   for (const auto& [target, entry] : entries_) {
     if (!entry.problem.ok() || !entry.description.has_value() || entry.replica->Ejected()) {
       continue;
     }
-    const int index = static_cast<int>(placement->replicas.size());
-    placement->replicas.push_back(entry.replica);
+    const int index = static_cast<int>(map->replicas.size());
+    map->replicas.push_back(entry.replica);
     for (int layer : entry.description->layers) {
-      const int i = placement->LayerIndex(layer);
+      const int i = map->LayerIndex(layer);
       if (i < 0) continue;
-      for (int e : entry.description->experts.ids) placement->holders[i][e].push_back(index);
+      for (int e : entry.description->experts.ids) map->holders[i][e].push_back(index);
       if (shared_on_shards_ && entry.description->experts.shared) {
-        placement->shared_holders[i].push_back(index);
+        map->shared_holders[i].push_back(index);
       }
     }
   }
-  gaps_ = placement->Gaps();
-  placement_ = std::move(placement);
+  gaps_ = map->Gaps();
+  replicas_ = std::move(map);
 }
 
-std::shared_ptr<const Placement> ShardDirectory::placement() const {
+std::shared_ptr<const ReplicaMap> ShardDirectory::replica_map() const {
   absl::MutexLock lock(&mu_);
-  return placement_;
+  return replicas_;
 }
 
 std::string ShardDirectory::Gaps() const {

@@ -1,7 +1,7 @@
 // The router's view of its shards: which targets there are (from --shards, or a --shards_file
 // re-read on change), what each serves (learned from the shard's own Describe, never assumed),
 // whether that matches the router's model and the target's declaration, and whether it is
-// reachable. Publishes a Placement snapshot of the usable replicas and tells its owner when
+// reachable. Publishes a ReplicaMap snapshot of the usable replicas and tells its owner when
 // coverage (every expert of every served layer held by a usable replica) is gained or lost.
 //
 // Refresh() asks every target twice (two backends behind one DNS name must agree; otherwise the
@@ -24,7 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/checkpoint/model_identity.h"
-#include "router_service/placement.h"
+#include "router_service/replica_map.h"
 #include "router_service/replica.h"
 #include "router_service/shard_client.h"
 #include "router_service/shard_targets.h"
@@ -72,7 +72,7 @@ class ShardDirectory {
   // Polls `source` (may be null) and refreshes every refresh_interval until destruction.
   void StartRefreshing(TargetSource source);
 
-  std::shared_ptr<const Placement> placement() const;
+  std::shared_ptr<const ReplicaMap> replica_map() const;
   // "" when covered, else what is missing.
   std::string Gaps() const;
   std::vector<TargetStatus> Status() const;
@@ -104,7 +104,7 @@ class ShardDirectory {
 
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);  // by target
-  std::shared_ptr<const Placement> placement_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const ReplicaMap> replicas_ ABSL_GUARDED_BY(mu_);
   std::string gaps_ ABSL_GUARDED_BY(mu_);
   CoverageCallback on_coverage_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

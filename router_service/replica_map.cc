@@ -1,4 +1,4 @@
-#include "router_service/placement.h"
+#include "router_service/replica_map.h"
 
 #include <algorithm>
 
@@ -7,12 +7,12 @@
 
 namespace moe {
 
-int Placement::LayerIndex(int layer) const {
+int ReplicaMap::LayerIndex(int layer) const {
   auto it = std::lower_bound(layers.begin(), layers.end(), layer);
   return it != layers.end() && *it == layer ? static_cast<int>(it - layers.begin()) : -1;
 }
 
-std::string Placement::Gaps() const {
+std::string ReplicaMap::Gaps() const {
   std::string gaps;
   for (size_t i = 0; i < layers.size(); ++i) {
     std::vector<int> missing;
@@ -31,21 +31,21 @@ std::string Placement::Gaps() const {
   return gaps;
 }
 
-std::vector<int> ChooseReplicas(const Placement& placement, int layer_index,
+std::vector<int> ChooseReplicas(const ReplicaMap& map, int layer_index,
                                 absl::Span<const int> experts, uint32_t rotation) {
-  const int num_replicas = static_cast<int>(placement.replicas.size());
+  const int num_replicas = static_cast<int>(map.replicas.size());
   std::vector<int64_t> load(num_replicas, -1);  // read lazily, once per replica
   std::vector<bool> used(num_replicas, false);
   std::vector<int> chosen;
   chosen.reserve(experts.size());
   for (int expert : experts) {
     const std::vector<int>& holders = expert == kSharedExpertId
-                                          ? placement.shared_holders[layer_index]
-                                          : placement.holders[layer_index][expert];
+                                          ? map.shared_holders[layer_index]
+                                          : map.holders[layer_index][expert];
     int best = -1;
     for (size_t k = 0; k < holders.size(); ++k) {
       const int r = holders[(k + rotation) % holders.size()];
-      if (load[r] < 0) load[r] = placement.replicas[r]->outstanding_tokens();
+      if (load[r] < 0) load[r] = map.replicas[r]->outstanding_tokens();
       if (best < 0 || (used[r] && !used[best]) || (used[r] == used[best] && load[r] < load[best])) {
         best = r;
       }
@@ -56,7 +56,7 @@ std::vector<int> ChooseReplicas(const Placement& placement, int layer_index,
   return chosen;
 }
 
-absl::Status NoHolderError(const Placement& placement, int layer_index, std::vector<int> experts) {
+absl::Status NoHolderError(const ReplicaMap& map, int layer_index, std::vector<int> experts) {
   const bool shared = std::find(experts.begin(), experts.end(), kSharedExpertId) != experts.end();
   experts.erase(std::remove(experts.begin(), experts.end(), kSharedExpertId), experts.end());
   return absl::UnavailableError(absl::StrCat(
@@ -65,7 +65,7 @@ absl::Status NoHolderError(const Placement& placement, int layer_index, std::vec
           ? ""
           : absl::StrCat(experts.size() == 1 ? "expert " : "experts ", FormatExpertIds(experts)),
       shared ? (experts.empty() ? "the shared expert" : " or the shared expert") : "", " of layer ",
-      placement.layers[layer_index]));
+      map.layers[layer_index]));
 }
 
 }  // namespace moe

@@ -2,8 +2,8 @@
 // directory (router_service/shard_directory.h) publishes and each request reads once, so that a
 // request sees one consistent map however the membership changes meanwhile. Usable means
 // described, matching the router's model (and its declaration), reachable and not ejected.
-#ifndef MOE_ROUTER_SERVICE_PLACEMENT_H_
-#define MOE_ROUTER_SERVICE_PLACEMENT_H_
+#ifndef MOE_ROUTER_SERVICE_REPLICA_MAP_H_
+#define MOE_ROUTER_SERVICE_REPLICA_MAP_H_
 
 #include <memory>
 #include <string>
@@ -15,7 +15,7 @@
 
 namespace moe {
 
-struct Placement {
+struct ReplicaMap {
   std::vector<int> layers;  // served layers, ascending; layer_index i is layers[i]
   int num_experts = 0;
   bool shared_on_shards = false;  // the shared expert is computed by shards, not the router
@@ -36,12 +36,12 @@ struct Placement {
 // least loaded holder (tokens in flight), preferring a replica this request already uses so that
 // each row travels to as few shards as possible; `rotation` breaks ties so that equal replicas
 // share the work. -1 for an expert no usable replica holds.
-std::vector<int> ChooseReplicas(const Placement& placement, int layer_index,
+std::vector<int> ChooseReplicas(const ReplicaMap& map, int layer_index,
                                 absl::Span<const int> experts, uint32_t rotation);
 
 // Unavailable naming `experts` (which no usable replica holds) and the layer.
-absl::Status NoHolderError(const Placement& placement, int layer_index, std::vector<int> experts);
+absl::Status NoHolderError(const ReplicaMap& map, int layer_index, std::vector<int> experts);
 
 }  // namespace moe
 
-#endif  // MOE_ROUTER_SERVICE_PLACEMENT_H_
+#endif  // MOE_ROUTER_SERVICE_REPLICA_MAP_H_
