@@ -9,6 +9,7 @@
 #include "absl/flags/usage.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/routing/expert_set.h"
+#include "common/rpc/admission_gate.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "router_service/grpc_shard_client.h"
@@ -29,6 +30,15 @@ ABSL_FLAG(int, default_timeout_ms, 30000,
 ABSL_FLAG(int, blas_threads, 1, "OpenBLAS threads per call (gate and local shared expert)");
 ABSL_FLAG(int, channels_per_shard, 2,
           "gRPC channels (HTTP/2 connections) to each shard target; calls spread over them");
+
+ABSL_FLAG(int, drain_s, 5,
+          "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
+          "this many seconds to finish (then they are cancelled), then exit");
+ABSL_FLAG(int, max_threads, 64,
+          "Most gRPC server threads (handlers and pollers); 0 = unbounded (with --max_inflight=0)");
+ABSL_FLAG(int, max_inflight, 48,
+          "Most calls served at once; more are refused at once with RESOURCE_EXHAUSTED. At most "
+          "--max_threads - 4, so that threads remain to refuse with");
 
 int main(int argc, char** argv) {
   moe::BlockShutdownSignals();
@@ -63,7 +73,14 @@ int main(int argc, char** argv) {
             << config.routing.top_k << ", " << (*router)->shards().groups().size()
             << " shard groups" << std::endl;
 
-  moe::RouterServiceImpl service(router->get());
+  const int max_threads = absl::GetFlag(FLAGS_max_threads);
+  const int max_inflight = absl::GetFlag(FLAGS_max_inflight);
+  if (absl::Status limits = moe::CheckAdmissionLimit(max_inflight, max_threads); !limits.ok()) {
+    std::cerr << "moe_router: --max_inflight / --max_threads: " << limits.message() << std::endl;
+    return 2;
+  }
+  moe::AdmissionGate gate(max_inflight);
+  moe::RouterServiceImpl service(router->get(), &gate);
   moe::ServeOptions serve;
   serve.name = "moe_router";
   serve.listen = absl::GetFlag(FLAGS_listen);
@@ -72,10 +89,12 @@ int main(int argc, char** argv) {
   // gRPC with RESOURCE_EXHAUSTED naming the limit.
   serve.max_message_bytes = static_cast<int>(
       std::min<int64_t>(int64_t{options.max_tokens} * config.d_model * 8 + (1 << 20), INT32_MAX));
-  absl::Status served = moe::ServeUntilSignal(serve, {&service});
-  if (!served.ok()) {
-    std::cerr << "moe_router: " << served.message() << std::endl;
+  serve.max_threads = max_threads;
+  serve.health_services = {moe::v1::Router::service_full_name()};
+  auto server = moe::GrpcServer::Start(serve, {&service});
+  if (!server.ok()) {
+    std::cerr << "moe_router: " << server.status().message() << std::endl;
     return 1;
   }
-  return 0;
+  return moe::DrainOnShutdownSignal(**server, absl::Seconds(absl::GetFlag(FLAGS_drain_s)));
 }

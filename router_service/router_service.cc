@@ -12,9 +12,8 @@ namespace moe {
 absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, absl::Time deadline,
                                           v1::ForwardResponse* response) {
   if (request.has_layer() && request.layer() != router_->layer()) {
-    return absl::InvalidArgumentError(absl::StrCat("layer ", request.layer(),
-                                                   " is not served here; served layers: ",
-                                                   router_->layer()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layer ", request.layer(), " is not served here; served layers: ", router_->layer()));
   }
   ASSIGN_OR_RETURN(ConstMatrixView tokens,
                    MatrixFromProto(request.tokens(), -1, router_->config().d_model, "tokens"));
@@ -35,6 +34,8 @@ absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, abs
 grpc::Status RouterServiceImpl::Forward(grpc::ServerContext* context,
                                         const v1::ForwardRequest* request,
                                         v1::ForwardResponse* response) {
+  absl::StatusOr<AdmissionGate::Ticket> ticket = gate_->TryEnter();
+  if (!ticket.ok()) return ToGrpcStatus(ticket.status());
   const auto client_deadline = context->deadline();
   const absl::Time deadline = client_deadline == std::chrono::system_clock::time_point::max()
                                   ? absl::InfiniteFuture()

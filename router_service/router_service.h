@@ -1,8 +1,10 @@
 // gRPC face of the Router (moe.v1.Router): validates and converts the public request, calls the
-// core once, converts the result and status back. Thread-safe; does not own the router.
+// core once, converts the result and status back. Forward passes an AdmissionGate first
+// (RESOURCE_EXHAUSTED when overloaded). Thread-safe; owns neither the router nor the gate.
 #ifndef MOE_ROUTER_SERVICE_ROUTER_SERVICE_H_
 #define MOE_ROUTER_SERVICE_ROUTER_SERVICE_H_
 
+#include "common/rpc/admission_gate.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router_service/router.h"
 
@@ -10,7 +12,9 @@ namespace moe {
 
 class RouterServiceImpl final : public v1::Router::Service {
  public:
-  explicit RouterServiceImpl(const Router* router) : router_(router) {}
+  // `gate` may be null: no admission limit.
+  explicit RouterServiceImpl(const Router* router, AdmissionGate* gate = nullptr)
+      : router_(router), gate_(gate != nullptr ? gate : &unlimited_) {}
 
   grpc::Status Forward(grpc::ServerContext* context, const v1::ForwardRequest* request,
                        v1::ForwardResponse* response) override;
@@ -22,6 +26,8 @@ class RouterServiceImpl final : public v1::Router::Service {
                          v1::ForwardResponse* response);
 
   const Router* router_;
+  AdmissionGate unlimited_{0};
+  AdmissionGate* const gate_;  // `gate` or &unlimited_
 };
 
 }  // namespace moe

@@ -3,6 +3,9 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cstdlib>
+#include <iostream>
+
 namespace moe {
 namespace {
 
@@ -24,9 +27,26 @@ void BlockShutdownSignals() {
 int WaitForShutdownSignal() {
   sigset_t set = ShutdownSignals();
   int signal = 0;
-  while (sigwait(&set, &signal) != 0) {
+  // sigwait fails only for an invalid set; bounded so a broken libc cannot spin forever.
+  for (int attempt = 0; attempt < 1000 && sigwait(&set, &signal) != 0; ++attempt) {
   }
   return signal;
+}
+
+int DrainOnShutdownSignal(GrpcServer& server, absl::Duration drain) {
+  const std::string& name = server.options().name;
+  const int signal = WaitForShutdownSignal();
+  std::cerr << name << ": signal " << signal << ", draining (NOT_SERVING, no new calls, up to "
+            << absl::FormatDuration(drain) << " for calls in flight)" << std::endl;
+  const absl::Time start = absl::Now();
+  const absl::Status drained = server.Drain(drain);
+  if (!drained.ok()) {
+    std::cerr << name << ": " << drained.message() << "; exiting now" << std::endl;
+    std::_Exit(1);
+  }
+  std::cerr << name << ": drained in " << absl::FormatDuration(absl::Now() - start) << ", exiting"
+            << std::endl;
+  return 0;
 }
 
 }  // namespace moe
