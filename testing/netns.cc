@@ -95,7 +95,7 @@ std::vector<std::pair<uint32_t, uint32_t>> UsedRanges() {
       if (parts.size() < 4 || !absl::SimpleAtoi(parts[2], &a) || !absl::SimpleAtoi(parts[3], &b)) {
         continue;
       }
-      if (parts.size() > 4) absl::SimpleAtoi(parts[4], &len);
+      if (parts.size() > 4 && !absl::SimpleAtoi(parts[4], &len)) len = 32;
       len = std::max<uint32_t>(16, std::min<uint32_t>(32, len));
       const uint32_t host = (a << 8) | b;  // offset inside 10.200.0.0/16
       const uint32_t size = 1u << (32 - len);
