@@ -75,12 +75,6 @@ void GrpcServer::SetServing(const std::string& service_name, bool serving) {
   }
 }
 
-std::shared_ptr<grpc::Channel> GrpcServer::InProcessChannel() {
-  absl::MutexLock lock(&mu_);
-  if (server_ == nullptr || draining_) return nullptr;
-  return server_->InProcessChannel(grpc::ChannelArguments());
-}
-
 absl::Status GrpcServer::Drain(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   if (draining_) return drain_result_;

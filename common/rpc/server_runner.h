@@ -72,9 +72,6 @@ class GrpcServer {
   // first call drains; later calls return its result.
   absl::Status Drain(absl::Duration timeout);
 
-  // An in-process channel to this server (tests, health checks of oneself).
-  std::shared_ptr<grpc::Channel> InProcessChannel();
-
  private:
   GrpcServer(ServeOptions options, std::unique_ptr<grpc::Server> server, int port);
 
