@@ -91,6 +91,26 @@ TEST(GrpcServerTest, ATakenPortIsAnErrorNamingTheAddress) {
               HasSubstr("cannot listen on " + options.listen + ": Address already in use"));
 }
 
+TEST(GrpcServerTest, ControlWithGrpcDefaultsTwoServersShareAPort) {
+  testing::BlockingExpert first_service, second_service;
+  auto first = GrpcServer::Start(LoopbackOptions(), {&first_service});
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE((*first)->Drain(absl::ZeroDuration()).ok());  // frees the port for the pair below
+  const std::string address = "127.0.0.1:" + std::to_string((*first)->port());
+  std::unique_ptr<grpc::Server> servers[2];
+  testing::BlockingExpert* services[2] = {&first_service, &second_service};
+  for (int i = 0; i < 2; ++i) {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(services[i]);
+    servers[i] = builder.BuildAndStart();
+    ASSERT_NE(servers[i], nullptr);
+    EXPECT_GT(port, 0) << "gRPC's defaults no longer share ports: the test above cannot fail";
+  }
+  for (auto& server : servers) server->Shutdown(std::chrono::system_clock::now());
+}
+
 TEST(GrpcServerTest, CallsBeyondTheAdmissionLimitAreRefusedAtOnce) {
   AdmissionGate gate(2);
   testing::BlockingExpert service(&gate);
