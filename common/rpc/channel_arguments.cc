@@ -18,7 +18,7 @@ grpc::ChannelArguments ResilientChannelArguments() {
   // the connection a silent partition leaves behind.
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, Ms(kInitialReconnectBackoff));
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, Ms(kInitialReconnectBackoff));
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, Ms(kMinConnectTimeout));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, Ms(kMaxReconnectBackoff));
   return args;
 }

@@ -24,6 +24,10 @@ inline constexpr absl::Duration kKeepaliveTime = absl::Seconds(1);
 inline constexpr absl::Duration kKeepaliveTimeout = absl::Seconds(1);
 inline constexpr absl::Duration kInitialReconnectBackoff = absl::Milliseconds(100);
 inline constexpr absl::Duration kMaxReconnectBackoff = absl::Seconds(1);
+// gRPC reads GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as the shortest connect timeout (default 20 s):
+// an attempt into a partition holds the channel that long. One second bounds it while leaving a
+// TCP + TLS handshake across a LAN, or a continent, ample time.
+inline constexpr absl::Duration kMinConnectTimeout = absl::Seconds(1);
 // Smallest ping interval a server accepts without counting a strike; below kKeepaliveTime so
 // timer jitter never makes a well-behaved client look abusive.
 inline constexpr absl::Duration kServerMinPingInterval = absl::Milliseconds(500);
@@ -31,10 +35,9 @@ static_assert(kServerMinPingInterval < kKeepaliveTime, "servers must accept the 
 
 // Channel arguments for a long-lived channel to a peer that may hang, vanish or restart:
 // keepalive as above (HTTP/2 pings are allowed without data or calls), reconnect backoff from
-// kInitialReconnectBackoff to kMaxReconnectBackoff. gRPC also uses the minimum backoff as the
-// shortest connect timeout, so a connection attempt into a partition is abandoned and retried
-// within about kMaxReconnectBackoff; a handshake that needs longer than that (far beyond a LAN's
-// or a TLS handshake's) would not complete. Add more arguments to the returned object freely.
+// kInitialReconnectBackoff to kMaxReconnectBackoff, connection attempts given up after
+// kMinConnectTimeout (a handshake needing longer would never complete). Add more arguments to
+// the returned object freely.
 grpc::ChannelArguments ResilientChannelArguments();
 
 // Server side: accept keepalive pings every kServerMinPingInterval or slower, with or without
