@@ -1,6 +1,6 @@
 #include "expert_service/expert_service.h"
 
-#include <cstring>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint/model_config.h"
@@ -16,11 +16,16 @@ ExpertServiceImpl::ExpertServiceImpl(const ExpertShard* shard, BatchingOptions b
       gate_(gate != nullptr ? gate : &unlimited_),
       batcher_([shard](int expert, ConstMatrixView x,
                        MatrixView y) { return shard->Compute(expert, x, y); },
-               batching) {}
+               shard->input_stride(), batching) {}
 
 absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
                                           v1::ComputeResponse* response) {
   const int64_t d = shard_->config().d_model;
+  if (request.layer() != shard_->layer()) {
+    return absl::FailedPreconditionError(absl::StrCat("layer ", request.layer(),
+                                                      " is not held by this shard (it holds layer ",
+                                                      shard_->layer(), ")"));
+  }
   ASSIGN_OR_RETURN(ConstMatrixView tokens, MatrixFromProto(request.tokens(), -1, d, "tokens"));
   for (int g = 0; g < request.groups_size(); ++g) {
     const v1::ExpertGroup& group = request.groups(g);
@@ -29,17 +34,28 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
                                                      " is not held by this shard (it holds ",
                                                      FormatExpertSet(shard_->experts()), ")"));
     }
-    Matrix x(group.rows_size(), d);
     for (int r = 0; r < group.rows_size(); ++r) {
       const int row = group.rows(r);
       if (row < 0 || row >= tokens.rows) {
         return absl::InvalidArgumentError(absl::StrCat("groups[", g, "].rows[", r, "] = ", row,
                                                        " is outside [0, ", tokens.rows, ")"));
       }
-      std::memcpy(x.row(r), tokens.row(row), d * sizeof(float));
     }
-    MatrixView y = ResizeProtoTensor(response->add_outputs(), x.rows(), d);
-    RETURN_IF_ERROR(batcher_.Compute(group.expert(), x, y));
+    // The batcher gathers the rows (once, into the kernel's layout) when it computes them.
+    MatrixView y = ResizeProtoTensor(response->add_outputs(), group.rows_size(), d);
+    RETURN_IF_ERROR(batcher_.Compute(
+        group.expert(), tokens, absl::MakeConstSpan(group.rows().data(), group.rows_size()), y));
+    for (int64_t i = 0; i < y.size(); ++i) {
+      if (!std::isfinite(y.data[i])) {
+        // Finite input, non-finite output: the input is too large for this expert. Report it so
+        // the router can name the token to its caller, instead of a malformed reply.
+        response->clear_outputs();
+        v1::Overflow* overflow = response->add_overflows();
+        overflow->set_row(group.rows(i / d));
+        overflow->set_expert(group.expert());
+        return absl::OkStatus();
+      }
+    }
   }
   return absl::OkStatus();
 }
@@ -54,9 +70,14 @@ grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext*, const v1::ComputeR
 
 grpc::Status ExpertServiceImpl::Info(grpc::ServerContext*, const v1::ExpertInfoRequest*,
                                      v1::ExpertInfo* response) {
-  response->set_family(std::string(FamilyName(shard_->config().family)));
+  const ModelIdentity& identity = shard_->identity();
+  response->set_family(identity.family);
   response->set_layer(shard_->layer());
-  response->set_d_model(shard_->config().d_model);
+  response->add_layers(shard_->layer());
+  response->set_d_model(identity.d_model);
+  response->set_expert_width(identity.expert_width);
+  response->set_num_experts(identity.num_experts);
+  response->set_model_fingerprint(identity.fingerprint);
   for (int e : shard_->experts().ids) response->add_experts(e);
   response->set_shared_expert(shard_->experts().shared);
   response->set_weight_bytes(shard_->weight_bytes());

@@ -7,20 +7,21 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/cli/human_units.h"
+#include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
-#include "common/kernels/thread_pool.h"
 #include "common/rpc/admission_gate.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "expert_service/expert_service.h"
 #include "expert_service/expert_shard.h"
 
-ABSL_FLAG(std::string, model, "", "Hugging Face checkpoint directory (config.json + safetensors)");
+ABSL_FLAG(std::string, model, "",
+          "Required: Hugging Face checkpoint directory (config.json + safetensors)");
 ABSL_FLAG(int, layer, 0, "Layer whose MoE block to serve");
 ABSL_FLAG(std::string, experts, "",
-          "Experts to hold: 0-3 | 0,2,5 | all; add 'shared' for the shared expert");
+          "Required: experts to hold, 0-3 | 0,2,5 | all; add 'shared' for the shared expert");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50061", "Address to serve on (port 0 picks a free port)");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound port to this file once serving");
 ABSL_FLAG(std::string, weights_dtype, "f32",
@@ -58,8 +59,12 @@ int main(int argc, char** argv) {
   moe::BlockShutdownSignals();
   absl::SetProgramUsageMessage(
       "Serves some experts of one MoE layer.\n"
-      "  moe_expert --model=DIR --layer=N --experts=SPEC --listen=HOST:PORT");
-  absl::ParseCommandLine(argc, argv);
+      "  moe_expert --model=DIR --experts=SPEC [--layer=N] [--listen=HOST:PORT]\n"
+      "             [--port_file=FILE] [--weights_dtype=f32|bf16] [--kernel_threads=N]\n"
+      "             [--blas_threads=N] [--concurrent_ffn=N] [--max_batch_tokens=N]\n"
+      "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_connection_age_s=S]\n"
+      "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]");
+  moe::ParseFlags(argc, argv);
 
   moe::ExpertShardOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
@@ -74,13 +79,13 @@ int main(int argc, char** argv) {
     std::cerr << "moe_expert: --weights_dtype must be f32 or bf16, got " << dtype << std::endl;
     return 2;
   }
-  options.weights_dtype = dtype == "bf16" ? moe::DType::kBF16 : moe::DType::kF32;
+  options.weight_storage = dtype == "bf16" ? moe::WeightStorage::kBF16 : moe::WeightStorage::kF32;
   // One FFN call at a time (--concurrent_ffn) using every core is the default policy: small
   // batches are bound by memory bandwidth, which all cores together saturate.
+  options.kernel_threads = absl::GetFlag(FLAGS_kernel_threads);  // 0: every core
+  // OpenBLAS's thread count is process-wide (common/kernels/blas_kernels.h): set here, once.
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int kernel_threads = absl::GetFlag(FLAGS_kernel_threads);
   const int blas_threads = absl::GetFlag(FLAGS_blas_threads);
-  moe::SetKernelThreads(kernel_threads > 0 ? kernel_threads : cores);
   moe::SetBlasThreads(blas_threads > 0 ? blas_threads : cores);
 
   auto shard = moe::ExpertShard::Create(options);
@@ -90,7 +95,7 @@ int main(int argc, char** argv) {
   }
   std::cerr << "moe_expert: layer " << options.layer << " experts "
             << moe::FormatExpertSet((*shard)->experts()) << ", "
-            << (*shard)->weight_bytes() / (1 << 20) << " MiB of " << dtype << " weights"
+            << moe::FormatBytes((*shard)->weight_bytes()) << " of " << dtype << " weights"
             << std::endl;
 
   moe::BatchingOptions batching;

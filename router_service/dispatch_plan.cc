@@ -1,6 +1,9 @@
 #include "router_service/dispatch_plan.h"
 
+#include <algorithm>
 #include <map>
+
+#include "common/routing/expert_set.h"
 
 namespace moe {
 namespace {
@@ -27,31 +30,37 @@ struct WorkBuilder {
 
 }  // namespace
 
-DispatchPlan PlanDispatch(const Routing& routing, const ShardMap& shards) {
-  const int num_groups = static_cast<int>(shards.groups().size());
-  std::vector<int32_t> work_of_group(num_groups, -1);
+std::vector<int> ChosenExperts(const Routing& routing) {
+  std::vector<int> experts(routing.experts);
+  std::sort(experts.begin(), experts.end());
+  experts.erase(std::unique(experts.begin(), experts.end()), experts.end());
+  return experts;
+}
+
+DispatchPlan PlanDispatch(const Routing& routing, absl::FunctionRef<int(int)> shard_of_expert,
+                          int shared_shard) {
+  std::map<int, int32_t> work_of_shard;
   std::vector<WorkBuilder> builders;
-  auto builder_for = [&](int group) -> std::pair<int32_t, WorkBuilder*> {
-    if (work_of_group[group] < 0) {
-      work_of_group[group] = static_cast<int32_t>(builders.size());
+  auto builder_for = [&](int shard) -> std::pair<int32_t, WorkBuilder*> {
+    auto [it, inserted] = work_of_shard.emplace(shard, static_cast<int32_t>(builders.size()));
+    if (inserted) {
       builders.emplace_back();
-      builders.back().work.group = group;
+      builders.back().work.shard = shard;
     }
-    return {work_of_group[group], &builders[work_of_group[group]]};
+    return {it->second, &builders[it->second]};
   };
 
   DispatchPlan plan;
   plan.sources.resize(routing.experts.size());
-  const int shared_group = shards.shared_group();
-  if (shared_group >= 0) plan.shared_sources.resize(routing.num_tokens);
+  if (shared_shard >= 0) plan.shared_sources.resize(routing.num_tokens);
   for (int64_t t = 0; t < routing.num_tokens; ++t) {
     for (int j = 0; j < routing.top_k; ++j) {
       const int expert = routing.token_experts(t)[j];
-      auto [index, builder] = builder_for(shards.group_of(expert));
+      auto [index, builder] = builder_for(shard_of_expert(expert));
       plan.sources[t * routing.top_k + j] = builder->Add(index, t, expert);
     }
-    if (shared_group >= 0) {
-      auto [index, builder] = builder_for(shared_group);
+    if (shared_shard >= 0) {
+      auto [index, builder] = builder_for(shared_shard);
       plan.shared_sources[t] = builder->Add(index, t, kSharedExpertId);
     }
   }

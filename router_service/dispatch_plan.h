@@ -1,15 +1,15 @@
-// Turns a batch's routing into the work of each shard group: which token rows to send (each once
-// per shard, however many of its experts a token chose), which rows each expert computes, and
-// where each (token, choice) finds its expert output afterwards. Shard groups that hold no
-// chosen expert get no work at all. Pure function; no I/O.
+// Turns a batch's routing into the work of each shard: which token rows to send (each once per
+// shard, however many of its experts a token chose), which rows each expert computes, and where
+// each (token, choice) finds its expert output afterwards. Shards that compute no chosen expert
+// get no work at all. Pure functions; no I/O.
 #ifndef MOE_ROUTER_SERVICE_DISPATCH_PLAN_H_
 #define MOE_ROUTER_SERVICE_DISPATCH_PLAN_H_
 
 #include <cstdint>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "common/routing/routing.h"
-#include "router_service/shard_map.h"
 
 namespace moe {
 
@@ -19,7 +19,7 @@ struct ExpertRows {
 };
 
 struct ShardWork {
-  int group;                    // index into ShardMap::groups()
+  int shard;                    // which shard computes it (an index chosen by the caller)
   std::vector<int64_t> tokens;  // request rows to send, ascending, unique
   std::vector<ExpertRows> experts;
 };
@@ -38,7 +38,13 @@ struct DispatchPlan {
                                              // expert, else empty
 };
 
-DispatchPlan PlanDispatch(const Routing& routing, const ShardMap& shards);
+// The distinct experts `routing` chose, ascending.
+std::vector<int> ChosenExperts(const Routing& routing);
+
+// `shard_of_expert(e)` is the shard computing expert e (for every chosen e); `shared_shard` the
+// one computing the shared expert for every token, or -1 when no shard does.
+DispatchPlan PlanDispatch(const Routing& routing, absl::FunctionRef<int(int)> shard_of_expert,
+                          int shared_shard);
 
 }  // namespace moe
 

@@ -7,45 +7,64 @@
 #include "common/rpc/tensor_proto.h"
 
 namespace moe {
+namespace {
 
-// State of one logical call across its attempts. Each attempt gets a fresh ClientContext (a
-// context serves one RPC); all stay alive until the call is done.
-struct GrpcShardClient::Call {
+grpc::ChannelArguments ShardChannelArguments() {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  args.SetLoadBalancingPolicyName("round_robin");
+  // A private subchannel pool per channel: channels to one target do not share a connection.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  // A peer whose packets are silently dropped is noticed within about 2 s: ping every second,
+  // give up on a ping unanswered for a second (shards permit pings this frequent).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // A restarted shard is reconnected within about a second (gRPC's default backoff grows to 2 min).
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  return args;
+}
+
+absl::Status FromGrpc(const grpc::Status& status, const std::string& target) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      absl::StrCat("shard ", target, ": ", status.error_message()));
+}
+
+}  // namespace
+
+// One Compute call: owns the messages and the context; its shared_ptr is the reply's storage.
+class GrpcShardClient::Call final : public ShardCall {
+ public:
+  void Cancel() override { context.TryCancel(); }
+
+  grpc::ClientContext context;
   v1::ComputeRequest request;
   v1::ComputeResponse response;
+  std::vector<int64_t> rows;        // request rows, to name tokens in overflow errors
   std::vector<int64_t> group_rows;  // rows per group, to check the reply
-  absl::Time deadline;
   Done done;
-  size_t first_replica;
-  size_t attempts = 0;
-  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
-  std::string errors;
 };
 
-GrpcShardClient::GrpcShardClient(const std::vector<std::string>& targets, int channels_per_target) {
-  for (const std::string& target : targets) {
-    Replica replica;
-    replica.target = target;
-    for (int i = 0; i < std::max(1, channels_per_target); ++i) {
-      grpc::ChannelArguments args;
-      args.SetMaxReceiveMessageSize(-1);
-      args.SetMaxSendMessageSize(-1);
-      args.SetLoadBalancingPolicyName("round_robin");
-      // A private subchannel pool per channel: channels to one target do not share a connection.
-      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-      replica.channels.push_back(
-          grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
-      replica.stubs.push_back(v1::Expert::NewStub(replica.channels.back()));
-    }
-    replicas_.push_back(std::move(replica));
+GrpcShardClient::GrpcShardClient(std::string target, int channels,
+                                 std::shared_ptr<grpc::ChannelCredentials> credentials)
+    : target_(std::move(target)) {
+  for (int i = 0; i < std::max(1, channels); ++i) {
+    channels_.push_back(grpc::CreateCustomChannel(target_, credentials, ShardChannelArguments()));
+    stubs_.push_back(v1::Expert::NewStub(channels_.back()));
   }
 }
 
-void GrpcShardClient::Compute(const ShardCallInput& input, absl::Time deadline, Done done) {
+std::shared_ptr<ShardCall> GrpcShardClient::Compute(const ShardCallInput& input,
+                                                    absl::Time deadline, Done done) {
   auto call = std::make_shared<Call>();
   const int64_t d = input.tokens.cols;
-  MatrixView sent =
-      ResizeProtoTensor(call->request.mutable_tokens(), static_cast<int64_t>(input.rows.size()), d);
+  call->request.set_layer(input.layer);
+  MatrixView sent = ResizeProtoTensor(call->request.mutable_tokens(),
+                                      static_cast<int64_t>(input.rows.size()), d);
   for (size_t i = 0; i < input.rows.size(); ++i) {
     std::memcpy(sent.row(i), input.tokens.row(input.rows[i]), d * sizeof(float));
   }
@@ -55,94 +74,101 @@ void GrpcShardClient::Compute(const ShardCallInput& input, absl::Time deadline, 
     group->mutable_rows()->Add(rows.rows.begin(), rows.rows.end());
     call->group_rows.push_back(static_cast<int64_t>(rows.rows.size()));
   }
-  call->deadline = deadline;
+  call->rows.assign(input.rows.begin(), input.rows.end());
   call->done = std::move(done);
-  call->first_replica = next_replica_.fetch_add(1, std::memory_order_relaxed) % replicas_.size();
-  StartAttempt(std::move(call));
+  call->context.set_deadline(absl::ToChronoTime(deadline));
+  const size_t channel = next_channel_.fetch_add(1, std::memory_order_relaxed) % stubs_.size();
+  stubs_[channel]->async()->Compute(
+      &call->context, &call->request, &call->response, [this, call](grpc::Status status) {
+        if (!status.ok()) {
+          std::move(call->done)(FromGrpc(status, target_));
+          return;
+        }
+        const v1::ComputeResponse& response = call->response;
+        if (response.overflows_size() > 0) {
+          const v1::Overflow& overflow = response.overflows(0);
+          const int64_t token = overflow.row() >= 0 && overflow.row() < call->rows.size()
+                                    ? call->rows[overflow.row()]
+                                    : -1;
+          std::move(call->done)(absl::InvalidArgumentError(absl::StrCat(
+              "token ", token, ": the output of ",
+              overflow.expert() == kSharedExpertId ? std::string("the shared expert")
+                                                   : absl::StrCat("expert ", overflow.expert()),
+              " overflows float32 (the input is finite but too large)")));
+          return;
+        }
+        const int64_t d = call->request.tokens().shape(1);
+        if (response.outputs_size() != static_cast<int>(call->group_rows.size())) {
+          std::move(call->done)(absl::InternalError(
+              absl::StrCat("shard ", target_, " returned ", response.outputs_size(),
+                           " outputs for ", call->group_rows.size(), " expert groups")));
+          return;
+        }
+        ShardCallOutput output;
+        for (int g = 0; g < response.outputs_size(); ++g) {
+          absl::StatusOr<ConstMatrixView> view = MatrixFromProto(
+              response.outputs(g), call->group_rows[g], d, absl::StrCat("outputs[", g, "]"));
+          if (!view.ok()) {
+            std::move(call->done)(absl::InternalError(absl::StrCat(
+                "shard ", target_, " returned a malformed reply: ", view.status().message())));
+            return;
+          }
+          output.groups.push_back(*view);
+        }
+        Done done = std::move(call->done);
+        output.storage = call;  // the views point into call->response
+        std::move(done)(std::move(output));
+      });
+  return call;
 }
 
-void GrpcShardClient::StartAttempt(std::shared_ptr<Call> call) {
-  const Replica& replica = replicas_[(call->first_replica + call->attempts) % replicas_.size()];
-  ++call->attempts;
-  call->contexts.push_back(std::make_unique<grpc::ClientContext>());
-  grpc::ClientContext* context = call->contexts.back().get();
-  context->set_deadline(absl::ToChronoTime(call->deadline));
-  const size_t channel =
-      next_channel_.fetch_add(1, std::memory_order_relaxed) % replica.stubs.size();
-  replica.stubs[channel]->async()->Compute(
-      context, &call->request, &call->response,
-      [this, call, target = replica.target](grpc::Status status) {
-        if (status.ok()) {
-          std::move(call->done)(CheckReply(call));
+void GrpcShardClient::Describe(absl::Time deadline, DescribeDone done) {
+  struct Describing {
+    grpc::ClientContext context;
+    v1::ExpertInfoRequest request;
+    v1::ExpertInfo info;
+    DescribeDone done;
+  };
+  auto describing = std::make_shared<Describing>();
+  describing->done = std::move(done);
+  describing->context.set_deadline(absl::ToChronoTime(deadline));
+  stubs_[0]->async()->Info(
+      &describing->context, &describing->request, &describing->info,
+      [this, describing](grpc::Status status) {
+        if (!status.ok()) {
+          std::move(describing->done)(FromGrpc(status, target_));
           return;
         }
-        absl::StrAppend(&call->errors, call->errors.empty() ? "" : "; ", "shard ", target, ": ",
-                        status.error_message());
-        const bool retry = status.error_code() == grpc::StatusCode::UNAVAILABLE &&
-                           call->attempts < replicas_.size() && absl::Now() < call->deadline;
-        if (retry) {
-          call->response.Clear();
-          StartAttempt(call);
-          return;
-        }
-        std::move(call->done)(
-            absl::Status(static_cast<absl::StatusCode>(status.error_code()), call->errors));
+        const v1::ExpertInfo& info = describing->info;
+        ShardDescription description;
+        description.layers.assign(info.layers().begin(), info.layers().end());
+        std::sort(description.layers.begin(), description.layers.end());
+        description.experts.ids.assign(info.experts().begin(), info.experts().end());
+        std::sort(description.experts.ids.begin(), description.experts.ids.end());
+        description.experts.shared = info.shared_expert();
+        description.identity.family = info.family();
+        description.identity.d_model = info.d_model();
+        description.identity.expert_width = info.expert_width();
+        description.identity.num_experts = info.num_experts();
+        description.identity.fingerprint = info.model_fingerprint();
+        std::move(describing->done)(std::move(description));
       });
 }
 
-absl::StatusOr<ShardCallOutput> GrpcShardClient::CheckReply(std::shared_ptr<Call> call) const {
-  const v1::ComputeResponse& response = call->response;
-  const int64_t d = call->request.tokens().shape(1);
-  if (response.outputs_size() != static_cast<int>(call->group_rows.size())) {
-    return absl::InternalError(absl::StrCat("shard ", Describe(), " returned ",
-                                            response.outputs_size(), " outputs for ",
-                                            call->group_rows.size(), " expert groups"));
+std::string GrpcShardClient::State() const {
+  switch (channels_[0]->GetState(/*try_to_connect=*/false)) {
+    case GRPC_CHANNEL_IDLE:
+      return "IDLE";
+    case GRPC_CHANNEL_CONNECTING:
+      return "CONNECTING";
+    case GRPC_CHANNEL_READY:
+      return "READY";
+    case GRPC_CHANNEL_TRANSIENT_FAILURE:
+      return "TRANSIENT_FAILURE";
+    case GRPC_CHANNEL_SHUTDOWN:
+      return "SHUTDOWN";
   }
-  ShardCallOutput output;
-  for (int g = 0; g < response.outputs_size(); ++g) {
-    absl::StatusOr<ConstMatrixView> view = MatrixFromProto(response.outputs(g), call->group_rows[g],
-                                                           d, absl::StrCat("outputs[", g, "]"));
-    if (!view.ok()) {
-      return absl::InternalError(absl::StrCat(
-          "shard ", Describe(), " returned a malformed reply: ", view.status().message()));
-    }
-    output.groups.push_back(*view);
-  }
-  output.storage = std::move(call);  // the views point into call->response
-  return output;
-}
-
-std::string GrpcShardClient::Describe() const {
-  std::string targets;
-  for (const Replica& replica : replicas_) {
-    absl::StrAppend(&targets, targets.empty() ? "" : " | ", replica.target);
-  }
-  return targets;
-}
-
-std::vector<std::string> GrpcShardClient::ReplicaStates() const {
-  std::vector<std::string> states;
-  for (const Replica& replica : replicas_) {
-    // The first channel speaks for the replica; the others connect the same way.
-    switch (replica.channels[0]->GetState(/*try_to_connect=*/false)) {
-      case GRPC_CHANNEL_IDLE:
-        states.push_back("IDLE");
-        break;
-      case GRPC_CHANNEL_CONNECTING:
-        states.push_back("CONNECTING");
-        break;
-      case GRPC_CHANNEL_READY:
-        states.push_back("READY");
-        break;
-      case GRPC_CHANNEL_TRANSIENT_FAILURE:
-        states.push_back("TRANSIENT_FAILURE");
-        break;
-      case GRPC_CHANNEL_SHUTDOWN:
-        states.push_back("SHUTDOWN");
-        break;
-    }
-  }
-  return states;
+  return "UNKNOWN";
 }
 
 }  // namespace moe

@@ -1,10 +1,11 @@
-// ShardClient over gRPC's callback API: the one place the router turns its plain C++ work into
-// moe.v1.ComputeRequest (gathering each token row once, straight into the message) and checks
-// moe.v1.ComputeResponse (shapes, finite values) before handing views of it back.
-// `channels_per_target` channels per replica target (each its own HTTP/2 connection, calls spread
-// over them), reused by every call; "dns:///name:port" targets use round_robin over every address
-// the name resolves to. A call that fails UNAVAILABLE is retried on the next replica while the
-// deadline allows (inference is side-effect free, so a retry is always safe). Thread-safe.
+// ShardClient for one target over gRPC's callback API: the one place the router turns its plain
+// C++ work into moe.v1.ComputeRequest (gathering each token row once, straight into the message)
+// and checks moe.v1.ComputeResponse (count, shapes, finite values, overflow reports) before
+// handing views of it back. `channels` channels to the target (each its own HTTP/2 connection,
+// calls spread over them); "dns:///name:port" targets use round_robin over every address the name
+// resolves to. Channels send keepalive pings so a silently dropped peer fails calls within seconds
+// (DESIGN.md §10), and reconnect with bounded backoff so a restarted shard is used again within
+// about a second. Thread-safe.
 #ifndef MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_
 #define MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_
 
@@ -22,26 +23,22 @@ namespace moe {
 
 class GrpcShardClient final : public ShardClient {
  public:
-  GrpcShardClient(const std::vector<std::string>& targets, int channels_per_target);
+  GrpcShardClient(std::string target, int channels,
+                  std::shared_ptr<grpc::ChannelCredentials> credentials =
+                      grpc::InsecureChannelCredentials());
 
-  void Compute(const ShardCallInput& input, absl::Time deadline, Done done) override;
-  std::vector<std::string> ReplicaStates() const override;
+  std::shared_ptr<ShardCall> Compute(const ShardCallInput& input, absl::Time deadline,
+                                     Done done) override;
+  void Describe(absl::Time deadline, DescribeDone done) override;
+  const std::string& target() const override { return target_; }
+  std::string State() const override;
 
  private:
-  struct Replica {
-    std::string target;
-    std::vector<std::shared_ptr<grpc::Channel>> channels;
-    std::vector<std::unique_ptr<v1::Expert::Stub>> stubs;  // one per channel
-  };
-  struct Call;
+  class Call;
 
-  void StartAttempt(std::shared_ptr<Call> call);
-  // Checks the reply against the request's groups; views of its outputs on success.
-  absl::StatusOr<ShardCallOutput> CheckReply(std::shared_ptr<Call> call) const;
-  std::string Describe() const;  // "target | target" for messages
-
-  std::vector<Replica> replicas_;
-  std::atomic<uint32_t> next_replica_{0};  // round-robin start for load spreading
+  const std::string target_;
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  std::vector<std::unique_ptr<v1::Expert::Stub>> stubs_;  // one per channel
   std::atomic<uint32_t> next_channel_{0};
 };
 

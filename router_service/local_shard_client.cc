@@ -9,7 +9,23 @@
 
 namespace moe {
 
-void LocalShardClient::Compute(const ShardCallInput& input, absl::Time deadline, Done done) {
+namespace {
+
+// Local calls finish before Compute returns: there is nothing left to cancel.
+class FinishedCall final : public ShardCall {
+ public:
+  void Cancel() override {}
+};
+
+}  // namespace
+
+std::shared_ptr<ShardCall> LocalShardClient::Compute(const ShardCallInput& input,
+                                                     absl::Time deadline, Done done) {
+  Run(input, deadline, std::move(done));
+  return std::make_shared<FinishedCall>();
+}
+
+void LocalShardClient::Run(const ShardCallInput& input, absl::Time deadline, Done done) {
   if (absl::Now() >= deadline) {
     std::move(done)(absl::DeadlineExceededError("deadline passed before the local shard started"));
     return;
@@ -26,7 +42,7 @@ void LocalShardClient::Compute(const ShardCallInput& input, absl::Time deadline,
       std::copy(row, row + d, x.row(r));
     }
     outputs->emplace_back(n, d);
-    const absl::Status status = compute_(group.expert, x, outputs->back().view());
+    const absl::Status status = compute_(input.layer, group.expert, x, outputs->back().view());
     if (!status.ok()) {
       std::move(done)(status);
       return;

@@ -1,27 +1,41 @@
-// moe_router: serves one MoE layer (moe.v1.Router): gate and routing here, experts on shards.
+// moe_router: serves the MoE layers of a model (moe.v1.Router): gates and routing here, experts
+// on shards it discovers and checks.
 //
-//   moe_router --model=DIR --layer=N --shards=SPEC@TARGET[,SPEC@TARGET...] --listen=HOST:PORT
+//   moe_router --model=DIR --layers=all --shards=TARGET[,TARGET...] --listen=HOST:PORT
+#include <sys/stat.h>
+
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_join.h"
+#include "common/cli/human_units.h"
+#include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
-#include "common/routing/expert_set.h"
 #include "common/rpc/admission_gate.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "router_service/grpc_shard_client.h"
 #include "router_service/router.h"
 #include "router_service/router_service.h"
+#include "router_service/shard_targets.h"
 
-ABSL_FLAG(std::string, model, "", "Hugging Face checkpoint directory (config.json + safetensors)");
-ABSL_FLAG(int, layer, 0, "Layer whose MoE block to serve");
+ABSL_FLAG(std::string, model, "",
+          "Required: Hugging Face checkpoint directory (config.json + safetensors)");
+ABSL_FLAG(std::string, layers, "all",
+          "MoE layers to serve: all (dense layers skipped), or e.g. 3, 1-15, 1,3,5");
+ABSL_FLAG(int, layer, -1, "Same as --layers=N (kept for compatibility); -1: use --layers");
 ABSL_FLAG(std::string, shards, "",
-          "Expert shards: SPEC@TARGET[,SPEC@TARGET...], e.g. 0-3@127.0.0.1:50061,"
-          "4-7@dns:///expert-1:50061. The same SPEC twice means two replicas; 'shared' places "
-          "the shared expert on a shard");
+          "Expert shards: TARGET[,TARGET...], e.g. 127.0.0.1:50061,dns:///expert-1:50061; each "
+          "shard's layers and experts are learned from it and checked. SPEC@TARGET entries "
+          "(0-3@127.0.0.1:50061) declare what a shard must hold; 'shared@TARGET' has shards compute "
+          "the shared expert. One of --shards or --shards_file is required");
+ABSL_FLAG(std::string, shards_file, "",
+          "A file holding the --shards list (commas or newlines between entries), re-read when it "
+          "changes: add or drain shard hosts without restarting the router");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "Address to serve on (port 0 picks a free port)");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound port to this file once serving");
 ABSL_FLAG(int, max_tokens, 8192, "Most tokens accepted in one request");
@@ -30,6 +44,14 @@ ABSL_FLAG(int, default_timeout_ms, 30000,
 ABSL_FLAG(int, blas_threads, 1, "OpenBLAS threads per call (gate and local shared expert)");
 ABSL_FLAG(int, channels_per_shard, 2,
           "gRPC channels (HTTP/2 connections) to each shard target; calls spread over them");
+ABSL_FLAG(bool, hedging, true,
+          "Hedge a shard call that is late (twice the shard's recent p90 latency, 5 ms - 1 s) on "
+          "another replica; the first answer wins");
+ABSL_FLAG(bool, allow_partial, false,
+          "When a shard fails, answer without its experts (weights renormalised over those that "
+          "answered) and list them in ForwardResponse.missing_experts. Off: such a request fails");
+ABSL_FLAG(int, refresh_ms, 1000,
+          "How often to ask every shard what it serves (discovery, identity checks, probes)");
 
 ABSL_FLAG(int, drain_s, 5,
           "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
@@ -40,38 +62,113 @@ ABSL_FLAG(int, max_inflight, 48,
           "Most calls served at once; more are refused at once with RESOURCE_EXHAUSTED. At most "
           "--max_threads - 4, so that threads remain to refuse with");
 
+namespace {
+
+// Reads the shards file when its modification time changed since the last call.
+class ShardsFile {
+ public:
+  ShardsFile(std::string path, int num_experts, bool has_shared)
+      : path_(std::move(path)), num_experts_(num_experts), has_shared_(has_shared) {}
+
+  // The file's contents as a --shards list ("" when unreadable).
+  static std::string Read(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string list = text.str();
+    for (char& c : list) {
+      if (c == '\n' || c == '\r') c = ',';
+    }
+    return list;
+  }
+
+  std::optional<std::vector<moe::ShardTarget>> Changed() {
+    struct stat info;
+    if (stat(path_.c_str(), &info) != 0) return std::nullopt;
+    if (info.st_mtim.tv_sec == last_.tv_sec && info.st_mtim.tv_nsec == last_.tv_nsec) {
+      return std::nullopt;
+    }
+    last_ = info.st_mtim;
+    auto targets = moe::ParseShardTargets(Read(path_), num_experts_, has_shared_);
+    if (!targets.ok()) {
+      std::cerr << "moe_router: " << path_ << ": " << targets.status().message()
+                << "; keeping the previous shard list" << std::endl;
+      return std::nullopt;
+    }
+    std::cerr << "moe_router: " << path_ << " changed: " << moe::CountOf(targets->size(), "target", "targets") << std::endl;
+    return *targets;
+  }
+
+ private:
+  const std::string path_;
+  const int num_experts_;
+  const bool has_shared_;
+  timespec last_{};
+};
+
+}  // namespace
+
 int main(int argc, char** argv) {
   moe::BlockShutdownSignals();
   absl::SetProgramUsageMessage(
-      "Serves one MoE layer, fanning expert work out to shards.\n"
-      "  moe_router --model=DIR --layer=N --shards=SPEC@TARGET[,...] --listen=HOST:PORT");
-  absl::ParseCommandLine(argc, argv);
+      "Serves the MoE layers of a model: the gates and the routing here, the experts on shards.\n"
+      "  moe_router --model=DIR --shards=TARGET[,TARGET...] | --shards_file=FILE\n"
+      "             [--layers=all|SPEC] [--listen=HOST:PORT] [--port_file=FILE]\n"
+      "             [--max_tokens=N] [--default_timeout_ms=MS] [--hedging] [--allow_partial]\n"
+      "             [--refresh_ms=MS] [--blas_threads=N] [--channels_per_shard=N]\n"
+      "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]");
+  moe::ParseFlags(argc, argv);
 
   moe::RouterOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
-  options.layer = absl::GetFlag(FLAGS_layer);
-  options.shards = absl::GetFlag(FLAGS_shards);
+  options.layers = absl::GetFlag(FLAGS_layer) >= 0 ? std::to_string(absl::GetFlag(FLAGS_layer))
+                                                   : absl::GetFlag(FLAGS_layers);
+  const std::string shards_file = absl::GetFlag(FLAGS_shards_file);
+  options.shards = shards_file.empty() ? absl::GetFlag(FLAGS_shards) : ShardsFile::Read(shards_file);
   options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   options.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_default_timeout_ms));
-  if (options.model_dir.empty() || options.shards.empty()) {
-    std::cerr << "moe_router: --model and --shards are required (see --help)" << std::endl;
+  options.hedging = absl::GetFlag(FLAGS_hedging);
+  options.allow_partial = absl::GetFlag(FLAGS_allow_partial);
+  options.directory.refresh_interval = absl::Milliseconds(absl::GetFlag(FLAGS_refresh_ms));
+  if (options.model_dir.empty() || (options.shards.empty() && shards_file.empty())) {
+    std::cerr << "moe_router: --model and one of --shards or --shards_file are required (see "
+                 "--help)"
+              << std::endl;
+    return 2;
+  }
+  if (!shards_file.empty() && !absl::GetFlag(FLAGS_shards).empty()) {
+    std::cerr << "moe_router: give --shards or --shards_file, not both" << std::endl;
     return 2;
   }
   moe::SetBlasThreads(absl::GetFlag(FLAGS_blas_threads));
 
   const int channels = absl::GetFlag(FLAGS_channels_per_shard);
-  auto router = moe::Router::Create(options, [channels](const moe::ShardGroup& group) {
-    return std::make_unique<moe::GrpcShardClient>(group.targets, channels);
+  auto router = moe::Router::Create(options, [channels](const std::string& target) {
+    return std::make_unique<moe::GrpcShardClient>(target, channels);
   });
   if (!router.ok()) {
     std::cerr << "moe_router: " << router.status().message() << std::endl;
     return 1;
   }
   const moe::ModelConfig& config = (*router)->config();
-  std::cerr << "moe_router: " << config.model_type << " layer " << options.layer << ", d_model "
-            << config.d_model << ", " << config.routing.num_experts << " experts, top-"
-            << config.routing.top_k << ", " << (*router)->shards().groups().size()
-            << " shard groups" << std::endl;
+  std::cerr << "moe_router: " << config.model_type << ", "
+            << moe::CountOf((*router)->layers().size(), "layer", "layers") << " ("
+            << absl::StrJoin((*router)->layers(), ",") << "), d_model " << config.d_model << ", "
+            << config.routing.num_experts << " experts, top-" << config.routing.top_k
+            << std::endl;
+  (*router)->directory().SetCoverageCallback([](const std::string& gaps) {
+    std::cerr << "moe_router: "
+              << (gaps.empty() ? "every expert of every layer has a serving shard"
+                               : "not serving: " + gaps)
+              << std::endl;
+  });
+  std::optional<ShardsFile> file;
+  if (!shards_file.empty()) {
+    file.emplace(shards_file, config.routing.num_experts, config.shared.width > 0);
+  }
+  (*router)->directory().StartRefreshing(
+      file.has_value() ? moe::ShardDirectory::TargetSource([&file] { return file->Changed(); })
+                       : nullptr);
 
   const int max_threads = absl::GetFlag(FLAGS_max_threads);
   const int max_inflight = absl::GetFlag(FLAGS_max_inflight);

@@ -1,17 +1,22 @@
 #include "router_service/router.h"
 
+#include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/blocking_counter.h"
+#include "absl/strings/str_join.h"
+#include "common/checkpoint/checkpoint.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
+#include "common/kernels/thread_pool.h"
 #include "common/status/status_macros.h"
+#include "router_service/dispatch_plan.h"
+#include "router_service/fanout.h"
+#include "router_service/replica_map.h"
 
 namespace moe {
-
 namespace {
 
 std::string DescribeExperts(const ShardWork& work) {
@@ -25,17 +30,14 @@ std::string DescribeExperts(const ShardWork& work) {
     }
   }
   std::sort(ids.begin(), ids.end());
-  return absl::StrCat(ids.size() == 1 ? "expert " : "experts ", FormatExpertIds(ids),
+  return absl::StrCat(ids.empty() ? "" : ids.size() == 1 ? "expert " : "experts ",
+                      FormatExpertIds(ids),
                       shared ? (ids.empty() ? "the shared expert" : " and the shared expert") : "");
 }
 
-void AddScaledRow(const float* source, float scale, int64_t d, float* out) {
-  for (int64_t i = 0; i < d; ++i) out[i] += scale * source[i];
-}
-
 // Gives a failed shard call's status the experts it held and decides the request's code: the
-// shard's own code when it says what the caller should do (retry elsewhere, wait, send less, fix
-// the input), else Internal.
+// shard's own code when it says what the caller should do (retry later, wait, send less, fix the
+// input), else Internal.
 absl::Status ShardFailure(const ShardWork& work, const absl::Status& status) {
   const std::string context =
       absl::StrCat(DescribeExperts(work), " could not be computed: ", status.message());
@@ -52,118 +54,260 @@ absl::Status ShardFailure(const ShardWork& work, const absl::Status& status) {
   }
 }
 
+bool HoldsShared(const ShardWork& work) {
+  return std::any_of(work.experts.begin(), work.experts.end(),
+                     [](const ExpertRows& rows) { return rows.expert == kSharedExpertId; });
+}
+
+absl::Status CheckFiniteRows(ConstMatrixView m, absl::string_view what) {
+  for (int64_t t = 0; t < m.rows; ++t) {
+    for (int64_t i = 0; i < m.cols; ++i) {
+      if (!std::isfinite(m.row(t)[i])) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "token ", t, ": ", what, " overflows float32 (the input is finite but too large)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-Router::Router(RouterOptions options, ModelConfig config, GateWeights gate,
-               std::vector<float> shared_gate, std::optional<SwigluWeights> shared, ShardMap shards,
-               std::vector<std::unique_ptr<ShardClient>> clients)
+Router::Router(RouterOptions options, ModelConfig config, std::vector<Layer> layers,
+               bool shared_on_shards, std::unique_ptr<ShardDirectory> directory,
+               int kernel_threads)
     : options_(std::move(options)),
       config_(std::move(config)),
-      gate_(std::move(gate)),
-      shared_gate_(std::move(shared_gate)),
-      shared_(std::move(shared)),
-      shards_(std::move(shards)),
-      clients_(std::move(clients)) {}
+      layer_state_(std::move(layers)),
+      layers_([this] {
+        std::vector<int> ids;
+        for (const Layer& layer : layer_state_) ids.push_back(layer.layer);
+        return ids;
+      }()),
+      shared_on_shards_(shared_on_shards),
+      directory_(std::move(directory)),
+      pool_(std::make_unique<KernelThreadPool>(kernel_threads)) {}
+
+Router::~Router() = default;
 
 absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& options,
-                                                       const ShardClientFactory& make_client) {
+                                                       ShardDirectory::ClientFactory make_client) {
   if (options.max_tokens < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--max_tokens must be >= 1, got ", options.max_tokens));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<LayerLoader> loader,
-                   LayerLoader::Open(options.model_dir, options.layer));
-  const ModelConfig& config = loader->config();
+  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(options.model_dir));
+  ASSIGN_OR_RETURN(std::string config_text, checkpoint->ReadConfigText());
+  ASSIGN_OR_RETURN(ModelConfig config,
+                   ParseModelConfig(config_text, options.model_dir + "/config.json"));
+  ASSIGN_OR_RETURN(std::vector<int> layer_ids, ResolveMoeLayers(config, options.layers));
+  if (layer_ids.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--layers=", options.layers,
+                                                   " names no MoE layer of this model"));
+  }
   const bool has_shared = config.shared.width > 0;
-  ASSIGN_OR_RETURN(ShardMap shards,
-                   ShardMap::Parse(options.shards, config.routing.num_experts, has_shared));
-  ASSIGN_OR_RETURN(GateWeights gate, loader->LoadGate());
-  std::vector<float> shared_gate;
-  if (config.shared.gated) {
-    ASSIGN_OR_RETURN(shared_gate, loader->LoadSharedExpertGate());
+  ASSIGN_OR_RETURN(std::vector<ShardTarget> targets,
+                   ParseShardTargets(options.shards, config.routing.num_experts, has_shared));
+  RETURN_IF_ERROR(CheckDeclaredCoverage(targets, config.routing.num_experts));
+  const bool shared_on_shards = has_shared && DeclaresSharedExpert(targets);
+
+  std::vector<Layer> layers;
+  std::optional<ModelIdentity> identity;
+  for (int id : layer_ids) {
+    ASSIGN_OR_RETURN(std::unique_ptr<LayerLoader> loader, LayerLoader::Open(options.model_dir, id));
+    Layer layer;
+    layer.layer = id;
+    ASSIGN_OR_RETURN(layer.gate, loader->LoadGate());
+    if (config.shared.gated) {
+      ASSIGN_OR_RETURN(layer.shared_gate, loader->LoadSharedExpertGate());
+    }
+    if (has_shared && !shared_on_shards) {
+      ASSIGN_OR_RETURN(layer.shared, loader->LoadSharedExpert());
+    }
+    // After the loads, so that a tensor this router needs is what a broken checkpoint names.
+    if (!identity.has_value()) {
+      ASSIGN_OR_RETURN(identity, loader->Identity());
+    }
+    layers.push_back(std::move(layer));
   }
-  std::optional<SwigluWeights> shared;
-  if (has_shared && shards.shared_group() < 0) {
-    ASSIGN_OR_RETURN(shared, loader->LoadSharedExpert());
-  }
-  std::vector<std::unique_ptr<ShardClient>> clients;
-  for (const ShardGroup& group : shards.groups()) clients.push_back(make_client(group));
-  return std::unique_ptr<Router>(new Router(options, config, std::move(gate),
-                                            std::move(shared_gate), std::move(shared),
-                                            std::move(shards), std::move(clients)));
+  auto directory = std::make_unique<ShardDirectory>(*identity, layer_ids, shared_on_shards,
+                                                    std::move(make_client), options.directory);
+  directory->SetTargets(std::move(targets));
+  directory->Refresh();
+  const int kernel_threads =
+      options.kernel_threads > 0
+          ? options.kernel_threads
+          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::unique_ptr<Router>(new Router(options, std::move(config), std::move(layers),
+                                            shared_on_shards, std::move(directory),
+                                            kernel_threads));
 }
 
-float Router::SharedExpertScale(ConstMatrixView tokens, int64_t t) const {
-  if (shared_gate_.empty()) return 1.0f;
+absl::StatusOr<const Router::Layer*> Router::FindLayer(std::optional<int> layer) const {
+  if (!layer.has_value()) {
+    if (layer_state_.size() == 1) return &layer_state_[0];
+    return absl::InvalidArgumentError(
+        absl::StrCat("this router serves layers ", absl::StrJoin(layers_, ","),
+                     "; say which one to compute (ForwardRequest.layer)"));
+  }
+  for (const Layer& state : layer_state_) {
+    if (state.layer == *layer) return &state;
+  }
+  absl::Status why = CheckMoeLayer(config_, *layer);
+  return absl::InvalidArgumentError(
+      absl::StrCat("layer ", *layer, " is not served here",
+                   why.ok() ? "" : absl::StrCat(" (", why.message(), ")"),
+                   "; served layers: ", absl::StrJoin(layers_, ",")));
+}
+
+float Router::SharedExpertScale(const Layer& layer, ConstMatrixView tokens, int64_t t) const {
+  if (layer.shared_gate.empty()) return 1.0f;
   float logit = 0.0f;
-  for (int64_t i = 0; i < tokens.cols; ++i) logit += shared_gate_[i] * tokens.row(t)[i];
+  for (int64_t i = 0; i < tokens.cols; ++i) logit += layer.shared_gate[i] * tokens.row(t)[i];
   return 1.0f / (1.0f + std::exp(-logit));
 }
 
-absl::StatusOr<Routing> Router::Forward(ConstMatrixView tokens, absl::Time deadline,
-                                        MatrixView output) const {
+absl::Status Router::SharedExpert(const Layer& layer, ConstMatrixView tokens,
+                                  MatrixView output) const {
+  if (!layer.shared.has_value()) {
+    for (int64_t t = 0; t < output.rows; ++t) {
+      std::fill(output.row(t), output.row(t) + output.cols, 0.0f);
+    }
+    return absl::OkStatus();
+  }
+  SwigluOptions kernel;
+  kernel.pool = pool_.get();
+  RETURN_IF_ERROR(SwigluForward(*layer.shared, tokens, output, kernel));
+  for (int64_t t = 0; !layer.shared_gate.empty() && t < tokens.rows; ++t) {
+    const float scale = SharedExpertScale(layer, tokens, t);
+    for (int64_t i = 0; i < output.cols; ++i) output.row(t)[i] *= scale;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, ConstMatrixView tokens,
+                                              absl::Time deadline, MatrixView output) const {
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  ASSIGN_OR_RETURN(const Layer* layer, FindLayer(layer_id));
   if (tokens.rows > options_.max_tokens) {
     return absl::ResourceExhaustedError(absl::StrCat("request has ", tokens.rows,
                                                      " tokens; the limit is ", options_.max_tokens,
                                                      " (--max_tokens)"));
   }
   Matrix logits(tokens.rows, config_.routing.num_experts);
-  RETURN_IF_ERROR(MatMulTransposed(tokens, gate_.weight, logits.view()));
-  ASSIGN_OR_RETURN(Routing routing, Route(config_.routing, logits, gate_.correction_bias));
-  const DispatchPlan plan = PlanDispatch(routing, shards_);
+  RETURN_IF_ERROR(MatMulTransposed(tokens, layer->gate.weight, logits.view()));
+  RETURN_IF_ERROR(CheckFiniteRows(logits, "the gate logits"));
+  ForwardResult result;
+  ASSIGN_OR_RETURN(result.routing, Route(config_.routing, logits, layer->gate.correction_bias));
+  Routing& routing = result.routing;
+
+  const std::shared_ptr<const ReplicaMap> map = directory_->replica_map();
+  const int layer_index = map->LayerIndex(layer->layer);
+  std::vector<int> experts = ChosenExperts(routing);
+  if (shared_on_shards_) experts.push_back(kSharedExpertId);
+  const std::vector<int> chosen = ChooseReplicas(
+      *map, layer_index, experts, static_cast<uint32_t>(requests_.load()));
+  std::vector<int> replica_of(config_.routing.num_experts, -1);
+  int shared_replica = -1;
+  std::vector<int> unheld;
+  for (size_t i = 0; i < experts.size(); ++i) {
+    if (chosen[i] < 0) unheld.push_back(experts[i]);
+    (experts[i] == kSharedExpertId ? shared_replica : replica_of[experts[i]]) = chosen[i];
+  }
+  if (!unheld.empty() && (!options_.allow_partial || unheld.back() == kSharedExpertId)) {
+    const absl::Status error = NoHolderError(*map, layer_index, unheld);
+    const std::string unusable = directory_->Unusable(layer->layer, unheld);
+    return unusable.empty() ? error
+                            : absl::UnavailableError(absl::StrCat(error.message(), " (", unusable, ")"));
+  }
+  const DispatchPlan plan = PlanDispatch(
+      routing, [&replica_of](int expert) { return replica_of[expert]; },
+      shared_on_shards_ ? shared_replica : -1);
 
   if (deadline == absl::InfiniteFuture()) deadline = absl::Now() + options_.default_timeout;
-  std::vector<absl::StatusOr<ShardCallOutput>> replies(plan.work.size());
-  absl::BlockingCounter pending(static_cast<int>(plan.work.size()));
-  for (size_t i = 0; i < plan.work.size(); ++i) {
-    const ShardWork& work = plan.work[i];
-    clients_[work.group]->Compute(ShardCallInput{tokens, work.tokens, work.experts}, deadline,
-                                  [&replies, &pending, i](absl::StatusOr<ShardCallOutput> reply) {
-                                    replies[i] = std::move(reply);
-                                    pending.DecrementCount();
-                                  });
+  Fanout fanout(map, layer_index, plan, tokens, deadline, options_.hedging);
+  {
+    absl::MutexLock lock(&mu_);
+    if (cancelled_) return absl::UnavailableError("the router is shutting down");
+    in_flight_.insert(&fanout);
   }
-  // The shared expert runs here while the shard calls are in flight; it also initialises
-  // `output`, which is zeroed when there is none.
-  absl::Status shared_status = absl::OkStatus();
-  if (shared_.has_value()) {
-    shared_status = SwigluForward(*shared_, tokens, output);
-    for (int64_t t = 0; shared_status.ok() && !shared_gate_.empty() && t < tokens.rows; ++t) {
-      const float scale = SharedExpertScale(tokens, t);
-      for (int64_t i = 0; i < output.cols; ++i) output.row(t)[i] *= scale;
-    }
-  } else {
-    for (int64_t t = 0; t < output.rows; ++t)
-      std::fill(output.row(t), output.row(t) + output.cols, 0.0f);
+  fanout.Start();
+  const absl::Status shared_status = SharedExpert(*layer, tokens, output);
+  std::vector<absl::StatusOr<ShardCallOutput>> replies = fanout.Wait();
+  {
+    absl::MutexLock lock(&mu_);
+    in_flight_.erase(&fanout);
   }
-  pending.Wait();
+  const FanoutStats stats = fanout.stats();
+  hedges_.fetch_add(stats.hedges, std::memory_order_relaxed);
+  hedges_won_.fetch_add(stats.hedges_won, std::memory_order_relaxed);
+  retries_.fetch_add(stats.retries, std::memory_order_relaxed);
+  if (stats.ejections) directory_->ReplicasChanged();
   RETURN_IF_ERROR(shared_status);
-  std::vector<ShardCallOutput> outputs;
-  outputs.reserve(replies.size());
-  for (size_t i = 0; i < replies.size(); ++i) {
-    if (!replies[i].ok()) return ShardFailure(plan.work[i], replies[i].status());
-    outputs.push_back(*std::move(replies[i]));
-  }
-  Combine(tokens, routing, plan, outputs, output);
-  return routing;
-}
 
-void Router::Combine(ConstMatrixView tokens, const Routing& routing, const DispatchPlan& plan,
-                     const std::vector<ShardCallOutput>& replies, MatrixView output) const {
+  // Failed work: an error, or with allow_partial its experts go missing.
+  std::vector<bool> missing(config_.routing.num_experts, false);
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (replies[i].ok()) continue;
+    const absl::Status& status = replies[i].status();
+    if (!options_.allow_partial || status.code() == absl::StatusCode::kInvalidArgument ||
+        HoldsShared(plan.work[i])) {
+      return ShardFailure(plan.work[i], status);
+    }
+    for (const ExpertRows& rows : plan.work[i].experts) missing[rows.expert] = true;
+  }
+  for (int e = 0; e < config_.routing.num_experts; ++e) {
+    if (missing[e]) result.missing_experts.push_back(e);
+  }
+  if (!result.missing_experts.empty()) partial_answers_.fetch_add(1, std::memory_order_relaxed);
+
   const int64_t d = config_.d_model;
-  auto source_row = [&](const OutputSource& source) {
-    return replies[source.work].groups[source.expert].row(source.row);
-  };
   for (int64_t t = 0; t < routing.num_tokens; ++t) {
     float* out = output.row(t);
+    const int* token_experts = routing.token_experts(t);
+    float* weights = routing.weights.data() + t * routing.top_k;
+    float total = 0.0f, answered = 0.0f;
     for (int j = 0; j < routing.top_k; ++j) {
-      AddScaledRow(source_row(plan.sources[t * routing.top_k + j]), routing.token_weights(t)[j], d,
-                   out);
+      total += weights[j];
+      if (!missing[token_experts[j]]) answered += weights[j];
+    }
+    // Renormalise over the experts that answered, keeping the token's total weight.
+    const float scale = answered < total ? (answered > 0.0f ? total / answered : 0.0f) : 1.0f;
+    for (int j = 0; j < routing.top_k; ++j) {
+      if (missing[token_experts[j]]) {
+        weights[j] = 0.0f;
+        continue;
+      }
+      weights[j] *= scale;
+      const OutputSource& source = plan.sources[t * routing.top_k + j];
+      const float* row = replies[source.work]->groups[source.expert].row(source.row);
+      for (int64_t i = 0; i < d; ++i) out[i] += weights[j] * row[i];
     }
     if (!plan.shared_sources.empty()) {
-      AddScaledRow(source_row(plan.shared_sources[t]), SharedExpertScale(tokens, t), d, out);
+      const OutputSource& source = plan.shared_sources[t];
+      const float* row = replies[source.work]->groups[source.expert].row(source.row);
+      const float s = SharedExpertScale(*layer, tokens, t);
+      for (int64_t i = 0; i < d; ++i) out[i] += s * row[i];
     }
   }
+  RETURN_IF_ERROR(CheckFiniteRows(output, "the layer's output"));
+  return result;
+}
+
+void Router::CancelAll() const {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  for (Fanout* fanout : in_flight_) fanout->Cancel();
+}
+
+RouterCounters Router::counters() const {
+  RouterCounters counters;
+  counters.requests = requests_.load(std::memory_order_relaxed);
+  counters.partial_answers = partial_answers_.load(std::memory_order_relaxed);
+  counters.hedges = hedges_.load(std::memory_order_relaxed);
+  counters.hedges_won = hedges_won_.load(std::memory_order_relaxed);
+  counters.retries = retries_.load(std::memory_order_relaxed);
+  return counters;
 }
 
 }  // namespace moe

@@ -1,82 +1,125 @@
-// The router's core: gate, routing, fan-out to the shard groups holding chosen experts (all calls
-// in flight at once), the shared expert computed locally meanwhile, and the weighted sum.
-// Plain C++: it sees neither the public API nor the shard protocol. RouterServiceImpl converts the
-// public API; ShardClient implementations (gRPC, in-process, test fakes) talk to shards.
+// The router's core: for one request and one layer, the gate, routing, fan-out to the shards
+// holding the chosen experts (all calls in flight at once, hedged and retried across replicas;
+// router_service/fanout.h), the shared expert computed locally meanwhile, and the weighted sum.
+// Serves every MoE layer it is given; the shards come from a ShardDirectory that learns and
+// checks what each target holds.
 //
-// Errors (DESIGN.md §7): ResourceExhausted for too many tokens, Unavailable naming the experts
-// and shard when a shard cannot be reached on any replica, DeadlineExceeded when the deadline
-// passes, Internal naming the shard for a malformed reply or a shard error. A request never
-// returns a partial sum. Thread-safe: Forward may run concurrently.
+// Plain C++: it sees neither the public API nor the shard protocol. RouterServiceImpl converts
+// the public API; ShardClient implementations (gRPC, in-process, test fakes) talk to shards.
+//
+// Errors (DESIGN.md §7): InvalidArgument for a layer not served (naming the served ones) and for
+// finite input whose output overflows float32 (naming the token); ResourceExhausted for too many
+// tokens; Unavailable naming the experts and shard(s) when no replica could compute them;
+// DeadlineExceeded when the deadline passes; Internal naming the shard for a malformed reply or a
+// shard error. Never a partial sum unless `allow_partial`, and then the answer says which experts
+// are missing. Thread-safe: Forward may run concurrently.
 #ifndef MOE_ROUTER_SERVICE_ROUTER_H_
 #define MOE_ROUTER_SERVICE_ROUTER_H_
 
-#include <functional>
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/checkpoint/layer_loader.h"
 #include "common/checkpoint/model_config.h"
+#include "common/kernels/thread_pool.h"
 #include "common/routing/routing.h"
 #include "common/tensor/matrix.h"
-#include "router_service/dispatch_plan.h"
-#include "router_service/shard_client.h"
-#include "router_service/shard_map.h"
+#include "router_service/shard_directory.h"
 
 namespace moe {
 
+class Fanout;
+
 struct RouterOptions {
-  std::string model_dir;  // Hugging Face checkpoint directory
-  int layer = 0;          // which layer's MoE block
-  std::string shards;     // SPEC@TARGET[,SPEC@TARGET...]
-  int max_tokens = 8192;  // per request; more is ResourceExhausted
-  // Deadline of a request whose client set none, so no request can hang. A client's own deadline
-  // is used as it is, longer or shorter.
+  std::string model_dir;       // Hugging Face checkpoint directory
+  std::string layers = "all";  // MoE layers to serve: all | 3 | 1-15 | 1,3,5
+  std::string shards;          // TARGET or SPEC@TARGET entries (router_service/shard_targets.h)
+  int max_tokens = 8192;       // per request; more is ResourceExhausted
+  // Deadline of a request whose client set none, so no request can hang. A client's own
+  // deadline is used as it is, longer or shorter.
   absl::Duration default_timeout = absl::Seconds(30);
+  bool hedging = true;        // hedge slow shard calls on another replica
+  bool allow_partial = false;  // answer without experts that failed, saying which
+  int kernel_threads = 0;      // threads of the local shared expert's FFN; 0: one per core
+  DirectoryOptions directory;
 };
 
-// Makes the client for one shard group (production: GrpcShardClient over its targets).
-using ShardClientFactory = std::function<std::unique_ptr<ShardClient>(const ShardGroup&)>;
+struct ForwardResult {
+  Routing routing;                   // final weights (renormalised when experts are missing)
+  std::vector<int> missing_experts;  // only with allow_partial; ascending
+};
+
+// Counters since start, for Info and metrics.
+struct RouterCounters {
+  int64_t requests = 0;
+  int64_t partial_answers = 0;
+  int64_t hedges = 0;
+  int64_t hedges_won = 0;
+  int64_t retries = 0;
+};
 
 class Router {
  public:
-  static absl::StatusOr<std::unique_ptr<Router>> Create(const RouterOptions& options,
-                                                        const ShardClientFactory& make_client);
+  // Loads every served layer's gate (and shared expert unless --shards places it on shards),
+  // parses the shard list, and asks every shard once what it serves. Serving does not wait for
+  // the shards: directory().Gaps() says what is missing.
+  static absl::StatusOr<std::unique_ptr<Router>> Create(
+      const RouterOptions& options, ShardDirectory::ClientFactory make_client);
+  ~Router();
 
   // tokens [T, d_model] (validated finite by the caller) → output [T, d_model] (overwritten).
-  // Returns the routing used. `deadline` absl::InfiniteFuture() means the client set none.
-  absl::StatusOr<Routing> Forward(ConstMatrixView tokens, absl::Time deadline,
-                                  MatrixView output) const;
+  // `layer` unset: the one layer served. `deadline` absl::InfiniteFuture(): the client set none.
+  absl::StatusOr<ForwardResult> Forward(std::optional<int> layer, ConstMatrixView tokens,
+                                        absl::Time deadline, MatrixView output) const;
+
+  // Cancels every request in flight (their shard calls end with Cancelled). For shutdown.
+  void CancelAll() const;
 
   const ModelConfig& config() const { return config_; }
-  int layer() const { return options_.layer; }
+  const std::vector<int>& layers() const { return layers_; }
   int max_tokens() const { return options_.max_tokens; }
-  const ShardMap& shards() const { return shards_; }
-  const ShardClient& client(int group) const { return *clients_[group]; }
-  bool shared_expert_local() const { return shared_.has_value(); }
+  bool shared_expert_local() const { return config_.shared.width > 0 && !shared_on_shards_; }
+  bool allow_partial() const { return options_.allow_partial; }
+  ShardDirectory& directory() const { return *directory_; }
+  RouterCounters counters() const;
 
  private:
-  Router(RouterOptions options, ModelConfig config, GateWeights gate,
-         std::vector<float> shared_gate, std::optional<SwigluWeights> shared, ShardMap shards,
-         std::vector<std::unique_ptr<ShardClient>> clients);
+  struct Layer {
+    int layer;
+    GateWeights gate;
+    std::vector<float> shared_gate;       // qwen2_moe's [d_model] shared expert gate, else empty
+    std::optional<SwigluWeights> shared;  // set when the router computes the shared expert
+  };
 
-  // The factor of token `t`'s shared expert output: qwen2_moe's sigmoid(shared_expert_gate · x),
-  // else 1.
-  float SharedExpertScale(ConstMatrixView tokens, int64_t t) const;
-  // Adds weight × expert output into `output` (which holds the shared expert's part, or zeros).
-  void Combine(ConstMatrixView tokens, const Routing& routing, const DispatchPlan& plan,
-               const std::vector<ShardCallOutput>& replies, MatrixView output) const;
+  Router(RouterOptions options, ModelConfig config, std::vector<Layer> layers,
+         bool shared_on_shards, std::unique_ptr<ShardDirectory> directory, int kernel_threads);
 
-  RouterOptions options_;
-  ModelConfig config_;
-  GateWeights gate_;
-  std::vector<float> shared_gate_;       // qwen2_moe's [d_model] shared expert gate, else empty
-  std::optional<SwigluWeights> shared_;  // set when the router computes the shared expert
-  ShardMap shards_;
-  std::vector<std::unique_ptr<ShardClient>> clients_;  // one per shard group
+  absl::StatusOr<const Layer*> FindLayer(std::optional<int> layer) const;
+  // qwen2_moe's sigmoid(shared_expert_gate · x) for token t, else 1.
+  float SharedExpertScale(const Layer& layer, ConstMatrixView tokens, int64_t t) const;
+  // output = the shared expert's part (or zeros), computed while the shard calls are in flight.
+  absl::Status SharedExpert(const Layer& layer, ConstMatrixView tokens, MatrixView output) const;
+
+  const RouterOptions options_;
+  const ModelConfig config_;
+  const std::vector<Layer> layer_state_;
+  const std::vector<int> layers_;
+  const bool shared_on_shards_;
+  const std::unique_ptr<ShardDirectory> directory_;
+  const std::unique_ptr<KernelThreadPool> pool_;  // the local shared expert's FFN threads
+
+  mutable absl::Mutex mu_;
+  mutable absl::flat_hash_set<Fanout*> in_flight_ ABSL_GUARDED_BY(mu_);
+  mutable bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  mutable std::atomic<int64_t> requests_{0}, partial_answers_{0}, hedges_{0}, hedges_won_{0},
+      retries_{0};
 };
 
 }  // namespace moe

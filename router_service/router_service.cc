@@ -11,14 +11,13 @@ namespace moe {
 
 absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, absl::Time deadline,
                                           v1::ForwardResponse* response) {
-  if (request.has_layer() && request.layer() != router_->layer()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "layer ", request.layer(), " is not served here; served layers: ", router_->layer()));
-  }
   ASSIGN_OR_RETURN(ConstMatrixView tokens,
                    MatrixFromProto(request.tokens(), -1, router_->config().d_model, "tokens"));
   MatrixView output = ResizeProtoTensor(response->mutable_output(), tokens.rows, tokens.cols);
-  ASSIGN_OR_RETURN(Routing routing, router_->Forward(tokens, deadline, output));
+  const std::optional<int> layer =
+      request.has_layer() ? std::optional<int>(request.layer()) : std::nullopt;
+  ASSIGN_OR_RETURN(ForwardResult result, router_->Forward(layer, tokens, deadline, output));
+  const Routing& routing = result.routing;
   if (request.return_routing()) {
     for (int64_t t = 0; t < routing.num_tokens; ++t) {
       v1::TokenRouting* token = response->add_routing();
@@ -28,6 +27,8 @@ absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, abs
                                     routing.token_weights(t) + routing.top_k);
     }
   }
+  response->mutable_missing_experts()->Add(result.missing_experts.begin(),
+                                           result.missing_experts.end());
   return absl::OkStatus();
 }
 
@@ -53,11 +54,13 @@ grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest
   response->set_num_experts(routing.num_experts);
   response->set_top_k(routing.top_k);
   response->set_family(config.model_type);
-  response->set_layer(router_->layer());
+  response->set_layer(router_->layers().front());
+  response->mutable_layers()->Add(router_->layers().begin(), router_->layers().end());
   response->set_expert_width(config.expert_width);
   response->set_shared_expert_width(config.shared.width);
   response->set_shared_expert_local(router_->shared_expert_local());
   response->set_max_tokens(router_->max_tokens());
+  response->set_allow_partial(router_->allow_partial());
   v1::RoutingSettings* settings = response->mutable_routing();
   settings->set_scoring_func(std::string(ScoringName(routing.scoring)));
   settings->set_norm_topk_prob(routing.norm_topk_prob);
@@ -66,14 +69,31 @@ grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest
   settings->set_topk_group(routing.topk_group);
   settings->set_routed_scaling_factor(routing.scaling_factor);
   settings->set_has_score_correction_bias(routing.use_correction_bias);
-  const auto& groups = router_->shards().groups();
-  for (size_t g = 0; g < groups.size(); ++g) {
+  response->set_coverage_gaps(router_->directory().Gaps());
+  int64_t ejections = 0;
+  for (const TargetStatus& status : router_->directory().Status()) {
     v1::ShardInfo* shard = response->add_shards();
-    shard->mutable_experts()->Add(groups[g].experts.ids.begin(), groups[g].experts.ids.end());
-    shard->set_shared_expert(groups[g].experts.shared);
-    for (const std::string& target : groups[g].targets) shard->add_targets(target);
-    for (const std::string& state : router_->client(g).ReplicaStates()) shard->add_states(state);
+    if (status.description.has_value()) {
+      const ShardDescription& description = *status.description;
+      shard->mutable_experts()->Add(description.experts.ids.begin(),
+                                    description.experts.ids.end());
+      shard->set_shared_expert(description.experts.shared);
+      shard->mutable_layers()->Add(description.layers.begin(), description.layers.end());
+    }
+    shard->add_targets(status.target);
+    shard->add_states(status.connectivity);
+    shard->set_status(status.state);
+    shard->set_problem(status.problem);
+    ejections += status.counters.ejections;
   }
+  const RouterCounters counters = router_->counters();
+  v1::RouterStats* stats = response->mutable_stats();
+  stats->set_requests(counters.requests);
+  stats->set_partial_answers(counters.partial_answers);
+  stats->set_hedges(counters.hedges);
+  stats->set_hedges_won(counters.hedges_won);
+  stats->set_retries(counters.retries);
+  stats->set_ejections(ejections);
   return grpc::Status::OK;
 }
 

@@ -156,9 +156,19 @@ TEST_F(EndToEndTest, InfoReportsModelAndShards) {
   EXPECT_EQ(info.top_k(), 2);
   EXPECT_EQ(info.max_tokens(), 512);
   EXPECT_EQ(info.routing().scoring_func(), "softmax");
+  EXPECT_THAT(info.layers(), ::testing::ElementsAre(0));
+  EXPECT_EQ(info.coverage_gaps(), "");
   ASSERT_EQ(info.shards_size(), 2);
-  EXPECT_THAT(info.shards(1).experts(), ::testing::ElementsAre(4, 5, 6, 7));
-  EXPECT_EQ(info.shards(0).targets(0), cluster_->expert(0).target());
+  for (const v1::ShardInfo& shard : info.shards()) {
+    EXPECT_EQ(shard.status(), "SERVING") << shard.problem();
+    EXPECT_THAT(shard.layers(), ::testing::ElementsAre(0));
+    if (shard.targets(0) == cluster_->expert(1).target()) {
+      EXPECT_THAT(shard.experts(), ::testing::ElementsAre(4, 5, 6, 7));
+    } else {
+      EXPECT_EQ(shard.targets(0), cluster_->expert(0).target());
+      EXPECT_THAT(shard.experts(), ::testing::ElementsAre(0, 1, 2, 3));
+    }
+  }
 }
 
 TEST_F(EndToEndTest, ShardHoldsOnlyItsExpertsWeights) {

@@ -1,5 +1,6 @@
 // GrpcShardClient against real in-process gRPC servers: the request it builds, the checks on the
-// reply (malformed replies are Internal naming the shard), and retry on the next replica.
+// reply (malformed replies are Internal naming the shard, overflow reports name the token),
+// Describe, cancellation and unreachable targets.
 #include "router_service/grpc_shard_client.h"
 
 #include <grpcpp/grpcpp.h>
@@ -8,6 +9,7 @@
 #include <memory>
 
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "moe/v1/expert.grpc.pb.h"
@@ -17,16 +19,28 @@ namespace {
 
 using ::testing::HasSubstr;
 
-enum class Reply { kDouble, kWrongOutputCount, kWrongShape, kNaN };
+enum class Reply { kDouble, kWrongOutputCount, kWrongShape, kNaN, kOverflow, kHold };
 
 // Answers each group with 2 × its rows, or with the malformation asked for.
 class FakeExpertService final : public v1::Expert::Service {
  public:
   explicit FakeExpertService(Reply reply) : reply_(reply) {}
 
-  grpc::Status Compute(grpc::ServerContext*, const v1::ComputeRequest* request,
+  grpc::Status Compute(grpc::ServerContext* context, const v1::ComputeRequest* request,
                        v1::ComputeResponse* response) override {
     last_request_ = *request;
+    if (reply_ == Reply::kHold) {
+      // The delay under test: a shard that does not answer until the call is cancelled.
+      const absl::Time give_up = absl::Now() + absl::Seconds(10);
+      while (!context->IsCancelled() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+      return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    }
+    if (reply_ == Reply::kOverflow) {
+      v1::Overflow* overflow = response->add_overflows();
+      overflow->set_row(1);
+      overflow->set_expert(5);
+      return grpc::Status::OK;
+    }
     const int64_t d = request->tokens().shape(1);
     for (const v1::ExpertGroup& group : request->groups()) {
       v1::Tensor* out = response->add_outputs();
@@ -39,6 +53,20 @@ class FakeExpertService final : public v1::Expert::Service {
     if (reply_ == Reply::kWrongOutputCount) response->add_outputs();
     if (reply_ == Reply::kWrongShape) response->mutable_outputs(0)->set_shape(0, 999);
     if (reply_ == Reply::kNaN) response->mutable_outputs(0)->set_values(0, NAN);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Info(grpc::ServerContext*, const v1::ExpertInfoRequest*,
+                    v1::ExpertInfo* info) override {
+    info->set_family("mixtral");
+    info->set_d_model(3);
+    info->set_expert_width(7);
+    info->set_num_experts(8);
+    info->add_layers(2);
+    info->add_layers(1);
+    info->add_experts(5);
+    info->add_experts(2);
+    info->set_model_fingerprint("fnv1a64:0123");
     return grpc::Status::OK;
   }
 
@@ -74,7 +102,9 @@ struct Work {
       for (int i = 0; i < 3; ++i) values.push_back(10.0f * t + i);
     }
   }
-  ShardCallInput input() const { return {ConstMatrixView{values.data(), 4, 3}, rows, experts}; }
+  ShardCallInput input() const {
+    return {7, ConstMatrixView{values.data(), 4, 3}, rows, experts};
+  }
 };
 
 absl::StatusOr<ShardCallOutput> Call(ShardClient& client, const Work& work) {
@@ -91,11 +121,12 @@ absl::StatusOr<ShardCallOutput> Call(ShardClient& client, const Work& work) {
 
 TEST(GrpcShardClientTest, SendsEachNeededRowOnceAndReturnsEveryGroup) {
   TestServer server(Reply::kDouble);
-  GrpcShardClient client({server.target()}, 1);
+  GrpcShardClient client(server.target(), 1);
   const Work work;
   auto output = Call(client, work);
   ASSERT_TRUE(output.ok()) << output.status();
   const v1::ComputeRequest& sent = server.service.last_request_;
+  EXPECT_EQ(sent.layer(), 7);
   EXPECT_THAT(sent.tokens().shape(), ::testing::ElementsAre(2, 3));
   EXPECT_THAT(sent.tokens().values(), ::testing::ElementsAre(10, 11, 12, 30, 31, 32));
   ASSERT_EQ(sent.groups_size(), 2);
@@ -111,29 +142,64 @@ TEST(GrpcShardClientTest, SendsEachNeededRowOnceAndReturnsEveryGroup) {
 TEST(GrpcShardClientTest, MalformedRepliesAreInternalNamingTheShard) {
   for (Reply bad : {Reply::kWrongOutputCount, Reply::kWrongShape, Reply::kNaN}) {
     TestServer server(bad);
-    GrpcShardClient client({server.target()}, 1);
+    GrpcShardClient client(server.target(), 1);
     auto output = Call(client, Work());
     EXPECT_EQ(output.status().code(), absl::StatusCode::kInternal) << static_cast<int>(bad);
     EXPECT_THAT(std::string(output.status().message()), HasSubstr(server.target()));
   }
 }
 
-TEST(GrpcShardClientTest, UnreachableReplicaIsRetriedOnTheNext) {
-  TestServer server(Reply::kDouble);
-  // Port 1 on loopback: nothing listens there, so the first replica refuses at once.
-  GrpcShardClient client({"127.0.0.1:1", server.target()}, 1);
-  for (int i = 0; i < 4; ++i) {  // the round-robin start reaches both orders
-    auto output = Call(client, Work());
-    EXPECT_TRUE(output.ok()) << output.status();
-  }
+TEST(GrpcShardClientTest, OverflowReportIsInvalidArgumentNamingTheRequestToken) {
+  TestServer server(Reply::kOverflow);
+  GrpcShardClient client(server.target(), 1);
+  auto output = Call(client, Work());
+  EXPECT_EQ(output.status().code(), absl::StatusCode::kInvalidArgument);
+  // Row 1 of the shard's request is row 3 of the router's request.
+  EXPECT_THAT(std::string(output.status().message()), HasSubstr("token 3"));
+  EXPECT_THAT(std::string(output.status().message()), HasSubstr("expert 5"));
 }
 
-TEST(GrpcShardClientTest, AllReplicasDownIsUnavailableNamingEach) {
-  GrpcShardClient client({"127.0.0.1:1", "127.0.0.1:2"}, 1);
+TEST(GrpcShardClientTest, DescribeReportsLayersExpertsAndIdentitySorted) {
+  TestServer server(Reply::kDouble);
+  GrpcShardClient client(server.target(), 1);
+  absl::StatusOr<ShardDescription> description;
+  absl::Notification done;
+  client.Describe(absl::Now() + absl::Seconds(10), [&](absl::StatusOr<ShardDescription> d) {
+    description = std::move(d);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  ASSERT_TRUE(description.ok()) << description.status();
+  EXPECT_THAT(description->layers, ::testing::ElementsAre(1, 2));
+  EXPECT_THAT(description->experts.ids, ::testing::ElementsAre(2, 5));
+  EXPECT_EQ(description->identity.fingerprint, "fnv1a64:0123");
+  EXPECT_EQ(description->identity.expert_width, 7);
+}
+
+TEST(GrpcShardClientTest, CancelEndsACallTheShardHolds) {
+  TestServer server(Reply::kHold);
+  GrpcShardClient client(server.target(), 1);
+  const Work work;
+  absl::StatusOr<ShardCallOutput> result;
+  absl::Notification done;
+  const absl::Time start = absl::Now();
+  std::shared_ptr<ShardCall> call =
+      client.Compute(work.input(), start + absl::Seconds(30), [&](absl::StatusOr<ShardCallOutput> r) {
+        result = std::move(r);
+        done.Notify();
+      });
+  call->Cancel();
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST(GrpcShardClientTest, UnreachableTargetIsUnavailableNamingIt) {
+  // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+  GrpcShardClient client("127.0.0.1:1", 1);
   auto output = Call(client, Work());
   EXPECT_EQ(output.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(output.status().message()), HasSubstr("127.0.0.1:1"));
-  EXPECT_THAT(std::string(output.status().message()), HasSubstr("127.0.0.1:2"));
 }
 
 }  // namespace

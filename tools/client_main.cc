@@ -15,8 +15,10 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "common/cli/human_units.h"
+#include "common/cli/parse_flags.h"
 #include "google/protobuf/util/json_util.h"
 #include "moe/v1/expert.grpc.pb.h"
 #include "moe/v1/router.grpc.pb.h"
@@ -41,6 +43,13 @@ ABSL_FLAG(int, request_json_count, 1,
           "tokens (seeds --seed, --seed+1, ...); ghz sends them round-robin");
 
 namespace {
+
+// "INVALID_ARGUMENT: tokens has 3 dimensions, ...": the code's name, as the README's error table
+// and grpc::StatusCode spell it (gRPC and absl::StatusCode share the numbering).
+std::string Describe(const grpc::Status& status) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())) + ": " +
+         status.error_message();
+}
 
 std::chrono::system_clock::time_point Deadline() {
   return std::chrono::system_clock::now() +
@@ -130,8 +139,8 @@ int WriteRequestJson(moe::v1::ForwardRequest request, int64_t d_model, const std
     std::cerr << "moe_client: cannot write " << path << std::endl;
     return 1;
   }
-  std::cout << "wrote " << std::max(1, count) << " request(s) of " << request.tokens().shape(0)
-            << " tokens to " << path << "\n";
+  std::cout << "wrote " << moe::CountOf(std::max(1, count), "request", "requests") << " of "
+            << moe::CountOf(request.tokens().shape(0), "token", "tokens") << " to " << path << "\n";
   return 0;
 }
 
@@ -143,14 +152,14 @@ int PrintExpertInfo(const std::string& target) {
   moe::v1::ExpertInfo info;
   grpc::Status status = stub->Info(&context, moe::v1::ExpertInfoRequest(), &info);
   if (!status.ok()) {
-    std::cerr << "moe_client: Info failed: " << status.error_message() << std::endl;
+    std::cerr << "moe_client: Info failed: " << Describe(status) << std::endl;
     return 1;
   }
   std::cout << "expert shard " << target << ": " << info.family() << " layer " << info.layer()
             << ", experts";
   for (int e : info.experts()) std::cout << " " << e;
-  std::cout << (info.shared_expert() ? " + shared" : "") << ", " << info.weight_bytes() / (1 << 20)
-            << " MiB of weights\n"
+  std::cout << (info.shared_expert() ? " + shared" : "") << ", "
+            << moe::FormatBytes(info.weight_bytes()) << " of weights\n"
             << "compute calls " << info.compute_calls() << ", FFN calls " << info.ffn_batches()
             << ", tokens " << info.ffn_tokens() << ", mean batch "
             << (info.ffn_batches() ? double(info.ffn_tokens()) / info.ffn_batches() : 0.0)
@@ -163,8 +172,12 @@ int PrintExpertInfo(const std::string& target) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Calls a MoE router and prints output statistics, routing and latency.\n"
-      "  moe_client --router=HOST:PORT [--tokens=N | --input=FILE] [--repeat=N]");
-  absl::ParseCommandLine(argc, argv);
+      "  moe_client [--router=HOST:PORT] [--tokens=N] [--seed=S] [--input=FILE]\n"
+      "             [--output=FILE] [--repeat=N] [--deadline_ms=MS] [--show_routing=N]\n"
+      "  moe_client [--router=HOST:PORT] --request_json=FILE [--request_json_count=N]\n"
+      "             [--tokens=N] [--seed=S] [--input=FILE]    (writes a request for ghz -D)\n"
+      "  moe_client --expert=HOST:PORT [--deadline_ms=MS]     (prints a shard's Info)");
+  moe::ParseFlags(argc, argv);
   if (!absl::GetFlag(FLAGS_expert).empty()) return PrintExpertInfo(absl::GetFlag(FLAGS_expert));
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
@@ -178,14 +191,14 @@ int main(int argc, char** argv) {
     context.set_deadline(Deadline());
     grpc::Status status = stub->Info(&context, moe::v1::InfoRequest(), &info);
     if (!status.ok()) {
-      std::cerr << "moe_client: Info failed: " << status.error_code() << " "
-                << status.error_message() << std::endl;
+      std::cerr << "moe_client: Info failed: " << Describe(status) << std::endl;
       return 1;
     }
   }
   std::cout << "router " << absl::GetFlag(FLAGS_router) << ": " << info.family() << " layer "
             << info.layer() << ", d_model " << info.d_model() << ", " << info.num_experts()
-            << " experts, top-" << info.top_k() << ", " << info.shards_size() << " shard groups\n";
+            << " experts, top-" << info.top_k() << ", "
+            << moe::CountOf(info.shards_size(), "shard group", "shard groups") << "\n";
 
   moe::v1::ForwardRequest request;
   request.set_return_routing(absl::GetFlag(FLAGS_request_json).empty());
@@ -215,8 +228,7 @@ int main(int argc, char** argv) {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
             .count());
     if (!status.ok()) {
-      std::cerr << "moe_client: Forward failed: code " << status.error_code() << ": "
-                << status.error_message() << std::endl;
+      std::cerr << "moe_client: Forward failed: " << Describe(status) << std::endl;
       return 1;
     }
   }
@@ -236,10 +248,11 @@ int main(int argc, char** argv) {
     return latencies_ms[std::min(latencies_ms.size() - 1,
                                  static_cast<size_t>(p * latencies_ms.size()))];
   };
-  std::cout << std::setprecision(3) << "latency over " << latencies_ms.size() << " calls of "
-            << request.tokens().shape(0) << " tokens: p50 " << percentile(0.5) << " ms, p90 "
-            << percentile(0.9) << " ms, p99 " << percentile(0.99) << " ms, max "
-            << latencies_ms.back() << " ms\n";
+  std::cout << std::setprecision(3) << "latency over "
+            << moe::CountOf(latencies_ms.size(), "call", "calls") << " of "
+            << moe::CountOf(request.tokens().shape(0), "token", "tokens") << ": p50 "
+            << percentile(0.5) << " ms, p90 " << percentile(0.9) << " ms, p99 " << percentile(0.99)
+            << " ms, max " << latencies_ms.back() << " ms\n";
 
   if (!absl::GetFlag(FLAGS_output).empty()) {
     std::ofstream out(absl::GetFlag(FLAGS_output));

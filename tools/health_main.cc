@@ -9,8 +9,9 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "common/cli/parse_flags.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server to check");
@@ -19,9 +20,9 @@ ABSL_FLAG(int, timeout_ms, 1000, "Give up after this long");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Checks a gRPC server's health (grpc.health.v1); exit 0 when SERVING.\n"
-      "  moe_health --target=HOST:PORT");
-  absl::ParseCommandLine(argc, argv);
+      "Checks a gRPC server's health (grpc.health.v1); exits 0 when SERVING, 1 otherwise.\n"
+      "  moe_health [--target=HOST:PORT] [--service=NAME] [--timeout_ms=MS]");
+  moe::ParseFlags(argc, argv);
   auto stub = grpc::health::v1::Health::NewStub(
       grpc::CreateChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
@@ -32,8 +33,9 @@ int main(int argc, char** argv) {
   grpc::health::v1::HealthCheckResponse response;
   grpc::Status status = stub->Check(&context, request, &response);
   if (!status.ok()) {
-    std::cerr << "moe_health: " << absl::GetFlag(FLAGS_target) << ": " << status.error_message()
-              << std::endl;
+    std::cerr << "moe_health: " << absl::GetFlag(FLAGS_target) << ": "
+              << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
+              << ": " << status.error_message() << std::endl;
     return 1;
   }
   const bool serving = response.status() == grpc::health::v1::HealthCheckResponse::SERVING;

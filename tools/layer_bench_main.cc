@@ -15,15 +15,17 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
 #include "expert_service/expert_shard.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router_service/local_shard_client.h"
 #include "router_service/router.h"
 
-ABSL_FLAG(std::string, model, "", "Checkpoint directory (inprocess and dense modes)");
+ABSL_FLAG(std::string, model, "",
+          "Checkpoint directory (required by the inprocess and dense modes)");
 ABSL_FLAG(int, layer, 0, "Layer to run");
 ABSL_FLAG(std::string, mode, "inprocess",
           "inprocess: the layer in this process; dense: every expert for every token; remote: "
@@ -33,6 +35,10 @@ ABSL_FLAG(int, tokens, 256, "Tokens per request");
 ABSL_FLAG(int, requests, 20, "Timed requests (after 2 warm-up requests)");
 
 namespace {
+
+std::string CodeName(const grpc::Status& status) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
+}
 
 std::vector<float> Tokens(int64_t n, int64_t d) {
   std::vector<float> values(n * d);
@@ -70,9 +76,11 @@ int Time(const std::string& mode, int64_t tokens, Fn&& run) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Times one MoE layer in process or through a router.\n"
-      "  moe_layer_bench --model=DIR --mode=inprocess|dense|remote [--tokens=256]");
-  absl::ParseCommandLine(argc, argv);
+      "Times one MoE layer in process, densely, or through a router; prints one JSON line.\n"
+      "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N]\n"
+      "                  [--requests=N]\n"
+      "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]");
+  moe::ParseFlags(argc, argv);
   const std::string mode = absl::GetFlag(FLAGS_mode);
   const int64_t n = absl::GetFlag(FLAGS_tokens);
 
@@ -86,7 +94,8 @@ int main(int argc, char** argv) {
       grpc::ClientContext context;
       grpc::Status status = stub->Info(&context, moe::v1::InfoRequest(), &info);
       if (!status.ok()) {
-        std::cerr << "moe_layer_bench: Info: " << status.error_message() << std::endl;
+        std::cerr << "moe_layer_bench: Info failed: " << CodeName(status) << ": "
+                  << status.error_message() << std::endl;
         return 1;
       }
     }
@@ -99,12 +108,20 @@ int main(int argc, char** argv) {
       grpc::ClientContext context;
       moe::v1::ForwardResponse response;
       grpc::Status status = stub->Forward(&context, request, &response);
-      if (!status.ok()) std::cerr << "moe_layer_bench: " << status.error_message() << std::endl;
+      if (!status.ok()) {
+        std::cerr << "moe_layer_bench: Forward failed: " << CodeName(status) << ": "
+                  << status.error_message() << std::endl;
+      }
       return status.ok();
     });
   }
   if (mode != "inprocess" && mode != "dense") {
     std::cerr << "moe_layer_bench: --mode must be inprocess, dense or remote" << std::endl;
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_model).empty()) {
+    std::cerr << "moe_layer_bench: --model=DIR is required with --mode=" << mode << " (see --help)"
+              << std::endl;
     return 2;
   }
   const std::string model = absl::GetFlag(FLAGS_model);
@@ -134,12 +151,13 @@ int main(int argc, char** argv) {
   }
   moe::RouterOptions options;
   options.model_dir = model;
-  options.layer = layer;
-  options.shards = "all@in-process";
+  options.layers = std::to_string(layer);
+  options.shards = "in-process";
   options.max_tokens = static_cast<int>(n);
-  auto router = moe::Router::Create(options, [&experts](const moe::ShardGroup&) {
+  moe::ShardDescription description{{layer}, experts.experts(), experts.identity()};
+  auto router = moe::Router::Create(options, [&](const std::string& target) {
     return std::make_unique<moe::LocalShardClient>(
-        [&experts](int e, moe::ConstMatrixView x, moe::MatrixView y) {
+        target, description, [&experts](int, int e, moe::ConstMatrixView x, moe::MatrixView y) {
           return experts.Compute(e, x, y);
         });
   });
@@ -148,7 +166,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   return Time(mode, n, [&] {
-    auto routing = (*router)->Forward(input, absl::InfiniteFuture(), output.view());
+    auto routing = (*router)->Forward(layer, input, absl::InfiniteFuture(), output.view());
     if (!routing.ok()) std::cerr << "moe_layer_bench: " << routing.status().message() << std::endl;
     return routing.ok();
   });

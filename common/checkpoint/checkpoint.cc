@@ -85,6 +85,18 @@ Checkpoint::Checkpoint(std::string dir, std::map<std::string, std::string> weigh
     : dir_(std::move(dir)), weight_map_(std::move(weight_map)) {}
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
+  struct stat dir_stat;
+  if (::stat(dir.c_str(), &dir_stat) != 0) {
+    const int err = errno;
+    std::string message = absl::StrCat("checkpoint directory ", dir, " ",
+                                       err == ENOENT ? "does not exist" : std::strerror(err));
+    if (err == ENOENT) return absl::NotFoundError(message);
+    return absl::UnavailableError(message);
+  }
+  if (!S_ISDIR(dir_stat.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint directory ", dir, " is not a directory"));
+  }
   const std::string index_path = absl::StrCat(dir, "/", kIndexFile);
   if (FileExists(index_path)) {
     ASSIGN_OR_RETURN(auto weight_map, ParseIndex(index_path));
@@ -110,6 +122,12 @@ absl::StatusOr<std::string> Checkpoint::ReadConfigText() const {
 
 bool Checkpoint::Contains(absl::string_view name) const {
   return weight_map_.find(std::string(name)) != weight_map_.end();
+}
+
+std::vector<std::string> Checkpoint::TensorNames() const {
+  std::vector<std::string> names;
+  for (const auto& [name, file] : weight_map_) names.push_back(name);
+  return names;
 }
 
 absl::StatusOr<const SafetensorsFile*> Checkpoint::FileFor(absl::string_view name) {

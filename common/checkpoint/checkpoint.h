@@ -33,6 +33,8 @@ class Checkpoint {
   absl::StatusOr<std::string> ReadConfigText() const;
 
   bool Contains(absl::string_view name) const;
+  // Every tensor name the checkpoint holds, sorted.
+  std::vector<std::string> TensorNames() const;
 
   // Dtype, shape and location of `name`. NotFound naming the tensor and the checkpoint.
   absl::StatusOr<TensorInfo> Info(absl::string_view name);

@@ -5,7 +5,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/checkpoint/json.h"
+#include "common/routing/expert_set.h"
 #include "common/status/status_macros.h"
 
 namespace moe {
@@ -218,6 +220,33 @@ absl::Status ValidateRouting(const ConfigReader& cfg, const RoutingConfig& r) {
 
 }  // namespace
 
+absl::StatusOr<std::vector<int>> ResolveMoeLayers(const ModelConfig& config,
+                                                  absl::string_view spec) {
+  std::vector<int> layers;
+  if (absl::StripAsciiWhitespace(spec) == "all") {
+    if (config.num_hidden_layers <= 0) {
+      return absl::InvalidArgumentError(
+          "--layers=all needs num_hidden_layers in config.json; list the layers instead");
+    }
+    for (int layer = 0; layer < config.num_hidden_layers; ++layer) {
+      if (CheckMoeLayer(config, layer).ok()) layers.push_back(layer);
+    }
+    return layers;
+  }
+  const int limit = config.num_hidden_layers > 0 ? config.num_hidden_layers : 1 << 20;
+  absl::StatusOr<ExpertSet> ids = ParseExpertSet(spec, limit, /*allow_shared=*/false);
+  if (!ids.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--layers=", spec, ": ", ids.status().message(),
+                     " (layers count as ids here; expected e.g. all, 3, 1-15 or 1,3,5)"));
+  }
+  for (int layer : ids->ids) {
+    RETURN_IF_ERROR(CheckMoeLayer(config, layer));
+    layers.push_back(layer);
+  }
+  return layers;
+}
+
 absl::string_view FamilyName(Family family) {
   for (const FamilyEntry& entry : kFamilies) {
     if (entry.family == family) return entry.model_type;
@@ -278,7 +307,7 @@ absl::Status CheckMoeLayer(const ModelConfig& config, int layer) {
   if (config.num_hidden_layers > 0 && layer >= config.num_hidden_layers) {
     return absl::InvalidArgumentError(
         absl::StrCat("layer ", layer, " is out of range: the model has ", config.num_hidden_layers,
-                     " layers (num_hidden_layers)"));
+                     config.num_hidden_layers == 1 ? " layer" : " layers", " (num_hidden_layers)"));
   }
   const MoeLayerRule& rule = config.moe_layers;
   auto dense = [&](absl::string_view why) {

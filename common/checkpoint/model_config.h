@@ -53,6 +53,12 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json, absl::strin
 // or a dense layer by the config's MoeLayerRule).
 absl::Status CheckMoeLayer(const ModelConfig& config, int layer);
 
+// The MoE layers a --layers flag names: "all" is every MoE layer (dense layers skipped; needs
+// num_hidden_layers), else an id set such as "3", "1-15", "1,3,5", each of which must be an MoE
+// layer (InvalidArgument saying why not, e.g. a dense layer by first_k_dense_replace). Ascending.
+absl::StatusOr<std::vector<int>> ResolveMoeLayers(const ModelConfig& config,
+                                                  absl::string_view spec);
+
 absl::string_view FamilyName(Family family);
 
 }  // namespace moe

@@ -54,6 +54,14 @@ absl::StatusOr<ExpertSet> ParseExpertSet(absl::string_view spec, int num_experts
       return absl::InvalidArgumentError(absl::StrCat("expert set \"", spec, "\": \"", item,
                                                      "\" is not an id or a FIRST-LAST range"));
     }
+    if (item.front() == '-') {
+      return absl::InvalidArgumentError(absl::StrCat("expert set \"", spec, "\": \"", item,
+                                                     "\" is negative; expert ids start at 0"));
+    }
+    if (item.back() == '-') {
+      return absl::InvalidArgumentError(absl::StrCat("expert set \"", spec, "\": range \"", item,
+                                                     "\" has no last expert (FIRST-LAST)"));
+    }
     std::pair<absl::string_view, absl::string_view> range = absl::StrSplit(item, '-');
     auto first = ParseId(range.first, num_experts, spec);
     if (!first.ok()) return first.status();

@@ -15,7 +15,9 @@
 
 namespace moe {
 
-// The experts each token goes to, best first, and the weights that multiply their outputs.
+// The experts each token goes to, in selection order (highest selection score first: the biased
+// score for deepseek_v3, so its weights need not decrease), and the weights that multiply their
+// outputs.
 struct Routing {
   int64_t num_tokens = 0;
   int top_k = 0;

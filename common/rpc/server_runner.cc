@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/rpc/channel_arguments.h"
 #include "common/rpc/listen_port.h"
+#include "grpc/health/v1/health.pb.h"
 
 namespace moe {
 
@@ -18,6 +19,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     const ServeOptions& options, const std::vector<grpc::Service*>& services) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // Reflection serves descriptors from protobuf's generated pool, and gRPC's built-in health
+  // service brings none (it is not protobuf-generated). Touching our generated health.pb.cc links
+  // it in and registers grpc.health.v1, so reflection clients (grpcurl) can describe and call it.
+  grpc::health::v1::HealthCheckRequest::descriptor();
 
   grpc::ServerBuilder builder;
   int port = 0;

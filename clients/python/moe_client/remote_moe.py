@@ -1,0 +1,102 @@
+"""RemoteMoE: a torch.nn.Module that computes an MoE block on the router.
+
+A drop-in for the MoE block of a Mixtral / Qwen-MoE / OLMoE / DeepSeek decoder layer: forward
+takes hidden_states [batch, seq, d_model] (or [T, d_model]), sends the flattened rows to the
+router for its layer, and returns the output in the same shape, dtype and device. bf16/fp16
+inputs travel as fp32 and come back converted. Inference only: no gradient flows through it.
+"""
+
+import re
+import warnings
+
+import torch
+
+from .client import MoEClient
+
+# transformers' MoE blocks that return (hidden_states, router_logits) rather than a tensor.
+_TUPLE_BLOCKS = {"MixtralSparseMoeBlock", "Qwen2MoeSparseMoeBlock", "Qwen3MoeSparseMoeBlock",
+                 "OlmoeSparseMoeBlock"}
+_BLOCK_NAME = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:block_sparse_moe|mlp)$")
+
+
+class RemoteMoE(torch.nn.Module):
+    """The MoE block of model layer `layer`, computed by the router behind `client`.
+
+    Args:
+      client: a MoEClient (shared by every block of a model), or a router target string.
+      layer: the model layer (None: the one layer the router serves).
+      return_router_logits: return (hidden_states, None) like transformers' Mixtral and
+        Qwen-MoE blocks, which return (hidden_states, router_logits). The router does not send
+        gate logits back, so the second element is always None: a model asked for
+        output_router_logits (the training-time load-balancing loss) cannot be served remotely.
+      record_routing: keep the last call's routing (experts, weights; [tokens, top_k]) in
+        `self.last_routing`.
+      timeout: seconds per call (default: the client's).
+    """
+
+    def __init__(self, client, layer=None, *, return_router_logits=False, record_routing=False,
+                 timeout="default"):
+        super().__init__()
+        self.client = client if isinstance(client, MoEClient) else MoEClient(client)
+        self.layer = layer
+        self.return_router_logits = return_router_logits
+        self.record_routing = record_routing
+        self.timeout = timeout
+        self.last_routing = None
+        self._warned_grad = False
+
+    def forward(self, hidden_states):
+        if not isinstance(hidden_states, torch.Tensor):
+            raise TypeError(f"RemoteMoE takes a torch.Tensor, got {type(hidden_states).__name__}")
+        if hidden_states.requires_grad and torch.is_grad_enabled() and not self._warned_grad:
+            warnings.warn("RemoteMoE is inference-only: no gradient flows through the remote "
+                          "MoE block (run under torch.inference_mode() or torch.no_grad())",
+                          stacklevel=2)
+            self._warned_grad = True
+        result = self.client.forward(hidden_states, layer=self.layer,
+                                     return_routing=self.record_routing, timeout=self.timeout)
+        if self.record_routing:
+            self.last_routing = result.routing
+        if self.return_router_logits:
+            return result.output, None
+        return result.output
+
+    def extra_repr(self):
+        return f"target={self.client.target!r}, layer={self.layer}"
+
+
+def replace_moe_blocks(model, client, **kwargs):
+    """Replaces every MoE block of `model` with a RemoteMoE of the same layer, in place.
+
+    client: one MoEClient for every layer (a router serving them all), or a mapping
+      {layer: MoEClient} / a callable layer -> MoEClient when each layer has its own router
+      (today's routers serve one layer each). A layer the mapping lacks raises KeyError before
+      anything is replaced.
+    A block is a submodule named `...layers.<L>.block_sparse_moe` or `...layers.<L>.mlp` that has
+    an `experts` attribute (dense MLPs have none, and stay local). return_router_logits is
+    taken from the block replaced: its own `return_router_logits` attribute if it has one,
+    else True for transformers' blocks that return a tuple (Mixtral, Qwen2/3-MoE, OLMoE);
+    pass return_router_logits= to override. Returns the list of layers replaced.
+    """
+    if isinstance(client, MoEClient):
+        def client_for(_):
+            return client
+    elif callable(client):
+        client_for = client
+    else:
+        client_for = client.__getitem__
+    found = []
+    for name, module in model.named_modules():
+        match = _BLOCK_NAME.search(name)
+        if match and hasattr(module, "experts"):
+            layer = int(match.group(1))
+            found.append((name, layer, module, client_for(layer)))
+    for name, layer, module, layer_client in found:
+        options = dict(kwargs)
+        if "return_router_logits" not in options:
+            options["return_router_logits"] = bool(getattr(
+                module, "return_router_logits", type(module).__name__ in _TUPLE_BLOCKS))
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, RemoteMoE(layer_client, layer, **options))
+    return [layer for _, layer, _, _ in found]

@@ -1,0 +1,60 @@
+"""An in-process moe.v1.Router whose answers are scripted per call, for deterministic tests of
+the client's retries, deadlines, status mapping and TLS."""
+
+import threading
+from concurrent import futures
+
+import grpc
+import numpy as np
+
+from moe_client._stubs import router_pb2
+
+
+class ScriptedRouter:
+    """A moe.v1.Router whose Forward answers per call from `script`: a grpc.StatusCode to abort
+    with, "echo" to answer output = 2 × input (built with the generated classes), "stall" to
+    block until release() (bounded), "bad_shape" to answer a wrong shape, or "partial" to echo
+    with missing_experts [5, 6] (as a router run with --allow_partial would)."""
+
+    def __init__(self, script, server_credentials=None, port=0):
+        self.script = list(script)
+        self.calls = 0
+        self.released = threading.Event()
+        self.lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        handler = grpc.method_handlers_generic_handler("moe.v1.Router", {
+            "Forward": grpc.unary_unary_rpc_method_handler(
+                self._forward, request_deserializer=router_pb2.ForwardRequest.FromString,
+                response_serializer=router_pb2.ForwardResponse.SerializeToString)})
+        self.server.add_generic_rpc_handlers((handler,))
+        if server_credentials is None:
+            self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        else:
+            self.port = self.server.add_secure_port(f"127.0.0.1:{port}", server_credentials)
+        self.target = f"127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.released.set()
+        self.server.stop(grace=None).wait(timeout=5)
+
+    def _forward(self, request, context):
+        with self.lock:
+            step = self.script[min(self.calls, len(self.script) - 1)]
+            self.calls += 1
+        if isinstance(step, grpc.StatusCode):
+            context.abort(step, f"scripted {step.name}")
+        if step == "stall":
+            self.released.wait(timeout=30)  # bounded; released at teardown
+            context.abort(grpc.StatusCode.INTERNAL, "stalled call released")
+        values = np.array(request.tokens.values, dtype=np.float32)
+        shape = list(request.tokens.shape)
+        if step == "bad_shape":
+            shape = [shape[0], shape[1] + 1]
+            values = np.zeros(shape[0] * shape[1], dtype=np.float32)
+        return router_pb2.ForwardResponse(
+            output=router_pb2.Tensor(shape=shape, values=2 * values),
+            missing_experts=[5, 6] if step == "partial" else [])

@@ -1,0 +1,28 @@
+// ParseFlags: absl::ParseCommandLine with a --help that helps.
+//
+// Abseil 20220623's --help lists only flags defined in a file named after the binary
+// (moe_client.cc, not tools/client_main.cc), so every binary printed "No flags matched", and it
+// exits 1. Here -h, --help and -help (anywhere before a bare "--") print the usage message set
+// with absl::SetProgramUsageMessage, then every flag the binary itself defines (not Abseil's own
+// --flagfile, --helpfull, ...) with its meaning and default, and exit 0. --helpfull, --helpshort
+// and the other Abseil usage flags keep Abseil's behaviour, with --helpshort/--helppackage showing
+// the same flags as --help. Call it once, first thing in main(); flags are only read in main.cc.
+#ifndef MOE_COMMON_CLI_PARSE_FLAGS_H_
+#define MOE_COMMON_CLI_PARSE_FLAGS_H_
+
+#include <iosfwd>
+#include <vector>
+
+namespace moe {
+
+// Parses argv as absl::ParseCommandLine does (exiting on unknown flags) and returns the
+// positional arguments, argv[0] first. Exits 0 after printing the help when asked for it.
+std::vector<char*> ParseFlags(int argc, char** argv);
+
+// Writes the help ParseFlags prints for --help: the usage message, then the binary's flags
+// sorted by name, each with its default and meaning.
+void PrintFlagsHelp(std::ostream& out);
+
+}  // namespace moe
+
+#endif  // MOE_COMMON_CLI_PARSE_FLAGS_H_

@@ -1,0 +1,100 @@
+// A metric family: one name, help text and fixed label names, and one cell per distinct tuple of
+// label values (its series), in the order they were first resolved.
+//
+// Thread-safe. WithLabels() takes the family's lock and may allocate: call it once per series
+// (at startup, or the first time a series is seen) and keep the returned pointer, which stays
+// valid as long as the family, i.e. as long as the MetricRegistry that created it. Updating a
+// cell takes no lock (metric_cells.h). Series are never removed.
+#ifndef MOE_COMMON_METRICS_METRIC_FAMILY_H_
+#define MOE_COMMON_METRICS_METRIC_FAMILY_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "common/metrics/metric_cells.h"
+
+namespace moe {
+
+// What the registry needs from every family: its exposition, in the text format.
+class MetricFamilyBase {
+ public:
+  virtual ~MetricFamilyBase() = default;
+  // Appends `# HELP`, `# TYPE` and every series; nothing for a family without series.
+  virtual void AppendText(std::string* out) const = 0;
+};
+
+template <typename Cell>
+class MetricFamily final : public MetricFamilyBase {
+ public:
+  // Called by MetricRegistry, which has validated the names. `make_cell` builds a new series.
+  MetricFamily(std::string name, std::string help, std::vector<std::string> label_names,
+               std::function<std::unique_ptr<Cell>()> make_cell)
+      : name_(std::move(name)),
+        help_(std::move(help)),
+        label_names_(std::move(label_names)),
+        make_cell_(std::move(make_cell)) {}
+
+  // The series for `label_values` (one per label name, in order), created on first use.
+  // InvalidArgument if the number of values differs from the number of label names.
+  absl::StatusOr<Cell*> WithLabels(absl::Span<const std::string> label_values) {
+    if (label_values.size() != label_names_.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metric ", name_, " has labels {", absl::StrJoin(label_names_, ","), "} but ",
+          label_values.size(), " values were given: {", absl::StrJoin(label_values, ","), "}"));
+    }
+    std::vector<std::string> key(label_values.begin(), label_values.end());
+    absl::MutexLock lock(&mu_);
+    auto it = index_.find(key);
+    if (it != index_.end()) return it->second;
+    series_.push_back(Series{key, make_cell_()});
+    Cell* cell = series_.back().cell.get();
+    index_.emplace(std::move(key), cell);
+    return cell;
+  }
+
+  const std::string& name() const { return name_; }
+  const std::vector<std::string>& label_names() const { return label_names_; }
+
+  void AppendText(std::string* out) const override;
+
+ private:
+  struct Series {
+    std::vector<std::string> label_values;
+    std::unique_ptr<Cell> cell;
+  };
+
+  const std::string name_;
+  const std::string help_;
+  const std::vector<std::string> label_names_;
+  const std::function<std::unique_ptr<Cell>()> make_cell_;
+
+  mutable absl::Mutex mu_;
+  std::vector<Series> series_ ABSL_GUARDED_BY(mu_);  // exposition order
+  absl::flat_hash_map<std::vector<std::string>, Cell*> index_ ABSL_GUARDED_BY(mu_);
+};
+
+// Written in metric_family.cc, one per kind of cell.
+template <>
+void MetricFamily<Counter>::AppendText(std::string* out) const;
+template <>
+void MetricFamily<Gauge>::AppendText(std::string* out) const;
+template <>
+void MetricFamily<Histogram>::AppendText(std::string* out) const;
+
+using CounterFamily = MetricFamily<Counter>;
+using GaugeFamily = MetricFamily<Gauge>;
+using HistogramFamily = MetricFamily<Histogram>;
+
+}  // namespace moe
+
+#endif  // MOE_COMMON_METRICS_METRIC_FAMILY_H_

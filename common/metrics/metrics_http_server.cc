@@ -1,0 +1,142 @@
+#include "common/metrics/metrics_http_server.h"
+
+#include <httplib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/metrics/text_format.h"
+
+namespace moe {
+namespace {
+
+// Scrapes are small and rare; two threads let one slow scraper not block another.
+constexpr size_t kServerThreads = 2;
+// Idle keep-alive connections hold a worker (and so Stop()) at most this long.
+constexpr time_t kKeepAliveSeconds = 1;
+
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+
+absl::StatusOr<HostPort> ParseListen(absl::string_view listen) {
+  const size_t colon = listen.rfind(':');
+  HostPort result;
+  if (colon == absl::string_view::npos ||
+      !absl::SimpleAtoi(listen.substr(colon + 1), &result.port) || result.port < 0 ||
+      result.port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics address \"", listen, "\": want HOST:PORT with PORT in 0-65535"));
+  }
+  absl::string_view host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  result.host = host.empty() ? "0.0.0.0" : std::string(host);
+  return result;
+}
+
+absl::Status WritePortFile(const std::string& path, int port) {
+  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+  {
+    std::ofstream out(tmp);
+    out << port << "\n";
+    if (!out) return absl::InternalError(absl::StrCat("cannot write port file ", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+MetricsHttpServer::MetricsHttpServer(std::unique_ptr<httplib::Server> server, int port)
+    : server_(std::move(server)), port_(port) {}
+
+absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::StartIfConfigured(
+    const MetricsHttpServerOptions& options, const MetricRegistry* registry) {
+  if (options.listen.empty()) return std::unique_ptr<MetricsHttpServer>();
+  return Start(options, registry);
+}
+
+absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
+    const MetricsHttpServerOptions& options, const MetricRegistry* registry) {
+  absl::StatusOr<HostPort> address = ParseListen(options.listen);
+  if (!address.ok()) return address.status();
+
+  auto server = std::make_unique<httplib::Server>();
+  server->set_keep_alive_timeout(kKeepAliveSeconds);
+  // httplib's default also sets SO_REUSEPORT, which lets a second process bind the same port and
+  // silently take half the scrapes; keep only SO_REUSEADDR (restart without TIME_WAIT trouble).
+  server->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  server->Get("/metrics", [registry](const httplib::Request&, httplib::Response& response) {
+    response.set_content(registry->TextExposition(), kPrometheusTextContentType);
+  });
+  int port = address->port;
+  if (port == 0) {
+    port = server->bind_to_any_port(address->host);
+  } else if (!server->bind_to_port(address->host, port)) {
+    port = -1;
+  }
+  if (port <= 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for metrics on ", options.listen,
+                                               " (address in use or not local?)"));
+  }
+
+  std::unique_ptr<MetricsHttpServer> self(new MetricsHttpServer(std::move(server), port));
+  MetricsHttpServer* raw = self.get();
+  // httplib has no "ready" callback, but its listener loop builds its task queue right after it
+  // starts running (from then on stop() takes effect), so the factory doubles as one.
+  raw->server_->new_task_queue = [raw] {
+    {
+      absl::MutexLock lock(&raw->mu_);
+      raw->accepting_ = true;
+    }
+    return new httplib::ThreadPool(kServerThreads);
+  };
+  raw->thread_ = std::thread([raw] {
+    raw->server_->listen_after_bind();
+    absl::MutexLock lock(&raw->mu_);
+    raw->finished_ = true;
+  });
+  bool accepting;
+  {
+    absl::MutexLock lock(&raw->mu_);
+    raw->mu_.Await(absl::Condition(raw, &MetricsHttpServer::LoopStartedOrEnded));
+    accepting = raw->accepting_;
+  }
+  if (!accepting) {
+    return absl::InternalError(absl::StrCat("metrics server on ", options.listen,
+                                            " stopped before accepting connections"));
+  }
+  if (!options.port_file.empty()) {
+    if (absl::Status written = WritePortFile(options.port_file, port); !written.ok()) {
+      return written;  // the destructor stops the server
+    }
+  }
+  return self;
+}
+
+void MetricsHttpServer::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+MetricsHttpServer::~MetricsHttpServer() { Stop(); }
+
+}  // namespace moe

@@ -1,0 +1,76 @@
+// Serves a MetricRegistry on HTTP `GET /metrics` (Prometheus text format 0.0.4), for
+// --metrics_listen. Uses Debian's cpp-httplib with a small pool of its own threads; other paths
+// answer 404. Plain HTTP: Prometheus scrapes it on the internal network.
+//
+// Start() returns once the server accepts connections; port() is the bound port (useful with
+// port 0). Stop() (also run by the destructor) closes the listener, lets scrapes in flight finish
+// and joins the serving thread; it is idempotent but must not race with itself. The registry must
+// outlive the server.
+//
+// In a binary's main, with --metrics_listen off when empty:
+//   MetricRegistry registry;  // handed to the service core, which registers its metrics
+//   auto metrics_http = MetricsHttpServer::StartIfConfigured(
+//       {absl::GetFlag(FLAGS_metrics_listen), absl::GetFlag(FLAGS_metrics_port_file)}, &registry);
+//   if (!metrics_http.ok()) { std::cerr << metrics_http.status() << "\n"; return 1; }
+//   ... serve gRPC until the shutdown signal; *metrics_http stops when it goes out of scope.
+#ifndef MOE_COMMON_METRICS_METRICS_HTTP_SERVER_H_
+#define MOE_COMMON_METRICS_METRICS_HTTP_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/metrics/metric_registry.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace moe {
+
+struct MetricsHttpServerOptions {
+  // HOST:PORT ("127.0.0.1:9090", "0.0.0.0:0", "[::1]:9090", ":9090" = all IPv4 addresses);
+  // port 0 picks a free port.
+  std::string listen;
+  // If set, the bound port is written here (atomically, by rename) once serving.
+  std::string port_file;
+};
+
+class MetricsHttpServer {
+ public:
+  // InvalidArgument for a malformed address, Unavailable if it cannot be bound, Internal if the
+  // port file cannot be written.
+  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
+      const MetricsHttpServerOptions& options, const MetricRegistry* registry);
+  // As Start(), or nullptr (metrics off) when options.listen is empty.
+  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> StartIfConfigured(
+      const MetricsHttpServerOptions& options, const MetricRegistry* registry);
+
+  MetricsHttpServer(const MetricsHttpServer&) = delete;
+  MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
+  ~MetricsHttpServer();
+
+  int port() const { return port_; }
+  void Stop();
+
+ private:
+  MetricsHttpServer(std::unique_ptr<httplib::Server> server, int port);
+  bool LoopStartedOrEnded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return accepting_ || finished_;
+  }
+
+  const std::unique_ptr<httplib::Server> server_;
+  const int port_;
+  mutable absl::Mutex mu_;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = false;  // the listener loop has started
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;   // ... and has returned
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // runs the listener loop; joined by Stop()
+};
+
+}  // namespace moe
+
+#endif  // MOE_COMMON_METRICS_METRICS_HTTP_SERVER_H_

@@ -1,0 +1,237 @@
+#include "router_service/fanout.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace moe {
+namespace {
+
+// A call still running this long after the request's deadline is cancelled: the transport should
+// have ended it at the deadline, so this only guards against a client that never answers.
+constexpr absl::Duration kDeadlineGrace = absl::Seconds(1);
+
+bool Retryable(const absl::Status& status) {
+  return status.code() != absl::StatusCode::kInvalidArgument &&
+         status.code() != absl::StatusCode::kDeadlineExceeded;
+}
+
+int64_t RowsOf(const ShardWork& work) { return static_cast<int64_t>(work.tokens.size()); }
+
+}  // namespace
+
+Fanout::Fanout(std::shared_ptr<const ReplicaMap> map, int layer_index,
+               const DispatchPlan& plan, ConstMatrixView tokens, absl::Time deadline, bool hedging)
+    : replicas_(std::move(map)),
+      layer_index_(layer_index),
+      plan_(plan),
+      tokens_(tokens),
+      deadline_(deadline),
+      hedging_(hedging),
+      works_(plan.work.size()) {}
+
+Fanout::~Fanout() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(this, &Fanout::AttemptsFinished));
+}
+
+bool Fanout::AttemptsFinished() const {
+  for (const Work& work : works_) {
+    for (const Attempt& attempt : work.attempts) {
+      if (!attempt.finished) return false;
+    }
+  }
+  return true;
+}
+
+bool Fanout::Settled() const {
+  for (const Work& work : works_) {
+    if (!work.done) return false;
+  }
+  return AttemptsFinished();
+}
+
+Fanout::Launch Fanout::AddAttempt(int work, std::shared_ptr<Replica> replica, bool hedge) {
+  Work& w = works_[work];
+  w.tried.insert(replica.get());
+  replica->Started(RowsOf(plan_.work[work]));
+  w.attempts.push_back({std::move(replica), nullptr, absl::Now(), hedge, false});
+  return {work, static_cast<int>(w.attempts.size()) - 1};
+}
+
+void Fanout::Run(Launch launch) {
+  const ShardWork& work = plan_.work[launch.work];
+  std::shared_ptr<Replica> replica;
+  {
+    absl::MutexLock lock(&mu_);
+    replica = works_[launch.work].attempts[launch.attempt].replica;
+  }
+  std::shared_ptr<ShardCall> call = replica->client().Compute(
+      ShardCallInput{replicas_->layers[layer_index_], tokens_, work.tokens, work.experts},
+      deadline_, [this, launch](absl::StatusOr<ShardCallOutput> reply) {
+        OnReply(launch.work, launch.attempt, std::move(reply));
+      });
+  bool cancel = false;
+  {
+    absl::MutexLock lock(&mu_);
+    Attempt& attempt = works_[launch.work].attempts[launch.attempt];
+    attempt.call = call;
+    cancel = !attempt.finished && (works_[launch.work].done || cancelled_);
+  }
+  if (cancel) call->Cancel();
+}
+
+void Fanout::Start() {
+  std::vector<Launch> launches;
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < works_.size(); ++i) {
+      const int shard = plan_.work[i].shard;
+      if (shard < 0) {
+        works_[i].done = true;
+        works_[i].result = absl::UnavailableError("no usable shard holds these experts");
+        continue;
+      }
+      launches.push_back(AddAttempt(static_cast<int>(i), replicas_->replicas[shard], false));
+    }
+  }
+  for (const Launch& launch : launches) Run(launch);
+}
+
+std::shared_ptr<Replica> Fanout::Alternative(int work) const {
+  const ShardWork& w = plan_.work[work];
+  for (size_t r = 0; r < replicas_->replicas.size(); ++r) {
+    const std::shared_ptr<Replica>& replica = replicas_->replicas[r];
+    if (works_[work].tried.count(replica.get()) > 0 || replica->Ejected()) continue;
+    bool holds_all = true;
+    for (const ExpertRows& rows : w.experts) {
+      const std::vector<int>& holders = rows.expert == kSharedExpertId
+                                            ? replicas_->shared_holders[layer_index_]
+                                            : replicas_->holders[layer_index_][rows.expert];
+      if (std::find(holders.begin(), holders.end(), static_cast<int>(r)) == holders.end()) {
+        holds_all = false;
+        break;
+      }
+    }
+    if (holds_all) return replica;
+  }
+  return nullptr;
+}
+
+void Fanout::OnReply(int work, int attempt_index, absl::StatusOr<ShardCallOutput> reply) {
+  std::vector<std::shared_ptr<ShardCall>> to_cancel;
+  std::vector<Launch> launches;
+  {
+    absl::MutexLock lock(&mu_);
+    Work& w = works_[work];
+    Attempt& attempt = w.attempts[attempt_index];
+    attempt.finished = true;
+    const int64_t rows = RowsOf(plan_.work[work]);
+    Replica& replica = *attempt.replica;
+    if (w.done) {
+      // Lost a race with another attempt, or cancelled with the request.
+      if (reply.ok()) {
+        replica.Succeeded(rows, absl::Now() - attempt.started);
+      } else if (cancelled_ || reply.status().code() != absl::StatusCode::kCancelled) {
+        replica.Abandoned(rows);
+      } else {
+        replica.LostHedge(rows);
+      }
+    } else if (reply.ok()) {
+      replica.Succeeded(rows, absl::Now() - attempt.started);
+      w.done = true;
+      w.result = std::move(reply);
+      if (attempt.hedge) ++stats_.hedges_won;
+      for (Attempt& other : w.attempts) {
+        if (!other.finished && other.call != nullptr) to_cancel.push_back(other.call);
+      }
+    } else {
+      const absl::Status& status = reply.status();
+      if (status.code() == absl::StatusCode::kInvalidArgument || cancelled_) {
+        replica.Abandoned(rows);  // the input's fault, or ours: says nothing of the replica
+      } else {
+        replica.Failed(rows);
+      }
+      absl::StrAppend(&w.errors, w.errors.empty() ? "" : "; ", status.message());
+      bool others_running = false;
+      for (const Attempt& other : w.attempts) others_running = others_running || !other.finished;
+      std::shared_ptr<Replica> next;
+      if (!others_running && !cancelled_ && Retryable(status) && absl::Now() < deadline_) {
+        next = Alternative(work);
+      }
+      if (next != nullptr) {
+        ++stats_.retries;
+        launches.push_back(AddAttempt(work, std::move(next), false));
+      } else if (!others_running) {
+        w.done = true;
+        w.result = absl::Status(status.code(), w.errors);
+      }
+    }
+    if (replica.Ejected()) stats_.ejections = true;
+  }
+  for (const std::shared_ptr<ShardCall>& call : to_cancel) call->Cancel();
+  for (const Launch& launch : launches) Run(launch);
+}
+
+std::vector<absl::StatusOr<ShardCallOutput>> Fanout::Wait() {
+  while (true) {
+    std::vector<Launch> launches;
+    std::vector<std::shared_ptr<ShardCall>> to_cancel;
+    {
+      absl::MutexLock lock(&mu_);
+      absl::Time wake = deadline_ + kDeadlineGrace;
+      for (const Work& w : works_) {
+        if (!hedging_ || w.done || w.hedged || w.attempts.size() != 1) continue;
+        wake = std::min(wake, w.attempts[0].started + w.attempts[0].replica->HedgeDelay());
+      }
+      if (mu_.AwaitWithDeadline(absl::Condition(this, &Fanout::Settled), wake)) break;
+      const absl::Time now = absl::Now();
+      for (size_t i = 0; i < works_.size(); ++i) {
+        Work& w = works_[i];
+        if (now >= deadline_ + kDeadlineGrace) {
+          for (Attempt& attempt : w.attempts) {
+            if (!attempt.finished && attempt.call != nullptr) to_cancel.push_back(attempt.call);
+          }
+          continue;
+        }
+        if (!hedging_ || w.done || w.hedged || w.attempts.size() != 1 ||
+            now < w.attempts[0].started + w.attempts[0].replica->HedgeDelay()) {
+          continue;
+        }
+        w.hedged = true;
+        if (std::shared_ptr<Replica> other = Alternative(static_cast<int>(i)); other != nullptr) {
+          ++stats_.hedges;
+          launches.push_back(AddAttempt(static_cast<int>(i), std::move(other), true));
+        }
+      }
+    }
+    for (const std::shared_ptr<ShardCall>& call : to_cancel) call->Cancel();
+    for (const Launch& launch : launches) Run(launch);
+  }
+  absl::MutexLock lock(&mu_);
+  std::vector<absl::StatusOr<ShardCallOutput>> results;
+  for (Work& w : works_) results.push_back(std::move(w.result));
+  return results;
+}
+
+void Fanout::Cancel() {
+  std::vector<std::shared_ptr<ShardCall>> to_cancel;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    for (Work& w : works_) {
+      for (Attempt& attempt : w.attempts) {
+        if (!attempt.finished && attempt.call != nullptr) to_cancel.push_back(attempt.call);
+      }
+    }
+  }
+  for (const std::shared_ptr<ShardCall>& call : to_cancel) call->Cancel();
+}
+
+FanoutStats Fanout::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace moe

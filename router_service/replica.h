@@ -1,0 +1,87 @@
+// One shard target as the router's requests see it: its client, its load (tokens in flight, for
+// load-aware choice among holders), its recent latencies (the hedge delay) and its failures
+// (ejection). Shared by the directory and every request using it. Thread-safe.
+//
+// Policy: a call that has not answered within HedgeDelay() — twice the recent 90th-percentile
+// latency, clamped to [hedge_min, hedge_max] — is hedged on another holder. A replica whose calls
+// fail or lose hedges `eject_after` times in a row is ejected: requests avoid it until the
+// ejection time passed *and* a probe (the directory's Describe) succeeded. Each ejection in a
+// row doubles the time, from eject_min up to eject_max.
+#ifndef MOE_ROUTER_SERVICE_REPLICA_H_
+#define MOE_ROUTER_SERVICE_REPLICA_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "router_service/shard_client.h"
+
+namespace moe {
+
+struct ReplicaPolicy {
+  absl::Duration hedge_min = absl::Milliseconds(5);
+  absl::Duration hedge_max = absl::Seconds(1);
+  absl::Duration hedge_initial = absl::Milliseconds(100);  // before any latency is known
+  int eject_after = 3;
+  absl::Duration eject_min = absl::Seconds(1);
+  absl::Duration eject_max = absl::Seconds(30);
+};
+
+struct ReplicaCounters {
+  int64_t calls = 0;
+  int64_t failures = 0;
+  int64_t hedges_lost = 0;  // cancelled because another replica answered first
+  int64_t ejections = 0;
+};
+
+class Replica {
+ public:
+  Replica(std::unique_ptr<ShardClient> client, ReplicaPolicy policy);
+
+  ShardClient& client() const { return *client_; }
+  const std::string& target() const { return client_->target(); }
+
+  void Started(int64_t tokens);
+  void Succeeded(int64_t tokens, absl::Duration latency);
+  // The call failed (transport, shard error or deadline): a strike towards ejection.
+  void Failed(int64_t tokens);
+  // The call was cancelled because a hedge on another replica answered first: also a strike.
+  void LostHedge(int64_t tokens);
+  // The call was cancelled for a reason that says nothing about this replica.
+  void Abandoned(int64_t tokens);
+
+  int64_t outstanding_tokens() const;
+  absl::Duration HedgeDelay() const;
+  // True from ejection until a probe succeeded (after the ejection time).
+  bool Ejected() const;
+  // Ejected and its time has passed: the directory should probe it.
+  bool NeedsProbe(absl::Time now) const;
+  // A probe succeeded: back in service.
+  void ProbeSucceeded();
+  ReplicaCounters counters() const;
+
+ private:
+  static constexpr int kLatencyWindow = 64;
+
+  void Strike(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::unique_ptr<ShardClient> client_;
+  const ReplicaPolicy policy_;
+  mutable absl::Mutex mu_;
+  int64_t outstanding_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  std::array<absl::Duration, kLatencyWindow> latencies_ ABSL_GUARDED_BY(mu_);
+  int num_latencies_ ABSL_GUARDED_BY(mu_) = 0;  // filled entries, up to kLatencyWindow
+  int next_latency_ ABSL_GUARDED_BY(mu_) = 0;
+  int strikes_ ABSL_GUARDED_BY(mu_) = 0;  // failures or lost hedges in a row
+  int ejections_in_a_row_ ABSL_GUARDED_BY(mu_) = 0;
+  bool ejected_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time ejected_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  ReplicaCounters counters_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace moe
+
+#endif  // MOE_ROUTER_SERVICE_REPLICA_H_

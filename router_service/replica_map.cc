@@ -1,0 +1,71 @@
+#include "router_service/replica_map.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/routing/expert_set.h"
+
+namespace moe {
+
+int ReplicaMap::LayerIndex(int layer) const {
+  auto it = std::lower_bound(layers.begin(), layers.end(), layer);
+  return it != layers.end() && *it == layer ? static_cast<int>(it - layers.begin()) : -1;
+}
+
+std::string ReplicaMap::Gaps() const {
+  std::string gaps;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    std::vector<int> missing;
+    for (int e = 0; e < num_experts; ++e) {
+      if (holders[i][e].empty()) missing.push_back(e);
+    }
+    const bool shared_missing = shared_on_shards && shared_holders[i].empty();
+    if (missing.empty() && !shared_missing) continue;
+    absl::StrAppend(
+        &gaps, gaps.empty() ? "" : "; ", "layer ", layers[i], ": ",
+        missing.empty()
+            ? ""
+            : absl::StrCat(missing.size() == 1 ? "expert " : "experts ", FormatExpertIds(missing)),
+        shared_missing ? (missing.empty() ? "the shared expert" : " and the shared expert") : "");
+  }
+  return gaps;
+}
+
+std::vector<int> ChooseReplicas(const ReplicaMap& map, int layer_index,
+                                absl::Span<const int> experts, uint32_t rotation) {
+  const int num_replicas = static_cast<int>(map.replicas.size());
+  std::vector<int64_t> load(num_replicas, -1);  // read lazily, once per replica
+  std::vector<bool> used(num_replicas, false);
+  std::vector<int> chosen;
+  chosen.reserve(experts.size());
+  for (int expert : experts) {
+    const std::vector<int>& holders = expert == kSharedExpertId
+                                          ? map.shared_holders[layer_index]
+                                          : map.holders[layer_index][expert];
+    int best = -1;
+    for (size_t k = 0; k < holders.size(); ++k) {
+      const int r = holders[(k + rotation) % holders.size()];
+      if (load[r] < 0) load[r] = map.replicas[r]->outstanding_tokens();
+      if (best < 0 || (used[r] && !used[best]) || (used[r] == used[best] && load[r] < load[best])) {
+        best = r;
+      }
+    }
+    if (best >= 0) used[best] = true;
+    chosen.push_back(best);
+  }
+  return chosen;
+}
+
+absl::Status NoHolderError(const ReplicaMap& map, int layer_index, std::vector<int> experts) {
+  const bool shared = std::find(experts.begin(), experts.end(), kSharedExpertId) != experts.end();
+  experts.erase(std::remove(experts.begin(), experts.end(), kSharedExpertId), experts.end());
+  return absl::UnavailableError(absl::StrCat(
+      "no reachable shard serving this model holds ",
+      experts.empty()
+          ? ""
+          : absl::StrCat(experts.size() == 1 ? "expert " : "experts ", FormatExpertIds(experts)),
+      shared ? (experts.empty() ? "the shared expert" : " or the shared expert") : "", " of layer ",
+      map.layers[layer_index]));
+}
+
+}  // namespace moe

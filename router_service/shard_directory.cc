@@ -1,0 +1,284 @@
+#include "router_service/shard_directory.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/time/clock.h"
+
+namespace moe {
+namespace {
+
+std::string DescribeAnswer(const ShardDescription& d) {
+  return absl::StrCat("layers ", absl::StrJoin(d.layers, ","), " experts ",
+                      FormatExpertSet(d.experts), " (", d.identity.fingerprint, ")");
+}
+
+bool SameAnswer(const ShardDescription& a, const ShardDescription& b) {
+  return a.layers == b.layers && a.experts == b.experts &&
+         a.identity.fingerprint == b.identity.fingerprint &&
+         a.identity.d_model == b.identity.d_model;
+}
+
+}  // namespace
+
+ShardDirectory::ShardDirectory(ModelIdentity model, std::vector<int> layers, bool shared_on_shards,
+                               ClientFactory make_client, DirectoryOptions options)
+    : model_(std::move(model)),
+      layers_(std::move(layers)),
+      shared_on_shards_(shared_on_shards),
+      make_client_(std::move(make_client)),
+      options_(options) {
+  absl::MutexLock lock(&mu_);
+  Rebuild();
+}
+
+ShardDirectory::~ShardDirectory() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (refresher_.joinable()) refresher_.join();
+}
+
+void ShardDirectory::SetTargets(std::vector<ShardTarget> targets) {
+  CoverageCallback callback;
+  std::string gaps;
+  {
+    absl::MutexLock lock(&mu_);
+    std::map<std::string, Entry> entries;
+    for (ShardTarget& spec : targets) {
+      auto old = entries_.find(spec.target);
+      if (old != entries_.end() && old->second.spec == spec) {
+        entries.emplace(spec.target, std::move(old->second));
+        continue;
+      }
+      Entry entry;
+      entry.replica = std::make_shared<Replica>(make_client_(spec.target), options_.replica);
+      entry.spec = std::move(spec);
+      entries.emplace(entry.spec.target, std::move(entry));
+    }
+    entries_ = std::move(entries);
+    const std::string before = gaps_;
+    Rebuild();
+    if (gaps_ != before) {
+      callback = on_coverage_;
+      gaps = gaps_;
+    }
+  }
+  if (callback) callback(gaps);
+}
+
+void ShardDirectory::SetCoverageCallback(CoverageCallback callback) {
+  std::string gaps;
+  {
+    absl::MutexLock lock(&mu_);
+    on_coverage_ = callback;
+    gaps = gaps_;
+  }
+  if (callback) callback(gaps);
+}
+
+absl::Status ShardDirectory::Judge(const ShardTarget& spec,
+                                   const absl::StatusOr<ShardDescription>& first,
+                                   const absl::StatusOr<ShardDescription>& second) const {
+  if (!first.ok()) return first.status();
+  if (second.ok() && !SameAnswer(*first, *second)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the backends behind this target disagree: one serves ", DescribeAnswer(*first),
+        ", another ", DescribeAnswer(*second), "; give each expert set its own target"));
+  }
+  if (absl::Status same = CheckIdentity(model_, first->identity); !same.ok()) return same;
+  if (spec.declared.has_value() && !(*spec.declared == first->experts)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("declared as experts ", FormatExpertSet(*spec.declared),
+                     " in --shards but holds ", FormatExpertSet(first->experts)));
+  }
+  bool serves_a_layer = false;
+  for (int layer : first->layers) {
+    serves_a_layer = serves_a_layer || std::binary_search(layers_.begin(), layers_.end(), layer);
+  }
+  if (!serves_a_layer) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "holds layers ", absl::StrJoin(first->layers, ","),
+        ", none of the layers this router serves (", absl::StrJoin(layers_, ","), ")"));
+  }
+  return absl::OkStatus();
+}
+
+void ShardDirectory::Refresh() {
+  absl::MutexLock one_at_a_time(&refresh_mu_);
+  struct Ask {
+    ShardTarget spec;
+    std::shared_ptr<Replica> replica;
+    absl::StatusOr<ShardDescription> answers[2] = {absl::UnknownError("no answer"),
+                                                   absl::UnknownError("no answer")};
+  };
+  std::vector<Ask> asks;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [target, entry] : entries_) {
+      Ask ask;
+      ask.spec = entry.spec;
+      ask.replica = entry.replica;
+      asks.push_back(std::move(ask));
+    }
+  }
+  absl::BlockingCounter pending(static_cast<int>(asks.size()) * 2);
+  const absl::Time deadline = absl::Now() + options_.describe_timeout;
+  for (Ask& ask : asks) {
+    for (auto& answer : ask.answers) {
+      ask.replica->client().Describe(
+          deadline, [&answer, &pending](absl::StatusOr<ShardDescription> description) {
+            answer = std::move(description);
+            pending.DecrementCount();
+          });
+    }
+  }
+  pending.Wait();
+
+  CoverageCallback callback;
+  std::string gaps;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = absl::Now();
+    for (Ask& ask : asks) {
+      auto it = entries_.find(ask.spec.target);
+      if (it == entries_.end() || it->second.replica != ask.replica) continue;  // replaced
+      Entry& entry = it->second;
+      entry.problem = Judge(ask.spec, ask.answers[0], ask.answers[1]);
+      entry.asked = true;
+      if (ask.answers[0].ok()) entry.description = *ask.answers[0];
+      if (entry.problem.ok() && entry.replica->NeedsProbe(now)) entry.replica->ProbeSucceeded();
+    }
+    const std::string before = gaps_;
+    Rebuild();
+    if (gaps_ != before) {
+      callback = on_coverage_;
+      gaps = gaps_;
+    }
+  }
+  if (callback) callback(gaps);
+}
+
+void ShardDirectory::StartRefreshing(TargetSource source) {
+  refresher_ = std::thread([this, source = std::move(source)] {
+    while (true) {
+      if (source) {
+        if (std::optional<std::vector<ShardTarget>> targets = source(); targets.has_value()) {
+          SetTargets(*std::move(targets));
+        }
+      }
+      Refresh();
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.refresh_interval)) return;
+    }
+  });
+}
+
+void ShardDirectory::ReplicasChanged() {
+  CoverageCallback callback;
+  std::string gaps;
+  {
+    absl::MutexLock lock(&mu_);
+    const std::string before = gaps_;
+    Rebuild();
+    if (gaps_ != before) {
+      callback = on_coverage_;
+      gaps = gaps_;
+    }
+  }
+  if (callback) callback(gaps);
+}
+
+void ShardDirectory::Rebuild() {
+  auto map = std::make_shared<ReplicaMap>();
+  map->layers = layers_;
+  map->num_experts = model_.num_experts;
+  map->shared_on_shards = shared_on_shards_;
+  map->holders.assign(layers_.size(), std::vector<std::vector<int>>(model_.num_experts));
+  map->shared_holders.assign(layers_.size(), {});
+  for (const auto& [target, entry] : entries_) {
+    if (!entry.problem.ok() || !entry.description.has_value() || entry.replica->Ejected()) {
+      continue;
+    }
+    const int index = static_cast<int>(map->replicas.size());
+    map->replicas.push_back(entry.replica);
+    for (int layer : entry.description->layers) {
+      const int i = map->LayerIndex(layer);
+      if (i < 0) continue;
+      for (int e : entry.description->experts.ids) map->holders[i][e].push_back(index);
+      if (shared_on_shards_ && entry.description->experts.shared) {
+        map->shared_holders[i].push_back(index);
+      }
+    }
+  }
+  gaps_ = map->Gaps();
+  replicas_ = std::move(map);
+}
+
+std::shared_ptr<const ReplicaMap> ShardDirectory::replica_map() const {
+  absl::MutexLock lock(&mu_);
+  return replicas_;
+}
+
+std::string ShardDirectory::Gaps() const {
+  absl::MutexLock lock(&mu_);
+  return gaps_;
+}
+
+std::string ShardDirectory::Unusable(int layer, const std::vector<int>& experts) const {
+  std::string out;
+  for (const TargetStatus& status : Status()) {
+    if (status.state == "SERVING") continue;
+    std::optional<ExpertSet> held = status.declared;
+    if (status.description.has_value()) {
+      const std::vector<int>& layers = status.description->layers;
+      if (std::find(layers.begin(), layers.end(), layer) == layers.end()) continue;
+      held = status.description->experts;
+    }
+    if (!held.has_value()) continue;
+    bool relevant = false;
+    for (int e : experts) {
+      relevant = relevant ||
+                 (e == kSharedExpertId ? held->shared
+                                       : std::binary_search(held->ids.begin(), held->ids.end(), e));
+    }
+    if (relevant) {
+      absl::StrAppend(&out, out.empty() ? "" : "; ", status.target, " is ", status.state, ": ",
+                      status.problem);
+    }
+  }
+  return out;
+}
+
+std::vector<TargetStatus> ShardDirectory::Status() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<TargetStatus> statuses;
+  for (const auto& [target, entry] : entries_) {
+    TargetStatus status;
+    status.target = target;
+    status.declared = entry.spec.declared;
+    status.description = entry.description;
+    status.counters = entry.replica->counters();
+    status.connectivity = entry.replica->client().State();
+    if (!entry.problem.ok()) {
+      if (entry.problem.code() == absl::StatusCode::kFailedPrecondition) {
+        status.state = "REJECTED";
+      } else {
+        status.state = entry.asked ? "UNREACHABLE" : "UNKNOWN";
+      }
+      status.problem = std::string(entry.problem.message());
+    } else if (entry.replica->Ejected()) {
+      status.state = "EJECTED";
+      status.problem = "ejected after repeated failures or timeouts; probed back when it answers";
+    } else {
+      status.state = "SERVING";
+    }
+    statuses.push_back(std::move(status));
+  }
+  return statuses;
+}
+
+}  // namespace moe

@@ -1,0 +1,117 @@
+// The router's view of its shards: which targets there are (from --shards, or a --shards_file
+// re-read on change), what each serves (learned from the shard's own Describe, never assumed),
+// whether that matches the router's model and the target's declaration, and whether it is
+// reachable. Publishes a ReplicaMap snapshot of the usable replicas and tells its owner when
+// coverage (every expert of every served layer held by a usable replica) is gained or lost.
+//
+// Refresh() asks every target twice (two backends behind one DNS name must agree; otherwise the
+// target is rejected with both answers in the reason), probes ejected replicas, and rebuilds the
+// snapshot. StartRefreshing() does so every `refresh_interval` on a thread of its own, so shards
+// that start later, restart with other experts or disappear are picked up within an interval.
+// Thread-safe.
+#ifndef MOE_ROUTER_SERVICE_SHARD_DIRECTORY_H_
+#define MOE_ROUTER_SERVICE_SHARD_DIRECTORY_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/checkpoint/model_identity.h"
+#include "router_service/replica_map.h"
+#include "router_service/replica.h"
+#include "router_service/shard_client.h"
+#include "router_service/shard_targets.h"
+
+namespace moe {
+
+struct DirectoryOptions {
+  absl::Duration refresh_interval = absl::Seconds(1);
+  absl::Duration describe_timeout = absl::Seconds(2);
+  ReplicaPolicy replica;
+};
+
+// A target's state for Info and logs.
+struct TargetStatus {
+  std::string target;
+  std::optional<ExpertSet> declared;
+  std::optional<ShardDescription> description;  // the last answer, if any
+  std::string state;    // SERVING | UNKNOWN | UNREACHABLE | REJECTED | EJECTED
+  std::string problem;  // why it is not SERVING
+  ReplicaCounters counters;
+  std::string connectivity;  // the channel's, e.g. READY
+};
+
+class ShardDirectory {
+ public:
+  using ClientFactory = std::function<std::unique_ptr<ShardClient>(const std::string& target)>;
+  // Called with the new coverage after every change: "" when covered, else the gaps.
+  using CoverageCallback = std::function<void(const std::string& gaps)>;
+  // Returns a new target list when the source changed (e.g. the shards file), else nullopt.
+  using TargetSource = std::function<std::optional<std::vector<ShardTarget>>()>;
+
+  ShardDirectory(ModelIdentity model, std::vector<int> layers, bool shared_on_shards,
+                 ClientFactory make_client, DirectoryOptions options);
+  ~ShardDirectory();  // stops refreshing; waits for Describe calls in flight
+  ShardDirectory(const ShardDirectory&) = delete;
+  ShardDirectory& operator=(const ShardDirectory&) = delete;
+
+  // Replaces the target list: targets still listed keep their replica (and its state).
+  void SetTargets(std::vector<ShardTarget> targets);
+  void SetCoverageCallback(CoverageCallback callback);
+
+  // Describes every target and probes ejected replicas once; returns when each answered or timed
+  // out, with the snapshot rebuilt.
+  void Refresh();
+  // Polls `source` (may be null) and refreshes every refresh_interval until destruction.
+  void StartRefreshing(TargetSource source);
+
+  std::shared_ptr<const ReplicaMap> replica_map() const;
+  // "" when covered, else what is missing.
+  std::string Gaps() const;
+  std::vector<TargetStatus> Status() const;
+  // The targets that hold (by their last answer, or by declaration) any of `experts` of `layer`
+  // but are not usable now, with why: "b:2 is UNREACHABLE: connection refused". "" if none.
+  std::string Unusable(int layer, const std::vector<int>& experts) const;
+  // A request saw a replica's ejection state change: rebuild the snapshot now.
+  void ReplicasChanged();
+
+ private:
+  struct Entry {
+    ShardTarget spec;
+    std::shared_ptr<Replica> replica;
+    std::optional<ShardDescription> description;
+    absl::Status problem = absl::UnavailableError("not described yet");
+    bool asked = false;  // Describe was tried at least once
+  };
+
+  // The state a pair of Describe answers puts a target in.
+  absl::Status Judge(const ShardTarget& spec, const absl::StatusOr<ShardDescription>& first,
+                     const absl::StatusOr<ShardDescription>& second) const;
+  void Rebuild() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const ModelIdentity model_;
+  const std::vector<int> layers_;
+  const bool shared_on_shards_;
+  const ClientFactory make_client_;
+  const DirectoryOptions options_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);  // by target
+  std::shared_ptr<const ReplicaMap> replicas_ ABSL_GUARDED_BY(mu_);
+  std::string gaps_ ABSL_GUARDED_BY(mu_);
+  CoverageCallback on_coverage_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Mutex refresh_mu_;  // one Refresh at a time
+  std::thread refresher_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_ROUTER_SERVICE_SHARD_DIRECTORY_H_

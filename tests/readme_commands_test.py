@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Runs the README's commands as a new user would, against a real local cluster.
+
+    tests/readme_commands_test.py SOURCE_DIR BUILD_DIR
+
+Every fenced block right after a `<!-- readme-test -->` line in README.md is run command by
+command (backslash continuations joined, comments dropped) from SOURCE_DIR, against two expert
+shards and a router of the tiny model started like scripts/run-local does, on free ports. In the
+commands `127.0.0.1:50051` becomes the router's address, a leading `build/` the build directory,
+and `/tmp/` a private temporary directory. A command fails the test when it exits non-zero or
+prints an error (an `error`/`failed` line, a non-OK ghz status, a nonzero loadtest error count).
+
+Then the first-hour checks a README cannot show: clients name gRPC codes, the README's flag
+tables match every binary's --help (names and defaults), every usage line lists every flag,
+scripts' --help print written usage texts, and moe_make_model into a reused directory leaves a
+checkpoint that loads.
+
+ghz and grpcurl come from scripts/go-tool (installed, pinned, when missing). Exit 77 (ctest's
+SKIP_RETURN_CODE) only when one of them cannot be installed, said loudly. Every process started
+is stopped at exit, on failure too; children also die with this process (PR_SET_PDEATHSIG).
+"""
+import ctypes
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+MARKER = "<!-- readme-test -->"
+README_ROUTER = "127.0.0.1:50051"
+COMMAND_TIMEOUT_S = 120
+START_TIMEOUT_S = 60
+# Output that means a documented command went wrong even when it exited 0 (ghz does).
+ERROR_PATTERN = re.compile(
+    r"(?i)\berror\b|\bfailed\b|symbol not found|no flags matched|"
+    r"\[(unavailable|unknown|internal|deadlineexceeded|canceled|resourceexhausted|"
+    r"invalidargument|unimplemented)\]|\b[1-9][0-9]* errors\b")
+BINARIES = {
+    "moe_expert": "expert_service/moe_expert",
+    "moe_router": "router_service/moe_router",
+    "moe_make_model": "tools/moe_make_model",
+    "moe_client": "tools/moe_client",
+    "moe_health": "tools/moe_health",
+    "moe_layer_bench": "tools/moe_layer_bench",
+}
+SCRIPTS = ["bench", "build", "build-images", "check-clang", "compose-up", "flood-threads", "go-tool",
+           "loadtest", "run-local", "setup", "test"]
+
+failures = []
+
+
+def fail(message):
+    failures.append(message)
+    print("FAIL: " + message, flush=True)
+
+
+def die_with_parent():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class Cluster:
+    """Two expert shards and a router of the tiny model on free loopback ports."""
+
+    def __init__(self, build, tmp):
+        self.build, self.tmp, self.processes = build, tmp, []
+
+    def start(self, name, argv):
+        port_file = os.path.join(self.tmp, name + ".port")
+        log = open(os.path.join(self.tmp, name + ".log"), "wb")
+        process = subprocess.Popen(
+            argv + ["--listen=127.0.0.1:0", "--port_file=" + port_file], stdout=log,
+            stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        self.processes.append((name, process))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
+                return "127.0.0.1:" + open(port_file).read().strip()
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited ({process.returncode}):\n{self.log(name)}")
+            time.sleep(0.05)  # polling a condition with a deadline
+        raise RuntimeError(f"{name} did not report a port in {START_TIMEOUT_S} s:\n{self.log(name)}")
+
+    def log(self, name):
+        with open(os.path.join(self.tmp, name + ".log"), errors="replace") as f:
+            return f.read()
+
+    def stop(self):
+        for _, process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for name, process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                print(f"{name} ignored SIGTERM for 10 s; killing it")
+                process.kill()
+                process.wait()
+        self.processes = []
+
+
+def run(command, cwd, env, timeout=COMMAND_TIMEOUT_S):
+    """Runs `command` with bash in its own process group; returns (exit status, output)."""
+    process = subprocess.Popen(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               preexec_fn=die_with_parent, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+        return process.returncode, output.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the command and everything it started
+        output, _ = process.communicate()
+        return -1, f"(timed out after {timeout} s)\n" + output.decode(errors="replace")
+
+
+def readme_blocks(readme):
+    """[(line number, [commands])] of the blocks marked for this test."""
+    lines = readme.split("\n")
+    blocks = []
+    for i, line in enumerate(lines):
+        if line.strip() != MARKER:
+            continue
+        if i + 1 >= len(lines) or not lines[i + 1].startswith("```"):
+            fail(f"README.md:{i + 1}: {MARKER} is not followed by a fenced block")
+            continue
+        commands, current = [], ""
+        for body in lines[i + 2:]:
+            if body.startswith("```"):
+                break
+            if body.rstrip().endswith("\\"):
+                current += body.rstrip()[:-1] + " "
+                continue
+            current += body
+            if current.strip() and not current.strip().startswith("#"):
+                commands.append(current.strip())
+            current = ""
+        blocks.append((i + 2, commands))
+    return blocks
+
+
+def localise(command, router, build, tmp):
+    command = command.replace(README_ROUTER, router)
+    command = re.sub(r"(?<![\w./-])build/", build + "/", command)
+    return re.sub(r"(?<![\w.-])/tmp/", tmp + "/", command)
+
+
+def check_command(where, command, status, output):
+    print(f"$ {command}\n{output.rstrip()}\n(exit {status})\n", flush=True)
+    if status != 0:
+        fail(f"{where}: `{command}` exited {status}")
+    bad = [l for l in output.split("\n") if ERROR_PATTERN.search(l)]
+    if bad:
+        fail(f"{where}: `{command}` printed an error: {bad[0].strip()}")
+
+
+def parse_help(text):
+    """Usage text and {flag: default} of a binary's --help."""
+    usage, _, flags_text = text.partition("\nFlags:\n")
+    flags = dict(re.findall(r"^  --(\w+)  \(default: (.*)\)$", flags_text, re.M))
+    return usage, flags
+
+
+def readme_flag_tables(readme):
+    """{binary: {flag: default as written}} from the README's flag table."""
+    tables, binary = {}, None
+    for line in readme.split("\n"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not line.startswith("|") or "`--" not in cells[1]:
+            continue
+        binary = cells[0] or binary
+        names = re.findall(r"`--(\w+)`", cells[1])
+        defaults = [d.strip() for d in cells[2].split(",")] if len(names) > 1 else [cells[2]]
+        if len(defaults) != len(names):
+            fail(f"README flag table: {binary} {names}: {len(defaults)} defaults for "
+                 f"{len(names)} flags")
+            continue
+        for name, default in zip(names, defaults):
+            tables.setdefault(binary, {})[name] = default
+    return tables
+
+
+def normalise_default(text):
+    text = text.strip().strip("`")
+    if text in ("—", "(required)", '""', "-"):
+        return ""
+    return text.split(" ")[0]
+
+
+def check_help_and_tables(source, build, readme):
+    tables = readme_flag_tables(readme)
+    for binary, path in BINARIES.items():
+        status, output = run(f"{build}/{path} --help", cwd=build, env=os.environ)
+        if status != 0:
+            fail(f"{binary} --help exited {status}")
+        usage, flags = parse_help(output)
+        if not flags:
+            fail(f"{binary} --help lists no flags:\n{output}")
+        for name, default in flags.items():
+            if f"--{name}" not in usage:
+                fail(f"{binary}: the usage line does not list --{name}")
+        documented = tables.get(binary, {})
+        for name in sorted(set(flags) | set(documented)):
+            if name not in flags:
+                fail(f"README documents {binary} --{name}, which the binary does not have")
+            elif name not in documented:
+                fail(f"{binary} --{name} is missing from the README's flag table")
+            elif normalise_default(documented[name]) != flags[name].strip('"'):
+                fail(f"{binary} --{name}: README says default {documented[name]!r}, --help says "
+                     f"{flags[name]}")
+    for script in SCRIPTS:
+        status, output = run(f"scripts/{script} --help", cwd=source, env=os.environ)
+        if status != 0 or not output.lower().startswith("usage: scripts/" + script):
+            fail(f"scripts/{script} --help: exit {status}, not a usage text:\n{output[:300]}")
+        if "set -euo" in output or output.lstrip().startswith("#"):
+            fail(f"scripts/{script} --help prints its own source")
+
+
+def check_clients(build, router, env):
+    client = f"{build}/tools/moe_client --router={router}"
+    status, output = run(f"{client} --tokens=0", cwd=build, env=env)
+    if status == 0 or "Forward failed: INVALID_ARGUMENT: " not in output:
+        fail(f"moe_client --tokens=0 should fail naming INVALID_ARGUMENT:\n{output}")
+    # An expired deadline fails the Info call, or (when Info wins the race) the Forward call.
+    status, output = run(f"{client} --deadline_ms=0", cwd=build, env=env)
+    if status == 0 or not re.search(r"(Info|Forward) failed: DEADLINE_EXCEEDED: ", output):
+        fail(f"moe_client --deadline_ms=0 should fail naming DEADLINE_EXCEEDED:\n{output}")
+    status, output = run(f"{client} --tokens=1", cwd=build, env=env)
+    for wanted in ("2 shard groups", "latency over 1 call of 1 token:"):
+        if wanted not in output:
+            fail(f"moe_client --tokens=1: expected {wanted!r} in:\n{output}")
+    status, output = run(f"{build}/tools/moe_health --target=127.0.0.1:1", cwd=build, env=env)
+    if status == 0 or "UNAVAILABLE: " not in output:
+        fail(f"moe_health against a closed port should say UNAVAILABLE:\n{output}")
+
+
+def check_make_model_reuse(build, tmp):
+    out = os.path.join(tmp, "reused")
+    make = f"{build}/tools/moe_make_model --preset=mixtral-tiny --out={out}"
+    for command in (make + " --files=3", make + " --files=1"):
+        status, output = run(command, cwd=build, env=os.environ)
+        if status != 0:
+            fail(f"`{command}` exited {status}:\n{output}")
+    left = sorted(os.listdir(out))
+    if left != ["config.json", "model.safetensors"]:
+        fail(f"moe_make_model into a reused --out left {left}")
+    status, output = run(f"{build}/tools/moe_layer_bench --model={out} --layer=1 --requests=1",
+                         cwd=build, env=os.environ)
+    if status != 0:
+        fail(f"the rewritten checkpoint does not load:\n{output}")
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__)
+        return 2
+    source, build = (os.path.abspath(a) for a in sys.argv[1:])
+    # ctest's timeout and Ctrl-C end the test through `finally`, which stops the cluster.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    with open(os.path.join(source, "README.md")) as f:
+        readme = f.read()
+    blocks = readme_blocks(readme)
+    if len(blocks) < 3:
+        fail(f"README.md has {len(blocks)} blocks marked {MARKER}; expected at least 3")
+
+    env = dict(os.environ, BUILD_DIR=build)
+    tool_dirs = []
+    for tool in ("ghz", "grpcurl"):
+        status, output = run(f"scripts/go-tool {tool}", cwd=source, env=env, timeout=900)
+        if status != 0:
+            print("\n" + "!" * 78 + f"\nSKIPPED: {tool} cannot be installed, so the README's "
+                  f"commands cannot run:\n{output}\n" + "!" * 78, flush=True)
+            return SKIP
+        tool_dirs.append(os.path.dirname(output.strip().split("\n")[-1]))
+    env["PATH"] = os.pathsep.join(tool_dirs + [env.get("PATH", "")])
+
+    tmp = tempfile.mkdtemp(prefix="readme_commands_test.")
+    cluster = Cluster(build, tmp)
+    try:
+        model = os.path.join(tmp, "tiny")
+        status, output = run(f"{build}/tools/moe_make_model --preset=tiny --out={model}",
+                             cwd=build, env=env)
+        if status != 0:
+            fail(f"moe_make_model: {output}")
+            return 1
+        expert = [f"{build}/expert_service/moe_expert", f"--model={model}", "--kernel_threads=1",
+                  "--blas_threads=1"]
+        shard0 = cluster.start("expert-0", expert + ["--experts=0-3"])
+        shard1 = cluster.start("expert-1", expert + ["--experts=4-7"])
+        router = cluster.start("router", [f"{build}/router_service/moe_router",
+                                          f"--model={model}",
+                                          f"--shards=0-3@{shard0},4-7@{shard1}"])
+        print(f"cluster: shards {shard0} {shard1}, router {router}; logs in {tmp}\n", flush=True)
+
+        for line, commands in blocks:
+            for command in commands:
+                local = localise(command, router, build, tmp)
+                status, output = run(local, cwd=source, env=env)
+                check_command(f"README.md:{line}", local, status, output)
+        check_clients(build, router, env)
+        check_help_and_tables(source, build, readme)
+        check_make_model_reuse(build, tmp)
+    except RuntimeError as e:
+        fail(str(e))
+    finally:
+        cluster.stop()
+    if failures:
+        print(f"\n{len(failures)} failure(s); logs in {tmp}:\n  " + "\n  ".join(failures))
+        return 1
+    shutil.rmtree(tmp, onerror=lambda f, p, e: print(f"cannot remove {p}: {e[1]}"))
+    print("all README commands and first-hour checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
