@@ -12,8 +12,10 @@
 
 namespace moe {
 
-ExpertServiceImpl::ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching)
+ExpertServiceImpl::ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching,
+                                     AdmissionGate* gate)
     : shard_(shard),
+      gate_(gate != nullptr ? gate : &unlimited_),
       batcher_([shard](int ffn, ConstMatrixView x,
                        MatrixView y) { return shard->Compute(ffn, x, y); },
                shard->input_stride(), batching) {}
@@ -64,6 +66,8 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
 
 grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext*, const v1::ComputeRequest* request,
                                         v1::ComputeResponse* response) {
+  absl::StatusOr<AdmissionGate::Ticket> ticket = gate_->TryEnter();
+  if (!ticket.ok()) return ToGrpcStatus(ticket.status());
   compute_calls_.fetch_add(1, std::memory_order_relaxed);
   return ToGrpcStatus(RunGroups(*request, response));
 }

@@ -1,12 +1,14 @@
 // gRPC face of an ExpertShard (moe.v1.Expert). Hands each group of a Compute call (a view of the
 // request's tokens and the group's row indices) to the shard's cross-request batcher, which
 // gathers the rows once into the kernel's layout, and writes each group's output straight into
-// the reply; all checks on the request happen here, once. Thread-safe; does not own the shard.
+// the reply; all checks on the request happen here, once. Compute passes an AdmissionGate first
+// (RESOURCE_EXHAUSTED when overloaded). Thread-safe; owns neither the shard nor the gate.
 #ifndef MOE_EXPERT_SERVICE_EXPERT_SERVICE_H_
 #define MOE_EXPERT_SERVICE_EXPERT_SERVICE_H_
 
 #include <atomic>
 
+#include "common/rpc/admission_gate.h"
 #include "expert_service/expert_batcher.h"
 #include "expert_service/expert_shard.h"
 #include "moe/v1/expert.grpc.pb.h"
@@ -15,7 +17,9 @@ namespace moe {
 
 class ExpertServiceImpl final : public v1::Expert::Service {
  public:
-  ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching);
+  // `gate` may be null: no admission limit.
+  ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching,
+                    AdmissionGate* gate = nullptr);
 
   grpc::Status Compute(grpc::ServerContext* context, const v1::ComputeRequest* request,
                        v1::ComputeResponse* response) override;
@@ -26,6 +30,8 @@ class ExpertServiceImpl final : public v1::Expert::Service {
   absl::Status RunGroups(const v1::ComputeRequest& request, v1::ComputeResponse* response);
 
   const ExpertShard* shard_;
+  AdmissionGate unlimited_{0};
+  AdmissionGate* const gate_;  // `gate` or &unlimited_
   ExpertBatcher batcher_;
   std::atomic<int64_t> compute_calls_{0};
 };

@@ -12,6 +12,7 @@
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
+#include "common/rpc/admission_gate.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "common/rpc/tls_credentials.h"
@@ -54,6 +55,15 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_ca, "",
           "Mutual TLS: callers (routers) must present a certificate signed by this PEM CA");
 
+ABSL_FLAG(int, drain_s, 5,
+          "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
+          "this many seconds to finish (then they are cancelled), then exit");
+ABSL_FLAG(int, max_threads, 64,
+          "Most gRPC server threads (handlers and pollers); 0 = unbounded (with --max_inflight=0)");
+ABSL_FLAG(int, max_inflight, 48,
+          "Most calls served at once; more are refused at once with RESOURCE_EXHAUSTED. At most "
+          "--max_threads - 4, so that threads remain to refuse with");
+
 int main(int argc, char** argv) {
   moe::BlockShutdownSignals();
   absl::SetProgramUsageMessage(
@@ -62,7 +72,8 @@ int main(int argc, char** argv) {
       "             [--port_file=FILE] [--weights_dtype=f32|bf16] [--kernel_threads=N]\n"
       "             [--blas_threads=N] [--concurrent_ffn=N] [--max_batch_tokens=N]\n"
       "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_connection_age_s=S]\n"
-      "             [--layer=N] [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]]");
+      "             [--layer=N] [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]]\n"
+      "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]");
   moe::ParseFlags(argc, argv);
 
   moe::ExpertShardOptions options;
@@ -113,7 +124,14 @@ int main(int argc, char** argv) {
   batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   batching.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_batch_wait_us));
   batching.concurrent_ffn = absl::GetFlag(FLAGS_concurrent_ffn);
-  moe::ExpertServiceImpl service(shard->get(), batching);
+  const int max_threads = absl::GetFlag(FLAGS_max_threads);
+  const int max_inflight = absl::GetFlag(FLAGS_max_inflight);
+  if (absl::Status limits = moe::CheckAdmissionLimit(max_inflight, max_threads); !limits.ok()) {
+    std::cerr << "moe_expert: --max_inflight / --max_threads: " << limits.message() << std::endl;
+    return 2;
+  }
+  moe::AdmissionGate gate(max_inflight);
+  moe::ExpertServiceImpl service(shard->get(), batching, &gate);
   moe::ServeOptions serve;
   serve.name = "moe_expert";
   serve.listen = absl::GetFlag(FLAGS_listen);
@@ -121,10 +139,12 @@ int main(int argc, char** argv) {
   serve.credentials = *credentials;
   serve.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
   serve.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_s));
-  absl::Status served = moe::ServeUntilSignal(serve, {&service});
-  if (!served.ok()) {
-    std::cerr << "moe_expert: " << served.message() << std::endl;
+  serve.max_threads = max_threads;
+  serve.health_services = {moe::v1::Expert::service_full_name()};
+  auto server = moe::GrpcServer::Start(serve, {&service});
+  if (!server.ok()) {
+    std::cerr << "moe_expert: " << server.status().message() << std::endl;
     return 1;
   }
-  return 0;
+  return moe::DrainOnShutdownSignal(**server, absl::Seconds(absl::GetFlag(FLAGS_drain_s)));
 }

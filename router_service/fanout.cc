@@ -159,6 +159,13 @@ void Fanout::OnReply(int work, int attempt_index, absl::StatusOr<ShardCallOutput
       std::shared_ptr<Replica> next;
       if (!others_running && !cancelled_ && Retryable(status) && absl::Now() < deadline_) {
         next = Alternative(work);
+        // A target that names several backends (dns:/// with round_robin) may answer from another
+        // one: an unreachable backend is worth one more try on the same target.
+        if (next == nullptr && status.code() == absl::StatusCode::kUnavailable &&
+            w.same_target_retries == 0) {
+          ++w.same_target_retries;
+          next = attempt.replica;
+        }
       }
       if (next != nullptr) {
         ++stats_.retries;

@@ -2,8 +2,9 @@
 // Every work item's call starts at once. A call not answered within its replica's hedge delay is
 // hedged on another replica that holds all of the work's experts: the first answer wins and the
 // other call is cancelled (inference is side-effect free; gRPC C++ has no hedging of its own).
-// A failed call is retried on another such replica while the deadline allows; InvalidArgument
-// (the input overflowed an expert) and DeadlineExceeded are final. Replicas learn every outcome
+// A failed call is retried on another such replica while the deadline allows (an UNAVAILABLE one
+// with no other replica, once on the same target: a DNS name may resolve to several backends);
+// InvalidArgument (the input overflowed an expert) and DeadlineExceeded are final. Replicas learn every outcome
 // (latency, failure, lost hedge), which drives their hedge delay and ejection.
 //
 // Thread-safe; Cancel() may be called from any thread. The Fanout must outlive Wait().
@@ -58,6 +59,7 @@ class Fanout {
     std::vector<Attempt> attempts;
     std::set<const Replica*> tried;
     bool hedged = false;  // a hedge was considered (sent or no replica to send it to)
+    int same_target_retries = 0;
     bool done = false;
     absl::StatusOr<ShardCallOutput> result;
     std::string errors;  // every failed attempt's message

@@ -32,10 +32,11 @@ grpc::ChannelArguments ShardChannelArguments() {
 
 }  // namespace
 
-absl::Status GrpcShardClient::FromGrpc(const grpc::Status& status) const {
+absl::Status GrpcShardClient::FromGrpc(const grpc::Status& status, const std::string& target,
+                                       const ChannelSecurity& security) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat("shard ", target_, ": ",
-                                   ExplainStatus(status, security_.tls, security_.flag_prefix)));
+                      absl::StrCat("shard ", target, ": ",
+                                   ExplainStatus(status, security.tls, security.flag_prefix)));
 }
 
 // One Compute call: owns the messages and the context; its shared_ptr is the reply's storage.
@@ -82,9 +83,10 @@ std::shared_ptr<ShardCall> GrpcShardClient::Compute(const ShardCallInput& input,
   call->context.set_deadline(absl::ToChronoTime(deadline));
   const size_t channel = next_channel_.fetch_add(1, std::memory_order_relaxed) % stubs_.size();
   stubs_[channel]->async()->Compute(
-      &call->context, &call->request, &call->response, [this, call](grpc::Status status) {
+      &call->context, &call->request, &call->response,
+      [target = target_, security = security_, call](grpc::Status status) {
         if (!status.ok()) {
-          std::move(call->done)(FromGrpc(status));
+          std::move(call->done)(FromGrpc(status, target, security));
           return;
         }
         const v1::ComputeResponse& response = call->response;
@@ -103,7 +105,7 @@ std::shared_ptr<ShardCall> GrpcShardClient::Compute(const ShardCallInput& input,
         const int64_t d = call->request.tokens().shape(1);
         if (response.outputs_size() != static_cast<int>(call->group_rows.size())) {
           std::move(call->done)(absl::InternalError(
-              absl::StrCat("shard ", target_, " returned ", response.outputs_size(),
+              absl::StrCat("shard ", target, " returned ", response.outputs_size(),
                            " outputs for ", call->group_rows.size(), " expert groups")));
           return;
         }
@@ -113,7 +115,7 @@ std::shared_ptr<ShardCall> GrpcShardClient::Compute(const ShardCallInput& input,
               response.outputs(g), call->group_rows[g], d, absl::StrCat("outputs[", g, "]"));
           if (!view.ok()) {
             std::move(call->done)(absl::InternalError(absl::StrCat(
-                "shard ", target_, " returned a malformed reply: ", view.status().message())));
+                "shard ", target, " returned a malformed reply: ", view.status().message())));
             return;
           }
           output.groups.push_back(*view);
@@ -137,9 +139,9 @@ void GrpcShardClient::Describe(absl::Time deadline, DescribeDone done) {
   describing->context.set_deadline(absl::ToChronoTime(deadline));
   stubs_[0]->async()->Info(
       &describing->context, &describing->request, &describing->info,
-      [this, describing](grpc::Status status) {
+      [target = target_, security = security_, describing](grpc::Status status) {
         if (!status.ok()) {
-          std::move(describing->done)(FromGrpc(status));
+          std::move(describing->done)(FromGrpc(status, target, security));
           return;
         }
         const v1::ExpertInfo& info = describing->info;

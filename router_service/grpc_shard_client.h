@@ -37,7 +37,10 @@ class GrpcShardClient final : public ShardClient {
  private:
   class Call;
 
-  absl::Status FromGrpc(const grpc::Status& status) const;
+  // The callbacks use no member: a Describe may finish after the client is gone (a refresh
+  // abandoned at shutdown).
+  static absl::Status FromGrpc(const grpc::Status& status, const std::string& target,
+                               const ChannelSecurity& security);
 
   const std::string target_;
   const ChannelSecurity security_;

@@ -15,6 +15,7 @@
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
+#include "common/rpc/admission_gate.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "common/rpc/tls_credentials.h"
@@ -69,6 +70,14 @@ ABSL_FLAG(std::string, shard_tls_server_name, "",
 ABSL_FLAG(bool, info_shows_topology, false,
           "Info lists each shard's target (internal addresses); off by default so the public "
           "API does not reveal them");
+ABSL_FLAG(int, drain_s, 5,
+          "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
+          "this many seconds to finish (then they are cancelled), then exit");
+ABSL_FLAG(int, max_threads, 64,
+          "Most gRPC server threads (handlers and pollers); 0 = unbounded (with --max_inflight=0)");
+ABSL_FLAG(int, max_inflight, 48,
+          "Most calls served at once; more are refused at once with RESOURCE_EXHAUSTED. At most "
+          "--max_threads - 4, so that threads remain to refuse with");
 
 namespace {
 
@@ -126,7 +135,8 @@ int main(int argc, char** argv) {
       "             [--refresh_ms=MS] [--blas_threads=N] [--channels_per_shard=N]\n"
       "             [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]] [--info_shows_topology]\n"
       "             [--shard_tls_ca=PEM [--shard_tls_cert=PEM --shard_tls_key=PEM]\n"
-      "              [--shard_tls_server_name=NAME]]");
+      "              [--shard_tls_server_name=NAME]]\n"
+      "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]");
   moe::ParseFlags(argc, argv);
 
   moe::RouterOptions options;
@@ -186,21 +196,15 @@ int main(int argc, char** argv) {
             << config.routing.num_experts << " experts, top-" << config.routing.top_k
             << "; clients: " << moe::ServerTlsMode(server_tls)
             << ", shards: " << moe::ClientTlsMode(shard_tls) << std::endl;
-  (*router)->directory().SetCoverageCallback([](const std::string& gaps) {
-    std::cerr << "moe_router: "
-              << (gaps.empty() ? "every expert of every layer has a serving shard"
-                               : "not serving: " + gaps)
-              << std::endl;
-  });
-  std::optional<ShardsFile> file;
-  if (!shards_file.empty()) {
-    file.emplace(shards_file, config.routing.num_experts, config.shared.width > 0);
-  }
-  (*router)->directory().StartRefreshing(
-      file.has_value() ? moe::ShardDirectory::TargetSource([&file] { return file->Changed(); })
-                       : nullptr);
 
-  moe::RouterServiceImpl service(router->get(), absl::GetFlag(FLAGS_info_shows_topology));
+  const int max_threads = absl::GetFlag(FLAGS_max_threads);
+  const int max_inflight = absl::GetFlag(FLAGS_max_inflight);
+  if (absl::Status limits = moe::CheckAdmissionLimit(max_inflight, max_threads); !limits.ok()) {
+    std::cerr << "moe_router: --max_inflight / --max_threads: " << limits.message() << std::endl;
+    return 2;
+  }
+  moe::AdmissionGate gate(max_inflight);
+  moe::RouterServiceImpl service(router->get(), absl::GetFlag(FLAGS_info_shows_topology), &gate);
   moe::ServeOptions serve;
   serve.name = "moe_router";
   serve.listen = absl::GetFlag(FLAGS_listen);
@@ -210,10 +214,34 @@ int main(int argc, char** argv) {
   // gRPC with RESOURCE_EXHAUSTED naming the limit.
   serve.max_message_bytes = static_cast<int>(
       std::min<int64_t>(int64_t{options.max_tokens} * config.d_model * 8 + (1 << 20), INT32_MAX));
-  absl::Status served = moe::ServeUntilSignal(serve, {&service});
-  if (!served.ok()) {
-    std::cerr << "moe_router: " << served.message() << std::endl;
+  serve.max_threads = max_threads;
+  serve.health_services = {moe::v1::Router::service_full_name()};
+  // Health is SERVING only while every expert of every served layer has a serving shard.
+  serve.serving_at_start = false;
+  auto server = moe::GrpcServer::Start(serve, {&service});
+  if (!server.ok()) {
+    std::cerr << "moe_router: " << server.status().message() << std::endl;
     return 1;
   }
-  return 0;
+  (*router)->directory().SetCoverageCallback([server = server->get()](const std::string& gaps) {
+    std::cerr << "moe_router: "
+              << (gaps.empty() ? "SERVING: every expert of every layer has a serving shard"
+                               : "NOT_SERVING: no serving shard holds " + gaps)
+              << std::endl;
+    for (const std::string& name : {std::string(), std::string(moe::v1::Router::service_full_name())}) {
+      server->SetServing(name, gaps.empty());
+    }
+  });
+  std::optional<ShardsFile> file;
+  if (!shards_file.empty()) {
+    file.emplace(shards_file, config.routing.num_experts, config.shared.width > 0);
+  }
+  (*router)->directory().StartRefreshing(
+      file.has_value() ? moe::ShardDirectory::TargetSource([&file] { return file->Changed(); })
+                       : nullptr);
+
+  // Requests in flight get --drain_s; then their shard calls are cancelled, so a hung shard
+  // cannot hold the exit.
+  return moe::DrainOnShutdownSignal(**server, absl::Seconds(absl::GetFlag(FLAGS_drain_s)),
+                                    [&router] { (*router)->CancelAll(); });
 }

@@ -49,6 +49,8 @@ absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, abs
 grpc::Status RouterServiceImpl::Forward(grpc::ServerContext* context,
                                         const v1::ForwardRequest* request,
                                         v1::ForwardResponse* response) {
+  absl::StatusOr<AdmissionGate::Ticket> ticket = gate_->TryEnter();
+  if (!ticket.ok()) return ToGrpcStatus(ticket.status());
   const auto client_deadline = context->deadline();
   const absl::Time deadline = client_deadline == std::chrono::system_clock::time_point::max()
                                   ? absl::InfiniteFuture()

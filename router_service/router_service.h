@@ -1,9 +1,11 @@
 // gRPC face of the Router (moe.v1.Router): validates and converts the public request, calls the
-// core once, converts the result and status back. Info lists the shards' targets (internal
-// addresses) only if `show_targets`. Thread-safe; does not own the router.
+// core once, converts the result and status back. Forward passes an AdmissionGate first
+// (RESOURCE_EXHAUSTED when overloaded). Info lists the shards' targets (internal addresses) only
+// if `show_targets`. Thread-safe; owns neither the router nor the gate.
 #ifndef MOE_ROUTER_SERVICE_ROUTER_SERVICE_H_
 #define MOE_ROUTER_SERVICE_ROUTER_SERVICE_H_
 
+#include "common/rpc/admission_gate.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router_service/router.h"
 
@@ -11,8 +13,9 @@ namespace moe {
 
 class RouterServiceImpl final : public v1::Router::Service {
  public:
-  explicit RouterServiceImpl(const Router* router, bool show_targets = false)
-      : router_(router), show_targets_(show_targets) {}
+  // `gate` may be null: no admission limit.
+  RouterServiceImpl(const Router* router, bool show_targets, AdmissionGate* gate = nullptr)
+      : router_(router), show_targets_(show_targets), gate_(gate != nullptr ? gate : &unlimited_) {}
 
   grpc::Status Forward(grpc::ServerContext* context, const v1::ForwardRequest* request,
                        v1::ForwardResponse* response) override;
@@ -25,6 +28,8 @@ class RouterServiceImpl final : public v1::Router::Service {
 
   const Router* router_;
   const bool show_targets_;
+  AdmissionGate unlimited_{0};
+  AdmissionGate* const gate_;  // `gate` or &unlimited_
 };
 
 }  // namespace moe

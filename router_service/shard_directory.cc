@@ -35,9 +35,15 @@ ShardDirectory::ShardDirectory(ModelIdentity model, std::vector<int> layers, boo
 }
 
 ShardDirectory::~ShardDirectory() {
+  std::shared_ptr<Round> round;
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    round = round_;
+  }
+  if (round != nullptr) {
+    absl::MutexLock lock(&round->mu);
+    round->abandoned = true;  // a refresh in progress stops waiting for shards that hang
   }
   if (refresher_.joinable()) refresher_.join();
 }
@@ -109,47 +115,59 @@ absl::Status ShardDirectory::Judge(const ShardTarget& spec,
 
 void ShardDirectory::Refresh() {
   absl::MutexLock one_at_a_time(&refresh_mu_);
+  auto round = std::make_shared<Round>();
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    round_ = round;
+  }
   struct Ask {
     ShardTarget spec;
     std::shared_ptr<Replica> replica;
-    absl::StatusOr<ShardDescription> answers[2] = {absl::UnknownError("no answer"),
-                                                   absl::UnknownError("no answer")};
   };
   std::vector<Ask> asks;
   {
     absl::MutexLock lock(&mu_);
-    for (const auto& [target, entry] : entries_) {
-      Ask ask;
-      ask.spec = entry.spec;
-      ask.replica = entry.replica;
-      asks.push_back(std::move(ask));
-    }
+    for (const auto& [target, entry] : entries_) asks.push_back({entry.spec, entry.replica});
   }
-  absl::BlockingCounter pending(static_cast<int>(asks.size()) * 2);
+  {
+    absl::MutexLock lock(&round->mu);
+    round->answers.assign(2 * asks.size(), absl::UnknownError("no answer"));
+    round->pending = static_cast<int>(round->answers.size());
+  }
   const absl::Time deadline = absl::Now() + options_.describe_timeout;
-  for (Ask& ask : asks) {
-    for (auto& answer : ask.answers) {
-      ask.replica->client().Describe(
-          deadline, [&answer, &pending](absl::StatusOr<ShardDescription> description) {
-            answer = std::move(description);
-            pending.DecrementCount();
-          });
-    }
+  for (size_t i = 0; i < round->answers.size(); ++i) {
+    asks[i / 2].replica->client().Describe(
+        deadline, [round, i](absl::StatusOr<ShardDescription> description) {
+          absl::MutexLock lock(&round->mu);
+          round->answers[i] = std::move(description);
+          --round->pending;
+        });
   }
-  pending.Wait();
+  std::vector<absl::StatusOr<ShardDescription>> answers;
+  {
+    absl::MutexLock lock(&round->mu);
+    auto answered = [&round]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(round->mu) {
+      return round->pending == 0 || round->abandoned;
+    };
+    round->mu.Await(absl::Condition(&answered));
+    if (round->abandoned) return;
+    answers = round->answers;
+  }
 
   CoverageCallback callback;
   std::string gaps;
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
-    for (Ask& ask : asks) {
+    for (size_t a = 0; a < asks.size(); ++a) {
+      const Ask& ask = asks[a];
       auto it = entries_.find(ask.spec.target);
       if (it == entries_.end() || it->second.replica != ask.replica) continue;  // replaced
       Entry& entry = it->second;
-      entry.problem = Judge(ask.spec, ask.answers[0], ask.answers[1]);
+      entry.problem = Judge(ask.spec, answers[2 * a], answers[2 * a + 1]);
       entry.asked = true;
-      if (ask.answers[0].ok()) entry.description = *ask.answers[0];
+      if (answers[2 * a].ok()) entry.description = *answers[2 * a];
       if (entry.problem.ok() && entry.replica->NeedsProbe(now)) entry.replica->ProbeSucceeded();
     }
     const std::string before = gaps_;

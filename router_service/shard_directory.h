@@ -83,6 +83,14 @@ class ShardDirectory {
   void ReplicasChanged();
 
  private:
+  // One refresh's answers. The Describe callbacks keep it alive, so a refresh abandoned at
+  // shutdown does not leave them writing into freed memory.
+  struct Round {
+    absl::Mutex mu;
+    std::vector<absl::StatusOr<ShardDescription>> answers ABSL_GUARDED_BY(mu);
+    int pending ABSL_GUARDED_BY(mu) = 0;
+    bool abandoned ABSL_GUARDED_BY(mu) = false;
+  };
   struct Entry {
     ShardTarget spec;
     std::shared_ptr<Replica> replica;
@@ -108,6 +116,7 @@ class ShardDirectory {
   std::string gaps_ ABSL_GUARDED_BY(mu_);
   CoverageCallback on_coverage_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<Round> round_ ABSL_GUARDED_BY(mu_);  // the latest refresh's
   absl::Mutex refresh_mu_;  // one Refresh at a time
   std::thread refresher_;
 };

@@ -67,7 +67,7 @@ TEST_F(ExpertShardTest, ComputesTheExpertFfnOfTheCheckpoint) {
 }
 
 TEST_F(ExpertShardTest, ComputesOnItsOwnKernelPoolOfTheConfiguredSize) {
-  ExpertShardOptions options{*model_, 0, "all"};
+  ExpertShardOptions options{*model_, "0", "all"};
   options.kernel_threads = 3;
   auto shard = ExpertShard::Create(options);
   ASSERT_TRUE(shard.ok()) << shard.status();

@@ -47,8 +47,8 @@ BINARIES = {
     "moe_health": "tools/moe_health",
     "moe_layer_bench": "tools/moe_layer_bench",
 }
-SCRIPTS = ["bench", "build", "build-images", "check-clang", "compose-up", "go-tool", "loadtest", "run-local",
-           "setup", "test", "make-certs", "fuzz", "bench-tls"]
+SCRIPTS = ["bench", "bench-tls", "build", "build-images", "check-clang", "compose-up",
+           "flood-threads", "fuzz", "go-tool", "loadtest", "make-certs", "run-local", "setup", "test"]
 
 failures = []
 

@@ -1,38 +1,22 @@
 #include "common/rpc/server_runner.h"
 
 #include <grpcpp/health_check_service_interface.h>
-#include <unistd.h>
+#include <grpcpp/resource_quota.h>
 
-#include <chrono>
-#include <cstdio>
-#include <fstream>
+#include <atomic>
 #include <iostream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/rpc/channel_arguments.h"
+#include "common/rpc/listen_port.h"
 #include "common/rpc/reflection_service.h"
-#include "common/rpc/shutdown_signal.h"
 #include "grpc/health/v1/health.pb.h"
 
 namespace moe {
-namespace {
 
-absl::Status WritePortFile(const std::string& path, int port) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-  {
-    std::ofstream out(tmp);
-    out << port << "\n";
-    if (!out) return absl::InternalError(absl::StrCat("cannot write port file ", tmp));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-absl::Status ServeUntilSignal(const ServeOptions& options,
-                              const std::vector<grpc::Service*>& services) {
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
+    const ServeOptions& options, const std::vector<grpc::Service*>& services) {
   grpc::EnableDefaultHealthCheckService(true);
   // Reflection describes registered services from protobuf's generated pool, and gRPC's built-in
   // health service brings none (it is not protobuf-generated). Touching our generated health.pb.cc
@@ -46,6 +30,8 @@ absl::Status ServeUntilSignal(const ServeOptions& options,
       options.listen,
       options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
       &port);
+  // gRPC sets SO_REUSEPORT by default: a second server on a taken port would start and share it.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   if (options.max_connection_age > absl::ZeroDuration()) {
@@ -54,28 +40,89 @@ absl::Status ServeUntilSignal(const ServeOptions& options,
         static_cast<int>(absl::ToInt64Milliseconds(options.max_connection_age)));
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 10000);
   }
+  AddServerKeepaliveArguments(builder);
+  if (options.max_threads > 0) {
+    grpc::ResourceQuota quota(absl::StrCat(options.name, "_threads"));
+    quota.SetMaxThreads(options.max_threads);
+    builder.SetResourceQuota(quota);
+  }
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options.listen, " (address in use or not local?)"));
+        absl::StrCat("cannot listen on ", options.listen, ": ", WhyCannotListen(options.listen)));
   }
+  auto self = std::unique_ptr<GrpcServer>(new GrpcServer(options, std::move(server), port));
+  for (const std::string& name : options.health_services) {
+    self->SetServing(name, options.serving_at_start);
+  }
+  self->SetServing("", options.serving_at_start);
   if (!options.port_file.empty()) {
     absl::Status written = WritePortFile(options.port_file, port);
     if (!written.ok()) {
-      server->Shutdown();
+      self->Drain(absl::ZeroDuration()).IgnoreError();
       return written;
     }
   }
   std::cerr << options.name << ": serving on port " << port << " (" << options.listen << ")"
             << std::endl;
+  return self;
+}
 
-  const int signal = WaitForShutdownSignal();
-  std::cerr << options.name << ": signal " << signal << ", shutting down" << std::endl;
-  server->GetHealthCheckService()->Shutdown();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  server->Wait();
-  return absl::OkStatus();
+GrpcServer::GrpcServer(ServeOptions options, std::unique_ptr<grpc::Server> server, int port)
+    : options_(std::move(options)),
+      port_(port),
+      server_(std::move(server)),
+      health_(server_->GetHealthCheckService()) {}
+
+GrpcServer::~GrpcServer() { Drain(absl::ZeroDuration()).IgnoreError(); }
+
+void GrpcServer::SetServing(const std::string& service_name, bool serving) {
+  if (health_ != nullptr && !health_frozen_.load()) {
+    health_->SetServingStatus(service_name, serving);
+  }
+}
+
+absl::Status GrpcServer::Drain(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  if (draining_) return drain_result_;
+  draining_ = true;
+  health_frozen_.store(true);
+  // NOT_SERVING for every name, and no later SetServing() can undo it.
+  if (health_ != nullptr) health_->Shutdown();
+  const absl::Time deadline = absl::Now() + timeout;
+  // Server::Shutdown stops new calls, cancels what still runs at the deadline, then waits for
+  // every handler to return, however long that takes; so it runs on a thread of its own, which
+  // is given up on kDrainAbandonGrace after the deadline. An abandoned server is deleted by that
+  // thread if its handlers ever return.
+  struct Stopper {
+    absl::Mutex mu;
+    bool stopped ABSL_GUARDED_BY(mu) = false;
+    std::unique_ptr<grpc::Server> orphan ABSL_GUARDED_BY(mu);
+  };
+  auto stopper = std::make_shared<Stopper>();
+  grpc::Server* server = server_.get();
+  std::thread thread([server, deadline, stopper] {
+    server->Shutdown(absl::ToChronoTime(deadline));
+    server->Wait();
+    absl::MutexLock stopper_lock(&stopper->mu);
+    stopper->stopped = true;
+    stopper->orphan.reset();
+  });
+  absl::MutexLock stopper_lock(&stopper->mu);
+  if (stopper->mu.AwaitWithDeadline(absl::Condition(&stopper->stopped),
+                                    deadline + kDrainAbandonGrace)) {
+    drain_result_ = absl::OkStatus();
+    thread.join();  // it released the mutex and has nothing left to do but return
+    return drain_result_;
+  }
+  stopper->orphan = std::move(server_);
+  thread.detach();
+  drain_result_ = absl::DeadlineExceededError(
+      absl::StrCat("calls still running ", absl::FormatDuration(kDrainAbandonGrace),
+                   " after the drain deadline (", absl::FormatDuration(timeout),
+                   ") although cancelled; abandoning them"));
+  return drain_result_;
 }
 
 }  // namespace moe

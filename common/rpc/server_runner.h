@@ -1,17 +1,31 @@
-// Runs gRPC services the way both moe_expert and moe_router must: listening address (port 0
-// picks a free port), TLS or plaintext, the standard grpc.health.v1 service, server reflection of
-// the registered services only (reflection_service.h), message size limit, an optional port file
-// for scripts and tests, and a clean shutdown on SIGINT/SIGTERM.
+// The gRPC server both moe_expert and moe_router run, as an object the services can steer.
+//
+// GrpcServer::Start listens (port 0 picks a free port), registers the services, the standard
+// grpc.health.v1 health service and server reflection of the registered services only
+// (reflection_service.h), TLS or plaintext (ServeOptions::credentials), limits message sizes, bounds the sync
+// server's threads (a ResourceQuota), accepts the clients' keepalive pings
+// (channel_arguments.h), and writes an optional port file for scripts and tests. A port already
+// in use is a start-up error naming the address: SO_REUSEPORT is off, so a second server can
+// never silently share a port with the first.
+//
+// Health: "" and every name in ServeOptions::health_services start SERVING (or NOT_SERVING, see
+// serving_at_start) and change with SetServing(); Drain() turns every name NOT_SERVING for good.
+//
+// Thread-safe. The services must outlive the GrpcServer (or, after Drain() failed, the process).
 #ifndef MOE_COMMON_RPC_SERVER_RUNNER_H_
 #define MOE_COMMON_RPC_SERVER_RUNNER_H_
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace moe {
@@ -26,13 +40,58 @@ struct ServeOptions {
   // Close client connections after this long (with a grace period for calls in flight), so
   // clients re-resolve DNS and spread over replicas that appeared since. Zero: never.
   absl::Duration max_connection_age = absl::ZeroDuration();
+  // Most threads of the sync server (handlers, pollers); 0: unbounded (gRPC's default). Calls
+  // beyond it are refused by gRPC ("Server Threadpool Exhausted"); keep an AdmissionGate's limit
+  // below it so that callers get a message naming the limit instead.
+  int max_threads = 64;
+  // Health service names reported besides "" (e.g. "moe.v1.Expert").
+  std::vector<std::string> health_services;
+  // Health of "" and health_services at start; false for a process that must first become ready.
+  bool serving_at_start = true;
 };
 
-// Serves `services` until SIGINT or SIGTERM, then drains in-flight calls (up to 5 s) and returns.
-// BlockShutdownSignals() must have been called before any thread was started.
-// Unavailable if the address cannot be bound.
-absl::Status ServeUntilSignal(const ServeOptions& options,
-                              const std::vector<grpc::Service*>& services);
+class GrpcServer {
+ public:
+  // Serving once it returns. Unavailable naming the address if it cannot be bound.
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
+      const ServeOptions& options, const std::vector<grpc::Service*>& services);
+
+  // Drains with no grace (cancels calls in flight) unless Drain() already ran.
+  ~GrpcServer();
+  GrpcServer(const GrpcServer&) = delete;
+  GrpcServer& operator=(const GrpcServer&) = delete;
+
+  int port() const { return port_; }
+  const ServeOptions& options() const { return options_; }
+
+  // grpc.health.v1 status of `service_name` ("" is the whole server). Ignored once draining.
+  void SetServing(const std::string& service_name, bool serving);
+
+  // Graceful stop: every health name NOT_SERVING at once, no new calls, calls in flight may
+  // finish until `timeout`, then the rest are cancelled. Returns once every handler returned:
+  // OK. If handlers still run kDrainAbandonGrace after the deadline (a handler that ignores
+  // cancellation), returns DeadlineExceeded and leaves them running: the services are still in
+  // use, so the caller must end the process (std::_Exit) rather than destroy them. Only the
+  // first call drains; later calls return its result.
+  absl::Status Drain(absl::Duration timeout);
+
+ private:
+  GrpcServer(ServeOptions options, std::unique_ptr<grpc::Server> server, int port);
+
+  const ServeOptions options_;
+  const int port_;
+  // Held for the whole of Drain(), so a second Drain() waits for the first one's result.
+  absl::Mutex mu_;
+  // Handed to the stopping thread if a drain is abandoned: handlers still use it.
+  std::unique_ptr<grpc::Server> server_ ABSL_GUARDED_BY(mu_);
+  grpc::HealthCheckServiceInterface* const health_;  // owned by server_
+  std::atomic<bool> health_frozen_{false};           // set by Drain(), before health_ may go
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status drain_result_ ABSL_GUARDED_BY(mu_);
+};
+
+// How long Drain() waits past its deadline for cancelled handlers to return.
+inline constexpr absl::Duration kDrainAbandonGrace = absl::Milliseconds(500);
 
 }  // namespace moe
 

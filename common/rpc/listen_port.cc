@@ -1,0 +1,75 @@
+#include "common/rpc/listen_port.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace moe {
+namespace {
+
+constexpr char kHint[] = "address in use, or not an address of this host (see gRPC's log above)";
+
+// errno of binding a fresh socket (without SO_REUSEPORT) to the address, or 0.
+int BindErrno(const sockaddr* address, socklen_t length) {
+  const int fd = socket(address->sa_family, SOCK_STREAM, 0);
+  if (fd < 0) return errno;
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));  // as gRPC does
+  const int error = bind(fd, address, length) == 0 ? 0 : errno;
+  close(fd);
+  return error;
+}
+
+}  // namespace
+
+absl::Status WritePortFile(const std::string& path, int port) {
+  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+  {
+    std::ofstream out(tmp);
+    out << port << "\n";
+    if (!out) return absl::InternalError(absl::StrCat("cannot write port file ", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+std::string WhyCannotListen(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return "expected HOST:PORT";
+  }
+  std::string host = listen.substr(0, colon);
+  int error = 0;
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    sockaddr_in6 a6{};
+    a6.sin6_family = AF_INET6;
+    a6.sin6_port = htons(static_cast<uint16_t>(port));
+    if (inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &a6.sin6_addr) != 1) {
+      return kHint;
+    }
+    error = BindErrno(reinterpret_cast<sockaddr*>(&a6), sizeof(a6));
+  } else {
+    sockaddr_in a4{};
+    a4.sin_family = AF_INET;
+    a4.sin_port = htons(static_cast<uint16_t>(port));
+    if (inet_pton(AF_INET, host.c_str(), &a4.sin_addr) != 1) return kHint;
+    error = BindErrno(reinterpret_cast<sockaddr*>(&a4), sizeof(a4));
+  }
+  return error == 0 ? kHint : std::strerror(error);
+}
+
+}  // namespace moe

@@ -1,0 +1,186 @@
+// GrpcServer: free ports, health per service name, the admission gate seen by a client, and
+// keepalive enforcement that lets the project's clients ping every second.
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/notification.h"
+#include "common/rpc/admission_gate.h"
+#include "common/rpc/channel_arguments.h"
+#include "common/rpc/server_runner.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "testing/blocking_expert.h"
+
+namespace moe {
+namespace {
+
+using ::grpc::health::v1::HealthCheckRequest;
+using ::grpc::health::v1::HealthCheckResponse;
+using ::testing::HasSubstr;
+
+ServeOptions LoopbackOptions() {
+  ServeOptions options;
+  options.name = "grpc_server_test";
+  options.listen = "127.0.0.1:0";
+  options.max_threads = 16;
+  options.health_services = {"moe.v1.Expert"};
+  return options;
+}
+
+std::shared_ptr<grpc::Channel> Connect(int port, grpc::ChannelArguments args = {}) {
+  return grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
+                                   grpc::InsecureChannelCredentials(), args);
+}
+
+// The health status of `service`, or the RPC's error code as a string.
+std::string Health(grpc::Channel* channel, const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      std::shared_ptr<grpc::Channel>(channel, [](grpc::Channel*) {}));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  HealthCheckRequest request;
+  request.set_service(service);
+  HealthCheckResponse response;
+  const grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return "error " + std::to_string(status.error_code());
+  return HealthCheckResponse::ServingStatus_Name(response.status());
+}
+
+TEST(GrpcServerTest, ListensOnAFreePortAndReportsHealthPerServiceName) {
+  testing::BlockingExpert service;
+  auto server = GrpcServer::Start(LoopbackOptions(), {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_GT((*server)->port(), 0);
+  auto channel = Connect((*server)->port());
+  EXPECT_EQ(Health(channel.get(), ""), "SERVING");
+  EXPECT_EQ(Health(channel.get(), "moe.v1.Expert"), "SERVING");
+  EXPECT_EQ(Health(channel.get(), "moe.v1.Other"), "error 5");  // NOT_FOUND
+
+  (*server)->SetServing("moe.v1.Expert", false);
+  EXPECT_EQ(Health(channel.get(), "moe.v1.Expert"), "NOT_SERVING");
+  EXPECT_EQ(Health(channel.get(), ""), "SERVING");
+  (*server)->SetServing("", false);
+  EXPECT_EQ(Health(channel.get(), ""), "NOT_SERVING");
+  (*server)->SetServing("moe.v1.Expert", true);
+  EXPECT_EQ(Health(channel.get(), "moe.v1.Expert"), "SERVING");
+}
+
+TEST(GrpcServerTest, CanStartNotServing) {
+  testing::BlockingExpert service;
+  ServeOptions options = LoopbackOptions();
+  options.serving_at_start = false;
+  auto server = GrpcServer::Start(options, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = Connect((*server)->port());
+  EXPECT_EQ(Health(channel.get(), ""), "NOT_SERVING");
+  EXPECT_EQ(Health(channel.get(), "moe.v1.Expert"), "NOT_SERVING");
+}
+
+TEST(GrpcServerTest, ATakenPortIsAnErrorNamingTheAddress) {
+  testing::BlockingExpert service;
+  auto first = GrpcServer::Start(LoopbackOptions(), {&service});
+  ASSERT_TRUE(first.ok()) << first.status();
+  ServeOptions options = LoopbackOptions();
+  options.listen = "127.0.0.1:" + std::to_string((*first)->port());
+  testing::BlockingExpert other;
+  auto second = GrpcServer::Start(options, {&other});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr("cannot listen on " + options.listen + ": Address already in use"));
+}
+
+TEST(GrpcServerTest, ControlWithGrpcDefaultsTwoServersShareAPort) {
+  testing::BlockingExpert first_service, second_service;
+  auto first = GrpcServer::Start(LoopbackOptions(), {&first_service});
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE((*first)->Drain(absl::ZeroDuration()).ok());  // frees the port for the pair below
+  const std::string address = "127.0.0.1:" + std::to_string((*first)->port());
+  std::unique_ptr<grpc::Server> servers[2];
+  testing::BlockingExpert* services[2] = {&first_service, &second_service};
+  for (int i = 0; i < 2; ++i) {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(services[i]);
+    servers[i] = builder.BuildAndStart();
+    ASSERT_NE(servers[i], nullptr);
+    EXPECT_GT(port, 0) << "gRPC's defaults no longer share ports: the test above cannot fail";
+  }
+  for (auto& server : servers) server->Shutdown(std::chrono::system_clock::now());
+}
+
+TEST(GrpcServerTest, CallsBeyondTheAdmissionLimitAreRefusedAtOnce) {
+  AdmissionGate gate(2);
+  testing::BlockingExpert service(&gate);
+  auto server = GrpcServer::Start(LoopbackOptions(), {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::Expert::NewStub(Connect((*server)->port()));
+
+  // Two calls fill the gate and stay in flight.
+  grpc::ClientContext contexts[2];
+  v1::ComputeRequest request;
+  v1::ComputeResponse responses[2];
+  grpc::Status statuses[2];
+  absl::Notification done[2];
+  for (int i = 0; i < 2; ++i) {
+    stub->async()->Compute(&contexts[i], &request, &responses[i], [&, i](grpc::Status s) {
+      statuses[i] = s;
+      done[i].Notify();
+    });
+  }
+  ASSERT_TRUE(service.WaitForEntered(2, absl::Seconds(10)));
+
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::ComputeResponse response;
+  const absl::Time start = absl::Now();
+  const grpc::Status refused = stub->Compute(&context, request, &response);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.error_message(), HasSubstr("overloaded: 2 calls in flight, limit 2"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2)) << "refused, but not at once";
+  EXPECT_EQ(gate.rejected(), 1);
+
+  service.Release();
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(done[i].WaitForNotificationWithTimeout(absl::Seconds(10)));
+    EXPECT_TRUE(statuses[i].ok()) << statuses[i].error_message();
+  }
+  EXPECT_EQ(gate.in_flight(), 0);
+}
+
+// A channel with ResilientChannelArguments pings every second, also without calls. It must still
+// be READY (never sent away with too_many_pings) after `idle`.
+bool StaysReadyWhileIdle(int port, absl::Duration idle) {
+  auto channel = Connect(port, ResilientChannelArguments());
+  if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Seconds(10)))) {
+    return false;
+  }
+  // The idle time is the condition under test: pings flow while no call does.
+  return !channel->WaitForStateChange(GRPC_CHANNEL_READY, absl::ToChronoTime(absl::Now() + idle));
+}
+
+TEST(GrpcServerTest, AcceptsKeepalivePingsEverySecondWithoutCalls) {
+  testing::BlockingExpert service;
+  auto server = GrpcServer::Start(LoopbackOptions(), {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  // gRPC's default server policy sends such a client away after 3 pings (the control below).
+  EXPECT_TRUE(StaysReadyWhileIdle((*server)->port(), absl::Seconds(6)));
+}
+
+TEST(GrpcServerTest, ControlADefaultServerSendsThePingingClientAway) {
+  testing::BlockingExpert service;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  EXPECT_FALSE(StaysReadyWhileIdle(port, absl::Seconds(6)))
+      << "the keepalive test above cannot fail: gRPC's defaults changed";
+  server->Shutdown(std::chrono::system_clock::now());
+}
+
+}  // namespace
+}  // namespace moe
