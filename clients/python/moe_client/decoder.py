@@ -189,6 +189,7 @@ class Decoder(nn.Module):
         self.config = config
         self.moe_config = moe_config
         self.clock = {"moe": 0.0}
+        self.last_timing = None
         self.rotary = Rotary(config.head_dim, config.rope_theta, config.max_positions)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
         self.moe_layers = [i for i, (kind, _) in enumerate(layer_mlps) if kind == "moe"]
@@ -264,18 +265,28 @@ class Decoder(nn.Module):
     def generate(self, prompt_ids, steps, *, return_logits=False):
         """Greedy decoding: the prompt [batch, seq] (or a list of ids) in one pass, then one token
         per step from the KV cache. Returns the new tokens [batch, steps], and with return_logits
-        also the logits that chose them, [batch, steps, vocab]."""
+        also the logits that chose them, [batch, steps, vocab]. Afterwards `self.last_timing`
+        holds the wall seconds of the prompt pass (`prefill_s`), of the steps after it
+        (`decode_s`) and of the MoE blocks within those steps (`decode_moe_s`)."""
         ids = torch.as_tensor(prompt_ids, dtype=torch.long)
         if ids.dim() == 1:
             ids = ids.unsqueeze(0)
         cache = KVCache(self.config.num_layers)
         tokens, logits = [], []
         step_input = ids
-        for _ in range(steps):
+        begin = time.perf_counter()
+        prefill_s = moe_before = 0.0
+        for step in range(steps):
             last = self(step_input, cache)[:, -1]
             step_input = last.argmax(dim=-1, keepdim=True)
             tokens.append(step_input)
             logits.append(last)
+            if step == 0:
+                prefill_s = time.perf_counter() - begin
+                moe_before = self.clock["moe"]
+        self.last_timing = {"prefill_s": prefill_s,
+                            "decode_s": time.perf_counter() - begin - prefill_s,
+                            "decode_moe_s": self.clock["moe"] - moe_before}
         out = torch.cat(tokens, dim=1)
         if return_logits:
             return out, torch.stack(logits, dim=1)
