@@ -1,10 +1,14 @@
 #include "bench/bench_experts.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <thread>
 
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/row_dot_kernel.h"
@@ -39,10 +43,16 @@ const std::vector<float>& BandwidthBuffer() {
   return *buffer;
 }
 
+std::unique_ptr<KernelThreadPool>& PoolSlot() {
+  static auto* pool = new std::unique_ptr<KernelThreadPool>;  // never destroyed: helpers
+  return *pool;
+}
+
 const std::vector<Matrix>& StackedGateUp() {
   static std::vector<Matrix>* stacked = [] {
     auto* out = new std::vector<Matrix>;
-    for (const SwigluWeights& w : Experts(DType::kF32)) {
+    for (const SwigluWeights& experts : Experts(WeightStorage::kF32)) {
+      const SwigluWeights::F32& w = *experts.f32();
       Matrix m(2 * kWidth, kDModel);
       std::copy(w.gate.data(), w.gate.data() + w.gate.size(), m.data());
       std::copy(w.up.data(), w.up.data() + w.up.size(), m.data() + w.gate.size());
@@ -55,9 +65,29 @@ const std::vector<Matrix>& StackedGateUp() {
 
 }  // namespace
 
-const std::vector<SwigluWeights>& Experts(DType storage) {
-  static std::map<DType, std::vector<SwigluWeights>>* experts =
-      new std::map<DType, std::vector<SwigluWeights>>;
+void InitThreads(int threads) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  PoolSlot() = std::make_unique<KernelThreadPool>(threads);
+  SetBlasThreads(threads);
+}
+
+int Threads() { return Pool().threads(); }
+
+KernelThreadPool& Pool() {
+  if (PoolSlot() == nullptr) InitThreads(0);
+  return *PoolSlot();
+}
+
+SwigluOptions PoolOptions(SwigluPath path) {
+  SwigluOptions options;
+  options.path = path;
+  options.pool = &Pool();
+  return options;
+}
+
+const std::vector<SwigluWeights>& Experts(WeightStorage storage) {
+  static std::map<WeightStorage, std::vector<SwigluWeights>>* experts =
+      new std::map<WeightStorage, std::vector<SwigluWeights>>;
   std::vector<SwigluWeights>& set = (*experts)[storage];
   if (set.empty()) {
     const float scale_in = 1.0f / 32.0f, scale_hidden = 1.0f / 53.0f;
@@ -91,7 +121,7 @@ void ReadBufferBySum() {
     }
   };
   const KernelThreadPool::Phase phases[] = {{tasks, 1, sum_blocks}};
-  SharedKernelPool()->Run(phases);
+  Pool().Run(phases);
 }
 
 void ReadBufferByRowDots() {
@@ -106,16 +136,17 @@ void ReadBufferByRowDots() {
                y->data() + r0, 1);
   };
   const KernelThreadPool::Phase phases[] = {{rows, std::max<int64_t>(1, rows / kTasks), dots}};
-  SharedKernelPool()->Run(phases);
+  Pool().Run(phases);
 }
 
 void ReadBufferBySgemv() {
   const std::vector<float>& buffer = BandwidthBuffer();
   constexpr int64_t kCols = 8192;
-  const ConstMatrixView a{buffer.data(), kBandwidthFloats / kCols, kCols};
+  constexpr int64_t kRows = kBandwidthFloats / kCols;
   static std::vector<float>* x = new std::vector<float>(kCols, 1.0f);
-  static std::vector<float>* y = new std::vector<float>(a.rows);
-  Check(MatVec(a, *x, absl::MakeSpan(*y)));
+  static std::vector<float>* y = new std::vector<float>(kRows);
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, kRows, kCols, 1.0f, buffer.data(), kCols, x->data(), 1,
+              0.0f, y->data(), 1);
 }
 
 void PlainSgemm(int e, const Matrix& x, bool stacked) {
@@ -127,7 +158,7 @@ void PlainSgemm(int e, const Matrix& x, bool stacked) {
     *gate = Matrix(x.rows(), kWidth);
     *up = Matrix(x.rows(), kWidth);
   }
-  const SwigluWeights& w = Experts(DType::kF32)[e % kExperts];
+  const SwigluWeights::F32& w = *Experts(WeightStorage::kF32)[e % kExperts].f32();
   if (stacked) {
     Check(MatMulTransposed(x, StackedGateUp()[e % kExperts], gate_up->view()));
     // down reads the gate half; the shapes match act·downᵀ.

@@ -11,7 +11,8 @@
 #include <vector>
 
 #include "common/kernels/swiglu_ffn.h"
-#include "common/tensor/dtype.h"
+#include "common/kernels/swiglu_weights.h"
+#include "common/kernels/thread_pool.h"
 #include "common/tensor/matrix.h"
 
 namespace moe::bench {
@@ -20,16 +21,26 @@ inline constexpr int64_t kDModel = 1024;
 inline constexpr int64_t kWidth = 2816;
 inline constexpr int kExperts = 8;
 
+// The threads of the benchmarks, as a shard has them: one kernel pool of `threads` (≤ 0: one per
+// core) and as many OpenBLAS threads, so both FFN paths get the same cores. Call once, from main,
+// before anything below.
+void InitThreads(int threads);
+int Threads();
+KernelThreadPool& Pool();
+// SwigluForward options on Pool().
+SwigluOptions PoolOptions(SwigluPath path = SwigluPath::kAuto);
+
 // Experts 0..7 stored as `storage` (kF32 or kBF16; the BF16 ones are the F32 ones rounded).
-const std::vector<SwigluWeights>& Experts(DType storage);
+const std::vector<SwigluWeights>& Experts(WeightStorage storage);
 // [tokens, d_model] of deterministic values.
 Matrix Tokens(int64_t tokens);
 
 // Reference read bandwidth: one pass over a 256 MB fp32 buffer (kBandwidthBytes), read as
-//   Sum      summed in tasks of 1 MB on the shared kernel pool (the threads the FFN kernel uses)
+//   Sum      summed in tasks of 1 MB on Pool() (the threads the FFN kernel uses)
 //   RowDots  a matrix-vector product [32768 × 8192] by the FFN's own row-dot kernel on that pool:
 //            the same loads, without the FFN's three matrices, phases and SiLU
-//   Sgemv    OpenBLAS sgemv on the same matrix (with the current BLAS threads)
+//   Sgemv    OpenBLAS sgemv on the same matrix (with the current BLAS threads); the one call to
+//            OpenBLAS outside common/kernels/blas_kernels, as it measures OpenBLAS itself
 inline constexpr int64_t kBandwidthBytes = int64_t{256} << 20;
 void ReadBufferBySum();
 void ReadBufferByRowDots();

@@ -32,7 +32,6 @@
 #include "bench/bench_experts.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
-#include "common/kernels/thread_pool.h"
 
 namespace moe::bench {
 namespace {
@@ -47,11 +46,10 @@ double Median(std::vector<double> v) {
 }
 
 // Seconds per FFN call, rotating over the 8 experts (one call each, after one warm-up call).
-double FfnSeconds(DType storage, SwigluPath path, const Matrix& x) {
+double FfnSeconds(WeightStorage storage, SwigluPath path, const Matrix& x) {
   const std::vector<SwigluWeights>& experts = Experts(storage);
   Matrix y(x.rows(), kDModel);
-  SwigluOptions options;
-  options.path = path;
+  const SwigluOptions options = PoolOptions(path);
   return MedianSeconds(
       [&](int call) {
         if (!SwigluForward(experts[call % kExperts], x, y.view(), options).ok()) std::abort();
@@ -88,18 +86,18 @@ std::string PerM(const std::map<int64_t, double>& values, double scale) {
 }
 
 int Run(int rounds, int sweep_rounds) {
-  const int threads = KernelThreads();
-  SetBlasThreads(threads);
+  InitThreads(0);  // one per core, kernel pool and OpenBLAS alike
+  const int threads = Threads();
   std::cerr << "moe_kernel_ratios: d_model " << kDModel << ", width " << kWidth << ", " << kExperts
             << " experts per storage, " << threads << " threads; setting up" << std::endl;
-  Experts(DType::kF32);
-  Experts(DType::kBF16);
+  Experts(WeightStorage::kF32);
+  Experts(WeightStorage::kBF16);
   std::map<int64_t, Matrix> tokens;
   for (int64_t m : kSweep) tokens.emplace(m, Tokens(m));
   for (int64_t m = 1; m <= 8; ++m) tokens.emplace(m, Tokens(m));
   for (int64_t m : kLarge) tokens.emplace(m, Tokens(m));
-  const double f32_bytes = static_cast<double>(Experts(DType::kF32)[0].bytes());
-  const double bf16_bytes = static_cast<double>(Experts(DType::kBF16)[0].bytes());
+  const double f32_bytes = static_cast<double>(Experts(WeightStorage::kF32)[0].bytes());
+  const double bf16_bytes = static_cast<double>(Experts(WeightStorage::kBF16)[0].bytes());
   auto flops = [](int64_t m) { return 6.0 * m * kDModel * kWidth; };
 
   std::vector<double> bandwidth, sgemv, bf16_vs_f32;
@@ -113,8 +111,10 @@ int Run(int rounds, int sweep_rounds) {
       // The machine's bandwidth drifts by tens of percent within seconds (a shared host), so each
       // kernel measurement is bracketed by reference passes and divided by their mean.
       const double before = ReferenceBandwidth();
-      const double f32 = f32_bytes / FfnSeconds(DType::kF32, SwigluPath::kAuto, tokens.at(m));
-      const double bf16 = bf16_bytes / FfnSeconds(DType::kBF16, SwigluPath::kAuto, tokens.at(m));
+      const double f32 =
+          f32_bytes / FfnSeconds(WeightStorage::kF32, SwigluPath::kAuto, tokens.at(m));
+      const double bf16 =
+          bf16_bytes / FfnSeconds(WeightStorage::kBF16, SwigluPath::kAuto, tokens.at(m));
       const double bw = (before + ReferenceBandwidth()) / 2;
       bandwidth.push_back(bw);
       small_f32[m].push_back(f32);
@@ -125,7 +125,7 @@ int Run(int rounds, int sweep_rounds) {
     }
     std::map<int64_t, double> ffn;
     for (int64_t m : kLarge) {
-      ffn[m] = flops(m) / FfnSeconds(DType::kF32, SwigluPath::kAuto, tokens.at(m));
+      ffn[m] = flops(m) / FfnSeconds(WeightStorage::kF32, SwigluPath::kAuto, tokens.at(m));
     }
     sgemv.push_back(kBandwidthBytes / MedianSeconds([](int) { ReadBufferBySgemv(); }, 1, 3));
     for (int64_t m : kLarge) {
@@ -136,10 +136,10 @@ int Run(int rounds, int sweep_rounds) {
     }
   }
   // Switch point sweep: both paths, both storages, seconds per call.
-  std::map<DType, std::map<int64_t, std::vector<double>>> streaming, blas;
+  std::map<WeightStorage, std::map<int64_t, std::vector<double>>> streaming, blas;
   for (int r = 0; r < sweep_rounds; ++r) {
     std::cerr << "switch sweep " << r + 1 << "/" << sweep_rounds << std::endl;
-    for (DType storage : {DType::kF32, DType::kBF16}) {
+    for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16}) {
       LetBlasThreadsSleep();
       for (int64_t m : kSweep) {
         streaming[storage][m].push_back(FfnSeconds(storage, SwigluPath::kStreaming, tokens.at(m)));
@@ -161,7 +161,7 @@ int Run(int rounds, int sweep_rounds) {
   for (const auto& [m, f] : medians(large_fraction)) large = std::min(large, f);
 
   std::string switch_json;
-  for (DType storage : {DType::kF32, DType::kBF16}) {
+  for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16}) {
     const std::map<int64_t, double> s = medians(streaming[storage]), b = medians(blas[storage]);
     int64_t measured = -1;  // first swept M from which BLAS wins at every larger swept M
     for (auto it = s.rbegin(); it != s.rend() && b.at(it->first) < it->second; ++it) {
@@ -171,7 +171,8 @@ int Run(int rounds, int sweep_rounds) {
     switch_json += absl::StrFormat(
         R"(, "switch_point_%s": {"measured_blas_from_m": %s, "compiled_blas_min_tokens": %s, )"
         R"("streaming_ms": %s, "blas_ms": %s})",
-        storage == DType::kF32 ? "f32" : "bf16", measured < 0 ? "null" : absl::StrCat(measured),
+        storage == WeightStorage::kF32 ? "f32" : "bf16",
+        measured < 0 ? "null" : absl::StrCat(measured),
         compiled == kSwigluNeverBlas ? "null" : absl::StrCat(compiled), PerM(s, 1e3), PerM(b, 1e3));
   }
 

@@ -12,7 +12,6 @@
 #include <string>
 
 #include "bench/bench_experts.h"
-#include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/thread_pool.h"
 
@@ -60,11 +59,10 @@ BENCHMARK(BM_ReadBandwidthRowDots)->UseRealTime()->Unit(benchmark::kMillisecond)
 // AVX-512)
 void BM_Swiglu(benchmark::State& state) {
   const int64_t tokens = state.range(0);
-  const DType storage = state.range(1) == 0 ? DType::kF32 : DType::kBF16;
-  SwigluOptions options;
-  options.path = state.range(2) == 0   ? SwigluPath::kAuto
-                 : state.range(2) == 1 ? SwigluPath::kStreaming
-                                       : SwigluPath::kBlas;
+  const WeightStorage storage = state.range(1) == 0 ? WeightStorage::kF32 : WeightStorage::kBF16;
+  SwigluOptions options = PoolOptions(state.range(2) == 0   ? SwigluPath::kAuto
+                                      : state.range(2) == 1 ? SwigluPath::kStreaming
+                                                            : SwigluPath::kBlas);
   options.allow_avx512 = state.range(3) == 0;
   const std::vector<SwigluWeights>& experts = Experts(storage);
   const Matrix x = Tokens(tokens);
@@ -102,14 +100,13 @@ BENCHMARK(BM_Switch)
 // called again and again): what it could do if DRAM were free. args: tokens, storage.
 void BM_SwigluCacheResident(benchmark::State& state) {
   const int64_t tokens = state.range(0), width = 704;
-  const DType storage = state.range(1) == 0 ? DType::kF32 : DType::kBF16;
+  const WeightStorage storage = state.range(1) == 0 ? WeightStorage::kF32 : WeightStorage::kBF16;
   Matrix gate(width, kDModel), up(width, kDModel), down(kDModel, width);
   for (int64_t i = 0; i < gate.size(); ++i) {
     gate.data()[i] = up.data()[i] = down.data()[i] = 0.01f * static_cast<float>(i % 13);
   }
   auto w = SwigluWeights::FromF32(gate, up, down, storage);
-  SwigluOptions options;
-  options.path = SwigluPath::kStreaming;
+  const SwigluOptions options = PoolOptions(SwigluPath::kStreaming);
   const Matrix x = Tokens(tokens);
   Matrix y(tokens, kDModel);
   for (auto _ : state) benchmark::DoNotOptimize(SwigluForward(*w, x, y.view(), options));
@@ -126,7 +123,8 @@ void BM_PlainSgemm(benchmark::State& state) {
   const Matrix x = Tokens(tokens);
   int e = 0;
   for (auto _ : state) PlainSgemm(e++, x, state.range(1) != 0);
-  SetRates(state, static_cast<double>(Experts(DType::kF32)[0].bytes()), Flops(tokens), tokens);
+  SetRates(state, static_cast<double>(Experts(WeightStorage::kF32)[0].bytes()), Flops(tokens),
+           tokens);
 }
 BENCHMARK(BM_PlainSgemm)
     ->ArgNames({"M", "stacked"})
@@ -141,7 +139,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   // --kernel_threads=N (default: one per core) sets both the kernel pool and OpenBLAS, so both
   // paths get the same cores.
-  int threads = moe::KernelThreads();
+  int threads = 0;  // one per core
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg.rfind("--kernel_threads=", 0) == 0) {
@@ -151,8 +149,7 @@ int main(int argc, char** argv) {
       break;
     }
   }
-  moe::SetKernelThreads(threads);
-  moe::SetBlasThreads(threads);
+  moe::bench::InitThreads(threads);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -1,17 +1,18 @@
 #include "expert_service/expert_batcher.h"
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
+
+#include "absl/strings/str_cat.h"
 
 namespace moe {
 
-ExpertBatcher::ExpertBatcher(ComputeFn compute, BatchingOptions options)
-    : compute_(std::move(compute)), options_(options) {}
+ExpertBatcher::ExpertBatcher(ComputeFn compute, int64_t row_stride, BatchingOptions options)
+    : compute_(std::move(compute)), row_stride_(row_stride), options_(options) {}
 
 int64_t ExpertBatcher::PendingTokens(const Queue& queue) const {
   int64_t tokens = 0;
-  for (const Call* call : queue.pending) tokens += call->x.rows;
+  for (const Call* call : queue.pending) tokens += static_cast<int64_t>(call->rows.size());
   return tokens;
 }
 
@@ -19,37 +20,42 @@ std::vector<ExpertBatcher::Call*> ExpertBatcher::TakeBatch(Queue& queue) {
   std::vector<Call*> batch;
   int64_t tokens = 0;
   // FIFO; the first call always fits, however large, so no call can starve.
-  while (!queue.pending.empty() &&
-         (batch.empty() || tokens + queue.pending.front()->x.rows <= options_.max_batch_tokens)) {
-    tokens += queue.pending.front()->x.rows;
+  while (!queue.pending.empty()) {
+    const int64_t rows = static_cast<int64_t>(queue.pending.front()->rows.size());
+    if (!batch.empty() && tokens + rows > options_.max_batch_tokens) break;
+    tokens += rows;
     batch.push_back(queue.pending.front());
     queue.pending.pop_front();
   }
   return batch;
 }
 
-void ExpertBatcher::RunBatch(int expert, const std::vector<Call*>& batch) {
-  if (batch.size() == 1) {
-    batch[0]->status = compute_(expert, batch[0]->x, batch[0]->y);
-    return;
-  }
+absl::Status ExpertBatcher::RunBatch(int expert, const std::vector<Call*>& batch) const {
   int64_t rows = 0;
-  for (const Call* call : batch) rows += call->x.rows;
-  const int64_t d = batch[0]->x.cols;
-  Matrix x(rows, d);
-  Matrix y(rows, batch[0]->y.cols);
+  for (const Call* call : batch) rows += static_cast<int64_t>(call->rows.size());
+  const int64_t d = batch[0]->tokens.cols;
+  // The one copy of each token row inside the shard: straight into the layout the compute function
+  // reads in place (zeros past d).
+  std::vector<float> gathered(rows * row_stride_, 0.0f);
+  float* next = gathered.data();
+  for (const Call* call : batch) {
+    for (int32_t r : call->rows) {
+      std::copy(call->tokens.row(r), call->tokens.row(r) + d, next);
+      next += row_stride_;
+    }
+  }
+  const ConstMatrixView x(gathered.data(), rows, d, row_stride_);
+  if (batch.size() == 1) return compute_(expert, x, batch[0]->y);
+  Matrix y(rows, d);
+  const absl::Status status = compute_(expert, x, y.view());
+  if (!status.ok()) return status;
   int64_t row = 0;
   for (const Call* call : batch) {
-    std::memcpy(x.row(row), call->x.data, call->x.size() * sizeof(float));
-    row += call->x.rows;
+    for (int64_t r = 0; r < call->y.rows; ++r, ++row) {
+      std::copy(y.row(row), y.row(row) + d, call->y.row(r));
+    }
   }
-  const absl::Status status = compute_(expert, x, y.view());
-  row = 0;
-  for (Call* call : batch) {
-    call->status = status;
-    if (status.ok()) std::memcpy(call->y.data, y.row(row), call->y.size() * sizeof(float));
-    row += call->x.rows;
-  }
+  return absl::OkStatus();
 }
 
 void ExpertBatcher::AcquireSlot() {
@@ -57,72 +63,119 @@ void ExpertBatcher::AcquireSlot() {
     auto free = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return running_ < options_.concurrent_ffn;
     };
+    ++slot_waiters_;
     mu_.Await(absl::Condition(&free));
+    --slot_waiters_;
   }
   ++running_;
 }
 
-void ExpertBatcher::ReleaseSlot() { --running_; }
+void ExpertBatcher::FinishBatch(const std::vector<Call*>& batch, const absl::Status& status) {
+  --running_;
+  int64_t tokens = 0;
+  for (Call* call : batch) {
+    call->status = status;
+    call->done = true;
+    tokens += static_cast<int64_t>(call->rows.size());
+  }
+  ++stats_.batches;
+  stats_.calls += static_cast<int64_t>(batch.size());
+  stats_.tokens += tokens;
+  stats_.largest_batch = std::max(stats_.largest_batch, tokens);
+}
 
-absl::Status ExpertBatcher::Compute(int expert, ConstMatrixView x, MatrixView y) {
-  if (options_.max_batch_tokens <= 0) {
+absl::Status ExpertBatcher::ComputeAlone(int expert, Call& call) {
+  {
     absl::MutexLock lock(&mu_);
     AcquireSlot();
-    mu_.Unlock();
-    absl::Status status = compute_(expert, x, y);
-    mu_.Lock();
-    ReleaseSlot();
-    ++stats_.batches;
-    ++stats_.calls;
-    stats_.tokens += x.rows;
-    stats_.largest_batch = std::max(stats_.largest_batch, x.rows);
-    return status;
+  }
+  const std::vector<Call*> batch = {&call};
+  const absl::Status status = RunBatch(expert, batch);
+  absl::MutexLock lock(&mu_);
+  FinishBatch(batch, status);
+  return status;
+}
+
+bool ExpertBatcher::AwaitLead(int expert, const Call& call) {
+  Queue& queue = queues_[expert];
+  auto ready = [&call, &queue] { return call.done || !queue.busy; };
+  mu_.Await(absl::Condition(&ready));
+  if (call.done) return false;
+  queue.busy = true;
+  return true;
+}
+
+std::vector<ExpertBatcher::Call*> ExpertBatcher::LingerAndTakeBatch(int expert) {
+  Queue& queue = queues_[expert];
+  // Lingering holds no FFN slot, so other experts keep computing meanwhile.
+  if (options_.max_wait > absl::ZeroDuration()) {
+    auto full = [this, &queue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return PendingTokens(queue) >= options_.max_batch_tokens;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&full), options_.max_wait);
+  }
+  AcquireSlot();  // calls keep joining the queue while we wait for a slot
+  return TakeBatch(queue);
+}
+
+absl::Status ExpertBatcher::Compute(int expert, ConstMatrixView tokens,
+                                    absl::Span<const int32_t> rows, MatrixView y) {
+  if (tokens.cols > row_stride_ || y.cols != tokens.cols ||
+      y.rows != static_cast<int64_t>(rows.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batcher: ", rows.size(), " rows of width ", tokens.cols, " (stride ",
+                     row_stride_, ") do not fit an output [", y.rows, ",", y.cols, "]"));
   }
   Call call;
-  call.x = x;
+  call.tokens = tokens;
+  call.rows = rows;
   call.y = y;
-  absl::MutexLock lock(&mu_);
-  Queue& queue = queues_[expert];
-  queue.pending.push_back(&call);
-  while (!call.done) {
-    if (queue.busy) {
-      // Another caller leads this expert; it, or a later leader, will take our call.
-      auto ready = [&call, &queue] { return call.done || !queue.busy; };
-      mu_.Await(absl::Condition(&ready));
-      continue;
-    }
-    // Lead: calls for this expert queue behind us while we linger (without holding a compute
-    // slot, so other experts keep computing) and while we wait for a slot.
-    queue.busy = true;
-    if (options_.max_wait > absl::ZeroDuration()) {
-      auto full = [this, &queue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return PendingTokens(queue) >= options_.max_batch_tokens;
-      };
-      mu_.AwaitWithTimeout(absl::Condition(&full), options_.max_wait);
-    }
-    AcquireSlot();
-    std::vector<Call*> batch = TakeBatch(queue);
-    mu_.Unlock();
-    RunBatch(expert, batch);
-    mu_.Lock();
-    ReleaseSlot();
-    int64_t tokens = 0;
-    for (Call* done : batch) {
-      done->done = true;
-      tokens += done->x.rows;
-    }
-    ++stats_.batches;
-    stats_.calls += static_cast<int64_t>(batch.size());
-    stats_.tokens += tokens;
-    stats_.largest_batch = std::max(stats_.largest_batch, tokens);
-    queue.busy = false;
+  if (options_.max_batch_tokens <= 0) return ComputeAlone(expert, call);
+  {
+    absl::MutexLock lock(&mu_);
+    queues_[expert].pending.push_back(&call);
   }
-  return call.status;
+  // Each round either finds our call done by another leader, or leads one batch of this expert
+  // (which may or may not include our call: a full batch leaves later calls for the next round).
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!AwaitLead(expert, call)) return call.status;
+    }
+    if (hooks_.before_linger && options_.max_wait > absl::ZeroDuration()) {
+      hooks_.before_linger(expert);
+    }
+    std::vector<Call*> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      batch = LingerAndTakeBatch(expert);
+    }
+    const absl::Status status = RunBatch(expert, batch);
+    absl::MutexLock lock(&mu_);
+    FinishBatch(batch, status);
+    queues_[expert].busy = false;
+  }
 }
 
 BatchingStats ExpertBatcher::stats() const {
   absl::MutexLock lock(&mu_);
   return stats_;
+}
+
+void ExpertBatcher::TEST_AwaitQueued(int expert, int calls) const {
+  absl::MutexLock lock(&mu_);
+  auto queued = [this, expert, calls]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = queues_.find(expert);
+    return it != queues_.end() && static_cast<int>(it->second.pending.size()) >= calls;
+  };
+  mu_.Await(absl::Condition(&queued));
+}
+
+void ExpertBatcher::TEST_AwaitSlotWaiters(int callers) const {
+  absl::MutexLock lock(&mu_);
+  auto waiting = [this, callers]()
+                     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return slot_waiters_ >= callers; };
+  mu_.Await(absl::Condition(&waiting));
 }
 
 }  // namespace moe

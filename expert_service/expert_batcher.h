@@ -5,12 +5,17 @@
 // runs a call at once: nothing waits when nothing else is queued (unless max_wait > 0 asks the
 // leader to linger for more tokens). No extra threads: callers do the work.
 //
+// A call names its token rows (a request's tokens and the rows of one expert group); the leader
+// gathers the rows of every call of a batch once, straight into one buffer laid out as the compute
+// function reads in place (row_stride, zero padding: ExpertShard::input_stride()), so a token row
+// is copied once on its way to the kernel. Outputs are scattered back to each call's y.
+//
 // At most `concurrent_ffn` FFN calls run at once across all experts (each one uses every core
 // the kernels are given): a small expert FFN is bound by memory bandwidth, so running several at
 // once only splits the bandwidth, while queueing lets the waiting experts' batches grow. The
 // limit applies with batching on or off.
 //
-// Thread-safe. Results are scattered back to each caller's own output.
+// Thread-safe. A failed FFN call's status goes to every call of its batch.
 #ifndef MOE_EXPERT_SERVICE_EXPERT_BATCHER_H_
 #define MOE_EXPERT_SERVICE_EXPERT_BATCHER_H_
 
@@ -18,11 +23,12 @@
 #include <deque>
 #include <functional>
 #include <map>
-#include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "common/tensor/matrix.h"
 
 namespace moe {
@@ -42,40 +48,73 @@ struct BatchingStats {
 
 class ExpertBatcher {
  public:
-  // Computes y = expert(x) for one expert; must be thread-safe.
+  // Computes y = expert(x) for one expert; x rows are `row_stride` apart with zero padding.
+  // Must be thread-safe.
   using ComputeFn = std::function<absl::Status(int expert, ConstMatrixView x, MatrixView y)>;
 
-  ExpertBatcher(ComputeFn compute, BatchingOptions options);
+  // `row_stride` must be ≥ the width of every call's tokens.
+  ExpertBatcher(ComputeFn compute, int64_t row_stride, BatchingOptions options);
 
-  // Blocks until y = expert(x) is computed (possibly within a larger batch).
-  absl::Status Compute(int expert, ConstMatrixView x, MatrixView y);
+  // Blocks until y = expert(tokens[rows]) is computed (possibly within a larger batch): y is
+  // [rows.size(), tokens.cols]. The caller checks that rows are in [0, tokens.rows); tokens, rows
+  // and y must stay valid until Compute returns. InvalidArgument if y or the token width does not
+  // fit; otherwise the status of the FFN call that computed these rows.
+  absl::Status Compute(int expert, ConstMatrixView tokens, absl::Span<const int32_t> rows,
+                       MatrixView y);
 
   BatchingStats stats() const;
 
+  // Test seams (CONVENTIONS.md 9): deterministic tests without sleeps.
+  struct TestHooks {
+    // Runs on a leader's thread, without the lock, once it leads `expert` and before it lingers
+    // (only when max_wait > 0).
+    std::function<void(int expert)> before_linger;
+  };
+  // Call before any Compute.
+  void TEST_SetHooks(TestHooks hooks) { hooks_ = std::move(hooks); }
+  // Blocks until at least `calls` calls wait in `expert`'s queue, not yet taken into a batch.
+  void TEST_AwaitQueued(int expert, int calls) const;
+  // Blocks until at least `callers` callers wait for an FFN slot (concurrent_ffn).
+  void TEST_AwaitSlotWaiters(int callers) const;
+
  private:
+  // One Compute call. Its inputs are read-only; `done` and `status` are written under mu_ by
+  // whichever leader ran it, and read by its caller under mu_.
   struct Call {
-    ConstMatrixView x;
+    ConstMatrixView tokens;
+    absl::Span<const int32_t> rows;
     MatrixView y;
     bool done = false;
     absl::Status status;
   };
   struct Queue {
     std::deque<Call*> pending;
-    bool busy = false;
+    bool busy = false;  // a leader owns this expert
   };
 
-  // Runs `batch` as one FFN call (or the single call as is) and records each call's status.
-  void RunBatch(int expert, const std::vector<Call*>& batch);
+  // Batching off: computes `call` alone, within the FFN slot limit.
+  absl::Status ComputeAlone(int expert, Call& call);
+  // Waits until `call` is done (false) or nobody leads `expert` (true: the caller now does).
+  bool AwaitLead(int expert, const Call& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // As leader: lingers (max_wait) unless the queue is full, takes an FFN slot and the next batch.
+  std::vector<Call*> LingerAndTakeBatch(int expert) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<Call*> TakeBatch(Queue& queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gathers the batch's rows once into the compute layout, runs one FFN call, scatters y back.
+  absl::Status RunBatch(int expert, const std::vector<Call*>& batch) const;
+  // Releases the slot, hands `status` to every call of the batch and counts it.
+  void FinishBatch(const std::vector<Call*>& batch, const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AcquireSlot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReleaseSlot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t PendingTokens(const Queue& queue) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ComputeFn compute_;
+  const int64_t row_stride_;
   const BatchingOptions options_;
+  TestHooks hooks_;  // set before any Compute, read-only after
   mutable absl::Mutex mu_;
   std::map<int, Queue> queues_ ABSL_GUARDED_BY(mu_);
-  int running_ ABSL_GUARDED_BY(mu_) = 0;  // FFN calls in progress
+  int running_ ABSL_GUARDED_BY(mu_) = 0;       // FFN calls in progress
+  int slot_waiters_ ABSL_GUARDED_BY(mu_) = 0;  // callers waiting in AcquireSlot
   BatchingStats stats_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -1,7 +1,6 @@
 #include "expert_service/expert_service.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint/model_config.h"
@@ -15,7 +14,7 @@ ExpertServiceImpl::ExpertServiceImpl(const ExpertShard* shard, BatchingOptions b
     : shard_(shard),
       batcher_([shard](int expert, ConstMatrixView x,
                        MatrixView y) { return shard->Compute(expert, x, y); },
-               batching) {}
+               shard->input_stride(), batching) {}
 
 absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
                                           v1::ComputeResponse* response) {
@@ -33,17 +32,17 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
                                                      " is not held by this shard (it holds ",
                                                      FormatExpertSet(shard_->experts()), ")"));
     }
-    Matrix x(group.rows_size(), d);
     for (int r = 0; r < group.rows_size(); ++r) {
       const int row = group.rows(r);
       if (row < 0 || row >= tokens.rows) {
         return absl::InvalidArgumentError(absl::StrCat("groups[", g, "].rows[", r, "] = ", row,
                                                        " is outside [0, ", tokens.rows, ")"));
       }
-      std::memcpy(x.row(r), tokens.row(row), d * sizeof(float));
     }
-    MatrixView y = ResizeProtoTensor(response->add_outputs(), x.rows(), d);
-    RETURN_IF_ERROR(batcher_.Compute(group.expert(), x, y));
+    // The batcher gathers the rows (once, into the kernel's layout) when it computes them.
+    MatrixView y = ResizeProtoTensor(response->add_outputs(), group.rows_size(), d);
+    RETURN_IF_ERROR(batcher_.Compute(
+        group.expert(), tokens, absl::MakeConstSpan(group.rows().data(), group.rows_size()), y));
     for (int64_t i = 0; i < y.size(); ++i) {
       if (!std::isfinite(y.data[i])) {
         // Finite input, non-finite output: the input is too large for this expert. Report it so

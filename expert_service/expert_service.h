@@ -1,6 +1,7 @@
-// gRPC face of an ExpertShard (moe.v1.Expert). Converts each group of a Compute call to matrices,
-// runs it through the shard's cross-request batcher, and converts back; all checks on the request
-// happen here, once. Thread-safe; does not own the shard.
+// gRPC face of an ExpertShard (moe.v1.Expert). Hands each group of a Compute call (a view of the
+// request's tokens and the group's row indices) to the shard's cross-request batcher, which
+// gathers the rows once into the kernel's layout, and writes each group's output straight into
+// the reply; all checks on the request happen here, once. Thread-safe; does not own the shard.
 #ifndef MOE_EXPERT_SERVICE_EXPERT_SERVICE_H_
 #define MOE_EXPERT_SERVICE_EXPERT_SERVICE_H_
 

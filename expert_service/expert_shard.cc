@@ -1,5 +1,8 @@
 #include "expert_service/expert_shard.h"
 
+#include <algorithm>
+#include <thread>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint/layer_loader.h"
@@ -8,12 +11,13 @@
 namespace moe {
 
 ExpertShard::ExpertShard(ModelConfig config, ModelIdentity identity, int layer, ExpertSet experts,
-                         std::map<int, SwigluWeights> weights)
+                         std::map<int, SwigluWeights> weights, int kernel_threads)
     : config_(std::move(config)),
       identity_(std::move(identity)),
       layer_(layer),
       experts_(std::move(experts)),
-      weights_(std::move(weights)) {}
+      weights_(std::move(weights)),
+      pool_(std::make_unique<KernelThreadPool>(kernel_threads)) {}
 
 absl::StatusOr<std::unique_ptr<ExpertShard>> ExpertShard::Create(
     const ExpertShardOptions& options) {
@@ -30,19 +34,26 @@ absl::StatusOr<std::unique_ptr<ExpertShard>> ExpertShard::Create(
   }
   std::map<int, SwigluWeights> weights;
   for (int e : experts.ids) {
-    ASSIGN_OR_RETURN(weights[e], loader->LoadExpert(e, options.weights_dtype));
+    ASSIGN_OR_RETURN(SwigluWeights w, loader->LoadExpert(e, options.weight_storage));
+    weights.emplace(e, std::move(w));
   }
   if (experts.shared) {
-    ASSIGN_OR_RETURN(weights[kSharedExpertId], loader->LoadSharedExpert(options.weights_dtype));
+    ASSIGN_OR_RETURN(SwigluWeights w, loader->LoadSharedExpert(options.weight_storage));
+    weights.emplace(kSharedExpertId, std::move(w));
   }
   ASSIGN_OR_RETURN(ModelIdentity identity, loader->Identity());
+  const int threads = options.kernel_threads > 0
+                          ? options.kernel_threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return std::unique_ptr<ExpertShard>(new ExpertShard(config, std::move(identity), options.layer,
-                                                      std::move(experts), std::move(weights)));
+                                                      std::move(experts), std::move(weights),
+                                                      threads));
 }
 
 bool ExpertShard::Holds(int expert) const { return weights_.count(expert) > 0; }
 
-absl::Status ExpertShard::Compute(int expert, ConstMatrixView x, MatrixView y) const {
+absl::Status ExpertShard::Compute(int expert, ConstMatrixView x, MatrixView y,
+                                  SwigluReport* report) const {
   auto it = weights_.find(expert);
   if (it == weights_.end()) {
     return absl::InvalidArgumentError(
@@ -50,7 +61,10 @@ absl::Status ExpertShard::Compute(int expert, ConstMatrixView x, MatrixView y) c
                                                : absl::StrCat("expert ", expert),
                      " is not held by this shard (it holds ", FormatExpertSet(experts_), ")"));
   }
-  return SwigluForward(it->second, x, y);
+  SwigluOptions options;
+  options.pool = pool_.get();
+  options.report = report;
+  return SwigluForward(it->second, x, y, options);
 }
 
 int64_t ExpertShard::weight_bytes() const {

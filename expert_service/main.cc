@@ -11,7 +11,6 @@
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
-#include "common/kernels/thread_pool.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "expert_service/expert_service.h"
@@ -69,13 +68,13 @@ int main(int argc, char** argv) {
     std::cerr << "moe_expert: --weights_dtype must be f32 or bf16, got " << dtype << std::endl;
     return 2;
   }
-  options.weights_dtype = dtype == "bf16" ? moe::DType::kBF16 : moe::DType::kF32;
+  options.weight_storage = dtype == "bf16" ? moe::WeightStorage::kBF16 : moe::WeightStorage::kF32;
   // One FFN call at a time (--concurrent_ffn) using every core is the default policy: small
   // batches are bound by memory bandwidth, which all cores together saturate.
+  options.kernel_threads = absl::GetFlag(FLAGS_kernel_threads);  // 0: every core
+  // OpenBLAS's thread count is process-wide (common/kernels/blas_kernels.h): set here, once.
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int kernel_threads = absl::GetFlag(FLAGS_kernel_threads);
   const int blas_threads = absl::GetFlag(FLAGS_blas_threads);
-  moe::SetKernelThreads(kernel_threads > 0 ? kernel_threads : cores);
   moe::SetBlasThreads(blas_threads > 0 ? blas_threads : cores);
 
   auto shard = moe::ExpertShard::Create(options);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -9,6 +10,7 @@
 #include "common/checkpoint/checkpoint.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
+#include "common/kernels/thread_pool.h"
 #include "common/status/status_macros.h"
 #include "router_service/dispatch_plan.h"
 #include "router_service/fanout.h"
@@ -72,7 +74,8 @@ absl::Status CheckFiniteRows(ConstMatrixView m, absl::string_view what) {
 }  // namespace
 
 Router::Router(RouterOptions options, ModelConfig config, std::vector<Layer> layers,
-               bool shared_on_shards, std::unique_ptr<ShardDirectory> directory)
+               bool shared_on_shards, std::unique_ptr<ShardDirectory> directory,
+               int kernel_threads)
     : options_(std::move(options)),
       config_(std::move(config)),
       layer_state_(std::move(layers)),
@@ -82,7 +85,8 @@ Router::Router(RouterOptions options, ModelConfig config, std::vector<Layer> lay
         return ids;
       }()),
       shared_on_shards_(shared_on_shards),
-      directory_(std::move(directory)) {}
+      directory_(std::move(directory)),
+      pool_(std::make_unique<KernelThreadPool>(kernel_threads)) {}
 
 Router::~Router() = default;
 
@@ -130,8 +134,13 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
                                                     std::move(make_client), options.directory);
   directory->SetTargets(std::move(targets));
   directory->Refresh();
+  const int kernel_threads =
+      options.kernel_threads > 0
+          ? options.kernel_threads
+          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return std::unique_ptr<Router>(new Router(options, std::move(config), std::move(layers),
-                                            shared_on_shards, std::move(directory)));
+                                            shared_on_shards, std::move(directory),
+                                            kernel_threads));
 }
 
 absl::StatusOr<const Router::Layer*> Router::FindLayer(std::optional<int> layer) const {
@@ -166,7 +175,9 @@ absl::Status Router::SharedExpert(const Layer& layer, ConstMatrixView tokens,
     }
     return absl::OkStatus();
   }
-  RETURN_IF_ERROR(SwigluForward(*layer.shared, tokens, output));
+  SwigluOptions kernel;
+  kernel.pool = pool_.get();
+  RETURN_IF_ERROR(SwigluForward(*layer.shared, tokens, output, kernel));
   for (int64_t t = 0; !layer.shared_gate.empty() && t < tokens.rows; ++t) {
     const float scale = SharedExpertScale(layer, tokens, t);
     for (int64_t i = 0; i < output.cols; ++i) output.row(t)[i] *= scale;

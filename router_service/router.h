@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "common/checkpoint/layer_loader.h"
 #include "common/checkpoint/model_config.h"
+#include "common/kernels/thread_pool.h"
 #include "common/routing/routing.h"
 #include "common/tensor/matrix.h"
 #include "router_service/shard_directory.h"
@@ -46,6 +47,7 @@ struct RouterOptions {
   absl::Duration default_timeout = absl::Seconds(30);
   bool hedging = true;        // hedge slow shard calls on another replica
   bool allow_partial = false;  // answer without experts that failed, saying which
+  int kernel_threads = 0;      // threads of the local shared expert's FFN; 0: one per core
   DirectoryOptions directory;
 };
 
@@ -97,7 +99,7 @@ class Router {
   };
 
   Router(RouterOptions options, ModelConfig config, std::vector<Layer> layers,
-         bool shared_on_shards, std::unique_ptr<ShardDirectory> directory);
+         bool shared_on_shards, std::unique_ptr<ShardDirectory> directory, int kernel_threads);
 
   absl::StatusOr<const Layer*> FindLayer(std::optional<int> layer) const;
   // qwen2_moe's sigmoid(shared_expert_gate · x) for token t, else 1.
@@ -111,6 +113,7 @@ class Router {
   const std::vector<int> layers_;
   const bool shared_on_shards_;
   const std::unique_ptr<ShardDirectory> directory_;
+  const std::unique_ptr<KernelThreadPool> pool_;  // the local shared expert's FFN threads
 
   mutable absl::Mutex mu_;
   mutable absl::flat_hash_set<Fanout*> in_flight_ ABSL_GUARDED_BY(mu_);

@@ -82,22 +82,29 @@ TEST(BlasKernelsTest, MatMulTransposedShapeMismatchIsInvalidArgument) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST(BlasKernelsTest, MatVecMatchesLoopReference) {
+TEST(BlasKernelsTest, MatMulTransposedReadsAndWritesThroughRowStrides) {
   std::mt19937 rng(13);
-  const Matrix a = RandomMatrix(9, 37, 1.0f, rng);
-  const Matrix x = RandomMatrix(1, 37, 1.0f, rng);
-  std::vector<float> y(9, 123.0f);
-  ASSERT_TRUE(MatVec(a, x.values(), absl::MakeSpan(y)).ok());
-  const std::vector<double> want = ReferenceMatMulTransposed(x, a);
-  for (int i = 0; i < 9; ++i) EXPECT_NEAR(y[i], want[i], 1e-5) << i;
+  const Matrix a = RandomMatrix(4, 9, 1.0f, rng), b = RandomMatrix(3, 9, 1.0f, rng);
+  std::vector<float> as(4 * 12, 1e9f), bs(3 * 10, 1e9f), cs(4 * 5, -1.0f);
+  for (int64_t r = 0; r < 4; ++r) std::copy(a.row(r), a.row(r) + 9, &as[r * 12]);
+  for (int64_t r = 0; r < 3; ++r) std::copy(b.row(r), b.row(r) + 9, &bs[r * 10]);
+  ASSERT_TRUE(MatMulTransposed(ConstMatrixView(as.data(), 4, 9, 12),
+                               ConstMatrixView(bs.data(), 3, 9, 10), MatrixView(cs.data(), 4, 3, 5))
+                  .ok());
+  const std::vector<double> want = ReferenceMatMulTransposed(a, b);
+  for (int64_t m = 0; m < 4; ++m) {
+    for (int64_t n = 0; n < 3; ++n) EXPECT_NEAR(cs[m * 5 + n], want[m * 3 + n], 1e-4) << m << n;
+    EXPECT_EQ(cs[m * 5 + 3], -1.0f);  // padding untouched
+    EXPECT_EQ(cs[m * 5 + 4], -1.0f);
+  }
 }
 
-TEST(BlasKernelsTest, MatVecShapeMismatchIsInvalidArgument) {
-  const Matrix a(4, 9);
-  std::vector<float> x(8), y(4);
-  EXPECT_EQ(MatVec(a, x, absl::MakeSpan(y)).code(), absl::StatusCode::kInvalidArgument);
-  std::vector<float> x_ok(9), y_wrong(5);
-  EXPECT_EQ(MatVec(a, x_ok, absl::MakeSpan(y_wrong)).code(), absl::StatusCode::kInvalidArgument);
+TEST(BlasKernelsTest, StrideShorterThanARowIsInvalidArgument) {
+  std::vector<float> a(8), b(8), c(4);
+  EXPECT_EQ(MatMulTransposed(ConstMatrixView(a.data(), 2, 4, 3), ConstMatrixView(b.data(), 2, 4),
+                             MatrixView(c.data(), 2, 2))
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

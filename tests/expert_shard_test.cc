@@ -41,8 +41,10 @@ TEST_F(ExpertShardTest, ComputesTheExpertFfnOfTheCheckpoint) {
   // Expert 6 by hand from the stored tensors, in double.
   auto loader = LayerLoader::Open(*model_, 0);
   ASSERT_TRUE(loader.ok());
-  auto w = (*loader)->LoadExpert(6);
-  ASSERT_TRUE(w.ok());
+  auto expert = (*loader)->LoadExpert(6);
+  ASSERT_TRUE(expert.ok());
+  const SwigluWeights::F32* w = expert->f32();
+  ASSERT_NE(w, nullptr);
   for (int t = 0; t < 3; ++t) {
     std::vector<double> act(512);
     for (int j = 0; j < 512; ++j) {

@@ -81,23 +81,5 @@ TEST_P(KernelThreadPoolTest, ConcurrentCallersAllFinishWithTheirOwnWork) {
 INSTANTIATE_TEST_SUITE_P(Threads, KernelThreadPoolTest, ::testing::Values(0, 1, 2, 4),
                          [](const auto& info) { return "Threads" + std::to_string(info.param); });
 
-TEST(SharedKernelPoolTest, SetKernelThreadsReplacesTheSharedPool) {
-  const int before = KernelThreads();
-  EXPECT_GE(before, 1);
-  std::shared_ptr<KernelThreadPool> old_pool = SharedKernelPool();
-  SetKernelThreads(3);
-  EXPECT_EQ(KernelThreads(), 3);
-  EXPECT_EQ(SharedKernelPool()->threads(), 3);
-  EXPECT_EQ(old_pool->threads(), before);  // still usable by whoever holds it
-  std::atomic<int> ran{0};
-  auto work = [&](int64_t begin, int64_t end) { ran.fetch_add(static_cast<int>(end - begin)); };
-  const KernelThreadPool::Phase phases[] = {{10, 1, work}};
-  old_pool->Run(phases);
-  EXPECT_EQ(ran.load(), 10);
-  SetKernelThreads(0);  // clamps to 1
-  EXPECT_EQ(KernelThreads(), 1);
-  SetKernelThreads(before);
-}
-
 }  // namespace
 }  // namespace moe

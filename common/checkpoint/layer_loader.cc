@@ -69,26 +69,21 @@ absl::StatusOr<Bf16Matrix> LayerLoader::ReadBf16Matrix(const std::string& name, 
 }
 
 absl::StatusOr<SwigluWeights> LayerLoader::LoadFfn(const FfnTensorNames& names, int64_t width,
-                                                   DType storage) {
+                                                   WeightStorage storage) {
   const int64_t d = config_.d_model;
-  if (storage == DType::kBF16) {
+  if (storage == WeightStorage::kBF16) {
     ASSIGN_OR_RETURN(Bf16Matrix gate, ReadBf16Matrix(names.gate, width, d));
     ASSIGN_OR_RETURN(Bf16Matrix up, ReadBf16Matrix(names.up, width, d));
     ASSIGN_OR_RETURN(Bf16Matrix down, ReadBf16Matrix(names.down, d, width));
     return SwigluWeights::FromBf16(std::move(gate), std::move(up), std::move(down));
   }
-  if (storage != DType::kF32) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("expert weights cannot be kept as ", DTypeName(storage), " (F32 or BF16)"));
-  }
-  SwigluWeights ffn;
-  ASSIGN_OR_RETURN(ffn.gate, checkpoint_->ReadMatrix(names.gate, width, d));
-  ASSIGN_OR_RETURN(ffn.up, checkpoint_->ReadMatrix(names.up, width, d));
-  ASSIGN_OR_RETURN(ffn.down, checkpoint_->ReadMatrix(names.down, d, width));
-  return ffn;
+  ASSIGN_OR_RETURN(Matrix gate, checkpoint_->ReadMatrix(names.gate, width, d));
+  ASSIGN_OR_RETURN(Matrix up, checkpoint_->ReadMatrix(names.up, width, d));
+  ASSIGN_OR_RETURN(Matrix down, checkpoint_->ReadMatrix(names.down, d, width));
+  return SwigluWeights::FromF32(std::move(gate), std::move(up), std::move(down));
 }
 
-absl::StatusOr<SwigluWeights> LayerLoader::LoadExpert(int expert, DType storage) {
+absl::StatusOr<SwigluWeights> LayerLoader::LoadExpert(int expert, WeightStorage storage) {
   if (expert < 0 || expert >= config_.routing.num_experts) {
     return absl::InvalidArgumentError(
         absl::StrCat("expert ", expert, " is out of range [0, ", config_.routing.num_experts, ")"));
@@ -96,7 +91,7 @@ absl::StatusOr<SwigluWeights> LayerLoader::LoadExpert(int expert, DType storage)
   return LoadFfn(names_.expert(expert), config_.expert_width, storage);
 }
 
-absl::StatusOr<SwigluWeights> LayerLoader::LoadSharedExpert(DType storage) {
+absl::StatusOr<SwigluWeights> LayerLoader::LoadSharedExpert(WeightStorage storage) {
   if (config_.shared.width == 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("this ", config_.model_type, " model has no shared expert"));

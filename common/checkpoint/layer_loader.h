@@ -14,7 +14,7 @@
 #include "common/checkpoint/checkpoint.h"
 #include "common/checkpoint/model_config.h"
 #include "common/checkpoint/model_identity.h"
-#include "common/kernels/swiglu_ffn.h"
+#include "common/kernels/swiglu_weights.h"
 #include "common/tensor/bf16_matrix.h"
 #include "common/tensor/dtype.h"
 #include "common/tensor/matrix.h"
@@ -37,19 +37,20 @@ class LayerLoader {
   absl::StatusOr<ModelIdentity> Identity();
 
   absl::StatusOr<GateWeights> LoadGate();
-  // `storage` is the dtype the weights are kept in (SwigluWeights::storage): kF32, or kBF16 for
-  // half the bytes — a BF16 checkpoint's bits are kept exactly, F32/F16 tensors are rounded to
-  // nearest bf16 (ties to even). kF16 is InvalidArgument.
-  absl::StatusOr<SwigluWeights> LoadExpert(int expert, DType storage = DType::kF32);
+  // `storage` is how the weights are kept, whatever the files' dtype: kF32 (F16/BF16 tensors are
+  // widened exactly), or kBF16 for half the bytes (a BF16 checkpoint's bits are kept exactly,
+  // F32/F16 tensors are rounded to nearest bf16, ties to even).
+  absl::StatusOr<SwigluWeights> LoadExpert(int expert, WeightStorage storage = WeightStorage::kF32);
   // FailedPrecondition if the model has no shared expert.
-  absl::StatusOr<SwigluWeights> LoadSharedExpert(DType storage = DType::kF32);
+  absl::StatusOr<SwigluWeights> LoadSharedExpert(WeightStorage storage = WeightStorage::kF32);
   // qwen2_moe's shared_expert_gate [1, d_model] as a vector; FailedPrecondition for families
   // whose shared expert is not gated.
   absl::StatusOr<std::vector<float>> LoadSharedExpertGate();
 
  private:
   LayerLoader(std::unique_ptr<Checkpoint> checkpoint, ModelConfig config, int layer);
-  absl::StatusOr<SwigluWeights> LoadFfn(const FfnTensorNames& names, int64_t width, DType storage);
+  absl::StatusOr<SwigluWeights> LoadFfn(const FfnTensorNames& names, int64_t width,
+                                        WeightStorage storage);
   absl::StatusOr<Bf16Matrix> ReadBf16Matrix(const std::string& name, int64_t rows, int64_t cols);
 
   std::unique_ptr<Checkpoint> checkpoint_;

@@ -16,32 +16,21 @@ absl::Status MatMulTransposed(ConstMatrixView a, ConstMatrixView b, MatrixView c
         "MatMulTransposed shapes do not agree: a [", a.rows, ",", a.cols, "] b [", b.rows, ",",
         b.cols, "] c [", c.rows, ",", c.cols, "]; need a [M,K] b [N,K] c [M,N]"));
   }
+  if (a.stride < a.cols || b.stride < b.cols || c.stride < c.cols) {
+    return absl::InvalidArgumentError(absl::StrCat("MatMulTransposed row strides ", a.stride, ", ",
+                                                   b.stride, ", ", c.stride,
+                                                   " are shorter than the rows"));
+  }
   if (c.size() == 0) return absl::OkStatus();
   if (a.cols == 0) {
-    if (!accumulate) std::fill(c.data, c.data + c.size(), 0.0f);
+    for (int64_t r = 0; !accumulate && r < c.rows; ++r)
+      std::fill(c.row(r), c.row(r) + c.cols, 0.0f);
     return absl::OkStatus();
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(a.rows),
               static_cast<blasint>(b.rows), static_cast<blasint>(a.cols), 1.0f, a.data,
-              static_cast<blasint>(a.cols), b.data, static_cast<blasint>(b.cols),
-              accumulate ? 1.0f : 0.0f, c.data, static_cast<blasint>(c.cols));
-  return absl::OkStatus();
-}
-
-absl::Status MatVec(ConstMatrixView a, absl::Span<const float> x, absl::Span<float> y) {
-  if (static_cast<int64_t>(x.size()) != a.cols || static_cast<int64_t>(y.size()) != a.rows) {
-    return absl::InvalidArgumentError(absl::StrCat("MatVec shapes do not agree: a [", a.rows, ",",
-                                                   a.cols, "] x [", x.size(), "] y [", y.size(),
-                                                   "]; need a [M,K] x [K] y [M]"));
-  }
-  if (a.rows == 0) return absl::OkStatus();
-  if (a.cols == 0) {
-    std::fill(y.begin(), y.end(), 0.0f);
-    return absl::OkStatus();
-  }
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(a.rows),
-              static_cast<blasint>(a.cols), 1.0f, a.data, static_cast<blasint>(a.cols), x.data(), 1,
-              0.0f, y.data(), 1);
+              static_cast<blasint>(a.stride), b.data, static_cast<blasint>(b.stride),
+              accumulate ? 1.0f : 0.0f, c.data, static_cast<blasint>(c.stride));
   return absl::OkStatus();
 }
 

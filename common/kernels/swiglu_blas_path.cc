@@ -1,4 +1,4 @@
-// The many-token path of SwigluForward (see common/swiglu_paths.h).
+// The many-token path of SwigluForward (see common/kernels/swiglu_paths.h).
 #include <algorithm>
 #include <vector>
 
@@ -15,9 +15,9 @@ namespace {
 constexpr int64_t kWidenRows = 256;
 static_assert(kWidenRows % 4 == 0);
 
-absl::Status BlasF32(const SwigluWeights& w, ConstMatrixView x, MatrixView y,
+absl::Status BlasF32(const SwigluWeights::F32& w, ConstMatrixView x, MatrixView y,
                      const RowDotKernels& kernels) {
-  const int64_t tokens = x.rows, h = w.width();
+  const int64_t tokens = x.rows, h = w.gate.rows();
   Matrix act(tokens, h);  // gate·x first, then silu(gate·x) ⊙ (up·x) in place
   Matrix up(tokens, h);
   RETURN_IF_ERROR(MatMulTransposed(x, w.gate, act.view()));
@@ -26,9 +26,9 @@ absl::Status BlasF32(const SwigluWeights& w, ConstMatrixView x, MatrixView y,
   return MatMulTransposed(act, w.down, y);
 }
 
-absl::Status BlasBf16(const SwigluWeights& w, ConstMatrixView x, MatrixView y,
+absl::Status BlasBf16(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y,
                       const RowDotKernels& kernels) {
-  const int64_t tokens = x.rows, d = w.d_model(), h = w.width();
+  const int64_t tokens = x.rows, d = w.gate.cols(), h = w.gate.rows();
   const int64_t block = std::min(kWidenRows, std::max(h, d));
   std::vector<float> wide(block * std::max(2 * d, h));
   std::vector<float> sums(tokens * 2 * block);
@@ -40,8 +40,8 @@ absl::Status BlasBf16(const SwigluWeights& w, ConstMatrixView x, MatrixView y,
   for (int64_t j0 = 0; j0 < h; j0 += block) {
     const int64_t n = std::min(block, h - j0);
     // wide = [gate rows j0..j0+n | up rows j0..j0+n], one sgemm for both.
-    unpack(w.gate_bf16, j0, n, wide.data());
-    unpack(w.up_bf16, j0, n, wide.data() + n * d);
+    unpack(w.gate, j0, n, wide.data());
+    unpack(w.up, j0, n, wide.data() + n * d);
     RETURN_IF_ERROR(
         MatMulTransposed(x, ConstMatrixView{wide.data(), 2 * n, d}, {sums.data(), tokens, 2 * n}));
     for (int64_t t = 0; t < tokens; ++t) {
@@ -51,7 +51,7 @@ absl::Status BlasBf16(const SwigluWeights& w, ConstMatrixView x, MatrixView y,
   }
   for (int64_t o0 = 0; o0 < d; o0 += block) {
     const int64_t n = std::min(block, d - o0);
-    unpack(w.down_bf16, o0, n, wide.data());
+    unpack(w.down, o0, n, wide.data());
     RETURN_IF_ERROR(
         MatMulTransposed(act, ConstMatrixView{wide.data(), n, h}, {sums.data(), tokens, n}));
     for (int64_t t = 0; t < tokens; ++t) {
@@ -65,8 +65,8 @@ absl::Status BlasBf16(const SwigluWeights& w, ConstMatrixView x, MatrixView y,
 
 absl::Status SwigluBlas(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
                         const RowDotKernels& kernels) {
-  if (weights.storage == DType::kBF16) return BlasBf16(weights, x, y, kernels);
-  return BlasF32(weights, x, y, kernels);
+  if (const SwigluWeights::Bf16* w = weights.bf16()) return BlasBf16(*w, x, y, kernels);
+  return BlasF32(*weights.f32(), x, y, kernels);
 }
 
 }  // namespace moe

@@ -1,14 +1,15 @@
-// The few-token path of SwigluForward (see common/swiglu_paths.h).
+// The few-token path of SwigluForward (see common/kernels/swiglu_paths.h).
 #include <algorithm>
 #include <vector>
 
+#include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/swiglu_paths.h"
 
 namespace moe {
 namespace {
 
 // Work is split in quads (4 rows, a Bf16Matrix quad) handed out in guided chunks (see
-// common/thread_pool.h) of at least this many: 32 hidden units, 2 × 32 rows (256 KB fp32 at
+// common/kernels/thread_pool.h) of at least this many: 32 hidden units, 2 × 32 rows (256 KB fp32 at
 // d = 1024) in phase 1; 16 down rows (176 KB fp32 at width 2816) in phase 2.
 constexpr int64_t kMinHiddenQuadsPerChunk = 8;
 constexpr int64_t kMinOutputQuadsPerChunk = 4;
@@ -21,47 +22,74 @@ constexpr int64_t kTokenChunk = 64;
 constexpr int64_t kMinParallelBytes = 512 * 1024;
 static_assert(kHiddenPerBlock % 4 == 0, "blocks start on a bf16 quad");
 
-// Rows of x and of the activations are copied to this stride: zero-padded to a multiple of 16
-// (BF16 dots read whole chunks) plus 64 bytes, so the token rows of a tile do not all fall into the
-// same L1 set when the width is a multiple of 4 KB (d_model usually is).
-int64_t PaddedStride(int64_t n) { return (n + 15) / 16 * 16 + 16; }
+// The activations are kept in the same layout as x (SwigluInputStride over the width): zeros past
+// the width, for the BF16 down dots' whole chunks.
+int64_t ActivationStride(int64_t width) { return SwigluInputStride(width); }
 
-// dots(first_row, rows, x, ldx, tokens, out, ldo) over one weight matrix, whatever its storage.
+// Whether x can be read in place: the stride the kernel wants, and zeros in [d, round16(d)), the
+// columns BF16 dots read past d (the 16 further floats of the stride are never read).
+bool ReadableInPlace(ConstMatrixView x) {
+  if (x.stride != SwigluInputStride(x.cols)) return false;
+  const int64_t read_to = (x.cols + 15) / 16 * 16;
+  for (int64_t t = 0; t < x.rows; ++t) {
+    for (int64_t i = x.cols; i < read_to; ++i) {
+      if (x.row(t)[i] != 0.0f) return false;
+    }
+  }
+  return true;
+}
+
+// dots(first_row, rows, x, ldx, tokens, out, ldo) over one projection, whatever its storage.
 class RowBlocks {
  public:
-  RowBlocks(const Matrix& f32, const Bf16Matrix& bf16, bool is_bf16, const RowDotKernels& kernels)
-      : f32_(f32), bf16_(bf16), is_bf16_(is_bf16), kernels_(kernels) {}
+  RowBlocks(const Matrix* f32, const Bf16Matrix* bf16, const RowDotKernels& kernels)
+      : f32_(f32), bf16_(bf16), kernels_(kernels) {}
 
   void Dots(int64_t first_row, int64_t rows, const float* x, int64_t ldx, int64_t tokens,
             float* out, int64_t ldo) const {
-    if (is_bf16_) {
-      kernels_.dots_bf16(bf16_.quad(first_row / Bf16Matrix::kQuadRows), rows, bf16_.padded_cols(),
+    if (bf16_ != nullptr) {
+      kernels_.dots_bf16(bf16_->quad(first_row / Bf16Matrix::kQuadRows), rows, bf16_->padded_cols(),
                          x, ldx, tokens, out, ldo);
     } else {
-      kernels_.dots_f32(f32_.row(first_row), f32_.cols(), rows, f32_.cols(), x, ldx, tokens, out,
+      kernels_.dots_f32(f32_->row(first_row), f32_->cols(), rows, f32_->cols(), x, ldx, tokens, out,
                         ldo);
     }
   }
 
  private:
-  const Matrix& f32_;
-  const Bf16Matrix& bf16_;
-  bool is_bf16_;
+  const Matrix* f32_;  // exactly one of f32_, bf16_ is set
+  const Bf16Matrix* bf16_;
   const RowDotKernels& kernels_;
 };
 
+struct Projections {
+  RowBlocks gate, up, down;
+};
+
+Projections BlocksOf(const SwigluWeights& weights, const RowDotKernels& kernels) {
+  if (const SwigluWeights::Bf16* w = weights.bf16()) {
+    return {{nullptr, &w->gate, kernels}, {nullptr, &w->up, kernels}, {nullptr, &w->down, kernels}};
+  }
+  const SwigluWeights::F32& w = *weights.f32();
+  return {{&w.gate, nullptr, kernels}, {&w.up, nullptr, kernels}, {&w.down, nullptr, kernels}};
+}
+
 }  // namespace
 
-absl::Status SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
-                             const RowDotKernels& kernels, KernelThreadPool* pool) {
-  const bool bf16 = weights.storage == DType::kBF16;
-  const RowBlocks gate(weights.gate, weights.gate_bf16, bf16, kernels);
-  const RowBlocks up(weights.up, weights.up_bf16, bf16, kernels);
-  const RowBlocks down(weights.down, weights.down_bf16, bf16, kernels);
+void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
+                     const RowDotKernels& kernels, KernelThreadPool* pool, bool* copied_input) {
+  const Projections blocks = BlocksOf(weights, kernels);
+  const RowBlocks &gate = blocks.gate, &up = blocks.up, &down = blocks.down;
   const int64_t d = weights.d_model(), h = weights.width(), tokens = x.rows;
-  const int64_t ldx = PaddedStride(d), ldact = PaddedStride(h);
-  std::vector<float> xp(tokens * ldx);  // zeros past d
-  for (int64_t t = 0; t < tokens; ++t) std::copy(x.row(t), x.row(t) + d, xp.data() + t * ldx);
+  const int64_t ldx = SwigluInputStride(d), ldact = ActivationStride(h);
+  std::vector<float> copy;
+  const float* xp = x.data;
+  *copied_input = !ReadableInPlace(x);
+  if (*copied_input) {
+    copy.assign(tokens * ldx, 0.0f);  // zeros past d
+    for (int64_t t = 0; t < tokens; ++t) std::copy(x.row(t), x.row(t) + d, copy.data() + t * ldx);
+    xp = copy.data();
+  }
   std::vector<float> act(tokens * ldact);  // zeros past h
 
   // Phase 1 over hidden quads [q0, q1): blocks of kHiddenPerBlock hidden units, one after the
@@ -72,8 +100,8 @@ absl::Status SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, Ma
       const int64_t n = std::min({kHiddenPerBlock, h - j0, 4 * q1 - j0});
       for (int64_t t0 = 0; t0 < tokens; t0 += kTokenChunk) {
         const int64_t m = std::min(kTokenChunk, tokens - t0);
-        gate.Dots(j0, n, xp.data() + t0 * ldx, ldx, m, sums, 2 * n);
-        up.Dots(j0, n, xp.data() + t0 * ldx, ldx, m, sums + n, 2 * n);
+        gate.Dots(j0, n, xp + t0 * ldx, ldx, m, sums, 2 * n);
+        up.Dots(j0, n, xp + t0 * ldx, ldx, m, sums + n, 2 * n);
         for (int64_t t = 0; t < m; ++t) {
           kernels.silu_mul(sums + t * 2 * n, sums + t * 2 * n + n,
                            act.data() + (t0 + t) * ldact + j0, n);
@@ -84,7 +112,7 @@ absl::Status SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, Ma
   // Phase 2 over output quads [q0, q1).
   auto project_down = [&](int64_t q0, int64_t q1) {
     const int64_t o0 = 4 * q0, o1 = std::min(4 * q1, d);
-    down.Dots(o0, o1 - o0, act.data(), ldact, tokens, y.data + o0, d);
+    down.Dots(o0, o1 - o0, act.data(), ldact, tokens, y.data + o0, y.stride);
   };
 
   const KernelThreadPool::Phase phases[] = {
@@ -96,7 +124,6 @@ absl::Status SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, Ma
   } else {
     for (const KernelThreadPool::Phase& phase : phases) phase.run(0, phase.units);
   }
-  return absl::OkStatus();
 }
 
 }  // namespace moe

@@ -121,48 +121,4 @@ void KernelThreadPool::HelperLoop() {
   }
 }
 
-namespace {
-
-struct SharedPoolState {
-  std::mutex mu;
-  int threads = 0;                         // guarded by mu; 0: not chosen yet
-  std::shared_ptr<KernelThreadPool> pool;  // guarded by mu
-};
-
-SharedPoolState& State() {
-  static SharedPoolState* state = new SharedPoolState;  // never destroyed: helpers outlive main
-  return *state;
-}
-
-int DefaultThreads() { return std::max(1, static_cast<int>(std::thread::hardware_concurrency())); }
-
-}  // namespace
-
-void SetKernelThreads(int threads) {
-  threads = std::max(1, threads);
-  SharedPoolState& state = State();
-  std::shared_ptr<KernelThreadPool> old;
-  std::lock_guard<std::mutex> lock(state.mu);
-  if (state.threads == threads) return;
-  state.threads = threads;
-  old = std::move(state.pool);  // joined when its last running call lets go
-  state.pool = nullptr;
-}
-
-int KernelThreads() {
-  SharedPoolState& state = State();
-  std::lock_guard<std::mutex> lock(state.mu);
-  return state.threads > 0 ? state.threads : DefaultThreads();
-}
-
-std::shared_ptr<KernelThreadPool> SharedKernelPool() {
-  SharedPoolState& state = State();
-  std::lock_guard<std::mutex> lock(state.mu);
-  if (state.pool == nullptr) {
-    if (state.threads == 0) state.threads = DefaultThreads();
-    state.pool = std::make_shared<KernelThreadPool>(state.threads);
-  }
-  return state.pool;
-}
-
 }  // namespace moe

@@ -10,6 +10,9 @@
 // N + (threads − 1) runnable threads and never deadlock (a caller only ever waits for chunks that
 // are already running on another thread); on a loaded machine the helpers go to whoever came first.
 //
+// Owned by whoever computes (an ExpertShard owns one, sized by its options) and passed to
+// SwigluForward through SwigluOptions; there is no process-wide pool.
+//
 // Thread-safe. Units of one phase must be independent; phase p + 1 starts only after every unit of
 // phase p finished, and sees all memory written by phase p.
 #ifndef MOE_COMMON_KERNELS_THREAD_POOL_H_
@@ -18,7 +21,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -66,13 +68,6 @@ class KernelThreadPool {
   int active_ = 0;                // guarded by mu_: helpers inside job_
   bool stop_ = false;             // guarded by mu_
 };
-
-// The process-wide pool SwigluForward uses. Default: std::thread::hardware_concurrency() threads.
-// SetKernelThreads is meant for main() before serving; calling it later is safe (calls already
-// running keep the old pool until they return).
-void SetKernelThreads(int threads);
-int KernelThreads();
-std::shared_ptr<KernelThreadPool> SharedKernelPool();
 
 }  // namespace moe
 

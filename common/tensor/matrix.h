@@ -1,5 +1,9 @@
-// Dense row-major float32 matrices: Matrix owns its storage, MatrixView / ConstMatrixView borrow
-// someone else's. Views never outlive what they point into; none of these types synchronise.
+// Dense row-major float32 matrices: Matrix owns its storage (rows packed, stride = cols);
+// MatrixView / ConstMatrixView borrow someone else's, rows `stride` floats apart (stride ≥ cols),
+// so a view can cover rows laid out with padding, e.g. the layout a kernel reads (see
+// SwigluInputStride). The values between cols and stride belong to the owner of the memory: a
+// view never reads or writes them. Views never outlive what they point into; none of these types
+// synchronise.
 #ifndef MOE_COMMON_TENSOR_MATRIX_H_
 #define MOE_COMMON_TENSOR_MATRIX_H_
 
@@ -9,22 +13,40 @@
 namespace moe {
 
 struct ConstMatrixView {
+  ConstMatrixView() = default;
+  // Packed rows (stride = cols).
+  ConstMatrixView(const float* data, int64_t rows, int64_t cols)
+      : data(data), rows(rows), cols(cols), stride(cols) {}
+  // Rows `stride` floats apart; stride ≥ cols.
+  ConstMatrixView(const float* data, int64_t rows, int64_t cols, int64_t stride)
+      : data(data), rows(rows), cols(cols), stride(stride) {}
+
   const float* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
+  int64_t stride = 0;
 
-  const float* row(int64_t r) const { return data + r * cols; }
-  int64_t size() const { return rows * cols; }
+  const float* row(int64_t r) const { return data + r * stride; }
+  int64_t size() const { return rows * cols; }  // values in view, not counting the padding
+  bool packed() const { return stride == cols; }
 };
 
 struct MatrixView {
+  MatrixView() = default;
+  MatrixView(float* data, int64_t rows, int64_t cols)
+      : data(data), rows(rows), cols(cols), stride(cols) {}
+  MatrixView(float* data, int64_t rows, int64_t cols, int64_t stride)
+      : data(data), rows(rows), cols(cols), stride(stride) {}
+
   float* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
+  int64_t stride = 0;
 
-  float* row(int64_t r) const { return data + r * cols; }
+  float* row(int64_t r) const { return data + r * stride; }
   int64_t size() const { return rows * cols; }
-  operator ConstMatrixView() const { return {data, rows, cols}; }
+  bool packed() const { return stride == cols; }
+  operator ConstMatrixView() const { return {data, rows, cols, stride}; }
 };
 
 class Matrix {

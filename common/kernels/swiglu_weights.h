@@ -1,0 +1,71 @@
+// The weights of one SwiGLU expert FFN (gate, up, down as nn.Linear stores them: [out, in]), in
+// one of the storage kinds the kernels run on. A SwigluWeights always holds exactly one complete,
+// shape-consistent set: it is built only by the factories below, which check the shapes once, so
+// the kernels never re-check them.
+//
+// WeightStorage is how weights are kept in memory for the kernels; it is not the dtype of a
+// checkpoint file (DType in common/tensor/dtype.h, which also has F16: F16 files are widened or
+// rounded on load, there are no F16 kernels).
+//
+// Immutable after construction; read-only sharing across threads is fine.
+#ifndef MOE_COMMON_KERNELS_SWIGLU_WEIGHTS_H_
+#define MOE_COMMON_KERNELS_SWIGLU_WEIGHTS_H_
+
+#include <cstdint>
+#include <variant>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/tensor/bf16_matrix.h"
+#include "common/tensor/matrix.h"
+
+namespace moe {
+
+// kBF16 halves the bytes a small batch streams (the kernels widen it exactly to float32 on the
+// fly, so only the weights are rounded, never x or the sums).
+enum class WeightStorage { kF32, kBF16 };
+
+// "f32", "bf16" (the spelling of moe_expert's --weights_dtype).
+absl::string_view WeightStorageName(WeightStorage storage);
+
+class SwigluWeights {
+ public:
+  // The three projections in one storage kind: gate and up [width, d_model], down [d_model, width].
+  template <typename M>
+  struct Projections {
+    M gate;
+    M up;
+    M down;
+  };
+  using F32 = Projections<Matrix>;
+  using Bf16 = Projections<Bf16Matrix>;
+
+  // Takes float32 weights; kBF16 rounds each to nearest bf16 (ties to even), kF32 keeps them.
+  // InvalidArgument naming the shapes unless gate and up are [h, d] and down is [d, h].
+  static absl::StatusOr<SwigluWeights> FromF32(Matrix gate, Matrix up, Matrix down,
+                                               WeightStorage storage = WeightStorage::kF32);
+  // Keeps bf16 bits exactly (e.g. a BF16 checkpoint). InvalidArgument for inconsistent shapes.
+  static absl::StatusOr<SwigluWeights> FromBf16(Bf16Matrix gate, Bf16Matrix up, Bf16Matrix down);
+
+  WeightStorage storage() const;
+  int64_t d_model() const { return d_model_; }
+  int64_t width() const { return width_; }
+  // Bytes of weight storage (what one token-batch reads from memory).
+  int64_t bytes() const;
+
+  // The projections, for the kernels: exactly one of these is non-null.
+  const F32* f32() const { return std::get_if<F32>(&projections_); }
+  const Bf16* bf16() const { return std::get_if<Bf16>(&projections_); }
+
+ private:
+  SwigluWeights(std::variant<F32, Bf16> projections, int64_t d_model, int64_t width)
+      : projections_(std::move(projections)), d_model_(d_model), width_(width) {}
+
+  std::variant<F32, Bf16> projections_;
+  int64_t d_model_;
+  int64_t width_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_COMMON_KERNELS_SWIGLU_WEIGHTS_H_

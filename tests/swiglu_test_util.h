@@ -1,0 +1,89 @@
+// Helpers shared by the SwiGLU kernel tests: random weights and tokens, and a triple-loop
+// reference in double with the tolerance the kernels must meet.
+//
+// Tolerance: for every token t, max_i |y[t][i] − ref[t][i]| ≤ 1e-5 · ‖ref[t]‖₂. For BF16 storage
+// the reference uses the bf16-rounded weights (widened exactly), so the same bound applies: the
+// kernels only add float32 rounding of the sums.
+#ifndef MOE_TESTS_SWIGLU_TEST_UTIL_H_
+#define MOE_TESTS_SWIGLU_TEST_UTIL_H_
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/kernels/swiglu_weights.h"
+#include "common/tensor/matrix.h"
+#include "gtest/gtest.h"
+
+namespace moe {
+
+inline constexpr double kSwigluTolerance = 1e-5;
+
+inline Matrix RandomMatrix(int64_t rows, int64_t cols, float scale, std::mt19937& rng) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  Matrix m(rows, cols);
+  for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = scale * dist(rng);
+  return m;
+}
+
+inline SwigluWeights RandomWeights(int64_t d_model, int64_t width, std::mt19937& rng,
+                                   WeightStorage storage = WeightStorage::kF32) {
+  const float in_scale = 1.0f / std::sqrt(static_cast<float>(d_model));
+  const float hidden_scale = 1.0f / std::sqrt(static_cast<float>(width));
+  auto w = SwigluWeights::FromF32(RandomMatrix(width, d_model, in_scale, rng),
+                                  RandomMatrix(width, d_model, in_scale, rng),
+                                  RandomMatrix(d_model, width, hidden_scale, rng), storage);
+  EXPECT_TRUE(w.ok()) << w.status();
+  return *std::move(w);
+}
+
+// The weights' exact float32 values, whatever the storage.
+inline SwigluWeights::F32 Widened(const SwigluWeights& w) {
+  if (const SwigluWeights::F32* f32 = w.f32()) return *f32;
+  const SwigluWeights::Bf16& bf16 = *w.bf16();
+  return {bf16.gate.ToF32(), bf16.up.ToF32(), bf16.down.ToF32()};
+}
+
+// y = down( silu(gate·x) ⊙ (up·x) ) with plain loops in double; y is [x.rows, d] packed.
+inline std::vector<double> ReferenceSwiglu(const SwigluWeights::F32& w, ConstMatrixView x) {
+  const int64_t d = w.gate.cols(), h = w.gate.rows();
+  std::vector<double> y(x.rows * d, 0.0);
+  std::vector<double> hidden(h);
+  for (int64_t t = 0; t < x.rows; ++t) {
+    for (int64_t j = 0; j < h; ++j) {
+      double g = 0, u = 0;
+      for (int64_t i = 0; i < d; ++i) {
+        g += static_cast<double>(w.gate.row(j)[i]) * x.row(t)[i];
+        u += static_cast<double>(w.up.row(j)[i]) * x.row(t)[i];
+      }
+      hidden[j] = g / (1.0 + std::exp(-g)) * u;
+    }
+    for (int64_t o = 0; o < d; ++o) {
+      double acc = 0;
+      for (int64_t j = 0; j < h; ++j) acc += static_cast<double>(w.down.row(o)[j]) * hidden[j];
+      y[t * d + o] = acc;
+    }
+  }
+  return y;
+}
+
+// Checks the tolerance stated at the top, token by token.
+inline void ExpectMatches(ConstMatrixView y, const std::vector<double>& want,
+                          const std::string& what) {
+  const int64_t d = y.cols;
+  for (int64_t t = 0; t < y.rows; ++t) {
+    double norm2 = 0, max_err = 0;
+    for (int64_t i = 0; i < d; ++i) {
+      norm2 += want[t * d + i] * want[t * d + i];
+      max_err = std::max(max_err, std::abs(static_cast<double>(y.row(t)[i]) - want[t * d + i]));
+    }
+    ASSERT_GT(norm2, 0.0) << what;
+    ASSERT_LE(max_err, kSwigluTolerance * std::sqrt(norm2)) << what << ", token " << t;
+  }
+}
+
+}  // namespace moe
+
+#endif  // MOE_TESTS_SWIGLU_TEST_UTIL_H_
