@@ -1,8 +1,10 @@
 #include "expert_service/expert_service.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/checkpoint/model_config.h"
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/tensor_proto.h"
@@ -12,22 +14,24 @@ namespace moe {
 
 ExpertServiceImpl::ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching)
     : shard_(shard),
-      batcher_([shard](int expert, ConstMatrixView x,
-                       MatrixView y) { return shard->Compute(expert, x, y); },
+      batcher_([shard](int ffn, ConstMatrixView x,
+                       MatrixView y) { return shard->Compute(ffn, x, y); },
                shard->input_stride(), batching) {}
 
 absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
                                           v1::ComputeResponse* response) {
   const int64_t d = shard_->config().d_model;
-  if (request.layer() != shard_->layer()) {
+  const std::vector<int>& layers = shard_->layers();
+  if (!std::binary_search(layers.begin(), layers.end(), request.layer())) {
     return absl::FailedPreconditionError(absl::StrCat("layer ", request.layer(),
-                                                      " is not held by this shard (it holds layer ",
-                                                      shard_->layer(), ")"));
+                                                      " is not held by this shard (it holds layers ",
+                                                      absl::StrJoin(layers, ","), ")"));
   }
   ASSIGN_OR_RETURN(ConstMatrixView tokens, MatrixFromProto(request.tokens(), -1, d, "tokens"));
   for (int g = 0; g < request.groups_size(); ++g) {
     const v1::ExpertGroup& group = request.groups(g);
-    if (!shard_->Holds(group.expert())) {
+    const int ffn = shard_->FfnId(request.layer(), group.expert());
+    if (ffn < 0) {
       return absl::InvalidArgumentError(absl::StrCat("groups[", g, "]: expert ", group.expert(),
                                                      " is not held by this shard (it holds ",
                                                      FormatExpertSet(shard_->experts()), ")"));
@@ -42,7 +46,7 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
     // The batcher gathers the rows (once, into the kernel's layout) when it computes them.
     MatrixView y = ResizeProtoTensor(response->add_outputs(), group.rows_size(), d);
     RETURN_IF_ERROR(batcher_.Compute(
-        group.expert(), tokens, absl::MakeConstSpan(group.rows().data(), group.rows_size()), y));
+        ffn, tokens, absl::MakeConstSpan(group.rows().data(), group.rows_size()), y));
     for (int64_t i = 0; i < y.size(); ++i) {
       if (!std::isfinite(y.data[i])) {
         // Finite input, non-finite output: the input is too large for this expert. Report it so
@@ -68,8 +72,8 @@ grpc::Status ExpertServiceImpl::Info(grpc::ServerContext*, const v1::ExpertInfoR
                                      v1::ExpertInfo* response) {
   const ModelIdentity& identity = shard_->identity();
   response->set_family(identity.family);
-  response->set_layer(shard_->layer());
-  response->add_layers(shard_->layer());
+  response->set_layer(shard_->layers().front());
+  response->mutable_layers()->Add(shard_->layers().begin(), shard_->layers().end());
   response->set_d_model(identity.d_model);
   response->set_expert_width(identity.expert_width);
   response->set_num_experts(identity.num_experts);

@@ -5,25 +5,34 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/checkpoint/checkpoint.h"
 #include "common/checkpoint/layer_loader.h"
 #include "common/status/status_macros.h"
 
 namespace moe {
 
-ExpertShard::ExpertShard(ModelConfig config, ModelIdentity identity, int layer, ExpertSet experts,
-                         std::map<int, SwigluWeights> weights, int kernel_threads)
+ExpertShard::ExpertShard(ModelConfig config, ModelIdentity identity, std::vector<int> layers,
+                         ExpertSet experts, std::vector<Ffn> ffns, int kernel_threads)
     : config_(std::move(config)),
       identity_(std::move(identity)),
-      layer_(layer),
+      layers_(std::move(layers)),
       experts_(std::move(experts)),
-      weights_(std::move(weights)),
+      ffns_(std::move(ffns)),
       pool_(std::make_unique<KernelThreadPool>(kernel_threads)) {}
 
 absl::StatusOr<std::unique_ptr<ExpertShard>> ExpertShard::Create(
     const ExpertShardOptions& options) {
-  ASSIGN_OR_RETURN(std::unique_ptr<LayerLoader> loader,
-                   LayerLoader::Open(options.model_dir, options.layer));
-  const ModelConfig& config = loader->config();
+  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(options.model_dir));
+  ASSIGN_OR_RETURN(std::string config_text, checkpoint->ReadConfigText());
+  ASSIGN_OR_RETURN(ModelConfig config,
+                   ParseModelConfig(config_text, options.model_dir + "/config.json"));
+  checkpoint.reset();
+  ASSIGN_OR_RETURN(std::vector<int> layers, ResolveMoeLayers(config, options.layers));
+  if (layers.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--layers=", options.layers, " names no MoE layer of this model"));
+  }
   ASSIGN_OR_RETURN(ExpertSet experts,
                    ParseExpertSet(options.experts_spec, config.routing.num_experts,
                                   /*allow_shared=*/true));
@@ -32,44 +41,66 @@ absl::StatusOr<std::unique_ptr<ExpertShard>> ExpertShard::Create(
                                                    config.model_type,
                                                    " model has no shared expert"));
   }
-  std::map<int, SwigluWeights> weights;
-  for (int e : experts.ids) {
-    ASSIGN_OR_RETURN(SwigluWeights w, loader->LoadExpert(e, options.weight_storage));
-    weights.emplace(e, std::move(w));
+  std::vector<Ffn> ffns;
+  std::optional<ModelIdentity> identity;
+  for (int layer : layers) {
+    ASSIGN_OR_RETURN(std::unique_ptr<LayerLoader> loader,
+                     LayerLoader::Open(options.model_dir, layer));
+    for (int e : experts.ids) {
+      ASSIGN_OR_RETURN(SwigluWeights w, loader->LoadExpert(e, options.weight_storage));
+      ffns.push_back({layer, e, std::move(w)});
+    }
+    if (experts.shared) {
+      ASSIGN_OR_RETURN(SwigluWeights w, loader->LoadSharedExpert(options.weight_storage));
+      ffns.push_back({layer, kSharedExpertId, std::move(w)});
+    }
+    // After the loads, so that a tensor this shard needs is what a broken checkpoint names.
+    if (!identity.has_value()) {
+      ASSIGN_OR_RETURN(identity, loader->Identity());
+    }
   }
-  if (experts.shared) {
-    ASSIGN_OR_RETURN(SwigluWeights w, loader->LoadSharedExpert(options.weight_storage));
-    weights.emplace(kSharedExpertId, std::move(w));
-  }
-  ASSIGN_OR_RETURN(ModelIdentity identity, loader->Identity());
   const int threads = options.kernel_threads > 0
                           ? options.kernel_threads
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::unique_ptr<ExpertShard>(new ExpertShard(config, std::move(identity), options.layer,
-                                                      std::move(experts), std::move(weights),
-                                                      threads));
+  return std::unique_ptr<ExpertShard>(new ExpertShard(config, *std::move(identity),
+                                                      std::move(layers), std::move(experts),
+                                                      std::move(ffns), threads));
 }
 
-bool ExpertShard::Holds(int expert) const { return weights_.count(expert) > 0; }
+int ExpertShard::FfnId(int layer, int expert) const {
+  auto layer_it = std::lower_bound(layers_.begin(), layers_.end(), layer);
+  if (layer_it == layers_.end() || *layer_it != layer) return -1;
+  const int per_layer = static_cast<int>(experts_.ids.size()) + (experts_.shared ? 1 : 0);
+  const int first = static_cast<int>(layer_it - layers_.begin()) * per_layer;
+  if (expert == kSharedExpertId) return experts_.shared ? first + per_layer - 1 : -1;
+  auto it = std::lower_bound(experts_.ids.begin(), experts_.ids.end(), expert);
+  if (it == experts_.ids.end() || *it != expert) return -1;
+  return first + static_cast<int>(it - experts_.ids.begin());
+}
 
-absl::Status ExpertShard::Compute(int expert, ConstMatrixView x, MatrixView y,
+absl::Status ExpertShard::Compute(int ffn, ConstMatrixView x, MatrixView y,
                                   SwigluReport* report) const {
-  auto it = weights_.find(expert);
-  if (it == weights_.end()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(expert == kSharedExpertId ? std::string("the shared expert")
-                                               : absl::StrCat("expert ", expert),
-                     " is not held by this shard (it holds ", FormatExpertSet(experts_), ")"));
-  }
   SwigluOptions options;
   options.pool = pool_.get();
   options.report = report;
-  return SwigluForward(it->second, x, y, options);
+  return SwigluForward(ffns_[ffn].weights, x, y, options);
+}
+
+absl::Status ExpertShard::Compute(int layer, int expert, ConstMatrixView x, MatrixView y) const {
+  const int ffn = FfnId(layer, expert);
+  if (ffn < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        expert == kSharedExpertId ? std::string("the shared expert")
+                                  : absl::StrCat("expert ", expert),
+        " of layer ", layer, " is not held by this shard (it holds experts ",
+        FormatExpertSet(experts_), " of layers ", absl::StrJoin(layers_, ","), ")"));
+  }
+  return Compute(ffn, x, y);
 }
 
 int64_t ExpertShard::weight_bytes() const {
   int64_t bytes = 0;
-  for (const auto& [id, w] : weights_) bytes += w.bytes();
+  for (const Ffn& ffn : ffns_) bytes += ffn.weights.bytes();
   return bytes;
 }
 

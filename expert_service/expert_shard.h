@@ -1,15 +1,15 @@
-// The computing half of an expert shard: the SwiGLU weights of some experts of one layer (and
-// optionally the layer's shared expert), loaded from a checkpoint and nothing else.
+// The computing half of an expert shard: the SwiGLU weights of some experts (and optionally the
+// shared expert) of each of its MoE layers, loaded from a checkpoint and nothing else.
+// Each (layer, expert) it holds is one FFN with a dense id (FfnId), which the batcher keys on.
 // Owns the kernel thread pool its FFN calls run on (sized by ExpertShardOptions::kernel_threads).
 // Thread-safe after Create: weights are read-only; concurrent Compute calls share the pool as
 // common/kernels/thread_pool.h describes.
 #ifndef MOE_EXPERT_SERVICE_EXPERT_SHARD_H_
 #define MOE_EXPERT_SERVICE_EXPERT_SHARD_H_
 
-#include <map>
 #include <memory>
-#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/checkpoint/model_config.h"
@@ -24,8 +24,8 @@ namespace moe {
 
 struct ExpertShardOptions {
   std::string model_dir;     // Hugging Face checkpoint directory
-  int layer = 0;             // which layer's MoE block
-  std::string experts_spec;  // "0-3", "0,2,5", "all", may include "shared"
+  std::string layers = "all";  // MoE layers: all (dense ones skipped) | 3 | 1-15 | 1,3,5
+  std::string experts_spec;  // "0-3", "0,2,5", "all", may include "shared"; for every layer
   // How weights are kept in memory: kF32, or kBF16 (half the bytes, so small batches — bound by
   // memory bandwidth — run up to twice as fast; F32 checkpoints are rounded to nearest bf16).
   WeightStorage weight_storage = WeightStorage::kF32;
@@ -36,35 +36,44 @@ struct ExpertShardOptions {
 
 class ExpertShard {
  public:
-  // Loads only the named experts. Fails (naming tensor, file or key) on a bad checkpoint, a layer
-  // without an MoE block, or a spec naming experts the layer does not have.
+  // Loads only the named experts of the named layers. Fails (naming tensor, file or key) on a
+  // bad checkpoint, a layer without an MoE block (saying why), or a spec naming experts the model
+  // does not have.
   static absl::StatusOr<std::unique_ptr<ExpertShard>> Create(const ExpertShardOptions& options);
 
-  // y = expert(x). x and y are [n, d_model], any row strides; x is read in place when laid out
-  // with input_stride() (see SwigluForward). InvalidArgument if the expert is not held here or
-  // shapes disagree. `report`, if set, says what the kernel did.
-  absl::Status Compute(int expert, ConstMatrixView x, MatrixView y,
+  // The FFN of (layer, expert) — expert may be kSharedExpertId — or -1 when not held here.
+  int FfnId(int layer, int expert) const;
+  // y = ffn(x). x and y are [n, d_model], any row strides; x is read in place when laid out
+  // with input_stride() (see SwigluForward). `report`, if set, says what the kernel did.
+  absl::Status Compute(int ffn, ConstMatrixView x, MatrixView y,
                        SwigluReport* report = nullptr) const;
+  // The same by (layer, expert): InvalidArgument naming them when not held here.
+  absl::Status Compute(int layer, int expert, ConstMatrixView x, MatrixView y) const;
   // The row stride (zero-padded) the kernels read token rows with, without a copy.
   int64_t input_stride() const { return SwigluInputStride(config_.d_model); }
   int kernel_threads() const { return pool_->threads(); }
 
-  bool Holds(int expert) const;
   const ModelConfig& config() const { return config_; }
   const ModelIdentity& identity() const { return identity_; }
-  int layer() const { return layer_; }
+  const std::vector<int>& layers() const { return layers_; }  // ascending
   const ExpertSet& experts() const { return experts_; }
   int64_t weight_bytes() const;
 
  private:
-  ExpertShard(ModelConfig config, ModelIdentity identity, int layer, ExpertSet experts,
-              std::map<int, SwigluWeights> weights, int kernel_threads);
+  struct Ffn {
+    int layer;
+    int expert;
+    SwigluWeights weights;
+  };
+
+  ExpertShard(ModelConfig config, ModelIdentity identity, std::vector<int> layers,
+              ExpertSet experts, std::vector<Ffn> ffns, int kernel_threads);
 
   ModelConfig config_;
   ModelIdentity identity_;
-  int layer_;
+  std::vector<int> layers_;
   ExpertSet experts_;
-  std::map<int, SwigluWeights> weights_;  // by expert id; kSharedExpertId for the shared one
+  std::vector<Ffn> ffns_;  // by FFN id: layer-major, experts ascending, the shared one last
   std::unique_ptr<KernelThreadPool> pool_;
 };
 

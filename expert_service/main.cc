@@ -1,6 +1,6 @@
-// moe_expert: serves some experts of one MoE layer over gRPC (moe.v1.Expert).
+// moe_expert: serves some experts of every MoE layer it is given over gRPC (moe.v1.Expert).
 //
-//   moe_expert --model=DIR --layer=N --experts=SPEC --listen=HOST:PORT
+//   moe_expert --model=DIR --layers=all --experts=SPEC --listen=HOST:PORT
 #include <algorithm>
 #include <iostream>
 #include <string>
@@ -8,6 +8,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_join.h"
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
@@ -18,7 +19,9 @@
 
 ABSL_FLAG(std::string, model, "",
           "Required: Hugging Face checkpoint directory (config.json + safetensors)");
-ABSL_FLAG(int, layer, 0, "Layer whose MoE block to serve");
+ABSL_FLAG(std::string, layers, "all",
+          "MoE layers whose experts to hold: all (dense layers skipped), or e.g. 3, 1-15, 1,3,5");
+ABSL_FLAG(int, layer, -1, "Same as --layers=N (kept for compatibility); -1: use --layers");
 ABSL_FLAG(std::string, experts, "",
           "Required: experts to hold, 0-3 | 0,2,5 | all; add 'shared' for the shared expert");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50061", "Address to serve on (port 0 picks a free port)");
@@ -48,16 +51,18 @@ ABSL_FLAG(int, batch_wait_us, 0,
 int main(int argc, char** argv) {
   moe::BlockShutdownSignals();
   absl::SetProgramUsageMessage(
-      "Serves some experts of one MoE layer.\n"
-      "  moe_expert --model=DIR --experts=SPEC [--layer=N] [--listen=HOST:PORT]\n"
+      "Serves some experts of the MoE layers of a model.\n"
+      "  moe_expert --model=DIR --experts=SPEC [--layers=all|SPEC] [--listen=HOST:PORT]\n"
       "             [--port_file=FILE] [--weights_dtype=f32|bf16] [--kernel_threads=N]\n"
       "             [--blas_threads=N] [--concurrent_ffn=N] [--max_batch_tokens=N]\n"
-      "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_connection_age_s=S]");
+      "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_connection_age_s=S]\n"
+      "             [--layer=N]");
   moe::ParseFlags(argc, argv);
 
   moe::ExpertShardOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
-  options.layer = absl::GetFlag(FLAGS_layer);
+  options.layers = absl::GetFlag(FLAGS_layer) >= 0 ? std::to_string(absl::GetFlag(FLAGS_layer))
+                                                   : absl::GetFlag(FLAGS_layers);
   options.experts_spec = absl::GetFlag(FLAGS_experts);
   if (options.model_dir.empty() || options.experts_spec.empty()) {
     std::cerr << "moe_expert: --model and --experts are required (see --help)" << std::endl;
@@ -82,7 +87,9 @@ int main(int argc, char** argv) {
     std::cerr << "moe_expert: " << shard.status().message() << std::endl;
     return 1;
   }
-  std::cerr << "moe_expert: layer " << options.layer << " experts "
+  std::cerr << "moe_expert: "
+            << moe::CountOf((*shard)->layers().size(), "layer", "layers") << " ("
+            << absl::StrJoin((*shard)->layers(), ",") << "), experts "
             << moe::FormatExpertSet((*shard)->experts()) << ", "
             << moe::FormatBytes((*shard)->weight_bytes()) << " of " << dtype << " weights"
             << std::endl;

@@ -1,7 +1,9 @@
 // The expert shard core and its gRPC service, in-process.
 #include "expert_service/expert_shard.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <thread>
 
 #include "common/checkpoint/layer_loader.h"
 #include "common/rpc/tensor_proto.h"
@@ -24,20 +26,21 @@ class ExpertShardTest : public ::testing::Test {
 std::string* ExpertShardTest::model_ = nullptr;
 
 TEST_F(ExpertShardTest, LoadsOnlyTheNamedExperts) {
-  auto shard = ExpertShard::Create({*model_, 0, "2,5"});
+  auto shard = ExpertShard::Create({*model_, "0", "2,5"});
   ASSERT_TRUE(shard.ok()) << shard.status();
-  EXPECT_TRUE((*shard)->Holds(2));
-  EXPECT_TRUE((*shard)->Holds(5));
-  EXPECT_FALSE((*shard)->Holds(3));
+  EXPECT_GE((*shard)->FfnId(0, 2), 0);
+  EXPECT_GE((*shard)->FfnId(0, 5), 0);
+  EXPECT_EQ((*shard)->FfnId(0, 3), -1);
+  EXPECT_EQ((*shard)->FfnId(1, 2), -1);
   EXPECT_EQ((*shard)->weight_bytes(), 2 * 3 * 256 * 512 * 4);
 }
 
 TEST_F(ExpertShardTest, ComputesTheExpertFfnOfTheCheckpoint) {
-  auto shard = ExpertShard::Create({*model_, 0, "all"});
+  auto shard = ExpertShard::Create({*model_, "0", "all"});
   ASSERT_TRUE(shard.ok());
   const std::vector<float> x = testing::RandomTokens(3, 256, 4);
   Matrix y(3, 256);
-  ASSERT_TRUE((*shard)->Compute(6, ConstMatrixView{x.data(), 3, 256}, y.view()).ok());
+  ASSERT_TRUE((*shard)->Compute(0, 6, ConstMatrixView{x.data(), 3, 256}, y.view()).ok());
   // Expert 6 by hand from the stored tensors, in double.
   auto loader = LayerLoader::Open(*model_, 0);
   ASSERT_TRUE(loader.ok());
@@ -63,14 +66,27 @@ TEST_F(ExpertShardTest, ComputesTheExpertFfnOfTheCheckpoint) {
   }
 }
 
+TEST_F(ExpertShardTest, ComputesOnItsOwnKernelPoolOfTheConfiguredSize) {
+  ExpertShardOptions options{*model_, 0, "all"};
+  options.kernel_threads = 3;
+  auto shard = ExpertShard::Create(options);
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  EXPECT_EQ((*shard)->kernel_threads(), 3);
+  options.kernel_threads = 0;  // one per core
+  auto every_core = ExpertShard::Create(options);
+  ASSERT_TRUE(every_core.ok());
+  EXPECT_EQ((*every_core)->kernel_threads(),
+            static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+}
+
 TEST_F(ExpertShardTest, RejectsExpertsTheLayerDoesNotHave) {
-  auto shard = ExpertShard::Create({*model_, 0, "6-9"});
+  auto shard = ExpertShard::Create({*model_, "0", "6-9"});
   EXPECT_EQ(shard.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(shard.status().message()), HasSubstr("expert 9 is out of range [0, 8)"));
 }
 
 TEST_F(ExpertShardTest, RejectsSharedForAFamilyWithoutSharedExpert) {
-  auto shard = ExpertShard::Create({*model_, 0, "0,shared"});
+  auto shard = ExpertShard::Create({*model_, "0", "0,shared"});
   EXPECT_THAT(std::string(shard.status().message()), HasSubstr("no shared expert"));
 }
 
@@ -79,13 +95,13 @@ TEST_F(ExpertShardTest, MissingShardFileIsAnErrorNamingIt) {
   options.num_shards = 3;
   const std::string dir = testing::WriteTestModel("tiny", options);
   std::filesystem::remove(dir + "/model-00003-of-00003.safetensors");
-  auto shard = ExpertShard::Create({dir, 0, "all"});
+  auto shard = ExpertShard::Create({dir, "0", "all"});
   EXPECT_FALSE(shard.ok());
   EXPECT_THAT(std::string(shard.status().message()), HasSubstr("model-00003-of-00003"));
 }
 
 TEST_F(ExpertShardTest, ServiceRejectsGroupsItCannotServe) {
-  auto shard = ExpertShard::Create({*model_, 0, "0-3"});
+  auto shard = ExpertShard::Create({*model_, "0", "0-3"});
   ASSERT_TRUE(shard.ok());
   ExpertServiceImpl service(shard->get(), BatchingOptions());
   v1::ComputeRequest request;
@@ -110,6 +126,41 @@ TEST_F(ExpertShardTest, ServiceRejectsGroupsItCannotServe) {
   ASSERT_TRUE(service.Compute(nullptr, &request, &response).ok());
   ASSERT_EQ(response.outputs_size(), 1);
   EXPECT_THAT(response.outputs(0).shape(), ::testing::ElementsAre(1, 256));
+}
+
+TEST_F(ExpertShardTest, ServiceRefusesALayerItDoesNotHold) {
+  auto shard = ExpertShard::Create({*model_, "0", "0-3"});
+  ASSERT_TRUE(shard.ok());
+  ExpertServiceImpl service(shard->get(), BatchingOptions());
+  v1::ComputeRequest request;
+  request.set_layer(1);
+  ResizeProtoTensor(request.mutable_tokens(), 1, 256);
+  v1::ComputeResponse response;
+  grpc::Status status = service.Compute(nullptr, &request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("layer 1 is not held by this shard (it holds layers 0)"));
+}
+
+TEST(MultiLayerShardTest, HoldsItsExpertsOfEveryMoeLayerAndNothingElse) {
+  // deepseek-v3-tiny: layer 0 is dense (first_k_dense_replace), the others are MoE.
+  const std::string model = testing::WriteTestModel("deepseek-v3-tiny");
+  auto one = ExpertShard::Create({model, "all", "0-1"});
+  ASSERT_TRUE(one.ok()) << one.status();
+  const std::vector<int>& layers = (*one)->layers();
+  ASSERT_GE(layers.size(), 1u);
+  EXPECT_NE(layers.front(), 0) << "the dense layer 0 was loaded";
+  for (int layer : layers) {
+    EXPECT_GE((*one)->FfnId(layer, 0), 0);
+    EXPECT_GE((*one)->FfnId(layer, 1), 0);
+    EXPECT_EQ((*one)->FfnId(layer, 2), -1);
+  }
+  auto single = ExpertShard::Create({model, std::to_string(layers.back()), "0-1"});
+  ASSERT_TRUE(single.ok());
+  EXPECT_EQ((*one)->weight_bytes(),
+            static_cast<int64_t>(layers.size()) * (*single)->weight_bytes());
+  auto dense = ExpertShard::Create({model, "0", "0-1"});
+  EXPECT_EQ(dense.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(dense.status().message()), HasSubstr("dense"));
 }
 
 }  // namespace

@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
   }
   const std::string model = absl::GetFlag(FLAGS_model);
   const int layer = absl::GetFlag(FLAGS_layer);
-  auto shard = moe::ExpertShard::Create({model, layer, "all"});
+  auto shard = moe::ExpertShard::Create({model, std::to_string(layer), "all"});
   if (!shard.ok()) {
     std::cerr << "moe_layer_bench: " << shard.status().message() << std::endl;
     return 1;
@@ -157,8 +157,9 @@ int main(int argc, char** argv) {
   moe::ShardDescription description{{layer}, experts.experts(), experts.identity()};
   auto router = moe::Router::Create(options, [&](const std::string& target) {
     return std::make_unique<moe::LocalShardClient>(
-        target, description, [&experts](int, int e, moe::ConstMatrixView x, moe::MatrixView y) {
-          return experts.Compute(e, x, y);
+        target, description,
+        [&experts](int layer, int e, moe::ConstMatrixView x, moe::MatrixView y) {
+          return experts.Compute(layer, e, x, y);
         });
   });
   if (!router.ok()) {

@@ -20,10 +20,6 @@ absl::Status CheckShapes(const M& gate, const M& up, const M& down) {
 
 }  // namespace
 
-absl::string_view WeightStorageName(WeightStorage storage) {
-  return storage == WeightStorage::kBF16 ? "bf16" : "f32";
-}
-
 absl::StatusOr<SwigluWeights> SwigluWeights::FromF32(Matrix gate, Matrix up, Matrix down,
                                                      WeightStorage storage) {
   RETURN_IF_ERROR(CheckShapes(gate, up, down));

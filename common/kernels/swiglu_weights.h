@@ -15,7 +15,6 @@
 #include <variant>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
 #include "common/tensor/bf16_matrix.h"
 #include "common/tensor/matrix.h"
 
@@ -24,9 +23,6 @@ namespace moe {
 // kBF16 halves the bytes a small batch streams (the kernels widen it exactly to float32 on the
 // fly, so only the weights are rounded, never x or the sums).
 enum class WeightStorage { kF32, kBF16 };
-
-// "f32", "bf16" (the spelling of moe_expert's --weights_dtype).
-absl::string_view WeightStorageName(WeightStorage storage);
 
 class SwigluWeights {
  public:

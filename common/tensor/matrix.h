@@ -28,7 +28,6 @@ struct ConstMatrixView {
 
   const float* row(int64_t r) const { return data + r * stride; }
   int64_t size() const { return rows * cols; }  // values in view, not counting the padding
-  bool packed() const { return stride == cols; }
 };
 
 struct MatrixView {
@@ -45,7 +44,6 @@ struct MatrixView {
 
   float* row(int64_t r) const { return data + r * stride; }
   int64_t size() const { return rows * cols; }
-  bool packed() const { return stride == cols; }
   operator ConstMatrixView() const { return {data, rows, cols, stride}; }
 };
 
