@@ -40,13 +40,6 @@ def make_model(preset, out_dir, *extra):
     return out_dir
 
 
-def shards_hold_many_layers():
-    """True when this build's moe_expert takes --layers (one shard holds its experts of every
-    layer); older shards serve one layer (--layer=N) each."""
-    text = subprocess.run([EXPERT, "--help"], capture_output=True, text=True, timeout=30)
-    return re.search(r"^\s*--layers\b", text.stdout + text.stderr, re.MULTILINE) is not None
-
-
 def _split_experts(num_experts, shards):
     """Contiguous expert ranges, e.g. 8 experts over 2 shards: ["0-3", "4-7"]."""
     bounds = [num_experts * i // shards for i in range(shards + 1)]
@@ -154,27 +147,17 @@ class LocalCluster:
 
 class WholeModelCluster(LocalCluster):
     """Every MoE layer of a model behind one router (`--layers=all`, shards discovered from bare
-    targets). Shards: `shards` processes each holding its experts of every layer
-    (`moe_expert --layers=all`) when the build has it, else `shards` per MoE layer
-    (`--layer=L`); per_layer_shards=True forces the latter. start() returns once the router
-    reports every layer covered."""
+    targets): `shards` shards, each holding its experts of every MoE layer
+    (`moe_expert --layers=all`). start() returns once the router reports every layer covered."""
 
-    def __init__(self, model_dir, moe_layers, num_experts, workdir, shards=2, router_flags=(),
-                 per_layer_shards=None):
+    def __init__(self, model_dir, moe_layers, num_experts, workdir, shards=2, router_flags=()):
         super().__init__(model_dir, None, num_experts, workdir, shards, router_flags)
         self.moe_layers = list(moe_layers)
-        self.per_layer_shards = (not shards_hold_many_layers() if per_layer_shards is None
-                                 else per_layer_shards)
 
     def start(self):
-        layer_flags = ([(f"l{layer}-", f"--layer={layer}") for layer in self.moe_layers]
-                       if self.per_layer_shards else [("", "--layers=all")])
-        spawned = []
-        for prefix, layer_flag in layer_flags:
-            for i, spec in enumerate(self.specs):
-                spawned.append(self._spawn(f"{prefix}expert{i}", [
-                    EXPERT, f"--model={self.model_dir}", layer_flag, f"--experts={spec}",
-                    "--kernel_threads=1", "--blas_threads=1"]))
+        spawned = [self._spawn(f"expert{i}", [
+            EXPERT, f"--model={self.model_dir}", "--layers=all", f"--experts={spec}",
+            "--kernel_threads=1", "--blas_threads=1"]) for i, spec in enumerate(self.specs)]
         ports = [self._wait_port(name, port_file) for name, port_file in spawned]
         self.shard_targets = [f"127.0.0.1:{port}" for port in ports]
         name, port_file = self._spawn("router", [

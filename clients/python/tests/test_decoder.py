@@ -167,6 +167,10 @@ def test_remote_generation_equals_local_generation(whole_model):
     remote = Decoder.from_checkpoint(model_dir, moe=client)
     info = client.info()
     assert list(info.layers) == local.moe_layers and len(local.moe_layers) >= 3
+    # Two shards, each holding its half of the experts of every MoE layer.
+    assert sorted(t for shard in info.shards for t in shard.targets) == sorted(
+        cluster.shard_targets) and len(cluster.shard_targets) == 2
+    assert all(list(shard.layers) == local.moe_layers for shard in info.shards)
     # Every MoE block of the remote decoder is a RemoteMoE of its own layer, on one client.
     blocks = [layer.mlp.block for i, layer in enumerate(remote.layers) if i in remote.moe_layers]
     assert [b.layer for b in blocks] == local.moe_layers
@@ -180,7 +184,7 @@ def test_remote_generation_equals_local_generation(whole_model):
     assert remote_tokens.tolist() == local_tokens.tolist()
     error = assert_rows_close(remote_logits, local_logits, tol=1e-4)
     print(f"{preset}: {STEPS} tokens x {prompt.shape[0]} equal, logits max row rel err "
-          f"{error:.2e}, shards {'per layer' if cluster.per_layer_shards else '--layers=all'}")
+          f"{error:.2e}")
     # One router call per MoE layer per step, all answered by the router.
     assert client.info().stats.requests - requests_before == STEPS * len(local.moe_layers)
     assert remote.clock["moe"] > 0
