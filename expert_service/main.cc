@@ -14,6 +14,7 @@
 #include "common/kernels/blas_kernels.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
+#include "common/rpc/tls_credentials.h"
 #include "expert_service/expert_service.h"
 #include "expert_service/expert_shard.h"
 
@@ -47,6 +48,11 @@ ABSL_FLAG(int, concurrent_ffn, 1,
           "others queue and their batches grow. 0: unlimited");
 ABSL_FLAG(int, batch_wait_us, 0,
           "How long an idle expert lingers for more tokens before computing (0: never waits)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Serve TLS with this PEM certificate chain (with --tls_key); default: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Mutual TLS: callers (routers) must present a certificate signed by this PEM CA");
 
 int main(int argc, char** argv) {
   moe::BlockShutdownSignals();
@@ -56,7 +62,7 @@ int main(int argc, char** argv) {
       "             [--port_file=FILE] [--weights_dtype=f32|bf16] [--kernel_threads=N]\n"
       "             [--blas_threads=N] [--concurrent_ffn=N] [--max_batch_tokens=N]\n"
       "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_connection_age_s=S]\n"
-      "             [--layer=N]");
+      "             [--layer=N] [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]]");
   moe::ParseFlags(argc, argv);
 
   moe::ExpertShardOptions options;
@@ -74,6 +80,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.weight_storage = dtype == "bf16" ? moe::WeightStorage::kBF16 : moe::WeightStorage::kF32;
+  moe::TlsFiles tls;
+  tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  tls.key = absl::GetFlag(FLAGS_tls_key);
+  tls.ca = absl::GetFlag(FLAGS_tls_ca);
+  auto credentials = moe::MakeServerCredentials(tls);
+  if (!credentials.ok()) {
+    std::cerr << "moe_expert: " << credentials.status().message() << std::endl;
+    return 2;
+  }
   // One FFN call at a time (--concurrent_ffn) using every core is the default policy: small
   // batches are bound by memory bandwidth, which all cores together saturate.
   options.kernel_threads = absl::GetFlag(FLAGS_kernel_threads);  // 0: every core
@@ -91,8 +106,8 @@ int main(int argc, char** argv) {
             << moe::CountOf((*shard)->layers().size(), "layer", "layers") << " ("
             << absl::StrJoin((*shard)->layers(), ",") << "), experts "
             << moe::FormatExpertSet((*shard)->experts()) << ", "
-            << moe::FormatBytes((*shard)->weight_bytes()) << " of " << dtype << " weights"
-            << std::endl;
+            << moe::FormatBytes((*shard)->weight_bytes()) << " of " << dtype << " weights; "
+            << moe::ServerTlsMode(tls) << std::endl;
 
   moe::BatchingOptions batching;
   batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
@@ -103,6 +118,7 @@ int main(int argc, char** argv) {
   serve.name = "moe_expert";
   serve.listen = absl::GetFlag(FLAGS_listen);
   serve.port_file = absl::GetFlag(FLAGS_port_file);
+  serve.credentials = *credentials;
   serve.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
   serve.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_s));
   absl::Status served = moe::ServeUntilSignal(serve, {&service});

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/rpc/connection_error.h"
 #include "common/rpc/tensor_proto.h"
 
 namespace moe {
@@ -29,12 +30,13 @@ grpc::ChannelArguments ShardChannelArguments() {
   return args;
 }
 
-absl::Status FromGrpc(const grpc::Status& status, const std::string& target) {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat("shard ", target, ": ", status.error_message()));
-}
-
 }  // namespace
+
+absl::Status GrpcShardClient::FromGrpc(const grpc::Status& status) const {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      absl::StrCat("shard ", target_, ": ",
+                                   ExplainStatus(status, security_.tls, security_.flag_prefix)));
+}
 
 // One Compute call: owns the messages and the context; its shared_ptr is the reply's storage.
 class GrpcShardClient::Call final : public ShardCall {
@@ -49,11 +51,12 @@ class GrpcShardClient::Call final : public ShardCall {
   Done done;
 };
 
-GrpcShardClient::GrpcShardClient(std::string target, int channels,
-                                 std::shared_ptr<grpc::ChannelCredentials> credentials)
-    : target_(std::move(target)) {
+GrpcShardClient::GrpcShardClient(std::string target, int channels, const ChannelSecurity& security)
+    : target_(std::move(target)), security_(security) {
+  grpc::ChannelArguments args = ShardChannelArguments();
+  security_.Apply(&args);
   for (int i = 0; i < std::max(1, channels); ++i) {
-    channels_.push_back(grpc::CreateCustomChannel(target_, credentials, ShardChannelArguments()));
+    channels_.push_back(grpc::CreateCustomChannel(target_, security_.credentials, args));
     stubs_.push_back(v1::Expert::NewStub(channels_.back()));
   }
 }
@@ -81,7 +84,7 @@ std::shared_ptr<ShardCall> GrpcShardClient::Compute(const ShardCallInput& input,
   stubs_[channel]->async()->Compute(
       &call->context, &call->request, &call->response, [this, call](grpc::Status status) {
         if (!status.ok()) {
-          std::move(call->done)(FromGrpc(status, target_));
+          std::move(call->done)(FromGrpc(status));
           return;
         }
         const v1::ComputeResponse& response = call->response;
@@ -136,7 +139,7 @@ void GrpcShardClient::Describe(absl::Time deadline, DescribeDone done) {
       &describing->context, &describing->request, &describing->info,
       [this, describing](grpc::Status status) {
         if (!status.ok()) {
-          std::move(describing->done)(FromGrpc(status, target_));
+          std::move(describing->done)(FromGrpc(status));
           return;
         }
         const v1::ExpertInfo& info = describing->info;

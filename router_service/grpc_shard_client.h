@@ -5,7 +5,8 @@
 // calls spread over them); "dns:///name:port" targets use round_robin over every address the name
 // resolves to. Channels send keepalive pings so a silently dropped peer fails calls within seconds
 // (DESIGN.md §10), and reconnect with bounded backoff so a restarted shard is used again within
-// about a second. Thread-safe.
+// about a second. `security` gives the credentials (plaintext or TLS, tls_credentials.h); a
+// failure caused by TLS says so first (connection_error.h). Thread-safe.
 #ifndef MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_
 #define MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_
 
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/rpc/tls_credentials.h"
 #include "moe/v1/expert.grpc.pb.h"
 #include "router_service/shard_client.h"
 
@@ -24,8 +26,7 @@ namespace moe {
 class GrpcShardClient final : public ShardClient {
  public:
   GrpcShardClient(std::string target, int channels,
-                  std::shared_ptr<grpc::ChannelCredentials> credentials =
-                      grpc::InsecureChannelCredentials());
+                  const ChannelSecurity& security = ChannelSecurity::Plaintext());
 
   std::shared_ptr<ShardCall> Compute(const ShardCallInput& input, absl::Time deadline,
                                      Done done) override;
@@ -36,7 +37,10 @@ class GrpcShardClient final : public ShardClient {
  private:
   class Call;
 
+  absl::Status FromGrpc(const grpc::Status& status) const;
+
   const std::string target_;
+  const ChannelSecurity security_;
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
   std::vector<std::unique_ptr<v1::Expert::Stub>> stubs_;  // one per channel
   std::atomic<uint32_t> next_channel_{0};

@@ -17,6 +17,7 @@
 #include "common/kernels/blas_kernels.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
+#include "common/rpc/tls_credentials.h"
 #include "router_service/grpc_shard_client.h"
 #include "router_service/router.h"
 #include "router_service/router_service.h"
@@ -51,6 +52,23 @@ ABSL_FLAG(bool, allow_partial, false,
           "answered) and list them in ForwardResponse.missing_experts. Off: such a request fails");
 ABSL_FLAG(int, refresh_ms, 1000,
           "How often to ask every shard what it serves (discovery, identity checks, probes)");
+
+ABSL_FLAG(std::string, tls_cert, "",
+          "Serve TLS with this PEM certificate chain (with --tls_key); default: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Mutual TLS: clients must present a certificate signed by this PEM CA");
+ABSL_FLAG(std::string, shard_tls_ca, "",
+          "Call shards over TLS, trusting this PEM CA; default: plaintext (with only "
+          "--shard_tls_cert/--shard_tls_key: TLS with the system's roots)");
+ABSL_FLAG(std::string, shard_tls_cert, "",
+          "PEM certificate presented to shards that require one (with --shard_tls_key)");
+ABSL_FLAG(std::string, shard_tls_key, "", "PEM private key of --shard_tls_cert");
+ABSL_FLAG(std::string, shard_tls_server_name, "",
+          "Name to expect in every shard's certificate instead of the target's host");
+ABSL_FLAG(bool, info_shows_topology, false,
+          "Info lists each shard's target (internal addresses); off by default so the public "
+          "API does not reveal them");
 
 namespace {
 
@@ -105,7 +123,10 @@ int main(int argc, char** argv) {
       "  moe_router --model=DIR --shards=TARGET[,TARGET...] | --shards_file=FILE\n"
       "             [--layers=all|SPEC] [--listen=HOST:PORT] [--port_file=FILE]\n"
       "             [--max_tokens=N] [--default_timeout_ms=MS] [--hedging] [--allow_partial]\n"
-      "             [--refresh_ms=MS] [--blas_threads=N] [--channels_per_shard=N]");
+      "             [--refresh_ms=MS] [--blas_threads=N] [--channels_per_shard=N]\n"
+      "             [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]] [--info_shows_topology]\n"
+      "             [--shard_tls_ca=PEM [--shard_tls_cert=PEM --shard_tls_key=PEM]\n"
+      "              [--shard_tls_server_name=NAME]]");
   moe::ParseFlags(argc, argv);
 
   moe::RouterOptions options;
@@ -129,12 +150,31 @@ int main(int argc, char** argv) {
     std::cerr << "moe_router: give --shards or --shards_file, not both" << std::endl;
     return 2;
   }
+  moe::TlsFiles server_tls;
+  server_tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  server_tls.key = absl::GetFlag(FLAGS_tls_key);
+  server_tls.ca = absl::GetFlag(FLAGS_tls_ca);
+  auto server_credentials = moe::MakeServerCredentials(server_tls);
+  moe::TlsFiles shard_tls;
+  shard_tls.cert = absl::GetFlag(FLAGS_shard_tls_cert);
+  shard_tls.key = absl::GetFlag(FLAGS_shard_tls_key);
+  shard_tls.ca = absl::GetFlag(FLAGS_shard_tls_ca);
+  shard_tls.server_name = absl::GetFlag(FLAGS_shard_tls_server_name);
+  shard_tls.flag_prefix = "--shard_tls_";
+  auto shard_security = moe::MakeChannelSecurity(shard_tls);
+  for (const absl::Status& tls : {server_credentials.status(), shard_security.status()}) {
+    if (!tls.ok()) {
+      std::cerr << "moe_router: " << tls.message() << std::endl;
+      return 2;
+    }
+  }
   moe::SetBlasThreads(absl::GetFlag(FLAGS_blas_threads));
 
   const int channels = absl::GetFlag(FLAGS_channels_per_shard);
-  auto router = moe::Router::Create(options, [channels](const std::string& target) {
-    return std::make_unique<moe::GrpcShardClient>(target, channels);
-  });
+  auto router = moe::Router::Create(
+      options, [channels, &security = *shard_security](const std::string& target) {
+        return std::make_unique<moe::GrpcShardClient>(target, channels, security);
+      });
   if (!router.ok()) {
     std::cerr << "moe_router: " << router.status().message() << std::endl;
     return 1;
@@ -144,7 +184,8 @@ int main(int argc, char** argv) {
             << moe::CountOf((*router)->layers().size(), "layer", "layers") << " ("
             << absl::StrJoin((*router)->layers(), ",") << "), d_model " << config.d_model << ", "
             << config.routing.num_experts << " experts, top-" << config.routing.top_k
-            << std::endl;
+            << "; clients: " << moe::ServerTlsMode(server_tls)
+            << ", shards: " << moe::ClientTlsMode(shard_tls) << std::endl;
   (*router)->directory().SetCoverageCallback([](const std::string& gaps) {
     std::cerr << "moe_router: "
               << (gaps.empty() ? "every expert of every layer has a serving shard"
@@ -159,11 +200,12 @@ int main(int argc, char** argv) {
       file.has_value() ? moe::ShardDirectory::TargetSource([&file] { return file->Changed(); })
                        : nullptr);
 
-  moe::RouterServiceImpl service(router->get());
+  moe::RouterServiceImpl service(router->get(), absl::GetFlag(FLAGS_info_shows_topology));
   moe::ServeOptions serve;
   serve.name = "moe_router";
   serve.listen = absl::GetFlag(FLAGS_listen);
   serve.port_file = absl::GetFlag(FLAGS_port_file);
+  serve.credentials = *server_credentials;
   // Room for max_tokens tokens of d_model floats plus framing; larger messages are rejected by
   // gRPC with RESOURCE_EXHAUSTED naming the limit.
   serve.max_message_bytes = static_cast<int>(

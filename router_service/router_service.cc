@@ -1,13 +1,27 @@
 #include "router_service/router_service.h"
 
 #include <chrono>
+#include <regex>
+#include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/status/status_macros.h"
 
 namespace moe {
+namespace {
+
+// `text` with the shard's target and the addresses gRPC's messages carry ("ipv4:10.0.0.7:50061")
+// replaced, for an Info that must not reveal the topology.
+std::string WithoutAddresses(const std::string& text, const std::string& target) {
+  static const std::regex* address = new std::regex(R"((ipv4|ipv6|unix|dns):[^\s,;()]+)");
+  std::string out = target.empty() ? text : absl::StrReplaceAll(text, {{target, "<shard>"}});
+  return std::regex_replace(out, *address, "<address>");
+}
+
+}  // namespace
 
 absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, absl::Time deadline,
                                           v1::ForwardResponse* response) {
@@ -78,10 +92,14 @@ grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest
       shard->set_shared_expert(description.experts.shared);
       shard->mutable_layers()->Add(description.layers.begin(), description.layers.end());
     }
-    shard->add_targets(status.target);
     shard->add_states(status.connectivity);
     shard->set_status(status.state);
-    shard->set_problem(status.problem);
+    if (show_targets_) {
+      shard->add_targets(status.target);
+      shard->set_problem(status.problem);
+    } else {
+      shard->set_problem(WithoutAddresses(status.problem, status.target));
+    }
     ejections += status.counters.ejections;
   }
   const RouterCounters counters = router_->counters();

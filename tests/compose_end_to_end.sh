@@ -2,8 +2,10 @@
 # End to end on Docker: builds the FROM-scratch image, starts deploy/docker-compose.yml under a
 # unique project name, checks a response against a local 2-shard cluster from the same build and
 # model, load-tests the router with ghz (concurrency 8, 10 s, zero errors), kills one replica of
-# the replicated shard during a second ghz run and reports what happened, then tears everything
-# down. Exit 77 (skipped, printed loudly) when no Docker engine answers.
+# the replicated shard during a second ghz run and reports what happened, then restarts it all
+# with mutual TLS (deploy/docker-compose.tls.yml, scripts/make-certs) and checks the answer, a
+# refused client without a certificate and a short ghz run, then tears everything down.
+# Exit 77 (skipped, printed loudly) when no Docker engine answers.
 #
 #   tests/compose_end_to_end.sh BUILD_DIR
 set -euo pipefail
@@ -127,14 +129,16 @@ for side in reference:"$local_router" compose:"$router"; do
     --output="$work/${side%%:*}.out" >"$work/${side%%:*}.client.log" ||
     fail "moe_client against ${side#*:}: $(cat "$work/${side%%:*}.client.log")"
 done
-awk 'NR == FNR { for (i = 1; i <= NF; i++) ref[++n] = $i; next }
-     { for (i = 1; i <= NF; i++) {
-         ++m; d = $i - ref[m]; if (d < 0) d = -d; if (d > diff) diff = d
-         r = ref[m] < 0 ? -ref[m] : ref[m]; if (r > scale) scale = r } }
-     END { printf "compose vs local: %d vs %d values, max |diff| %.3g, max |ref| %.3g\n",
-                  m, n, diff, scale
-           exit !(n > 0 && m == n && diff <= 1e-4 * scale) }' \
-  "$work/reference.out" "$work/compose.out" || fail "the compose router's answer differs"
+same_answer() {  # reference.out other.out: equal within relative 1e-4
+  awk 'NR == FNR { for (i = 1; i <= NF; i++) ref[++n] = $i; next }
+       { for (i = 1; i <= NF; i++) {
+           ++m; d = $i - ref[m]; if (d < 0) d = -d; if (d > diff) diff = d
+           r = ref[m] < 0 ? -ref[m] : ref[m]; if (r > scale) scale = r } }
+       END { printf "compose vs local: %d vs %d values, max |diff| %.3g, max |ref| %.3g\n",
+                    m, n, diff, scale
+             exit !(n > 0 && m == n && diff <= 1e-4 * scale) }' "$1" "$2"
+}
+same_answer "$work/reference.out" "$work/compose.out" || fail "the compose router's answer differs"
 
 ghz_errors() {  # ghz.json -> number of non-OK calls
   jq '[.statusCodeDistribution // {} | to_entries[] | select(.key != "OK") | .value] | add // 0' "$1"
@@ -167,4 +171,25 @@ log "KILLED REPLICA RESULT: $errors errors of $calls calls while one of the two 
 "$build_dir/tools/moe_client" --router="$router" --tokens=8 --repeat=20 --show_routing=0 \
   >"$work/after-kill.log" || fail "the router does not answer after the kill: $(cat "$work/after-kill.log")"
 log "the router still answers with one expert-1 replica: $(tail -n 1 "$work/after-kill.log")"
+log "mutual TLS: the same deployment with deploy/docker-compose.tls.yml"
+certs=$work/certs
+scripts/make-certs "$certs" >/dev/null
+chmod 0644 "$certs"/*.key   # throwaway test keys; the containers run as uid 10001
+scripts/compose-up --no-build --project="$project" --port="$port" --tls="$certs"
+tls=(--tls_ca="$certs/ca.pem" --tls_cert="$certs/client.pem" --tls_key="$certs/client.key")
+"$build_dir/tools/moe_health" --target="$router" "${tls[@]}" || fail "the TLS router is not SERVING"
+"$build_dir/tools/moe_client" --router="$router" "${tls[@]}" --tokens=8 --seed=11 --show_routing=0 \
+  --output="$work/tls.out" >"$work/tls.client.log" 2>&1 ||
+  fail "moe_client over mutual TLS: $(cat "$work/tls.client.log")"
+same_answer "$work/reference.out" "$work/tls.out" || fail "the TLS router's answer differs"
+if "$build_dir/tools/moe_client" --router="$router" --tls_ca="$certs/ca.pem" --tokens=1 \
+  >"$work/tls-nocert.log" 2>&1; then
+  fail "the TLS router answered a client without a certificate"
+fi
+log "a client without a certificate is refused: $(tail -n 1 "$work/tls-nocert.log")"
+scripts/loadtest --target="$router" --tls="$certs" --concurrency=8 --duration=3s --out="$work/ghz-tls"
+errors=$(ghz_errors "$work/ghz-tls/ghz.json")
+calls=$(jq '.count' "$work/ghz-tls/ghz.json")
+((calls > 0 && errors == 0)) || fail "ghz over mutual TLS: $errors errors of $calls calls"
+log "ghz over mutual TLS (--cacert/--cert/--key): $calls calls, 0 errors"
 ((SECONDS - started < 300)) || log "WARNING: took $((SECONDS - started)) s (budget ~300 s)"

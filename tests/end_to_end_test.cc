@@ -35,7 +35,8 @@ class EndToEndTest : public ::testing::Test {
   static constexpr int64_t kD = 256;
   static void SetUpTestSuite() {
     model_ = new std::string(testing::WriteTestModel("tiny"));
-    cluster_ = new Cluster(*model_, 0, {"0-3", "4-7"}, {"--max_tokens=512"});
+    cluster_ =
+        new Cluster(*model_, 0, {"0-3", "4-7"}, {"--max_tokens=512", "--info_shows_topology"});
     auto reference = testing::ReferenceLayer::Load(*model_, 0);
     ASSERT_TRUE(reference.ok()) << reference.status();
     reference_ = new testing::ReferenceLayer(std::move(*reference));

@@ -48,7 +48,7 @@ BINARIES = {
     "moe_layer_bench": "tools/moe_layer_bench",
 }
 SCRIPTS = ["bench", "build", "build-images", "check-clang", "compose-up", "go-tool", "loadtest", "run-local",
-           "setup", "test"]
+           "setup", "test", "make-certs", "fuzz", "bench-tls"]
 
 failures = []
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -19,6 +20,8 @@
 #include "absl/status/status.h"
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
+#include "common/rpc/connection_error.h"
+#include "common/rpc/tls_credentials.h"
 #include "google/protobuf/util/json_util.h"
 #include "moe/v1/expert.grpc.pb.h"
 #include "moe/v1/router.grpc.pb.h"
@@ -38,17 +41,33 @@ ABSL_FLAG(int, show_routing, 8, "Print the routing of at most this many tokens")
 ABSL_FLAG(std::string, request_json, "",
           "Write the request as JSON to this file and exit without calling Forward (a request "
           "file for ghz -D)");
+ABSL_FLAG(std::string, tls_ca, "", "Connect over TLS, trusting this PEM CA (default: plaintext)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate for servers that require one (mutual TLS; with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name to expect in the server's certificate instead of the target's host");
 ABSL_FLAG(int, request_json_count, 1,
           "With --request_json: write a JSON array of this many requests with different random "
           "tokens (seeds --seed, --seed+1, ...); ghz sends them round-robin");
 
 namespace {
 
+moe::TlsFiles TlsFlags() {
+  moe::TlsFiles tls;
+  tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  tls.key = absl::GetFlag(FLAGS_tls_key);
+  tls.ca = absl::GetFlag(FLAGS_tls_ca);
+  tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  return tls;
+}
+
 // "INVALID_ARGUMENT: tokens has 3 dimensions, ...": the code's name, as the README's error table
-// and grpc::StatusCode spell it (gRPC and absl::StatusCode share the numbering).
+// and grpc::StatusCode spell it (gRPC and absl::StatusCode share the numbering); a connection
+// failure's cause (e.g. TLS) comes first.
 std::string Describe(const grpc::Status& status) {
   return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())) + ": " +
-         status.error_message();
+         moe::ExplainStatus(status, TlsFlags().enabled(), "--tls_");
 }
 
 std::chrono::system_clock::time_point Deadline() {
@@ -144,9 +163,21 @@ int WriteRequestJson(moe::v1::ForwardRequest request, int64_t d_model, const std
   return 0;
 }
 
+// A channel to `target` with the --tls_* flags' credentials; exits with a message if they are bad.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
+  auto security = moe::MakeChannelSecurity(TlsFlags());
+  if (!security.ok()) {
+    std::cerr << "moe_client: " << security.status().message() << std::endl;
+    std::exit(2);
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  security->Apply(&args);
+  return grpc::CreateCustomChannel(target, security->credentials, args);
+}
+
 int PrintExpertInfo(const std::string& target) {
-  auto stub =
-      moe::v1::Expert::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  auto stub = moe::v1::Expert::NewStub(MakeChannel(target));
   grpc::ClientContext context;
   context.set_deadline(Deadline());
   moe::v1::ExpertInfo info;
@@ -176,14 +207,11 @@ int main(int argc, char** argv) {
       "             [--output=FILE] [--repeat=N] [--deadline_ms=MS] [--show_routing=N]\n"
       "  moe_client [--router=HOST:PORT] --request_json=FILE [--request_json_count=N]\n"
       "             [--tokens=N] [--seed=S] [--input=FILE]    (writes a request for ghz -D)\n"
-      "  moe_client --expert=HOST:PORT [--deadline_ms=MS]     (prints a shard's Info)");
+      "  moe_client --expert=HOST:PORT [--deadline_ms=MS]     (prints a shard's Info)\n"
+      "  TLS: [--tls_ca=PEM [--tls_cert=PEM --tls_key=PEM] [--tls_server_name=NAME]]");
   moe::ParseFlags(argc, argv);
   if (!absl::GetFlag(FLAGS_expert).empty()) return PrintExpertInfo(absl::GetFlag(FLAGS_expert));
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_router),
-                                           grpc::InsecureChannelCredentials(), args);
-  auto stub = moe::v1::Router::NewStub(channel);
+  auto stub = moe::v1::Router::NewStub(MakeChannel(absl::GetFlag(FLAGS_router)));
 
   moe::v1::ModelInfo info;
   {

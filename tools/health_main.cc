@@ -12,19 +12,40 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "common/cli/parse_flags.h"
+#include "common/rpc/connection_error.h"
+#include "common/rpc/tls_credentials.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server to check");
 ABSL_FLAG(std::string, service, "", "Service name to check; empty means the whole server");
 ABSL_FLAG(int, timeout_ms, 1000, "Give up after this long");
+ABSL_FLAG(std::string, tls_ca, "", "Connect over TLS, trusting this PEM CA (default: plaintext)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM client certificate for servers that require one (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name to expect in the server's certificate instead of the target's host");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Checks a gRPC server's health (grpc.health.v1); exits 0 when SERVING, 1 otherwise.\n"
-      "  moe_health [--target=HOST:PORT] [--service=NAME] [--timeout_ms=MS]");
+      "  moe_health [--target=HOST:PORT] [--service=NAME] [--timeout_ms=MS]\n"
+      "             [--tls_ca=PEM [--tls_cert=PEM --tls_key=PEM] [--tls_server_name=NAME]]");
   moe::ParseFlags(argc, argv);
+  moe::TlsFiles tls;
+  tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  tls.key = absl::GetFlag(FLAGS_tls_key);
+  tls.ca = absl::GetFlag(FLAGS_tls_ca);
+  tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  auto security = moe::MakeChannelSecurity(tls);
+  if (!security.ok()) {
+    std::cerr << "moe_health: " << security.status().message() << std::endl;
+    return 2;
+  }
+  grpc::ChannelArguments args;
+  security->Apply(&args);
   auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials()));
+      grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target), security->credentials, args));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
@@ -35,7 +56,7 @@ int main(int argc, char** argv) {
   if (!status.ok()) {
     std::cerr << "moe_health: " << absl::GetFlag(FLAGS_target) << ": "
               << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
-              << ": " << status.error_message() << std::endl;
+              << ": " << moe::ExplainStatus(status, tls.enabled(), "--tls_") << std::endl;
     return 1;
   }
   const bool serving = response.status() == grpc::health::v1::HealthCheckResponse::SERVING;

@@ -1,6 +1,5 @@
 #include "common/rpc/server_runner.h"
 
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <unistd.h>
 
@@ -10,6 +9,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "common/rpc/reflection_service.h"
 #include "common/rpc/shutdown_signal.h"
 #include "grpc/health/v1/health.pb.h"
 
@@ -34,15 +34,18 @@ absl::Status WritePortFile(const std::string& path, int port) {
 absl::Status ServeUntilSignal(const ServeOptions& options,
                               const std::vector<grpc::Service*>& services) {
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  // Reflection serves descriptors from protobuf's generated pool, and gRPC's built-in health
-  // service brings none (it is not protobuf-generated). Touching our generated health.pb.cc links
-  // it in and registers grpc.health.v1, so reflection clients (grpcurl) can describe and call it.
+  // Reflection describes registered services from protobuf's generated pool, and gRPC's built-in
+  // health service brings none (it is not protobuf-generated). Touching our generated health.pb.cc
+  // links it in and registers grpc.health.v1, so reflection clients (grpcurl) can describe it.
   grpc::health::v1::HealthCheckRequest::descriptor();
 
   grpc::ServerBuilder builder;
+  AddReflection(&builder);
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(
+      options.listen,
+      options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
+      &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   if (options.max_connection_age > absl::ZeroDuration()) {

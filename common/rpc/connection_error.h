@@ -1,0 +1,25 @@
+// Plain-words causes of gRPC connection failures, TLS first. gRPC reports a failed connection as
+// "failed to connect to all addresses; last error: ..." (or "connections to all backends failing;
+// ...") followed by the transport's own words (OpenSSL's, for TLS), and a server that rejects a
+// client certificate shows up only as "Socket closed". This turns those into a cause a user can
+// act on, naming the flags to check (`flag_prefix`, e.g. "--shard_tls_" → "--shard_tls_ca").
+#ifndef MOE_COMMON_RPC_CONNECTION_ERROR_H_
+#define MOE_COMMON_RPC_CONNECTION_ERROR_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+
+namespace moe {
+
+// The cause of `status` if it is a connection failure this recognises, else "". `tls`: whether
+// this side connected with TLS. The cause never contains an address.
+std::string ConnectionFailureCause(const grpc::Status& status, bool tls,
+                                   const std::string& flag_prefix);
+
+// `status`'s message, prefixed with its cause when there is one: "<cause> (<message>)".
+std::string ExplainStatus(const grpc::Status& status, bool tls, const std::string& flag_prefix);
+
+}  // namespace moe
+
+#endif  // MOE_COMMON_RPC_CONNECTION_ERROR_H_
