@@ -41,18 +41,23 @@ def wait_covered(client, layers, target, timeout_s=30.0):
         time.sleep(0.05)  # bounded poll of the router's shard discovery
 
 
-def timed_runs(decoder, prompt, steps, repeat):
-    """(tokens of the first run, median decode tokens/s, median share of decode time in MoE
-    blocks) over `repeat` runs after one warm-up run."""
-    decoder.generate(prompt, min(steps, 4))  # warm-up: connections, allocator, caches
-    rates, shares, tokens = [], [], None
+def timed_runs(decoders, prompt, steps, repeat):
+    """For each decoder: (tokens of its first run, median decode tokens/s, median share of
+    decode time in MoE blocks) over `repeat` runs after one warm-up run. The decoders take turns
+    run by run, so a change in the machine's load hits every one alike."""
+    for decoder in decoders:
+        decoder.generate(prompt, min(steps, 4))  # warm-up: connections, allocator, caches
+    runs = [([], [], None) for _ in decoders]
     for _ in range(repeat):
-        out = decoder.generate(prompt, steps)
-        tokens = out if tokens is None else tokens
-        timing = decoder.last_timing
-        rates.append(prompt.shape[0] * (steps - 1) / timing["decode_s"])
-        shares.append(timing["decode_moe_s"] / timing["decode_s"])
-    return tokens, statistics.median(rates), statistics.median(shares)
+        for i, decoder in enumerate(decoders):
+            rates, shares, tokens = runs[i]
+            out = decoder.generate(prompt, steps)
+            timing = decoder.last_timing
+            rates.append(prompt.shape[0] * (steps - 1) / timing["decode_s"])
+            shares.append(timing["decode_moe_s"] / timing["decode_s"])
+            runs[i] = (rates, shares, out if tokens is None else tokens)
+    return [(tokens, statistics.median(rates), statistics.median(shares))
+            for rates, shares, tokens in runs]
 
 
 def main():
@@ -63,7 +68,8 @@ def main():
     parser.add_argument("--steps", type=int, default=32, help="tokens to generate per sequence")
     parser.add_argument("--batch", type=int, default=1, help="sequences decoded together")
     parser.add_argument("--prompt_len", type=int, default=8, help="prompt tokens per sequence")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs (median reported)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="timed runs of each side, alternating (median reported)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1: leave the other cores to the cluster)")
@@ -79,9 +85,8 @@ def main():
     with MoEClient(args.router, timeout=30.0) as client:
         info = wait_covered(client, local.moe_layers, args.router)
         remote = Decoder.from_checkpoint(args.model, moe=client)
-        remote_tokens, remote_rate, remote_share = timed_runs(remote, prompt, args.steps,
-                                                              args.repeat)
-    local_tokens, local_rate, local_share = timed_runs(local, prompt, args.steps, args.repeat)
+        (remote_tokens, remote_rate, remote_share), (local_tokens, local_rate, local_share) = (
+            timed_runs([remote, local], prompt, args.steps, args.repeat))
 
     print(f"model {args.model}: {local.moe_config.family}, {local.config.num_layers} layers, "
           f"MoE layers {local.moe_layers}; batch {args.batch}, prompt {args.prompt_len} tokens, "
