@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/checkpoint/block_tensor_names.h"
 #include "common/checkpoint/model_config.h"
 #include "common/status/status_macros.h"
@@ -37,15 +38,21 @@ uint64_t NameSeed(uint64_t seed, const std::string& name) {
   return h;
 }
 
+// Values offset + scale × U[-1, 1).
 TensorToWrite RandomTensor(const std::string& name, std::vector<int64_t> shape, float scale,
-                           const SyntheticModelOptions& options) {
+                           const SyntheticModelOptions& options, float offset = 0.0f) {
   TensorToWrite tensor{name, options.dtype, std::move(shape), {}};
   int64_t count = 1;
   for (int64_t dim : tensor.shape) count *= dim;
   tensor.values.resize(count);
   Stream stream(NameSeed(options.seed, name));
-  for (float& v : tensor.values) v = scale * stream.Symmetric();
+  for (float& v : tensor.values) v = offset + scale * stream.Symmetric();
   return tensor;
+}
+
+// RMSNorm weights near 1, so a 4-layer residual stream stays of unit scale after each norm.
+TensorToWrite NormWeight(const std::string& name, int64_t d, const SyntheticModelOptions& options) {
+  return RandomTensor(name, {d}, 0.1f, options, 1.0f);
 }
 
 void AddFfn(const FfnTensorNames& names, int64_t d, int64_t width,
@@ -56,6 +63,10 @@ void AddFfn(const FfnTensorNames& names, int64_t d, int64_t width,
 }
 
 bool IsDeepseek(const ModelPreset& p) { return p.model_type.rfind("deepseek", 0) == 0; }
+
+int64_t DenseWidth(const ModelPreset& p) {
+  return p.dense_width > 0 ? p.dense_width : 2 * p.expert_width;
+}
 
 ModelPreset Mixtral(std::string name, std::string description, int64_t d, int experts,
                     int64_t width, int top_k) {
@@ -79,31 +90,37 @@ std::vector<ModelPreset> MakePresets() {
                             "fp32 expert weights)",
                             1024, 8, 2816, 2));
 
-  // Small shapes of each family; the served MoE layer is never layer 0, and every layer's
-  // attention (and deepseek's leading dense MLP) sits in the same files.
-  ModelPreset mixtral =
-      Mixtral("mixtral-tiny", "mixtral, d_model 128, 8 experts of width 64, top-2, 2 layers", 128,
-              8, 64, 2);
-  mixtral.num_layers = 2;
+  // Small whole decoders of each family, 4 layers each: the served MoE layer is never layer 0,
+  // and every layer's attention (and the dense MLPs) sits in the same files.
+  ModelPreset mixtral = Mixtral("mixtral-tiny",
+                                "mixtral, d_model 128, 8 experts of width 64, top-2, 4 layers, "
+                                "whole decoder (vocab 512, 4 heads, 2 kv heads)",
+                                128, 8, 64, 2);
+  mixtral.num_layers = 4;
   mixtral.default_layer = 1;
+  mixtral.whole_decoder = true;
+  mixtral.vocab_size = 512;
+  mixtral.num_heads = 4;
+  mixtral.num_kv_heads = 2;
+  mixtral.head_dim = 32;
   presets.push_back(mixtral);
 
-  ModelPreset qwen2;
+  ModelPreset qwen2 = mixtral;
   qwen2.name = "qwen2-moe-tiny";
-  qwen2.description = "qwen2_moe, d_model 128, 8 experts of width 64, top-4, gated shared expert";
+  qwen2.description =
+      "qwen2_moe, d_model 128, 8 experts of width 64, top-4, gated shared expert, 4 layers "
+      "(layer 0 dense: mlp_only_layers), whole decoder";
   qwen2.model_type = "qwen2_moe";
-  qwen2.d_model = 128;
-  qwen2.num_experts = 8;
-  qwen2.expert_width = 64;
   qwen2.top_k = 4;
   qwen2.shared_width = 256;
-  qwen2.num_layers = 2;
-  qwen2.default_layer = 1;
+  qwen2.mlp_only_layers = {0};
   presets.push_back(qwen2);
 
   ModelPreset qwen3 = qwen2;
   qwen3.name = "qwen3-moe-tiny";
-  qwen3.description = "qwen3_moe, d_model 128, 16 experts of width 64, top-4, norm_topk_prob";
+  qwen3.description =
+      "qwen3_moe, d_model 128, 16 experts of width 64, top-4, norm_topk_prob, 4 layers "
+      "(layer 0 dense: mlp_only_layers), whole decoder";
   qwen3.model_type = "qwen3_moe";
   qwen3.num_experts = 16;
   qwen3.shared_width = 0;
@@ -112,22 +129,24 @@ std::vector<ModelPreset> MakePresets() {
 
   ModelPreset olmoe = qwen3;
   olmoe.name = "olmoe-tiny";
-  olmoe.description = "olmoe, d_model 128, 16 experts of width 64, top-4";
+  olmoe.description =
+      "olmoe, d_model 128, 16 experts of width 64, top-4, 4 layers, whole decoder (4 heads, no "
+      "GQA)";
   olmoe.model_type = "olmoe";
   olmoe.norm_topk_prob = false;
+  olmoe.mlp_only_layers.clear();  // OLMoE has no dense layers
+  olmoe.num_kv_heads = 4;
   presets.push_back(olmoe);
 
-  ModelPreset v2;
+  ModelPreset v2 = mixtral;
   v2.name = "deepseek-v2-tiny";
   v2.description =
       "deepseek_v2, d_model 128, 16 experts of width 64 in 4 groups, top-4 in 2 groups "
-      "(group_limited_greedy), scaling 16, 2 shared experts, layer 0 dense";
+      "(group_limited_greedy), scaling 16, 2 shared experts, 4 layers (layer 0 dense), whole "
+      "decoder (plain multi-head attention, not MLA)";
   v2.model_type = "deepseek_v2";
-  v2.d_model = 128;
   v2.num_experts = 16;
-  v2.expert_width = 64;
   v2.top_k = 4;
-  v2.num_layers = 3;
   v2.first_k_dense = 1;
   v2.n_shared_experts = 2;
   v2.topk_method = "group_limited_greedy";
@@ -135,6 +154,7 @@ std::vector<ModelPreset> MakePresets() {
   v2.topk_group = 2;
   v2.routed_scaling_factor = 16.0;
   v2.default_layer = 2;
+  v2.num_kv_heads = 4;
   presets.push_back(v2);
 
   ModelPreset v3 = v2;
@@ -142,7 +162,7 @@ std::vector<ModelPreset> MakePresets() {
   v3.description =
       "deepseek_v3, d_model 128, 16 experts of width 64 in 4 groups, top-4 in 2 groups "
       "(noaux_tc, sigmoid, correction bias), norm_topk_prob, scaling 2.5, 1 shared expert, "
-      "layer 0 dense";
+      "4 layers (layer 0 dense), whole decoder (plain multi-head attention, not MLA)";
   v3.model_type = "deepseek_v3";
   v3.n_shared_experts = 1;
   v3.topk_method = "noaux_tc";
@@ -180,7 +200,7 @@ std::string SyntheticConfigJson(const ModelPreset& p) {
   } else if (IsDeepseek(p)) {
     key("n_routed_experts", p.num_experts);
     key("moe_intermediate_size", p.expert_width);
-    key("intermediate_size", 2 * p.expert_width);
+    key("intermediate_size", DenseWidth(p));
     key("n_shared_experts", p.n_shared_experts);
     key("first_k_dense_replace", p.first_k_dense);
     key("moe_layer_freq", 1);
@@ -195,6 +215,24 @@ std::string SyntheticConfigJson(const ModelPreset& p) {
     key(p.model_type == "olmoe" ? "intermediate_size" : "moe_intermediate_size", p.expert_width);
     key("norm_topk_prob", p.norm_topk_prob ? "true" : "false");
     if (p.shared_width > 0) key("shared_expert_intermediate_size", p.shared_width);
+    if (!p.mlp_only_layers.empty()) {
+      key("mlp_only_layers", absl::StrCat("[", absl::StrJoin(p.mlp_only_layers, ", "), "]"));
+      key("intermediate_size", DenseWidth(p));  // the dense layers' MLP width
+    }
+  }
+  if (p.whole_decoder) {
+    key("vocab_size", p.vocab_size);
+    key("num_attention_heads", p.num_heads);
+    key("num_key_value_heads", p.num_kv_heads);
+    key("head_dim", p.head_dim);
+    key("rms_norm_eps", "1e-06");
+    key("rope_theta", "10000.0");
+    key("max_position_embeddings", 512);
+    key("tie_word_embeddings", "false");
+    key("synthetic_attention",
+        "\"Llama/Mixtral attention for every family: q/k/v/o_proj without bias, no q/k norm, "
+        "rotary on the whole head_dim (rotate_half); not Qwen2's qkv bias, Qwen3's or OLMoE's "
+        "q/k norm, nor DeepSeek's MLA\"");
   }
   absl::StrAppend(&json, "  \"torch_dtype\": \"float32\"\n}\n");
   return json;
@@ -210,16 +248,36 @@ absl::Status WriteSyntheticModel(const ModelPreset& p, const SyntheticModelOptio
 
   const int64_t d = p.d_model;
   std::vector<TensorToWrite> tensors;
+  if (p.whole_decoder) {
+    // Embedding rows of unit scale, as the first layer's norm expects.
+    tensors.push_back(RandomTensor("model.embed_tokens.weight", {p.vocab_size, d}, 1.0f, options));
+    tensors.push_back(NormWeight("model.norm.weight", d, options));
+    tensors.push_back(
+        RandomTensor("lm_head.weight", {p.vocab_size, d}, 1.0f / std::sqrt(float(d)), options));
+  }
   for (int layer = 0; layer < p.num_layers; ++layer) {
-    const std::string attn = absl::StrCat("model.layers.", layer, ".self_attn.");
-    for (const char* proj : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
-      tensors.push_back(RandomTensor(absl::StrCat(attn, proj, ".weight"), {d, d},
-                                     1.0f / std::sqrt(float(d)), options));
+    const std::string prefix = absl::StrCat("model.layers.", layer, ".");
+    const std::string attn = prefix + "self_attn.";
+    if (p.whole_decoder) {
+      const int64_t q = p.num_heads * p.head_dim, kv = p.num_kv_heads * p.head_dim;
+      const float in_scale = 1.0f / std::sqrt(float(d));
+      tensors.push_back(NormWeight(prefix + "input_layernorm.weight", d, options));
+      tensors.push_back(NormWeight(prefix + "post_attention_layernorm.weight", d, options));
+      tensors.push_back(RandomTensor(attn + "q_proj.weight", {q, d}, in_scale, options));
+      tensors.push_back(RandomTensor(attn + "k_proj.weight", {kv, d}, in_scale, options));
+      tensors.push_back(RandomTensor(attn + "v_proj.weight", {kv, d}, in_scale, options));
+      tensors.push_back(
+          RandomTensor(attn + "o_proj.weight", {d, q}, 1.0f / std::sqrt(float(q)), options));
+    } else {
+      for (const char* proj : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+        tensors.push_back(RandomTensor(absl::StrCat(attn, proj, ".weight"), {d, d},
+                                       1.0f / std::sqrt(float(d)), options));
+      }
     }
     if (!CheckMoeLayer(config, layer).ok()) {
       const std::string mlp = absl::StrCat("model.layers.", layer, ".mlp.");
       AddFfn({mlp + "gate_proj.weight", mlp + "up_proj.weight", mlp + "down_proj.weight"}, d,
-             2 * p.expert_width, options, tensors);
+             DenseWidth(p), options, tensors);
       continue;
     }
     BlockTensorNames names(config.family, layer);

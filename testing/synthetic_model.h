@@ -3,8 +3,16 @@
 // seeded by (seed, tensor name), so a tensor's values do not depend on the dtype, the sharding
 // or which other tensors exist.
 //
-// Each layer gets small attention projections (the server must skip them); MoE layers get the
-// family's MoE block, dense layers (deepseek's first_k_dense_replace) a dense MLP.
+// Each layer gets attention projections (the server must skip them); MoE layers get the family's
+// MoE block, dense layers (deepseek's first_k_dense_replace, qwen's mlp_only_layers) a dense MLP.
+// Presets marked whole_decoder (every family's *-tiny) are complete small decoders in the
+// family's Hugging Face layout: token embeddings, per layer input_layernorm, q/k/v/o attention
+// (grouped-query when num_kv_heads < num_heads), post_attention_layernorm and the MLP block, then
+// model.norm and lm_head, with the config keys a decoder needs (vocab_size, heads, head_dim,
+// rms_norm_eps, rope_theta, max_position_embeddings). Their attention is the Llama/Mixtral kind for
+// every family (no qkv bias, no q/k norm, no DeepSeek MLA); config.json says so in
+// "synthetic_attention". The other presets (tiny, bench) hold only [d, d] attention projections
+// and the MLP blocks, as before.
 #ifndef MOE_TESTING_SYNTHETIC_MODEL_H_
 #define MOE_TESTING_SYNTHETIC_MODEL_H_
 
@@ -35,6 +43,16 @@ struct ModelPreset {
   int topk_group = 0;
   double routed_scaling_factor = 0.0;  // 0 = key absent
   int default_layer = 0;               // the MoE layer demos serve
+  std::vector<int> mlp_only_layers;    // qwen2_moe / qwen3_moe dense layers
+
+  // A complete decoder (see the top of this file); the sizes below are used only then.
+  bool whole_decoder = false;
+  int64_t vocab_size = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t dense_width = 0;  // dense MLP width (config "intermediate_size" where it is not the
+                            // expert width); 0: 2 × expert_width
 };
 
 const std::vector<ModelPreset>& ModelPresets();

@@ -143,3 +143,43 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
+
+
+class WholeModelCluster(LocalCluster):
+    """Every MoE layer of a model behind one router (`--layers=all`, shards discovered from bare
+    targets): `shards` shards, each holding its experts of every MoE layer
+    (`moe_expert --layers=all`). start() returns once the router reports every layer covered."""
+
+    def __init__(self, model_dir, moe_layers, num_experts, workdir, shards=2, router_flags=()):
+        super().__init__(model_dir, None, num_experts, workdir, shards, router_flags)
+        self.moe_layers = list(moe_layers)
+
+    def start(self):
+        spawned = [self._spawn(f"expert{i}", [
+            EXPERT, f"--model={self.model_dir}", "--layers=all", f"--experts={spec}",
+            "--kernel_threads=1", "--blas_threads=1"]) for i, spec in enumerate(self.specs)]
+        ports = [self._wait_port(name, port_file) for name, port_file in spawned]
+        self.shard_targets = [f"127.0.0.1:{port}" for port in ports]
+        name, port_file = self._spawn("router", [
+            ROUTER, f"--model={self.model_dir}", "--layers=all",
+            f"--shards={','.join(self.shard_targets)}", "--refresh_ms=200", *self.router_flags])
+        self.target = f"127.0.0.1:{self._wait_port(name, port_file)}"
+        self._wait_covered()
+
+    def _wait_covered(self):
+        """Polls the router's Info until it serves exactly moe_layers with no coverage gap."""
+        from moe_client import MoEClient
+        deadline = time.monotonic() + START_TIMEOUT_S
+        info = None
+        with MoEClient(self.target, timeout=5.0) as client:
+            while time.monotonic() < deadline:
+                router = next(p for n, p, _ in self.processes if n == "router")
+                if router.poll() is not None:
+                    raise ClusterError("router exited:\n" + self._log("router"))
+                info = client.wait_ready(timeout=5.0)
+                if list(info.layers) == self.moe_layers and not info.coverage_gaps and all(
+                        shard.status == "SERVING" for shard in info.shards):
+                    return info
+                time.sleep(POLL_S)  # bounded poll of the router's discovery
+        raise ClusterError(f"router did not cover layers {self.moe_layers} within "
+                           f"{START_TIMEOUT_S} s; last Info: {info}")
