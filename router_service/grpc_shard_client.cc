@@ -92,7 +92,7 @@ std::shared_ptr<ShardCall> GrpcShardClient::Compute(const ShardCallInput& input,
         const v1::ComputeResponse& response = call->response;
         if (response.overflows_size() > 0) {
           const v1::Overflow& overflow = response.overflows(0);
-          const int64_t token = overflow.row() >= 0 && overflow.row() < call->rows.size()
+          const int64_t token = overflow.row() >= 0 && overflow.row() < static_cast<int64_t>(call->rows.size())
                                     ? call->rows[overflow.row()]
                                     : -1;
           std::move(call->done)(absl::InvalidArgumentError(absl::StrCat(

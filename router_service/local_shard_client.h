@@ -28,7 +28,7 @@ class LocalShardClient final : public ShardClient {
 
   std::shared_ptr<ShardCall> Compute(const ShardCallInput& input, absl::Time deadline,
                                      Done done) override;
-  void Describe(absl::Time deadline, DescribeDone done) override { std::move(done)(description_); }
+  void Describe(absl::Time, DescribeDone done) override { std::move(done)(description_); }
   const std::string& target() const override { return target_; }
   std::string State() const override { return "READY"; }
 
