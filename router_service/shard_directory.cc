@@ -49,8 +49,7 @@ ShardDirectory::~ShardDirectory() {
 }
 
 void ShardDirectory::SetTargets(std::vector<ShardTarget> targets) {
-  CoverageCallback callback;
-  std::string gaps;
+  CoverageNotice notice;
   {
     absl::MutexLock lock(&mu_);
     std::map<std::string, Entry> entries;
@@ -66,14 +65,9 @@ void ShardDirectory::SetTargets(std::vector<ShardTarget> targets) {
       entries.emplace(entry.spec.target, std::move(entry));
     }
     entries_ = std::move(entries);
-    const std::string before = gaps_;
-    Rebuild();
-    if (gaps_ != before) {
-      callback = on_coverage_;
-      gaps = gaps_;
-    }
+    notice = Rebuild();
   }
-  if (callback) callback(gaps);
+  notice.Deliver();
 }
 
 void ShardDirectory::SetCoverageCallback(CoverageCallback callback) {
@@ -155,8 +149,7 @@ void ShardDirectory::Refresh() {
     answers = round->answers;
   }
 
-  CoverageCallback callback;
-  std::string gaps;
+  CoverageNotice notice;
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
@@ -170,14 +163,9 @@ void ShardDirectory::Refresh() {
       if (answers[2 * a].ok()) entry.description = *answers[2 * a];
       if (entry.problem.ok() && entry.replica->NeedsProbe(now)) entry.replica->ProbeSucceeded();
     }
-    const std::string before = gaps_;
-    Rebuild();
-    if (gaps_ != before) {
-      callback = on_coverage_;
-      gaps = gaps_;
-    }
+    notice = Rebuild();
   }
-  if (callback) callback(gaps);
+  notice.Deliver();
 }
 
 void ShardDirectory::StartRefreshing(TargetSource source) {
@@ -196,21 +184,19 @@ void ShardDirectory::StartRefreshing(TargetSource source) {
 }
 
 void ShardDirectory::ReplicasChanged() {
-  CoverageCallback callback;
-  std::string gaps;
+  CoverageNotice notice;
   {
     absl::MutexLock lock(&mu_);
-    const std::string before = gaps_;
-    Rebuild();
-    if (gaps_ != before) {
-      callback = on_coverage_;
-      gaps = gaps_;
-    }
+    notice = Rebuild();
   }
+  notice.Deliver();
+}
+
+void ShardDirectory::CoverageNotice::Deliver() const {
   if (callback) callback(gaps);
 }
 
-void ShardDirectory::Rebuild() {
+ShardDirectory::CoverageNotice ShardDirectory::Rebuild() {
   auto map = std::make_shared<ReplicaMap>();
   map->layers = layers_;
   map->num_experts = model_.num_experts;
@@ -232,8 +218,11 @@ void ShardDirectory::Rebuild() {
       }
     }
   }
-  gaps_ = map->Gaps();
+  const std::string gaps = map->Gaps();
   replicas_ = std::move(map);
+  if (gaps == gaps_) return {};
+  gaps_ = gaps;
+  return {on_coverage_, gaps_};
 }
 
 std::shared_ptr<const ReplicaMap> ShardDirectory::replica_map() const {

@@ -102,7 +102,13 @@ class ShardDirectory {
   // The state a pair of Describe answers puts a target in.
   absl::Status Judge(const ShardTarget& spec, const absl::StatusOr<ShardDescription>& first,
                      const absl::StatusOr<ShardDescription>& second) const;
-  void Rebuild() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What to tell the coverage callback after a rebuild, delivered once the lock is released.
+  struct CoverageNotice {
+    CoverageCallback callback;  // empty: nothing changed
+    std::string gaps;
+    void Deliver() const;
+  };
+  CoverageNotice Rebuild() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ModelIdentity model_;
   const std::vector<int> layers_;
