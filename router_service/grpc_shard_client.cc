@@ -4,29 +4,23 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/rpc/channel_arguments.h"
 #include "common/rpc/connection_error.h"
 #include "common/rpc/tensor_proto.h"
 
 namespace moe {
 namespace {
 
+// Keepalive and bounded reconnect backoff (common/rpc/channel_arguments.h), so a silently
+// partitioned shard fails its calls within about 2 s and a restarted one is used again within
+// about a second; plus what the router's shard channels need.
 grpc::ChannelArguments ShardChannelArguments() {
-  grpc::ChannelArguments args;
+  grpc::ChannelArguments args = ResilientChannelArguments();
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
   args.SetLoadBalancingPolicyName("round_robin");
   // A private subchannel pool per channel: channels to one target do not share a connection.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  // A peer whose packets are silently dropped is noticed within about 2 s: ping every second,
-  // give up on a ping unanswered for a second (shards permit pings this frequent).
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  // A restarted shard is reconnected within about a second (gRPC's default backoff grows to 2 min).
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   return args;
 }
 
