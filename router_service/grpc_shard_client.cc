@@ -33,17 +33,98 @@ absl::Status GrpcShardClient::FromGrpc(const grpc::Status& status, const std::st
                                    ExplainStatus(status, security.tls, security.flag_prefix)));
 }
 
-// One Compute call: owns the messages and the context; its shared_ptr is the reply's storage.
-class GrpcShardClient::Call final : public ShardCall {
+// One Compute call, as a unary reactor: gRPC calls OnDone last and touches nothing of the call
+// after it returns, so OnDone may drop the call's reference to itself (a lambda capturing the
+// call's owner would be destroyed inside gRPC's own bookkeeping). Its shared_ptr is also the
+// reply's storage.
+class GrpcShardClient::Call final : public ShardCall, public grpc::ClientUnaryReactor {
  public:
   void Cancel() override { context.TryCancel(); }
+  void OnDone(const grpc::Status& status) override {
+    std::shared_ptr<Call> self = std::move(self_);
+    Done finish = std::move(done);
+    std::move(finish)(Reply(status, self));
+  }
 
+  std::shared_ptr<Call> self_;  // set until OnDone
+  std::string target;
+  ChannelSecurity security;
   grpc::ClientContext context;
   v1::ComputeRequest request;
   v1::ComputeResponse response;
   std::vector<int64_t> rows;        // request rows, to name tokens in overflow errors
   std::vector<int64_t> group_rows;  // rows per group, to check the reply
   Done done;
+
+ private:
+  absl::StatusOr<ShardCallOutput> Reply(const grpc::Status& status, std::shared_ptr<Call> self);
+};
+
+absl::StatusOr<ShardCallOutput> GrpcShardClient::Call::Reply(const grpc::Status& status,
+                                                             std::shared_ptr<Call> self) {
+  if (!status.ok()) return FromGrpc(status, target, security);
+  if (response.overflows_size() > 0) {
+    const v1::Overflow& overflow = response.overflows(0);
+    const int64_t token = overflow.row() >= 0 && overflow.row() < static_cast<int64_t>(rows.size())
+                              ? rows[overflow.row()]
+                              : -1;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "token ", token, ": the output of ",
+        overflow.expert() == kSharedExpertId ? std::string("the shared expert")
+                                             : absl::StrCat("expert ", overflow.expert()),
+        " overflows float32 (the input is finite but too large)"));
+  }
+  const int64_t d = request.tokens().shape(1);
+  if (response.outputs_size() != static_cast<int>(group_rows.size())) {
+    return absl::InternalError(absl::StrCat("shard ", target, " returned ",
+                                            response.outputs_size(), " outputs for ",
+                                            group_rows.size(), " expert groups"));
+  }
+  ShardCallOutput output;
+  for (int g = 0; g < response.outputs_size(); ++g) {
+    absl::StatusOr<ConstMatrixView> view = MatrixFromProto(response.outputs(g), group_rows[g], d,
+                                                           absl::StrCat("outputs[", g, "]"));
+    if (!view.ok()) {
+      return absl::InternalError(absl::StrCat("shard ", target, " returned a malformed reply: ",
+                                              view.status().message()));
+    }
+    output.groups.push_back(*view);
+  }
+  output.storage = std::move(self);  // the views point into response
+  return output;
+}
+
+// One Info call, as a reactor for the same reason as Call.
+class GrpcShardClient::Describing final : public grpc::ClientUnaryReactor {
+ public:
+  void OnDone(const grpc::Status& status) override {
+    std::unique_ptr<Describing> self(this);  // deleting in OnDone is what gRPC allows
+    std::move(done)(Reply(status));
+  }
+
+  std::string target;
+  ChannelSecurity security;
+  grpc::ClientContext context;
+  v1::ExpertInfoRequest request;
+  v1::ExpertInfo info;
+  DescribeDone done;
+
+ private:
+  absl::StatusOr<ShardDescription> Reply(const grpc::Status& status) const {
+    if (!status.ok()) return FromGrpc(status, target, security);
+    ShardDescription description;
+    description.layers.assign(info.layers().begin(), info.layers().end());
+    std::sort(description.layers.begin(), description.layers.end());
+    description.experts.ids.assign(info.experts().begin(), info.experts().end());
+    std::sort(description.experts.ids.begin(), description.experts.ids.end());
+    description.experts.shared = info.shared_expert();
+    description.identity.family = info.family();
+    description.identity.d_model = info.d_model();
+    description.identity.expert_width = info.expert_width();
+    description.identity.num_experts = info.num_experts();
+    description.identity.fingerprint = info.model_fingerprint();
+    return description;
+  }
 };
 
 GrpcShardClient::GrpcShardClient(std::string target, int channels, const ChannelSecurity& security)
@@ -74,84 +155,25 @@ std::shared_ptr<ShardCall> GrpcShardClient::Compute(const ShardCallInput& input,
   }
   call->rows.assign(input.rows.begin(), input.rows.end());
   call->done = std::move(done);
+  call->target = target_;
+  call->security = security_;
   call->context.set_deadline(absl::ToChronoTime(deadline));
+  call->self_ = call;
   const size_t channel = next_channel_.fetch_add(1, std::memory_order_relaxed) % stubs_.size();
-  stubs_[channel]->async()->Compute(
-      &call->context, &call->request, &call->response,
-      [target = target_, security = security_, call](grpc::Status status) {
-        if (!status.ok()) {
-          std::move(call->done)(FromGrpc(status, target, security));
-          return;
-        }
-        const v1::ComputeResponse& response = call->response;
-        if (response.overflows_size() > 0) {
-          const v1::Overflow& overflow = response.overflows(0);
-          const int64_t token = overflow.row() >= 0 && overflow.row() < static_cast<int64_t>(call->rows.size())
-                                    ? call->rows[overflow.row()]
-                                    : -1;
-          std::move(call->done)(absl::InvalidArgumentError(absl::StrCat(
-              "token ", token, ": the output of ",
-              overflow.expert() == kSharedExpertId ? std::string("the shared expert")
-                                                   : absl::StrCat("expert ", overflow.expert()),
-              " overflows float32 (the input is finite but too large)")));
-          return;
-        }
-        const int64_t d = call->request.tokens().shape(1);
-        if (response.outputs_size() != static_cast<int>(call->group_rows.size())) {
-          std::move(call->done)(absl::InternalError(
-              absl::StrCat("shard ", target, " returned ", response.outputs_size(),
-                           " outputs for ", call->group_rows.size(), " expert groups")));
-          return;
-        }
-        ShardCallOutput output;
-        for (int g = 0; g < response.outputs_size(); ++g) {
-          absl::StatusOr<ConstMatrixView> view = MatrixFromProto(
-              response.outputs(g), call->group_rows[g], d, absl::StrCat("outputs[", g, "]"));
-          if (!view.ok()) {
-            std::move(call->done)(absl::InternalError(absl::StrCat(
-                "shard ", target, " returned a malformed reply: ", view.status().message())));
-            return;
-          }
-          output.groups.push_back(*view);
-        }
-        Done done = std::move(call->done);
-        output.storage = call;  // the views point into call->response
-        std::move(done)(std::move(output));
-      });
+  stubs_[channel]->async()->Compute(&call->context, &call->request, &call->response, call.get());
+  call->StartCall();
   return call;
 }
 
 void GrpcShardClient::Describe(absl::Time deadline, DescribeDone done) {
-  struct Describing {
-    grpc::ClientContext context;
-    v1::ExpertInfoRequest request;
-    v1::ExpertInfo info;
-    DescribeDone done;
-  };
-  auto describing = std::make_shared<Describing>();
+  auto* describing = new Describing();  // deletes itself in OnDone
+  describing->target = target_;
+  describing->security = security_;
   describing->done = std::move(done);
   describing->context.set_deadline(absl::ToChronoTime(deadline));
-  stubs_[0]->async()->Info(
-      &describing->context, &describing->request, &describing->info,
-      [target = target_, security = security_, describing](grpc::Status status) {
-        if (!status.ok()) {
-          std::move(describing->done)(FromGrpc(status, target, security));
-          return;
-        }
-        const v1::ExpertInfo& info = describing->info;
-        ShardDescription description;
-        description.layers.assign(info.layers().begin(), info.layers().end());
-        std::sort(description.layers.begin(), description.layers.end());
-        description.experts.ids.assign(info.experts().begin(), info.experts().end());
-        std::sort(description.experts.ids.begin(), description.experts.ids.end());
-        description.experts.shared = info.shared_expert();
-        description.identity.family = info.family();
-        description.identity.d_model = info.d_model();
-        description.identity.expert_width = info.expert_width();
-        description.identity.num_experts = info.num_experts();
-        description.identity.fingerprint = info.model_fingerprint();
-        std::move(describing->done)(std::move(description));
-      });
+  stubs_[0]->async()->Info(&describing->context, &describing->request, &describing->info,
+                           describing);
+  describing->StartCall();
 }
 
 std::string GrpcShardClient::State() const {

@@ -36,6 +36,7 @@ class GrpcShardClient final : public ShardClient {
 
  private:
   class Call;
+  class Describing;
 
   // The callbacks use no member: a Describe may finish after the client is gone (a refresh
   // abandoned at shutdown).
