@@ -21,8 +21,8 @@ int64_t RowsOf(const ShardWork& work) { return static_cast<int64_t>(work.tokens.
 
 }  // namespace
 
-Fanout::Fanout(std::shared_ptr<const ReplicaMap> map, int layer_index,
-               const DispatchPlan& plan, ConstMatrixView tokens, absl::Time deadline, bool hedging)
+Fanout::Fanout(std::shared_ptr<const ReplicaMap> map, int layer_index, const DispatchPlan& plan,
+               ConstMatrixView tokens, absl::Time deadline, bool hedging)
     : replicas_(std::move(map)),
       layer_index_(layer_index),
       plan_(plan),
@@ -39,7 +39,7 @@ Fanout::~Fanout() {
 bool Fanout::AttemptsFinished() const {
   for (const Work& work : works_) {
     for (const Attempt& attempt : work.attempts) {
-      if (!attempt.finished) return false;
+      if (!attempt.finished || !attempt.launched) return false;
     }
   }
   return true;
@@ -77,6 +77,7 @@ void Fanout::Run(Launch launch) {
     absl::MutexLock lock(&mu_);
     Attempt& attempt = works_[launch.work].attempts[launch.attempt];
     attempt.call = call;
+    attempt.launched = true;
     cancel = !attempt.finished && (works_[launch.work].done || cancelled_);
   }
   if (cancel) call->Cancel();
@@ -100,10 +101,20 @@ void Fanout::Start() {
 }
 
 std::shared_ptr<Replica> Fanout::Alternative(int work) const {
+  // An ejected replica only when no other is left: it may well answer (ejection follows lost
+  // hedges too), and failing the request without trying it is certain to fail.
+  for (bool allow_ejected : {false, true}) {
+    if (std::shared_ptr<Replica> replica = Alternative(work, allow_ejected)) return replica;
+  }
+  return nullptr;
+}
+
+std::shared_ptr<Replica> Fanout::Alternative(int work, bool allow_ejected) const {
   const ShardWork& w = plan_.work[work];
   for (size_t r = 0; r < replicas_->replicas.size(); ++r) {
     const std::shared_ptr<Replica>& replica = replicas_->replicas[r];
-    if (works_[work].tried.count(replica.get()) > 0 || replica->Ejected()) continue;
+    if (works_[work].tried.count(replica.get()) > 0) continue;
+    if (!allow_ejected && replica->Ejected()) continue;
     bool holds_all = true;
     for (const ExpertRows& rows : w.experts) {
       const std::vector<int>& holders = rows.expert == kSharedExpertId
@@ -148,8 +159,15 @@ void Fanout::OnReply(int work, int attempt_index, absl::StatusOr<ShardCallOutput
       }
     } else {
       const absl::Status& status = reply.status();
-      if (status.code() == absl::StatusCode::kInvalidArgument || cancelled_) {
-        replica.Abandoned(rows);  // the input's fault, or ours: says nothing of the replica
+      if (status.code() == absl::StatusCode::kInvalidArgument || cancelled_ ||
+          status.code() == absl::StatusCode::kResourceExhausted ||
+          (status.code() == absl::StatusCode::kDeadlineExceeded && absl::Now() >= deadline_)) {
+        // The input's fault, ours, a replica that is alive but refused work it could not start
+        // in time, or the client's own deadline running out: none says the replica is down.
+        // Striking them would eject every replica of an overloaded cluster at once, and every
+        // request would then fail UNAVAILABLE until the probes brought them back. Hung replicas
+        // still strike out: they lose hedges, and their probes fail.
+        replica.Abandoned(rows);
       } else {
         replica.Failed(rows);
       }

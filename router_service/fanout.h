@@ -4,8 +4,8 @@
 // other call is cancelled (inference is side-effect free; gRPC C++ has no hedging of its own).
 // A failed call is retried on another such replica while the deadline allows (an UNAVAILABLE one
 // with no other replica, once on the same target: a DNS name may resolve to several backends);
-// InvalidArgument (the input overflowed an expert) and DeadlineExceeded are final. Replicas learn every outcome
-// (latency, failure, lost hedge), which drives their hedge delay and ejection.
+// InvalidArgument (the input overflowed an expert) and DeadlineExceeded are final. Replicas learn
+// every outcome (latency, failure, lost hedge), which drives their hedge delay and ejection.
 //
 // Thread-safe; Cancel() may be called from any thread. The Fanout must outlive Wait().
 #ifndef MOE_ROUTER_SERVICE_FANOUT_H_
@@ -54,6 +54,9 @@ class Fanout {
     absl::Time started;
     bool hedge = false;
     bool finished = false;
+    // Run() is done with this attempt. A reply can arrive (on a gRPC thread) before Compute
+    // returns; the Fanout must outlive Run() all the same, so the destructor waits for both.
+    bool launched = false;
   };
   struct Work {
     std::vector<Attempt> attempts;
@@ -77,6 +80,8 @@ class Fanout {
       ABSL_LOCKS_EXCLUDED(mu_);
   // A usable replica holding every expert of `work` that it has not tried, or nullptr.
   std::shared_ptr<Replica> Alternative(int work) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::shared_ptr<Replica> Alternative(int work, bool allow_ejected) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AttemptsFinished() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Settled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

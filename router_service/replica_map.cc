@@ -36,17 +36,22 @@ std::vector<int> ChooseReplicas(const ReplicaMap& map, int layer_index,
   const int num_replicas = static_cast<int>(map.replicas.size());
   std::vector<int64_t> load(num_replicas, -1);  // read lazily, once per replica
   std::vector<bool> used(num_replicas, false);
+  std::vector<int> ejected(num_replicas, -1);  // read lazily: 1 ejected, 0 not
   std::vector<int> chosen;
   chosen.reserve(experts.size());
   for (int expert : experts) {
-    const std::vector<int>& holders = expert == kSharedExpertId
-                                          ? map.shared_holders[layer_index]
-                                          : map.holders[layer_index][expert];
+    const std::vector<int>& holders = expert == kSharedExpertId ? map.shared_holders[layer_index]
+                                                                : map.holders[layer_index][expert];
     int best = -1;
     for (size_t k = 0; k < holders.size(); ++k) {
       const int r = holders[(k + rotation) % holders.size()];
       if (load[r] < 0) load[r] = map.replicas[r]->outstanding_tokens();
-      if (best < 0 || (used[r] && !used[best]) || (used[r] == used[best] && load[r] < load[best])) {
+      if (ejected[r] < 0) ejected[r] = map.replicas[r]->Ejected() ? 1 : 0;
+      // Not ejected first (an ejected replica only when no other holder is left), then one the
+      // request already uses, then the least loaded.
+      if (best < 0 || ejected[r] < ejected[best] ||
+          (ejected[r] == ejected[best] &&
+           ((used[r] && !used[best]) || (used[r] == used[best] && load[r] < load[best])))) {
         best = r;
       }
     }

@@ -32,10 +32,11 @@ struct ReplicaMap {
   std::string Gaps() const;
 };
 
-// Picks one replica for each of `experts` (ids, or kSharedExpertId) of layers[layer_index]: the
-// least loaded holder (tokens in flight), preferring a replica this request already uses so that
-// each row travels to as few shards as possible; `rotation` breaks ties so that equal replicas
-// share the work. -1 for an expert no usable replica holds.
+// Picks one replica for each of `experts` (ids, or kSharedExpertId) of layers[layer_index]: a
+// holder that is not ejected when there is one (ejected ones stay in the map as a last resort),
+// then the least loaded holder (tokens in flight), preferring a replica this request already
+// uses so that each row travels to as few shards as possible; `rotation` breaks ties so that
+// equal replicas share the work. -1 for an expert no usable replica holds.
 std::vector<int> ChooseReplicas(const ReplicaMap& map, int layer_index,
                                 absl::Span<const int> experts, uint32_t rotation);
 

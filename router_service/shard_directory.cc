@@ -204,9 +204,10 @@ ShardDirectory::CoverageNotice ShardDirectory::Rebuild() {
   map->holders.assign(layers_.size(), std::vector<std::vector<int>>(model_.num_experts));
   map->shared_holders.assign(layers_.size(), {});
   for (const auto& [target, entry] : entries_) {
-    if (!entry.problem.ok() || !entry.description.has_value() || entry.replica->Ejected()) {
-      continue;
-    }
+    // Ejected replicas stay in the map (ChooseReplicas and the fan-out use them only when no
+    // other holder is left): ejection also follows lost hedges and overload, and a map without
+    // them fails every request while the holders that remain are down.
+    if (!entry.problem.ok() || !entry.description.has_value()) continue;
     const int index = static_cast<int>(map->replicas.size());
     map->replicas.push_back(entry.replica);
     for (int layer : entry.description->layers) {

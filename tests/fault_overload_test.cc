@@ -1,0 +1,141 @@
+// Overload and shutdown of the real binaries under load: 256 concurrent calls with 200 ms
+// deadlines keep every process's threads bounded, fail only with RESOURCE_EXHAUSTED or
+// DEADLINE_EXCEEDED, and leave the cluster serving at once; SIGTERM under load exits within
+// --drain_s + 1 s and every call in flight ends with a clear status.
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <iostream>
+#include <map>
+#include <string>
+
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
+#include "tests/fault_common.h"
+#include "testing/cluster.h"
+#include "testing/load_loop.h"
+
+namespace moe {
+namespace {
+
+using fault::PollUntil;
+
+// Keeps `concurrency` async Forward calls in flight (each with `deadline`) until `duration`
+// has passed; returns how many calls ended with each code and the first message of each.
+// Samples `sample` every 50 ms.
+std::map<grpc::StatusCode, std::pair<int64_t, std::string>> Flood(v1::Router::Stub& stub, const v1::ForwardRequest& request,
+                                          int concurrency, absl::Duration deadline,
+                                          absl::Duration duration,
+                                          const std::function<void()>& sample) {
+  struct Slot {
+    grpc::ClientContext context;
+    v1::ForwardResponse response;
+  };
+  absl::Mutex mu;
+  std::map<grpc::StatusCode, std::pair<int64_t, std::string>> codes;
+  const absl::Time end = absl::Now() + duration;
+  absl::BlockingCounter done(concurrency);
+  std::function<void(int)> issue;
+  std::vector<std::unique_ptr<Slot>> slots(concurrency);
+  issue = [&](int i) {
+    slots[i] = std::make_unique<Slot>();
+    slots[i]->context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+    stub.async()->Forward(&slots[i]->context, &request, &slots[i]->response,
+                          [&, i](grpc::Status status) {
+                            {
+                              absl::MutexLock lock(&mu);
+                              auto& [count, message] = codes[status.error_code()];
+                              if (count++ == 0) message = status.error_message();
+                            }
+                            if (absl::Now() < end) {
+                              issue(i);  // the next call of this slot
+                            } else {
+                              done.DecrementCount();
+                            }
+                          });
+  };
+  for (int i = 0; i < concurrency; ++i) issue(i);
+  while (absl::Now() < end) {
+    sample();
+    absl::SleepFor(absl::Milliseconds(50));  // the sampling period, not a synchronisation
+  }
+  done.Wait();  // every slot's last call has ended (each within `deadline`)
+  return codes;
+}
+
+TEST(FaultOverloadTest, FloodKeepsThreadsBoundedFailsOnlyWithOverloadCodesAndRecoversAtOnce) {
+  testing::Cluster cluster(fault::TinyModel(), 0, {"0-3", "4-7"});
+  ASSERT_GT(cluster.router_server().port, 0);
+  const v1::ForwardRequest request =
+      testing::MakeRequest(testing::RandomTokens(64, fault::kTinyD, 3), 64, fault::kTinyD);
+  v1::ForwardResponse response;
+  ASSERT_TRUE(cluster.Forward(request, &response).ok());
+  std::vector<int> pids = {cluster.router_server().process->pid(),
+                           cluster.expert(0).process->pid(), cluster.expert(1).process->pid()};
+  std::vector<int> max_threads(pids.size(), 0);
+  const auto codes = Flood(cluster.router(), request, 256, absl::Milliseconds(200),
+                           absl::Seconds(4), [&] {
+                             for (size_t i = 0; i < pids.size(); ++i) {
+                               max_threads[i] =
+                                   std::max(max_threads[i], testing::ThreadCount(pids[i]));
+                             }
+                           });
+  // The first request after the flood, with a 1 s deadline.
+  const absl::Time first = absl::Now();
+  const grpc::Status after = cluster.Forward(request, &response, absl::Seconds(1));
+  const absl::Duration latency = absl::Now() - first;
+
+  std::cout << "c=256, 200 ms deadlines, 4 s:";
+  for (const auto& [code, entry] : codes) {
+    std::cout << " code " << code << ": " << entry.first << " (\"" << entry.second << "\")";
+  }
+  std::cout << "; peak threads router " << max_threads[0] << ", shards " << max_threads[1]
+            << " / " << max_threads[2] << "; peak RSS KiB router "
+            << testing::PeakRssKib(pids[0]) << ", shard " << testing::PeakRssKib(pids[1])
+            << "; first call after: " << after.error_code() << " in " << latency << std::endl;
+  for (const auto& [code, entry] : codes) {
+    const int64_t count = entry.first;
+    EXPECT_TRUE(code == grpc::OK || code == grpc::RESOURCE_EXHAUSTED ||
+                code == grpc::DEADLINE_EXCEEDED)
+        << count << " calls ended with code " << code;
+  }
+  // --max_threads=64 (the default) caps gRPC's handler threads; gRPC, BLAS and the directory
+  // add a fixed few dozen.
+  for (size_t i = 0; i < pids.size(); ++i) {
+    EXPECT_GT(max_threads[i], 0);
+    EXPECT_LE(max_threads[i], 128) << "process " << i << " (0 = router)";
+  }
+  EXPECT_TRUE(after.ok()) << after.error_code() << ": " << after.error_message();
+  EXPECT_LT(latency, absl::Seconds(1));
+}
+
+TEST(FaultOverloadTest, SigtermUnderLoadExitsWithinDrainPlusOneSecondAndEveryCallEndsClearly) {
+  testing::Cluster cluster(fault::TinyModel(), 0, {"0-3", "4-7"}, {"--drain_s=2"});
+  ASSERT_GT(cluster.router_server().port, 0);
+  const v1::ForwardRequest request =
+      testing::MakeRequest(testing::RandomTokens(16, fault::kTinyD, 5), 16, fault::kTinyD);
+  testing::LoadLoop load(cluster.router_server().target(), request, 8, absl::Seconds(5));
+  ASSERT_TRUE(PollUntil([&] { return load.Calls() >= 20; }, absl::Seconds(10)));
+  testing::Subprocess& router = *cluster.router_server().process;
+  const absl::Time signalled = absl::Now();
+  kill(router.pid(), SIGTERM);
+  const bool exited = PollUntil([&] { return !router.Running(); }, absl::Seconds(10));
+  const absl::Duration took = absl::Now() - signalled;
+  load.Stop();  // each client's last call ends within its 5 s deadline
+  std::cout << "SIGTERM under load (8 clients, --drain_s=2): exited " << took
+            << " later; calls: " << load.Summary() << std::endl;
+  ASSERT_TRUE(exited) << router.Log();
+  EXPECT_LT(took, absl::Seconds(3));
+  for (const testing::LoadLoop::Call& call : load.Failures()) {
+    // Refused while draining, or the connection closed: UNAVAILABLE; never a hang, INTERNAL
+    // or UNKNOWN.
+    EXPECT_TRUE(call.code == grpc::UNAVAILABLE || call.code == grpc::CANCELLED)
+        << "code " << call.code << ": " << call.message;
+    EXPECT_FALSE(call.message.empty()) << "code " << call.code;
+  }
+}
+
+}  // namespace
+}  // namespace moe
