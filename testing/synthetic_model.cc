@@ -89,6 +89,14 @@ std::vector<ModelPreset> MakePresets() {
                             "mixtral, d_model 1024, 8 experts of width 2816, top-2 (~277 MB of "
                             "fp32 expert weights)",
                             1024, 8, 2816, 2));
+  // The model-step benchmark (moe_layer_bench --layers=all): several MoE layers whose expert
+  // weights together exceed the last-level cache, so a step reads DRAM as a real model's does.
+  ModelPreset bench_step = Mixtral("bench-step",
+                                   "mixtral, d_model 1024, 8 experts of width 1024, top-2, 4 MoE "
+                                   "layers (~403 MB of fp32 expert weights)",
+                                   1024, 8, 1024, 2);
+  bench_step.num_layers = 4;
+  presets.push_back(bench_step);
 
   // Small whole decoders of each family, 4 layers each: the served MoE layer is never layer 0,
   // and every layer's attention (and the dense MLPs) sits in the same files.

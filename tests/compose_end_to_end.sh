@@ -104,17 +104,21 @@ wait_port_file() {  # file pid name
   fail "local $3 did not start in 30 s"
 }
 for shard in 0-3 4-7; do
-  "$build_dir/expert_service/moe_expert" --model="$model" --layer=0 --experts="$shard" \
+  "$build_dir/expert_service/moe_expert" --model="$model" --layers=all --experts="$shard" \
     --listen=127.0.0.1:0 --port_file="$work/expert-$shard.port" >"$work/expert-$shard.log" 2>&1 &
   pids+=($!)
   wait_port_file "$work/expert-$shard.port" $! "expert-$shard"
 done
-"$build_dir/router_service/moe_router" --model="$model" --layer=0 \
-  --shards="0-3@127.0.0.1:$(cat "$work/expert-0-3.port"),4-7@127.0.0.1:$(cat "$work/expert-4-7.port")" \
+"$build_dir/router_service/moe_router" --model="$model" --layers=all \
+  --shards="127.0.0.1:$(cat "$work/expert-0-3.port"),127.0.0.1:$(cat "$work/expert-4-7.port")" \
   --listen=127.0.0.1:0 --port_file="$work/router.port" >"$work/router.log" 2>&1 &
 pids+=($!)
 wait_port_file "$work/router.port" $! router
 local_router=127.0.0.1:$(cat "$work/router.port")
+for _ in $(seq 1 100); do  # bare targets: SERVING once both shards have answered (bounded)
+  "$build_dir/tools/moe_health" --target="$local_router" >/dev/null 2>&1 && break
+  sleep 0.1
+done
 
 log "compose up (project $project, ${compose_cmd[*]}, router on 127.0.0.1:$port)"
 compose_started=1

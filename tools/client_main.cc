@@ -30,6 +30,8 @@ ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router target");
 ABSL_FLAG(std::string, expert, "",
           "Instead of calling a router, print this expert shard's Info: experts, weights, calls "
           "and cross-request batching figures");
+ABSL_FLAG(int, layer, -1,
+          "MoE layer to compute (needed when the router serves several); -1: the one it serves");
 ABSL_FLAG(int, tokens, 4, "Random tokens to send (ignored with --input)");
 ABSL_FLAG(uint64_t, seed, 7, "Seed of the random tokens");
 ABSL_FLAG(std::string, input, "",
@@ -203,9 +205,9 @@ int PrintExpertInfo(const std::string& target) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Calls a MoE router and prints output statistics, routing and latency.\n"
-      "  moe_client [--router=HOST:PORT] [--tokens=N] [--seed=S] [--input=FILE]\n"
+      "  moe_client [--router=HOST:PORT] [--layer=N] [--tokens=N] [--seed=S] [--input=FILE]\n"
       "             [--output=FILE] [--repeat=N] [--deadline_ms=MS] [--show_routing=N]\n"
-      "  moe_client [--router=HOST:PORT] --request_json=FILE [--request_json_count=N]\n"
+      "  moe_client [--router=HOST:PORT] [--layer=N] --request_json=FILE [--request_json_count=N]\n"
       "             [--tokens=N] [--seed=S] [--input=FILE]    (writes a request for ghz -D)\n"
       "  moe_client --expert=HOST:PORT [--deadline_ms=MS]     (prints a shard's Info)\n"
       "  TLS: [--tls_ca=PEM [--tls_cert=PEM --tls_key=PEM] [--tls_server_name=NAME]]");
@@ -230,6 +232,7 @@ int main(int argc, char** argv) {
 
   moe::v1::ForwardRequest request;
   request.set_return_routing(absl::GetFlag(FLAGS_request_json).empty());
+  if (absl::GetFlag(FLAGS_layer) >= 0) request.set_layer(absl::GetFlag(FLAGS_layer));
   if (!absl::GetFlag(FLAGS_input).empty()) {
     if (!ReadTokens(absl::GetFlag(FLAGS_input), info.d_model(), request.mutable_tokens())) {
       return 2;

@@ -4,13 +4,21 @@
 // routing, dispatch, shared expert and summation as the service); dense computes every expert
 // for every token (what sparse routing saves).
 //
+// With --layers (all, or a set such as 1-3), each timed unit is a model step: one Forward per
+// layer, in sequence, as the attention side of a model makes them (each layer is given the same
+// tokens; only the calls' cost matters here), in process or through the router.
+//
 //   moe_layer_bench --model=DIR --mode=inprocess|dense|remote [--router=TARGET] [--tokens=256]
+//   moe_layer_bench --model=DIR --mode=inprocess --layers=all --tokens=1      (a step in process)
+//   moe_layer_bench --mode=remote --layers=all --tokens=1                     (a step via router)
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <numeric>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +27,7 @@
 #include "absl/status/status.h"
 #include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
+#include "common/routing/expert_set.h"
 #include "expert_service/expert_shard.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router_service/local_shard_client.h"
@@ -26,7 +35,10 @@
 
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory (required by the inprocess and dense modes)");
-ABSL_FLAG(int, layer, 0, "Layer to run");
+ABSL_FLAG(int, layer, 0, "Layer to run (without --layers)");
+ABSL_FLAG(std::string, layers, "",
+          "Time model steps instead: one call per layer of this set (all, or e.g. 1-3), in "
+          "sequence; inprocess and remote modes");
 ABSL_FLAG(std::string, mode, "inprocess",
           "inprocess: the layer in this process; dense: every expert for every token; remote: "
           "Forward calls to --router");
@@ -53,7 +65,7 @@ std::vector<float> Tokens(int64_t n, int64_t d) {
 }
 
 template <typename Fn>
-int Time(const std::string& mode, int64_t tokens, Fn&& run) {
+int Time(const std::string& mode, int64_t tokens, size_t step_layers, Fn&& run) {
   std::vector<double> ms;
   for (int i = 0; i < absl::GetFlag(FLAGS_requests) + 2; ++i) {
     const auto start = std::chrono::steady_clock::now();
@@ -64,10 +76,12 @@ int Time(const std::string& mode, int64_t tokens, Fn&& run) {
   }
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
+  // With step_layers > 0 a "request" is a step of that many calls and the times are per step.
   std::printf(
-      "{\"mode\": \"%s\", \"tokens\": %lld, \"requests\": %zu, \"p50_ms\": %.3f, \"p90_ms\": "
-      "%.3f, \"tokens_per_s\": %.1f}\n",
-      mode.c_str(), static_cast<long long>(tokens), ms.size(), median, ms[ms.size() * 9 / 10],
+      "{\"mode\": \"%s\", \"tokens\": %lld, \"step_layers\": %zu, \"requests\": %zu, "
+      "\"p50_ms\": %.3f, \"p90_ms\": %.3f, \"mean_ms\": %.3f, \"tokens_per_s\": %.1f}\n",
+      mode.c_str(), static_cast<long long>(tokens), step_layers, ms.size(), median,
+      ms[ms.size() * 9 / 10], std::accumulate(ms.begin(), ms.end(), 0.0) / ms.size(),
       tokens / (median / 1000.0));
   return 0;
 }
@@ -79,10 +93,18 @@ int main(int argc, char** argv) {
       "Times one MoE layer in process, densely, or through a router; prints one JSON line.\n"
       "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N]\n"
       "                  [--requests=N]\n"
-      "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]");
+      "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]\n"
+      "  moe_layer_bench ... --layers=all|SPEC   (time model steps: one call per layer)");
   moe::ParseFlags(argc, argv);
   const std::string mode = absl::GetFlag(FLAGS_mode);
   const int64_t n = absl::GetFlag(FLAGS_tokens);
+  const std::string layers_spec = absl::GetFlag(FLAGS_layers);
+  const bool step = !layers_spec.empty();
+  if (step && mode == "dense") {
+    std::cerr << "moe_layer_bench: --layers (model steps) takes --mode=inprocess or remote"
+              << std::endl;
+    return 2;
+  }
 
   if (mode == "remote") {
     grpc::ChannelArguments args;
@@ -104,15 +126,39 @@ int main(int argc, char** argv) {
     request.mutable_tokens()->add_shape(info.d_model());
     const std::vector<float> tokens = Tokens(n, info.d_model());
     request.mutable_tokens()->mutable_values()->Add(tokens.begin(), tokens.end());
-    return Time(mode, n, [&] {
+    std::vector<int> layers;  // empty: one call per request, without a layer
+    if (step) {
+      auto served = std::vector<int>(info.layers().begin(), info.layers().end());
+      auto wanted = moe::ParseExpertSet(layers_spec == "all" ? "" : layers_spec, 1 << 16, false);
+      for (int layer : served) {
+        if (layers_spec == "all" ||
+            (wanted.ok() && std::count(wanted->ids.begin(), wanted->ids.end(), layer) > 0)) {
+          layers.push_back(layer);
+        }
+      }
+      if (layers.empty()) {
+        std::cerr << "moe_layer_bench: the router serves none of --layers=" << layers_spec
+                  << std::endl;
+        return 2;
+      }
+    }
+    auto call = [&](std::optional<int> layer) {
       grpc::ClientContext context;
       moe::v1::ForwardResponse response;
+      if (layer.has_value()) request.set_layer(*layer);
       grpc::Status status = stub->Forward(&context, request, &response);
       if (!status.ok()) {
         std::cerr << "moe_layer_bench: Forward failed: " << CodeName(status) << ": "
                   << status.error_message() << std::endl;
       }
       return status.ok();
+    };
+    return Time(mode, n, layers.size(), [&] {
+      if (layers.empty()) return call(std::nullopt);
+      for (int layer : layers) {
+        if (!call(layer)) return false;
+      }
+      return true;
     });
   }
   if (mode != "inprocess" && mode != "dense") {
@@ -126,7 +172,8 @@ int main(int argc, char** argv) {
   }
   const std::string model = absl::GetFlag(FLAGS_model);
   const int layer = absl::GetFlag(FLAGS_layer);
-  auto shard = moe::ExpertShard::Create({model, std::to_string(layer), "all"});
+  const std::string served = step ? layers_spec : std::to_string(layer);
+  auto shard = moe::ExpertShard::Create({model, served, "all"});
   if (!shard.ok()) {
     std::cerr << "moe_layer_bench: " << shard.status().message() << std::endl;
     return 1;
@@ -138,7 +185,7 @@ int main(int argc, char** argv) {
   moe::Matrix output(n, d);
   if (mode == "dense") {
     moe::Matrix y(n, d);
-    return Time(mode, n, [&] {
+    return Time(mode, n, 0, [&] {
       for (int e = 0; e < experts.config().routing.num_experts; ++e) {
         absl::Status status = experts.Compute(e, input, y.view());
         if (!status.ok()) {
@@ -151,10 +198,10 @@ int main(int argc, char** argv) {
   }
   moe::RouterOptions options;
   options.model_dir = model;
-  options.layers = std::to_string(layer);
+  options.layers = served;
   options.shards = "in-process";
   options.max_tokens = static_cast<int>(n);
-  moe::ShardDescription description{{layer}, experts.experts(), experts.identity()};
+  moe::ShardDescription description{experts.layers(), experts.experts(), experts.identity()};
   auto router = moe::Router::Create(options, [&](const std::string& target) {
     return std::make_unique<moe::LocalShardClient>(
         target, description,
@@ -166,9 +213,16 @@ int main(int argc, char** argv) {
     std::cerr << "moe_layer_bench: " << router.status().message() << std::endl;
     return 1;
   }
-  return Time(mode, n, [&] {
-    auto routing = (*router)->Forward(layer, input, absl::InfiniteFuture(), output.view());
-    if (!routing.ok()) std::cerr << "moe_layer_bench: " << routing.status().message() << std::endl;
-    return routing.ok();
+  const std::vector<int> layers = step ? experts.layers() : std::vector<int>{layer};
+  return Time(mode, n, step ? layers.size() : 0, [&] {
+    for (int l : layers) {
+      auto routing = (*router)->Forward(l, input, absl::InfiniteFuture(), output.view());
+      if (!routing.ok()) {
+        std::cerr << "moe_layer_bench: layer " << l << ": " << routing.status().message()
+                  << std::endl;
+        return false;
+      }
+    }
+    return true;
   });
 }
