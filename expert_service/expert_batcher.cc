@@ -16,15 +16,45 @@ int64_t ExpertBatcher::PendingTokens(const Queue& queue) const {
   return tokens;
 }
 
+namespace {
+
+// Why nobody wants `call`'s answer any more, or OK.
+absl::Status Unwanted(const CallLimits& limits, absl::Time now) {
+  if (limits.cancelled && limits.cancelled()) {
+    return absl::CancelledError("the call was cancelled before its expert computed it");
+  }
+  if (now >= limits.deadline) {
+    return absl::DeadlineExceededError("the call's deadline passed before its expert computed it");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void ExpertBatcher::Drop(Queue& queue, Call& call, absl::Status status) {
+  auto it = std::find(queue.pending.begin(), queue.pending.end(), &call);
+  if (it != queue.pending.end()) queue.pending.erase(it);
+  call.status = std::move(status);
+  call.done = true;
+  ++stats_.dropped;
+}
+
 std::vector<ExpertBatcher::Call*> ExpertBatcher::TakeBatch(Queue& queue) {
   std::vector<Call*> batch;
   int64_t tokens = 0;
+  const absl::Time now = absl::Now();
   // FIFO; the first call always fits, however large, so no call can starve.
   while (!queue.pending.empty()) {
-    const int64_t rows = static_cast<int64_t>(queue.pending.front()->rows.size());
+    Call* call = queue.pending.front();
+    if (absl::Status unwanted = Unwanted(*call->limits, now); !unwanted.ok()) {
+      Drop(queue, *call, std::move(unwanted));
+      continue;
+    }
+    const int64_t rows = static_cast<int64_t>(call->rows.size());
     if (!batch.empty() && tokens + rows > options_.max_batch_tokens) break;
     tokens += rows;
-    batch.push_back(queue.pending.front());
+    call->taken = true;
+    batch.push_back(call);
     queue.pending.pop_front();
   }
   return batch;
@@ -58,16 +88,25 @@ absl::Status ExpertBatcher::RunBatch(int expert, const std::vector<Call*>& batch
   return absl::OkStatus();
 }
 
-void ExpertBatcher::AcquireSlot() {
+bool ExpertBatcher::AcquireSlot(absl::Time deadline) {
   if (options_.concurrent_ffn > 0) {
     auto free = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return running_ < options_.concurrent_ffn;
     };
     ++slot_waiters_;
-    mu_.Await(absl::Condition(&free));
+    const bool got = mu_.AwaitWithDeadline(absl::Condition(&free), deadline);
     --slot_waiters_;
+    if (!got) return false;
   }
   ++running_;
+  return true;
+}
+
+absl::Status ExpertBatcher::SlotTimeout(const Call& call) const {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("overloaded: waited ", absl::FormatDuration(absl::Now() - call.queued_at),
+                   " for a compute slot (", options_.concurrent_ffn,
+                   " FFN calls at once) and the call's deadline passed"));
 }
 
 void ExpertBatcher::FinishBatch(const std::vector<Call*>& batch, const absl::Status& status) {
@@ -87,7 +126,15 @@ void ExpertBatcher::FinishBatch(const std::vector<Call*>& batch, const absl::Sta
 absl::Status ExpertBatcher::ComputeAlone(int expert, Call& call) {
   {
     absl::MutexLock lock(&mu_);
-    AcquireSlot();
+    if (!AcquireSlot(call.limits->deadline)) {
+      ++stats_.dropped;
+      return SlotTimeout(call);
+    }
+    if (absl::Status unwanted = Unwanted(*call.limits, absl::Now()); !unwanted.ok()) {
+      --running_;
+      ++stats_.dropped;
+      return unwanted;
+    }
   }
   const std::vector<Call*> batch = {&call};
   const absl::Status status = RunBatch(expert, batch);
@@ -96,16 +143,27 @@ absl::Status ExpertBatcher::ComputeAlone(int expert, Call& call) {
   return status;
 }
 
-bool ExpertBatcher::AwaitLead(int expert, const Call& call) {
+bool ExpertBatcher::AwaitLead(int expert, Call& call) {
   Queue& queue = queues_[expert];
   auto ready = [&call, &queue] { return call.done || !queue.busy; };
-  mu_.Await(absl::Condition(&ready));
+  if (!mu_.AwaitWithDeadline(absl::Condition(&ready), call.limits->deadline)) {
+    if (!call.taken) {
+      Drop(queue, call,
+           absl::ResourceExhaustedError(absl::StrCat(
+               "overloaded: waited ", absl::FormatDuration(absl::Now() - call.queued_at),
+               " in the queue of its expert (", queue.pending.size() + 1,
+               " calls queued) and the call's deadline passed")));
+      return false;
+    }
+    // A leader is computing it: the answer is near, and its buffers are in use until then.
+    mu_.Await(absl::Condition(&ready));
+  }
   if (call.done) return false;
   queue.busy = true;
   return true;
 }
 
-std::vector<ExpertBatcher::Call*> ExpertBatcher::LingerAndTakeBatch(int expert) {
+std::vector<ExpertBatcher::Call*> ExpertBatcher::LingerAndTakeBatch(int expert, Call& call) {
   Queue& queue = queues_[expert];
   // Lingering holds no FFN slot, so other experts keep computing meanwhile.
   if (options_.max_wait > absl::ZeroDuration()) {
@@ -114,12 +172,22 @@ std::vector<ExpertBatcher::Call*> ExpertBatcher::LingerAndTakeBatch(int expert) 
     };
     mu_.AwaitWithTimeout(absl::Condition(&full), options_.max_wait);
   }
-  AcquireSlot();  // calls keep joining the queue while we wait for a slot
-  return TakeBatch(queue);
+  // Calls keep joining the queue while we wait for a slot. Our own call is still queued (a
+  // leader's call is never in another leader's batch), so our deadline bounds the wait.
+  std::vector<Call*> batch;
+  if (!AcquireSlot(call.limits->deadline)) {
+    Drop(queue, call, SlotTimeout(call));
+  } else {
+    batch = TakeBatch(queue);
+    if (batch.empty()) --running_;  // every queued call was dropped
+  }
+  if (batch.empty()) queue.busy = false;
+  return batch;
 }
 
 absl::Status ExpertBatcher::Compute(int expert, ConstMatrixView tokens,
-                                    absl::Span<const int32_t> rows, MatrixView y) {
+                                    absl::Span<const int32_t> rows, MatrixView y,
+                                    const CallLimits& limits) {
   if (tokens.cols > row_stride_ || y.cols != tokens.cols ||
       y.rows != static_cast<int64_t>(rows.size())) {
     return absl::InvalidArgumentError(
@@ -130,13 +198,16 @@ absl::Status ExpertBatcher::Compute(int expert, ConstMatrixView tokens,
   call.tokens = tokens;
   call.rows = rows;
   call.y = y;
+  call.limits = &limits;
+  call.queued_at = absl::Now();
   if (options_.max_batch_tokens <= 0) return ComputeAlone(expert, call);
   {
     absl::MutexLock lock(&mu_);
     queues_[expert].pending.push_back(&call);
   }
-  // Each round either finds our call done by another leader, or leads one batch of this expert
-  // (which may or may not include our call: a full batch leaves later calls for the next round).
+  // Each round either finds our call done by another leader (or ended unwanted), or leads one
+  // batch of this expert (which may or may not include our call: a full batch leaves later calls
+  // for the next round).
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -148,7 +219,8 @@ absl::Status ExpertBatcher::Compute(int expert, ConstMatrixView tokens,
     std::vector<Call*> batch;
     {
       absl::MutexLock lock(&mu_);
-      batch = LingerAndTakeBatch(expert);
+      batch = LingerAndTakeBatch(expert, call);
+      if (batch.empty()) continue;  // no slot taken, no longer leading
     }
     const absl::Status status = RunBatch(expert, batch);
     absl::MutexLock lock(&mu_);

@@ -15,6 +15,12 @@
 // once only splits the bandwidth, while queueing lets the waiting experts' batches grow. The
 // limit applies with batching on or off.
 //
+// A call may carry a deadline and a cancellation check (plain values, so this file stays free of
+// gRPC): its wait for its expert or for an FFN slot ends at its deadline (RESOURCE_EXHAUSTED
+// "overloaded: waited ..."), and a leader drops expired (DEADLINE_EXCEEDED) or cancelled
+// (CANCELLED) calls from its batch instead of computing them. Cancellation is checked when a batch
+// is taken, not while waiting: a cancelled call waits at most until then or its deadline.
+//
 // Thread-safe. A failed FFN call's status goes to every call of its batch.
 #ifndef MOE_EXPERT_SERVICE_EXPERT_BATCHER_H_
 #define MOE_EXPERT_SERVICE_EXPERT_BATCHER_H_
@@ -39,11 +45,19 @@ struct BatchingOptions {
   int concurrent_ffn = 1;  // FFN calls running at once across experts; 0 = unlimited
 };
 
+// Who still wants a call's answer. `cancelled` may be empty; if set it must be thread-safe and
+// cheap (it is called under the batcher's lock).
+struct CallLimits {
+  absl::Time deadline = absl::InfiniteFuture();
+  std::function<bool()> cancelled;
+};
+
 struct BatchingStats {
   int64_t batches = 0;        // FFN calls made
   int64_t calls = 0;          // Compute calls served
   int64_t tokens = 0;         // tokens computed
   int64_t largest_batch = 0;  // most tokens in one FFN call
+  int64_t dropped = 0;        // calls ended without computing: expired, cancelled, waited too long
 };
 
 class ExpertBatcher {
@@ -58,9 +72,10 @@ class ExpertBatcher {
   // Blocks until y = expert(tokens[rows]) is computed (possibly within a larger batch): y is
   // [rows.size(), tokens.cols]. The caller checks that rows are in [0, tokens.rows); tokens, rows
   // and y must stay valid until Compute returns. InvalidArgument if y or the token width does not
-  // fit; otherwise the status of the FFN call that computed these rows.
+  // fit; DeadlineExceeded / Cancelled when dropped from a batch; ResourceExhausted when the
+  // deadline passed while waiting; otherwise the status of the FFN call that computed these rows.
   absl::Status Compute(int expert, ConstMatrixView tokens, absl::Span<const int32_t> rows,
-                       MatrixView y);
+                       MatrixView y, const CallLimits& limits = {});
 
   BatchingStats stats() const;
 
@@ -84,6 +99,9 @@ class ExpertBatcher {
     ConstMatrixView tokens;
     absl::Span<const int32_t> rows;
     MatrixView y;
+    const CallLimits* limits;
+    absl::Time queued_at;
+    bool taken = false;  // in a leader's batch: its buffers are in use until done
     bool done = false;
     absl::Status status;
   };
@@ -95,16 +113,24 @@ class ExpertBatcher {
   // Batching off: computes `call` alone, within the FFN slot limit.
   absl::Status ComputeAlone(int expert, Call& call);
   // Waits until `call` is done (false) or nobody leads `expert` (true: the caller now does).
-  bool AwaitLead(int expert, const Call& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // At the call's deadline, ends it (taking it out of the queue) and returns false.
+  bool AwaitLead(int expert, Call& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // As leader: lingers (max_wait) unless the queue is full, takes an FFN slot and the next batch.
-  std::vector<Call*> LingerAndTakeBatch(int expert) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Empty (no slot taken) when `call`'s deadline passed while waiting for the slot; the call is
+  // then ended and out of the queue.
+  std::vector<Call*> LingerAndTakeBatch(int expert, Call& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the next batch, ending (not computing) the calls nobody wants any more.
   std::vector<Call*> TakeBatch(Queue& queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a waiting call without computing it: out of `queue`, done with `status`.
+  void Drop(Queue& queue, Call& call, absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gathers the batch's rows once into the compute layout, runs one FFN call, scatters y back.
   absl::Status RunBatch(int expert, const std::vector<Call*>& batch) const;
   // Releases the slot, hands `status` to every call of the batch and counts it.
   void FinishBatch(const std::vector<Call*>& batch, const absl::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AcquireSlot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // False when `deadline` passes first (no slot taken).
+  bool AcquireSlot(absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SlotTimeout(const Call& call) const;
   int64_t PendingTokens(const Queue& queue) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ComputeFn compute_;

@@ -9,46 +9,38 @@
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/status/status_macros.h"
+#include "expert_service/compute_bounds.h"
 
 namespace moe {
 
 ExpertServiceImpl::ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching,
-                                     AdmissionGate* gate)
+                                     AdmissionGate* gate, int64_t max_rows_per_call)
     : shard_(shard),
       gate_(gate != nullptr ? gate : &unlimited_),
-      batcher_([shard](int ffn, ConstMatrixView x,
-                       MatrixView y) { return shard->Compute(ffn, x, y); },
-               shard->input_stride(), batching) {}
+      max_rows_per_call_(max_rows_per_call),
+      batcher_(
+          [shard](int ffn, ConstMatrixView x, MatrixView y) { return shard->Compute(ffn, x, y); },
+          shard->input_stride(), batching) {}
 
 absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
-                                          v1::ComputeResponse* response) {
+                                          const CallLimits& limits, v1::ComputeResponse* response) {
   const int64_t d = shard_->config().d_model;
   const std::vector<int>& layers = shard_->layers();
   if (!std::binary_search(layers.begin(), layers.end(), request.layer())) {
-    return absl::FailedPreconditionError(absl::StrCat("layer ", request.layer(),
-                                                      " is not held by this shard (it holds layers ",
-                                                      absl::StrJoin(layers, ","), ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("layer ", request.layer(), " is not held by this shard (it holds layers ",
+                     absl::StrJoin(layers, ","), ")"));
   }
   ASSIGN_OR_RETURN(ConstMatrixView tokens, MatrixFromProto(request.tokens(), -1, d, "tokens"));
+  ASSIGN_OR_RETURN(std::vector<int> ffns,
+                   CheckComputeWork(*shard_, request, tokens.rows, max_rows_per_call_));
   for (int g = 0; g < request.groups_size(); ++g) {
     const v1::ExpertGroup& group = request.groups(g);
-    const int ffn = shard_->FfnId(request.layer(), group.expert());
-    if (ffn < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("groups[", g, "]: expert ", group.expert(),
-                                                     " is not held by this shard (it holds ",
-                                                     FormatExpertSet(shard_->experts()), ")"));
-    }
-    for (int r = 0; r < group.rows_size(); ++r) {
-      const int row = group.rows(r);
-      if (row < 0 || row >= tokens.rows) {
-        return absl::InvalidArgumentError(absl::StrCat("groups[", g, "].rows[", r, "] = ", row,
-                                                       " is outside [0, ", tokens.rows, ")"));
-      }
-    }
+    const int ffn = ffns[g];
     // The batcher gathers the rows (once, into the kernel's layout) when it computes them.
     MatrixView y = ResizeProtoTensor(response->add_outputs(), group.rows_size(), d);
     RETURN_IF_ERROR(batcher_.Compute(
-        ffn, tokens, absl::MakeConstSpan(group.rows().data(), group.rows_size()), y));
+        ffn, tokens, absl::MakeConstSpan(group.rows().data(), group.rows_size()), y, limits));
     for (int64_t i = 0; i < y.size(); ++i) {
       if (!std::isfinite(y.data[i])) {
         // Finite input, non-finite output: the input is too large for this expert. Report it so
@@ -64,12 +56,21 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
   return absl::OkStatus();
 }
 
-grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext*, const v1::ComputeRequest* request,
+grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext* context,
+                                        const v1::ComputeRequest* request,
                                         v1::ComputeResponse* response) {
   absl::StatusOr<AdmissionGate::Ticket> ticket = gate_->TryEnter();
   if (!ticket.ok()) return ToGrpcStatus(ticket.status());
   compute_calls_.fetch_add(1, std::memory_order_relaxed);
-  return ToGrpcStatus(RunGroups(*request, response));
+  CallLimits limits;  // none without a context (a direct call, as in tests)
+  if (context != nullptr) {
+    // No client deadline arrives as time_point::max(), which absl::FromChrono would overflow.
+    if (context->deadline() < std::chrono::system_clock::time_point::max()) {
+      limits.deadline = absl::FromChrono(context->deadline());
+    }
+    limits.cancelled = [context] { return context->IsCancelled(); };
+  }
+  return ToGrpcStatus(RunGroups(*request, limits, response));
 }
 
 grpc::Status ExpertServiceImpl::Info(grpc::ServerContext*, const v1::ExpertInfoRequest*,

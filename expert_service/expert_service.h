@@ -1,8 +1,11 @@
 // gRPC face of an ExpertShard (moe.v1.Expert). Hands each group of a Compute call (a view of the
 // request's tokens and the group's row indices) to the shard's cross-request batcher, which
 // gathers the rows once into the kernel's layout, and writes each group's output straight into
-// the reply; all checks on the request happen here, once. Compute passes an AdmissionGate first
-// (RESOURCE_EXHAUSTED when overloaded). Thread-safe; owns neither the shard nor the gate.
+// the reply; all checks on the request happen here, once, before anything computes
+// (compute_bounds.h: at most `max_rows_per_call` rows in all, no repeated row in a group).
+// Compute passes an AdmissionGate first (RESOURCE_EXHAUSTED when overloaded); each group's
+// batcher call carries the gRPC call's deadline and cancellation, so calls nobody waits for are
+// dropped before they compute. Thread-safe; owns neither the shard nor the gate.
 #ifndef MOE_EXPERT_SERVICE_EXPERT_SERVICE_H_
 #define MOE_EXPERT_SERVICE_EXPERT_SERVICE_H_
 
@@ -17,9 +20,10 @@ namespace moe {
 
 class ExpertServiceImpl final : public v1::Expert::Service {
  public:
-  // `gate` may be null: no admission limit.
+  // `gate` may be null: no admission limit. `max_rows_per_call` ≤ 0: no cap beyond the
+  // request's own size.
   ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching,
-                    AdmissionGate* gate = nullptr);
+                    AdmissionGate* gate = nullptr, int64_t max_rows_per_call = 0);
 
   grpc::Status Compute(grpc::ServerContext* context, const v1::ComputeRequest* request,
                        v1::ComputeResponse* response) override;
@@ -27,11 +31,13 @@ class ExpertServiceImpl final : public v1::Expert::Service {
                     v1::ExpertInfo* response) override;
 
  private:
-  absl::Status RunGroups(const v1::ComputeRequest& request, v1::ComputeResponse* response);
+  absl::Status RunGroups(const v1::ComputeRequest& request, const CallLimits& limits,
+                         v1::ComputeResponse* response);
 
   const ExpertShard* shard_;
   AdmissionGate unlimited_{0};
   AdmissionGate* const gate_;  // `gate` or &unlimited_
+  const int64_t max_rows_per_call_;
   ExpertBatcher batcher_;
   std::atomic<int64_t> compute_calls_{0};
 };

@@ -16,6 +16,7 @@
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "common/rpc/tls_credentials.h"
+#include "expert_service/compute_bounds.h"
 #include "expert_service/expert_service.h"
 #include "expert_service/expert_shard.h"
 
@@ -37,7 +38,13 @@ ABSL_FLAG(int, kernel_threads, 0,
 ABSL_FLAG(int, blas_threads, 0,
           "OpenBLAS threads per large-batch FFN call; 0 = every core. Give 1 when several "
           "shards share one machine");
-ABSL_FLAG(int, max_message_mb, 256, "Largest request or reply accepted, in MiB");
+ABSL_FLAG(int, max_message_mb, 0,
+          "Largest request or reply accepted, in MiB; 0: what --max_tokens_per_call rows of "
+          "d_model floats take (plus row indices and 1 MiB of framing)");
+ABSL_FLAG(int64_t, max_tokens_per_call, 0,
+          "Most token rows (across expert groups) one Compute call may ask for; larger calls are "
+          "refused before computing. 0: what a router with --max_tokens=8192 can send: 8192 x "
+          "(min(top_k, experts held) + 1 if the shared expert is held)");
 ABSL_FLAG(int, max_batch_tokens, 256,
           "Cross-request batching: calls for a busy expert join its next FFN call, up to this "
           "many tokens; 0 turns batching off");
@@ -71,7 +78,8 @@ int main(int argc, char** argv) {
       "  moe_expert --model=DIR --experts=SPEC [--layers=all|SPEC] [--listen=HOST:PORT]\n"
       "             [--port_file=FILE] [--weights_dtype=f32|bf16] [--kernel_threads=N]\n"
       "             [--blas_threads=N] [--concurrent_ffn=N] [--max_batch_tokens=N]\n"
-      "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_connection_age_s=S]\n"
+      "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_tokens_per_call=N]\n"
+      "             [--max_connection_age_s=S]\n"
       "             [--layer=N] [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]]\n"
       "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]");
   moe::ParseFlags(argc, argv);
@@ -113,8 +121,7 @@ int main(int argc, char** argv) {
     std::cerr << "moe_expert: " << shard.status().message() << std::endl;
     return 1;
   }
-  std::cerr << "moe_expert: "
-            << moe::CountOf((*shard)->layers().size(), "layer", "layers") << " ("
+  std::cerr << "moe_expert: " << moe::CountOf((*shard)->layers().size(), "layer", "layers") << " ("
             << absl::StrJoin((*shard)->layers(), ",") << "), experts "
             << moe::FormatExpertSet((*shard)->experts()) << ", "
             << moe::FormatBytes((*shard)->weight_bytes()) << " of " << dtype << " weights; "
@@ -131,13 +138,18 @@ int main(int argc, char** argv) {
     return 2;
   }
   moe::AdmissionGate gate(max_inflight);
-  moe::ExpertServiceImpl service(shard->get(), batching, &gate);
+  const int64_t max_rows = absl::GetFlag(FLAGS_max_tokens_per_call) > 0
+                               ? absl::GetFlag(FLAGS_max_tokens_per_call)
+                               : moe::DefaultMaxRowsPerCall(**shard, 8192);
+  moe::ExpertServiceImpl service(shard->get(), batching, &gate, max_rows);
   moe::ServeOptions serve;
   serve.name = "moe_expert";
   serve.listen = absl::GetFlag(FLAGS_listen);
   serve.port_file = absl::GetFlag(FLAGS_port_file);
   serve.credentials = *credentials;
-  serve.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  serve.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) > 0
+                                ? absl::GetFlag(FLAGS_max_message_mb) << 20
+                                : static_cast<int>(moe::MessageBytesForRows(**shard, max_rows));
   serve.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_s));
   serve.max_threads = max_threads;
   serve.health_services = {moe::v1::Expert::service_full_name()};

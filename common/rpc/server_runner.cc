@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/rpc/channel_arguments.h"
 #include "common/rpc/listen_port.h"
+#include "common/rpc/parse_error_interceptor.h"
 #include "common/rpc/reflection_service.h"
 #include "grpc/health/v1/health.pb.h"
 
@@ -33,6 +34,13 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   // gRPC sets SO_REUSEPORT by default: a second server on a taken port would start and share it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  // gRPC 1.51 inflates a compressed message whole before it compares its size with the limit
+  // (the 64 MiB a 64 kB gzip request of zeros inflates to are allocated, then refused), so a
+  // small request could make the server allocate without bound. Float tensors barely compress
+  // anyway: accept identity only; a compressed request is refused (UNIMPLEMENTED, "Compression
+  // algorithm 'gzip' is disabled") from its headers, before its message is read.
+  builder.AddChannelArgument(GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET,
+                             1 << GRPC_COMPRESS_NONE);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   if (options.max_connection_age > absl::ZeroDuration()) {
     builder.AddChannelArgument(
@@ -46,6 +54,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     quota.SetMaxThreads(options.max_threads);
     builder.SetResourceQuota(quota);
   }
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(MakeParseErrorInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
