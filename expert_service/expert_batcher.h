@@ -29,14 +29,23 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/metrics/metric_cells.h"
 #include "common/tensor/matrix.h"
 
 namespace moe {
+
+// Histograms the leaders observe (expert_service/expert_metrics.h); owned by a MetricRegistry.
+struct BatcherMetrics {
+  Histogram* batch_tokens = nullptr;        // tokens per FFN call
+  Histogram* compute_seconds = nullptr;     // wall time of one FFN call
+  Histogram* queue_wait_seconds = nullptr;  // per call: arrival until its batch's FFN starts
+};
 
 struct BatchingOptions {
   int max_batch_tokens = 256;  // 0 turns batching off: every call computes on its own
   absl::Duration max_wait = absl::ZeroDuration();  // how long a leader lingers for more tokens
   int concurrent_ffn = 1;  // FFN calls running at once across experts; 0 = unlimited
+  const BatcherMetrics* metrics = nullptr;  // null: not observed
 };
 
 struct BatchingStats {
@@ -84,6 +93,7 @@ class ExpertBatcher {
     ConstMatrixView tokens;
     absl::Span<const int32_t> rows;
     MatrixView y;
+    absl::Time arrived;  // set only when metrics are observed
     bool done = false;
     absl::Status status;
   };

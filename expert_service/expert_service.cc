@@ -12,13 +12,23 @@
 
 namespace moe {
 
+namespace {
+
+BatchingOptions WithMetrics(BatchingOptions batching, const ExpertMetrics* metrics) {
+  if (batching.metrics == nullptr && metrics != nullptr) batching.metrics = metrics->batcher();
+  return batching;
+}
+
+}  // namespace
+
 ExpertServiceImpl::ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching,
-                                     AdmissionGate* gate)
+                                     AdmissionGate* gate, ExpertMetrics* metrics)
     : shard_(shard),
       gate_(gate != nullptr ? gate : &unlimited_),
-      batcher_([shard](int ffn, ConstMatrixView x,
-                       MatrixView y) { return shard->Compute(ffn, x, y); },
-               shard->input_stride(), batching) {}
+      metrics_(metrics),
+      batcher_(
+          [shard](int ffn, ConstMatrixView x, MatrixView y) { return shard->Compute(ffn, x, y); },
+          shard->input_stride(), WithMetrics(batching, metrics)) {}
 
 absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
                                           v1::ComputeResponse* response) {
@@ -49,6 +59,7 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
     MatrixView y = ResizeProtoTensor(response->add_outputs(), group.rows_size(), d);
     RETURN_IF_ERROR(batcher_.Compute(
         ffn, tokens, absl::MakeConstSpan(group.rows().data(), group.rows_size()), y));
+    if (metrics_ != nullptr) metrics_->TokensComputed(ffn, group.rows_size());
     for (int64_t i = 0; i < y.size(); ++i) {
       if (!std::isfinite(y.data[i])) {
         // Finite input, non-finite output: the input is too large for this expert. Report it so
@@ -67,9 +78,15 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
 grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext*, const v1::ComputeRequest* request,
                                         v1::ComputeResponse* response) {
   absl::StatusOr<AdmissionGate::Ticket> ticket = gate_->TryEnter();
-  if (!ticket.ok()) return ToGrpcStatus(ticket.status());
-  compute_calls_.fetch_add(1, std::memory_order_relaxed);
-  return ToGrpcStatus(RunGroups(*request, response));
+  absl::Status status = ticket.status();
+  if (ticket.ok()) {
+    compute_calls_.fetch_add(1, std::memory_order_relaxed);
+    status = RunGroups(*request, response);
+  }
+  if (metrics_ != nullptr && status.code() == absl::StatusCode::kResourceExhausted) {
+    metrics_->Rejected();
+  }
+  return ToGrpcStatus(status);
 }
 
 grpc::Status ExpertServiceImpl::Info(grpc::ServerContext*, const v1::ExpertInfoRequest*,

@@ -10,6 +10,7 @@
 
 #include "common/rpc/admission_gate.h"
 #include "expert_service/expert_batcher.h"
+#include "expert_service/expert_metrics.h"
 #include "expert_service/expert_shard.h"
 #include "moe/v1/expert.grpc.pb.h"
 
@@ -17,9 +18,10 @@ namespace moe {
 
 class ExpertServiceImpl final : public v1::Expert::Service {
  public:
-  // `gate` may be null: no admission limit.
+  // `gate` may be null: no admission limit. `metrics` may be null: none; else it must outlive
+  // the service (its batcher cells are observed unless `batching` names others).
   ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching,
-                    AdmissionGate* gate = nullptr);
+                    AdmissionGate* gate = nullptr, ExpertMetrics* metrics = nullptr);
 
   grpc::Status Compute(grpc::ServerContext* context, const v1::ComputeRequest* request,
                        v1::ComputeResponse* response) override;
@@ -32,6 +34,7 @@ class ExpertServiceImpl final : public v1::Expert::Service {
   const ExpertShard* shard_;
   AdmissionGate unlimited_{0};
   AdmissionGate* const gate_;  // `gate` or &unlimited_
+  ExpertMetrics* const metrics_;
   ExpertBatcher batcher_;
   std::atomic<int64_t> compute_calls_{0};
 };
