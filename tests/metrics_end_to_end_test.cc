@@ -1,5 +1,6 @@
 // /metrics of the real moe_router and moe_expert binaries on loopback (--metrics_listen), parsed
 // by the strict test parser: what the services count must be what the requests did.
+#include <grpcpp/grpcpp.h>
 #include <httplib.h>
 
 #include <fstream>
