@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace moe {
 
@@ -75,9 +76,21 @@ absl::Status ExpertBatcher::RunBatch(int expert, const std::vector<Call*>& batch
     }
   }
   const ConstMatrixView x(gathered.data(), rows, d, row_stride_);
-  if (batch.size() == 1) return compute_(expert, x, batch[0]->y);
+  const BatcherMetrics* metrics = options_.metrics;
+  const absl::Time start = metrics != nullptr ? absl::Now() : absl::InfinitePast();
+  if (metrics != nullptr) {
+    metrics->batch_tokens->Observe(static_cast<double>(rows));
+    for (const Call* call : batch)
+      metrics->queue_wait_seconds->ObserveDuration(start - call->queued_at);
+  }
+  if (batch.size() == 1) {
+    const absl::Status status = compute_(expert, x, batch[0]->y);
+    if (metrics != nullptr) metrics->compute_seconds->ObserveDuration(absl::Now() - start);
+    return status;
+  }
   Matrix y(rows, d);
   const absl::Status status = compute_(expert, x, y.view());
+  if (metrics != nullptr) metrics->compute_seconds->ObserveDuration(absl::Now() - start);
   if (!status.ok()) return status;
   int64_t row = 0;
   for (const Call* call : batch) {

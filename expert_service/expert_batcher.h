@@ -35,14 +35,23 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/metrics/metric_cells.h"
 #include "common/tensor/matrix.h"
 
 namespace moe {
+
+// Histograms the leaders observe (expert_service/expert_metrics.h); owned by a MetricRegistry.
+struct BatcherMetrics {
+  Histogram* batch_tokens = nullptr;        // tokens per FFN call
+  Histogram* compute_seconds = nullptr;     // wall time of one FFN call
+  Histogram* queue_wait_seconds = nullptr;  // per call: arrival until its batch's FFN starts
+};
 
 struct BatchingOptions {
   int max_batch_tokens = 256;  // 0 turns batching off: every call computes on its own
   absl::Duration max_wait = absl::ZeroDuration();  // how long a leader lingers for more tokens
   int concurrent_ffn = 1;  // FFN calls running at once across experts; 0 = unlimited
+  const BatcherMetrics* metrics = nullptr;  // null: not observed
 };
 
 // Who still wants a call's answer. `cancelled` may be empty; if set it must be thread-safe and

@@ -13,14 +13,25 @@
 
 namespace moe {
 
+namespace {
+
+BatchingOptions WithMetrics(BatchingOptions batching, const ExpertMetrics* metrics) {
+  if (batching.metrics == nullptr && metrics != nullptr) batching.metrics = metrics->batcher();
+  return batching;
+}
+
+}  // namespace
+
 ExpertServiceImpl::ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching,
-                                     AdmissionGate* gate, int64_t max_rows_per_call)
+                                     AdmissionGate* gate, int64_t max_rows_per_call,
+                                     ExpertMetrics* metrics)
     : shard_(shard),
       gate_(gate != nullptr ? gate : &unlimited_),
       max_rows_per_call_(max_rows_per_call),
+      metrics_(metrics),
       batcher_(
           [shard](int ffn, ConstMatrixView x, MatrixView y) { return shard->Compute(ffn, x, y); },
-          shard->input_stride(), batching) {}
+          shard->input_stride(), WithMetrics(batching, metrics)) {}
 
 absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
                                           const CallLimits& limits, v1::ComputeResponse* response) {
@@ -41,6 +52,7 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
     MatrixView y = ResizeProtoTensor(response->add_outputs(), group.rows_size(), d);
     RETURN_IF_ERROR(batcher_.Compute(
         ffn, tokens, absl::MakeConstSpan(group.rows().data(), group.rows_size()), y, limits));
+    if (metrics_ != nullptr) metrics_->TokensComputed(ffn, group.rows_size());
     for (int64_t i = 0; i < y.size(); ++i) {
       if (!std::isfinite(y.data[i])) {
         // Finite input, non-finite output: the input is too large for this expert. Report it so
@@ -60,17 +72,23 @@ grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext* context,
                                         const v1::ComputeRequest* request,
                                         v1::ComputeResponse* response) {
   absl::StatusOr<AdmissionGate::Ticket> ticket = gate_->TryEnter();
-  if (!ticket.ok()) return ToGrpcStatus(ticket.status());
-  compute_calls_.fetch_add(1, std::memory_order_relaxed);
-  CallLimits limits;  // none without a context (a direct call, as in tests)
-  if (context != nullptr) {
-    // No client deadline arrives as time_point::max(), which absl::FromChrono would overflow.
-    if (context->deadline() < std::chrono::system_clock::time_point::max()) {
-      limits.deadline = absl::FromChrono(context->deadline());
+  absl::Status status = ticket.status();
+  if (ticket.ok()) {
+    compute_calls_.fetch_add(1, std::memory_order_relaxed);
+    CallLimits limits;  // none without a context (a direct call, as in tests)
+    if (context != nullptr) {
+      // No client deadline arrives as time_point::max(), which absl::FromChrono would overflow.
+      if (context->deadline() < std::chrono::system_clock::time_point::max()) {
+        limits.deadline = absl::FromChrono(context->deadline());
+      }
+      limits.cancelled = [context] { return context->IsCancelled(); };
     }
-    limits.cancelled = [context] { return context->IsCancelled(); };
+    status = RunGroups(*request, limits, response);
   }
-  return ToGrpcStatus(RunGroups(*request, limits, response));
+  if (metrics_ != nullptr && status.code() == absl::StatusCode::kResourceExhausted) {
+    metrics_->Rejected();
+  }
+  return ToGrpcStatus(status);
 }
 
 grpc::Status ExpertServiceImpl::Info(grpc::ServerContext*, const v1::ExpertInfoRequest*,

@@ -13,6 +13,7 @@
 
 #include "common/rpc/admission_gate.h"
 #include "expert_service/expert_batcher.h"
+#include "expert_service/expert_metrics.h"
 #include "expert_service/expert_shard.h"
 #include "moe/v1/expert.grpc.pb.h"
 
@@ -21,9 +22,11 @@ namespace moe {
 class ExpertServiceImpl final : public v1::Expert::Service {
  public:
   // `gate` may be null: no admission limit. `max_rows_per_call` ≤ 0: no cap beyond the
-  // request's own size.
+  // request's own size. `metrics` may be null: none; else it must outlive the service (its
+  // batcher cells are observed unless `batching` names others).
   ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching,
-                    AdmissionGate* gate = nullptr, int64_t max_rows_per_call = 0);
+                    AdmissionGate* gate = nullptr, int64_t max_rows_per_call = 0,
+                    ExpertMetrics* metrics = nullptr);
 
   grpc::Status Compute(grpc::ServerContext* context, const v1::ComputeRequest* request,
                        v1::ComputeResponse* response) override;
@@ -38,6 +41,7 @@ class ExpertServiceImpl final : public v1::Expert::Service {
   AdmissionGate unlimited_{0};
   AdmissionGate* const gate_;  // `gate` or &unlimited_
   const int64_t max_rows_per_call_;
+  ExpertMetrics* const metrics_;
   ExpertBatcher batcher_;
   std::atomic<int64_t> compute_calls_{0};
 };

@@ -12,6 +12,8 @@
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
+#include "common/metrics/metric_registry.h"
+#include "common/metrics/metrics_http_server.h"
 #include "common/rpc/admission_gate.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
@@ -62,6 +64,12 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_ca, "",
           "Mutual TLS: callers (routers) must present a certificate signed by this PEM CA");
 
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics on HTTP GET /metrics at this HOST:PORT (port 0 picks a free "
+          "port); empty: no metrics");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, write the bound metrics port to this file once serving");
+
 ABSL_FLAG(int, drain_s, 5,
           "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
           "this many seconds to finish (then they are cancelled), then exit");
@@ -81,7 +89,8 @@ int main(int argc, char** argv) {
       "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_tokens_per_call=N]\n"
       "             [--max_connection_age_s=S]\n"
       "             [--layer=N] [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]]\n"
-      "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]");
+      "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]\n"
+      "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
   moe::ParseFlags(argc, argv);
 
   moe::ExpertShardOptions options;
@@ -137,11 +146,27 @@ int main(int argc, char** argv) {
     std::cerr << "moe_expert: --max_inflight / --max_threads: " << limits.message() << std::endl;
     return 2;
   }
+  moe::MetricRegistry registry;
+  std::unique_ptr<moe::ExpertMetrics> metrics;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    auto created = moe::ExpertMetrics::Create(&registry, **shard);
+    if (!created.ok()) {
+      std::cerr << "moe_expert: metrics: " << created.status().message() << std::endl;
+      return 1;
+    }
+    metrics = std::move(*created);
+  }
+  auto metrics_http = moe::MetricsHttpServer::StartIfConfigured(
+      {absl::GetFlag(FLAGS_metrics_listen), absl::GetFlag(FLAGS_metrics_port_file)}, &registry);
+  if (!metrics_http.ok()) {
+    std::cerr << "moe_expert: --metrics_listen: " << metrics_http.status().message() << std::endl;
+    return 1;
+  }
   moe::AdmissionGate gate(max_inflight);
   const int64_t max_rows = absl::GetFlag(FLAGS_max_tokens_per_call) > 0
                                ? absl::GetFlag(FLAGS_max_tokens_per_call)
                                : moe::DefaultMaxRowsPerCall(**shard, 8192);
-  moe::ExpertServiceImpl service(shard->get(), batching, &gate, max_rows);
+  moe::ExpertServiceImpl service(shard->get(), batching, &gate, max_rows, metrics.get());
   moe::ServeOptions serve;
   serve.name = "moe_expert";
   serve.listen = absl::GetFlag(FLAGS_listen);

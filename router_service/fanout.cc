@@ -140,6 +140,8 @@ void Fanout::OnReply(int work, int attempt_index, absl::StatusOr<ShardCallOutput
     attempt.finished = true;
     const int64_t rows = RowsOf(plan_.work[work]);
     Replica& replica = *attempt.replica;
+    replica.Observe(reply.ok() ? absl::StatusCode::kOk : reply.status().code(),
+                    absl::Now() - attempt.started);
     if (w.done) {
       // Lost a race with another attempt, or cancelled with the request.
       if (reply.ok()) {

@@ -15,6 +15,8 @@
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
+#include "common/metrics/metric_registry.h"
+#include "common/metrics/metrics_http_server.h"
 #include "common/rpc/admission_gate.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
@@ -70,6 +72,11 @@ ABSL_FLAG(std::string, shard_tls_server_name, "",
 ABSL_FLAG(bool, info_shows_topology, false,
           "Info lists each shard's target (internal addresses); off by default so the public "
           "API does not reveal them");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics on HTTP GET /metrics at this HOST:PORT (port 0 picks a free "
+          "port); empty: no metrics");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, write the bound metrics port to this file once serving");
 ABSL_FLAG(int, drain_s, 5,
           "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
           "this many seconds to finish (then they are cancelled), then exit");
@@ -136,7 +143,8 @@ int main(int argc, char** argv) {
       "             [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]] [--info_shows_topology]\n"
       "             [--shard_tls_ca=PEM [--shard_tls_cert=PEM --shard_tls_key=PEM]\n"
       "              [--shard_tls_server_name=NAME]]\n"
-      "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]");
+      "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]\n"
+      "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
   moe::ParseFlags(argc, argv);
 
   moe::RouterOptions options;
@@ -179,6 +187,9 @@ int main(int argc, char** argv) {
     }
   }
   moe::SetBlasThreads(absl::GetFlag(FLAGS_blas_threads));
+  // Outlives the router, which registers its metrics here.
+  moe::MetricRegistry registry;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) options.metrics = &registry;
 
   const int channels = absl::GetFlag(FLAGS_channels_per_shard);
   auto router = moe::Router::Create(
@@ -202,6 +213,12 @@ int main(int argc, char** argv) {
   if (absl::Status limits = moe::CheckAdmissionLimit(max_inflight, max_threads); !limits.ok()) {
     std::cerr << "moe_router: --max_inflight / --max_threads: " << limits.message() << std::endl;
     return 2;
+  }
+  auto metrics_http = moe::MetricsHttpServer::StartIfConfigured(
+      {absl::GetFlag(FLAGS_metrics_listen), absl::GetFlag(FLAGS_metrics_port_file)}, &registry);
+  if (!metrics_http.ok()) {
+    std::cerr << "moe_router: --metrics_listen: " << metrics_http.status().message() << std::endl;
+    return 1;
   }
   moe::AdmissionGate gate(max_inflight);
   moe::RouterServiceImpl service(router->get(), absl::GetFlag(FLAGS_info_shows_topology), &gate);

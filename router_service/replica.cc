@@ -6,8 +6,8 @@
 
 namespace moe {
 
-Replica::Replica(std::unique_ptr<ShardClient> client, ReplicaPolicy policy)
-    : client_(std::move(client)), policy_(policy) {}
+Replica::Replica(std::unique_ptr<ShardClient> client, ReplicaPolicy policy, ReplicaMetrics metrics)
+    : client_(std::move(client)), policy_(policy), metrics_(metrics) {}
 
 void Replica::Started(int64_t tokens) {
   absl::MutexLock lock(&mu_);
@@ -52,6 +52,7 @@ void Replica::Strike(absl::Time now) {
   ejected_until_ = now + time;
   ++ejections_in_a_row_;
   ++counters_.ejections;
+  if (metrics_.ejections != nullptr) metrics_.ejections->Increment();
 }
 
 int64_t Replica::outstanding_tokens() const {

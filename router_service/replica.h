@@ -15,8 +15,10 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/metrics/metric_cells.h"
 #include "router_service/shard_client.h"
 
 namespace moe {
@@ -37,9 +39,27 @@ struct ReplicaCounters {
   int64_t ejections = 0;
 };
 
+// gRPC status codes are absl's, 0-16: one counter per code.
+inline constexpr int kNumStatusCodes = 17;
+using CodeCounters = std::array<Counter*, kNumStatusCodes>;
+
+// A replica's metric cells (router_service/router_metrics.h); all null when metrics are off.
+struct ReplicaMetrics {
+  CodeCounters calls{};           // moe_router_shard_calls_total{replica, code}
+  Histogram* duration = nullptr;  // moe_router_shard_call_duration_seconds{replica}
+  Counter* ejections = nullptr;   // moe_router_replica_ejections_total{replica}
+};
+
 class Replica {
  public:
-  Replica(std::unique_ptr<ShardClient> client, ReplicaPolicy policy);
+  Replica(std::unique_ptr<ShardClient> client, ReplicaPolicy policy, ReplicaMetrics metrics = {});
+
+  // A call attempt ended (answered, failed or cancelled) after `latency`: for the metrics only.
+  void Observe(absl::StatusCode code, absl::Duration latency) const {
+    if (metrics_.duration == nullptr) return;
+    metrics_.calls[static_cast<int>(code) % kNumStatusCodes]->Increment();
+    metrics_.duration->ObserveDuration(latency);
+  }
 
   ShardClient& client() const { return *client_; }
   const std::string& target() const { return client_->target(); }
@@ -70,6 +90,7 @@ class Replica {
 
   const std::unique_ptr<ShardClient> client_;
   const ReplicaPolicy policy_;
+  const ReplicaMetrics metrics_;
   mutable absl::Mutex mu_;
   int64_t outstanding_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   std::array<absl::Duration, kLatencyWindow> latencies_ ABSL_GUARDED_BY(mu_);

@@ -74,8 +74,8 @@ absl::Status CheckFiniteRows(ConstMatrixView m, absl::string_view what) {
 }  // namespace
 
 Router::Router(RouterOptions options, ModelConfig config, std::vector<Layer> layers,
-               bool shared_on_shards, std::unique_ptr<ShardDirectory> directory,
-               int kernel_threads)
+               bool shared_on_shards, std::unique_ptr<RouterMetrics> metrics,
+               std::unique_ptr<ShardDirectory> directory, int kernel_threads)
     : options_(std::move(options)),
       config_(std::move(config)),
       layer_state_(std::move(layers)),
@@ -85,6 +85,7 @@ Router::Router(RouterOptions options, ModelConfig config, std::vector<Layer> lay
         return ids;
       }()),
       shared_on_shards_(shared_on_shards),
+      metrics_(std::move(metrics)),
       directory_(std::move(directory)),
       pool_(std::make_unique<KernelThreadPool>(kernel_threads)) {}
 
@@ -130,8 +131,18 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
     }
     layers.push_back(std::move(layer));
   }
+  std::unique_ptr<RouterMetrics> metrics;
+  DirectoryOptions directory_options = options.directory;
+  if (options.metrics != nullptr) {
+    ASSIGN_OR_RETURN(metrics,
+                     RouterMetrics::Create(options.metrics, layer_ids, config.routing.num_experts));
+    directory_options.replica_metrics = [m = metrics.get()](const std::string& target) {
+      // A label value cannot be invalid, so this cannot fail; stay unmetered if it ever did.
+      return m->ReplicaMetricsFor(target).value_or(ReplicaMetrics{});
+    };
+  }
   auto directory = std::make_unique<ShardDirectory>(*identity, layer_ids, shared_on_shards,
-                                                    std::move(make_client), options.directory);
+                                                    std::move(make_client), directory_options);
   directory->SetTargets(std::move(targets));
   directory->Refresh();
   const int kernel_threads =
@@ -139,8 +150,8 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
           ? options.kernel_threads
           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return std::unique_ptr<Router>(new Router(options, std::move(config), std::move(layers),
-                                            shared_on_shards, std::move(directory),
-                                            kernel_threads));
+                                            shared_on_shards, std::move(metrics),
+                                            std::move(directory), kernel_threads));
 }
 
 absl::StatusOr<const Router::Layer*> Router::FindLayer(std::optional<int> layer) const {
@@ -203,6 +214,7 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
 
   const std::shared_ptr<const ReplicaMap> map = directory_->replica_map();
   const int layer_index = map->LayerIndex(layer->layer);
+  CountTokens(static_cast<int>(layer - layer_state_.data()), routing);
   std::vector<int> experts = ChosenExperts(routing);
   if (shared_on_shards_) experts.push_back(kSharedExpertId);
   const std::vector<int> chosen = ChooseReplicas(
@@ -241,6 +253,7 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
   const FanoutStats stats = fanout.stats();
   hedges_.fetch_add(stats.hedges, std::memory_order_relaxed);
   hedges_won_.fetch_add(stats.hedges_won, std::memory_order_relaxed);
+  if (metrics_ != nullptr) metrics_->Hedged(stats.hedges, stats.hedges_won);
   retries_.fetch_add(stats.retries, std::memory_order_relaxed);
   if (stats.ejections) directory_->ReplicasChanged();
   RETURN_IF_ERROR(shared_status);
@@ -292,6 +305,13 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
   }
   RETURN_IF_ERROR(CheckFiniteRows(output, "the layer's output"));
   return result;
+}
+
+void Router::CountTokens(int layer_position, const Routing& routing) const {
+  if (metrics_ == nullptr) return;
+  const int64_t choices = routing.num_tokens * routing.top_k;
+  for (int64_t i = 0; i < choices; ++i) metrics_->TokenRouted(layer_position, routing.experts[i]);
+  metrics_->MaybeRollImbalance(layer_position, absl::Now());
 }
 
 void Router::CancelAll() const {

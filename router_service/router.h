@@ -31,6 +31,7 @@
 #include "common/kernels/thread_pool.h"
 #include "common/routing/routing.h"
 #include "common/tensor/matrix.h"
+#include "router_service/router_metrics.h"
 #include "router_service/shard_directory.h"
 
 namespace moe {
@@ -49,6 +50,9 @@ struct RouterOptions {
   bool allow_partial = false;  // answer without experts that failed, saying which
   int kernel_threads = 0;      // threads of the local shared expert's FFN; 0: one per core
   DirectoryOptions directory;
+  // Where to register the router's metrics (router_service/router_metrics.h); null: none. Must
+  // outlive the Router.
+  MetricRegistry* metrics = nullptr;
 };
 
 struct ForwardResult {
@@ -89,6 +93,8 @@ class Router {
   bool allow_partial() const { return options_.allow_partial; }
   ShardDirectory& directory() const { return *directory_; }
   RouterCounters counters() const;
+  // Null when RouterOptions::metrics was.
+  RouterMetrics* metrics() const { return metrics_.get(); }
 
  private:
   struct Layer {
@@ -99,7 +105,10 @@ class Router {
   };
 
   Router(RouterOptions options, ModelConfig config, std::vector<Layer> layers,
-         bool shared_on_shards, std::unique_ptr<ShardDirectory> directory, int kernel_threads);
+         bool shared_on_shards, std::unique_ptr<RouterMetrics> metrics,
+         std::unique_ptr<ShardDirectory> directory, int kernel_threads);
+  // Counts `routing`'s tokens per expert of layer_state_[layer_position] (metrics on).
+  void CountTokens(int layer_position, const Routing& routing) const;
 
   absl::StatusOr<const Layer*> FindLayer(std::optional<int> layer) const;
   // qwen2_moe's sigmoid(shared_expert_gate · x) for token t, else 1.
@@ -112,6 +121,7 @@ class Router {
   const std::vector<Layer> layer_state_;
   const std::vector<int> layers_;
   const bool shared_on_shards_;
+  const std::unique_ptr<RouterMetrics> metrics_;  // declared before the directory that uses it
   const std::unique_ptr<ShardDirectory> directory_;
   const std::unique_ptr<KernelThreadPool> pool_;  // the local shared expert's FFN threads
 

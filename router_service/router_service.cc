@@ -49,14 +49,21 @@ absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, abs
 grpc::Status RouterServiceImpl::Forward(grpc::ServerContext* context,
                                         const v1::ForwardRequest* request,
                                         v1::ForwardResponse* response) {
-  absl::StatusOr<AdmissionGate::Ticket> ticket = gate_->TryEnter();
-  if (!ticket.ok()) return ToGrpcStatus(ticket.status());
-  const auto client_deadline = context->deadline();
-  const absl::Time deadline = client_deadline == std::chrono::system_clock::time_point::max()
-                                  ? absl::InfiniteFuture()
-                                  : absl::FromChrono(client_deadline);
-  absl::Status status = DoForward(*request, deadline, response);
-  if (!status.ok()) response->Clear();
+  RouterMetrics* const metrics = router_->metrics();
+  const absl::Time received = metrics != nullptr ? absl::Now() : absl::InfinitePast();
+  if (metrics != nullptr) metrics->RequestStarted();
+  absl::Status status;
+  if (absl::StatusOr<AdmissionGate::Ticket> ticket = gate_->TryEnter(); !ticket.ok()) {
+    status = ticket.status();
+  } else {
+    const auto client_deadline = context->deadline();
+    const absl::Time deadline = client_deadline == std::chrono::system_clock::time_point::max()
+                                    ? absl::InfiniteFuture()
+                                    : absl::FromChrono(client_deadline);
+    status = DoForward(*request, deadline, response);
+    if (!status.ok()) response->Clear();
+  }
+  if (metrics != nullptr) metrics->RequestFinished(status.code(), absl::Now() - received);
   return ToGrpcStatus(status);
 }
 

@@ -60,7 +60,9 @@ void ShardDirectory::SetTargets(std::vector<ShardTarget> targets) {
         continue;
       }
       Entry entry;
-      entry.replica = std::make_shared<Replica>(make_client_(spec.target), options_.replica);
+      entry.replica = std::make_shared<Replica>(
+          make_client_(spec.target), options_.replica,
+          options_.replica_metrics ? options_.replica_metrics(spec.target) : ReplicaMetrics{});
       entry.spec = std::move(spec);
       entries.emplace(entry.spec.target, std::move(entry));
     }

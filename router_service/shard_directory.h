@@ -35,6 +35,8 @@ struct DirectoryOptions {
   absl::Duration refresh_interval = absl::Seconds(1);
   absl::Duration describe_timeout = absl::Seconds(2);
   ReplicaPolicy replica;
+  // The metric cells of a new replica's target (router_service/router_metrics.h); unset: none.
+  std::function<ReplicaMetrics(const std::string& target)> replica_metrics;
 };
 
 // A target's state for Info and logs.

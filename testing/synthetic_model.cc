@@ -98,6 +98,14 @@ std::vector<ModelPreset> MakePresets() {
   bench_step.num_layers = 4;
   presets.push_back(bench_step);
 
+  ModelPreset skewed = Mixtral("skewed",
+                               "mixtral, d_model 512, 16 experts of width 1024, top-2; experts 0 "
+                               "and 1 take ~35% of tokens each (gate rows x4): placement benchmark",
+                               512, 16, 1024, 2);
+  skewed.hot_experts = 2;
+  skewed.hot_gate_scale = 4.0f;
+  presets.push_back(skewed);
+
   // Small whole decoders of each family, 4 layers each: the served MoE layer is never layer 0,
   // and every layer's attention (and the dense MLPs) sits in the same files.
   ModelPreset mixtral = Mixtral("mixtral-tiny",
@@ -292,6 +300,7 @@ absl::Status WriteSyntheticModel(const ModelPreset& p, const SyntheticModelOptio
     // Gate rows scaled so logits spread enough for routing to be decisive but not one-hot.
     tensors.push_back(
         RandomTensor(names.gate(), {p.num_experts, d}, 2.0f / std::sqrt(float(d)), options));
+    for (int64_t i = 0; i < p.hot_experts * d; ++i) tensors.back().values[i] *= p.hot_gate_scale;
     if (config.routing.use_correction_bias) {
       tensors.push_back(RandomTensor(names.correction_bias(), {p.num_experts}, 0.1f, options));
     }

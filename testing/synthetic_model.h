@@ -44,6 +44,11 @@ struct ModelPreset {
   double routed_scaling_factor = 0.0;  // 0 = key absent
   int default_layer = 0;               // the MoE layer demos serve
   std::vector<int> mlp_only_layers;    // qwen2_moe / qwen3_moe dense layers
+  // Skewed load: the gate rows of the first `hot_experts` experts are multiplied by
+  // `hot_gate_scale`, so their logits spread wider and they win top-k far more often than the
+  // others on random tokens (a gate that favours a few experts, for placement benchmarks).
+  int hot_experts = 0;
+  float hot_gate_scale = 1.0f;
 
   // A complete decoder (see the top of this file); the sizes below are used only then.
   bool whole_decoder = false;

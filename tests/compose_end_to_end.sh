@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# End to end on Docker: builds the FROM-scratch image, starts deploy/docker-compose.yml under a
-# unique project name, checks a response against a local 2-shard cluster from the same build and
-# model, load-tests the router with ghz (concurrency 8, 10 s, zero errors), kills one replica of
+# End to end on Docker: builds the FROM-scratch images, starts deploy/docker-compose.yml under a
+# unique project name, checks through Prometheus' HTTP API that the router's and the shards'
+# per-expert token counters add up to the requests this test sends, checks a response against a
+# local 2-shard cluster from the same build and model, load-tests the router with ghz (concurrency 8, 10 s, zero errors), kills one replica of
 # the replicated shard during a second ghz run and reports what happened, then restarts it all
 # with mutual TLS (deploy/docker-compose.tls.yml, scripts/make-certs) and checks the answer, a
 # refused client without a certificate and a short ghz run, then tears everything down.
@@ -41,8 +42,9 @@ command -v jq >/dev/null || fail "jq is missing (scripts/setup installs it)"
 
 project=moe-e2e-$$
 image=moe-serving:e2e-$$
+prometheus_image=moe-prometheus:e2e-$$
 work=$(mktemp -d /tmp/moe-e2e.XXXXXX)
-export MOE_IMAGE=$image
+export MOE_IMAGE=$image MOE_PROMETHEUS_IMAGE=$prometheus_image
 compose=("${compose_cmd[@]}" -f deploy/docker-compose.yml -f deploy/docker-compose.override.yml
   -p "$project")
 pids=()
@@ -69,7 +71,7 @@ cleanup() {
       code=1
     fi
   fi
-  docker image rm "$image" >/dev/null 2>&1 || true
+  docker image rm "$image" "$prometheus_image" >/dev/null 2>&1 || true
   rm -rf "$work"
   if ((code == 0)); then
     log "PASSED; nothing left running"
@@ -81,17 +83,23 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A free loopback port for the router (docker fails loudly should another process take it first).
-port=
-for _ in $(seq 1 50); do
-  candidate=$((20000 + RANDOM % 20000))
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then port=$candidate; break; fi
-done
-[[ -n $port ]] || fail "no free port found"
-export MOE_ROUTER_PORT=$port
+# Free loopback ports for the router and Prometheus (docker fails loudly should another process
+# take one first).
+free_port() {
+  for _ in $(seq 1 50); do
+    local candidate=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then echo "$candidate"; return; fi
+  done
+  fail "no free port found"
+}
+port=$(free_port)
+prometheus_port=$(free_port)
+[[ $port != "$prometheus_port" ]] || prometheus_port=$((port + 1))
+export MOE_ROUTER_PORT=$port MOE_PROMETHEUS_PORT=$prometheus_port
 
 log "building image $image"
-scripts/build-images --no-build --build-dir="$build_dir" --context="$work/image" --tag="$image"
+scripts/build-images --no-build --build-dir="$build_dir" --context="$work/image" --tag="$image" \
+  --prometheus-tag="$prometheus_image"
 model=$work/image/model/models/tiny   # byte for byte the model baked into the image
 
 log "starting the reference: a local 2-shard cluster from the same build and model"
@@ -122,10 +130,44 @@ done
 
 log "compose up (project $project, ${compose_cmd[*]}, router on 127.0.0.1:$port)"
 compose_started=1
-scripts/compose-up --no-build --project="$project" --port="$port"
+scripts/compose-up --no-build --project="$project" --port="$port" --prometheus-port="$prometheus_port"
 router=127.0.0.1:$port
 "$build_dir/tools/moe_health" --target="$router" || fail "the router is not SERVING"
 "${compose[@]}" ps
+
+# Prometheus' instant query API: the value of a scalar-valued expression, or "none".
+prom_query() {
+  curl -fsS --max-time 5 --get "http://127.0.0.1:$prometheus_port/api/v1/query" \
+    --data-urlencode "query=$1" 2>/dev/null | jq -r '.data.result[0].value[1] // "none"' ||
+    echo none
+}
+# Waits (bounded: 60 polls of Prometheus, one a second) until `expr` evaluates to `want`.
+await_prom() {  # expr want what
+  local got=none
+  for _ in $(seq 1 60); do
+    got=$(prom_query "$1")
+    [[ $got == "$2" ]] && return 0
+    sleep 1
+  done
+  fail "Prometheus: $3: $1 is $got, want $2"
+}
+log "Prometheus (127.0.0.1:$prometheus_port) scrapes the router and all 3 shard replicas"
+await_prom 'count(up{job="moe_router"} == 1)' 1 "router target up"
+await_prom 'count(up{job="moe_expert"} == 1)' 3 "shard replicas up"
+await_prom 'sum(moe_router_tokens_total)' 0 "no tokens before the first request"
+requests=25
+tokens=4
+"$build_dir/tools/moe_client" --router="$router" --tokens=$tokens --repeat=$requests \
+  --show_routing=0 >"$work/metrics-client.log" || fail "moe_client: $(cat "$work/metrics-client.log")"
+sent=$((requests * tokens * 2))   # top-2: each token counts once per chosen expert
+await_prom 'sum(moe_router_tokens_total)' "$sent" "router tokens per expert, summed"
+await_prom 'sum(moe_expert_tokens_total)' "$sent" "shard tokens per expert, summed over replicas"
+await_prom 'sum(moe_router_requests_total{code="OK"})' "$requests" "router requests OK"
+# Expert by expert: what the router routed is what the shards (both expert-1 replicas) computed.
+await_prom 'count(sum by (expert) (moe_router_tokens_total) == sum by (expert) (moe_expert_tokens_total))' \
+  8 "experts whose router and shard counts agree"
+log "Prometheus: $sent token choices routed = computed, per expert" \
+  "($(prom_query 'count(moe_router_tokens_total > 0)') experts used)"
 
 log "comparing a sample response with the local cluster's (relative tolerance 1e-4)"
 for side in reference:"$local_router" compose:"$router"; do
@@ -179,7 +221,8 @@ log "mutual TLS: the same deployment with deploy/docker-compose.tls.yml"
 certs=$work/certs
 scripts/make-certs "$certs" >/dev/null
 chmod 0644 "$certs"/*.key   # throwaway test keys; the containers run as uid 10001
-scripts/compose-up --no-build --project="$project" --port="$port" --tls="$certs"
+scripts/compose-up --no-build --project="$project" --port="$port" --prometheus-port="$prometheus_port" \
+  --tls="$certs"
 tls=(--tls_ca="$certs/ca.pem" --tls_cert="$certs/client.pem" --tls_key="$certs/client.key")
 "$build_dir/tools/moe_health" --target="$router" "${tls[@]}" || fail "the TLS router is not SERVING"
 "$build_dir/tools/moe_client" --router="$router" "${tls[@]}" --tokens=8 --seed=11 --show_routing=0 \

@@ -48,6 +48,7 @@ BINARIES = {
     "moe_layer_bench": "tools/moe_layer_bench",
 }
 SCRIPTS = ["bench", "bench-tls", "build", "build-images", "check-clang", "compose-up",
+           "metrics-overhead", "placement-bench",
            "flood-threads", "fuzz", "go-tool", "loadtest", "make-certs", "run-local", "setup", "test"]
 
 failures = []

@@ -1,0 +1,44 @@
+// An expert shard's Prometheus metrics (README "Metrics"), registered once at startup with every
+// series resolved up front, so that each exists (at 0) before its first event and hot paths only
+// touch lock-free cells: tokens per (layer, expert) held, FFN batch sizes, compute time, queue
+// wait, refused calls, resident weight bytes.
+//
+// Thread-safe after Create. The registry must outlive this object. Plain C++: no gRPC.
+#ifndef MOE_EXPERT_SERVICE_EXPERT_METRICS_H_
+#define MOE_EXPERT_SERVICE_EXPERT_METRICS_H_
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/metrics/metric_registry.h"
+#include "expert_service/expert_batcher.h"
+#include "expert_service/expert_shard.h"
+
+namespace moe {
+
+class ExpertMetrics {
+ public:
+  // Resolves a token counter for every FFN `shard` holds (label expert="shared" for the shared
+  // expert) and sets the resident-bytes gauge.
+  static absl::StatusOr<std::unique_ptr<ExpertMetrics>> Create(MetricRegistry* registry,
+                                                               const ExpertShard& shard);
+
+  // `rows` tokens of FFN `ffn` (ExpertShard::FfnId) were computed.
+  void TokensComputed(int ffn, int64_t rows) { tokens_[ffn]->Increment(rows); }
+  // A Compute call was refused (overloaded: RESOURCE_EXHAUSTED).
+  void Rejected() { rejected_->Increment(); }
+  // The cells the batcher observes (BatchingOptions::metrics).
+  const BatcherMetrics* batcher() const { return &batcher_; }
+
+ private:
+  ExpertMetrics() = default;
+
+  std::vector<Counter*> tokens_;  // by FFN id
+  Counter* rejected_ = nullptr;
+  BatcherMetrics batcher_;
+};
+
+}  // namespace moe
+
+#endif  // MOE_EXPERT_SERVICE_EXPERT_METRICS_H_

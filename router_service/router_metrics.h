@@ -1,0 +1,70 @@
+// The router's Prometheus metrics (README "Metrics"), registered once at startup with every
+// series that can be known then resolved up front, so that each exists (at 0) before its first
+// event and hot paths only touch lock-free cells: requests by code, request latency, requests in
+// flight, tokens per (layer, expert) with a per-layer load-imbalance window, hedges. Per-replica
+// series (shard call latency and outcomes, ejections) are resolved when the directory creates the
+// replica (ReplicaMetricsFor), since targets come and go.
+//
+// Thread-safe after Create. The registry must outlive this object. Plain C++: no gRPC.
+#ifndef MOE_ROUTER_SERVICE_ROUTER_METRICS_H_
+#define MOE_ROUTER_SERVICE_ROUTER_METRICS_H_
+
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/metrics/load_imbalance_window.h"
+#include "common/metrics/metric_registry.h"
+#include "router_service/replica.h"
+
+namespace moe {
+
+// Latency buckets of every _seconds histogram: 100 µs × 2^k, up to ~13 s.
+std::vector<double> LatencyBuckets();
+
+class RouterMetrics {
+ public:
+  // `layers`: the served MoE layers; every (layer, expert < num_experts) series is resolved.
+  static absl::StatusOr<std::unique_ptr<RouterMetrics>> Create(MetricRegistry* registry,
+                                                               const std::vector<int>& layers,
+                                                               int num_experts);
+
+  // A Forward call, from receipt to reply.
+  void RequestStarted() { inflight_->Increment(); }
+  void RequestFinished(absl::StatusCode code, absl::Duration latency);
+  // One token chose `expert` of the layer at `layer_index` (index into the served layers).
+  void TokenRouted(int layer_index, int expert) { tokens_[layer_index][expert]->Increment(); }
+  // After a request's tokens are counted: closes the layer's imbalance window when it is due.
+  void MaybeRollImbalance(int layer_index, absl::Time now) {
+    imbalance_[layer_index]->MaybeRoll(now);
+  }
+  void Hedged(int sent, int won);
+  // The cells of one replica's series; resolved once per target (may fail only on a bad label).
+  absl::StatusOr<ReplicaMetrics> ReplicaMetricsFor(const std::string& target);
+
+ private:
+  RouterMetrics() = default;
+
+  CodeCounters requests_{};
+  Histogram* request_duration_ = nullptr;
+  Gauge* inflight_ = nullptr;
+  std::vector<std::vector<Counter*>> tokens_;  // [layer_index][expert]
+  std::vector<std::unique_ptr<LoadImbalanceWindow>> imbalance_;
+  Counter* hedges_sent_ = nullptr;
+  Counter* hedges_won_ = nullptr;
+  CounterFamily* shard_calls_ = nullptr;
+  HistogramFamily* shard_call_duration_ = nullptr;
+  CounterFamily* ejections_ = nullptr;
+};
+
+// Resolves `family`'s series {prefix labels..., code} for every status code.
+absl::StatusOr<CodeCounters> ResolveCodeCounters(CounterFamily* family,
+                                                 std::vector<std::string> prefix_labels);
+
+}  // namespace moe
+
+#endif  // MOE_ROUTER_SERVICE_ROUTER_METRICS_H_

@@ -1,0 +1,221 @@
+// /metrics of the real moe_router and moe_expert binaries on loopback (--metrics_listen), parsed
+// by the strict test parser: what the services count must be what the requests did.
+#include <grpcpp/grpcpp.h>
+#include <httplib.h>
+
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "testing/cluster.h"
+#include "testing/test_models.h"
+#include "tests/prometheus_text_parser.h"
+
+namespace moe {
+namespace {
+
+using testing::ExpertBinary;
+using testing::MakeRequest;
+using testing::MustStart;
+using testing::RouterBinary;
+using testing::Server;
+using testing_prom::Family;
+
+constexpr int64_t kD = 256;  // the tiny preset: mixtral, 8 experts, top-2, layer 0
+constexpr int kExperts = 8;
+constexpr int kTopK = 2;
+
+// A server started with --metrics_listen=127.0.0.1:0; `metrics_port` read from its port file
+// (written before the gRPC port, which StartServer waited for).
+struct Metered {
+  Server server;
+  int metrics_port = 0;
+};
+
+Metered StartMetered(const std::string& binary, std::vector<std::string> args,
+                     const std::string& port_file) {
+  args.push_back("--metrics_listen=127.0.0.1:0");
+  args.push_back("--metrics_port_file=" + port_file);
+  Metered m;
+  m.server = MustStart(binary, std::move(args));
+  std::ifstream in(port_file);
+  std::string text;
+  EXPECT_TRUE(in >> text && absl::SimpleAtoi(text, &m.metrics_port)) << port_file;
+  return m;
+}
+
+// Scrapes and parses; fails the test on a malformed exposition.
+std::map<std::string, Family> Scrape(int port) {
+  httplib::Client client("127.0.0.1", port);
+  httplib::Result result = client.Get("/metrics");
+  EXPECT_TRUE(result) << httplib::to_string(result.error());
+  if (!result) return {};
+  EXPECT_EQ(result->status, 200);
+  auto parsed = testing_prom::ParseText(result->body);
+  EXPECT_TRUE(parsed.ok()) << parsed.status() << "\n" << result->body;
+  std::map<std::string, Family> families;
+  if (parsed.ok()) {
+    for (Family& f : *parsed) families[f.name] = std::move(f);
+  }
+  return families;
+}
+
+// The value of the sample `name` whose labels include `labels`, summed over the matches.
+double Sum(const std::map<std::string, Family>& families, const std::string& family,
+           const std::string& name, const std::map<std::string, std::string>& labels = {}) {
+  auto it = families.find(family);
+  if (it == families.end()) {
+    ADD_FAILURE() << "no family " << family;
+    return -1;
+  }
+  double sum = 0;
+  for (const testing_prom::Sample& s : it->second.samples) {
+    if (s.name != name) continue;
+    bool match = true;
+    for (const auto& [k, v] : labels) {
+      auto l = s.labels.find(k);
+      match = match && l != s.labels.end() && l->second == v;
+    }
+    if (match) sum += s.value;
+  }
+  return sum;
+}
+
+class MetricsEndToEndTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = testing::WriteTestModel("tiny");
+    dir_ = testing::MakeTempDir("metrics-e2e");
+    std::string shards;
+    for (const std::string spec : {"0-3", "4-7"}) {
+      experts_.push_back(StartMetered(ExpertBinary(),
+                                      {"--model=" + model_, "--layer=0", "--experts=" + spec},
+                                      absl::StrCat(dir_, "/expert-", spec, ".port")));
+      absl::StrAppend(&shards, shards.empty() ? "" : ",", spec, "@",
+                      experts_.back().server.target());
+    }
+    router_ = StartMetered(RouterBinary(), {"--model=" + model_, "--layer=0", "--shards=" + shards},
+                           dir_ + "/router.port");
+    stub_ = v1::Router::NewStub(
+        grpc::CreateChannel(router_.server.target(), grpc::InsecureChannelCredentials()));
+  }
+
+  grpc::Status Forward(const v1::ForwardRequest& request, v1::ForwardResponse* response) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    return stub_->Forward(&context, request, response);
+  }
+
+  std::string model_, dir_;
+  std::vector<Metered> experts_;
+  Metered router_;
+  std::unique_ptr<v1::Router::Stub> stub_;
+};
+
+TEST_F(MetricsEndToEndTest, EverySeriesExistsAtZeroBeforeTheFirstRequest) {
+  const auto router = Scrape(router_.metrics_port);
+  for (int e = 0; e < kExperts; ++e) {
+    EXPECT_EQ(Sum(router, "moe_router_tokens_total", "moe_router_tokens_total",
+                  {{"layer", "0"}, {"expert", absl::StrCat(e)}}),
+              0);
+    ASSERT_EQ(router.at("moe_router_tokens_total").type, "counter");
+  }
+  EXPECT_EQ(router.at("moe_router_requests_total").samples.size(), 17u);  // one per code
+  EXPECT_EQ(Sum(router, "moe_router_inflight_requests", "moe_router_inflight_requests"), 0);
+  EXPECT_EQ(router.at("moe_router_request_duration_seconds").type, "histogram");
+  for (const Metered& expert : experts_) {
+    // Each replica's series exist from the moment the router knows the target.
+    EXPECT_EQ(
+        Sum(router, "moe_router_shard_call_duration_seconds",
+            "moe_router_shard_call_duration_seconds_count", {{"replica", expert.server.target()}}),
+        0);
+    EXPECT_EQ(Sum(router, "moe_router_replica_ejections_total",
+                  "moe_router_replica_ejections_total", {{"replica", expert.server.target()}}),
+              0);
+  }
+  const auto shard = Scrape(experts_[0].metrics_port);
+  EXPECT_EQ(shard.at("moe_expert_tokens_total").samples.size(), 4u);  // experts 0-3 of layer 0
+  EXPECT_GT(Sum(shard, "moe_expert_resident_bytes", "moe_expert_resident_bytes"), 0);
+  EXPECT_EQ(Sum(shard, "moe_expert_rejected_total", "moe_expert_rejected_total"), 0);
+}
+
+TEST_F(MetricsEndToEndTest, CountersAddUpToTheRequestsSent) {
+  constexpr int kRequests = 6;
+  constexpr int64_t kTokens = 5;
+  std::vector<int64_t> routed(kExperts, 0);  // from the replies' routing
+  for (int i = 0; i < kRequests; ++i) {
+    v1::ForwardResponse response;
+    const grpc::Status status =
+        Forward(MakeRequest(testing::RandomTokens(kTokens, kD, 40 + i), kTokens, kD), &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    for (const v1::TokenRouting& token : response.routing()) {
+      for (int e : token.experts()) ++routed[e];
+    }
+  }
+  v1::ForwardResponse response;
+  const grpc::Status bad = Forward(MakeRequest(testing::RandomTokens(1, 7, 1), 1, 7), &response);
+  ASSERT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  const auto router = Scrape(router_.metrics_port);
+  EXPECT_EQ(Sum(router, "moe_router_tokens_total", "moe_router_tokens_total", {{"layer", "0"}}),
+            kRequests * kTokens * kTopK);
+  for (int e = 0; e < kExperts; ++e) {
+    EXPECT_EQ(Sum(router, "moe_router_tokens_total", "moe_router_tokens_total",
+                  {{"layer", "0"}, {"expert", absl::StrCat(e)}}),
+              routed[e])
+        << "expert " << e;
+  }
+  EXPECT_EQ(Sum(router, "moe_router_requests_total", "moe_router_requests_total", {{"code", "OK"}}),
+            kRequests);
+  EXPECT_EQ(Sum(router, "moe_router_requests_total", "moe_router_requests_total",
+                {{"code", "INVALID_ARGUMENT"}}),
+            1);
+  EXPECT_EQ(Sum(router, "moe_router_requests_total", "moe_router_requests_total"), kRequests + 1);
+  EXPECT_EQ(Sum(router, "moe_router_request_duration_seconds",
+                "moe_router_request_duration_seconds_count"),
+            kRequests + 1);
+  EXPECT_GT(
+      Sum(router, "moe_router_request_duration_seconds", "moe_router_request_duration_seconds_sum"),
+      0);
+  EXPECT_EQ(Sum(router, "moe_router_inflight_requests", "moe_router_inflight_requests"), 0);
+
+  // Shards: the same tokens, each expert's on the shard holding it; one shard call per Compute.
+  double shard_calls = 0;
+  for (size_t s = 0; s < experts_.size(); ++s) {
+    const auto shard = Scrape(experts_[s].metrics_port);
+    const int first = s == 0 ? 0 : 4;
+    for (int e = first; e < first + 4; ++e) {
+      EXPECT_EQ(Sum(shard, "moe_expert_tokens_total", "moe_expert_tokens_total",
+                    {{"layer", "0"}, {"expert", absl::StrCat(e)}}),
+                routed[e])
+          << "shard " << s << " expert " << e;
+    }
+    const double ffn_calls = Sum(shard, "moe_expert_batch_tokens", "moe_expert_batch_tokens_count");
+    EXPECT_GT(ffn_calls, 0);
+    EXPECT_EQ(Sum(shard, "moe_expert_batch_tokens", "moe_expert_batch_tokens_sum"),
+              routed[first] + routed[first + 1] + routed[first + 2] + routed[first + 3]);
+    EXPECT_EQ(Sum(shard, "moe_expert_compute_seconds", "moe_expert_compute_seconds_count"),
+              ffn_calls);
+    EXPECT_GE(Sum(shard, "moe_expert_queue_wait_seconds", "moe_expert_queue_wait_seconds_count"),
+              ffn_calls);
+    const double calls = Sum(router, "moe_router_shard_calls_total", "moe_router_shard_calls_total",
+                             {{"replica", experts_[s].server.target()}, {"code", "OK"}});
+    EXPECT_GT(calls, 0);
+    EXPECT_EQ(Sum(router, "moe_router_shard_call_duration_seconds",
+                  "moe_router_shard_call_duration_seconds_count",
+                  {{"replica", experts_[s].server.target()}}),
+              calls);
+    shard_calls += calls;
+  }
+  EXPECT_LE(shard_calls, 2 * kRequests);  // at most one call per shard per request
+  EXPECT_EQ(Sum(router, "moe_router_shard_calls_total", "moe_router_shard_calls_total"),
+            shard_calls);  // and none failed
+}
+
+}  // namespace
+}  // namespace moe
