@@ -10,6 +10,9 @@
 namespace moe {
 namespace {
 
+// Consecutive unanswered refreshes that take a serving shard out of the map.
+constexpr int kRefreshesToDrop = 2;
+
 std::string DescribeAnswer(const ShardDescription& d) {
   return absl::StrCat("layers ", absl::StrJoin(d.layers, ","), " experts ",
                       FormatExpertSet(d.experts), " (", d.identity.fingerprint, ")");
@@ -160,7 +163,15 @@ void ShardDirectory::Refresh() {
       auto it = entries_.find(ask.spec.target);
       if (it == entries_.end() || it->second.replica != ask.replica) continue;  // replaced
       Entry& entry = it->second;
-      entry.problem = Judge(ask.spec, answers[2 * a], answers[2 * a + 1]);
+      absl::Status problem = Judge(ask.spec, answers[2 * a], answers[2 * a + 1]);
+      // A serving shard that misses one refresh (a slow or starved process) keeps serving; two
+      // in a row take it out. Calls to a shard that is really gone fail fast meanwhile and are
+      // retried elsewhere (fanout.h). Answers that disqualify it (another model) count at once.
+      const bool unanswered = !answers[2 * a].ok();
+      entry.failed_refreshes = unanswered ? entry.failed_refreshes + 1 : 0;
+      if (!(unanswered && entry.problem.ok() && entry.failed_refreshes < kRefreshesToDrop)) {
+        entry.problem = std::move(problem);
+      }
       entry.asked = true;
       if (answers[2 * a].ok()) entry.description = *answers[2 * a];
       if (entry.problem.ok() && entry.replica->NeedsProbe(now)) entry.replica->ProbeSucceeded();

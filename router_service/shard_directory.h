@@ -6,7 +6,8 @@
 //
 // Refresh() asks every target twice (two backends behind one DNS name must agree; otherwise the
 // target is rejected with both answers in the reason), probes ejected replicas, and rebuilds the
-// snapshot. StartRefreshing() does so every `refresh_interval` on a thread of its own, so shards
+// snapshot. A serving target leaves the map after two unanswered refreshes in a row (one may be
+// a starved process), at once when its answer disqualifies it. StartRefreshing() does so every `refresh_interval` on a thread of its own, so shards
 // that start later, restart with other experts or disappear are picked up within an interval.
 // Thread-safe.
 #ifndef MOE_ROUTER_SERVICE_SHARD_DIRECTORY_H_
@@ -99,6 +100,7 @@ class ShardDirectory {
     std::optional<ShardDescription> description;
     absl::Status problem = absl::UnavailableError("not described yet");
     bool asked = false;  // Describe was tried at least once
+    int failed_refreshes = 0;  // unanswered refreshes in a row
   };
 
   // The state a pair of Describe answers puts a target in.

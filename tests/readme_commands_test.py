@@ -145,8 +145,9 @@ def readme_blocks(readme):
 
 def localise(command, router, build, tmp):
     command = command.replace(README_ROUTER, router)
-    command = re.sub(r"(?<![\w./-])build/", build + "/", command)
-    return re.sub(r"(?<![\w.-])/tmp/", tmp + "/", command)
+    # One pass, so that a build directory under /tmp/ (a clone in /tmp) is not rewritten twice.
+    return re.sub(r"(?<![\w./-])build/|(?<![\w.-])/tmp/",
+                  lambda m: build + "/" if m.group(0) == "build/" else tmp + "/", command)
 
 
 def check_command(where, command, status, output):
