@@ -12,6 +12,8 @@ namespace {
 
 // Consecutive unanswered refreshes that take a serving shard out of the map.
 constexpr int kRefreshesToDrop = 2;
+// The refresh interval while some expert has no serving shard.
+constexpr absl::Duration kUncoveredRefresh = absl::Milliseconds(200);
 
 std::string DescribeAnswer(const ShardDescription& d) {
   return absl::StrCat("layers ", absl::StrJoin(d.layers, ","), " experts ",
@@ -191,7 +193,12 @@ void ShardDirectory::StartRefreshing(TargetSource source) {
       }
       Refresh();
       absl::MutexLock lock(&mu_);
-      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.refresh_interval)) return;
+      // While something is uncovered, look again sooner: a restarted shard serves within about
+      // kUncoveredRefresh of answering instead of a whole interval.
+      const absl::Duration wait = gaps_.empty()
+                                      ? options_.refresh_interval
+                                      : std::min(options_.refresh_interval, kUncoveredRefresh);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait)) return;
     }
   });
 }

@@ -8,7 +8,8 @@
 // target is rejected with both answers in the reason), probes ejected replicas, and rebuilds the
 // snapshot. A serving target leaves the map after two unanswered refreshes in a row (one may be
 // a starved process), at once when its answer disqualifies it. StartRefreshing() does so every `refresh_interval` on a thread of its own, so shards
-// that start later, restart with other experts or disappear are picked up within an interval.
+// that start later, restart with other experts or disappear are picked up within an interval
+// (200 ms while some expert has no serving shard).
 // Thread-safe.
 #ifndef MOE_ROUTER_SERVICE_SHARD_DIRECTORY_H_
 #define MOE_ROUTER_SERVICE_SHARD_DIRECTORY_H_
