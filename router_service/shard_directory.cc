@@ -137,7 +137,7 @@ void ShardDirectory::Refresh() {
     round->pending = static_cast<int>(round->answers.size());
   }
   const absl::Time deadline = absl::Now() + options_.describe_timeout;
-  for (size_t i = 0; i < round->answers.size(); ++i) {
+  for (size_t i = 0; i < 2 * asks.size(); ++i) {
     asks[i / 2].replica->client().Describe(
         deadline, [round, i](absl::StatusOr<ShardDescription> description) {
           absl::MutexLock lock(&round->mu);
