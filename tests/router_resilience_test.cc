@@ -1,0 +1,166 @@
+// Router core against faulty fake shards (tests/router_test_fakes.h): unreachable, hung, held
+// or foreign shards; hedging, ejection, partial answers, deadlines.
+#include <set>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "router_service/router.h"
+#include "testing/reference_layer.h"
+#include "testing/test_models.h"
+#include "tests/router_test_fakes.h"
+
+namespace moe::router_test {
+namespace {
+
+using ::testing::ContainsRegex;
+using ::testing::HasSubstr;
+
+TEST_F(RouterTest, ShardServingAnotherModelGetsNoTrafficAndIsNamed) {
+  auto router = MakeRouter("a:1,b:2", {{"a:1", {Behaviour::kCompute, "0-3"}},
+                                       {"b:2", {Behaviour::kCompute, "4-7", "fnv1a64:other"}}});
+  EXPECT_THAT(router->directory().Gaps(), HasSubstr("experts 4-7"));
+  bool named = false;
+  for (const TargetStatus& status : router->directory().Status()) {
+    if (status.target != "b:2") continue;
+    EXPECT_EQ(status.state, "REJECTED");
+    EXPECT_THAT(status.problem, HasSubstr("fingerprint"));
+    named = true;
+  }
+  EXPECT_TRUE(named);
+  const std::vector<float> tokens = testing::RandomTokens(32, 256, 4);
+  Matrix out;
+  auto result = Forward(*router, tokens, out);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(result.status().message()), ContainsRegex("experts? [4-7]"));
+  EXPECT_EQ(fakes_["b:2"]->calls(), 0);
+}
+
+TEST_F(RouterTest, ShardHoldingOtherThanDeclaredIsRejected) {
+  auto router = MakeRouter(kTwoShards, {{"b:2", {Behaviour::kCompute, "4-6"}}});
+  EXPECT_THAT(router->directory().Gaps(), HasSubstr("experts 4-7"));
+}
+
+TEST_F(RouterTest, UnreachableShardIsUnavailableNamingExpertsAndTarget) {
+  // Refused at discovery: never usable, named in the request's error and in the status.
+  auto refusing = MakeRouter(kTwoShards, {{"b:2", {Behaviour::kUnavailable}}});
+  const std::vector<float> tokens = testing::RandomTokens(32, 256, 4);
+  Matrix out;
+  auto result = Forward(*refusing, tokens, out);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(result.status().message()), ContainsRegex("experts? [4-7]"));
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("b:2"));
+  // Refusing after discovery: the call's own error names the experts and the target.
+  RouterOptions options;
+  options.directory.replica.eject_after = 1000;
+  auto router = MakeRouter(kTwoShards, {}, options);
+  fakes_["b:2"]->SetBehaviour(Behaviour::kUnavailable);
+  result = Forward(*router, tokens, out);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(result.status().message()), ContainsRegex("experts? [4-7]"));
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("b:2"));
+  bool named = false;
+  for (const TargetStatus& status : refusing->directory().Status()) {
+    if (status.target == "b:2") {
+      EXPECT_EQ(status.state, "UNREACHABLE");
+      EXPECT_THAT(status.problem, HasSubstr("connection refused"));
+      named = true;
+    }
+  }
+  EXPECT_TRUE(named);
+}
+
+TEST_F(RouterTest, HungShardEndsInDeadlineExceededAtTheDeadline) {
+  auto router = MakeRouter(kTwoShards);
+  fakes_["a:1"]->SetBehaviour(Behaviour::kHang);
+  fakes_["b:2"]->SetBehaviour(Behaviour::kHang);
+  const std::vector<float> tokens = testing::RandomTokens(8, 256, 1);
+  Matrix out;
+  const absl::Time start = absl::Now();
+  auto result = Forward(*router, tokens, out, start + absl::Milliseconds(200));
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(200));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+}
+
+TEST_F(RouterTest, HungReplicaIsHedgedThenEjected) {
+  // Both replicas answer Describe; then a's calls hang (it was SIGSTOPped after discovery).
+  auto router = MakeRouter("0-7@a:1,0-7@b:2");
+  fakes_["a:1"]->SetBehaviour(Behaviour::kHang);
+  const std::vector<float> tokens = testing::RandomTokens(4, 256, 7);
+  for (int i = 0; i < 12; ++i) {
+    Matrix out;
+    const absl::Time start = absl::Now();
+    auto result = Forward(*router, tokens, out, start + absl::Seconds(5));
+    ASSERT_TRUE(result.ok()) << "request " << i << ": " << result.status();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(1)) << "request " << i << " waited for a";
+  }
+  const int calls_to_a = fakes_["a:1"]->calls();
+  EXPECT_GE(calls_to_a, 1);
+  EXPECT_LE(calls_to_a, 6) << "a kept getting traffic after it stopped answering";
+  EXPECT_GE(router->counters().hedges_won, 1);
+  bool ejected = false;
+  for (const TargetStatus& status : router->directory().Status()) {
+    ejected = ejected || (status.target == "a:1" && status.state == "EJECTED");
+  }
+  EXPECT_TRUE(ejected);
+}
+
+TEST_F(RouterTest, PartialAnswerRenormalisesOverExpertsThatAnswered) {
+  RouterOptions options;
+  options.allow_partial = true;
+  auto healthy = MakeRouter(kTwoShards);
+  const std::vector<float> tokens = testing::RandomTokens(32, 256, 11);
+  Matrix full;
+  auto complete = Forward(*healthy, tokens, full);
+  ASSERT_TRUE(complete.ok());
+  EXPECT_TRUE(complete->missing_experts.empty());
+
+  auto router = MakeRouter("0-3@a:1,4-7@b:2", {{"b:2", {Behaviour::kUnavailable}}}, options);
+  Matrix out;
+  auto partial = Forward(*router, tokens, out);
+  ASSERT_TRUE(partial.ok()) << partial.status();
+  ASSERT_FALSE(partial->missing_experts.empty());
+  for (int e : partial->missing_experts) EXPECT_GE(e, 4);
+  const Routing& r = partial->routing;
+  for (int64_t t = 0; t < 32; ++t) {
+    const int* experts = r.token_experts(t);
+    const bool all_answered = experts[0] < 4 && experts[1] < 4;
+    const float total =
+        complete->routing.token_weights(t)[0] + complete->routing.token_weights(t)[1];
+    const float now = r.token_weights(t)[0] + r.token_weights(t)[1];
+    if (experts[0] >= 4 && experts[1] >= 4) {
+      EXPECT_EQ(now, 0.0f) << t;
+      continue;
+    }
+    EXPECT_NEAR(now, total, 1e-6) << "token " << t << " lost weight";
+    if (all_answered) {
+      for (int64_t i = 0; i < 256; ++i) ASSERT_EQ(out.row(t)[i], full.row(t)[i]) << t;
+    }
+  }
+  EXPECT_EQ(router->counters().partial_answers, 1);
+}
+
+TEST_F(RouterTest, DefaultTimeoutAppliesOnlyWhenTheClientSetNone) {
+  RouterOptions options;
+  options.default_timeout = absl::Milliseconds(100);
+  options.hedging = false;
+  auto router = MakeRouter("0-7@a:1", {}, options);
+  fakes_["a:1"]->SetBehaviour(Behaviour::kHang);
+  const std::vector<float> tokens = testing::RandomTokens(8, 256, 1);
+  Matrix out(8, 256);
+  const ConstMatrixView view{tokens.data(), 8, 256};
+  // No client deadline: the default applies.
+  absl::Time start = absl::Now();
+  auto result = router->Forward(0, view, absl::InfiniteFuture(), out.view());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(100));
+  // A client deadline longer than the default is kept as it is.
+  start = absl::Now();
+  result = router->Forward(0, view, start + absl::Milliseconds(400), out.view());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(400));
+}
+
+}  // namespace
+}  // namespace moe::router_test
