@@ -43,7 +43,7 @@ Shard* MakeShard() {
   moe::fuzz::Check(moe::WriteSyntheticModel(preset, {}, dir).ok(), "cannot write the model");
   moe::ExpertShardOptions options;
   options.model_dir = dir;
-  options.layer = 0;
+  options.layers = "0";
   options.experts_spec = "0-3,shared";
   auto shard = moe::ExpertShard::Create(options);
   moe::fuzz::Check(shard.ok(), "cannot load the model: " + std::string(shard.status().message()));
