@@ -48,6 +48,12 @@ def test_a_dead_shard_is_unavailable_naming_its_experts_and_target(model, tmp_pa
         client.forward(only_low)
 
 
+def _stopped(pid):
+    """Whether /proc says the process is stopped (state T)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def test_a_stalled_shard_makes_the_call_deadline_exceeded_at_the_clients_deadline(model,
                                                                                  tmp_path):
     model_dir, layer = model
@@ -58,6 +64,12 @@ def test_a_stalled_shard_makes_the_call_deadline_exceeded_at_the_clients_deadlin
         client.forward(rows)
         shard = next(p for n, p, _ in cluster.processes if n == "expert1")
         shard.send_signal(signal.SIGSTOP)  # alive and connected, but never answers
+        # SIGSTOP is delivered asynchronously: wait (bounded) until the kernel shows it stopped,
+        # or a shard thread still running could answer the next call.
+        give_up = time.monotonic() + 5
+        while not _stopped(shard.pid) and time.monotonic() < give_up:
+            time.sleep(0.001)
+        assert _stopped(shard.pid), "the shard did not stop"
         try:
             start = time.monotonic()
             with pytest.raises(DeadlineExceededError) as caught:
