@@ -26,7 +26,7 @@ inline bool PollUntil(const std::function<bool()>& condition, absl::Duration tim
   const absl::Time give_up = absl::Now() + timeout;
   while (!condition()) {
     if (absl::Now() >= give_up) return false;
-    absl::SleepFor(absl::Milliseconds(10));
+    absl::SleepFor(absl::Milliseconds(10));  // polling another process: no event to wait on
   }
   return true;
 }
