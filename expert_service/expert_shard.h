@@ -27,7 +27,8 @@ struct ExpertShardOptions {
   std::string layers = "all";  // MoE layers: all (dense ones skipped) | 3 | 1-15 | 1,3,5
   std::string experts_spec;  // "0-3", "0,2,5", "all", may include "shared"; for every layer
   // How weights are kept in memory: kF32, or kBF16 (half the bytes, so small batches — bound by
-  // memory bandwidth — run up to twice as fast; F32 checkpoints are rounded to nearest bf16).
+  // memory bandwidth — run up to twice as fast; F32 checkpoints are rounded to nearest bf16), or
+  // kInt8 (a quarter of the bytes, quantised on load per output row: common/kernels/int8_matrix.h).
   WeightStorage weight_storage = WeightStorage::kF32;
   // Threads of each small-batch FFN call (the calling thread plus kernel_threads − 1 helpers the
   // shard starts); 0: one per core.

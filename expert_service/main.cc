@@ -32,8 +32,10 @@ ABSL_FLAG(std::string, experts, "",
 ABSL_FLAG(std::string, listen, "0.0.0.0:50061", "Address to serve on (port 0 picks a free port)");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound port to this file once serving");
 ABSL_FLAG(std::string, weights_dtype, "f32",
-          "Expert weights in memory: f32, or bf16 (half the bytes: small batches, bound by memory "
-          "bandwidth, run up to 2x faster; f32 checkpoints are rounded to nearest bf16)");
+          "Expert weights in memory: f32; bf16 (half the bytes: small batches, bound by memory "
+          "bandwidth, run up to 2x faster; f32 checkpoints are rounded to nearest bf16); or int8 "
+          "(opt-in, a quarter of the bytes: quantised on load, one scale per output row; adds "
+          "about 1% relative output error, see README)");
 ABSL_FLAG(int, kernel_threads, 0,
           "Threads of the small-batch FFN kernel per call; 0 = every core. Give 1 when several "
           "shards share one machine");
@@ -84,7 +86,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serves some experts of the MoE layers of a model.\n"
       "  moe_expert --model=DIR --experts=SPEC [--layers=all|SPEC] [--listen=HOST:PORT]\n"
-      "             [--port_file=FILE] [--weights_dtype=f32|bf16] [--kernel_threads=N]\n"
+      "             [--port_file=FILE] [--weights_dtype=f32|bf16|int8] [--kernel_threads=N]\n"
       "             [--blas_threads=N] [--concurrent_ffn=N] [--max_batch_tokens=N]\n"
       "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_tokens_per_call=N]\n"
       "             [--max_connection_age_s=S]\n"
@@ -103,11 +105,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string dtype = absl::GetFlag(FLAGS_weights_dtype);
-  if (dtype != "f32" && dtype != "bf16") {
-    std::cerr << "moe_expert: --weights_dtype must be f32 or bf16, got " << dtype << std::endl;
+  if (dtype != "f32" && dtype != "bf16" && dtype != "int8") {
+    std::cerr << "moe_expert: --weights_dtype must be f32, bf16 or int8, got " << dtype
+              << std::endl;
     return 2;
   }
-  options.weight_storage = dtype == "bf16" ? moe::WeightStorage::kBF16 : moe::WeightStorage::kF32;
+  options.weight_storage = dtype == "bf16"   ? moe::WeightStorage::kBF16
+                           : dtype == "int8" ? moe::WeightStorage::kInt8
+                                             : moe::WeightStorage::kF32;
   moe::TlsFiles tls;
   tls.cert = absl::GetFlag(FLAGS_tls_cert);
   tls.key = absl::GetFlag(FLAGS_tls_key);

@@ -3,7 +3,8 @@
 //
 // Tolerance: for every token t, max_i |y[t][i] − ref[t][i]| ≤ 1e-5 · ‖ref[t]‖₂. For BF16 storage
 // the reference uses the bf16-rounded weights (widened exactly), so the same bound applies: the
-// kernels only add float32 rounding of the sums.
+// kernels only add float32 rounding of the sums. Likewise for int8 storage, with the dequantised
+// weights (scale · q).
 #ifndef MOE_TESTS_SWIGLU_TEST_UTIL_H_
 #define MOE_TESTS_SWIGLU_TEST_UTIL_H_
 
@@ -39,9 +40,12 @@ inline SwigluWeights RandomWeights(int64_t d_model, int64_t width, std::mt19937&
   return *std::move(w);
 }
 
-// The weights' exact float32 values, whatever the storage.
+// The weights' exact float32 values, whatever the storage (int8: dequantised, scale · q).
 inline SwigluWeights::F32 Widened(const SwigluWeights& w) {
   if (const SwigluWeights::F32* f32 = w.f32()) return *f32;
+  if (const SwigluWeights::Int8* int8 = w.int8()) {
+    return {int8->gate.ToF32(), int8->up.ToF32(), int8->down.ToF32()};
+  }
   const SwigluWeights::Bf16& bf16 = *w.bf16();
   return {bf16.gate.ToF32(), bf16.up.ToF32(), bf16.down.ToF32()};
 }

@@ -80,7 +80,7 @@ absl::StatusOr<SwigluWeights> LayerLoader::LoadFfn(const FfnTensorNames& names, 
   ASSIGN_OR_RETURN(Matrix gate, checkpoint_->ReadMatrix(names.gate, width, d));
   ASSIGN_OR_RETURN(Matrix up, checkpoint_->ReadMatrix(names.up, width, d));
   ASSIGN_OR_RETURN(Matrix down, checkpoint_->ReadMatrix(names.down, d, width));
-  return SwigluWeights::FromF32(std::move(gate), std::move(up), std::move(down));
+  return SwigluWeights::FromF32(std::move(gate), std::move(up), std::move(down), storage);
 }
 
 absl::StatusOr<SwigluWeights> LayerLoader::LoadExpert(int expert, WeightStorage storage) {

@@ -39,7 +39,8 @@ class LayerLoader {
   absl::StatusOr<GateWeights> LoadGate();
   // `storage` is how the weights are kept, whatever the files' dtype: kF32 (F16/BF16 tensors are
   // widened exactly), or kBF16 for half the bytes (a BF16 checkpoint's bits are kept exactly,
-  // F32/F16 tensors are rounded to nearest bf16, ties to even).
+  // F32/F16 tensors are rounded to nearest bf16, ties to even), or kInt8 (widened to float32,
+  // then quantised per output row; InvalidArgument if a weight is not finite).
   absl::StatusOr<SwigluWeights> LoadExpert(int expert, WeightStorage storage = WeightStorage::kF32);
   // FailedPrecondition if the model has no shared expert.
   absl::StatusOr<SwigluWeights> LoadSharedExpert(WeightStorage storage = WeightStorage::kF32);

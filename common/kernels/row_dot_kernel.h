@@ -4,8 +4,9 @@
 //
 // The dots read each weight row from memory once for all tokens: rows are taken four at a time and
 // dotted with up to six tokens at once (24 accumulators in registers); more tokens are split into
-// even tiles that re-read the same four rows from L1, never from DRAM. BF16 rows are widened to
-// float32 in registers (exact), so x and all sums stay float32.
+// even tiles that re-read the same four rows from L1, never from DRAM. BF16 and int8 rows are
+// widened to float32 in registers (exact), so x and all sums stay float32; an int8 row's sums are
+// multiplied by its scale at the end.
 #ifndef MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 
@@ -28,6 +29,14 @@ struct RowDotKernels {
   // out[r * ldo + c] for c < cols.
   void (*unpack_bf16)(const uint16_t* quads, int64_t rows, int64_t k, int64_t cols, float* out,
                       int64_t ldo);
+  // The same as dots_bf16 for `rows` rows of an Int8Matrix (common/kernels/int8_matrix.h) starting
+  // at quad `quads`, with `scales` the scales of those rows:
+  // out[t * ldo + r] = scales[r] · Σ_{i<k} q[r][i] · x[t * ldx + i].
+  void (*dots_int8)(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
+                    const float* x, int64_t ldx, int64_t tokens, float* out, int64_t ldo);
+  // As unpack_bf16, for an Int8Matrix: the dequantised values scales[r] · q[r][c].
+  void (*unpack_int8)(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
+                      int64_t cols, float* out, int64_t ldo);
 };
 
 const RowDotKernels& PortableRowDotKernels();

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <utility>
 
+#include "common/kernels/int8_matrix.h"
 #include "common/tensor/bf16_matrix.h"
 
 #if defined(__clang__)
@@ -34,12 +35,14 @@ namespace {
 constexpr int kRows = 4;       // weight rows per tile (a Bf16Matrix quad)
 constexpr int kMaxTokens = 6;  // 4 × 6 accumulators + 4 weights + x fit the 32 zmm registers
 static_assert(Bf16Matrix::kQuadRows == kRows && Bf16Matrix::kChunkCols == 16);
+static_assert(Int8Matrix::kQuadRows == kRows && Int8Matrix::kChunkCols == 16);
 
 // Software prefetch distances. Measured with BM_Switch (path:1) and a tuning sweep of 512 B-32 KB,
 // T0/T1/T2/NTA hints, on the 2-core Zen 5: the choice moves results by a few percent at most
 // (the hardware prefetchers do most of the work); these were best or tied at M = 1, 4, 8.
 constexpr int64_t kPrefetchF32Bytes = 1024;   // per row: four rows, four streams
 constexpr int64_t kPrefetchBf16Bytes = 2048;  // a quad is one stream
+constexpr int64_t kPrefetchInt8Bytes = 1024;  // a quad is one stream
 
 inline float ReduceAdd(__m512 v) {
   const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
@@ -62,6 +65,7 @@ struct F32Rows {
   void Load(int64_t i, __m512 (&v)[kRows]) const {
     for (int r = 0; r < kRows; ++r) v[r] = _mm512_loadu_ps(w[r] + i);
   }
+  float Finish(int, float sum) const { return sum; }
   void LoadTail(int64_t i, __mmask16 m, __m512 (&v)[kRows]) const {
     for (int r = 0; r < kRows; ++r) v[r] = _mm512_maskz_loadu_ps(m, w[r] + i);
   }
@@ -99,6 +103,7 @@ struct Bf16Quad {
     v[2] = _mm512_castsi512_ps(_mm512_slli_epi32(rows23, 16));
     v[3] = _mm512_castsi512_ps(_mm512_and_si512(rows23, high));
   }
+  float Finish(int, float sum) const { return sum; }
   void LoadTail(int64_t, __mmask16, __m512 (&)[kRows]) const {}  // never: k is padded
   using Cursor = const char*;
   Cursor StartPrefetch() const { return reinterpret_cast<const char*>(q) + kPrefetchBf16Bytes; }
@@ -106,6 +111,30 @@ struct Bf16Quad {
     Prefetch(p);
     Prefetch(p + 64);
     p += 128;
+  }
+};
+
+// One Int8Matrix quad and its four scales: chunk i/16 is one 64-byte line, 16 values of each row
+// in turn; each is sign-extended to int32 and converted to float32 (exact).
+struct Int8Quad {
+  static constexpr bool kPadded = true;
+  const int8_t* q;
+  const float* scales;
+
+  void Load(int64_t i, __m512 (&v)[kRows]) const {
+    const int8_t* line = q + i * kRows;
+    for (int r = 0; r < kRows; ++r) {
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(line + 16 * r));
+      v[r] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+    }
+  }
+  void LoadTail(int64_t, __mmask16, __m512 (&)[kRows]) const {}  // never: k is padded
+  float Finish(int r, float sum) const { return scales[r] * sum; }
+  using Cursor = const char*;
+  Cursor StartPrefetch() const { return reinterpret_cast<const char*>(q) + kPrefetchInt8Bytes; }
+  void Prefetch16(Cursor& p) const {
+    Prefetch(p);
+    p += 64;
   }
 };
 
@@ -145,7 +174,7 @@ void Tile(const Rows& rows, int num_rows, int64_t k, const float* x, int64_t ldx
     }
   }
   for (int t = 0; t < T; ++t) {
-    for (int r = 0; r < num_rows; ++r) out[t * ldo + r] = ReduceAdd(acc[r][t]);
+    for (int r = 0; r < num_rows; ++r) out[t * ldo + r] = rows.Finish(r, ReduceAdd(acc[r][t]));
   }
 }
 
@@ -189,6 +218,14 @@ void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, in
   for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
     const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
     GroupDots(Bf16Quad{quads + r0 * k}, n, k, x, ldx, tokens, out + r0, ldo);
+  }
+}
+
+void DotsInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t k, const float* x,
+              int64_t ldx, int64_t tokens, float* out, int64_t ldo) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
+    GroupDots(Int8Quad{quads + r0 * k, scales + r0}, n, k, x, ldx, tokens, out + r0, ldo);
   }
 }
 
@@ -243,6 +280,24 @@ void UnpackBf16(const uint16_t* quads, int64_t rows, int64_t k, int64_t cols, fl
   }
 }
 
+void UnpackInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t k, int64_t cols,
+                float* out, int64_t ldo) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const Int8Quad quad{quads + r0 * k, scales + r0};
+    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
+    for (int64_t c = 0; c < cols; c += 16) {
+      __m512 w[kRows];
+      quad.Load(c, w);
+      const __mmask16 m = cols - c >= 16 ? static_cast<__mmask16>(0xffff)
+                                         : static_cast<__mmask16>((1u << (cols - c)) - 1);
+      for (int r = 0; r < n; ++r) {
+        _mm512_mask_storeu_ps(out + (r0 + r) * ldo + c, m,
+                              _mm512_mul_ps(_mm512_set1_ps(scales[r0 + r]), w[r]));
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace moe
 
@@ -254,7 +309,8 @@ void UnpackBf16(const uint16_t* quads, int64_t rows, int64_t k, int64_t cols, fl
 
 namespace moe {
 const RowDotKernels* Avx512RowDotKernels() {
-  static const RowDotKernels kernels = {"avx512", &DotsF32, &DotsBf16, &SiluMul, &UnpackBf16};
+  static const RowDotKernels kernels = {"avx512",    &DotsF32,  &DotsBf16,  &SiluMul,
+                                        &UnpackBf16, &DotsInt8, &UnpackInt8};
   __builtin_cpu_init();
   const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "common/kernels/int8_matrix.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "common/tensor/bf16_matrix.h"
 #include "common/tensor/dtype.h"
@@ -18,6 +19,16 @@ void WidenPackedRow(const uint16_t* quads, int64_t r, int64_t k, float* out) {
   const uint16_t* bits = quads + (r / kQuad) * kQuad * k + (r % kQuad / 2) * 2 * kChunk + r % 2;
   for (int64_t c = 0; c < k; c += kChunk, bits += kQuad * kChunk) {
     for (int64_t l = 0; l < kChunk; ++l) out[c + l] = Bf16ToF32(bits[2 * l]);
+  }
+}
+
+// Row r of the int8 quads starting at `quads` (k = padded columns), as float32 values [0, k),
+// not yet scaled.
+void WidenInt8Row(const int8_t* quads, int64_t r, int64_t k, float* out) {
+  constexpr int64_t kInt8Quad = Int8Matrix::kQuadRows, kInt8Chunk = Int8Matrix::kChunkCols;
+  const int8_t* q = quads + (r / kInt8Quad) * kInt8Quad * k + (r % kInt8Quad) * kInt8Chunk;
+  for (int64_t c = 0; c < k; c += kInt8Chunk, q += kInt8Quad * kInt8Chunk) {
+    for (int64_t l = 0; l < kInt8Chunk; ++l) out[c + l] = static_cast<float>(q[l]);
   }
 }
 
@@ -52,6 +63,18 @@ void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, in
   }
 }
 
+void DotsInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t k, const float* x,
+              int64_t ldx, int64_t tokens, float* out, int64_t ldo) {
+  std::vector<float> widened(k);
+  float* row = widened.data();
+  for (int64_t r = 0; r < rows; ++r) {
+    WidenInt8Row(quads, r, k, row);
+    for (int64_t t = 0; t < tokens; ++t) {
+      out[t * ldo + r] = scales[r] * Dot(row, x + t * ldx, k);
+    }
+  }
+}
+
 void SiluMul(const float* gate, const float* up, float* act, int64_t n) {
   for (int64_t i = 0; i < n; ++i) act[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
@@ -66,10 +89,21 @@ void UnpackBf16(const uint16_t* quads, int64_t rows, int64_t k, int64_t cols, fl
   }
 }
 
+void UnpackInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t k, int64_t cols,
+                float* out, int64_t ldo) {
+  std::vector<float> widened(k);
+  float* row = widened.data();
+  for (int64_t r = 0; r < rows; ++r) {
+    WidenInt8Row(quads, r, k, row);
+    for (int64_t c = 0; c < cols; ++c) out[r * ldo + c] = scales[r] * row[c];
+  }
+}
+
 }  // namespace
 
 const RowDotKernels& PortableRowDotKernels() {
-  static const RowDotKernels kernels = {"portable", &DotsF32, &DotsBf16, &SiluMul, &UnpackBf16};
+  static const RowDotKernels kernels = {"portable",  &DotsF32,  &DotsBf16,  &SiluMul,
+                                        &UnpackBf16, &DotsInt8, &UnpackInt8};
   return kernels;
 }
 

@@ -9,9 +9,9 @@
 namespace moe {
 namespace {
 
-// BF16 weights are widened this many rows (of gate and of up, or of down) at a time: a few MB of
-// scratch that stays in L3, and sgemm calls still large enough to run near peak. A multiple of 4
-// (blocks start on a Bf16Matrix quad).
+// BF16 and int8 weights are widened (dequantised) this many rows (of gate and of up, or of down) at
+// a time: a few MB of scratch that stays in L3, and sgemm calls still large enough to run near
+// peak. A multiple of 4 (blocks start on a quad).
 constexpr int64_t kWidenRows = 256;
 static_assert(kWidenRows % 4 == 0);
 
@@ -26,16 +26,27 @@ absl::Status BlasF32(const SwigluWeights::F32& w, ConstMatrixView x, MatrixView 
   return MatMulTransposed(act, w.down, y);
 }
 
-absl::Status BlasBf16(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y,
-                      const RowDotKernels& kernels) {
+// Rows [r0, r0 + n) of m as float32, row-major with stride m.cols(), into out.
+void Unpack(const RowDotKernels& kernels, const Bf16Matrix& m, int64_t r0, int64_t n, float* out) {
+  kernels.unpack_bf16(m.quad(r0 / Bf16Matrix::kQuadRows), n, m.padded_cols(), m.cols(), out,
+                      m.cols());
+}
+void Unpack(const RowDotKernels& kernels, const Int8Matrix& m, int64_t r0, int64_t n, float* out) {
+  kernels.unpack_int8(m.quad(r0 / Int8Matrix::kQuadRows), m.scales(r0), n, m.padded_cols(),
+                      m.cols(), out, m.cols());
+}
+
+// Bf16 or Int8 projections, widened block by block.
+template <typename Projections>
+absl::Status BlasWidened(const Projections& w, ConstMatrixView x, MatrixView y,
+                         const RowDotKernels& kernels) {
   const int64_t tokens = x.rows, d = w.gate.cols(), h = w.gate.rows();
   const int64_t block = std::min(kWidenRows, std::max(h, d));
   std::vector<float> wide(block * std::max(2 * d, h));
   std::vector<float> sums(tokens * 2 * block);
   Matrix act(tokens, h);
-  auto unpack = [&](const Bf16Matrix& m, int64_t r0, int64_t n, float* out) {
-    kernels.unpack_bf16(m.quad(r0 / Bf16Matrix::kQuadRows), n, m.padded_cols(), m.cols(), out,
-                        m.cols());
+  auto unpack = [&](const auto& m, int64_t r0, int64_t n, float* out) {
+    Unpack(kernels, m, r0, n, out);
   };
   for (int64_t j0 = 0; j0 < h; j0 += block) {
     const int64_t n = std::min(block, h - j0);
@@ -65,7 +76,8 @@ absl::Status BlasBf16(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixVie
 
 absl::Status SwigluBlas(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
                         const RowDotKernels& kernels) {
-  if (const SwigluWeights::Bf16* w = weights.bf16()) return BlasBf16(*w, x, y, kernels);
+  if (const SwigluWeights::Bf16* w = weights.bf16()) return BlasWidened(*w, x, y, kernels);
+  if (const SwigluWeights::Int8* w = weights.int8()) return BlasWidened(*w, x, y, kernels);
   return BlasF32(*weights.f32(), x, y, kernels);
 }
 

@@ -17,7 +17,8 @@ int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512) {
                                        ? kSwitchPortable
                                    : BlasHasAvx512Kernels() ? kSwitchAvx512VsAvx512Blas
                                                             : kSwitchAvx512VsAvx2Blas;
-  return storage == WeightStorage::kBF16 ? point.bf16 : point.f32;
+  // Int8 weights take the BLAS path the way bf16 ones do (widened block by block): same point.
+  return storage == WeightStorage::kF32 ? point.f32 : point.bf16;
 }
 
 absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,

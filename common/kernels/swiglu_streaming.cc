@@ -27,7 +27,7 @@ static_assert(kHiddenPerBlock % 4 == 0, "blocks start on a bf16 quad");
 int64_t ActivationStride(int64_t width) { return SwigluInputStride(width); }
 
 // Whether x can be read in place: the stride the kernel wants, and zeros in [d, round16(d)), the
-// columns BF16 dots read past d (the 16 further floats of the stride are never read).
+// columns BF16 and int8 dots read past d (the 16 further floats of the stride are never read).
 bool ReadableInPlace(ConstMatrixView x) {
   if (x.stride != SwigluInputStride(x.cols)) return false;
   const int64_t read_to = (x.cols + 15) / 16 * 16;
@@ -42,12 +42,16 @@ bool ReadableInPlace(ConstMatrixView x) {
 // dots(first_row, rows, x, ldx, tokens, out, ldo) over one projection, whatever its storage.
 class RowBlocks {
  public:
-  RowBlocks(const Matrix* f32, const Bf16Matrix* bf16, const RowDotKernels& kernels)
-      : f32_(f32), bf16_(bf16), kernels_(kernels) {}
+  RowBlocks(const Matrix* f32, const Bf16Matrix* bf16, const Int8Matrix* int8,
+            const RowDotKernels& kernels)
+      : f32_(f32), bf16_(bf16), int8_(int8), kernels_(kernels) {}
 
   void Dots(int64_t first_row, int64_t rows, const float* x, int64_t ldx, int64_t tokens,
             float* out, int64_t ldo) const {
-    if (bf16_ != nullptr) {
+    if (int8_ != nullptr) {
+      kernels_.dots_int8(int8_->quad(first_row / Int8Matrix::kQuadRows), int8_->scales(first_row),
+                         rows, int8_->padded_cols(), x, ldx, tokens, out, ldo);
+    } else if (bf16_ != nullptr) {
       kernels_.dots_bf16(bf16_->quad(first_row / Bf16Matrix::kQuadRows), rows, bf16_->padded_cols(),
                          x, ldx, tokens, out, ldo);
     } else {
@@ -57,8 +61,9 @@ class RowBlocks {
   }
 
  private:
-  const Matrix* f32_;  // exactly one of f32_, bf16_ is set
+  const Matrix* f32_;  // exactly one of f32_, bf16_, int8_ is set
   const Bf16Matrix* bf16_;
+  const Int8Matrix* int8_;
   const RowDotKernels& kernels_;
 };
 
@@ -68,10 +73,19 @@ struct Projections {
 
 Projections BlocksOf(const SwigluWeights& weights, const RowDotKernels& kernels) {
   if (const SwigluWeights::Bf16* w = weights.bf16()) {
-    return {{nullptr, &w->gate, kernels}, {nullptr, &w->up, kernels}, {nullptr, &w->down, kernels}};
+    return {{nullptr, &w->gate, nullptr, kernels},
+            {nullptr, &w->up, nullptr, kernels},
+            {nullptr, &w->down, nullptr, kernels}};
+  }
+  if (const SwigluWeights::Int8* w = weights.int8()) {
+    return {{nullptr, nullptr, &w->gate, kernels},
+            {nullptr, nullptr, &w->up, kernels},
+            {nullptr, nullptr, &w->down, kernels}};
   }
   const SwigluWeights::F32& w = *weights.f32();
-  return {{&w.gate, nullptr, kernels}, {&w.up, nullptr, kernels}, {&w.down, nullptr, kernels}};
+  return {{&w.gate, nullptr, nullptr, kernels},
+          {&w.up, nullptr, nullptr, kernels},
+          {&w.down, nullptr, nullptr, kernels}};
 }
 
 }  // namespace

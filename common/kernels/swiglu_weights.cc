@@ -1,5 +1,7 @@
 #include "common/kernels/swiglu_weights.h"
 
+#include <cmath>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status/status_macros.h"
@@ -18,6 +20,20 @@ absl::Status CheckShapes(const M& gate, const M& up, const M& down) {
   return absl::OkStatus();
 }
 
+// Int8 scales come from each row's largest magnitude, which a NaN or infinity would poison.
+absl::Status CheckFinite(const Matrix& m, const char* name) {
+  for (int64_t r = 0; r < m.rows(); ++r) {
+    for (int64_t c = 0; c < m.cols(); ++c) {
+      if (!std::isfinite(m.row(r)[c])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("cannot quantise SwiGLU ", name, " weights to int8: element [", r, ",", c,
+                         "] is ", m.row(r)[c], "; int8 storage needs finite weights"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<SwigluWeights> SwigluWeights::FromF32(Matrix gate, Matrix up, Matrix down,
@@ -28,6 +44,14 @@ absl::StatusOr<SwigluWeights> SwigluWeights::FromF32(Matrix gate, Matrix up, Mat
     return SwigluWeights(
         Bf16{Bf16Matrix::RoundFrom(gate), Bf16Matrix::RoundFrom(up), Bf16Matrix::RoundFrom(down)},
         d, h);
+  }
+  if (storage == WeightStorage::kInt8) {
+    RETURN_IF_ERROR(CheckFinite(gate, "gate"));
+    RETURN_IF_ERROR(CheckFinite(up, "up"));
+    RETURN_IF_ERROR(CheckFinite(down, "down"));
+    return SwigluWeights(
+        Int8{Int8Matrix::Quantize(gate), Int8Matrix::Quantize(up), Int8Matrix::Quantize(down)}, d,
+        h);
   }
   return SwigluWeights(F32{std::move(gate), std::move(up), std::move(down)}, d, h);
 }
@@ -40,11 +64,13 @@ absl::StatusOr<SwigluWeights> SwigluWeights::FromBf16(Bf16Matrix gate, Bf16Matri
 }
 
 WeightStorage SwigluWeights::storage() const {
-  return bf16() != nullptr ? WeightStorage::kBF16 : WeightStorage::kF32;
+  if (bf16() != nullptr) return WeightStorage::kBF16;
+  return int8() != nullptr ? WeightStorage::kInt8 : WeightStorage::kF32;
 }
 
 int64_t SwigluWeights::bytes() const {
   if (const Bf16* w = bf16()) return w->gate.bytes() + w->up.bytes() + w->down.bytes();
+  if (const Int8* w = int8()) return w->gate.bytes() + w->up.bytes() + w->down.bytes();
   const F32& w = *f32();
   return (w.gate.size() + w.up.size() + w.down.size()) * static_cast<int64_t>(sizeof(float));
 }

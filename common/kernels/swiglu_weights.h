@@ -15,14 +15,17 @@
 #include <variant>
 
 #include "absl/status/statusor.h"
+#include "common/kernels/int8_matrix.h"
 #include "common/tensor/bf16_matrix.h"
 #include "common/tensor/matrix.h"
 
 namespace moe {
 
 // kBF16 halves the bytes a small batch streams (the kernels widen it exactly to float32 on the
-// fly, so only the weights are rounded, never x or the sums).
-enum class WeightStorage { kF32, kBF16 };
+// fly, so only the weights are rounded, never x or the sums). kInt8 quarters them: int8 values
+// with one float32 scale per output row (common/kernels/int8_matrix.h), quantised when loaded;
+// the kernels widen them exactly too, so the only error is the weights' quantisation.
+enum class WeightStorage { kF32, kBF16, kInt8 };
 
 class SwigluWeights {
  public:
@@ -35,9 +38,12 @@ class SwigluWeights {
   };
   using F32 = Projections<Matrix>;
   using Bf16 = Projections<Bf16Matrix>;
+  using Int8 = Projections<Int8Matrix>;
 
-  // Takes float32 weights; kBF16 rounds each to nearest bf16 (ties to even), kF32 keeps them.
-  // InvalidArgument naming the shapes unless gate and up are [h, d] and down is [d, h].
+  // Takes float32 weights; kBF16 rounds each to nearest bf16 (ties to even), kInt8 quantises each
+  // row (Int8Matrix::Quantize), kF32 keeps them.
+  // InvalidArgument naming the shapes unless gate and up are [h, d] and down is [d, h]; for kInt8
+  // also naming the element if a weight is NaN or infinite.
   static absl::StatusOr<SwigluWeights> FromF32(Matrix gate, Matrix up, Matrix down,
                                                WeightStorage storage = WeightStorage::kF32);
   // Keeps bf16 bits exactly (e.g. a BF16 checkpoint). InvalidArgument for inconsistent shapes.
@@ -52,12 +58,13 @@ class SwigluWeights {
   // The projections, for the kernels: exactly one of these is non-null.
   const F32* f32() const { return std::get_if<F32>(&projections_); }
   const Bf16* bf16() const { return std::get_if<Bf16>(&projections_); }
+  const Int8* int8() const { return std::get_if<Int8>(&projections_); }
 
  private:
-  SwigluWeights(std::variant<F32, Bf16> projections, int64_t d_model, int64_t width)
+  SwigluWeights(std::variant<F32, Bf16, Int8> projections, int64_t d_model, int64_t width)
       : projections_(std::move(projections)), d_model_(d_model), width_(width) {}
 
-  std::variant<F32, Bf16> projections_;
+  std::variant<F32, Bf16, Int8> projections_;
   int64_t d_model_;
   int64_t width_;
 };
