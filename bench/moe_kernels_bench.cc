@@ -32,6 +32,11 @@ void SetRates(benchmark::State& state, double bytes_per_call, double flops_per_c
   }
 }
 
+// The storage argument of the benchmarks below: 0 F32, 1 BF16, 2 int8.
+WeightStorage StorageArg(int64_t arg) {
+  return arg == 0 ? WeightStorage::kF32 : arg == 1 ? WeightStorage::kBF16 : WeightStorage::kInt8;
+}
+
 double Flops(int64_t tokens) { return 6.0 * tokens * kDModel * kWidth; }
 
 void BM_ReadBandwidthSum(benchmark::State& state) {
@@ -55,11 +60,11 @@ void BM_ReadBandwidthRowDots(benchmark::State& state) {
 }
 BENCHMARK(BM_ReadBandwidthRowDots)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// args: tokens, storage (0 F32, 1 BF16), path (0 auto, 1 streaming, 2 BLAS), portable (1: no
-// AVX-512)
+// args: tokens, storage (0 F32, 1 BF16, 2 int8), path (0 auto, 1 streaming, 2 BLAS), portable (1:
+// no AVX-512)
 void BM_Swiglu(benchmark::State& state) {
   const int64_t tokens = state.range(0);
-  const WeightStorage storage = state.range(1) == 0 ? WeightStorage::kF32 : WeightStorage::kBF16;
+  const WeightStorage storage = StorageArg(state.range(1));
   SwigluOptions options = PoolOptions(state.range(2) == 0   ? SwigluPath::kAuto
                                       : state.range(2) == 1 ? SwigluPath::kStreaming
                                                             : SwigluPath::kBlas);
@@ -77,17 +82,17 @@ void BM_Swiglu(benchmark::State& state) {
   }
   SetRates(state, static_cast<double>(experts[0].bytes()), Flops(tokens), tokens);
 }
-// The figures: few tokens (bandwidth) and many tokens (FLOP/s), both storages.
+// The figures: few tokens (bandwidth) and many tokens (FLOP/s), every storage.
 BENCHMARK(BM_Swiglu)
-    ->ArgNames({"M", "bf16", "path", "portable"})
-    ->ArgsProduct({{1, 2, 4, 8, 128, 256}, {0, 1}, {0}, {0}})
+    ->ArgNames({"M", "storage", "path", "portable"})
+    ->ArgsProduct({{1, 2, 4, 8, 128, 256}, {0, 1, 2}, {0}, {0}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
 // The switch point: both paths at every token count that could hold it.
 void BM_Switch(benchmark::State& state) { BM_Swiglu(state); }
 BENCHMARK(BM_Switch)
-    ->ArgNames({"M", "bf16", "path", "portable"})
+    ->ArgNames({"M", "storage", "path", "portable"})
     ->ArgsProduct({{1,  2,  4,  8,  12, 16,  20,  24,  28,  32,
                     40, 48, 56, 64, 96, 128, 192, 256, 512, 1024},
                    {0, 1},
@@ -100,7 +105,7 @@ BENCHMARK(BM_Switch)
 // called again and again): what it could do if DRAM were free. args: tokens, storage.
 void BM_SwigluCacheResident(benchmark::State& state) {
   const int64_t tokens = state.range(0), width = 704;
-  const WeightStorage storage = state.range(1) == 0 ? WeightStorage::kF32 : WeightStorage::kBF16;
+  const WeightStorage storage = StorageArg(state.range(1));
   Matrix gate(width, kDModel), up(width, kDModel), down(kDModel, width);
   for (int64_t i = 0; i < gate.size(); ++i) {
     gate.data()[i] = up.data()[i] = down.data()[i] = 0.01f * static_cast<float>(i % 13);
@@ -113,8 +118,8 @@ void BM_SwigluCacheResident(benchmark::State& state) {
   SetRates(state, static_cast<double>(w->bytes()), 6.0 * tokens * kDModel * width, tokens);
 }
 BENCHMARK(BM_SwigluCacheResident)
-    ->ArgNames({"M", "bf16"})
-    ->ArgsProduct({{1, 4, 8, 16}, {0, 1}})
+    ->ArgNames({"M", "storage"})
+    ->ArgsProduct({{1, 4, 8, 16}, {0, 1, 2}})
     ->UseRealTime();
 
 // args: tokens, stacked (gate and up in one [2h, d] sgemm)

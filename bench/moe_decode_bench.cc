@@ -1,0 +1,282 @@
+// moe_decode_bench: the decode regime (1-8 tokens) on a layer the size of a real one and larger
+// than the last-level cache, with expert weights kept as f32, bf16 and int8 side by side, printed
+// as one JSON object on stdout (progress on stderr).
+//
+// The layer is OLMoE-1B-7B's MoE block shape: d_model 2048, 64 experts of width 1024, top-8
+// (1.6 GB of f32 experts, 0.8 GB bf16, 0.4 GB int8), synthetic Gaussian weights (std 1/√fan_in).
+// A decode step is M tokens through 8 experts (one FFN call of M tokens per expert, the best case
+// of M tokens sharing their experts); the steps take the 64 experts round-robin, so a pass of 8
+// steps reads every expert once and every call streams its weights from DRAM. Each round times
+// one pass per (M, storage), each bracketed by read-bandwidth passes over 1 GB on the same threads
+// (the better of a summing pass and a row-dot pass); medians over rounds:
+//
+//   tokens_per_s[storage][M]        M ÷ seconds per step
+//   bandwidth_fraction[storage][M]  weight bytes per step ÷ seconds ÷ read bandwidth
+//   int8_vs_bf16_one_token          tokens/s with int8 ÷ with bf16 at M = 1 (target ≥ 1.8)
+//   error[storage]                  the layer output against f32 weights: 32 tokens, each through
+//                                   8 random experts combined with softmax weights; worst and
+//                                   median per-token relative L2, and max |Δ| ÷ max |y|
+//
+//   build/bench/moe_decode_bench [--rounds=7] [--kernel_threads=N]
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "bench/bench_experts.h"
+#include "common/kernels/row_dot_kernel.h"
+#include "common/kernels/swiglu_ffn.h"
+
+namespace moe::bench {
+namespace {
+
+constexpr int64_t kD = 2048, kH = 1024, kNumExperts = 64, kTopK = 8;
+constexpr int64_t kTokenCounts[] = {1, 2, 4, 8};
+constexpr int64_t kReadFloats = int64_t{1} << 28;  // 1 GB
+constexpr WeightStorage kStorages[] = {WeightStorage::kF32, WeightStorage::kBF16,
+                                       WeightStorage::kInt8};
+
+const char* Name(WeightStorage s) {
+  return s == WeightStorage::kF32 ? "f32" : s == WeightStorage::kBF16 ? "bf16" : "int8";
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Gaussian values (Box-Muller on a 64-bit LCG: <random> is too slow for 400 M weights).
+class Gaussian {
+ public:
+  explicit Gaussian(uint64_t seed) : s_(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  float Next() {
+    const double u1 = (static_cast<double>(Bits() >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+    const double u2 = static_cast<double>(Bits() >> 11) * 0x1.0p-53;
+    return static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+  }
+
+ private:
+  uint64_t Bits() { return s_ = s_ * 6364136223846793005ull + 1442695040888963407ull; }
+  uint64_t s_;
+};
+
+Matrix GaussianMatrix(int64_t rows, int64_t cols, float stddev, uint64_t seed) {
+  Gaussian g(seed);
+  Matrix m(rows, cols);
+  for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = stddev * g.Next();
+  return m;
+}
+
+// experts[storage][e]; every storage made from the same f32 weights.
+std::map<WeightStorage, std::vector<SwigluWeights>> MakeExperts() {
+  std::map<WeightStorage, std::vector<SwigluWeights>> experts;
+  for (int64_t e = 0; e < kNumExperts; ++e) {
+    const Matrix gate = GaussianMatrix(kH, kD, 1 / std::sqrt(float{kD}), 3 * e + 1);
+    const Matrix up = GaussianMatrix(kH, kD, 1 / std::sqrt(float{kD}), 3 * e + 2);
+    const Matrix down = GaussianMatrix(kD, kH, 1 / std::sqrt(float{kH}), 3 * e + 3);
+    for (WeightStorage s : kStorages) {
+      auto w = SwigluWeights::FromF32(gate, up, down, s);
+      if (!w.ok()) {
+        std::cerr << w.status() << std::endl;
+        std::abort();
+      }
+      experts[s].push_back(*std::move(w));
+    }
+  }
+  return experts;
+}
+
+// Read bandwidth over a 1 GB buffer: the better of a summing pass and a row-dot pass.
+double ReadBandwidth() {
+  static std::vector<float>* buffer = new std::vector<float>(kReadFloats, 1.0f);
+  static std::vector<float>* partial = new std::vector<float>(kReadFloats >> 18);
+  constexpr int64_t kCols = 8192, kRows = kReadFloats / kCols;
+  static std::vector<float>* x = new std::vector<float>(kCols, 1.0f);
+  static std::vector<float>* y = new std::vector<float>(kRows);
+  auto sum_blocks = [&](int64_t begin, int64_t end) {
+    for (int64_t block = begin; block < end; ++block) {
+      const float* p = buffer->data() + (block << 18);
+      float lanes[16] = {};
+      for (int64_t i = 0; i < (int64_t{1} << 18); i += 16) {
+        for (int l = 0; l < 16; ++l) lanes[l] += p[i + l];
+      }
+      float s = 0;
+      for (float v : lanes) s += v;
+      (*partial)[block] = s;
+    }
+  };
+  const RowDotKernels& k = BestRowDotKernels();
+  auto dots = [&](int64_t r0, int64_t r1) {
+    k.dots_f32(buffer->data() + r0 * kCols, kCols, r1 - r0, kCols, x->data(), kCols, 1,
+               y->data() + r0, 1);
+  };
+  const KernelThreadPool::Phase sum[] = {{kReadFloats >> 18, 1, sum_blocks}};
+  const KernelThreadPool::Phase row_dots[] = {{kRows, kRows / 256, dots}};
+  const double bytes = kReadFloats * sizeof(float);
+  const double by_sum = MedianSeconds([&](int) { Pool().Run(sum); }, 1, 1);
+  const double by_dots = MedianSeconds([&](int) { Pool().Run(row_dots); }, 1, 1);
+  return bytes / std::min(by_sum, by_dots);
+}
+
+// Seconds per decode step of M = x.rows() tokens: one pass of 8 steps over all 64 experts.
+double StepSeconds(const std::vector<SwigluWeights>& experts, const Matrix& x) {
+  Matrix y(x.rows(), kD);
+  const SwigluOptions options = PoolOptions();
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t e = 0; e < kNumExperts; ++e) {
+    if (!SwigluForward(experts[e], x, y.view(), options).ok()) std::abort();
+  }
+  const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+  return elapsed.count() / (kNumExperts / kTopK);
+}
+
+// The layer output of `tokens` tokens, each through 8 random experts with softmax weights, per
+// storage; then each storage's error against f32.
+std::string ErrorJson(const std::map<WeightStorage, std::vector<SwigluWeights>>& experts) {
+  constexpr int64_t kTokens = 32;
+  const Matrix x = GaussianMatrix(kTokens, kD, 1.0f, 777);
+  std::map<WeightStorage, Matrix> out;
+  for (WeightStorage s : kStorages) out.emplace(s, Matrix(kTokens, kD));
+  Gaussian g(4242);
+  Matrix y(1, kD);
+  for (int64_t t = 0; t < kTokens; ++t) {
+    std::vector<int64_t> chosen;
+    while (static_cast<int64_t>(chosen.size()) < kTopK) {
+      const int64_t e = static_cast<int64_t>(std::abs(g.Next()) * 1e6) % kNumExperts;
+      if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
+    }
+    std::vector<double> w(kTopK);
+    double total = 0;
+    for (double& v : w) total += v = std::exp(g.Next());
+    for (WeightStorage s : kStorages) {
+      for (int64_t j = 0; j < kTopK; ++j) {
+        const ConstMatrixView row{x.row(t), 1, kD};
+        if (!SwigluForward(experts.at(s)[chosen[j]], row, y.view(), PoolOptions()).ok()) {
+          std::abort();
+        }
+        for (int64_t i = 0; i < kD; ++i) {
+          out.at(s).row(t)[i] += static_cast<float>(w[j] / total) * y.row(0)[i];
+        }
+      }
+    }
+  }
+  std::vector<std::string> parts;
+  const Matrix& ref = out.at(WeightStorage::kF32);
+  for (WeightStorage s : {WeightStorage::kBF16, WeightStorage::kInt8}) {
+    std::vector<double> rel;
+    double max_abs = 0, max_ref = 0;
+    for (int64_t t = 0; t < kTokens; ++t) {
+      double err2 = 0, norm2 = 0;
+      for (int64_t i = 0; i < kD; ++i) {
+        const double e = out.at(s).row(t)[i] - ref.row(t)[i];
+        err2 += e * e;
+        norm2 += static_cast<double>(ref.row(t)[i]) * ref.row(t)[i];
+        max_abs = std::max(max_abs, std::abs(e));
+        max_ref = std::max(max_ref, std::abs(static_cast<double>(ref.row(t)[i])));
+      }
+      rel.push_back(std::sqrt(err2 / norm2));
+    }
+    parts.push_back(
+        absl::StrFormat(R"("%s": {"relative_l2_median": %.2e, "relative_l2_worst_token": %.2e, )"
+                        R"("max_abs": %.2e, "max_abs_over_max_output": %.2e})",
+                        Name(s), Median(rel), *std::max_element(rel.begin(), rel.end()), max_abs,
+                        max_abs / max_ref));
+  }
+  return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
+}
+
+int Run(int rounds) {
+  const int threads = Threads();
+  std::cerr << "moe_decode_bench: d_model " << kD << ", " << kNumExperts << " experts of width "
+            << kH << ", top-" << kTopK << ", " << threads << " threads; making weights"
+            << std::endl;
+  const std::map<WeightStorage, std::vector<SwigluWeights>> experts = MakeExperts();
+  std::map<WeightStorage, double> layer_bytes;
+  for (WeightStorage s : kStorages) {
+    for (const SwigluWeights& w : experts.at(s)) layer_bytes[s] += static_cast<double>(w.bytes());
+  }
+  std::map<int64_t, Matrix> tokens;
+  for (int64_t m : kTokenCounts) tokens.emplace(m, GaussianMatrix(m, kD, 1.0f, 100 + m));
+
+  std::vector<double> bandwidth, int8_vs_bf16;
+  std::map<WeightStorage, std::map<int64_t, std::vector<double>>> rate, fraction;
+  for (int r = 0; r < rounds; ++r) {
+    std::cerr << "round " << r + 1 << "/" << rounds << std::endl;
+    for (int64_t m : kTokenCounts) {
+      std::map<WeightStorage, double> seconds;
+      for (WeightStorage s : kStorages) {
+        // The machine's bandwidth drifts within seconds (a shared host): bracket each pass.
+        const double before = ReadBandwidth();
+        seconds[s] = StepSeconds(experts.at(s), tokens.at(m));
+        const double bw = (before + ReadBandwidth()) / 2;
+        bandwidth.push_back(bw);
+        rate[s][m].push_back(m / seconds[s]);
+        fraction[s][m].push_back(layer_bytes[s] / (kNumExperts / kTopK) / seconds[s] / bw);
+      }
+      if (m == 1)
+        int8_vs_bf16.push_back(seconds[WeightStorage::kBF16] / seconds[WeightStorage::kInt8]);
+    }
+  }
+  std::cerr << "output error" << std::endl;
+  const std::string error = ErrorJson(experts);
+
+  auto per_m = [](const std::map<int64_t, std::vector<double>>& v, const char* format) {
+    std::vector<std::string> parts;
+    for (const auto& [m, xs] : v) {
+      parts.push_back(absl::StrCat("\"", m, "\": ", absl::StrFormat(format, Median(xs))));
+    }
+    return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
+  };
+  auto per_storage = [&](const std::map<WeightStorage, std::map<int64_t, std::vector<double>>>& v,
+                         const char* format) {
+    std::vector<std::string> parts;
+    for (WeightStorage s : kStorages) {
+      parts.push_back(absl::StrCat("\"", Name(s), "\": ", per_m(v.at(s), format)));
+    }
+    return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
+  };
+  const double int8_ratio = Median(int8_vs_bf16);
+  std::printf(R"({"int8_vs_bf16_one_token": {"value": %.3f, "target": 1.80, "met": %s}, )"
+              R"("threads": %d, "rounds": %d, "kernels": "%s", "layer_bytes": {"f32": %.0f, )"
+              R"("bf16": %.0f, "int8": %.0f}, "read_bandwidth_GBps": %.2f, )"
+              R"("read_bandwidth_GBps_min_max": [%.2f, %.2f], "tokens_per_s": %s, )"
+              R"("bandwidth_fraction": %s, "error_vs_f32": %s})"
+              "\n",
+              int8_ratio, int8_ratio >= 1.8 ? "true" : "false", threads, rounds,
+              BestRowDotKernels().name, layer_bytes[WeightStorage::kF32],
+              layer_bytes[WeightStorage::kBF16], layer_bytes[WeightStorage::kInt8],
+              Median(bandwidth) / 1e9, *std::min_element(bandwidth.begin(), bandwidth.end()) / 1e9,
+              *std::max_element(bandwidth.begin(), bandwidth.end()) / 1e9,
+              per_storage(rate, "%.1f").c_str(), per_storage(fraction, "%.3f").c_str(),
+              error.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace moe::bench
+
+int main(int argc, char** argv) {
+  int rounds = 7, threads = 0;  // threads 0: one per core
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--rounds=", 0) == 0) {
+      rounds = std::max(1, std::atoi(arg.c_str() + 9));
+    } else if (arg.rfind("--kernel_threads=", 0) == 0) {
+      threads = std::atoi(arg.c_str() + 17);
+    } else {
+      std::cerr << "usage: moe_decode_bench [--rounds=N] [--kernel_threads=N]" << std::endl;
+      return 2;
+    }
+  }
+  moe::bench::InitThreads(threads);
+  return moe::bench::Run(rounds);
+}
