@@ -2,13 +2,14 @@
 // than the last-level cache, with expert weights kept as f32, bf16 and int8 side by side, printed
 // as one JSON object on stdout (progress on stderr).
 //
-// The layer is OLMoE-1B-7B's MoE block shape: d_model 2048, 64 experts of width 1024, top-8
-// (1.6 GB of f32 experts, 0.8 GB bf16, 0.4 GB int8), synthetic Gaussian weights (std 1/√fan_in).
-// A decode step is M tokens through 8 experts (one FFN call of M tokens per expert, the best case
-// of M tokens sharing their experts); the steps take the 64 experts round-robin, so a pass of 8
-// steps reads every expert once and every call streams its weights from DRAM. Each round times
-// one pass per (M, storage), each bracketed by read-bandwidth passes over 1 GB on the same threads
-// (the better of a summing pass and a row-dot pass); medians over rounds:
+// The layer is OLMoE-1B-7B's MoE block shape (--shape=olmoe: d_model 2048, 64 experts of width
+// 1024, top-8; 1.6 GB of f32 experts, 0.8 GB bf16, 0.4 GB int8) or Qwen3-30B-A3B's
+// (--shape=qwen3: 128 experts of width 768; 2.4 GB f32, 0.6 GB int8), synthetic Gaussian weights
+// (std 1/√fan_in). A decode step is M tokens through 8 experts (one FFN call of M tokens per
+// expert, the best case of M tokens sharing their experts); the steps take the 64 experts
+// round-robin, so a pass of 8 steps reads every expert once and every call streams its weights from
+// DRAM. Each round times one pass per (M, storage), each bracketed by read-bandwidth passes over 1
+// GB on the same threads (the better of a summing pass and a row-dot pass); medians over rounds:
 //
 //   tokens_per_s[storage][M]        M ÷ seconds per step
 //   bandwidth_fraction[storage][M]  weight bytes per step ÷ seconds ÷ read bandwidth
@@ -17,12 +18,22 @@
 //                                   8 random experts combined with softmax weights; worst and
 //                                   median per-token relative L2, and max |Δ| ÷ max |y|
 //
-//   build/bench/moe_decode_bench [--rounds=7] [--kernel_threads=N]
+// Clocks (--clock): `wall` (default) times every thread the kernel uses; on a host crowded with
+// other work, whose scheduler takes the cores away mid-pass (more at the kernel's phase barriers
+// than in a plain read), wall time measures the crowd. `thread_cpu` runs on the calling thread
+// alone (--kernel_threads=1 is implied) and times it with CLOCK_THREAD_CPUTIME_ID, which stops
+// while the thread is descheduled and keeps running while it stalls on memory: one core's rates,
+// free of preemption, for kernel and read passes alike.
+//
+//   build/bench/moe_decode_bench [--shape=olmoe|qwen3] [--rounds=7] [--kernel_threads=N]
+//                                [--clock=wall|thread_cpu]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <string>
@@ -38,7 +49,30 @@
 namespace moe::bench {
 namespace {
 
-constexpr int64_t kD = 2048, kH = 1024, kNumExperts = 64, kTopK = 8;
+// A real layer shape (--shape): OLMoE-1B-7B's or Qwen3-30B-A3B's MoE block.
+struct Shape {
+  const char* name;
+  int64_t d_model, width, experts, top_k;
+};
+constexpr Shape kShapes[] = {{"olmoe", 2048, 1024, 64, 8}, {"qwen3", 2048, 768, 128, 8}};
+// The shape measured and the clock: set once in main from --shape and --clock.
+Shape layer = kShapes[0];
+bool thread_cpu_clock = false;
+
+double Now() {
+  if (thread_cpu_clock) {
+    timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double Seconds(const std::function<void()>& fn) {
+  const double start = Now();
+  fn();
+  return Now() - start;
+}
 constexpr int64_t kTokenCounts[] = {1, 2, 4, 8};
 constexpr int64_t kReadFloats = int64_t{1} << 28;  // 1 GB
 constexpr WeightStorage kStorages[] = {WeightStorage::kF32, WeightStorage::kBF16,
@@ -79,10 +113,13 @@ Matrix GaussianMatrix(int64_t rows, int64_t cols, float stddev, uint64_t seed) {
 // experts[storage][e]; every storage made from the same f32 weights.
 std::map<WeightStorage, std::vector<SwigluWeights>> MakeExperts() {
   std::map<WeightStorage, std::vector<SwigluWeights>> experts;
-  for (int64_t e = 0; e < kNumExperts; ++e) {
-    const Matrix gate = GaussianMatrix(kH, kD, 1 / std::sqrt(float{kD}), 3 * e + 1);
-    const Matrix up = GaussianMatrix(kH, kD, 1 / std::sqrt(float{kD}), 3 * e + 2);
-    const Matrix down = GaussianMatrix(kD, kH, 1 / std::sqrt(float{kH}), 3 * e + 3);
+  for (int64_t e = 0; e < layer.experts; ++e) {
+    const Matrix gate = GaussianMatrix(layer.width, layer.d_model,
+                                       1 / std::sqrt(static_cast<float>(layer.d_model)), 3 * e + 1);
+    const Matrix up = GaussianMatrix(layer.width, layer.d_model,
+                                     1 / std::sqrt(static_cast<float>(layer.d_model)), 3 * e + 2);
+    const Matrix down = GaussianMatrix(layer.d_model, layer.width,
+                                       1 / std::sqrt(static_cast<float>(layer.width)), 3 * e + 3);
     for (WeightStorage s : kStorages) {
       auto w = SwigluWeights::FromF32(gate, up, down, s);
       if (!w.ok()) {
@@ -122,48 +159,48 @@ double ReadBandwidth() {
   const KernelThreadPool::Phase sum[] = {{kReadFloats >> 18, 1, sum_blocks}};
   const KernelThreadPool::Phase row_dots[] = {{kRows, kRows / 256, dots}};
   const double bytes = kReadFloats * sizeof(float);
-  const double by_sum = MedianSeconds([&](int) { Pool().Run(sum); }, 1, 1);
-  const double by_dots = MedianSeconds([&](int) { Pool().Run(row_dots); }, 1, 1);
+  const double by_sum = Seconds([&] { Pool().Run(sum); });
+  const double by_dots = Seconds([&] { Pool().Run(row_dots); });
   return bytes / std::min(by_sum, by_dots);
 }
 
-// Seconds per decode step of M = x.rows() tokens: one pass of 8 steps over all 64 experts.
+// Seconds per decode step of M = x.rows() tokens: one pass of steps over all the experts.
 double StepSeconds(const std::vector<SwigluWeights>& experts, const Matrix& x) {
-  Matrix y(x.rows(), kD);
+  Matrix y(x.rows(), layer.d_model);
   const SwigluOptions options = PoolOptions();
-  const auto start = std::chrono::steady_clock::now();
-  for (int64_t e = 0; e < kNumExperts; ++e) {
-    if (!SwigluForward(experts[e], x, y.view(), options).ok()) std::abort();
-  }
-  const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-  return elapsed.count() / (kNumExperts / kTopK);
+  const double seconds = Seconds([&] {
+    for (int64_t e = 0; e < layer.experts; ++e) {
+      if (!SwigluForward(experts[e], x, y.view(), options).ok()) std::abort();
+    }
+  });
+  return seconds / (layer.experts / layer.top_k);
 }
 
 // The layer output of `tokens` tokens, each through 8 random experts with softmax weights, per
 // storage; then each storage's error against f32.
 std::string ErrorJson(const std::map<WeightStorage, std::vector<SwigluWeights>>& experts) {
   constexpr int64_t kTokens = 32;
-  const Matrix x = GaussianMatrix(kTokens, kD, 1.0f, 777);
+  const Matrix x = GaussianMatrix(kTokens, layer.d_model, 1.0f, 777);
   std::map<WeightStorage, Matrix> out;
-  for (WeightStorage s : kStorages) out.emplace(s, Matrix(kTokens, kD));
+  for (WeightStorage s : kStorages) out.emplace(s, Matrix(kTokens, layer.d_model));
   Gaussian g(4242);
-  Matrix y(1, kD);
+  Matrix y(1, layer.d_model);
   for (int64_t t = 0; t < kTokens; ++t) {
     std::vector<int64_t> chosen;
-    while (static_cast<int64_t>(chosen.size()) < kTopK) {
-      const int64_t e = static_cast<int64_t>(std::abs(g.Next()) * 1e6) % kNumExperts;
+    while (static_cast<int64_t>(chosen.size()) < layer.top_k) {
+      const int64_t e = static_cast<int64_t>(std::abs(g.Next()) * 1e6) % layer.experts;
       if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
     }
-    std::vector<double> w(kTopK);
+    std::vector<double> w(layer.top_k);
     double total = 0;
     for (double& v : w) total += v = std::exp(g.Next());
     for (WeightStorage s : kStorages) {
-      for (int64_t j = 0; j < kTopK; ++j) {
-        const ConstMatrixView row{x.row(t), 1, kD};
+      for (int64_t j = 0; j < layer.top_k; ++j) {
+        const ConstMatrixView row{x.row(t), 1, layer.d_model};
         if (!SwigluForward(experts.at(s)[chosen[j]], row, y.view(), PoolOptions()).ok()) {
           std::abort();
         }
-        for (int64_t i = 0; i < kD; ++i) {
+        for (int64_t i = 0; i < layer.d_model; ++i) {
           out.at(s).row(t)[i] += static_cast<float>(w[j] / total) * y.row(0)[i];
         }
       }
@@ -176,7 +213,7 @@ std::string ErrorJson(const std::map<WeightStorage, std::vector<SwigluWeights>>&
     double max_abs = 0, max_ref = 0;
     for (int64_t t = 0; t < kTokens; ++t) {
       double err2 = 0, norm2 = 0;
-      for (int64_t i = 0; i < kD; ++i) {
+      for (int64_t i = 0; i < layer.d_model; ++i) {
         const double e = out.at(s).row(t)[i] - ref.row(t)[i];
         err2 += e * e;
         norm2 += static_cast<double>(ref.row(t)[i]) * ref.row(t)[i];
@@ -196,16 +233,16 @@ std::string ErrorJson(const std::map<WeightStorage, std::vector<SwigluWeights>>&
 
 int Run(int rounds) {
   const int threads = Threads();
-  std::cerr << "moe_decode_bench: d_model " << kD << ", " << kNumExperts << " experts of width "
-            << kH << ", top-" << kTopK << ", " << threads << " threads; making weights"
-            << std::endl;
+  std::cerr << "moe_decode_bench: " << layer.name << ", d_model " << layer.d_model << ", "
+            << layer.experts << " experts of width " << layer.width << ", top-" << layer.top_k
+            << ", " << threads << " threads; making weights" << std::endl;
   const std::map<WeightStorage, std::vector<SwigluWeights>> experts = MakeExperts();
   std::map<WeightStorage, double> layer_bytes;
   for (WeightStorage s : kStorages) {
     for (const SwigluWeights& w : experts.at(s)) layer_bytes[s] += static_cast<double>(w.bytes());
   }
   std::map<int64_t, Matrix> tokens;
-  for (int64_t m : kTokenCounts) tokens.emplace(m, GaussianMatrix(m, kD, 1.0f, 100 + m));
+  for (int64_t m : kTokenCounts) tokens.emplace(m, GaussianMatrix(m, layer.d_model, 1.0f, 100 + m));
 
   std::vector<double> bandwidth, int8_vs_bf16;
   std::map<WeightStorage, std::map<int64_t, std::vector<double>>> rate, fraction;
@@ -220,7 +257,7 @@ int Run(int rounds) {
         const double bw = (before + ReadBandwidth()) / 2;
         bandwidth.push_back(bw);
         rate[s][m].push_back(m / seconds[s]);
-        fraction[s][m].push_back(layer_bytes[s] / (kNumExperts / kTopK) / seconds[s] / bw);
+        fraction[s][m].push_back(layer_bytes[s] / (layer.experts / layer.top_k) / seconds[s] / bw);
       }
       if (m == 1)
         int8_vs_bf16.push_back(seconds[WeightStorage::kBF16] / seconds[WeightStorage::kInt8]);
@@ -245,19 +282,22 @@ int Run(int rounds) {
     return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
   };
   const double int8_ratio = Median(int8_vs_bf16);
-  std::printf(R"({"int8_vs_bf16_one_token": {"value": %.3f, "target": 1.80, "met": %s}, )"
-              R"("threads": %d, "rounds": %d, "kernels": "%s", "layer_bytes": {"f32": %.0f, )"
-              R"("bf16": %.0f, "int8": %.0f}, "read_bandwidth_GBps": %.2f, )"
-              R"("read_bandwidth_GBps_min_max": [%.2f, %.2f], "tokens_per_s": %s, )"
-              R"("bandwidth_fraction": %s, "error_vs_f32": %s})"
-              "\n",
-              int8_ratio, int8_ratio >= 1.8 ? "true" : "false", threads, rounds,
-              BestRowDotKernels().name, layer_bytes[WeightStorage::kF32],
-              layer_bytes[WeightStorage::kBF16], layer_bytes[WeightStorage::kInt8],
-              Median(bandwidth) / 1e9, *std::min_element(bandwidth.begin(), bandwidth.end()) / 1e9,
-              *std::max_element(bandwidth.begin(), bandwidth.end()) / 1e9,
-              per_storage(rate, "%.1f").c_str(), per_storage(fraction, "%.3f").c_str(),
-              error.c_str());
+  std::printf(
+      R"({"shape": "%s", "d_model": %d, "experts": %d, "width": %d, "top_k": %d, )"
+      R"("int8_vs_bf16_one_token": {"value": %.3f, "target": 1.80, "met": %s}, )"
+      R"("threads": %d, "clock": "%s", "rounds": %d, "kernels": "%s", "layer_bytes": {"f32": %.0f, )"
+      R"("bf16": %.0f, "int8": %.0f}, "read_bandwidth_GBps": %.2f, )"
+      R"("read_bandwidth_GBps_min_max": [%.2f, %.2f], "tokens_per_s": %s, )"
+      R"("bandwidth_fraction": %s, "error_vs_f32": %s})"
+      "\n",
+      layer.name, static_cast<int>(layer.d_model), static_cast<int>(layer.experts),
+      static_cast<int>(layer.width), static_cast<int>(layer.top_k), int8_ratio,
+      int8_ratio >= 1.8 ? "true" : "false", threads, thread_cpu_clock ? "thread_cpu" : "wall",
+      rounds, BestRowDotKernels().name, layer_bytes[WeightStorage::kF32],
+      layer_bytes[WeightStorage::kBF16], layer_bytes[WeightStorage::kInt8], Median(bandwidth) / 1e9,
+      *std::min_element(bandwidth.begin(), bandwidth.end()) / 1e9,
+      *std::max_element(bandwidth.begin(), bandwidth.end()) / 1e9,
+      per_storage(rate, "%.1f").c_str(), per_storage(fraction, "%.3f").c_str(), error.c_str());
   return 0;
 }
 
@@ -266,17 +306,36 @@ int Run(int rounds) {
 
 int main(int argc, char** argv) {
   int rounds = 7, threads = 0;  // threads 0: one per core
+  std::string shape = "olmoe";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg.rfind("--rounds=", 0) == 0) {
+    if (arg.rfind("--shape=", 0) == 0) {
+      shape = arg.substr(8);
+    } else if (arg.rfind("--rounds=", 0) == 0) {
       rounds = std::max(1, std::atoi(arg.c_str() + 9));
     } else if (arg.rfind("--kernel_threads=", 0) == 0) {
       threads = std::atoi(arg.c_str() + 17);
+    } else if (arg == "--clock=thread_cpu") {
+      moe::bench::thread_cpu_clock = true;
+    } else if (arg == "--clock=wall") {
+      moe::bench::thread_cpu_clock = false;
     } else {
-      std::cerr << "usage: moe_decode_bench [--rounds=N] [--kernel_threads=N]" << std::endl;
+      std::cerr << "usage: moe_decode_bench [--shape=olmoe|qwen3] [--rounds=N] "
+                   "[--kernel_threads=N] [--clock=wall|thread_cpu]"
+                << std::endl;
       return 2;
     }
   }
-  moe::bench::InitThreads(threads);
+  bool known = false;
+  for (const moe::bench::Shape& s : moe::bench::kShapes) {
+    if (shape != s.name) continue;
+    known = true;
+    moe::bench::layer = s;
+  }
+  if (!known) {
+    std::cerr << "moe_decode_bench: --shape must be olmoe or qwen3, got " << shape << std::endl;
+    return 2;
+  }
+  moe::bench::InitThreads(moe::bench::thread_cpu_clock ? 1 : threads);
   return moe::bench::Run(rounds);
 }

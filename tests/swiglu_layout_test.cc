@@ -75,7 +75,8 @@ TEST_P(SwigluLayoutTest, CopiesInputWithAnyOtherStride) {
 }
 
 TEST_P(SwigluLayoutTest, CopiesInputWhosePaddingIsNotZero) {
-  // The kernel's stride, but the owner left garbage in the padding the BF16 dots would read.
+  // The kernel's stride, but the owner left garbage in the padding the BF16 and int8 dots would
+  // read.
   const SwigluReport report = Run(SwigluInputStride(100), 3.0f);
   if (GetParam().path == SwigluPath::kStreaming) {
     EXPECT_TRUE(report.copied_input);
@@ -86,10 +87,14 @@ INSTANTIATE_TEST_SUITE_P(PathsAndStorages, SwigluLayoutTest,
                          ::testing::Values(LayoutCase{WeightStorage::kF32, SwigluPath::kStreaming},
                                            LayoutCase{WeightStorage::kBF16, SwigluPath::kStreaming},
                                            LayoutCase{WeightStorage::kF32, SwigluPath::kBlas},
-                                           LayoutCase{WeightStorage::kBF16, SwigluPath::kBlas}),
+                                           LayoutCase{WeightStorage::kBF16, SwigluPath::kBlas},
+                                           LayoutCase{WeightStorage::kInt8, SwigluPath::kStreaming},
+                                           LayoutCase{WeightStorage::kInt8, SwigluPath::kBlas}),
                          [](const ::testing::TestParamInfo<LayoutCase>& info) {
                            return absl::StrCat(
-                               info.param.storage == WeightStorage::kBF16 ? "Bf16" : "F32",
+                               info.param.storage == WeightStorage::kBF16   ? "Bf16"
+                               : info.param.storage == WeightStorage::kInt8 ? "Int8"
+                                                                            : "F32",
                                info.param.path == SwigluPath::kBlas ? "Blas" : "Streaming");
                          });
 
