@@ -1,12 +1,12 @@
 // The SwiGLU expert FFN of every served family: y = down( silu(gate·x) ⊙ (up·x) ), on weights in
-// either storage kind (common/kernels/swiglu_weights.h).
+// any storage kind (common/kernels/swiglu_weights.h).
 //
 // Two paths, picked by token count (DESIGN.md §8). The streaming kernel reads each weight once for
 // all tokens (AVX-512 when the CPU has it, portable C++ otherwise), split over the caller's kernel
 // thread pool (common/kernels/thread_pool.h): at few tokens the FFN is bound by DRAM bandwidth and
 // this is what gets near it. From the switch point below on, OpenBLAS sgemm does the three
 // projections (common/kernels/blas_kernels.h; BF16 weights are widened block by block into
-// scratch).
+// scratch, int8 ones dequantised the same way).
 //
 // Input layout: the streaming kernel reads token rows SwigluInputStride(d_model) floats apart with
 // zeros in columns [d_model, stride) (BF16 dots read whole 16-column chunks). An x with exactly
@@ -48,8 +48,9 @@ inline constexpr SwigluSwitchPoint kSwitchAvx512VsAvx512Blas = {96, 192};
 // Portable kernel (no AVX-512) vs. OpenBLAS.
 inline constexpr SwigluSwitchPoint kSwitchPortable = {16, 16};
 
-// The switch point in effect in this process for `storage`: by whether the streaming kernel runs
-// AVX-512 (the CPU has it and `allow_avx512`) and whether OpenBLAS runs AVX-512 sgemm.
+// The switch point in effect in this process for `storage` (int8 uses the bf16 one): by whether
+// the streaming kernel runs AVX-512 (the CPU has it and `allow_avx512`) and whether OpenBLAS runs
+// AVX-512 sgemm.
 int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512 = true);
 
 enum class SwigluPath { kAuto, kStreaming, kBlas };

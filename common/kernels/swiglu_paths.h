@@ -22,8 +22,8 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
                      const RowDotKernels& kernels, KernelThreadPool* pool, bool* copied_input);
 
 // Many tokens: OpenBLAS sgemm for the gate, up and down projections (x and y passed with their
-// strides). BF16 weights are widened into a float32 scratch block of rows at a time, each followed
-// by its sgemm.
+// strides). BF16 weights are widened (int8 ones dequantised) into a float32 scratch block of rows
+// at a time, each followed by its sgemm.
 absl::Status SwigluBlas(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
                         const RowDotKernels& kernels);
 
