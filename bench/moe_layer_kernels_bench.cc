@@ -7,11 +7,16 @@
 //   bf16_f32act    BF16 weights, float32 activations (the path before the bf16-activation kernels)
 //   bf16           BF16 weights, the automatic path (bf16 activations from kSwigluBf16DotMinTokens
 //                  tokens per expert where the CPU has AVX512-BF16)
-// Each round runs every variant once, back to back; reported are the median tokens/s over rounds
-// and the median over rounds of each variant's ratio to fp32 in the same round.
+// Each round runs every variant once, back to back, in an order that rotates from round to round;
+// reported are the median tokens/s over rounds and the median over rounds of each variant's ratio
+// to fp32 in the same round (use a multiple of 4 rounds so each variant leads equally often).
 //
-//   build/bench/moe_layer_kernels_bench --shape=olmoe [--tokens=16,64,256] [--rounds=5]
-//       [--kernel_threads=N]
+//   build/bench/moe_layer_kernels_bench --shape=olmoe [--tokens=16,64,256] [--rounds=8]
+//       [--kernel_threads=N] [--clock=wall|cpu]
+// --clock=cpu times by the process's CPU time instead of wall time and needs --kernel_threads=1
+// (helpers spin while they wait, which CPU time would count): on a machine shared with other work,
+// one thread's CPU time shows what the kernels do per core while wall time shows what a caller
+// got.
 // Shapes: bench (d 1024, 8 experts × 2816, top-2), olmoe (d 2048, 64 × 1024, top-8: 1.6 GB fp32),
 // qwen3 (d 2048, 128 × 768, top-8: 2.4 GB fp32). MOE_KERNELS caps the kernels as in a shard.
 #include <algorithm>
@@ -19,6 +24,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -70,7 +76,16 @@ std::vector<Variant> Variants() {
   return {fp32, sgemm, bf16_f32act, bf16};
 }
 
-int Run(const Shape& shape, const std::vector<int64_t>& token_counts, int rounds) {
+double Now(bool cpu_clock) {
+  if (cpu_clock) {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int Run(const Shape& shape, const std::vector<int64_t>& token_counts, int rounds, bool cpu_clock) {
   std::cerr << "building " << shape.experts << " experts of " << shape.name << " ..." << std::endl;
   std::vector<SwigluWeights> f32, bf16;
   const float scale_in = 1.0f / std::sqrt(static_cast<float>(shape.d_model));
@@ -86,9 +101,11 @@ int Run(const Shape& shape, const std::vector<int64_t>& token_counts, int rounds
     f32.push_back(*std::move(f));
   }
   const std::vector<Variant> variants = Variants();
-  std::printf("shape %s: d_model %lld, %d experts x %lld, top-%d; %d threads, OpenBLAS %s\n",
-              shape.name.c_str(), static_cast<long long>(shape.d_model), shape.experts,
-              static_cast<long long>(shape.width), shape.top_k, Threads(), BlasCoreName().c_str());
+  std::printf(
+      "shape %s: d_model %lld, %d experts x %lld, top-%d; %d threads, OpenBLAS %s, %s time\n",
+      shape.name.c_str(), static_cast<long long>(shape.d_model), shape.experts,
+      static_cast<long long>(shape.width), shape.top_k, Threads(), BlasCoreName().c_str(),
+      cpu_clock ? "CPU" : "wall");
   std::printf("| tokens | per expert |");
   for (const Variant& v : variants) std::printf(" %s tok/s |", v.name);
   for (size_t i = 1; i < variants.size(); ++i) std::printf(" %s ÷ fp32 |", variants[i].name);
@@ -108,10 +125,13 @@ int Run(const Shape& shape, const std::vector<int64_t>& token_counts, int rounds
     SwigluReport report;
     for (int r = 0; r <= rounds; ++r) {  // round 0 warms up
       std::vector<double> round(variants.size());
-      for (size_t v = 0; v < variants.size(); ++v) {
+      // The order rotates from round to round: whichever variant runs first after another one
+      // finds the caches and prefetchers in a different state (measured: up to 25% apart).
+      for (size_t i = 0; i < variants.size(); ++i) {
+        const size_t v = (i + static_cast<size_t>(r)) % variants.size();
         const std::vector<SwigluWeights>& experts = variants[v].bf16 ? bf16 : f32;
         SwigluOptions options = variants[v].options;
-        const auto start = std::chrono::steady_clock::now();
+        const double start = Now(cpu_clock);
         for (int e = 0; e < shape.experts; ++e) {
           if (x[e].rows() == 0) continue;
           options.report = variants[v].bf16 && v + 1 == variants.size() ? &report : nullptr;
@@ -121,7 +141,7 @@ int Run(const Shape& shape, const std::vector<int64_t>& token_counts, int rounds
             return 1;
           }
         }
-        round[v] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        round[v] = Now(cpu_clock) - start;
       }
       if (r == 0) continue;
       for (size_t v = 0; v < variants.size(); ++v) {
@@ -150,7 +170,8 @@ int Run(const Shape& shape, const std::vector<int64_t>& token_counts, int rounds
 int main(int argc, char** argv) {
   std::string shape_name = "bench";
   std::vector<int64_t> tokens = {16, 64, 256};
-  int rounds = 5, threads = 0;
+  int rounds = 8, threads = 0;
+  bool cpu_clock = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&](const char* flag) -> const char* {
@@ -174,6 +195,12 @@ int main(int argc, char** argv) {
         std::cerr << "--rounds: need a positive integer, got \"" << v << "\"" << std::endl;
         return 2;
       }
+    } else if (const char* v = value("--clock")) {
+      if (std::string(v) != "wall" && std::string(v) != "cpu") {
+        std::cerr << "--clock: need wall or cpu, got \"" << v << "\"" << std::endl;
+        return 2;
+      }
+      cpu_clock = std::string(v) == "cpu";
     } else if (const char* v = value("--kernel_threads")) {
       if (!absl::SimpleAtoi(v, &threads)) {
         std::cerr << "--kernel_threads: need an integer, got \"" << v << "\"" << std::endl;
@@ -182,15 +209,19 @@ int main(int argc, char** argv) {
     } else {
       std::cerr << "unknown argument " << arg
                 << "; usage: moe_layer_kernels_bench [--shape=bench|olmoe|qwen3] "
-                   "[--tokens=16,64,256] [--rounds=5] [--kernel_threads=N]"
+                   "[--tokens=16,64,256] [--rounds=8] [--kernel_threads=N] [--clock=wall|cpu]"
                 << std::endl;
       return 2;
     }
   }
   for (const moe::bench::Shape& shape : moe::bench::kShapes) {
     if (shape.name == shape_name) {
+      if (cpu_clock && threads != 1) {
+        std::cerr << "--clock=cpu needs --kernel_threads=1 (waiting helpers spin)" << std::endl;
+        return 2;
+      }
       moe::bench::InitThreads(threads);
-      return moe::bench::Run(shape, tokens, rounds);
+      return moe::bench::Run(shape, tokens, rounds, cpu_clock);
     }
   }
   std::cerr << "--shape: \"" << shape_name << "\" is not one of bench, olmoe, qwen3" << std::endl;

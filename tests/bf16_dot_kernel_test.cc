@@ -280,6 +280,9 @@ TEST(SwigluBf16DispatchTest, Float32WeightsNeverTakeTheBf16Path) {
   const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kF32);
   Matrix y;
   EXPECT_NE(Forward(w, 257, {}, &y).path, SwigluPath::kBf16Dot);
+  const absl::StatusOr<std::string> summary = SwigluKernelSummary(WeightStorage::kF32);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->find("avx512bf16"), std::string::npos) << *summary;
 }
 
 TEST(SwigluBf16DispatchTest, ForcingTheBf16PathWhereItCannotRunFails) {
@@ -323,9 +326,17 @@ TEST(SwigluKernelCapTest, TheEnvironmentCapAppliesToEveryCall) {
   if (!cap.ok()) {
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(status.message().find("MOE_KERNELS"), std::string::npos) << status;
+    EXPECT_EQ(SwigluKernelSummary(WeightStorage::kBF16).status().code(),
+              absl::StatusCode::kInvalidArgument);
     return;
   }
   ASSERT_TRUE(status.ok()) << status;
+  const absl::StatusOr<std::string> summary = SwigluKernelSummary(WeightStorage::kBF16);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->find("avx512bf16") != std::string::npos, report.path == SwigluPath::kBf16Dot)
+      << *summary;
+  EXPECT_EQ(summary->find("MOE_KERNELS") != std::string::npos, *cap != SwigluKernelCap::kAuto)
+      << *summary;
   switch (*cap) {
     case SwigluKernelCap::kAuto:
     case SwigluKernelCap::kAvx512Bf16:

@@ -35,6 +35,10 @@ constexpr int kRows = 4;        // weight rows per tile (a Bf16Matrix quad)
 constexpr int kMaxTokens = 12;  // 2 × 12 accumulators + 2 weights + x fit the 32 zmm registers
 static_assert(Bf16Matrix::kQuadRows == kRows && Bf16Matrix::kChunkCols == 16);
 
+// Software prefetch distance along the weights (quads follow each other, so past the end of one
+// quad it warms the next): the streaming kernel's bf16 setting (row_dot_kernel_avx512.cc).
+constexpr int64_t kPrefetchBytes = 2048;
+
 // A quad's chunk holds rows a and b interleaved element by element (a0 b0 a1 b1 ... a15 b15);
 // this word permutation makes it a0..a15 | b0..b15, so vdpbf16ps against x's 16 columns repeated
 // in both halves sums row a in lanes 0-7 and row b in lanes 8-15.
@@ -51,15 +55,22 @@ inline __m512 Dp(__m512 acc, __m512i w, __m512i x) {
   return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(w), reinterpret_cast<__m512bh>(x));
 }
 
-// out[t * ldo + r] for r < num_rows, t < T, over k columns of one quad.
+// out[t * ldo + r] for r < num_rows, t < T, over k columns of one quad. `prefetch` on the first
+// token tile of a quad only: later tiles find it in L1.
 template <int T>
 void Tile(const uint16_t* quad, int num_rows, int64_t k, const uint16_t* x, int64_t ldx, float* out,
-          int64_t ldo) {
+          int64_t ldo, bool prefetch) {
+  const char* ahead = reinterpret_cast<const char*>(quad) + kPrefetchBytes;
   const __m512i perm = Deinterleave();
   __m512 acc01[T], acc23[T];
 #pragma GCC unroll 12
   for (int t = 0; t < T; ++t) acc01[t] = acc23[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < k; i += 16) {
+    if (prefetch) {
+      _mm_prefetch(ahead, _MM_HINT_T0);
+      _mm_prefetch(ahead + 64, _MM_HINT_T0);
+      ahead += 128;
+    }
     const __m512i w01 = _mm512_permutexvar_epi16(perm, _mm512_loadu_si512(quad + i * kRows));
     const __m512i w23 = _mm512_permutexvar_epi16(perm, _mm512_loadu_si512(quad + i * kRows + 32));
 #pragma GCC unroll 12
@@ -83,7 +94,8 @@ void Tile(const uint16_t* quad, int num_rows, int64_t k, const uint16_t* x, int6
   }
 }
 
-using TileFn = void (*)(const uint16_t*, int, int64_t, const uint16_t*, int64_t, float*, int64_t);
+using TileFn = void (*)(const uint16_t*, int, int64_t, const uint16_t*, int64_t, float*, int64_t,
+                        bool);
 
 template <int... Ts>
 constexpr std::array<TileFn, sizeof...(Ts)> TileTable(std::integer_sequence<int, Ts...>) {
@@ -99,7 +111,7 @@ void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* x, int
     int64_t tiles = (tokens + kMaxTokens - 1) / kMaxTokens;
     for (int64_t t = 0; t < tokens; --tiles) {
       const int64_t tile = (tokens - t + tiles - 1) / tiles;
-      kTiles[tile - 1](quads + r0 * k, n, k, x + t * ldx, ldx, out + t * ldo + r0, ldo);
+      kTiles[tile - 1](quads + r0 * k, n, k, x + t * ldx, ldx, out + t * ldo + r0, ldo, t == 0);
       t += tile;
     }
   }

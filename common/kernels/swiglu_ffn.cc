@@ -44,6 +44,23 @@ absl::StatusOr<SwigluKernelCap> SwigluKernelCapFromEnv() {
   return cap;
 }
 
+absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
+  ASSIGN_OR_RETURN(const SwigluKernelCap cap, SwigluKernelCapFromEnv());
+  const bool allow_avx512 = cap != SwigluKernelCap::kPortable;
+  std::string summary = absl::StrCat(BestRowDotKernels(allow_avx512).name, " streaming");
+  const int64_t blas_from = SwigluBlasMinTokens(storage, allow_avx512);
+  if (storage == WeightStorage::kBF16 && allow_avx512 && cap != SwigluKernelCap::kAvx512 &&
+      Avx512Bf16DotKernels() != nullptr) {
+    absl::StrAppend(&summary, "; ", Avx512Bf16DotKernels()->name, " (bf16 activations) from ",
+                    kSwigluBf16DotMinTokens, " tokens per call");
+  } else if (blas_from != kSwigluNeverBlas) {
+    absl::StrAppend(&summary, "; OpenBLAS (", BlasCoreName(), ") from ", blas_from,
+                    " tokens per call");
+  }
+  if (cap != SwigluKernelCap::kAuto) absl::StrAppend(&summary, " (capped by MOE_KERNELS)");
+  return summary;
+}
+
 absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
                            const SwigluOptions& options) {
   const int64_t d = weights.d_model();

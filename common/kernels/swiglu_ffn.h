@@ -28,6 +28,7 @@
 #define MOE_COMMON_KERNELS_SWIGLU_FFN_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -75,6 +76,11 @@ absl::StatusOr<SwigluKernelCap> ParseSwigluKernelCap(absl::string_view value);
 // The cap in the MOE_KERNELS environment variable (unset: kAuto), parsed once per process; every
 // SwigluForward call fails with its error if it is not a known value.
 absl::StatusOr<SwigluKernelCap> SwigluKernelCapFromEnv();
+
+// Which kernels SwigluForward runs in this process for `storage` (under MOE_KERNELS), for a startup
+// log, e.g. "avx512 streaming; avx512bf16 (bf16 activations) from 16 tokens per call". The error
+// of SwigluKernelCapFromEnv if MOE_KERNELS is not a known value.
+absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage);
 
 enum class SwigluPath { kAuto, kStreaming, kBlas, kBf16Dot };
 
