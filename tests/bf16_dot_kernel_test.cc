@@ -14,9 +14,10 @@
 //   |Δa_j| ≤ 1.1·|Δg_j|·(|u_j| + |Δu_j|) + (|silu(g_j)| + 1.1·|Δg_j|)·|Δu_j| + (u + 8e)·(|a_j| + …)
 //   |Δy_o| ≤ Σ_j |down_oj| · |Δa_j| + (h + 2)·e · Σ_j |down_oj · a_j|
 // The test asserts |y − ref| ≤ 1.25 × that bound (the 1.25 covers the second-order terms dropped
-// above) for every element; and, so that a loose bound cannot hide a bad kernel, the RMS error of
-// a token ÷ the RMS of its reference: median over tokens ≤ 2^-7, every token ≤ 2^-6 (measured:
-// median 2.3e-3 to 3.5e-3 ≈ 2^-8.5, worst 6.2e-3; README.md).
+// above) for every element. That bound is a worst case (every rounding error of the same sign):
+// the kernels still met it with u set 4× smaller. So that its slack cannot hide a bad kernel, the
+// RMS error of a token ÷ the RMS of its reference is checked too: median over tokens ≤ 5e-3, every
+// token ≤ 1e-2 (measured: median 2.3e-3 to 3.5e-3 ≈ 2^-8.5, worst 6.2e-3; README.md).
 #include "common/kernels/bf16_dot_kernel.h"
 
 #include <algorithm>
@@ -204,8 +205,8 @@ TEST_P(SwigluBf16DotTest, WithinTheStatedBoundOfTheReferenceInDouble) {
   const double median_rms_ratio = rms_ratios[rms_ratios.size() / 2];
   std::printf("rms error / rms reference: median %.2e, worst %.2e\n", median_rms_ratio,
               worst_rms_ratio);
-  EXPECT_LE(median_rms_ratio, 1.0 / 128);  // measured: 2.3e-3 to 3.5e-3
-  EXPECT_LE(worst_rms_ratio, 1.0 / 64);    // measured: at most 6.2e-3
+  EXPECT_LE(median_rms_ratio, 5e-3);  // measured: 2.3e-3 to 3.5e-3
+  EXPECT_LE(worst_rms_ratio, 1e-2);   // measured: at most 6.2e-3
 }
 
 std::vector<FfnCase> FfnCases() {

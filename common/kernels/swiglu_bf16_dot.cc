@@ -18,6 +18,9 @@ constexpr int64_t kOutputPerBlock = 64;
 // Minimum chunks handed to one thread (see common/kernels/thread_pool.h), in quads.
 constexpr int64_t kMinHiddenQuadsPerChunk = 8;
 constexpr int64_t kMinOutputQuadsPerChunk = 4;
+// Calls of fewer multiply-adds run on the calling thread: waking a helper costs tens of
+// microseconds, what ~2 M multiply-adds take.
+constexpr int64_t kMinParallelMacs = 2 << 20;
 // Row strides of the bf16 copies of x and of the activations: padded columns plus 32 values, so the
 // rows of a token tile do not all fall into one L1 set when the width is a multiple of 2 KB.
 int64_t Bf16Stride(int64_t padded_cols) { return padded_cols + 32; }
@@ -72,7 +75,7 @@ void SwigluBf16Dot(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y
       {(h + 3) / 4, kMinHiddenQuadsPerChunk, gate_up},
       {(d + 3) / 4, kMinOutputQuadsPerChunk, project_down},
   };
-  if (pool != nullptr && pool->threads() > 1) {
+  if (pool != nullptr && pool->threads() > 1 && 3 * tokens * d * h >= kMinParallelMacs) {
     pool->Run(phases);
   } else {
     for (const KernelThreadPool::Phase& phase : phases) phase.run(0, phase.units);
