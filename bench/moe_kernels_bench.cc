@@ -60,14 +60,14 @@ void BM_ReadBandwidthRowDots(benchmark::State& state) {
 }
 BENCHMARK(BM_ReadBandwidthRowDots)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// args: tokens, storage (0 F32, 1 BF16, 2 int8), path (0 auto, 1 streaming, 2 BLAS), portable (1:
-// no AVX-512)
+// args: tokens, storage (0 F32, 1 BF16, 2 int8), path (0 auto, 1 streaming, 2 BLAS, 3 bf16
+// activations), portable (1: no AVX-512)
 void BM_Swiglu(benchmark::State& state) {
   const int64_t tokens = state.range(0);
   const WeightStorage storage = StorageArg(state.range(1));
-  SwigluOptions options = PoolOptions(state.range(2) == 0   ? SwigluPath::kAuto
-                                      : state.range(2) == 1 ? SwigluPath::kStreaming
-                                                            : SwigluPath::kBlas);
+  constexpr SwigluPath kPaths[] = {SwigluPath::kAuto, SwigluPath::kStreaming, SwigluPath::kBlas,
+                                   SwigluPath::kBf16Dot};
+  SwigluOptions options = PoolOptions(kPaths[state.range(2)]);
   options.allow_avx512 = state.range(3) == 0;
   const std::vector<SwigluWeights>& experts = Experts(storage);
   const Matrix x = Tokens(tokens);
@@ -98,6 +98,15 @@ BENCHMARK(BM_Switch)
                    {0, 1},
                    {1, 2},
                    {0, 1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// The switch point of the bf16-activation path (kSwigluBf16DotMinTokens): BF16 weights on the
+// streaming kernel (float32 activations) against the bf16-activation path.
+void BM_Bf16Switch(benchmark::State& state) { BM_Swiglu(state); }
+BENCHMARK(BM_Bf16Switch)
+    ->ArgNames({"M", "bf16", "path", "portable"})
+    ->ArgsProduct({{2, 4, 6, 8, 12, 16, 24, 32, 64, 256}, {1}, {1, 3}, {0}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

@@ -80,6 +80,7 @@ TEST_P(SwigluPathTest, MatchesTripleLoopReferenceInDouble) {
   SwigluOptions options;
   options.path = c.path;
   options.allow_avx512 = c.avx512;
+  options.allow_avx512_bf16 = false;  // float32 activations; bf16 ones: bf16_dot_kernel_test
   SwigluReport report;
   options.report = &report;
   ASSERT_TRUE(SwigluForward(w, x, y.view(), options).ok());
@@ -103,6 +104,7 @@ SwigluPath PathTaken(const SwigluWeights& w, int64_t tokens, bool allow_avx512) 
   SwigluReport report;
   SwigluOptions options;
   options.allow_avx512 = allow_avx512;
+  options.allow_avx512_bf16 = false;  // the bf16-activation switch: bf16_dot_kernel_test
   options.report = &report;
   EXPECT_TRUE(SwigluForward(w, x, y.view(), options).ok());
   return report.path;
@@ -175,6 +177,7 @@ TEST(SwigluFfnTest, ConcurrentCallersGetTheirOwnResults) {
       SwigluOptions options;  // every third caller on the BLAS path
       options.pool = &pool;
       options.path = c % 3 == 2 ? SwigluPath::kBlas : SwigluPath::kAuto;
+      options.allow_avx512_bf16 = false;  // within the float32 paths' tolerance
       for (int k = 0; k < kCalls; ++k) {
         Matrix& y = outputs[c * kCalls + k];
         y = Matrix(inputs[c].rows(), 203);

@@ -1,8 +1,10 @@
 #include "common/kernels/swiglu_ffn.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "common/kernels/bf16_dot_kernel.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "common/kernels/swiglu_paths.h"
@@ -21,6 +23,45 @@ int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512) {
   return storage == WeightStorage::kF32 ? point.f32 : point.bf16;
 }
 
+absl::StatusOr<SwigluKernelCap> ParseSwigluKernelCap(absl::string_view value) {
+  if (value == "auto" || value.empty()) return SwigluKernelCap::kAuto;
+  if (value == "avx512bf16") return SwigluKernelCap::kAvx512Bf16;
+  if (value == "avx512") return SwigluKernelCap::kAvx512;
+  if (value == "portable") return SwigluKernelCap::kPortable;
+  return absl::InvalidArgumentError(absl::StrCat("kernel cap \"", value,
+                                                 "\" is not one of: auto, avx512bf16, avx512, "
+                                                 "portable"));
+}
+
+absl::StatusOr<SwigluKernelCap> SwigluKernelCapFromEnv() {
+  static const absl::StatusOr<SwigluKernelCap> cap = []() -> absl::StatusOr<SwigluKernelCap> {
+    const char* env = std::getenv("MOE_KERNELS");
+    absl::StatusOr<SwigluKernelCap> parsed = ParseSwigluKernelCap(env == nullptr ? "" : env);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("MOE_KERNELS: ", parsed.status().message()));
+    }
+    return parsed;
+  }();
+  return cap;
+}
+
+absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
+  ASSIGN_OR_RETURN(const SwigluKernelCap cap, SwigluKernelCapFromEnv());
+  const bool allow_avx512 = cap != SwigluKernelCap::kPortable;
+  std::string summary = absl::StrCat(BestRowDotKernels(allow_avx512).name, " streaming");
+  const int64_t blas_from = SwigluBlasMinTokens(storage, allow_avx512);
+  if (storage == WeightStorage::kBF16 && allow_avx512 && cap != SwigluKernelCap::kAvx512 &&
+      Avx512Bf16DotKernels() != nullptr) {
+    absl::StrAppend(&summary, "; ", Avx512Bf16DotKernels()->name, " (bf16 activations) from ",
+                    kSwigluBf16DotMinTokens, " tokens per call");
+  } else if (blas_from != kSwigluNeverBlas) {
+    absl::StrAppend(&summary, "; OpenBLAS (", BlasCoreName(), ") from ", blas_from,
+                    " tokens per call");
+  }
+  if (cap != SwigluKernelCap::kAuto) absl::StrAppend(&summary, " (capped by MOE_KERNELS)");
+  return summary;
+}
+
 absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
                            const SwigluOptions& options) {
   const int64_t d = weights.d_model();
@@ -29,16 +70,32 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
                                                    "] / output [", y.rows, ",", y.cols,
                                                    "] do not match d_model ", d));
   }
-  const RowDotKernels& kernels = BestRowDotKernels(options.allow_avx512);
-  const bool streaming = options.path == SwigluPath::kStreaming ||
-                         (options.path == SwigluPath::kAuto &&
-                          x.rows < SwigluBlasMinTokens(weights.storage(), options.allow_avx512));
+  ASSIGN_OR_RETURN(const SwigluKernelCap cap, SwigluKernelCapFromEnv());
+  const bool allow_avx512 = options.allow_avx512 && cap != SwigluKernelCap::kPortable;
+  const bool allow_bf16_dot =
+      allow_avx512 && options.allow_avx512_bf16 && cap != SwigluKernelCap::kAvx512;
+  const RowDotKernels& kernels = BestRowDotKernels(allow_avx512);
+  const Bf16DotKernels* dot =
+      allow_bf16_dot && weights.bf16() != nullptr ? Avx512Bf16DotKernels() : nullptr;
+  if (options.path == SwigluPath::kBf16Dot && dot == nullptr) {
+    return absl::FailedPreconditionError(
+        "the bf16-activation path needs BF16 weights and a CPU with AVX512-BF16 (and kernels not "
+        "capped below it)");
+  }
+  SwigluPath path = options.path;
+  if (path == SwigluPath::kAuto) {
+    path = dot != nullptr && x.rows >= kSwigluBf16DotMinTokens             ? SwigluPath::kBf16Dot
+           : x.rows < SwigluBlasMinTokens(weights.storage(), allow_avx512) ? SwigluPath::kStreaming
+                                                                           : SwigluPath::kBlas;
+  }
   SwigluReport report;
-  report.path = streaming ? SwigluPath::kStreaming : SwigluPath::kBlas;
-  report.kernels = kernels.name;
+  report.path = path;
+  report.kernels = path == SwigluPath::kBf16Dot ? dot->name : kernels.name;
   if (y.size() == 0 || weights.width() == 0) {
     for (int64_t t = 0; t < y.rows; ++t) std::fill(y.row(t), y.row(t) + y.cols, 0.0f);
-  } else if (streaming) {
+  } else if (path == SwigluPath::kBf16Dot) {
+    SwigluBf16Dot(*weights.bf16(), x, y, *dot, kernels, options.pool);
+  } else if (path == SwigluPath::kStreaming) {
     SwigluStreaming(weights, x, y, kernels, options.pool, &report.copied_input);
   } else {
     RETURN_IF_ERROR(SwigluBlas(weights, x, y, kernels));

@@ -8,19 +8,31 @@
 // projections (common/kernels/blas_kernels.h; BF16 weights are widened block by block into
 // scratch, int8 ones dequantised the same way).
 //
+// A third path, for BF16 weights on a CPU with AVX512-BF16 from kSwigluBf16DotMinTokens tokens on,
+// rounds x and the hidden activations to bf16 and multiplies them with the bf16 weights two
+// products per instruction, summing in float32 (common/kernels/bf16_dot_kernel.h): about twice the
+// FLOP/s of the float32 kernels where the FFN is compute bound. Its error against the exact result
+// is stated in README.md (bf16 activations round each x and each activation by at most 2^-9).
+// The MOE_KERNELS environment variable (auto, avx512bf16, avx512, portable; read once per process)
+// caps the instruction sets every call may use, as the options below do per call.
+//
 // Input layout: the streaming kernel reads token rows SwigluInputStride(d_model) floats apart with
 // zeros in columns [d_model, stride) (BF16 dots read whole 16-column chunks). An x with exactly
 // that stride and zero padding is read in place; any other x is first copied into that layout.
 // A caller that gathers rows anyway (an expert shard) gathers straight into it and saves the copy.
 //
-// Errors: InvalidArgument if x or y is not [M, d_model]. Thread-safe: weights are read-only and
-// each call uses its own scratch.
+// Errors: InvalidArgument if x or y is not [M, d_model] or MOE_KERNELS is not a known value;
+// FailedPrecondition for a forced path the weights or the CPU cannot run. Thread-safe: weights are
+// read-only and each call uses its own scratch.
 #ifndef MOE_COMMON_KERNELS_SWIGLU_FFN_H_
 #define MOE_COMMON_KERNELS_SWIGLU_FFN_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/kernels/swiglu_weights.h"
 #include "common/tensor/matrix.h"
 
@@ -53,18 +65,40 @@ inline constexpr SwigluSwitchPoint kSwitchPortable = {16, 16};
 // AVX-512 sgemm.
 int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512 = true);
 
-enum class SwigluPath { kAuto, kStreaming, kBlas };
+// BF16 weights, AVX512-BF16 available: from this many tokens on, SwigluForward takes the
+// bf16-activation path (measured on the 2-core Zen 5, bench/README.md).
+inline constexpr int64_t kSwigluBf16DotMinTokens = 16;
+
+// A cap on the instruction sets SwigluForward may use: "auto" (or empty: none), "avx512bf16",
+// "avx512" (no AVX512-BF16), "portable" (no AVX-512). InvalidArgument naming the accepted values
+// for anything else.
+enum class SwigluKernelCap { kAuto, kAvx512Bf16, kAvx512, kPortable };
+absl::StatusOr<SwigluKernelCap> ParseSwigluKernelCap(absl::string_view value);
+// The cap in the MOE_KERNELS environment variable (unset: kAuto), parsed once per process; every
+// SwigluForward call fails with its error if it is not a known value.
+absl::StatusOr<SwigluKernelCap> SwigluKernelCapFromEnv();
+
+// Which kernels SwigluForward runs in this process for `storage` (under MOE_KERNELS), for a startup
+// log, e.g. "avx512 streaming; avx512bf16 (bf16 activations) from 16 tokens per call". The error
+// of SwigluKernelCapFromEnv if MOE_KERNELS is not a known value.
+absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage);
+
+enum class SwigluPath { kAuto, kStreaming, kBlas, kBf16Dot };
 
 // What one SwigluForward call did, for tests and benchmarks.
 struct SwigluReport {
-  SwigluPath path = SwigluPath::kAuto;  // the path taken: kStreaming or kBlas
-  const char* kernels = "";             // the row-dot kernels used: "avx512" or "portable"
-  bool copied_input = false;            // x was copied into the streaming kernel's layout
+  SwigluPath path = SwigluPath::kAuto;  // the path taken: kStreaming, kBlas or kBf16Dot
+  // The kernels used: "avx512bf16" on kBf16Dot, else the row-dot kernels, "avx512" or "portable".
+  const char* kernels = "";
+  bool copied_input = false;  // x was copied into the streaming kernel's layout
 };
 
 struct SwigluOptions {
-  SwigluPath path = SwigluPath::kAuto;  // kAuto: by token count, see above
-  bool allow_avx512 = true;             // false forces the portable kernels (tests)
+  // kAuto: by token count, see above. kBf16Dot fails (FailedPrecondition) for F32 weights or
+  // without AVX512-BF16.
+  SwigluPath path = SwigluPath::kAuto;
+  bool allow_avx512 = true;       // false forces the portable kernels (and no AVX512-BF16)
+  bool allow_avx512_bf16 = true;  // false: never the bf16-activation path
   // The streaming path's threads (the caller's plus the pool's helpers); nullptr: the calling
   // thread only. Not owned.
   KernelThreadPool* pool = nullptr;

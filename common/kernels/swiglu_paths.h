@@ -5,6 +5,7 @@
 #define MOE_COMMON_KERNELS_SWIGLU_PATHS_H_
 
 #include "absl/status/status.h"
+#include "common/kernels/bf16_dot_kernel.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "common/kernels/swiglu_weights.h"
 #include "common/kernels/thread_pool.h"
@@ -26,6 +27,14 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
 // at a time, each followed by its sgemm.
 absl::Status SwigluBlas(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
                         const RowDotKernels& kernels);
+
+// Many tokens, BF16 weights, a CPU with AVX512-BF16: x and the activations silu(gate·x) ⊙ (up·x)
+// are rounded to bf16 (the sums and silu⊙ stay float32) and every projection runs two products per
+// instruction (common/kernels/bf16_dot_kernel.h), reading the weights in place. Phase 0 rounds x,
+// phase 1 computes the activations in blocks of hidden units, phase 2 the down projection; each is
+// shared out on `pool` (nullptr: the calling thread only).
+void SwigluBf16Dot(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y,
+                   const Bf16DotKernels& dot, const RowDotKernels& kernels, KernelThreadPool* pool);
 
 }  // namespace moe
 
