@@ -80,6 +80,7 @@ ABSL_FLAG(int, max_inflight, 48,
           "--max_threads - 4, so that threads remain to refuse with");
 
 int main(int argc, char** argv) {
+  moe::UseBestBlasKernels(argv);  // may re-execute: before any thread starts
   moe::BlockShutdownSignals();
   absl::SetProgramUsageMessage(
       "Serves some experts of the MoE layers of a model.\n"
@@ -134,7 +135,8 @@ int main(int argc, char** argv) {
             << absl::StrJoin((*shard)->layers(), ",") << "), experts "
             << moe::FormatExpertSet((*shard)->experts()) << ", "
             << moe::FormatBytes((*shard)->weight_bytes()) << " of " << dtype << " weights; "
-            << moe::ServerTlsMode(tls) << std::endl;
+            << moe::ServerTlsMode(tls) << "; kernels: " << moe::KernelsReport() << " on "
+            << moe::CountOf((*shard)->kernel_threads(), "thread", "threads") << std::endl;
 
   moe::BatchingOptions batching;
   batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);

@@ -20,6 +20,7 @@
 #include <numeric>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -45,6 +46,17 @@ ABSL_FLAG(std::string, mode, "inprocess",
 ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router target for --mode=remote");
 ABSL_FLAG(int, tokens, 256, "Tokens per request");
 ABSL_FLAG(int, requests, 20, "Timed requests (after 2 warm-up requests)");
+ABSL_FLAG(int, distinct_inputs, 1,
+          "Cycle through this many different token sets, so that consecutive requests choose "
+          "different experts (a layer whose chosen experts would fit in the cache otherwise "
+          "measures the cache, not memory)");
+ABSL_FLAG(std::string, weights_dtype, "f32",
+          "inprocess and dense modes: expert weights in memory, f32 or bf16 (as moe_expert's "
+          "--weights_dtype)");
+ABSL_FLAG(int, kernel_threads, 0,
+          "inprocess and dense modes: threads of the FFN kernel; 0 = every core (as moe_expert)");
+ABSL_FLAG(int, blas_threads, 0,
+          "inprocess and dense modes: OpenBLAS threads; 0 = every core (as moe_expert)");
 
 namespace {
 
@@ -52,9 +64,10 @@ std::string CodeName(const grpc::Status& status) {
   return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
 }
 
-std::vector<float> Tokens(int64_t n, int64_t d) {
+// Token set `set` (0, 1, ...) of n × d values in [-1, 1).
+std::vector<float> Tokens(int64_t n, int64_t d, int set = 0) {
   std::vector<float> values(n * d);
-  uint64_t state = 0x2545F4914F6CDD1Dull;
+  uint64_t state = 0x2545F4914F6CDD1Dull + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(set);
   for (float& v : values) {
     state ^= state << 13;
     state ^= state >> 7;
@@ -89,10 +102,12 @@ int Time(const std::string& mode, int64_t tokens, size_t step_layers, Fn&& run) 
 }  // namespace
 
 int main(int argc, char** argv) {
+  moe::UseBestBlasKernels(argv);
   absl::SetProgramUsageMessage(
       "Times one MoE layer in process, densely, or through a router; prints one JSON line.\n"
       "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N]\n"
-      "                  [--requests=N]\n"
+      "                  [--requests=N] [--distinct_inputs=N] [--weights_dtype=f32|bf16]\n"
+      "                  [--kernel_threads=N] [--blas_threads=N]\n"
       "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]\n"
       "  moe_layer_bench ... --layers=all|SPEC   (time model steps: one call per layer)");
   moe::ParseFlags(argc, argv);
@@ -100,6 +115,8 @@ int main(int argc, char** argv) {
   const int64_t n = absl::GetFlag(FLAGS_tokens);
   const std::string layers_spec = absl::GetFlag(FLAGS_layers);
   const bool step = !layers_spec.empty();
+  const int sets = std::max(1, absl::GetFlag(FLAGS_distinct_inputs));
+  int next_set = 0;  // the token set of the next request
   if (step && mode == "dense") {
     std::cerr << "moe_layer_bench: --layers (model steps) takes --mode=inprocess or remote"
               << std::endl;
@@ -121,11 +138,13 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
-    moe::v1::ForwardRequest request;
-    request.mutable_tokens()->add_shape(n);
-    request.mutable_tokens()->add_shape(info.d_model());
-    const std::vector<float> tokens = Tokens(n, info.d_model());
-    request.mutable_tokens()->mutable_values()->Add(tokens.begin(), tokens.end());
+    std::vector<moe::v1::ForwardRequest> requests(sets);
+    for (int set = 0; set < sets; ++set) {
+      requests[set].mutable_tokens()->add_shape(n);
+      requests[set].mutable_tokens()->add_shape(info.d_model());
+      const std::vector<float> tokens = Tokens(n, info.d_model(), set);
+      requests[set].mutable_tokens()->mutable_values()->Add(tokens.begin(), tokens.end());
+    }
     std::vector<int> layers;  // empty: one call per request, without a layer
     if (step) {
       auto served = std::vector<int>(info.layers().begin(), info.layers().end());
@@ -145,6 +164,7 @@ int main(int argc, char** argv) {
     auto call = [&](std::optional<int> layer) {
       grpc::ClientContext context;
       moe::v1::ForwardResponse response;
+      moe::v1::ForwardRequest& request = requests[next_set];
       if (layer.has_value()) request.set_layer(*layer);
       grpc::Status status = stub->Forward(&context, request, &response);
       if (!status.ok()) {
@@ -154,11 +174,11 @@ int main(int argc, char** argv) {
       return status.ok();
     };
     return Time(mode, n, layers.size(), [&] {
-      if (layers.empty()) return call(std::nullopt);
-      for (int layer : layers) {
-        if (!call(layer)) return false;
-      }
-      return true;
+      bool ok = true;
+      if (layers.empty()) ok = call(std::nullopt);
+      for (size_t i = 0; ok && i < layers.size(); ++i) ok = call(layers[i]);
+      next_set = (next_set + 1) % sets;
+      return ok;
     });
   }
   if (mode != "inprocess" && mode != "dense") {
@@ -173,21 +193,34 @@ int main(int argc, char** argv) {
   const std::string model = absl::GetFlag(FLAGS_model);
   const int layer = absl::GetFlag(FLAGS_layer);
   const std::string served = step ? layers_spec : std::to_string(layer);
-  auto shard = moe::ExpertShard::Create({model, served, "all"});
+  const std::string dtype = absl::GetFlag(FLAGS_weights_dtype);
+  if (dtype != "f32" && dtype != "bf16") {
+    std::cerr << "moe_layer_bench: --weights_dtype must be f32 or bf16, got " << dtype << std::endl;
+    return 2;
+  }
+  moe::ExpertShardOptions shard_options{model, served, "all"};
+  shard_options.weight_storage =
+      dtype == "bf16" ? moe::WeightStorage::kBF16 : moe::WeightStorage::kF32;
+  shard_options.kernel_threads = absl::GetFlag(FLAGS_kernel_threads);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  moe::SetBlasThreads(absl::GetFlag(FLAGS_blas_threads) > 0 ? absl::GetFlag(FLAGS_blas_threads)
+                                                            : cores);
+  auto shard = moe::ExpertShard::Create(shard_options);
   if (!shard.ok()) {
     std::cerr << "moe_layer_bench: " << shard.status().message() << std::endl;
     return 1;
   }
   const moe::ExpertShard& experts = **shard;
   const int64_t d = experts.config().d_model;
-  const std::vector<float> tokens = Tokens(n, d);
-  const moe::ConstMatrixView input{tokens.data(), n, d};
+  std::vector<std::vector<float>> token_sets;
+  for (int set = 0; set < sets; ++set) token_sets.push_back(Tokens(n, d, set));
+  auto input = [&] { return moe::ConstMatrixView{token_sets[next_set].data(), n, d}; };
   moe::Matrix output(n, d);
   if (mode == "dense") {
     moe::Matrix y(n, d);
     return Time(mode, n, 0, [&] {
       for (int e = 0; e < experts.config().routing.num_experts; ++e) {
-        absl::Status status = experts.Compute(e, input, y.view());
+        absl::Status status = experts.Compute(layer, e, input(), y.view());
         if (!status.ok()) {
           std::cerr << "moe_layer_bench: " << status.message() << std::endl;
           return false;
@@ -215,8 +248,10 @@ int main(int argc, char** argv) {
   }
   const std::vector<int> layers = step ? experts.layers() : std::vector<int>{layer};
   return Time(mode, n, step ? layers.size() : 0, [&] {
+    const moe::ConstMatrixView x = input();
+    next_set = (next_set + 1) % sets;
     for (int l : layers) {
-      auto routing = (*router)->Forward(l, input, absl::InfiniteFuture(), output.view());
+      auto routing = (*router)->Forward(l, x, absl::InfiniteFuture(), output.view());
       if (!routing.ok()) {
         std::cerr << "moe_layer_bench: layer " << l << ": " << routing.status().message()
                   << std::endl;
