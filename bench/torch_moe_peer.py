@@ -4,12 +4,13 @@ it for Mixtral/OLMoE/Qwen3-MoE (gate linear, softmax, top-k, optional renormalis
 over the experts: index the tokens that chose it, SwiGLU, index_add the weighted result), on the
 weights of a checkpoint moe_make_model wrote. Prints one JSON line.
 
-  /usr/bin/python3 bench/torch_moe_peer.py --model=DIR [--layer=0] [--tokens=1] [--requests=20]
-      [--distinct_inputs=8] [--threads=2] [--check_input=FILE --check_output=FILE]
-  /usr/bin/python3 bench/torch_moe_peer.py --model=DIR --union_of=REQUESTS.json [--window=32]
+  /usr/bin/python3 bench/torch_moe_peer.py --model=DIR [--layer=0] [--tokens=1[,256...]]
+      [--requests=20] [--distinct_inputs=8] [--threads=2]
+      [--check_input=FILE --check_output=FILE] [--union_of=REQUESTS.json [--window=32]]
 
-Timing: --requests forwards after 2 warm-up ones, cycling through --distinct_inputs token sets
-(values uniform in [-1, 1), as moe_layer_bench sends); tokens/s of the median forward.
+Timing (unless --requests=0): per token count, --requests forwards after 2 warm-up ones, cycling
+through --distinct_inputs token sets (values uniform in [-1, 1), as moe_layer_bench sends);
+tokens/s of the median forward.
 Cross-check: --check_input is moe_client --input text (one token per line), --check_output the
 project's output for it (moe_client --output); reports the largest |difference| divided by the
 largest |project output|, and the largest per-token relative L2 difference.
@@ -141,7 +142,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--layer", type=int, default=0)
-    parser.add_argument("--tokens", type=int, default=1)
+    parser.add_argument("--tokens", default="1")
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--distinct_inputs", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
@@ -153,23 +154,24 @@ def main():
     torch.set_num_threads(args.threads)
 
     config = json.load(open(os.path.join(args.model, "config.json")))
-    block = MoeBlock(config, SafetensorsDir(args.model), args.layer,
-                     gate_only=args.union_of is not None)
+    checkpoint = SafetensorsDir(args.model)
+    d = config["hidden_size"]
+    result = {"peer": f"torch {torch.__version__} in process, fp32 weights",
+              "threads": torch.get_num_threads(),
+              "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "as loaded")}
     if args.union_of:
+        block = MoeBlock(config, checkpoint, args.layer, gate_only=True)
         requests = json.load(open(args.union_of))
         chosen = [set(block.chosen_experts(torch.tensor(
             r["tokens"]["values"], dtype=torch.float32).reshape(
             [int(n) for n in r["tokens"]["shape"]])).flatten().tolist()) for r in requests]
         unions = [len(set().union(*(chosen[(i + j) % len(chosen)] for j in range(args.window))))
                   for i in range(len(chosen))]
-        print(json.dumps({"requests": len(chosen), "window": args.window,
-                          "mean_distinct_experts": statistics.mean(unions),
-                          "mean_experts_per_request": statistics.mean(len(c) for c in chosen)}))
-        return
-    d = config["hidden_size"]
-    result = {"peer": f"torch {torch.__version__} in process, fp32 weights",
-              "threads": torch.get_num_threads(), "tokens": args.tokens,
-              "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "as loaded")}
+        result["union"] = {"requests": len(chosen), "window": args.window,
+                           "mean_distinct_experts": statistics.mean(unions),
+                           "mean_experts_per_request": statistics.mean(len(c) for c in chosen)}
+    if args.check_input or args.requests > 0:
+        block = MoeBlock(config, checkpoint, args.layer)
 
     if args.check_input:
         x = torch.from_numpy(np.loadtxt(args.check_input, dtype=np.float32, ndmin=2))
@@ -182,8 +184,8 @@ def main():
         result["max_token_relative_l2_error"] = float(per_token.max())
         result["output_rms"] = float(project.pow(2).mean().sqrt())
 
-    if args.requests > 0:
-        sets = [uniform_tokens(args.tokens, d, seed) for seed in range(args.distinct_inputs)]
+    for tokens in [int(n) for n in args.tokens.split(",")] if args.requests > 0 else []:
+        sets = [uniform_tokens(tokens, d, seed) for seed in range(args.distinct_inputs)]
         times = []
         for i in range(args.requests + 2):
             start = time.perf_counter()
@@ -191,8 +193,8 @@ def main():
             if i >= 2:
                 times.append(time.perf_counter() - start)
         median = statistics.median(times)
-        result.update({"requests": len(times), "p50_ms": round(median * 1e3, 3),
-                       "tokens_per_s": round(args.tokens / median, 1)})
+        result[f"tokens_{tokens}"] = {"requests": len(times), "p50_ms": round(median * 1e3, 3),
+                                      "tokens_per_s": round(tokens / median, 1)}
     print(json.dumps(result))
 
 

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -26,6 +27,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/routing/expert_set.h"
@@ -44,8 +47,12 @@ ABSL_FLAG(std::string, mode, "inprocess",
           "inprocess: the layer in this process; dense: every expert for every token; remote: "
           "Forward calls to --router");
 ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router target for --mode=remote");
-ABSL_FLAG(int, tokens, 256, "Tokens per request");
-ABSL_FLAG(int, requests, 20, "Timed requests (after 2 warm-up requests)");
+ABSL_FLAG(std::string, tokens, "256",
+          "Tokens per request; a list (1,256) times each count in turn, one JSON line each");
+ABSL_FLAG(int, requests, 20, "Timed requests per token count and round (after 2 warm-up ones)");
+ABSL_FLAG(int, rounds, 1,
+          "Rounds over the token counts, alternating them (the model is loaded once); each "
+          "line's figures are over every round's requests");
 ABSL_FLAG(int, distinct_inputs, 1,
           "Cycle through this many different token sets, so that consecutive requests choose "
           "different experts (a layer whose chosen experts would fit in the cache otherwise "
@@ -77,25 +84,36 @@ std::vector<float> Tokens(int64_t n, int64_t d, int set = 0) {
   return values;
 }
 
+// Times run(n) for each n of `tokens`, in --rounds rounds alternating the counts, --requests
+// timed calls per count and round after 2 warm-up calls; prints one JSON line per count.
 template <typename Fn>
-int Time(const std::string& mode, int64_t tokens, size_t step_layers, Fn&& run) {
-  std::vector<double> ms;
-  for (int i = 0; i < absl::GetFlag(FLAGS_requests) + 2; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    if (!run()) return 1;
-    const double elapsed =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (i >= 2) ms.push_back(elapsed);
+int Time(const std::string& mode, const std::vector<int64_t>& tokens, size_t step_layers,
+         Fn&& run) {
+  std::vector<std::vector<double>> ms(tokens.size());
+  for (int round = 0; round < std::max(1, absl::GetFlag(FLAGS_rounds)); ++round) {
+    for (size_t k = 0; k < tokens.size(); ++k) {
+      for (int i = 0; i < absl::GetFlag(FLAGS_requests) + 2; ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        if (!run(tokens[k])) return 1;
+        const double elapsed =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                .count();
+        if (i >= 2) ms[k].push_back(elapsed);
+      }
+    }
   }
-  std::sort(ms.begin(), ms.end());
-  const double median = ms[ms.size() / 2];
-  // With step_layers > 0 a "request" is a step of that many calls and the times are per step.
-  std::printf(
-      "{\"mode\": \"%s\", \"tokens\": %lld, \"step_layers\": %zu, \"requests\": %zu, "
-      "\"p50_ms\": %.3f, \"p90_ms\": %.3f, \"mean_ms\": %.3f, \"tokens_per_s\": %.1f}\n",
-      mode.c_str(), static_cast<long long>(tokens), step_layers, ms.size(), median,
-      ms[ms.size() * 9 / 10], std::accumulate(ms.begin(), ms.end(), 0.0) / ms.size(),
-      tokens / (median / 1000.0));
+  for (size_t k = 0; k < tokens.size(); ++k) {
+    std::vector<double>& t = ms[k];
+    std::sort(t.begin(), t.end());
+    const double median = t[t.size() / 2];
+    // With step_layers > 0 a "request" is a step of that many calls and the times are per step.
+    std::printf(
+        "{\"mode\": \"%s\", \"tokens\": %lld, \"step_layers\": %zu, \"requests\": %zu, "
+        "\"p50_ms\": %.3f, \"p90_ms\": %.3f, \"mean_ms\": %.3f, \"tokens_per_s\": %.1f}\n",
+        mode.c_str(), static_cast<long long>(tokens[k]), step_layers, t.size(), median,
+        t[t.size() * 9 / 10], std::accumulate(t.begin(), t.end(), 0.0) / t.size(),
+        tokens[k] / (median / 1000.0));
+  }
   return 0;
 }
 
@@ -104,15 +122,27 @@ int Time(const std::string& mode, int64_t tokens, size_t step_layers, Fn&& run) 
 int main(int argc, char** argv) {
   moe::UseBestBlasKernels(argv);
   absl::SetProgramUsageMessage(
-      "Times one MoE layer in process, densely, or through a router; prints one JSON line.\n"
-      "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N]\n"
-      "                  [--requests=N] [--distinct_inputs=N] [--weights_dtype=f32|bf16]\n"
+      "Times one MoE layer in process, densely, or through a router; prints a JSON line per token "
+      "count.\n"
+      "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N[,N...]]\n"
+      "                  [--requests=N] [--rounds=N] [--distinct_inputs=N]\n"
+      "                  [--weights_dtype=f32|bf16]\n"
       "                  [--kernel_threads=N] [--blas_threads=N]\n"
       "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]\n"
       "  moe_layer_bench ... --layers=all|SPEC   (time model steps: one call per layer)");
   moe::ParseFlags(argc, argv);
   const std::string mode = absl::GetFlag(FLAGS_mode);
-  const int64_t n = absl::GetFlag(FLAGS_tokens);
+  std::vector<int64_t> token_counts;
+  for (absl::string_view count : absl::StrSplit(absl::GetFlag(FLAGS_tokens), ',')) {
+    int64_t n = 0;
+    if (!absl::SimpleAtoi(count, &n) || n < 1) {
+      std::cerr << "moe_layer_bench: --tokens must be positive counts separated by commas, got "
+                << absl::GetFlag(FLAGS_tokens) << std::endl;
+      return 2;
+    }
+    token_counts.push_back(n);
+  }
+  const int64_t max_tokens = *std::max_element(token_counts.begin(), token_counts.end());
   const std::string layers_spec = absl::GetFlag(FLAGS_layers);
   const bool step = !layers_spec.empty();
   const int sets = std::max(1, absl::GetFlag(FLAGS_distinct_inputs));
@@ -138,12 +168,15 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
-    std::vector<moe::v1::ForwardRequest> requests(sets);
-    for (int set = 0; set < sets; ++set) {
-      requests[set].mutable_tokens()->add_shape(n);
-      requests[set].mutable_tokens()->add_shape(info.d_model());
-      const std::vector<float> tokens = Tokens(n, info.d_model(), set);
-      requests[set].mutable_tokens()->mutable_values()->Add(tokens.begin(), tokens.end());
+    std::map<int64_t, std::vector<moe::v1::ForwardRequest>> requests;  // by token count
+    for (int64_t n : token_counts) {
+      requests[n].resize(sets);
+      for (int set = 0; set < sets; ++set) {
+        requests[n][set].mutable_tokens()->add_shape(n);
+        requests[n][set].mutable_tokens()->add_shape(info.d_model());
+        const std::vector<float> tokens = Tokens(n, info.d_model(), set);
+        requests[n][set].mutable_tokens()->mutable_values()->Add(tokens.begin(), tokens.end());
+      }
     }
     std::vector<int> layers;  // empty: one call per request, without a layer
     if (step) {
@@ -161,10 +194,10 @@ int main(int argc, char** argv) {
         return 2;
       }
     }
-    auto call = [&](std::optional<int> layer) {
+    auto call = [&](int64_t n, std::optional<int> layer) {
       grpc::ClientContext context;
       moe::v1::ForwardResponse response;
-      moe::v1::ForwardRequest& request = requests[next_set];
+      moe::v1::ForwardRequest& request = requests[n][next_set];
       if (layer.has_value()) request.set_layer(*layer);
       grpc::Status status = stub->Forward(&context, request, &response);
       if (!status.ok()) {
@@ -173,10 +206,10 @@ int main(int argc, char** argv) {
       }
       return status.ok();
     };
-    return Time(mode, n, layers.size(), [&] {
+    return Time(mode, token_counts, layers.size(), [&](int64_t n) {
       bool ok = true;
-      if (layers.empty()) ok = call(std::nullopt);
-      for (size_t i = 0; ok && i < layers.size(); ++i) ok = call(layers[i]);
+      if (layers.empty()) ok = call(n, std::nullopt);
+      for (size_t i = 0; ok && i < layers.size(); ++i) ok = call(n, layers[i]);
       next_set = (next_set + 1) % sets;
       return ok;
     });
@@ -212,15 +245,19 @@ int main(int argc, char** argv) {
   }
   const moe::ExpertShard& experts = **shard;
   const int64_t d = experts.config().d_model;
-  std::vector<std::vector<float>> token_sets;
-  for (int set = 0; set < sets; ++set) token_sets.push_back(Tokens(n, d, set));
-  auto input = [&] { return moe::ConstMatrixView{token_sets[next_set].data(), n, d}; };
-  moe::Matrix output(n, d);
+  std::map<int64_t, std::vector<std::vector<float>>> token_sets;  // by token count
+  for (int64_t n : token_counts) {
+    for (int set = 0; set < sets; ++set) token_sets[n].push_back(Tokens(n, d, set));
+  }
+  auto input = [&](int64_t n) {
+    return moe::ConstMatrixView{token_sets[n][next_set].data(), n, d};
+  };
+  moe::Matrix output_rows(max_tokens, d);
   if (mode == "dense") {
-    moe::Matrix y(n, d);
-    return Time(mode, n, 0, [&] {
+    return Time(mode, token_counts, 0, [&](int64_t n) {
       for (int e = 0; e < experts.config().routing.num_experts; ++e) {
-        absl::Status status = experts.Compute(layer, e, input(), y.view());
+        absl::Status status =
+            experts.Compute(layer, e, input(n), moe::MatrixView{output_rows.data(), n, d});
         if (!status.ok()) {
           std::cerr << "moe_layer_bench: " << status.message() << std::endl;
           return false;
@@ -233,7 +270,7 @@ int main(int argc, char** argv) {
   options.model_dir = model;
   options.layers = served;
   options.shards = "in-process";
-  options.max_tokens = static_cast<int>(n);
+  options.max_tokens = static_cast<int>(max_tokens);
   moe::ShardDescription description{experts.layers(), experts.experts(), experts.identity()};
   auto router = moe::Router::Create(options, [&](const std::string& target) {
     return std::make_unique<moe::LocalShardClient>(
@@ -247,11 +284,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::vector<int> layers = step ? experts.layers() : std::vector<int>{layer};
-  return Time(mode, n, step ? layers.size() : 0, [&] {
-    const moe::ConstMatrixView x = input();
+  return Time(mode, token_counts, step ? layers.size() : 0, [&](int64_t n) {
+    const moe::ConstMatrixView x = input(n);
     next_set = (next_set + 1) % sets;
     for (int l : layers) {
-      auto routing = (*router)->Forward(l, x, absl::InfiniteFuture(), output.view());
+      auto routing = (*router)->Forward(l, x, absl::InfiniteFuture(),
+                                        moe::MatrixView{output_rows.data(), n, d});
       if (!routing.ok()) {
         std::cerr << "moe_layer_bench: layer " << l << ": " << routing.status().message()
                   << std::endl;
