@@ -35,11 +35,10 @@ ABSL_FLAG(std::string, weights_dtype, "f32",
           "Expert weights in memory: f32, or bf16 (half the bytes: small batches, bound by memory "
           "bandwidth, run up to 2x faster; f32 checkpoints are rounded to nearest bf16)");
 ABSL_FLAG(int, kernel_threads, 0,
-          "Threads of the small-batch FFN kernel per call; 0 = every core. Give 1 when several "
-          "shards share one machine");
-ABSL_FLAG(int, blas_threads, 0,
-          "OpenBLAS threads per large-batch FFN call; 0 = every core. Give 1 when several "
-          "shards share one machine");
+          "Threads of the small-batch FFN kernel per call; 0 = every core, also when several "
+          "shards share one machine (a shard with work then streams on the cores the others "
+          "leave idle)");
+ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads per large-batch FFN call; 0 = every core");
 ABSL_FLAG(int, max_message_mb, 0,
           "Largest request or reply accepted, in MiB; 0: what --max_tokens_per_call rows of "
           "d_model floats take (plus row indices and 1 MiB of framing)");
