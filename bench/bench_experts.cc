@@ -17,7 +17,8 @@
 namespace moe::bench {
 namespace {
 
-constexpr int64_t kBandwidthFloats = kBandwidthBytes / sizeof(float);
+int64_t bandwidth_bytes = int64_t{256} << 20;
+int64_t BandwidthFloats() { return BandwidthBytes() / static_cast<int64_t>(sizeof(float)); }
 constexpr int64_t kSumTaskFloats = int64_t{1} << 18;  // 1 MB
 
 // Deterministic values in ±scale without the cost of <random> over 70 M weights.
@@ -39,7 +40,7 @@ void Check(const absl::Status& status) {
 }
 
 const std::vector<float>& BandwidthBuffer() {
-  static const std::vector<float>* buffer = new std::vector<float>(kBandwidthFloats, 1.0f);
+  static const std::vector<float>* buffer = new std::vector<float>(BandwidthFloats(), 1.0f);
   return *buffer;
 }
 
@@ -64,6 +65,13 @@ const std::vector<Matrix>& StackedGateUp() {
 }
 
 }  // namespace
+
+int64_t BandwidthBytes() { return bandwidth_bytes; }
+
+void SetBandwidthBytes(int64_t bytes) {
+  constexpr int64_t kUnit = int64_t{32} << 20;
+  bandwidth_bytes = std::max(kUnit, bytes / kUnit * kUnit);
+}
 
 void InitThreads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -106,7 +114,7 @@ Matrix Tokens(int64_t tokens) { return Filled(tokens, kDModel, 1.0f, 99); }
 
 void ReadBufferBySum() {
   const std::vector<float>& buffer = BandwidthBuffer();
-  const int64_t tasks = kBandwidthFloats / kSumTaskFloats;
+  const int64_t tasks = BandwidthFloats() / kSumTaskFloats;
   static std::vector<float>* partial = new std::vector<float>(tasks);
   auto sum_blocks = [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; ++block) {
@@ -127,7 +135,7 @@ void ReadBufferBySum() {
 void ReadBufferByRowDots() {
   constexpr int64_t kCols = 8192, kTasks = 64;
   const std::vector<float>& buffer = BandwidthBuffer();
-  const int64_t rows = kBandwidthFloats / kCols;
+  const int64_t rows = BandwidthFloats() / kCols;
   static std::vector<float>* x = new std::vector<float>(kCols, 1.0f);
   static std::vector<float>* y = new std::vector<float>(rows);
   const RowDotKernels& k = BestRowDotKernels();
@@ -142,10 +150,10 @@ void ReadBufferByRowDots() {
 void ReadBufferBySgemv() {
   const std::vector<float>& buffer = BandwidthBuffer();
   constexpr int64_t kCols = 8192;
-  constexpr int64_t kRows = kBandwidthFloats / kCols;
+  const int64_t rows = BandwidthFloats() / kCols;
   static std::vector<float>* x = new std::vector<float>(kCols, 1.0f);
-  static std::vector<float>* y = new std::vector<float>(kRows);
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, kRows, kCols, 1.0f, buffer.data(), kCols, x->data(), 1,
+  static std::vector<float>* y = new std::vector<float>(rows);
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, kCols, 1.0f, buffer.data(), kCols, x->data(), 1,
               0.0f, y->data(), 1);
 }
 

@@ -35,13 +35,16 @@ const std::vector<SwigluWeights>& Experts(WeightStorage storage);
 // [tokens, d_model] of deterministic values.
 Matrix Tokens(int64_t tokens);
 
-// Reference read bandwidth: one pass over a 256 MB fp32 buffer (kBandwidthBytes), read as
+// Reference read bandwidth: one pass over an fp32 buffer of BandwidthBytes() (256 MB unless
+// SetBandwidthBytes chose otherwise before the first pass; it must exceed the last-level cache),
+// read as
 //   Sum      summed in tasks of 1 MB on Pool() (the threads the FFN kernel uses)
-//   RowDots  a matrix-vector product [32768 × 8192] by the FFN's own row-dot kernel on that pool:
+//   RowDots  a matrix-vector product [rows × 8192] by the FFN's own row-dot kernel on that pool:
 //            the same loads, without the FFN's three matrices, phases and SiLU
 //   Sgemv    OpenBLAS sgemv on the same matrix (with the current BLAS threads); the one call to
 //            OpenBLAS outside common/kernels/blas_kernels, as it measures OpenBLAS itself
-inline constexpr int64_t kBandwidthBytes = int64_t{256} << 20;
+int64_t BandwidthBytes();
+void SetBandwidthBytes(int64_t bytes);  // rounded down to a multiple of 32 MB, at least 32 MB
 void ReadBufferBySum();
 void ReadBufferByRowDots();
 void ReadBufferBySgemv();

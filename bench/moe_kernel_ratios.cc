@@ -71,7 +71,7 @@ void LetBlasThreadsSleep() { std::this_thread::sleep_for(std::chrono::millisecon
 double ReferenceBandwidth() {
   const double sum = MedianSeconds([](int) { ReadBufferBySum(); }, 1, 1);
   const double row_dots = MedianSeconds([](int) { ReadBufferByRowDots(); }, 1, 1);
-  return kBandwidthBytes / std::min(sum, row_dots);
+  return BandwidthBytes() / std::min(sum, row_dots);
 }
 
 std::string Target(double value, double target) {
@@ -127,7 +127,7 @@ int Run(int rounds, int sweep_rounds) {
     for (int64_t m : kLarge) {
       ffn[m] = flops(m) / FfnSeconds(WeightStorage::kF32, SwigluPath::kAuto, tokens.at(m));
     }
-    sgemv.push_back(kBandwidthBytes / MedianSeconds([](int) { ReadBufferBySgemv(); }, 1, 3));
+    sgemv.push_back(BandwidthBytes() / MedianSeconds([](int) { ReadBufferBySgemv(); }, 1, 3));
     for (int64_t m : kLarge) {
       const double sgemm = flops(m) / SgemmSeconds(tokens.at(m));
       large_ffn[m].push_back(ffn[m]);
@@ -198,6 +198,7 @@ int Run(int rounds, int sweep_rounds) {
 }  // namespace moe::bench
 
 int main(int argc, char** argv) {
+  moe::UseBestBlasKernels(argv);
   int rounds = 9, sweep_rounds = 3;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];

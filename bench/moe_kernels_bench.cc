@@ -12,6 +12,7 @@
 #include <string>
 
 #include "bench/bench_experts.h"
+#include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/thread_pool.h"
 
@@ -42,21 +43,21 @@ double Flops(int64_t tokens) { return 6.0 * tokens * kDModel * kWidth; }
 void BM_ReadBandwidthSum(benchmark::State& state) {
   for (auto _ : state) ReadBufferBySum();
   state.counters["read_Bps"] =
-      Counter(static_cast<double>(kBandwidthBytes) * state.iterations(), Counter::kIsRate);
+      Counter(static_cast<double>(BandwidthBytes()) * state.iterations(), Counter::kIsRate);
 }
 BENCHMARK(BM_ReadBandwidthSum)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_ReadBandwidthSgemv(benchmark::State& state) {
   for (auto _ : state) ReadBufferBySgemv();
   state.counters["read_Bps"] =
-      Counter(static_cast<double>(kBandwidthBytes) * state.iterations(), Counter::kIsRate);
+      Counter(static_cast<double>(BandwidthBytes()) * state.iterations(), Counter::kIsRate);
 }
 BENCHMARK(BM_ReadBandwidthSgemv)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_ReadBandwidthRowDots(benchmark::State& state) {
   for (auto _ : state) ReadBufferByRowDots();
   state.counters["read_Bps"] =
-      Counter(static_cast<double>(kBandwidthBytes) * state.iterations(), Counter::kIsRate);
+      Counter(static_cast<double>(BandwidthBytes()) * state.iterations(), Counter::kIsRate);
 }
 BENCHMARK(BM_ReadBandwidthRowDots)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -150,6 +151,7 @@ BENCHMARK(BM_PlainSgemm)
 }  // namespace moe::bench
 
 int main(int argc, char** argv) {
+  moe::UseBestBlasKernels(argv);
   benchmark::Initialize(&argc, argv);
   // --kernel_threads=N (default: one per core) sets both the kernel pool and OpenBLAS, so both
   // paths get the same cores.

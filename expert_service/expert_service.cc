@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/checkpoint/model_config.h"
+#include "common/kernels/blas_kernels.h"
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/status/status_macros.h"
@@ -101,6 +102,7 @@ grpc::Status ExpertServiceImpl::Info(grpc::ServerContext*, const v1::ExpertInfoR
   response->set_expert_width(identity.expert_width);
   response->set_num_experts(identity.num_experts);
   response->set_model_fingerprint(identity.fingerprint);
+  response->set_kernels(KernelsReport());
   for (int e : shard_->experts().ids) response->add_experts(e);
   response->set_shared_expert(shard_->experts().shared);
   response->set_weight_bytes(shard_->weight_bytes());

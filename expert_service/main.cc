@@ -40,11 +40,10 @@ ABSL_FLAG(std::string, weights_dtype, "f32",
           "adds about 1% relative output error, see README). The MOE_KERNELS environment "
           "variable caps the kernels: auto|avx512bf16|avx512|portable");
 ABSL_FLAG(int, kernel_threads, 0,
-          "Threads of the small-batch FFN kernel per call; 0 = every core. Give 1 when several "
-          "shards share one machine");
-ABSL_FLAG(int, blas_threads, 0,
-          "OpenBLAS threads per large-batch FFN call; 0 = every core. Give 1 when several "
-          "shards share one machine");
+          "Threads of the small-batch FFN kernel per call; 0 = every core, also when several "
+          "shards share one machine (a shard with work then streams on the cores the others "
+          "leave idle)");
+ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads per large-batch FFN call; 0 = every core");
 ABSL_FLAG(int, max_message_mb, 0,
           "Largest request or reply accepted, in MiB; 0: what --max_tokens_per_call rows of "
           "d_model floats take (plus row indices and 1 MiB of framing)");
@@ -85,6 +84,7 @@ ABSL_FLAG(int, max_inflight, 48,
           "--max_threads - 4, so that threads remain to refuse with");
 
 int main(int argc, char** argv) {
+  moe::UseBestBlasKernels(argv);  // may re-execute: before any thread starts
   moe::BlockShutdownSignals();
   absl::SetProgramUsageMessage(
       "Serves some experts of the MoE layers of a model.\n"
@@ -147,7 +147,9 @@ int main(int argc, char** argv) {
             << absl::StrJoin((*shard)->layers(), ",") << "), experts "
             << moe::FormatExpertSet((*shard)->experts()) << ", "
             << moe::FormatBytes((*shard)->weight_bytes()) << " of " << dtype << " weights; "
-            << moe::ServerTlsMode(tls) << "; FFN kernels: " << *kernels << std::endl;
+            << moe::ServerTlsMode(tls) << "; kernels: " << moe::KernelsReport() << " on "
+            << moe::CountOf((*shard)->kernel_threads(), "thread", "threads") << " (" << *kernels
+            << ")" << std::endl;
 
   moe::BatchingOptions batching;
   batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);

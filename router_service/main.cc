@@ -133,6 +133,7 @@ class ShardsFile {
 }  // namespace
 
 int main(int argc, char** argv) {
+  moe::UseBestBlasKernels(argv);  // may re-execute: before any thread starts
   moe::BlockShutdownSignals();
   absl::SetProgramUsageMessage(
       "Serves the MoE layers of a model: the gates and the routing here, the experts on shards.\n"
@@ -206,7 +207,8 @@ int main(int argc, char** argv) {
             << absl::StrJoin((*router)->layers(), ",") << "), d_model " << config.d_model << ", "
             << config.routing.num_experts << " experts, top-" << config.routing.top_k
             << "; clients: " << moe::ServerTlsMode(server_tls)
-            << ", shards: " << moe::ClientTlsMode(shard_tls) << std::endl;
+            << ", shards: " << moe::ClientTlsMode(shard_tls)
+            << "; kernels: " << moe::KernelsReport() << std::endl;
 
   const int max_threads = absl::GetFlag(FLAGS_max_threads);
   const int max_inflight = absl::GetFlag(FLAGS_max_inflight);

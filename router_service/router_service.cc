@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "common/kernels/blas_kernels.h"
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/status/status_macros.h"
@@ -91,6 +92,7 @@ grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest
   settings->set_routed_scaling_factor(routing.scaling_factor);
   settings->set_has_score_correction_bias(routing.use_correction_bias);
   response->set_coverage_gaps(router_->directory().Gaps());
+  response->set_kernels(KernelsReport());
   int64_t ejections = 0;
   for (const TargetStatus& status : router_->directory().Status()) {
     v1::ShardInfo* shard = response->add_shards();

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -56,7 +58,7 @@ absl::StatusOr<uint64_t> CheckedByteSize(const TensorToWrite& tensor) {
                                                      absl::StrJoin(tensor.shape, ", "), "]"));
     }
   }
-  if (tensor.values.size() != elements) {
+  if (!tensor.generate && tensor.values.size() != elements) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor ", tensor.name, ": shape [", absl::StrJoin(tensor.shape, ", "),
                      "] needs ", elements, " values, got ", tensor.values.size()));
@@ -80,26 +82,41 @@ absl::StatusOr<std::vector<const TensorToWrite*>> SortedByName(
   return sorted;
 }
 
-void AppendValues(const TensorToWrite& tensor, std::string* out) {
-  for (float value : tensor.values) {
+// Writes the tensor's values in the stored dtype, a chunk at a time.
+bool WriteValues(const TensorToWrite& tensor, uint64_t elements, std::FILE* f) {
+  constexpr uint64_t kChunk = uint64_t{1} << 20;
+  std::vector<float> values(tensor.generate ? std::min(kChunk, elements) : 0);
+  std::vector<uint16_t> halves(tensor.dtype == DType::kF32 ? 0 : std::min(kChunk, elements));
+  for (uint64_t first = 0; first < elements; first += kChunk) {
+    const uint64_t count = std::min(kChunk, elements - first);
+    const float* chunk = tensor.values.data() + first;
+    if (tensor.generate) {
+      tensor.generate(static_cast<int64_t>(first), static_cast<int64_t>(count), values.data());
+      chunk = values.data();
+    }
     // Host order is little-endian (x86_64), which is what safetensors stores.
     if (tensor.dtype == DType::kF32) {
-      out->append(reinterpret_cast<const char*>(&value), sizeof(value));
-    } else {
-      const uint16_t bits = tensor.dtype == DType::kBF16 ? F32ToBf16(value) : F32ToF16(value);
-      out->append(reinterpret_cast<const char*>(&bits), sizeof(bits));
+      if (std::fwrite(chunk, sizeof(float), count, f) != count) return false;
+      continue;
     }
+    for (uint64_t i = 0; i < count; ++i) {
+      halves[i] = tensor.dtype == DType::kBF16 ? F32ToBf16(chunk[i]) : F32ToF16(chunk[i]);
+    }
+    if (std::fwrite(halves.data(), sizeof(uint16_t), count, f) != count) return false;
   }
+  return true;
 }
 
-// Writes to a temporary name first so a reader never maps a half-written file.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
+// Writes to a temporary name first so a reader never maps a half-written file: `write` gets the
+// open file and says whether every byte went out.
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::function<bool(std::FILE*)>& write) {
   const std::string temp = absl::StrCat(path, ".tmp.", ::getpid());
   std::FILE* f = std::fopen(temp.c_str(), "wb");
   if (f == nullptr) {
     return absl::UnavailableError(absl::StrCat("cannot create ", temp, ": ", std::strerror(errno)));
   }
-  const bool written = std::fwrite(contents.data(), 1, contents.size(), f) == contents.size();
+  const bool written = write(f);
   const bool closed = std::fclose(f) == 0;
   if (!written || !closed) {
     std::remove(temp.c_str());
@@ -114,12 +131,20 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
   return absl::OkStatus();
 }
 
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
+  return WriteFileAtomically(path, [&contents](std::FILE* f) {
+    return std::fwrite(contents.data(), 1, contents.size(), f) == contents.size();
+  });
+}
+
 // `sorted` must already be validated and in name order.
 absl::Status WriteSorted(const std::string& path, absl::Span<const TensorToWrite* const> sorted) {
   std::string header = "{";
   uint64_t offset = 0;
+  std::vector<uint64_t> elements;
   for (const TensorToWrite* t : sorted) {
     ASSIGN_OR_RETURN(uint64_t bytes, CheckedByteSize(*t));
+    elements.push_back(bytes / static_cast<uint64_t>(DTypeSize(t->dtype)));
     if (header.size() > 1) header += ",";
     absl::StrAppend(&header, JsonQuote(t->name), ":{\"dtype\":\"", DTypeName(t->dtype),
                     "\",\"shape\":[", absl::StrJoin(t->shape, ","), "],\"data_offsets\":[", offset,
@@ -131,13 +156,17 @@ absl::Status WriteSorted(const std::string& path, absl::Span<const TensorToWrite
   // reference implementation does.
   header.append((8 - header.size() % 8) % 8, ' ');
 
-  std::string contents;
-  contents.reserve(8 + header.size() + offset);
-  const uint64_t header_size = header.size();
-  contents.append(reinterpret_cast<const char*>(&header_size), sizeof(header_size));
-  contents += header;
-  for (const TensorToWrite* t : sorted) AppendValues(*t, &contents);
-  return WriteFileAtomically(path, contents);
+  return WriteFileAtomically(path, [&](std::FILE* f) {
+    const uint64_t header_size = header.size();
+    if (std::fwrite(&header_size, sizeof(header_size), 1, f) != 1 ||
+        std::fwrite(header.data(), 1, header.size(), f) != header.size()) {
+      return false;
+    }
+    for (size_t i = 0; i < sorted.size(); ++i) {
+      if (!WriteValues(*sorted[i], elements[i], f)) return false;
+    }
+    return true;
+  });
 }
 
 // Splits `sizes` into `num_shards` contiguous non-empty runs whose byte totals are as close as a

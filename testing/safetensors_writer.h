@@ -1,10 +1,12 @@
 // Writes safetensors files and Hugging Face checkpoint directories (single file, or sharded with
 // model.safetensors.index.json). Used by moe_make_model and by tests that build checkpoints.
 // Output is deterministic: tensors are laid out in name order, the header is padded to 8 bytes.
+// Files are streamed to disk in chunks (a temporary name, renamed when complete).
 #ifndef MOE_TESTING_SAFETENSORS_WRITER_H_
 #define MOE_TESTING_SAFETENSORS_WRITER_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,9 @@ struct TensorToWrite {
   DType dtype = DType::kF32;  // stored dtype; values are rounded to it on write
   std::vector<int64_t> shape;
   std::vector<float> values;  // product(shape) values, row-major
+  // Instead of `values` (left empty): writes values [first, first + count) into `out`, called
+  // chunk by chunk while the file is written, so a checkpoint of GBs never sits in memory.
+  std::function<void(int64_t first, int64_t count, float* out)> generate;
 };
 
 // Writes one .safetensors file at `path`.

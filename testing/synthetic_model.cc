@@ -1,5 +1,6 @@
 #include "testing/synthetic_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -16,21 +17,17 @@ namespace moe {
 namespace {
 
 // splitmix64: tiny, portable, and identical on every platform (unlike <random> distributions).
-class Stream {
- public:
-  explicit Stream(uint64_t seed) : state_(seed) {}
-  uint64_t Next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [-1, 1).
-  float Symmetric() { return static_cast<float>(Next() >> 40) / float(1 << 23) - 1.0f; }
+// Counter-based: value i of a stream is a pure function of (seed, i), so a tensor is generated
+// chunk by chunk while its file is written.
+uint64_t SplitMix(uint64_t seed, uint64_t i) {
+  uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
 
- private:
-  uint64_t state_;
-};
+// Uniform in [-1, 1).
+float Symmetric(uint64_t bits) { return static_cast<float>(bits >> 40) / float(1 << 23) - 1.0f; }
 
 uint64_t NameSeed(uint64_t seed, const std::string& name) {
   uint64_t h = 1469598103934665603ull ^ seed;  // FNV-1a over the name
@@ -38,15 +35,19 @@ uint64_t NameSeed(uint64_t seed, const std::string& name) {
   return h;
 }
 
-// Values offset + scale × U[-1, 1).
+// Values offset + scale × U[-1, 1), the first `hot_values` of them also × hot_scale. Generated
+// while the file is written (TensorToWrite::generate): the real-shape presets hold ~600 M values.
 TensorToWrite RandomTensor(const std::string& name, std::vector<int64_t> shape, float scale,
-                           const SyntheticModelOptions& options, float offset = 0.0f) {
-  TensorToWrite tensor{name, options.dtype, std::move(shape), {}};
-  int64_t count = 1;
-  for (int64_t dim : tensor.shape) count *= dim;
-  tensor.values.resize(count);
-  Stream stream(NameSeed(options.seed, name));
-  for (float& v : tensor.values) v = offset + scale * stream.Symmetric();
+                           const SyntheticModelOptions& options, float offset = 0.0f,
+                           int64_t hot_values = 0, float hot_scale = 1.0f) {
+  TensorToWrite tensor{name, options.dtype, std::move(shape), {}, {}};
+  const uint64_t seed = NameSeed(options.seed, name);
+  tensor.generate = [=](int64_t first, int64_t count, float* out) {
+    for (int64_t i = 0; i < count; ++i) {
+      out[i] = offset + scale * Symmetric(SplitMix(seed, static_cast<uint64_t>(first + i)));
+      if (first + i < hot_values) out[i] *= hot_scale;
+    }
+  };
   return tensor;
 }
 
@@ -105,6 +106,33 @@ std::vector<ModelPreset> MakePresets() {
   skewed.hot_experts = 2;
   skewed.hot_gate_scale = 4.0f;
   presets.push_back(skewed);
+
+  // Real layer shapes (config keys as the released config.json files have them; see
+  // tests/real_configs.h): one MoE layer each, bf16 on disk.
+  ModelPreset olmoe_layer;
+  olmoe_layer.name = "olmoe-layer";
+  olmoe_layer.description =
+      "olmoe, one layer of OLMoE-1B-7B: d_model 2048, 64 experts of width 1024, top-8, softmax "
+      "then top-k without renormalisation (805 MB of bf16 expert weights, 1.6 GB as fp32)";
+  olmoe_layer.model_type = "olmoe";
+  olmoe_layer.d_model = 2048;
+  olmoe_layer.num_experts = 64;
+  olmoe_layer.expert_width = 1024;
+  olmoe_layer.top_k = 8;
+  olmoe_layer.norm_topk_prob = false;
+  olmoe_layer.default_dtype = DType::kBF16;
+  presets.push_back(olmoe_layer);
+
+  ModelPreset qwen3_layer = olmoe_layer;
+  qwen3_layer.name = "qwen3-moe-layer";
+  qwen3_layer.description =
+      "qwen3_moe, one layer of Qwen3-30B-A3B: d_model 2048, 128 experts of width 768, top-8, "
+      "norm_topk_prob (1.2 GB of bf16 expert weights, 2.4 GB as fp32)";
+  qwen3_layer.model_type = "qwen3_moe";
+  qwen3_layer.num_experts = 128;
+  qwen3_layer.expert_width = 768;
+  qwen3_layer.norm_topk_prob = true;
+  presets.push_back(qwen3_layer);
 
   // Small whole decoders of each family, 4 layers each: the served MoE layer is never layer 0,
   // and every layer's attention (and the dense MLPs) sits in the same files.
@@ -298,9 +326,8 @@ absl::Status WriteSyntheticModel(const ModelPreset& p, const SyntheticModelOptio
     }
     BlockTensorNames names(config.family, layer);
     // Gate rows scaled so logits spread enough for routing to be decisive but not one-hot.
-    tensors.push_back(
-        RandomTensor(names.gate(), {p.num_experts, d}, 2.0f / std::sqrt(float(d)), options));
-    for (int64_t i = 0; i < p.hot_experts * d; ++i) tensors.back().values[i] *= p.hot_gate_scale;
+    tensors.push_back(RandomTensor(names.gate(), {p.num_experts, d}, 2.0f / std::sqrt(float(d)),
+                                   options, 0.0f, p.hot_experts * d, p.hot_gate_scale));
     if (config.routing.use_correction_bias) {
       tensors.push_back(RandomTensor(names.correction_bias(), {p.num_experts}, 0.1f, options));
     }

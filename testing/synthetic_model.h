@@ -13,6 +13,12 @@
 // every family (no qkv bias, no q/k norm, no DeepSeek MLA); config.json says so in
 // "synthetic_attention". The other presets (tiny, bench) hold only [d, d] attention projections
 // and the MLP blocks, as before.
+//
+// The real-shape presets (olmoe-layer, qwen3-moe-layer) are one MoE layer with the exact sizes
+// and routing keys of a released checkpoint's layer (OLMoE-1B-7B-0924, Qwen3-30B-A3B), for
+// benchmarks on layers larger than the last-level cache; their weights are random, of the scale
+// every preset uses (outputs finite and nonzero: rms 0.004 / 0.012 for inputs uniform in
+// [-1, 1)).
 #ifndef MOE_TESTING_SYNTHETIC_MODEL_H_
 #define MOE_TESTING_SYNTHETIC_MODEL_H_
 
@@ -49,6 +55,9 @@ struct ModelPreset {
   // others on random tokens (a gate that favours a few experts, for placement benchmarks).
   int hot_experts = 0;
   float hot_gate_scale = 1.0f;
+  // The stored dtype moe_make_model writes when --dtype is not given (the real-shape presets are
+  // bf16, as their released checkpoints are).
+  DType default_dtype = DType::kF32;
 
   // A complete decoder (see the top of this file); the sizes below are used only then.
   bool whole_decoder = false;

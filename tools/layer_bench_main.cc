@@ -17,14 +17,18 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/routing/expert_set.h"
@@ -43,8 +47,23 @@ ABSL_FLAG(std::string, mode, "inprocess",
           "inprocess: the layer in this process; dense: every expert for every token; remote: "
           "Forward calls to --router");
 ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router target for --mode=remote");
-ABSL_FLAG(int, tokens, 256, "Tokens per request");
-ABSL_FLAG(int, requests, 20, "Timed requests (after 2 warm-up requests)");
+ABSL_FLAG(std::string, tokens, "256",
+          "Tokens per request; a list (1,256) times each count in turn, one JSON line each");
+ABSL_FLAG(int, requests, 20, "Timed requests per token count and round (after 2 warm-up ones)");
+ABSL_FLAG(int, rounds, 1,
+          "Rounds over the token counts, alternating them (the model is loaded once); each "
+          "line's figures are over every round's requests");
+ABSL_FLAG(int, distinct_inputs, 1,
+          "Cycle through this many different token sets, so that consecutive requests choose "
+          "different experts (a layer whose chosen experts would fit in the cache otherwise "
+          "measures the cache, not memory)");
+ABSL_FLAG(std::string, weights_dtype, "f32",
+          "inprocess and dense modes: expert weights in memory, f32 or bf16 (as moe_expert's "
+          "--weights_dtype)");
+ABSL_FLAG(int, kernel_threads, 0,
+          "inprocess and dense modes: threads of the FFN kernel; 0 = every core (as moe_expert)");
+ABSL_FLAG(int, blas_threads, 0,
+          "inprocess and dense modes: OpenBLAS threads; 0 = every core (as moe_expert)");
 
 namespace {
 
@@ -52,9 +71,10 @@ std::string CodeName(const grpc::Status& status) {
   return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
 }
 
-std::vector<float> Tokens(int64_t n, int64_t d) {
+// Token set `set` (0, 1, ...) of n × d values in [-1, 1).
+std::vector<float> Tokens(int64_t n, int64_t d, int set = 0) {
   std::vector<float> values(n * d);
-  uint64_t state = 0x2545F4914F6CDD1Dull;
+  uint64_t state = 0x2545F4914F6CDD1Dull + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(set);
   for (float& v : values) {
     state ^= state << 13;
     state ^= state >> 7;
@@ -64,42 +84,69 @@ std::vector<float> Tokens(int64_t n, int64_t d) {
   return values;
 }
 
+// Times run(n) for each n of `tokens`, in --rounds rounds alternating the counts, --requests
+// timed calls per count and round after 2 warm-up calls; prints one JSON line per count.
 template <typename Fn>
-int Time(const std::string& mode, int64_t tokens, size_t step_layers, Fn&& run) {
-  std::vector<double> ms;
-  for (int i = 0; i < absl::GetFlag(FLAGS_requests) + 2; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    if (!run()) return 1;
-    const double elapsed =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (i >= 2) ms.push_back(elapsed);
+int Time(const std::string& mode, const std::vector<int64_t>& tokens, size_t step_layers,
+         Fn&& run) {
+  std::vector<std::vector<double>> ms(tokens.size());
+  for (int round = 0; round < std::max(1, absl::GetFlag(FLAGS_rounds)); ++round) {
+    for (size_t k = 0; k < tokens.size(); ++k) {
+      for (int i = 0; i < absl::GetFlag(FLAGS_requests) + 2; ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        if (!run(tokens[k])) return 1;
+        const double elapsed =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                .count();
+        if (i >= 2) ms[k].push_back(elapsed);
+      }
+    }
   }
-  std::sort(ms.begin(), ms.end());
-  const double median = ms[ms.size() / 2];
-  // With step_layers > 0 a "request" is a step of that many calls and the times are per step.
-  std::printf(
-      "{\"mode\": \"%s\", \"tokens\": %lld, \"step_layers\": %zu, \"requests\": %zu, "
-      "\"p50_ms\": %.3f, \"p90_ms\": %.3f, \"mean_ms\": %.3f, \"tokens_per_s\": %.1f}\n",
-      mode.c_str(), static_cast<long long>(tokens), step_layers, ms.size(), median,
-      ms[ms.size() * 9 / 10], std::accumulate(ms.begin(), ms.end(), 0.0) / ms.size(),
-      tokens / (median / 1000.0));
+  for (size_t k = 0; k < tokens.size(); ++k) {
+    std::vector<double>& t = ms[k];
+    std::sort(t.begin(), t.end());
+    const double median = t[t.size() / 2];
+    // With step_layers > 0 a "request" is a step of that many calls and the times are per step.
+    std::printf(
+        "{\"mode\": \"%s\", \"tokens\": %lld, \"step_layers\": %zu, \"requests\": %zu, "
+        "\"p50_ms\": %.3f, \"p90_ms\": %.3f, \"mean_ms\": %.3f, \"tokens_per_s\": %.1f}\n",
+        mode.c_str(), static_cast<long long>(tokens[k]), step_layers, t.size(), median,
+        t[t.size() * 9 / 10], std::accumulate(t.begin(), t.end(), 0.0) / t.size(),
+        tokens[k] / (median / 1000.0));
+  }
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  moe::UseBestBlasKernels(argv);
   absl::SetProgramUsageMessage(
-      "Times one MoE layer in process, densely, or through a router; prints one JSON line.\n"
-      "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N]\n"
-      "                  [--requests=N]\n"
+      "Times one MoE layer in process, densely, or through a router; prints a JSON line per token "
+      "count.\n"
+      "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N[,N...]]\n"
+      "                  [--requests=N] [--rounds=N] [--distinct_inputs=N]\n"
+      "                  [--weights_dtype=f32|bf16]\n"
+      "                  [--kernel_threads=N] [--blas_threads=N]\n"
       "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]\n"
       "  moe_layer_bench ... --layers=all|SPEC   (time model steps: one call per layer)");
   moe::ParseFlags(argc, argv);
   const std::string mode = absl::GetFlag(FLAGS_mode);
-  const int64_t n = absl::GetFlag(FLAGS_tokens);
+  std::vector<int64_t> token_counts;
+  for (absl::string_view count : absl::StrSplit(absl::GetFlag(FLAGS_tokens), ',')) {
+    int64_t n = 0;
+    if (!absl::SimpleAtoi(count, &n) || n < 1) {
+      std::cerr << "moe_layer_bench: --tokens must be positive counts separated by commas, got "
+                << absl::GetFlag(FLAGS_tokens) << std::endl;
+      return 2;
+    }
+    token_counts.push_back(n);
+  }
+  const int64_t max_tokens = *std::max_element(token_counts.begin(), token_counts.end());
   const std::string layers_spec = absl::GetFlag(FLAGS_layers);
   const bool step = !layers_spec.empty();
+  const int sets = std::max(1, absl::GetFlag(FLAGS_distinct_inputs));
+  int next_set = 0;  // the token set of the next request
   if (step && mode == "dense") {
     std::cerr << "moe_layer_bench: --layers (model steps) takes --mode=inprocess or remote"
               << std::endl;
@@ -121,11 +168,16 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
-    moe::v1::ForwardRequest request;
-    request.mutable_tokens()->add_shape(n);
-    request.mutable_tokens()->add_shape(info.d_model());
-    const std::vector<float> tokens = Tokens(n, info.d_model());
-    request.mutable_tokens()->mutable_values()->Add(tokens.begin(), tokens.end());
+    std::map<int64_t, std::vector<moe::v1::ForwardRequest>> requests;  // by token count
+    for (int64_t n : token_counts) {
+      requests[n].resize(sets);
+      for (int set = 0; set < sets; ++set) {
+        requests[n][set].mutable_tokens()->add_shape(n);
+        requests[n][set].mutable_tokens()->add_shape(info.d_model());
+        const std::vector<float> tokens = Tokens(n, info.d_model(), set);
+        requests[n][set].mutable_tokens()->mutable_values()->Add(tokens.begin(), tokens.end());
+      }
+    }
     std::vector<int> layers;  // empty: one call per request, without a layer
     if (step) {
       auto served = std::vector<int>(info.layers().begin(), info.layers().end());
@@ -142,9 +194,10 @@ int main(int argc, char** argv) {
         return 2;
       }
     }
-    auto call = [&](std::optional<int> layer) {
+    auto call = [&](int64_t n, std::optional<int> layer) {
       grpc::ClientContext context;
       moe::v1::ForwardResponse response;
+      moe::v1::ForwardRequest& request = requests[n][next_set];
       if (layer.has_value()) request.set_layer(*layer);
       grpc::Status status = stub->Forward(&context, request, &response);
       if (!status.ok()) {
@@ -153,12 +206,12 @@ int main(int argc, char** argv) {
       }
       return status.ok();
     };
-    return Time(mode, n, layers.size(), [&] {
-      if (layers.empty()) return call(std::nullopt);
-      for (int layer : layers) {
-        if (!call(layer)) return false;
-      }
-      return true;
+    return Time(mode, token_counts, layers.size(), [&](int64_t n) {
+      bool ok = true;
+      if (layers.empty()) ok = call(n, std::nullopt);
+      for (size_t i = 0; ok && i < layers.size(); ++i) ok = call(n, layers[i]);
+      next_set = (next_set + 1) % sets;
+      return ok;
     });
   }
   if (mode != "inprocess" && mode != "dense") {
@@ -173,21 +226,38 @@ int main(int argc, char** argv) {
   const std::string model = absl::GetFlag(FLAGS_model);
   const int layer = absl::GetFlag(FLAGS_layer);
   const std::string served = step ? layers_spec : std::to_string(layer);
-  auto shard = moe::ExpertShard::Create({model, served, "all"});
+  const std::string dtype = absl::GetFlag(FLAGS_weights_dtype);
+  if (dtype != "f32" && dtype != "bf16") {
+    std::cerr << "moe_layer_bench: --weights_dtype must be f32 or bf16, got " << dtype << std::endl;
+    return 2;
+  }
+  moe::ExpertShardOptions shard_options{model, served, "all"};
+  shard_options.weight_storage =
+      dtype == "bf16" ? moe::WeightStorage::kBF16 : moe::WeightStorage::kF32;
+  shard_options.kernel_threads = absl::GetFlag(FLAGS_kernel_threads);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  moe::SetBlasThreads(absl::GetFlag(FLAGS_blas_threads) > 0 ? absl::GetFlag(FLAGS_blas_threads)
+                                                            : cores);
+  auto shard = moe::ExpertShard::Create(shard_options);
   if (!shard.ok()) {
     std::cerr << "moe_layer_bench: " << shard.status().message() << std::endl;
     return 1;
   }
   const moe::ExpertShard& experts = **shard;
   const int64_t d = experts.config().d_model;
-  const std::vector<float> tokens = Tokens(n, d);
-  const moe::ConstMatrixView input{tokens.data(), n, d};
-  moe::Matrix output(n, d);
+  std::map<int64_t, std::vector<std::vector<float>>> token_sets;  // by token count
+  for (int64_t n : token_counts) {
+    for (int set = 0; set < sets; ++set) token_sets[n].push_back(Tokens(n, d, set));
+  }
+  auto input = [&](int64_t n) {
+    return moe::ConstMatrixView{token_sets[n][next_set].data(), n, d};
+  };
+  moe::Matrix output_rows(max_tokens, d);
   if (mode == "dense") {
-    moe::Matrix y(n, d);
-    return Time(mode, n, 0, [&] {
+    return Time(mode, token_counts, 0, [&](int64_t n) {
       for (int e = 0; e < experts.config().routing.num_experts; ++e) {
-        absl::Status status = experts.Compute(e, input, y.view());
+        absl::Status status =
+            experts.Compute(layer, e, input(n), moe::MatrixView{output_rows.data(), n, d});
         if (!status.ok()) {
           std::cerr << "moe_layer_bench: " << status.message() << std::endl;
           return false;
@@ -200,7 +270,7 @@ int main(int argc, char** argv) {
   options.model_dir = model;
   options.layers = served;
   options.shards = "in-process";
-  options.max_tokens = static_cast<int>(n);
+  options.max_tokens = static_cast<int>(max_tokens);
   moe::ShardDescription description{experts.layers(), experts.experts(), experts.identity()};
   auto router = moe::Router::Create(options, [&](const std::string& target) {
     return std::make_unique<moe::LocalShardClient>(
@@ -214,9 +284,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::vector<int> layers = step ? experts.layers() : std::vector<int>{layer};
-  return Time(mode, n, step ? layers.size() : 0, [&] {
+  return Time(mode, token_counts, step ? layers.size() : 0, [&](int64_t n) {
+    const moe::ConstMatrixView x = input(n);
+    next_set = (next_set + 1) % sets;
     for (int l : layers) {
-      auto routing = (*router)->Forward(l, input, absl::InfiniteFuture(), output.view());
+      auto routing = (*router)->Forward(l, x, absl::InfiniteFuture(),
+                                        moe::MatrixView{output_rows.data(), n, d});
       if (!routing.ok()) {
         std::cerr << "moe_layer_bench: layer " << l << ": " << routing.status().message()
                   << std::endl;

@@ -3,6 +3,7 @@
 //   moe_make_model --preset=NAME --out=DIR [--seed=S] [--dtype=f32|bf16|f16] [--files=N]
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <regex>
 #include <string>
 
@@ -18,7 +19,9 @@ ABSL_FLAG(std::string, out, "",
           "into; a checkpoint already there (config.json, model*.safetensors, the index) is "
           "replaced");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the weights");
-ABSL_FLAG(std::string, dtype, "f32", "Stored dtype of the weights: f32, bf16 or f16");
+ABSL_FLAG(std::string, dtype, "",
+          "Stored dtype of the weights: f32, bf16 or f16; default: the preset's (bf16 for the "
+          "real-shape *-layer presets, f32 otherwise)");
 ABSL_FLAG(int, files, 1, "Number of safetensors files (>1 writes an index, as large HF models)");
 ABSL_FLAG(bool, list_presets, false, "List the presets and exit");
 
@@ -76,7 +79,9 @@ int main(int argc, char** argv) {
   moe::SyntheticModelOptions options;
   options.seed = absl::GetFlag(FLAGS_seed);
   options.num_shards = absl::GetFlag(FLAGS_files);
-  auto dtype = moe::ParseDType(absl::AsciiStrToUpper(absl::GetFlag(FLAGS_dtype)));
+  const std::string dtype_flag = absl::GetFlag(FLAGS_dtype);
+  auto dtype = dtype_flag.empty() ? std::optional<moe::DType>(preset->default_dtype)
+                                  : moe::ParseDType(absl::AsciiStrToUpper(dtype_flag));
   if (!dtype.has_value()) {
     std::cerr << "moe_make_model: --dtype must be f32, bf16 or f16, got "
               << absl::GetFlag(FLAGS_dtype) << std::endl;

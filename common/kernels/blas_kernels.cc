@@ -1,12 +1,18 @@
 #include "common/kernels/blas_kernels.h"
 
 #include <cblas.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
 #include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/kernels/row_dot_kernel.h"
 
 namespace moe {
 
@@ -36,12 +42,68 @@ absl::Status MatMulTransposed(ConstMatrixView a, ConstMatrixView b, MatrixView c
 
 std::string BlasCoreName() { return openblas_get_corename(); }
 
+namespace {
+
+constexpr char kCoreTypeVariable[] = "OPENBLAS_CORETYPE";
+constexpr char kDetectedVariable[] = "MOE_OPENBLAS_DETECTED";
+constexpr char kAssumedVariable[] = "MOE_TEST_OPENBLAS_PICKED";
+constexpr char kAvx512Core[] = "SkylakeX";
+
+bool IsAvx512Core(const std::string& name) {
+  const std::string core = absl::AsciiStrToLower(name);
+  return core == "skylakex" || core == "cooperlake" || core == "sapphirerapids";
+}
+
+bool CpuRunsAvx512() {
+  __builtin_cpu_init();
+  // libgcc also checks that the OS saves the zmm state (XCR0).
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vl");
+}
+
+}  // namespace
+
 bool BlasHasAvx512Kernels() {
-  static const bool avx512 = [] {
-    const std::string core = absl::AsciiStrToLower(BlasCoreName());
-    return core == "skylakex" || core == "cooperlake" || core == "sapphirerapids";
-  }();
+  static const bool avx512 = IsAvx512Core(BlasCoreName());
   return avx512;
+}
+
+void UseBestBlasKernels(char** argv) {
+  if (std::getenv(kCoreTypeVariable) != nullptr) return;
+  // Test seam: what OpenBLAS would have picked on a CPU it does not know.
+  const char* assumed = std::getenv(kAssumedVariable);
+  const std::string picked = assumed != nullptr ? assumed : BlasCoreName();
+  if (IsAvx512Core(picked) || !CpuRunsAvx512()) return;
+  if (setenv(kCoreTypeVariable, kAvx512Core, 1) != 0 ||
+      setenv(kDetectedVariable, picked.c_str(), 1) != 0) {
+    return;
+  }
+  execv("/proc/self/exe", argv);
+  // Only reached when the exec failed: go on as loaded.
+  const int error = errno;
+  unsetenv(kCoreTypeVariable);
+  unsetenv(kDetectedVariable);
+  std::cerr << argv[0] << ": OpenBLAS runs its " << picked
+            << " kernels on this AVX-512 CPU; re-executing with " << kCoreTypeVariable << "="
+            << kAvx512Core << " failed: " << std::strerror(error) << std::endl;
+}
+
+std::string BlasKernelsReport() {
+  std::string report = BlasCoreName();
+  const char* forced = std::getenv(kCoreTypeVariable);
+  if (forced == nullptr) return report;
+  absl::StrAppend(&report, " (", kCoreTypeVariable, "=", forced);
+  if (const char* detected = std::getenv(kDetectedVariable); detected != nullptr) {
+    absl::StrAppend(&report, "; OpenBLAS alone picked ", detected);
+  } else if (!BlasHasAvx512Kernels() && CpuRunsAvx512()) {
+    absl::StrAppend(&report, "; this CPU runs OpenBLAS's AVX-512 kernels: unset it to use them");
+  }
+  return report + ")";
+}
+
+std::string KernelsReport() {
+  return absl::StrCat("OpenBLAS ", BlasKernelsReport(), "; FFN kernels ", BestRowDotKernels().name);
 }
 
 void SetBlasThreads(int threads) { openblas_set_num_threads(threads < 1 ? 1 : threads); }
