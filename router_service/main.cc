@@ -4,8 +4,10 @@
 //   moe_router --model=DIR --layers=all --shards=TARGET[,TARGET...] --listen=HOST:PORT
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -18,6 +20,7 @@
 #include "common/metrics/metric_registry.h"
 #include "common/metrics/metrics_http_server.h"
 #include "common/rpc/admission_gate.h"
+#include "common/rpc/admission_queue.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "common/rpc/tls_credentials.h"
@@ -31,11 +34,12 @@ ABSL_FLAG(std::string, model, "",
 ABSL_FLAG(std::string, layers, "all",
           "MoE layers to serve: all (dense layers skipped), or e.g. 3, 1-15, 1,3,5");
 ABSL_FLAG(int, layer, -1, "Same as --layers=N (kept for compatibility); -1: use --layers");
-ABSL_FLAG(std::string, shards, "",
-          "Expert shards: TARGET[,TARGET...], e.g. 127.0.0.1:50061,dns:///expert-1:50061; each "
-          "shard's layers and experts are learned from it and checked. SPEC@TARGET entries "
-          "(0-3@127.0.0.1:50061) declare what a shard must hold; 'shared@TARGET' has shards compute "
-          "the shared expert. One of --shards or --shards_file is required");
+ABSL_FLAG(
+    std::string, shards, "",
+    "Expert shards: TARGET[,TARGET...], e.g. 127.0.0.1:50061,dns:///expert-1:50061; each "
+    "shard's layers and experts are learned from it and checked. SPEC@TARGET entries "
+    "(0-3@127.0.0.1:50061) declare what a shard must hold; 'shared@TARGET' has shards compute "
+    "the shared expert. One of --shards or --shards_file is required");
 ABSL_FLAG(std::string, shards_file, "",
           "A file holding the --shards list (commas or newlines between entries), re-read when it "
           "changes: add or drain shard hosts without restarting the router");
@@ -82,9 +86,16 @@ ABSL_FLAG(int, drain_s, 5,
           "this many seconds to finish (then they are cancelled), then exit");
 ABSL_FLAG(int, max_threads, 64,
           "Most gRPC server threads (handlers and pollers); 0 = unbounded (with --max_inflight=0)");
-ABSL_FLAG(int, max_inflight, 48,
-          "Most calls served at once; more are refused at once with RESOURCE_EXHAUSTED. At most "
-          "--max_threads - 4, so that threads remain to refuse with");
+ABSL_FLAG(int, max_inflight, 8,
+          "Most Forward calls computed at once (each costs CPU here and on the shards: a few "
+          "saturate a small machine); more wait in a queue of --max_queued. 0: no limit and no "
+          "queue (with --max_threads=0)");
+ABSL_FLAG(int, max_queued, -1,
+          "Most Forward calls waiting for a place; beyond, RESOURCE_EXHAUSTED at once. A waiting "
+          "call is refused (RESOURCE_EXHAUSTED) as soon as its deadline leaves less than a call "
+          "takes; newest first once the queue falls behind. --max_inflight + --max_queued must "
+          "be at most --max_threads - 4, so that threads remain to refuse with. -1: what that "
+          "leaves, at most 48");
 
 namespace {
 
@@ -119,7 +130,8 @@ class ShardsFile {
                 << "; keeping the previous shard list" << std::endl;
       return std::nullopt;
     }
-    std::cerr << "moe_router: " << path_ << " changed: " << moe::CountOf(targets->size(), "target", "targets") << std::endl;
+    std::cerr << "moe_router: " << path_
+              << " changed: " << moe::CountOf(targets->size(), "target", "targets") << std::endl;
     return *targets;
   }
 
@@ -144,7 +156,7 @@ int main(int argc, char** argv) {
       "             [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]] [--info_shows_topology]\n"
       "             [--shard_tls_ca=PEM [--shard_tls_cert=PEM --shard_tls_key=PEM]\n"
       "              [--shard_tls_server_name=NAME]]\n"
-      "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]\n"
+      "             [--drain_s=S] [--max_threads=N] [--max_inflight=N] [--max_queued=N]\n"
       "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
   moe::ParseFlags(argc, argv);
 
@@ -153,7 +165,8 @@ int main(int argc, char** argv) {
   options.layers = absl::GetFlag(FLAGS_layer) >= 0 ? std::to_string(absl::GetFlag(FLAGS_layer))
                                                    : absl::GetFlag(FLAGS_layers);
   const std::string shards_file = absl::GetFlag(FLAGS_shards_file);
-  options.shards = shards_file.empty() ? absl::GetFlag(FLAGS_shards) : ShardsFile::Read(shards_file);
+  options.shards =
+      shards_file.empty() ? absl::GetFlag(FLAGS_shards) : ShardsFile::Read(shards_file);
   options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   options.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_default_timeout_ms));
   options.hedging = absl::GetFlag(FLAGS_hedging);
@@ -211,9 +224,25 @@ int main(int argc, char** argv) {
             << "; kernels: " << moe::KernelsReport() << std::endl;
 
   const int max_threads = absl::GetFlag(FLAGS_max_threads);
-  const int max_inflight = absl::GetFlag(FLAGS_max_inflight);
-  if (absl::Status limits = moe::CheckAdmissionLimit(max_inflight, max_threads); !limits.ok()) {
-    std::cerr << "moe_router: --max_inflight / --max_threads: " << limits.message() << std::endl;
+  moe::AdmissionQueueOptions admission;
+  admission.max_running = absl::GetFlag(FLAGS_max_inflight);
+  admission.max_queued = absl::GetFlag(FLAGS_max_queued);
+  if (admission.max_queued < -1) {
+    std::cerr << "moe_router: --max_queued must be >= 0 (or -1: automatic), got "
+              << admission.max_queued << std::endl;
+    return 2;
+  }
+  if (admission.max_running <= 0) {
+    admission.max_queued = 0;
+  } else if (admission.max_queued == -1) {
+    admission.max_queued =
+        std::clamp(max_threads - moe::kReservedServerThreads - admission.max_running, 0, 48);
+  }
+  if (absl::Status limits =
+          moe::CheckAdmissionLimit(admission.max_running + admission.max_queued, max_threads);
+      !limits.ok()) {
+    std::cerr << "moe_router: --max_inflight + --max_queued / --max_threads: " << limits.message()
+              << std::endl;
     return 2;
   }
   auto metrics_http = moe::MetricsHttpServer::StartIfConfigured(
@@ -222,8 +251,10 @@ int main(int argc, char** argv) {
     std::cerr << "moe_router: --metrics_listen: " << metrics_http.status().message() << std::endl;
     return 1;
   }
-  moe::AdmissionGate gate(max_inflight);
-  moe::RouterServiceImpl service(router->get(), absl::GetFlag(FLAGS_info_shows_topology), &gate);
+  std::optional<moe::AdmissionQueue> queue;
+  if (admission.max_running > 0) queue.emplace(admission);
+  moe::RouterServiceImpl service(router->get(), absl::GetFlag(FLAGS_info_shows_topology),
+                                 queue.has_value() ? &*queue : nullptr);
   moe::ServeOptions serve;
   serve.name = "moe_router";
   serve.listen = absl::GetFlag(FLAGS_listen);
@@ -247,7 +278,8 @@ int main(int argc, char** argv) {
               << (gaps.empty() ? "SERVING: every expert of every layer has a serving shard"
                                : "NOT_SERVING: no serving shard holds " + gaps)
               << std::endl;
-    for (const std::string& name : {std::string(), std::string(moe::v1::Router::service_full_name())}) {
+    for (const std::string& name :
+         {std::string(), std::string(moe::v1::Router::service_full_name())}) {
       server->SetServing(name, gaps.empty());
     }
   });

@@ -46,7 +46,7 @@ struct RouterOptions {
   // Deadline of a request whose client set none, so no request can hang. A client's own
   // deadline is used as it is, longer or shorter.
   absl::Duration default_timeout = absl::Seconds(30);
-  bool hedging = true;        // hedge slow shard calls on another replica
+  bool hedging = true;         // hedge slow shard calls on another replica
   bool allow_partial = false;  // answer without experts that failed, saying which
   int kernel_threads = 0;      // threads of the local shared expert's FFN; 0: one per core
   DirectoryOptions directory;
@@ -74,8 +74,8 @@ class Router {
   // Loads every served layer's gate (and shared expert unless --shards places it on shards),
   // parses the shard list, and asks every shard once what it serves. Serving does not wait for
   // the shards: directory().Gaps() says what is missing.
-  static absl::StatusOr<std::unique_ptr<Router>> Create(
-      const RouterOptions& options, ShardDirectory::ClientFactory make_client);
+  static absl::StatusOr<std::unique_ptr<Router>> Create(const RouterOptions& options,
+                                                        ShardDirectory::ClientFactory make_client);
   ~Router();
 
   // tokens [T, d_model] (validated finite by the caller) → output [T, d_model] (overwritten).
@@ -89,6 +89,7 @@ class Router {
   const ModelConfig& config() const { return config_; }
   const std::vector<int>& layers() const { return layers_; }
   int max_tokens() const { return options_.max_tokens; }
+  absl::Duration default_timeout() const { return options_.default_timeout; }
   bool shared_expert_local() const { return config_.shared.width > 0 && !shared_on_shards_; }
   bool allow_partial() const { return options_.allow_partial; }
   ShardDirectory& directory() const { return *directory_; }

@@ -47,23 +47,28 @@ absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, abs
   return absl::OkStatus();
 }
 
+absl::Status RouterServiceImpl::AdmitAndForward(const v1::ForwardRequest& request,
+                                                absl::Time deadline,
+                                                v1::ForwardResponse* response) {
+  if (admission_ == nullptr) return DoForward(request, deadline, response);
+  ASSIGN_OR_RETURN(AdmissionQueue::Ticket ticket, admission_->Enter(deadline));
+  return DoForward(request, deadline, response);
+}
+
 grpc::Status RouterServiceImpl::Forward(grpc::ServerContext* context,
                                         const v1::ForwardRequest* request,
                                         v1::ForwardResponse* response) {
   RouterMetrics* const metrics = router_->metrics();
-  const absl::Time received = metrics != nullptr ? absl::Now() : absl::InfinitePast();
+  const absl::Time received = absl::Now();
   if (metrics != nullptr) metrics->RequestStarted();
-  absl::Status status;
-  if (absl::StatusOr<AdmissionGate::Ticket> ticket = gate_->TryEnter(); !ticket.ok()) {
-    status = ticket.status();
-  } else {
-    const auto client_deadline = context->deadline();
-    const absl::Time deadline = client_deadline == std::chrono::system_clock::time_point::max()
-                                    ? absl::InfiniteFuture()
-                                    : absl::FromChrono(client_deadline);
-    status = DoForward(*request, deadline, response);
-    if (!status.ok()) response->Clear();
-  }
+  const auto client_deadline = context->deadline();
+  // No client deadline arrives as time_point::max(): the router's default timeout applies, to
+  // the queue wait too.
+  const absl::Time deadline = client_deadline == std::chrono::system_clock::time_point::max()
+                                  ? received + router_->default_timeout()
+                                  : absl::FromChrono(client_deadline);
+  const absl::Status status = AdmitAndForward(*request, deadline, response);
+  if (!status.ok()) response->Clear();
   if (metrics != nullptr) metrics->RequestFinished(status.code(), absl::Now() - received);
   return ToGrpcStatus(status);
 }
@@ -98,8 +103,7 @@ grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest
     v1::ShardInfo* shard = response->add_shards();
     if (status.description.has_value()) {
       const ShardDescription& description = *status.description;
-      shard->mutable_experts()->Add(description.experts.ids.begin(),
-                                    description.experts.ids.end());
+      shard->mutable_experts()->Add(description.experts.ids.begin(), description.experts.ids.end());
       shard->set_shared_expert(description.experts.shared);
       shard->mutable_layers()->Add(description.layers.begin(), description.layers.end());
     }

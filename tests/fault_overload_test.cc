@@ -1,7 +1,7 @@
 // Overload and shutdown of the real binaries under load: 256 concurrent calls with 200 ms
-// deadlines keep every process's threads bounded, fail only with RESOURCE_EXHAUSTED or
-// DEADLINE_EXCEEDED, and leave the cluster serving at once; SIGTERM under load exits within
-// --drain_s + 1 s and every call in flight ends with a clear status.
+// deadlines keep every process's threads bounded, fail only with RESOURCE_EXHAUSTED (saying
+// "overloaded") or DEADLINE_EXCEEDED, and leave the cluster serving at once; SIGTERM under
+// load exits within --drain_s + 1 s and every call in flight ends with a clear status.
 #include <signal.h>
 
 #include <algorithm>
@@ -12,10 +12,11 @@
 
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/fault_common.h"
 #include "testing/cluster.h"
 #include "testing/load_loop.h"
+#include "tests/fault_common.h"
 
 namespace moe {
 namespace {
@@ -25,10 +26,9 @@ using fault::PollUntil;
 // Keeps `concurrency` async Forward calls in flight (each with `deadline`) until `duration`
 // has passed; returns how many calls ended with each code and the first message of each.
 // Samples `sample` every 50 ms.
-std::map<grpc::StatusCode, std::pair<int64_t, std::string>> Flood(v1::Router::Stub& stub, const v1::ForwardRequest& request,
-                                          int concurrency, absl::Duration deadline,
-                                          absl::Duration duration,
-                                          const std::function<void()>& sample) {
+std::map<grpc::StatusCode, std::pair<int64_t, std::string>> Flood(
+    v1::Router::Stub& stub, const v1::ForwardRequest& request, int concurrency,
+    absl::Duration deadline, absl::Duration duration, const std::function<void()>& sample) {
   struct Slot {
     grpc::ClientContext context;
     v1::ForwardResponse response;
@@ -72,16 +72,15 @@ TEST(FaultOverloadTest, FloodKeepsThreadsBoundedFailsOnlyWithOverloadCodesAndRec
       testing::MakeRequest(testing::RandomTokens(64, fault::kTinyD, 3), 64, fault::kTinyD);
   v1::ForwardResponse response;
   ASSERT_TRUE(cluster.Forward(request, &response).ok());
-  std::vector<int> pids = {cluster.router_server().process->pid(),
-                           cluster.expert(0).process->pid(), cluster.expert(1).process->pid()};
+  std::vector<int> pids = {cluster.router_server().process->pid(), cluster.expert(0).process->pid(),
+                           cluster.expert(1).process->pid()};
   std::vector<int> max_threads(pids.size(), 0);
-  const auto codes = Flood(cluster.router(), request, 256, absl::Milliseconds(200),
-                           absl::Seconds(4), [&] {
-                             for (size_t i = 0; i < pids.size(); ++i) {
-                               max_threads[i] =
-                                   std::max(max_threads[i], testing::ThreadCount(pids[i]));
-                             }
-                           });
+  const auto codes =
+      Flood(cluster.router(), request, 256, absl::Milliseconds(200), absl::Seconds(4), [&] {
+        for (size_t i = 0; i < pids.size(); ++i) {
+          max_threads[i] = std::max(max_threads[i], testing::ThreadCount(pids[i]));
+        }
+      });
   // The first request after the flood, with a 1 s deadline.
   const absl::Time first = absl::Now();
   const grpc::Status after = cluster.Forward(request, &response, absl::Seconds(1));
@@ -91,15 +90,18 @@ TEST(FaultOverloadTest, FloodKeepsThreadsBoundedFailsOnlyWithOverloadCodesAndRec
   for (const auto& [code, entry] : codes) {
     std::cout << " code " << code << ": " << entry.first << " (\"" << entry.second << "\")";
   }
-  std::cout << "; peak threads router " << max_threads[0] << ", shards " << max_threads[1]
-            << " / " << max_threads[2] << "; peak RSS KiB router "
-            << testing::PeakRssKib(pids[0]) << ", shard " << testing::PeakRssKib(pids[1])
+  std::cout << "; peak threads router " << max_threads[0] << ", shards " << max_threads[1] << " / "
+            << max_threads[2] << "; peak RSS KiB router " << testing::PeakRssKib(pids[0])
+            << ", shard " << testing::PeakRssKib(pids[1])
             << "; first call after: " << after.error_code() << " in " << latency << std::endl;
   for (const auto& [code, entry] : codes) {
     const int64_t count = entry.first;
     EXPECT_TRUE(code == grpc::OK || code == grpc::RESOURCE_EXHAUSTED ||
                 code == grpc::DEADLINE_EXCEEDED)
         << count << " calls ended with code " << code;
+    if (code == grpc::RESOURCE_EXHAUSTED) {
+      EXPECT_THAT(entry.second, ::testing::HasSubstr("overloaded: ")) << "the first refusal";
+    }
   }
   // --max_threads=64 (the default) caps gRPC's handler threads; gRPC, BLAS and the directory
   // add a fixed few dozen.

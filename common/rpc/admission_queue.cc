@@ -1,0 +1,126 @@
+#include "common/rpc/admission_queue.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace moe {
+namespace {
+
+// Weight of the newest run time in the expected service time: about the last 8 calls count.
+constexpr double kServiceWeight = 1.0 / 8;
+
+}  // namespace
+
+AdmissionQueue::Ticket::~Ticket() {
+  if (queue_ != nullptr) queue_->Leave(admitted_);
+}
+
+AdmissionQueue::AdmissionQueue(AdmissionQueueOptions options) : options_(options) {}
+
+bool AdmissionQueue::TooLate(absl::Time deadline, absl::Time now) const {
+  return deadline != absl::InfiniteFuture() && deadline - now < service_;
+}
+
+absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  if (TooLate(deadline, now)) {
+    ++stats_.refused;
+    return absl::ResourceExhaustedError(
+        absl::StrCat("overloaded: ", waiting_.size(), " calls queued, ", running_,
+                     " running; the deadline leaves ", absl::FormatDuration(deadline - now),
+                     ", less than a call takes (", absl::FormatDuration(service_), ")"));
+  }
+  if (waiting_.empty() && running_ < options_.max_running) {
+    ++running_;
+    ++stats_.admitted;
+    return Ticket(this, now);
+  }
+  if (static_cast<int>(waiting_.size()) >= options_.max_queued) {
+    ++stats_.refused;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "overloaded: ", waiting_.size(), " calls queued (the limit), ", running_, " running"));
+  }
+  Waiter waiter{deadline, now};
+  waiting_.push_back(&waiter);
+  auto decided = [](Waiter* w) { return w->granted || w->shed; };
+  while (!decided(&waiter)) {
+    // The expected service time moves as calls finish: re-evaluate at each wake-up.
+    const absl::Time shed_at = deadline == absl::InfiniteFuture() ? deadline : deadline - service_;
+    if (mu_.AwaitWithDeadline(absl::Condition(+decided, &waiter), shed_at)) break;
+    if (TooLate(deadline, absl::Now())) {
+      waiting_.erase(std::find(waiting_.begin(), waiting_.end(), &waiter));
+      waiter.shed = true;
+      ++stats_.shed;
+    }
+  }
+  if (waiter.shed) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("overloaded: ", waiting_.size(), " calls queued, ", running_,
+                     " running; waited ", absl::FormatDuration(absl::Now() - now),
+                     " and the deadline now leaves less than a call takes (",
+                     absl::FormatDuration(service_), ")"));
+  }
+  return Ticket(this, absl::Now());
+}
+
+void AdmissionQueue::Leave(absl::Time admitted) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  --running_;
+  GrantPlaces(now);
+  service_ += (now - admitted - service_) * kServiceWeight;
+}
+
+void AdmissionQueue::GrantPlaces(absl::Time now) {
+  while (running_ < options_.max_running && !waiting_.empty()) {
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      if (TooLate((*it)->deadline, now)) {
+        (*it)->shed = true;
+        ++stats_.shed;
+        it = waiting_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (waiting_.empty()) break;
+    // Newest first once the queue no longer keeps up (its oldest call waited a service time).
+    const bool lifo = now - waiting_.front()->arrived > service_;
+    Waiter* next = lifo ? waiting_.back() : waiting_.front();
+    if (lifo) {
+      waiting_.pop_back();
+    } else {
+      waiting_.pop_front();
+    }
+    next->granted = true;
+    ++running_;
+    ++stats_.admitted;
+  }
+}
+
+absl::Duration AdmissionQueue::expected_service() const {
+  absl::MutexLock lock(&mu_);
+  return service_;
+}
+
+AdmissionQueueStats AdmissionQueue::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+void AdmissionQueue::TEST_AwaitQueued(int calls) const {
+  absl::MutexLock lock(&mu_);
+  auto queued = [this, calls]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return static_cast<int>(waiting_.size()) >= calls;
+  };
+  mu_.Await(absl::Condition(&queued));
+}
+
+void AdmissionQueue::TEST_SetExpectedService(absl::Duration service) {
+  absl::MutexLock lock(&mu_);
+  service_ = service;
+}
+
+}  // namespace moe

@@ -1,0 +1,113 @@
+// Deadline-aware admission for a server whose calls share one bottleneck (the router: every
+// Forward costs CPU on this machine and on the shards): at most `max_running` calls run at once,
+// up to `max_queued` more wait for a place, and a call is refused with RESOURCE_EXHAUSTED
+// ("overloaded: N calls queued ...") instead of running when it could not finish in time:
+//
+//  * at once, on arrival, when the queue is full or its remaining deadline is shorter than a
+//    call's expected service time (an average of the recent calls' run times);
+//  * while it waits, as soon as its remaining deadline falls below that expected time: a
+//    request's queue wait is bounded by its remaining deadline, and no call starts that would
+//    only expire while computing (the work the cluster would waste on it goes to calls that can
+//    still finish).
+//
+// Waiting calls are taken oldest first while the queue keeps up, and newest first once the
+// oldest has waited longer than a service time (adaptive LIFO, as in Facebook's "Fail at
+// Scale"): under overload the newest calls have the most deadline left, so the calls admitted
+// finish in time, while the oldest, which would only expire, are refused once they cannot make
+// it. Without this, a queue as long as the deadline makes every admitted call expire (a 200 ms
+// deadline behind 48 calls at ~130 calls/s), and the cluster computes answers nobody waits for.
+//
+// A waiting call holds its thread (the sync server's): max_running + max_queued must stay below
+// the server's thread cap (CheckAdmissionLimit), so a thread is always free to refuse with.
+// Thread-safe. gRPC has no per-method concurrency limit or queue of its own, hence this class.
+//
+//   auto ticket = queue.Enter(deadline);
+//   if (!ticket.ok()) return ToGrpcStatus(ticket.status());   // first thing in the handler
+//   ...                                                       // the ticket leaves on return
+#ifndef MOE_COMMON_RPC_ADMISSION_QUEUE_H_
+#define MOE_COMMON_RPC_ADMISSION_QUEUE_H_
+
+#include <cstdint>
+#include <deque>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace moe {
+
+struct AdmissionQueueOptions {
+  int max_running = 8;  // calls served at once (> 0)
+  int max_queued = 48;  // calls waiting for a place (>= 0); beyond, refused at once
+};
+
+struct AdmissionQueueStats {
+  int64_t admitted = 0;  // calls that ran
+  int64_t refused = 0;   // refused on arrival (queue full, or too little deadline left)
+  int64_t shed = 0;      // refused after waiting, once their deadline could no longer be met
+};
+
+class AdmissionQueue {
+ public:
+  // A running call; leaves (and records its run time) when destroyed. Move-only.
+  class Ticket {
+   public:
+    Ticket(Ticket&& other) noexcept : queue_(other.queue_), admitted_(other.admitted_) {
+      other.queue_ = nullptr;
+    }
+    Ticket& operator=(Ticket&&) = delete;
+    Ticket(const Ticket&) = delete;
+    Ticket& operator=(const Ticket&) = delete;
+    ~Ticket();
+
+   private:
+    friend class AdmissionQueue;
+    Ticket(AdmissionQueue* queue, absl::Time admitted) : queue_(queue), admitted_(admitted) {}
+    AdmissionQueue* queue_;
+    absl::Time admitted_;
+  };
+
+  explicit AdmissionQueue(AdmissionQueueOptions options);
+  AdmissionQueue(const AdmissionQueue&) = delete;
+  AdmissionQueue& operator=(const AdmissionQueue&) = delete;
+
+  // Blocks until the call may run (a ticket), or returns RESOURCE_EXHAUSTED naming the calls
+  // queued and why. `deadline` absl::InfiniteFuture(): the call is never refused for time.
+  absl::StatusOr<Ticket> Enter(absl::Time deadline);
+
+  // The average run time of recent calls (zero before the first one finished).
+  absl::Duration expected_service() const;
+  AdmissionQueueStats stats() const;
+
+  // Test seam (CONVENTIONS.md 9): blocks until at least `calls` calls wait.
+  void TEST_AwaitQueued(int calls) const;
+  // Test seam: sets the expected service time, as if measured.
+  void TEST_SetExpectedService(absl::Duration service);
+
+ private:
+  struct Waiter {
+    absl::Time deadline;
+    absl::Time arrived;
+    bool granted = false;
+    bool shed = false;
+  };
+
+  void Leave(absl::Time admitted);
+  // Hands free places to waiters (oldest or newest first, see above), shedding those whose
+  // deadline can no longer be met.
+  void GrantPlaces(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True when `deadline` leaves less than a service time after `now`.
+  bool TooLate(absl::Time deadline, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const AdmissionQueueOptions options_;
+  mutable absl::Mutex mu_;
+  std::deque<Waiter*> waiting_ ABSL_GUARDED_BY(mu_);  // arrival order
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration service_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
+  AdmissionQueueStats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace moe
+
+#endif  // MOE_COMMON_RPC_ADMISSION_QUEUE_H_

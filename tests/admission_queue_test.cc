@@ -1,0 +1,144 @@
+// AdmissionQueue runs up to its limit, queues up to its queue limit and refuses beyond it, refuses
+// at once a call whose deadline leaves less than a service time, sheds a waiting call as soon as
+// its deadline can no longer be met (never later than its deadline), and takes the oldest call
+// while the queue keeps up but the newest once it has fallen behind.
+#include "common/rpc/admission_queue.h"
+
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace moe {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Enters `queue` on a thread of its own; records the order in which calls were admitted and
+// holds each admitted call's ticket until Release().
+class Caller {
+ public:
+  Caller(AdmissionQueue& queue, int id, absl::Time deadline, std::vector<int>& order,
+         absl::Mutex& mu)
+      : thread_([this, &queue, id, deadline, &order, &mu] {
+          absl::StatusOr<AdmissionQueue::Ticket> ticket = queue.Enter(deadline);
+          {
+            absl::MutexLock lock(&mu);
+            if (ticket.ok()) order.push_back(id);
+            status_ = ticket.status();
+          }
+          if (ticket.ok()) release_.WaitForNotification();
+        }) {}
+  ~Caller() { Join(); }
+  void Release() { release_.Notify(); }
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  absl::Status status() const { return status_; }  // after Join()
+
+ private:
+  absl::Notification release_;
+  absl::Status status_;
+  std::thread thread_;
+};
+
+TEST(AdmissionQueueTest, QueuesBeyondTheRunningLimitAndRefusesBeyondTheQueueLimit) {
+  AdmissionQueue queue({/*max_running=*/1, /*max_queued=*/1});
+  auto running = queue.Enter(absl::InfiniteFuture());
+  ASSERT_TRUE(running.ok());
+  absl::Mutex mu;
+  std::vector<int> order;
+  Caller waiting(queue, 1, absl::InfiniteFuture(), order, mu);
+  queue.TEST_AwaitQueued(1);
+  auto refused = queue.Enter(absl::InfiniteFuture());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("overloaded: 1 calls queued (the limit), 1 running"));
+  { auto leave = std::move(*running); }  // the waiting call takes the place
+  waiting.Release();
+  waiting.Join();
+  EXPECT_TRUE(waiting.status().ok());
+  EXPECT_THAT(order, ElementsAre(1));
+  const AdmissionQueueStats stats = queue.stats();
+  EXPECT_EQ(stats.admitted, 2);
+  EXPECT_EQ(stats.refused, 1);
+  EXPECT_EQ(stats.shed, 0);
+}
+
+TEST(AdmissionQueueTest, RefusesAtOnceACallWhoseDeadlineLeavesLessThanACallTakes) {
+  AdmissionQueue queue({/*max_running=*/4, /*max_queued=*/4});
+  queue.TEST_SetExpectedService(absl::Seconds(10));
+  auto refused = queue.Enter(absl::Now() + absl::Seconds(5));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("overloaded: 0 calls queued"));
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("less than a call takes (10s)"));
+  EXPECT_TRUE(queue.Enter(absl::Now() + absl::Seconds(60)).ok());
+  EXPECT_TRUE(queue.Enter(absl::InfiniteFuture()).ok());  // no deadline: never too late
+}
+
+TEST(AdmissionQueueTest, AWaitingCallIsShedOnceItsDeadlineCanNoLongerBeMet) {
+  AdmissionQueue queue({/*max_running=*/1, /*max_queued=*/4});
+  auto running = queue.Enter(absl::InfiniteFuture());
+  ASSERT_TRUE(running.ok());
+  queue.TEST_SetExpectedService(absl::Milliseconds(200));
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = start + absl::Milliseconds(400);
+  auto shed = queue.Enter(deadline);  // waits until deadline - 200 ms, then gives up
+  const absl::Time returned = absl::Now();
+  ASSERT_FALSE(shed.ok());
+  EXPECT_EQ(shed.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(shed.status().message()), HasSubstr("overloaded: 0 calls queued"));
+  EXPECT_GE(returned, deadline - absl::Milliseconds(200));  // it did wait for a place
+  EXPECT_LT(returned, deadline);                            // and gave up before its deadline
+  EXPECT_EQ(queue.stats().shed, 1);
+}
+
+TEST(AdmissionQueueTest, TakesTheOldestWhileTheQueueKeepsUp) {
+  AdmissionQueue queue({/*max_running=*/1, /*max_queued=*/4});
+  auto running = queue.Enter(absl::InfiniteFuture());
+  ASSERT_TRUE(running.ok());
+  queue.TEST_SetExpectedService(absl::Hours(1));  // nobody has waited a service time
+  absl::Mutex mu;
+  std::vector<int> order;
+  std::optional<Caller> old_call, new_call;
+  old_call.emplace(queue, 1, absl::InfiniteFuture(), order, mu);
+  queue.TEST_AwaitQueued(1);
+  new_call.emplace(queue, 2, absl::InfiniteFuture(), order, mu);
+  queue.TEST_AwaitQueued(2);
+  { auto leave = std::move(*running); }
+  old_call->Release();
+  old_call->Join();
+  new_call->Release();
+  new_call->Join();
+  EXPECT_THAT(order, ElementsAre(1, 2));
+}
+
+TEST(AdmissionQueueTest, TakesTheNewestOnceTheQueueHasFallenBehind) {
+  AdmissionQueue queue({/*max_running=*/1, /*max_queued=*/4});
+  auto running = queue.Enter(absl::InfiniteFuture());
+  ASSERT_TRUE(running.ok());
+  queue.TEST_SetExpectedService(absl::ZeroDuration());  // any wait is longer than a service time
+  absl::Mutex mu;
+  std::vector<int> order;
+  std::optional<Caller> old_call, new_call;
+  old_call.emplace(queue, 1, absl::InfiniteFuture(), order, mu);
+  queue.TEST_AwaitQueued(1);
+  new_call.emplace(queue, 2, absl::InfiniteFuture(), order, mu);
+  queue.TEST_AwaitQueued(2);
+  { auto leave = std::move(*running); }
+  new_call->Release();
+  new_call->Join();
+  old_call->Release();
+  old_call->Join();
+  EXPECT_THAT(order, ElementsAre(2, 1));
+}
+
+}  // namespace
+}  // namespace moe
