@@ -22,7 +22,7 @@ struct TensorToWrite {
   std::vector<float> values;  // product(shape) values, row-major
   // Instead of `values` (left empty): writes values [first, first + count) into `out`, called
   // chunk by chunk while the file is written, so a checkpoint of GBs never sits in memory.
-  std::function<void(int64_t first, int64_t count, float* out)> generate;
+  std::function<void(int64_t first, int64_t count, float* out)> generate = nullptr;
 };
 
 // Writes one .safetensors file at `path`.
