@@ -28,6 +28,7 @@
 #include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/routing/expert_set.h"
+#include "common/rpc/memory_policy.h"
 #include "expert_service/expert_shard.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router_service/local_shard_client.h"
@@ -89,6 +90,7 @@ int Time(const std::string& mode, int64_t tokens, size_t step_layers, Fn&& run) 
 }  // namespace
 
 int main(int argc, char** argv) {
+  moe::KeepFreedMemory();  // before any allocation worth keeping (common/rpc/memory_policy.h)
   absl::SetProgramUsageMessage(
       "Times one MoE layer in process, densely, or through a router; prints one JSON line.\n"
       "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N]\n"
