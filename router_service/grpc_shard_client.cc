@@ -60,7 +60,7 @@ class GrpcShardClient::Call final : public ShardCall, public grpc::ClientUnaryRe
   std::vector<int64_t> group_rows;         // rows per group, to check the reply
   bool weighted = false;                   // asked for per-token sums
   std::deque<std::vector<float>> scratch;  // reply tensors widened from bf16
-  std::deque<Matrix> sums;                 // sums made here for a shard without sum_groups
+  Matrix local_sum;                        // made here for a shard without sum_groups
   Done done;
 
  private:
@@ -110,7 +110,8 @@ absl::StatusOr<ShardCallOutput> GrpcShardClient::Call::Reply(const grpc::Status&
   }
   if (weighted) {
     // A shard that predates sum_groups answered per group: sum here, as it would have.
-    Matrix& sum = sums.emplace_back(static_cast<int64_t>(rows.size()), d);
+    Matrix& sum = local_sum;
+    sum = Matrix(static_cast<int64_t>(rows.size()), d);
     for (int g = 0; g < request.groups_size(); ++g) {
       const v1::ExpertGroup& group = request.groups(g);
       AddWeightedRows<int32_t>(output.groups[g], group.rows(), group.weights(), sum.view());
@@ -126,7 +127,7 @@ absl::StatusOr<ShardCallOutput> GrpcShardClient::Call::Reply(const grpc::Status&
     output.groups.clear();
     output.sum = sum.view();
   }
-  output.storage = std::move(self);  // the views point into response, scratch or sums
+  output.storage = std::move(self);  // the views point into response, scratch or local_sum
   return output;
 }
 
