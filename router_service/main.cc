@@ -60,7 +60,7 @@ ABSL_FLAG(bool, partial_sums, true,
           "fewer bytes back. Off with --allow_partial while shards compute the shared expert");
 ABSL_FLAG(std::string, shard_wire_dtype, "f32",
           "Tensors to and from shards: f32, or bf16 (half the bytes; rounds every token and "
-          "partial sum to 8 significant bits, relative error <= 2^-9 per value)");
+          "partial sum to 8 significant bits: each off by at most 2^-9 of itself)");
 ABSL_FLAG(int, refresh_ms, 1000,
           "How often to ask every shard what it serves (discovery, identity checks, probes)");
 
