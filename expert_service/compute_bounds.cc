@@ -22,9 +22,9 @@ int64_t DefaultMaxRowsPerCall(const ExpertShard& shard, int64_t router_max_token
 
 int64_t MessageBytesForRows(const ExpertShard& shard, int64_t max_rows) {
   const int64_t d = shard.config().d_model;
-  // Request: the tokens (each once, so at most max_rows of them) and ≤ 5 bytes per row index;
-  // reply: max_rows output rows. Plus 1 MiB for tags, shapes and group headers.
-  const int64_t bytes = max_rows * (d * 4 + 5) + (int64_t{1} << 20);
+  // Request: the tokens (each once, so at most max_rows of them), ≤ 5 bytes per row index and 4
+  // per row weight; reply: max_rows output rows. Plus 1 MiB for tags, shapes and group headers.
+  const int64_t bytes = max_rows * (d * 4 + 9) + (int64_t{1} << 20);
   return std::min<int64_t>(bytes, INT32_MAX);
 }
 
@@ -55,6 +55,11 @@ absl::StatusOr<std::vector<int>> CheckComputeWork(const ExpertShard& shard,
       return absl::InvalidArgumentError(absl::StrCat("groups[", g, "]: expert ", group.expert(),
                                                      " is not held by this shard (it holds ",
                                                      FormatExpertSet(shard.experts()), ")"));
+    }
+    if (request.sum_groups() && group.weights_size() != group.rows_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("groups[", g, "] has ", group.weights_size(),
+                                                     " weights for ", group.rows_size(),
+                                                     " rows; sum_groups needs one weight per row"));
     }
     if (group.rows_size() > token_rows) {
       return absl::InvalidArgumentError(absl::StrCat("groups[", g, "] has ", group.rows_size(),

@@ -1,6 +1,7 @@
 // The work a Compute request may ask of a shard, checked before anything is computed or
 // allocated for its outputs: each group names an expert held here and rows inside the request's
 // tokens, a row at most once per group (so a group is never larger than the request's tokens),
+// one weight per row when the request asks for sum_groups,
 // at most one group per FFN held for the layer, and at most `max_rows` rows across all groups.
 // A request outside these bounds is INVALID_ARGUMENT naming the group, row or limit: every
 // replica would refuse it alike, so the router must not retry it elsewhere.

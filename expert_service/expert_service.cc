@@ -10,11 +10,32 @@
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/status/status_macros.h"
+#include "common/tensor/weighted_rows.h"
 #include "expert_service/compute_bounds.h"
 
 namespace moe {
 
 namespace {
+
+TensorEncoding ReplyEncoding(const v1::ComputeRequest& request) {
+  switch (request.reply_encoding()) {
+    case v1::TENSOR_ENCODING_F32:
+      return TensorEncoding::kF32;
+    case v1::TENSOR_ENCODING_BF16:
+      return TensorEncoding::kBf16;
+    default:  // VALUES, or a value this shard does not know: the one every router reads
+      return TensorEncoding::kValues;
+  }
+}
+
+// Replaces whatever the reply holds with the report of one overflowing row.
+void ReportOverflow(int row, int expert, bool in_sum, v1::ComputeResponse* response) {
+  response->Clear();
+  v1::Overflow* overflow = response->add_overflows();
+  overflow->set_row(row);
+  overflow->set_expert(expert);
+  overflow->set_in_sum(in_sum);
+}
 
 BatchingOptions WithMetrics(BatchingOptions batching, const ExpertMetrics* metrics) {
   if (batching.metrics == nullptr && metrics != nullptr) batching.metrics = metrics->batcher();
@@ -43,14 +64,27 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
         absl::StrCat("layer ", request.layer(), " is not held by this shard (it holds layers ",
                      absl::StrJoin(layers, ","), ")"));
   }
-  ASSIGN_OR_RETURN(ConstMatrixView tokens, MatrixFromProto(request.tokens(), -1, d, "tokens"));
+  std::vector<float> widened;  // bf16 tokens as float32
+  ASSIGN_OR_RETURN(ConstMatrixView tokens,
+                   MatrixFromProto(request.tokens(), -1, d, "tokens", &widened));
   ASSIGN_OR_RETURN(std::vector<int> ffns,
                    CheckComputeWork(*shard_, request, tokens.rows, max_rows_per_call_));
+  const TensorEncoding encoding = ReplyEncoding(request);
+  const bool sum_groups = request.sum_groups();
+  // Each group's output: straight into the reply when it goes there as float32, else here.
+  Matrix sum(sum_groups ? tokens.rows : 0, d);
+  Matrix staged;
   for (int g = 0; g < request.groups_size(); ++g) {
     const v1::ExpertGroup& group = request.groups(g);
     const int ffn = ffns[g];
     // The batcher gathers the rows (once, into the kernel's layout) when it computes them.
-    MatrixView y = ResizeProtoTensor(response->add_outputs(), group.rows_size(), d);
+    MatrixView y;
+    if (sum_groups || encoding == TensorEncoding::kBf16) {
+      staged = Matrix(group.rows_size(), d);
+      y = staged.view();
+    } else {
+      y = ResizeProtoTensor(response->add_outputs(), group.rows_size(), d, encoding);
+    }
     RETURN_IF_ERROR(batcher_.Compute(
         ffn, tokens, absl::MakeConstSpan(group.rows().data(), group.rows_size()), y, limits));
     if (metrics_ != nullptr) metrics_->TokensComputed(ffn, group.rows_size());
@@ -58,13 +92,24 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
       if (!std::isfinite(y.data[i])) {
         // Finite input, non-finite output: the input is too large for this expert. Report it so
         // the router can name the token to its caller, instead of a malformed reply.
-        response->clear_outputs();
-        v1::Overflow* overflow = response->add_overflows();
-        overflow->set_row(group.rows(i / d));
-        overflow->set_expert(group.expert());
+        ReportOverflow(group.rows(i / d), group.expert(), /*in_sum=*/false, response);
         return absl::OkStatus();
       }
     }
+    if (sum_groups) {
+      AddWeightedRows<int32_t>(y, group.rows(), group.weights(), sum.view());
+    } else if (encoding == TensorEncoding::kBf16) {
+      WriteProtoTensor(y, encoding, response->add_outputs());
+    }
+  }
+  if (sum_groups) {
+    for (int64_t i = 0; i < sum.size(); ++i) {
+      if (!std::isfinite(sum.data()[i])) {
+        ReportOverflow(static_cast<int>(i / d), 0, /*in_sum=*/true, response);
+        return absl::OkStatus();
+      }
+    }
+    WriteProtoTensor(sum.view(), encoding, response->mutable_sum());
   }
   return absl::OkStatus();
 }
@@ -103,6 +148,7 @@ grpc::Status ExpertServiceImpl::Info(grpc::ServerContext*, const v1::ExpertInfoR
   response->set_num_experts(identity.num_experts);
   response->set_model_fingerprint(identity.fingerprint);
   response->set_kernels(KernelsReport());
+  response->set_reads_tensor_bytes(true);
   for (int e : shard_->experts().ids) response->add_experts(e);
   response->set_shared_expert(shard_->experts().shared);
   response->set_weight_bytes(shard_->weight_bytes());

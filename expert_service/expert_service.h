@@ -1,11 +1,13 @@
 // gRPC face of an ExpertShard (moe.v1.Expert). Hands each group of a Compute call (a view of the
 // request's tokens and the group's row indices) to the shard's cross-request batcher, which
 // gathers the rows once into the kernel's layout, and writes each group's output straight into
-// the reply; all checks on the request happen here, once, before anything computes
-// (compute_bounds.h: at most `max_rows_per_call` rows in all, no repeated row in a group).
-// Compute passes an AdmissionGate first (RESOURCE_EXHAUSTED when overloaded); each group's
-// batcher call carries the gRPC call's deadline and cancellation, so calls nobody waits for are
-// dropped before they compute. Thread-safe; owns neither the shard nor the gate.
+// the reply — or, with sum_groups, adds it times its rows' weights into one per-token sum, in
+// group order, which is the reply. Tensors are read in any encoding and answered in the one the
+// request asks for (router.proto Tensor); all checks on the request happen here, once, before
+// anything computes (compute_bounds.h: at most `max_rows_per_call` rows in all, no repeated row in
+// a group). Compute passes an AdmissionGate first (RESOURCE_EXHAUSTED when overloaded); each
+// group's batcher call carries the gRPC call's deadline and cancellation, so calls nobody waits for
+// are dropped before they compute. Thread-safe; owns neither the shard nor the gate.
 #ifndef MOE_EXPERT_SERVICE_EXPERT_SERVICE_H_
 #define MOE_EXPERT_SERVICE_EXPERT_SERVICE_H_
 

@@ -16,6 +16,7 @@
 #include "common/metrics/metric_registry.h"
 #include "common/metrics/metrics_http_server.h"
 #include "common/rpc/admission_gate.h"
+#include "common/rpc/memory_policy.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "common/rpc/tls_credentials.h"
@@ -85,6 +86,7 @@ ABSL_FLAG(int, max_inflight, 48,
 
 int main(int argc, char** argv) {
   moe::UseBestBlasKernels(argv);  // may re-execute: before any thread starts
+  moe::KeepFreedMemory();  // before any allocation worth keeping (common/rpc/memory_policy.h)
   moe::BlockShutdownSignals();
   absl::SetProgramUsageMessage(
       "Serves some experts of the MoE layers of a model.\n"

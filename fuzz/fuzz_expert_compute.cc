@@ -12,7 +12,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "common/rpc/tensor_proto.h"
 #include "expert_service/expert_service.h"
 #include "expert_service/expert_shard.h"
 #include "fuzz/fuzz_util.h"
@@ -85,13 +87,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     return 0;
   }
+  // Every answered tensor is [rows, d_model] in the encoding the request asked for (values for
+  // an encoding this shard does not know).
+  auto check_tensor = [&request](const moe::v1::Tensor& out, int64_t rows,
+                                 const std::string& what) {
+    std::vector<float> scratch;
+    moe::fuzz::Check(moe::MatrixFromProto(out, rows, kD, what, &scratch).ok(),
+                     what + " is not a finite [rows, d_model] tensor");
+    const moe::TensorEncoding expected =
+        request.reply_encoding() == moe::v1::TENSOR_ENCODING_F32    ? moe::TensorEncoding::kF32
+        : request.reply_encoding() == moe::v1::TENSOR_ENCODING_BF16 ? moe::TensorEncoding::kBf16
+                                                                    : moe::TensorEncoding::kValues;
+    moe::fuzz::Check(moe::EncodingOf(out) == expected, what + " is not in the encoding asked for");
+  };
+  if (request.sum_groups()) {
+    moe::fuzz::Check(response.outputs_size() == 0, "outputs beside the sum");
+    check_tensor(response.sum(), request.tokens().shape(0), "sum");
+    return 0;
+  }
   moe::fuzz::Check(response.outputs_size() == request.groups_size(), "one output per group");
   for (int g = 0; g < response.outputs_size(); ++g) {
-    const moe::v1::Tensor& out = response.outputs(g);
-    const int64_t rows = request.groups(g).rows_size();
-    moe::fuzz::Check(out.shape_size() == 2 && out.shape(0) == rows && out.shape(1) == kD &&
-                         out.values_size() == rows * kD,
-                     "output " + std::to_string(g) + " is not [rows, d_model]");
+    check_tensor(response.outputs(g), request.groups(g).rows_size(), "output " + std::to_string(g));
   }
   return 0;
 }

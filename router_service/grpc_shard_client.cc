@@ -1,12 +1,15 @@
 #include "router_service/grpc_shard_client.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <deque>
 
 #include "absl/strings/str_cat.h"
 #include "common/rpc/channel_arguments.h"
 #include "common/rpc/connection_error.h"
 #include "common/rpc/tensor_proto.h"
+#include "common/tensor/weighted_rows.h"
 
 namespace moe {
 namespace {
@@ -21,6 +24,7 @@ grpc::ChannelArguments ShardChannelArguments() {
   args.SetLoadBalancingPolicyName("round_robin");
   // A private subchannel pool per channel: channels to one target do not share a connection.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  AddBulkTransferArguments(args);
   return args;
 }
 
@@ -52,8 +56,11 @@ class GrpcShardClient::Call final : public ShardCall, public grpc::ClientUnaryRe
   grpc::ClientContext context;
   v1::ComputeRequest request;
   v1::ComputeResponse response;
-  std::vector<int64_t> rows;        // request rows, to name tokens in overflow errors
-  std::vector<int64_t> group_rows;  // rows per group, to check the reply
+  std::vector<int64_t> rows;               // request rows, to name tokens in overflow errors
+  std::vector<int64_t> group_rows;         // rows per group, to check the reply
+  bool weighted = false;                   // asked for per-token sums
+  std::deque<std::vector<float>> scratch;  // reply tensors widened from bf16
+  Matrix local_sum;                        // made here for a shard without sum_groups
   Done done;
 
  private:
@@ -68,29 +75,59 @@ absl::StatusOr<ShardCallOutput> GrpcShardClient::Call::Reply(const grpc::Status&
     const int64_t token = overflow.row() >= 0 && overflow.row() < static_cast<int64_t>(rows.size())
                               ? rows[overflow.row()]
                               : -1;
-    return absl::InvalidArgumentError(absl::StrCat(
-        "token ", token, ": the output of ",
-        overflow.expert() == kSharedExpertId ? std::string("the shared expert")
-                                             : absl::StrCat("expert ", overflow.expert()),
-        " overflows float32 (the input is finite but too large)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("token ", token, ": the ",
+                     overflow.in_sum() ? std::string("weighted sum of its experts' outputs")
+                     : overflow.expert() == kSharedExpertId
+                         ? std::string("output of the shared expert")
+                         : absl::StrCat("output of expert ", overflow.expert()),
+                     " overflows float32 (the input is finite but too large)"));
   }
   const int64_t d = request.tokens().shape(1);
-  if (response.outputs_size() != static_cast<int>(group_rows.size())) {
-    return absl::InternalError(absl::StrCat("shard ", target, " returned ",
-                                            response.outputs_size(), " outputs for ",
-                                            group_rows.size(), " expert groups"));
-  }
+  auto malformed = [this](const absl::Status& why) {
+    return absl::InternalError(
+        absl::StrCat("shard ", target, " returned a malformed reply: ", why.message()));
+  };
   ShardCallOutput output;
+  if (weighted && response.has_sum()) {
+    absl::StatusOr<ConstMatrixView> sum = MatrixFromProto(
+        response.sum(), static_cast<int64_t>(rows.size()), d, "sum", &scratch.emplace_back());
+    if (!sum.ok()) return malformed(sum.status());
+    output.sum = *sum;
+    output.storage = std::move(self);  // the view points into response or scratch
+    return output;
+  }
+  if (response.outputs_size() != static_cast<int>(group_rows.size())) {
+    return absl::InternalError(absl::StrCat("shard ", target, " returned ", response.outputs_size(),
+                                            " outputs for ", group_rows.size(), " expert groups"));
+  }
   for (int g = 0; g < response.outputs_size(); ++g) {
-    absl::StatusOr<ConstMatrixView> view = MatrixFromProto(response.outputs(g), group_rows[g], d,
-                                                           absl::StrCat("outputs[", g, "]"));
-    if (!view.ok()) {
-      return absl::InternalError(absl::StrCat("shard ", target, " returned a malformed reply: ",
-                                              view.status().message()));
-    }
+    absl::StatusOr<ConstMatrixView> view =
+        MatrixFromProto(response.outputs(g), group_rows[g], d, absl::StrCat("outputs[", g, "]"),
+                        &scratch.emplace_back());
+    if (!view.ok()) return malformed(view.status());
     output.groups.push_back(*view);
   }
-  output.storage = std::move(self);  // the views point into response
+  if (weighted) {
+    // A shard that predates sum_groups answered per group: sum here, as it would have.
+    Matrix& sum = local_sum;
+    sum = Matrix(static_cast<int64_t>(rows.size()), d);
+    for (int g = 0; g < request.groups_size(); ++g) {
+      const v1::ExpertGroup& group = request.groups(g);
+      AddWeightedRows<int32_t>(output.groups[g], group.rows(), group.weights(), sum.view());
+    }
+    for (int64_t i = 0; i < sum.size(); ++i) {
+      if (!std::isfinite(sum.data()[i])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token ", rows[i / d],
+                         ": the weighted sum of its experts' outputs overflows float32 (the "
+                         "input is finite but too large)"));
+      }
+    }
+    output.groups.clear();
+    output.sum = sum.view();
+  }
+  output.storage = std::move(self);  // the views point into response, scratch or local_sum
   return output;
 }
 
@@ -108,10 +145,12 @@ class GrpcShardClient::Describing final : public grpc::ClientUnaryReactor {
   v1::ExpertInfoRequest request;
   v1::ExpertInfo info;
   DescribeDone done;
+  std::shared_ptr<std::atomic<bool>> reads_tensor_bytes;  // the client's; set from info
 
  private:
-  absl::StatusOr<ShardDescription> Reply(const grpc::Status& status) const {
+  absl::StatusOr<ShardDescription> Reply(const grpc::Status& status) {
     if (!status.ok()) return FromGrpc(status, target, security);
+    reads_tensor_bytes->store(info.reads_tensor_bytes(), std::memory_order_relaxed);
     ShardDescription description;
     description.layers.assign(info.layers().begin(), info.layers().end());
     std::sort(description.layers.begin(), description.layers.end());
@@ -127,8 +166,9 @@ class GrpcShardClient::Describing final : public grpc::ClientUnaryReactor {
   }
 };
 
-GrpcShardClient::GrpcShardClient(std::string target, int channels, const ChannelSecurity& security)
-    : target_(std::move(target)), security_(security) {
+GrpcShardClient::GrpcShardClient(std::string target, int channels, const ChannelSecurity& security,
+                                 ShardWireOptions wire)
+    : target_(std::move(target)), security_(security), wire_(wire) {
   grpc::ChannelArguments args = ShardChannelArguments();
   security_.Apply(&args);
   for (int i = 0; i < std::max(1, channels); ++i) {
@@ -140,17 +180,23 @@ GrpcShardClient::GrpcShardClient(std::string target, int channels, const Channel
 std::shared_ptr<ShardCall> GrpcShardClient::Compute(const ShardCallInput& input,
                                                     absl::Time deadline, Done done) {
   auto call = std::make_shared<Call>();
-  const int64_t d = input.tokens.cols;
   call->request.set_layer(input.layer);
-  MatrixView sent = ResizeProtoTensor(call->request.mutable_tokens(),
-                                      static_cast<int64_t>(input.rows.size()), d);
-  for (size_t i = 0; i < input.rows.size(); ++i) {
-    std::memcpy(sent.row(i), input.tokens.row(input.rows[i]), d * sizeof(float));
-  }
+  // Until the shard's Info says it reads them, the encoding every shard reads.
+  const bool bytes = reads_tensor_bytes_->load(std::memory_order_relaxed);
+  const TensorEncoding encoding = !bytes       ? TensorEncoding::kValues
+                                  : wire_.bf16 ? TensorEncoding::kBf16
+                                               : TensorEncoding::kF32;
+  WriteProtoTensorRows(input.tokens, input.rows, encoding, call->request.mutable_tokens());
+  call->request.set_reply_encoding(!bytes       ? v1::TENSOR_ENCODING_VALUES
+                                   : wire_.bf16 ? v1::TENSOR_ENCODING_BF16
+                                                : v1::TENSOR_ENCODING_F32);
+  call->weighted = IsWeighted(input);
+  call->request.set_sum_groups(call->weighted);
   for (const ExpertRows& rows : input.experts) {
     v1::ExpertGroup* group = call->request.add_groups();
     group->set_expert(rows.expert);
     group->mutable_rows()->Add(rows.rows.begin(), rows.rows.end());
+    if (call->weighted) group->mutable_weights()->Add(rows.weights.begin(), rows.weights.end());
     call->group_rows.push_back(static_cast<int64_t>(rows.rows.size()));
   }
   call->rows.assign(input.rows.begin(), input.rows.end());
@@ -170,6 +216,7 @@ void GrpcShardClient::Describe(absl::Time deadline, DescribeDone done) {
   describing->target = target_;
   describing->security = security_;
   describing->done = std::move(done);
+  describing->reads_tensor_bytes = reads_tensor_bytes_;
   describing->context.set_deadline(absl::ToChronoTime(deadline));
   stubs_[0]->async()->Info(&describing->context, &describing->request, &describing->info,
                            describing);

@@ -6,7 +6,13 @@
 // resolves to. Channels send keepalive pings so a silently dropped peer fails calls within seconds
 // (DESIGN.md §10), and reconnect with bounded backoff so a restarted shard is used again within
 // about a second. `security` gives the credentials (plaintext or TLS, tls_credentials.h); a
-// failure caused by TLS says so first (connection_error.h). Thread-safe.
+// failure caused by TLS says so first (connection_error.h).
+//
+// Wire format: tensors go as Tensor.f32_data (raw little-endian bytes), or bf16_data with
+// ShardWireOptions::bf16, to shards whose Info says `reads_tensor_bytes`; as Tensor.values to
+// others (and before the first Info answer). Weighted calls set sum_groups; a shard that predates
+// it answers per group and the client sums the groups itself. HTTP/2 windows and frames are
+// sized for megabyte messages (channel_arguments.h). Thread-safe.
 #ifndef MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_
 #define MOE_ROUTER_SERVICE_GRPC_SHARD_CLIENT_H_
 
@@ -23,10 +29,17 @@
 
 namespace moe {
 
+struct ShardWireOptions {
+  // Send tokens and receive outputs as bfloat16: half the bytes, but every value is rounded to
+  // 8 significant bits each way (relative error ≤ 2^-9 per value; README "Wire format").
+  bool bf16 = false;
+};
+
 class GrpcShardClient final : public ShardClient {
  public:
   GrpcShardClient(std::string target, int channels,
-                  const ChannelSecurity& security = ChannelSecurity::Plaintext());
+                  const ChannelSecurity& security = ChannelSecurity::Plaintext(),
+                  ShardWireOptions wire = {});
 
   std::shared_ptr<ShardCall> Compute(const ShardCallInput& input, absl::Time deadline,
                                      Done done) override;
@@ -45,6 +58,10 @@ class GrpcShardClient final : public ShardClient {
 
   const std::string target_;
   const ChannelSecurity security_;
+  const ShardWireOptions wire_;
+  // Set by Describe from the shard's Info; shared because a Describe may outlive the client.
+  const std::shared_ptr<std::atomic<bool>> reads_tensor_bytes_ =
+      std::make_shared<std::atomic<bool>>(false);
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
   std::vector<std::unique_ptr<v1::Expert::Stub>> stubs_;  // one per channel
   std::atomic<uint32_t> next_channel_{0};

@@ -6,10 +6,26 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/routing/expert_set.h"
+#include "common/tensor/weighted_rows.h"
 
 namespace moe {
 
 namespace {
+
+// InvalidArgument naming the token whose output `y` (of `expert`, for `rows`) is not finite.
+absl::Status CheckFinite(const Matrix& y, const ShardCallInput& input,
+                         const std::vector<int32_t>& rows, int expert) {
+  for (int64_t i = 0; i < y.size(); ++i) {
+    if (!std::isfinite(y.data()[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token ", input.rows[rows[i / y.cols()]], ": the output of ",
+                       expert == kSharedExpertId ? std::string("the shared expert")
+                                                 : absl::StrCat("expert ", expert),
+                       " overflows float32 (the input is finite but too large)"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 // Local calls finish before Compute returns: there is nothing left to cancel.
 class FinishedCall final : public ShardCall {
@@ -31,9 +47,11 @@ void LocalShardClient::Run(const ShardCallInput& input, absl::Time deadline, Don
     return;
   }
   const int64_t d = input.tokens.cols;
+  const bool weighted = IsWeighted(input);
   auto outputs = std::make_shared<std::vector<Matrix>>();
-  ShardCallOutput result;
-  Matrix x;
+  // A weighted call keeps one output at a time and the sums (outputs->front()).
+  if (weighted) outputs->emplace_back(static_cast<int64_t>(input.rows.size()), d);
+  Matrix x, y;
   for (const ExpertRows& group : input.experts) {
     const int64_t n = static_cast<int64_t>(group.rows.size());
     x = Matrix(n, d);
@@ -41,25 +59,37 @@ void LocalShardClient::Run(const ShardCallInput& input, absl::Time deadline, Don
       const float* row = input.tokens.row(input.rows[group.rows[r]]);
       std::copy(row, row + d, x.row(r));
     }
-    outputs->emplace_back(n, d);
-    const absl::Status status = compute_(input.layer, group.expert, x, outputs->back().view());
+    Matrix& out = weighted ? y : outputs->emplace_back();
+    out = Matrix(n, d);
+    const absl::Status status = compute_(input.layer, group.expert, x, out.view());
     if (!status.ok()) {
       std::move(done)(status);
       return;
     }
-    const Matrix& y = outputs->back();
-    for (int64_t i = 0; i < y.size(); ++i) {
-      if (!std::isfinite(y.data()[i])) {
+    if (absl::Status overflow = CheckFinite(out, input, group.rows, group.expert); !overflow.ok()) {
+      std::move(done)(overflow);
+      return;
+    }
+    if (weighted) {
+      AddWeightedRows<int32_t>(out, group.rows, group.weights, outputs->front().view());
+    }
+  }
+  ShardCallOutput result;
+  if (weighted) {
+    const Matrix& sum = outputs->front();
+    for (int64_t i = 0; i < sum.size(); ++i) {
+      if (!std::isfinite(sum.data()[i])) {
         std::move(done)(absl::InvalidArgumentError(
-            absl::StrCat("token ", input.rows[group.rows[i / d]], ": the output of ",
-                         group.expert == kSharedExpertId ? std::string("the shared expert")
-                                                         : absl::StrCat("expert ", group.expert),
-                         " overflows float32 (the input is finite but too large)")));
+            absl::StrCat("token ", input.rows[i / d],
+                         ": the weighted sum of its experts' outputs overflows float32 (the "
+                         "input is finite but too large)")));
         return;
       }
     }
+    result.sum = sum.view();
+  } else {
+    for (const Matrix& output : *outputs) result.groups.push_back(output.view());
   }
-  for (const Matrix& output : *outputs) result.groups.push_back(output.view());
   result.storage = std::move(outputs);
   std::move(done)(std::move(result));
 }

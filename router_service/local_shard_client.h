@@ -1,8 +1,10 @@
 // A ShardClient whose experts are computed in this process, on the calling thread, by a plain
 // function (e.g. ExpertShard::Compute): the in-process baseline of the benchmarks, single-process
 // use, and the tests' well-behaved shard. No gRPC, no protos, no copies beyond gathering each
-// expert's rows. Compute finishes (and runs `done`) before it returns; Describe answers with the
-// description it was given. Thread-safe if `compute` is.
+// expert's rows. Weighted calls are answered with per-token sums, as shards do, so the in-process
+// baseline does the same arithmetic as the distributed path. Compute finishes (and runs `done`)
+// before it returns; Describe answers with the description it was given. Thread-safe if `compute`
+// is.
 #ifndef MOE_ROUTER_SERVICE_LOCAL_SHARD_CLIENT_H_
 #define MOE_ROUTER_SERVICE_LOCAL_SHARD_CLIENT_H_
 

@@ -21,6 +21,7 @@
 #include "common/metrics/metrics_http_server.h"
 #include "common/rpc/admission_gate.h"
 #include "common/rpc/admission_queue.h"
+#include "common/rpc/memory_policy.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "common/rpc/tls_credentials.h"
@@ -57,6 +58,13 @@ ABSL_FLAG(bool, hedging, true,
 ABSL_FLAG(bool, allow_partial, false,
           "When a shard fails, answer without its experts (weights renormalised over those that "
           "answered) and list them in ForwardResponse.missing_experts. Off: such a request fails");
+ABSL_FLAG(bool, partial_sums, true,
+          "Shards answer one weighted partial sum per token (Σ weight·expert output over the "
+          "experts they hold) instead of one row per (token, expert): up to top_k/shards times "
+          "fewer bytes back. Off with --allow_partial while shards compute the shared expert");
+ABSL_FLAG(std::string, shard_wire_dtype, "f32",
+          "Tensors to and from shards: f32, or bf16 (half the bytes; rounds every token and "
+          "partial sum to 8 significant bits: each off by at most 2^-9 of itself)");
 ABSL_FLAG(int, refresh_ms, 1000,
           "How often to ask every shard what it serves (discovery, identity checks, probes)");
 
@@ -146,12 +154,14 @@ class ShardsFile {
 
 int main(int argc, char** argv) {
   moe::UseBestBlasKernels(argv);  // may re-execute: before any thread starts
+  moe::KeepFreedMemory();  // before any allocation worth keeping (common/rpc/memory_policy.h)
   moe::BlockShutdownSignals();
   absl::SetProgramUsageMessage(
       "Serves the MoE layers of a model: the gates and the routing here, the experts on shards.\n"
       "  moe_router --model=DIR --shards=TARGET[,TARGET...] | --shards_file=FILE\n"
       "             [--layers=all|SPEC] [--listen=HOST:PORT] [--port_file=FILE]\n"
       "             [--max_tokens=N] [--default_timeout_ms=MS] [--hedging] [--allow_partial]\n"
+      "             [--partial_sums=false] [--shard_wire_dtype=f32|bf16]\n"
       "             [--refresh_ms=MS] [--blas_threads=N] [--channels_per_shard=N]\n"
       "             [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]] [--info_shows_topology]\n"
       "             [--shard_tls_ca=PEM [--shard_tls_cert=PEM --shard_tls_key=PEM]\n"
@@ -171,6 +181,15 @@ int main(int argc, char** argv) {
   options.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_default_timeout_ms));
   options.hedging = absl::GetFlag(FLAGS_hedging);
   options.allow_partial = absl::GetFlag(FLAGS_allow_partial);
+  options.partial_sums = absl::GetFlag(FLAGS_partial_sums);
+  const std::string wire_dtype = absl::GetFlag(FLAGS_shard_wire_dtype);
+  if (wire_dtype != "f32" && wire_dtype != "bf16") {
+    std::cerr << "moe_router: --shard_wire_dtype=" << wire_dtype << ": expected f32 or bf16"
+              << std::endl;
+    return 2;
+  }
+  moe::ShardWireOptions wire;
+  wire.bf16 = wire_dtype == "bf16";
   options.directory.refresh_interval = absl::Milliseconds(absl::GetFlag(FLAGS_refresh_ms));
   if (options.model_dir.empty() || (options.shards.empty() && shards_file.empty())) {
     std::cerr << "moe_router: --model and one of --shards or --shards_file are required (see "
@@ -207,8 +226,8 @@ int main(int argc, char** argv) {
 
   const int channels = absl::GetFlag(FLAGS_channels_per_shard);
   auto router = moe::Router::Create(
-      options, [channels, &security = *shard_security](const std::string& target) {
-        return std::make_unique<moe::GrpcShardClient>(target, channels, security);
+      options, [channels, wire, &security = *shard_security](const std::string& target) {
+        return std::make_unique<moe::GrpcShardClient>(target, channels, security, wire);
       });
   if (!router.ok()) {
     std::cerr << "moe_router: " << router.status().message() << std::endl;

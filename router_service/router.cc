@@ -232,9 +232,16 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
     return unusable.empty() ? error
                             : absl::UnavailableError(absl::StrCat(error.message(), " (", unusable, ")"));
   }
-  const DispatchPlan plan = PlanDispatch(
-      routing, [&replica_of](int expert) { return replica_of[expert]; },
-      shared_on_shards_ ? shared_replica : -1);
+  auto shard_of = [&replica_of](int expert) { return replica_of[expert]; };
+  const int shared_shard = shared_on_shards_ ? shared_replica : -1;
+  // Partial sums would scale a shard's shared-expert part with the renormalisation of missing
+  // experts, so a router that may renormalise with the shared expert on shards asks for outputs.
+  const bool weighted = options_.partial_sums && !(options_.allow_partial && shared_on_shards_);
+  const DispatchPlan plan =
+      weighted
+          ? PlanWeightedDispatch(routing, shard_of, shared_shard,
+                                 [&](int64_t t) { return SharedExpertScale(*layer, tokens, t); })
+          : PlanDispatch(routing, shard_of, shared_shard);
 
   if (deadline == absl::InfiniteFuture()) deadline = absl::Now() + options_.default_timeout;
   Fanout fanout(map, layer_index, plan, tokens, deadline, options_.hedging);
@@ -275,8 +282,10 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
   if (!result.missing_experts.empty()) partial_answers_.fetch_add(1, std::memory_order_relaxed);
 
   const int64_t d = config_.d_model;
+  // Each token's weights over the experts that answered, keeping the token's total weight
+  // (allow_partial); scale[t] = 1 when all answered.
+  std::vector<float> scale(routing.num_tokens, 1.0f);
   for (int64_t t = 0; t < routing.num_tokens; ++t) {
-    float* out = output.row(t);
     const int* token_experts = routing.token_experts(t);
     float* weights = routing.weights.data() + t * routing.top_k;
     float total = 0.0f, answered = 0.0f;
@@ -284,23 +293,43 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
       total += weights[j];
       if (!missing[token_experts[j]]) answered += weights[j];
     }
-    // Renormalise over the experts that answered, keeping the token's total weight.
-    const float scale = answered < total ? (answered > 0.0f ? total / answered : 0.0f) : 1.0f;
+    if (answered < total) scale[t] = answered > 0.0f ? total / answered : 0.0f;
     for (int j = 0; j < routing.top_k; ++j) {
-      if (missing[token_experts[j]]) {
-        weights[j] = 0.0f;
-        continue;
-      }
-      weights[j] *= scale;
-      const OutputSource& source = plan.sources[t * routing.top_k + j];
-      const float* row = replies[source.work]->groups[source.expert].row(source.row);
-      for (int64_t i = 0; i < d; ++i) out[i] += weights[j] * row[i];
+      weights[j] = missing[token_experts[j]] ? 0.0f : weights[j] * scale[t];
     }
-    if (!plan.shared_sources.empty()) {
-      const OutputSource& source = plan.shared_sources[t];
-      const float* row = replies[source.work]->groups[source.expert].row(source.row);
-      const float s = SharedExpertScale(*layer, tokens, t);
-      for (int64_t i = 0; i < d; ++i) out[i] += s * row[i];
+  }
+  if (plan.weighted) {
+    // output (the shared expert's part) += each shard's per-token partial sum, shards in plan
+    // order; a missing shard's experts are left out and the others scaled as above.
+    for (size_t i = 0; i < replies.size(); ++i) {
+      if (!replies[i].ok()) continue;
+      const ShardWork& work = plan.work[i];
+      const ConstMatrixView sum = replies[i]->sum;
+      for (size_t r = 0; r < work.tokens.size(); ++r) {
+        const int64_t t = work.tokens[r];
+        const float s = scale[t];
+        float* out = output.row(t);
+        const float* row = sum.row(static_cast<int64_t>(r));
+        for (int64_t c = 0; c < d; ++c) out[c] += s * row[c];
+      }
+    }
+  } else {
+    for (int64_t t = 0; t < routing.num_tokens; ++t) {
+      float* out = output.row(t);
+      const int* token_experts = routing.token_experts(t);
+      const float* weights = routing.weights.data() + t * routing.top_k;
+      for (int j = 0; j < routing.top_k; ++j) {
+        if (missing[token_experts[j]]) continue;
+        const OutputSource& source = plan.sources[t * routing.top_k + j];
+        const float* row = replies[source.work]->groups[source.expert].row(source.row);
+        for (int64_t i = 0; i < d; ++i) out[i] += weights[j] * row[i];
+      }
+      if (!plan.shared_sources.empty()) {
+        const OutputSource& source = plan.shared_sources[t];
+        const float* row = replies[source.work]->groups[source.expert].row(source.row);
+        const float s = SharedExpertScale(*layer, tokens, t);
+        for (int64_t i = 0; i < d; ++i) out[i] += s * row[i];
+      }
     }
   }
   RETURN_IF_ERROR(CheckFiniteRows(output, "the layer's output"));

@@ -48,7 +48,10 @@ struct RouterOptions {
   absl::Duration default_timeout = absl::Seconds(30);
   bool hedging = true;         // hedge slow shard calls on another replica
   bool allow_partial = false;  // answer without experts that failed, saying which
-  int kernel_threads = 0;      // threads of the local shared expert's FFN; 0: one per core
+  // Ask shards for per-token weighted partial sums (one row per token and shard) instead of one
+  // row per (token, expert). Not with allow_partial while shards compute the shared expert.
+  bool partial_sums = true;
+  int kernel_threads = 0;  // threads of the local shared expert's FFN; 0: one per core
   DirectoryOptions directory;
   // Where to register the router's metrics (router_service/router_metrics.h); null: none. Must
   // outlive the Router.

@@ -26,9 +26,15 @@ std::string WithoutAddresses(const std::string& text, const std::string& target)
 
 absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, absl::Time deadline,
                                           v1::ForwardResponse* response) {
-  ASSIGN_OR_RETURN(ConstMatrixView tokens,
-                   MatrixFromProto(request.tokens(), -1, router_->config().d_model, "tokens"));
-  MatrixView output = ResizeProtoTensor(response->mutable_output(), tokens.rows, tokens.cols);
+  std::vector<float> widened;  // bf16_data tokens as float32
+  ASSIGN_OR_RETURN(
+      ConstMatrixView tokens,
+      MatrixFromProto(request.tokens(), -1, router_->config().d_model, "tokens", &widened));
+  // Answered as f32_data when the tokens came as bytes, else as values (router.proto Tensor).
+  MatrixView output = ResizeProtoTensor(response->mutable_output(), tokens.rows, tokens.cols,
+                                        EncodingOf(request.tokens()) == TensorEncoding::kValues
+                                            ? TensorEncoding::kValues
+                                            : TensorEncoding::kF32);
   const std::optional<int> layer =
       request.has_layer() ? std::optional<int>(request.layer()) : std::nullopt;
   ASSIGN_OR_RETURN(ForwardResult result, router_->Forward(layer, tokens, deadline, output));

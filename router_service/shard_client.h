@@ -1,7 +1,9 @@
 // The seam between the router and one expert-shard target, in plain C++: an asynchronous Compute
 // per request carrying views of the rows the shard needs and the (expert, rows) groups to compute
-// for one layer, answered with one output matrix per group; and Describe, the shard's own account
-// of what it holds and which model it serves (for discovery and identity checks).
+// for one layer, answered with one output matrix per group — or, for a weighted call (every
+// group carries its rows' routing weights), with one matrix of per-token weighted sums; and
+// Describe, the shard's own account of what it holds and which model it serves (for discovery
+// and identity checks).
 //
 // Implementations: GrpcShardClient (the moe.v1.Expert service over gRPC; the only one that sees
 // protos), LocalShardClient (experts computed in this process: the in-process baseline and
@@ -10,6 +12,7 @@
 #ifndef MOE_ROUTER_SERVICE_SHARD_CLIENT_H_
 #define MOE_ROUTER_SERVICE_SHARD_CLIENT_H_
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,10 +36,21 @@ struct ShardCallInput {
   absl::Span<const ExpertRows> experts;  // per expert (or kSharedExpertId): indices into `rows`
 };
 
-// The shard's answer: groups[g] is expert g's output [experts[g].rows.size(), d_model], every
-// value finite (checked by the client). `storage` owns the memory the views point into.
+// A weighted call: every group carries one weight per row (a weighted DispatchPlan's work).
+inline bool IsWeighted(const ShardCallInput& input) {
+  return !input.experts.empty() &&
+         std::all_of(input.experts.begin(), input.experts.end(), [](const ExpertRows& group) {
+           return group.weights.size() == group.rows.size();
+         });
+}
+
+// The shard's answer, every value finite (checked by the client). Unweighted calls: groups[g]
+// is expert g's output [experts[g].rows.size(), d_model]. Weighted calls: `sum` [rows.size(),
+// d_model], row i = Σ over groups g, and their rows r naming i, of weights[r] · expert_g(token),
+// added in fp32 in group order; `groups` is empty. `storage` owns the memory the views point into.
 struct ShardCallOutput {
   std::vector<ConstMatrixView> groups;
+  ConstMatrixView sum;
   std::shared_ptr<const void> storage;
 };
 
@@ -63,9 +77,9 @@ class ShardClient {
 
   // Starts one call that must finish by `deadline`. `done` runs exactly once, on any thread,
   // possibly before Compute returns. Errors: the status the shard or the transport gave, the
-  // target named in the message; InvalidArgument naming the token when an expert output
-  // overflowed float32 for finite input; Internal naming the shard for a reply of the wrong shape
-  // or with non-finite values. Never returns nullptr.
+  // target named in the message; InvalidArgument naming the token when an expert output (or a
+  // weighted sum) overflowed float32 for finite input; Internal naming the shard for a reply of
+  // the wrong shape or with non-finite values. Never returns nullptr.
   virtual std::shared_ptr<ShardCall> Compute(const ShardCallInput& input, absl::Time deadline,
                                              Done done) = 0;
 

@@ -1,6 +1,7 @@
 // GrpcShardClient against real in-process gRPC servers: the request it builds, the checks on the
 // reply (malformed replies are Internal naming the shard, overflow reports name the token),
-// Describe, cancellation and unreachable targets.
+// weighted calls to a shard that predates sums, the tensor encoding chosen from the shard's
+// Info, Describe, cancellation and unreachable targets.
 #include "router_service/grpc_shard_client.h"
 
 #include <grpc/grpc.h>
@@ -11,6 +12,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/rpc/tensor_proto.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "moe/v1/expert.grpc.pb.h"
@@ -28,10 +30,12 @@ const bool kGrpcKeptAlive = (grpc_init(), true);
 
 enum class Reply { kDouble, kWrongOutputCount, kWrongShape, kNaN, kOverflow, kHold };
 
-// Answers each group with 2 × its rows, or with the malformation asked for.
+// Answers each group with 2 × its rows as `values`, or with the malformation asked for: a shard
+// that predates sum_groups (it ignores them). Its Info says it reads every tensor encoding only
+// when `reads_bytes`.
 class FakeExpertService final : public v1::Expert::Service {
  public:
-  explicit FakeExpertService(Reply reply) : reply_(reply) {}
+  FakeExpertService(Reply reply, bool reads_bytes) : reply_(reply), reads_bytes_(reads_bytes) {}
 
   grpc::Status Compute(grpc::ServerContext* context, const v1::ComputeRequest* request,
                        v1::ComputeResponse* response) override {
@@ -39,7 +43,8 @@ class FakeExpertService final : public v1::Expert::Service {
     if (reply_ == Reply::kHold) {
       // The delay under test: a shard that does not answer until the call is cancelled.
       const absl::Time give_up = absl::Now() + absl::Seconds(10);
-      while (!context->IsCancelled() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+      while (!context->IsCancelled() && absl::Now() < give_up)
+        absl::SleepFor(absl::Milliseconds(1));
       return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
     }
     if (reply_ == Reply::kOverflow) {
@@ -49,12 +54,16 @@ class FakeExpertService final : public v1::Expert::Service {
       return grpc::Status::OK;
     }
     const int64_t d = request->tokens().shape(1);
+    std::vector<float> widened;
+    absl::StatusOr<ConstMatrixView> tokens =
+        MatrixFromProto(request->tokens(), -1, d, "tokens", &widened);
+    if (!tokens.ok()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "bad tokens");
     for (const v1::ExpertGroup& group : request->groups()) {
       v1::Tensor* out = response->add_outputs();
       out->add_shape(group.rows_size());
       out->add_shape(d);
       for (int row : group.rows()) {
-        for (int64_t i = 0; i < d; ++i) out->add_values(2 * request->tokens().values(row * d + i));
+        for (int64_t i = 0; i < d; ++i) out->add_values(2 * tokens->row(row)[i]);
       }
     }
     if (reply_ == Reply::kWrongOutputCount) response->add_outputs();
@@ -74,6 +83,7 @@ class FakeExpertService final : public v1::Expert::Service {
     info->add_experts(5);
     info->add_experts(2);
     info->set_model_fingerprint("fnv1a64:0123");
+    info->set_reads_tensor_bytes(reads_bytes_);
     return grpc::Status::OK;
   }
 
@@ -81,10 +91,11 @@ class FakeExpertService final : public v1::Expert::Service {
 
  private:
   Reply reply_;
+  bool reads_bytes_;
 };
 
 struct TestServer {
-  explicit TestServer(Reply reply) : service(reply) {
+  explicit TestServer(Reply reply, bool reads_bytes = false) : service(reply, reads_bytes) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(&service);
@@ -103,16 +114,23 @@ struct TestServer {
 struct Work {
   std::vector<float> values;
   std::vector<int64_t> rows = {1, 3};
-  std::vector<ExpertRows> experts = {{5, {0, 1}}, {2, {1}}};
+  std::vector<ExpertRows> experts = {{5, {0, 1}, {}}, {2, {1}, {}}};
   Work() {
     for (int t = 0; t < 4; ++t) {
       for (int i = 0; i < 3; ++i) values.push_back(10.0f * t + i);
     }
   }
-  ShardCallInput input() const {
-    return {7, ConstMatrixView{values.data(), 4, 3}, rows, experts};
-  }
+  ShardCallInput input() const { return {7, ConstMatrixView{values.data(), 4, 3}, rows, experts}; }
 };
+
+// The same rows, weighted: expert 5 weighs row 1 by 0.5 and row 3 by 2, expert 2 row 3 by 3.
+// With the fake's 2x experts the sums are token 1 × 1 and token 3 × 10.
+Work Weighted() {
+  Work work;
+  work.experts[0].weights = {0.5f, 2.0f};
+  work.experts[1].weights = {3.0f};
+  return work;
+}
 
 absl::StatusOr<ShardCallOutput> Call(ShardClient& client, const Work& work) {
   absl::StatusOr<ShardCallOutput> result;
@@ -144,6 +162,49 @@ TEST(GrpcShardClientTest, SendsEachNeededRowOnceAndReturnsEveryGroup) {
   EXPECT_EQ(output->groups[0].row(1)[2], 64.0f);
   EXPECT_EQ(output->groups[1].rows, 1);
   EXPECT_EQ(output->groups[1].row(0)[0], 60.0f);
+}
+
+TEST(GrpcShardClientTest, WeightedCallToAShardWithoutSumsSendsValuesAndSumsItself) {
+  TestServer& server = *new TestServer(Reply::kDouble);
+  GrpcShardClient& client = *new GrpcShardClient(server.target(), 1);
+  auto output = Call(client, Weighted());
+  ASSERT_TRUE(output.ok()) << output.status();
+  const v1::ComputeRequest& sent = server.service.last_request_;
+  EXPECT_TRUE(sent.sum_groups());
+  EXPECT_THAT(sent.groups(0).weights(), ::testing::ElementsAre(0.5f, 2.0f));
+  EXPECT_THAT(sent.groups(1).weights(), ::testing::ElementsAre(3.0f));
+  // No Info said the shard reads bytes: the encoding every shard reads.
+  EXPECT_THAT(sent.tokens().values(), ::testing::ElementsAre(10, 11, 12, 30, 31, 32));
+  EXPECT_EQ(sent.reply_encoding(), v1::TENSOR_ENCODING_VALUES);
+  EXPECT_TRUE(output->groups.empty());
+  ASSERT_EQ(output->sum.rows, 2);
+  EXPECT_THAT(std::vector<float>(output->sum.row(0), output->sum.row(0) + 3),
+              ::testing::ElementsAre(10, 11, 12));
+  EXPECT_THAT(std::vector<float>(output->sum.row(1), output->sum.row(1) + 3),
+              ::testing::ElementsAre(300, 310, 320));
+}
+
+TEST(GrpcShardClientTest, ShardWhoseInfoReadsBytesGetsTheConfiguredEncoding) {
+  TestServer& server = *new TestServer(Reply::kDouble, /*reads_bytes=*/true);
+  for (bool bf16 : {false, true}) {
+    GrpcShardClient& client =
+        *new GrpcShardClient(server.target(), 1, ChannelSecurity::Plaintext(), {bf16});
+    absl::Notification described;
+    client.Describe(absl::Now() + absl::Seconds(10), [&](absl::StatusOr<ShardDescription> d) {
+      EXPECT_TRUE(d.ok()) << d.status();
+      described.Notify();
+    });
+    described.WaitForNotification();
+    auto output = Call(client, Weighted());
+    ASSERT_TRUE(output.ok()) << output.status();
+    const v1::ComputeRequest& sent = server.service.last_request_;
+    EXPECT_EQ(sent.tokens().values_size(), 0);
+    // 10·t + i is exact in bf16 for these values: the same sums either way.
+    EXPECT_EQ(sent.tokens().f32_data().size(), bf16 ? 0u : 6 * sizeof(float));
+    EXPECT_EQ(sent.tokens().bf16_data().size(), bf16 ? 6 * sizeof(uint16_t) : 0u);
+    EXPECT_EQ(sent.reply_encoding(), bf16 ? v1::TENSOR_ENCODING_BF16 : v1::TENSOR_ENCODING_F32);
+    EXPECT_EQ(output->sum.row(1)[2], 320.0f);
+  }
 }
 
 TEST(GrpcShardClientTest, MalformedRepliesAreInternalNamingTheShard) {
@@ -190,11 +251,11 @@ TEST(GrpcShardClientTest, CancelEndsACallTheShardHolds) {
   absl::StatusOr<ShardCallOutput> result;
   absl::Notification done;
   const absl::Time start = absl::Now();
-  std::shared_ptr<ShardCall> call =
-      client.Compute(work.input(), start + absl::Seconds(30), [&](absl::StatusOr<ShardCallOutput> r) {
-        result = std::move(r);
-        done.Notify();
-      });
+  std::shared_ptr<ShardCall> call = client.Compute(work.input(), start + absl::Seconds(30),
+                                                   [&](absl::StatusOr<ShardCallOutput> r) {
+                                                     result = std::move(r);
+                                                     done.Notify();
+                                                   });
   call->Cancel();
   ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);

@@ -128,7 +128,7 @@ TEST_F(ShardBoundsTest, MoreRowsThanTheCapOrMoreGroupsThanExpertsAreRefused) {
 
 // 64 MiB of zeros gzip to ~64 kB. gRPC 1.51 would inflate them whole before comparing with the
 // shard's limit (derived from the model: 8192 tokens x top-2 rows of 256 floats, ~17 MiB):
-// "Received message larger than max (67108886 vs. 17907712)" after +60 MB of peak RSS. The
+// "Received message larger than max (67108886 vs. 17973248)" after +60 MB of peak RSS. The
 // servers accept no compression, so the request is refused from its headers.
 TEST_F(ShardBoundsTest, GzipRequestIsRefusedBeforeItInflates) {
   StartShard();
@@ -161,7 +161,7 @@ TEST_F(ShardBoundsTest, RequestOverTheDerivedLimitIsResourceExhausted) {
   v1::ComputeResponse reply;
   const grpc::Status status = Call(Request(20000, {{0, {0}}}), &reply);  // 20 MB of tokens
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
-  EXPECT_THAT(status.error_message(), HasSubstr("17907712"));
+  EXPECT_THAT(status.error_message(), HasSubstr("17973248"));
   std::cout << "20 MB request: \"" << status.error_message() << "\"" << std::endl;
 }
 

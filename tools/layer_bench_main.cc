@@ -32,6 +32,7 @@
 #include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/routing/expert_set.h"
+#include "common/rpc/memory_policy.h"
 #include "expert_service/expert_shard.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router_service/local_shard_client.h"
@@ -121,6 +122,7 @@ int Time(const std::string& mode, const std::vector<int64_t>& tokens, size_t ste
 
 int main(int argc, char** argv) {
   moe::UseBestBlasKernels(argv);
+  moe::KeepFreedMemory();  // before any allocation worth keeping (common/rpc/memory_policy.h)
   absl::SetProgramUsageMessage(
       "Times one MoE layer in process, densely, or through a router; prints a JSON line per token "
       "count.\n"

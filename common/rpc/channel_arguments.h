@@ -9,6 +9,13 @@
 //
 // Servers must accept those pings: gRPC's defaults GOAWAY a client that pings more often than
 // every 5 minutes without data (too_many_pings). AddServerKeepaliveArguments() lifts that.
+// Bulk transfer: the project's calls carry megabytes of tensors (a 256-token request of a d 2048
+// model is 2 MB each way per shard). gRPC's default HTTP/2 settings (16 KB frames, a 64 KB
+// initial stream window grown by BDP probing) cost such a call several window-update round trips
+// and thousands of frames; AddBulkTransferArguments / AddServerBulkTransferArguments raise them
+// (bench/wire_bench.cc measures the difference). Apply them on both ends: each side announces
+// what it accepts.
+//
 // Thread-safe (pure functions).
 #ifndef MOE_COMMON_RPC_CHANNEL_ARGUMENTS_H_
 #define MOE_COMMON_RPC_CHANNEL_ARGUMENTS_H_
@@ -43,6 +50,10 @@ grpc::ChannelArguments ResilientChannelArguments();
 // Server side: accept keepalive pings every kServerMinPingInterval or slower, with or without
 // calls, and never GOAWAY a client for pinging (no ping strikes).
 void AddServerKeepaliveArguments(grpc::ServerBuilder& builder);
+
+// The HTTP/2 settings above for a channel, and for a server.
+void AddBulkTransferArguments(grpc::ChannelArguments& args);
+void AddServerBulkTransferArguments(grpc::ServerBuilder& builder);
 
 }  // namespace moe
 

@@ -49,6 +49,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 10000);
   }
   AddServerKeepaliveArguments(builder);
+  AddServerBulkTransferArguments(builder);
   if (options.max_threads > 0) {
     grpc::ResourceQuota quota(absl::StrCat(options.name, "_threads"));
     quota.SetMaxThreads(options.max_threads);
