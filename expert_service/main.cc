@@ -38,7 +38,7 @@ ABSL_FLAG(std::string, weights_dtype, "f32",
           "bandwidth, run up to 2x faster; f32 checkpoints are rounded to nearest bf16; on CPUs "
           "with AVX512-BF16, calls of 16+ tokens round activations to bf16 too, ~1.9x faster); "
           "or int8 (opt-in, a quarter of the bytes: quantised on load, one scale per output row; "
-          "adds about 1% relative output error, see README). The MOE_KERNELS environment "
+          "outputs move about 1% from f32, see README). The MOE_KERNELS environment "
           "variable caps the kernels: auto|avx512bf16|avx512|portable");
 ABSL_FLAG(int, kernel_threads, 0,
           "Threads of the small-batch FFN kernel per call; 0 = every core, also when several "
