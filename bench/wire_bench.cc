@@ -116,18 +116,6 @@ v1::ComputeRequest MakeRequest(int64_t rows, int64_t d, TensorEncoding encoding)
   return request;
 }
 
-const char* Name(TensorEncoding encoding) {
-  switch (encoding) {
-    case TensorEncoding::kValues:
-      return "values";
-    case TensorEncoding::kF32:
-      return "f32_data";
-    case TensorEncoding::kBf16:
-      return "bf16_data";
-  }
-  return "";
-}
-
 int Main() {
   const int64_t d = absl::GetFlag(FLAGS_d_model);
   const int64_t rows = std::max<int64_t>(1, absl::GetFlag(FLAGS_bytes) / (4 * d));
@@ -143,7 +131,7 @@ int Main() {
     v1::ComputeRequest parsed;
     const double ser = TimeMs(calls, [&] { request.SerializeToString(&wire); });
     const double parse = TimeMs(calls, [&] { parsed.ParseFromString(wire); });
-    parts.push_back(absl::StrCat("\"protobuf_", Name(encoding),
+    parts.push_back(absl::StrCat("\"protobuf_", FieldName(encoding),
                                  "\": {\"wire_bytes\": ", wire.size(), ", \"serialize_ms\": ", ser,
                                  ", \"parse_ms\": ", parse, "}"));
   }
@@ -183,7 +171,7 @@ int Main() {
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
       if (tuned) AddBulkTransferArguments(args);
       configs.push_back(
-          {absl::StrCat("grpc_", tuned ? "tuned_" : "default_", Name(encoding)),
+          {absl::StrCat("grpc_", tuned ? "tuned_" : "default_", FieldName(encoding)),
            v1::Expert::NewStub(grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
                                                          grpc::InsecureChannelCredentials(), args)),
            MakeRequest(rows, d, encoding),

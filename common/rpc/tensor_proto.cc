@@ -30,18 +30,6 @@ int64_t ValueCount(const v1::Tensor& tensor) {
   return 0;
 }
 
-absl::string_view FieldName(TensorEncoding encoding) {
-  switch (encoding) {
-    case TensorEncoding::kValues:
-      return "values";
-    case TensorEncoding::kF32:
-      return "f32_data";
-    case TensorEncoding::kBf16:
-      return "bf16_data";
-  }
-  return "";
-}
-
 // The float32 values of a checked tensor: in place when they are float32 and aligned, else
 // converted into `scratch`.
 const float* Float32Values(const v1::Tensor& tensor, int64_t count, std::vector<float>* scratch) {
@@ -81,6 +69,18 @@ void RoundRowToBf16(const float* row, int64_t cols, char* out) {
 }
 
 }  // namespace
+
+absl::string_view FieldName(TensorEncoding encoding) {
+  switch (encoding) {
+    case TensorEncoding::kValues:
+      return "values";
+    case TensorEncoding::kF32:
+      return "f32_data";
+    case TensorEncoding::kBf16:
+      return "bf16_data";
+  }
+  return "";
+}
 
 TensorEncoding EncodingOf(const v1::Tensor& tensor) {
   if (!tensor.f32_data().empty()) return TensorEncoding::kF32;

@@ -31,6 +31,9 @@ absl::StatusOr<ConstMatrixView> MatrixFromProto(const v1::Tensor& tensor, int64_
                                                 int64_t expected_cols, absl::string_view what,
                                                 std::vector<float>* scratch = nullptr);
 
+// The Tensor field an encoding fills: "values", "f32_data" or "bf16_data".
+absl::string_view FieldName(TensorEncoding encoding);
+
 // The encoding `tensor` uses (kValues when it holds no values at all).
 TensorEncoding EncodingOf(const v1::Tensor& tensor);
 
