@@ -266,18 +266,18 @@ int Run(int rounds) {
   std::cerr << "output error" << std::endl;
   const std::string error = ErrorJson(experts);
 
-  auto per_m = [](const std::map<int64_t, std::vector<double>>& v, const char* format) {
+  auto per_m = [](const std::map<int64_t, std::vector<double>>& v, int decimals) {
     std::vector<std::string> parts;
     for (const auto& [m, xs] : v) {
-      parts.push_back(absl::StrCat("\"", m, "\": ", absl::StrFormat(format, Median(xs))));
+      parts.push_back(absl::StrCat("\"", m, "\": ", absl::StrFormat("%.*f", decimals, Median(xs))));
     }
     return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
   };
   auto per_storage = [&](const std::map<WeightStorage, std::map<int64_t, std::vector<double>>>& v,
-                         const char* format) {
+                         int decimals) {
     std::vector<std::string> parts;
     for (WeightStorage s : kStorages) {
-      parts.push_back(absl::StrCat("\"", Name(s), "\": ", per_m(v.at(s), format)));
+      parts.push_back(absl::StrCat("\"", Name(s), "\": ", per_m(v.at(s), decimals)));
     }
     return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
   };
@@ -296,8 +296,8 @@ int Run(int rounds) {
       rounds, BestRowDotKernels().name, layer_bytes[WeightStorage::kF32],
       layer_bytes[WeightStorage::kBF16], layer_bytes[WeightStorage::kInt8], Median(bandwidth) / 1e9,
       *std::min_element(bandwidth.begin(), bandwidth.end()) / 1e9,
-      *std::max_element(bandwidth.begin(), bandwidth.end()) / 1e9,
-      per_storage(rate, "%.1f").c_str(), per_storage(fraction, "%.3f").c_str(), error.c_str());
+      *std::max_element(bandwidth.begin(), bandwidth.end()) / 1e9, per_storage(rate, 1).c_str(),
+      per_storage(fraction, 3).c_str(), error.c_str());
   return 0;
 }
 
