@@ -196,9 +196,11 @@ TEST(EndToEndBatchingTest, ConcurrentRequestsShareExpertBatchesAndStayCorrect) {
   auto reference = testing::ReferenceLayer::Load(model, 0);
   ASSERT_TRUE(reference.ok());
   // A 20 ms linger makes merging certain even on a loaded or sanitized build; the production
-  // default is 0 (merging then comes from queueing behind a busy expert).
-  Cluster cluster(model, 0, {"0-3", "4-7"}, {}, {"--batch_wait_us=20000"});
+  // default is 0 (merging then comes from queueing behind a busy expert). The router runs all
+  // kThreads requests at once (its default --max_inflight would queue half of them).
   constexpr int kThreads = 16, kRequests = 8;
+  Cluster cluster(model, 0, {"0-3", "4-7"}, {absl::StrCat("--max_inflight=", kThreads)},
+                  {"--batch_wait_us=20000"});
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
   for (int i = 0; i < kThreads; ++i) {
