@@ -21,17 +21,6 @@ int64_t bandwidth_bytes = int64_t{256} << 20;
 int64_t BandwidthFloats() { return BandwidthBytes() / static_cast<int64_t>(sizeof(float)); }
 constexpr int64_t kSumTaskFloats = int64_t{1} << 18;  // 1 MB
 
-// Deterministic values in ±scale without the cost of <random> over 70 M weights.
-Matrix Filled(int64_t rows, int64_t cols, float scale, uint64_t seed) {
-  Matrix m(rows, cols);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (int64_t i = 0; i < m.size(); ++i) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    m.data()[i] = scale * (static_cast<float>(s >> 40) * (2.0f / 16777216.0f) - 1.0f);
-  }
-  return m;
-}
-
 void Check(const absl::Status& status) {
   if (!status.ok()) {
     std::cerr << "benchmark set-up failed: " << status << std::endl;
@@ -65,6 +54,16 @@ const std::vector<Matrix>& StackedGateUp() {
 }
 
 }  // namespace
+
+Matrix Filled(int64_t rows, int64_t cols, float scale, uint64_t seed) {
+  Matrix m(rows, cols);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (int64_t i = 0; i < m.size(); ++i) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    m.data()[i] = scale * (static_cast<float>(s >> 40) * (2.0f / 16777216.0f) - 1.0f);
+  }
+  return m;
+}
 
 int64_t BandwidthBytes() { return bandwidth_bytes; }
 

@@ -27,6 +27,8 @@ inline constexpr int kExperts = 8;
 void InitThreads(int threads);
 int Threads();
 KernelThreadPool& Pool();
+// Deterministic values in ±scale (a seeded LCG: no <random> cost over 70 M weights).
+Matrix Filled(int64_t rows, int64_t cols, float scale, uint64_t seed);
 // SwigluForward options on Pool().
 SwigluOptions PoolOptions(SwigluPath path = SwigluPath::kAuto);
 

@@ -50,17 +50,6 @@ const Shape kShapes[] = {
     {"qwen3", 2048, 768, 128, 8},
 };
 
-// Deterministic values in ±scale (the same generator as bench_experts.cc).
-Matrix Filled(int64_t rows, int64_t cols, float scale, uint64_t seed) {
-  Matrix m(rows, cols);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (int64_t i = 0; i < m.size(); ++i) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    m.data()[i] = scale * (static_cast<float>(s >> 40) * (2.0f / 16777216.0f) - 1.0f);
-  }
-  return m;
-}
-
 struct Variant {
   const char* name;
   bool bf16;
