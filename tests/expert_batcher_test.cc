@@ -12,66 +12,16 @@
 #include "common/kernels/swiglu_ffn.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/expert_batcher_test_util.h"
 #include "tests/swiglu_test_util.h"
 
 namespace moe {
 namespace {
 
-constexpr int64_t kStride = 8;  // the compute layout of these tests: 4 values, 4 of padding
-
-// y = (expert + 1) * x + 0.5, so a scattered-back row shows whose it was and which expert ran.
-absl::Status FakeExpert(int expert, ConstMatrixView x, MatrixView y) {
-  for (int64_t t = 0; t < x.rows; ++t) {
-    for (int64_t i = 0; i < x.cols; ++i) y.row(t)[i] = (expert + 1) * x.row(t)[i] + 0.5f;
-  }
-  return absl::OkStatus();
-}
-
-// A caller's request: `rows` tokens of width `cols`, computed in full (rows 0..n-1).
-struct Request {
-  Request(int rows, int cols, float base) : tokens(rows * cols), y(rows * cols), indices(rows) {
-    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = base + i;
-    std::iota(indices.begin(), indices.end(), 0);
-    this->cols = cols;
-  }
-  absl::Status Run(ExpertBatcher& batcher, int expert, const CallLimits& limits = {}) {
-    const int64_t n = static_cast<int64_t>(indices.size());
-    return batcher.Compute(expert, {tokens.data(), n, cols}, indices, {y.data(), n, cols}, limits);
-  }
-  // Whether y holds expert(x) for every row.
-  bool Computed(int expert) const {
-    for (size_t i = 0; i < y.size(); ++i) {
-      if (y[i] != (expert + 1) * tokens[i] + 0.5f) return false;
-    }
-    return true;
-  }
-  std::vector<float> tokens, y;
-  std::vector<int32_t> indices;
-  int64_t cols;
-};
-
-// A compute function whose first call blocks until released, so a test knows the leader is
-// inside compute (the expert busy) while it queues more calls.
-class BlockingExpert {
- public:
-  absl::Status operator()(int expert, ConstMatrixView x, MatrixView y) {
-    if (calls_.fetch_add(1) == 0) {
-      entered_.Notify();
-      release_.WaitForNotification();
-      return first(expert, x, y);
-    }
-    return rest(expert, x, y);
-  }
-  void AwaitFirst() { entered_.WaitForNotification(); }
-  void Release() { release_.Notify(); }
-  int calls() const { return calls_.load(); }
-  ExpertBatcher::ComputeFn first = FakeExpert;  // what the first call computes
-  ExpertBatcher::ComputeFn rest = FakeExpert;   // and every later one
-
- private:
-  std::atomic<int> calls_{0};
-  absl::Notification entered_, release_;
-};
+using testing::BlockingExpert;
+using testing::FakeExpert;
+using testing::kStride;
+using testing::Request;
 
 TEST(ExpertBatcherTest, LoneCallGathersItsRowsOnceIntoTheComputeLayout) {
   std::vector<float> tokens = {0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23};
@@ -295,116 +245,6 @@ TEST(ExpertBatcherTest, OtherExpertsWaitForTheFfnSlot) {
     EXPECT_EQ(expert.calls(), 2);
     EXPECT_TRUE(a.Computed(0));
     EXPECT_TRUE(b.Computed(1));
-  }
-}
-
-// Calls nobody waits for: expired or cancelled calls end without computing, and a call's wait
-// for its expert or for an FFN slot ends at its deadline.
-
-CallLimits Expired() {
-  CallLimits limits;
-  limits.deadline = absl::InfinitePast();
-  return limits;
-}
-
-CallLimits Cancelled() {
-  CallLimits limits;
-  limits.cancelled = [] { return true; };
-  return limits;
-}
-
-CallLimits Within(absl::Duration timeout) {
-  CallLimits limits;
-  limits.deadline = absl::Now() + timeout;
-  return limits;
-}
-
-TEST(ExpertBatcherTest, ExpiredOrCancelledCallIsDroppedWithoutComputing) {
-  for (int max_batch_tokens : {64, 0}) {
-    std::atomic<int> computed{0};
-    ExpertBatcher batcher(
-        [&](int e, ConstMatrixView x, MatrixView y) {
-          ++computed;
-          return FakeExpert(e, x, y);
-        },
-        kStride, {max_batch_tokens});
-    Request a(2, 4, 0), b(2, 4, 0);
-    EXPECT_EQ(a.Run(batcher, 0, Expired()).code(), absl::StatusCode::kDeadlineExceeded);
-    EXPECT_EQ(b.Run(batcher, 0, Cancelled()).code(), absl::StatusCode::kCancelled);
-    EXPECT_EQ(computed.load(), 0) << "max_batch_tokens=" << max_batch_tokens;
-    EXPECT_EQ(batcher.stats().dropped, 2);
-    Request c(2, 4, 0);
-    EXPECT_TRUE(c.Run(batcher, 0).ok()) << "the expert stays usable";
-    EXPECT_TRUE(c.Computed(0));
-  }
-}
-
-TEST(ExpertBatcherTest, CallCancelledWhileQueuedIsLeftOutOfTheNextBatch) {
-  BlockingExpert expert;
-  ExpertBatcher batcher(std::ref(expert), kStride, {/*max_batch_tokens=*/64});
-  Request first(1, 4, 0), cancelled(1, 4, 10), kept(1, 4, 20);
-  std::thread leader([&] { EXPECT_TRUE(first.Run(batcher, 0).ok()); });
-  expert.AwaitFirst();
-  std::atomic<bool> cancel{false};
-  CallLimits limits;
-  limits.cancelled = [&cancel] { return cancel.load(); };
-  absl::Status cancelled_status, kept_status;
-  std::thread t1([&] { cancelled_status = cancelled.Run(batcher, 0, limits); });
-  batcher.TEST_AwaitQueued(0, 1);
-  std::thread t2([&] { kept_status = kept.Run(batcher, 0); });
-  batcher.TEST_AwaitQueued(0, 2);
-  cancel = true;  // as gRPC's IsCancelled turns true when the router gives up on the call
-  expert.Release();
-  leader.join();
-  t1.join();
-  t2.join();
-  EXPECT_EQ(cancelled_status.code(), absl::StatusCode::kCancelled);
-  EXPECT_TRUE(kept_status.ok()) << kept_status;
-  EXPECT_TRUE(kept.Computed(0));
-  const BatchingStats stats = batcher.stats();
-  EXPECT_EQ(stats.tokens, 2) << "the cancelled call's token was computed";
-  EXPECT_EQ(stats.dropped, 1);
-}
-
-TEST(ExpertBatcherTest, WaitBehindABusyExpertEndsAtTheCallsDeadline) {
-  BlockingExpert expert;
-  ExpertBatcher batcher(std::ref(expert), kStride, {/*max_batch_tokens=*/64});
-  Request first(1, 4, 0), late(1, 4, 10), patient(1, 4, 20);
-  std::thread leader([&] { EXPECT_TRUE(first.Run(batcher, 0).ok()); });
-  expert.AwaitFirst();
-  absl::Status patient_status;
-  std::thread behind([&] { patient_status = patient.Run(batcher, 0); });
-  batcher.TEST_AwaitQueued(0, 1);
-  // Returns while the expert is still busy: the wait itself is bounded by the deadline.
-  const absl::Status status = late.Run(batcher, 0, Within(absl::Milliseconds(50)));
-  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
-  EXPECT_THAT(status.message(), ::testing::HasSubstr("overloaded: waited"));
-  EXPECT_THAT(status.message(), ::testing::HasSubstr("in the queue of its expert"));
-  EXPECT_EQ(expert.calls(), 1);
-  expert.Release();
-  leader.join();
-  behind.join();
-  EXPECT_TRUE(patient_status.ok()) << patient_status;
-  EXPECT_TRUE(patient.Computed(0));
-  EXPECT_EQ(batcher.stats().tokens, 2);
-}
-
-TEST(ExpertBatcherTest, WaitForAnFfnSlotEndsAtTheCallsDeadline) {
-  for (int max_batch_tokens : {64, 0}) {
-    BlockingExpert expert;
-    ExpertBatcher batcher(std::ref(expert), kStride,
-                          {max_batch_tokens, absl::ZeroDuration(), /*concurrent_ffn=*/1});
-    Request a(1, 4, 0), b(1, 4, 5), c(1, 4, 7);
-    std::thread first([&] { EXPECT_TRUE(a.Run(batcher, 0).ok()); });
-    expert.AwaitFirst();
-    const absl::Status status = b.Run(batcher, 1, Within(absl::Milliseconds(50)));
-    EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
-    EXPECT_THAT(status.message(), ::testing::HasSubstr("for a compute slot"));
-    EXPECT_EQ(expert.calls(), 1);
-    expert.Release();
-    first.join();
-    EXPECT_TRUE(c.Run(batcher, 1).ok()) << "expert 1 is led again after the timed-out leader";
-    EXPECT_TRUE(c.Computed(1));
   }
 }
 
