@@ -92,8 +92,9 @@ ABSL_FLAG(std::string, metrics_port_file, "",
 ABSL_FLAG(int, drain_s, 5,
           "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
           "this many seconds to finish (then they are cancelled), then exit");
-ABSL_FLAG(int, max_threads, 64,
-          "Most gRPC server threads (handlers and pollers); 0 = unbounded (with --max_inflight=0)");
+ABSL_FLAG(int, max_threads, 512,
+          "Most gRPC server threads (handlers and pollers; a queued Forward call holds one); "
+          "0 = unbounded (with --max_inflight=0)");
 ABSL_FLAG(int, max_inflight, 8,
           "Most Forward calls computed at once (each costs CPU here and on the shards: a few "
           "saturate a small machine); more wait in a queue of --max_queued. 0: no limit and no "
@@ -103,7 +104,11 @@ ABSL_FLAG(int, max_queued, -1,
           "call is refused (RESOURCE_EXHAUSTED) as soon as its deadline leaves less than a call "
           "takes; newest first once the queue falls behind. --max_inflight + --max_queued must "
           "be at most --max_threads - 4, so that threads remain to refuse with. -1: what that "
-          "leaves, at most 48");
+          "leaves (500 with the defaults: a queue deeper than the clients' concurrency refuses "
+          "each call once, near its deadline, instead of again and again at once)");
+ABSL_FLAG(int, max_queued_mb, 256,
+          "Most MiB of request bytes the queued Forward calls may hold; beyond, RESOURCE_EXHAUSTED "
+          "at once (0: no byte bound)");
 
 namespace {
 
@@ -167,6 +172,7 @@ int main(int argc, char** argv) {
       "             [--shard_tls_ca=PEM [--shard_tls_cert=PEM --shard_tls_key=PEM]\n"
       "              [--shard_tls_server_name=NAME]]\n"
       "             [--drain_s=S] [--max_threads=N] [--max_inflight=N] [--max_queued=N]\n"
+      "             [--max_queued_mb=MB]\n"
       "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
   moe::ParseFlags(argc, argv);
 
@@ -255,8 +261,14 @@ int main(int argc, char** argv) {
     admission.max_queued = 0;
   } else if (admission.max_queued == -1) {
     admission.max_queued =
-        std::clamp(max_threads - moe::kReservedServerThreads - admission.max_running, 0, 48);
+        std::max(max_threads - moe::kReservedServerThreads - admission.max_running, 0);
   }
+  if (absl::GetFlag(FLAGS_max_queued_mb) < 0) {
+    std::cerr << "moe_router: --max_queued_mb must be >= 0 (0: no byte bound), got "
+              << absl::GetFlag(FLAGS_max_queued_mb) << std::endl;
+    return 2;
+  }
+  admission.max_queued_bytes = int64_t{absl::GetFlag(FLAGS_max_queued_mb)} << 20;
   if (absl::Status limits =
           moe::CheckAdmissionLimit(admission.max_running + admission.max_queued, max_threads);
       !limits.ok()) {

@@ -57,7 +57,8 @@ absl::Status RouterServiceImpl::AdmitAndForward(const v1::ForwardRequest& reques
                                                 absl::Time deadline,
                                                 v1::ForwardResponse* response) {
   if (admission_ == nullptr) return DoForward(request, deadline, response);
-  ASSIGN_OR_RETURN(AdmissionQueue::Ticket ticket, admission_->Enter(deadline));
+  ASSIGN_OR_RETURN(AdmissionQueue::Ticket ticket,
+                   admission_->Enter(deadline, static_cast<int64_t>(request.ByteSizeLong())));
   return DoForward(request, deadline, response);
 }
 

@@ -1,5 +1,6 @@
-// AdmissionQueue runs up to its limit, queues up to its queue limit and refuses beyond it, refuses
-// at once a call whose deadline leaves less than a service time, sheds a waiting call as soon as
+// AdmissionQueue runs up to its limit, queues up to its queue limits (calls, request bytes) and
+// refuses beyond them, refuses at once a call whose deadline leaves less than twice a service
+// time, sheds a waiting call as soon as
 // its deadline can no longer be met (never later than its deadline), and takes the oldest call
 // while the queue keeps up but the newest once it has fallen behind.
 #include "common/rpc/admission_queue.h"
@@ -24,9 +25,9 @@ using ::testing::HasSubstr;
 class Caller {
  public:
   Caller(AdmissionQueue& queue, int id, absl::Time deadline, std::vector<int>& order,
-         absl::Mutex& mu)
-      : thread_([this, &queue, id, deadline, &order, &mu] {
-          absl::StatusOr<AdmissionQueue::Ticket> ticket = queue.Enter(deadline);
+         absl::Mutex& mu, int64_t request_bytes = 0)
+      : thread_([this, &queue, id, deadline, &order, &mu, request_bytes] {
+          absl::StatusOr<AdmissionQueue::Ticket> ticket = queue.Enter(deadline, request_bytes);
           {
             absl::MutexLock lock(&mu);
             if (ticket.ok()) order.push_back(id);
@@ -71,15 +72,47 @@ TEST(AdmissionQueueTest, QueuesBeyondTheRunningLimitAndRefusesBeyondTheQueueLimi
   EXPECT_EQ(stats.shed, 0);
 }
 
-TEST(AdmissionQueueTest, RefusesAtOnceACallWhoseDeadlineLeavesLessThanACallTakes) {
+TEST(AdmissionQueueTest, RefusesAtOnceACallThatWouldPassTheQueuedBytesLimit) {
+  AdmissionQueue queue({/*max_running=*/1, /*max_queued=*/8, /*max_queued_bytes=*/100});
+  auto running = queue.Enter(absl::InfiniteFuture(), 1000);  // a running call's bytes don't count
+  ASSERT_TRUE(running.ok());
+  queue.TEST_SetExpectedService(absl::Hours(1));  // the queue keeps up: oldest first
+  absl::Mutex mu;
+  std::vector<int> order;
+  Caller waiting(queue, 1, absl::InfiniteFuture(), order, mu, 60);
+  queue.TEST_AwaitQueued(1);
+  auto refused = queue.Enter(absl::InfiniteFuture(), 41);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("overloaded: 1 calls queued holding 60 request bytes; this call's 41 "
+                        "would pass the limit of 100"));
+  Caller fits(queue, 2, absl::InfiniteFuture(), order, mu, 40);
+  queue.TEST_AwaitQueued(2);
+  { auto leave = std::move(*running); }
+  waiting.Release();
+  waiting.Join();
+  // Call 2 runs now; both left the queue, so its 100 bytes are free again.
+  Caller full(queue, 3, absl::InfiniteFuture(), order, mu, 100);
+  queue.TEST_AwaitQueued(1);
+  fits.Release();
+  fits.Join();
+  full.Release();
+  full.Join();
+  EXPECT_TRUE(full.status().ok()) << full.status();
+  EXPECT_THAT(order, ElementsAre(1, 2, 3));
+  EXPECT_EQ(queue.stats().refused, 1);
+}
+
+TEST(AdmissionQueueTest, RefusesAtOnceACallWhoseDeadlineLeavesLessThanTwiceWhatACallTakes) {
   AdmissionQueue queue({/*max_running=*/4, /*max_queued=*/4});
   queue.TEST_SetExpectedService(absl::Seconds(10));
-  auto refused = queue.Enter(absl::Now() + absl::Seconds(5));
+  auto refused = queue.Enter(absl::Now() + absl::Seconds(15));  // more than one, less than two
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("overloaded: 0 calls queued"));
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("less than a call takes (10s)"));
-  EXPECT_TRUE(queue.Enter(absl::Now() + absl::Seconds(60)).ok());
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("less than twice what a call takes (10s)"));
+  EXPECT_TRUE(queue.Enter(absl::Now() + absl::Seconds(25)).ok());
   EXPECT_TRUE(queue.Enter(absl::InfiniteFuture()).ok());  // no deadline: never too late
 }
 
@@ -87,10 +120,10 @@ TEST(AdmissionQueueTest, AWaitingCallIsShedOnceItsDeadlineCanNoLongerBeMet) {
   AdmissionQueue queue({/*max_running=*/1, /*max_queued=*/4});
   auto running = queue.Enter(absl::InfiniteFuture());
   ASSERT_TRUE(running.ok());
-  queue.TEST_SetExpectedService(absl::Milliseconds(200));
+  queue.TEST_SetExpectedService(absl::Milliseconds(100));
   const absl::Time start = absl::Now();
   const absl::Time deadline = start + absl::Milliseconds(400);
-  auto shed = queue.Enter(deadline);  // waits until deadline - 200 ms, then gives up
+  auto shed = queue.Enter(deadline);  // waits until deadline - 2 × 100 ms, then gives up
   const absl::Time returned = absl::Now();
   ASSERT_FALSE(shed.ok());
   EXPECT_EQ(shed.status().code(), absl::StatusCode::kResourceExhausted);

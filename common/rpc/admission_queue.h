@@ -3,9 +3,10 @@
 // up to `max_queued` more wait for a place, and a call is refused with RESOURCE_EXHAUSTED
 // ("overloaded: N calls queued ...") instead of running when it could not finish in time:
 //
-//  * at once, on arrival, when the queue is full or its remaining deadline is shorter than a
-//    call's expected service time (an average of the recent calls' run times);
-//  * while it waits, as soon as its remaining deadline falls below that expected time: a
+//  * at once, on arrival, when the queue is full (by count, or by the request bytes its calls
+//    hold) or its remaining deadline is shorter than twice a call's expected service time (an
+//    average of the recent calls' run times; twice, for their spread);
+//  * while it waits, as soon as its remaining deadline falls below that margin: a
 //    request's queue wait is bounded by its remaining deadline, and no call starts that would
 //    only expire while computing (the work the cluster would waste on it goes to calls that can
 //    still finish).
@@ -16,6 +17,11 @@
 // finish in time, while the oldest, which would only expire, are refused once they cannot make
 // it. Without this, a queue as long as the deadline makes every admitted call expire (a 200 ms
 // deadline behind 48 calls at ~130 calls/s), and the cluster computes answers nobody waits for.
+//
+// A queue at least as deep as the clients' concurrency matters under a flood: a call refused at
+// once comes straight back (a closed-loop client such as ghz has no backoff), and refusing it
+// again and again costs the client and the router more CPU than the calls served; a call that
+// waits until its deadline can no longer be met is refused once per deadline.
 //
 // A waiting call holds its thread (the sync server's): max_running + max_queued must stay below
 // the server's thread cap (CheckAdmissionLimit), so a thread is always free to refuse with.
@@ -40,6 +46,9 @@ namespace moe {
 struct AdmissionQueueOptions {
   int max_running = 8;  // calls served at once (> 0)
   int max_queued = 48;  // calls waiting for a place (>= 0); beyond, refused at once
+  // Request bytes the waiting calls may hold in all (> 0; 0 = no byte bound); beyond, a call
+  // is refused at once, so a deep queue of large requests cannot exhaust memory.
+  int64_t max_queued_bytes = 0;
 };
 
 struct AdmissionQueueStats {
@@ -74,7 +83,8 @@ class AdmissionQueue {
 
   // Blocks until the call may run (a ticket), or returns RESOURCE_EXHAUSTED naming the calls
   // queued and why. `deadline` absl::InfiniteFuture(): the call is never refused for time.
-  absl::StatusOr<Ticket> Enter(absl::Time deadline);
+  // `request_bytes`: what the call holds while it waits (for max_queued_bytes).
+  absl::StatusOr<Ticket> Enter(absl::Time deadline, int64_t request_bytes = 0);
 
   // The average run time of recent calls (zero before the first one finished).
   absl::Duration expected_service() const;
@@ -89,6 +99,7 @@ class AdmissionQueue {
   struct Waiter {
     absl::Time deadline;
     absl::Time arrived;
+    int64_t bytes = 0;
     bool granted = false;
     bool shed = false;
   };
@@ -97,12 +108,15 @@ class AdmissionQueue {
   // Hands free places to waiters (oldest or newest first, see above), shedding those whose
   // deadline can no longer be met.
   void GrantPlaces(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // True when `deadline` leaves less than a service time after `now`.
+  // Takes `waiter` out of the queue (it was granted a place or shed).
+  void Dequeue(Waiter* waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True when `deadline` leaves less than the margin of service times after `now`.
   bool TooLate(absl::Time deadline, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const AdmissionQueueOptions options_;
   mutable absl::Mutex mu_;
   std::deque<Waiter*> waiting_ ABSL_GUARDED_BY(mu_);  // arrival order
+  int64_t waiting_bytes_ ABSL_GUARDED_BY(mu_) = 0;   // the waiters' request bytes
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration service_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   AdmissionQueueStats stats_ ABSL_GUARDED_BY(mu_);
