@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/status/status_macros.h"
 
 namespace moe {
 
@@ -201,23 +202,50 @@ std::vector<ExpertBatcher::Call*> ExpertBatcher::LingerAndTakeBatch(int expert, 
 absl::Status ExpertBatcher::Compute(int expert, ConstMatrixView tokens,
                                     absl::Span<const int32_t> rows, MatrixView y,
                                     const CallLimits& limits) {
-  if (tokens.cols > row_stride_ || y.cols != tokens.cols ||
-      y.rows != static_cast<int64_t>(rows.size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("batcher: ", rows.size(), " rows of width ", tokens.cols, " (stride ",
-                     row_stride_, ") do not fit an output [", y.rows, ",", y.cols, "]"));
+  const Group group{expert, rows, y};
+  return ComputeGroups(tokens, absl::MakeConstSpan(&group, 1), limits);
+}
+
+absl::Status ExpertBatcher::ComputeGroups(ConstMatrixView tokens, absl::Span<const Group> groups,
+                                          const CallLimits& limits) {
+  for (const Group& group : groups) {
+    if (tokens.cols > row_stride_ || group.y.cols != tokens.cols ||
+        group.y.rows != static_cast<int64_t>(group.rows.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batcher: ", group.rows.size(), " rows of width ", tokens.cols, " (stride ",
+          row_stride_, ") do not fit an output [", group.y.rows, ",", group.y.cols, "]"));
+    }
   }
-  Call call;
-  call.tokens = tokens;
-  call.rows = rows;
-  call.y = y;
-  call.limits = &limits;
-  call.queued_at = absl::Now();
-  if (options_.max_batch_tokens <= 0) return ComputeAlone(expert, call);
+  const absl::Time now = absl::Now();
+  std::vector<Call> calls(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    calls[g].tokens = tokens;
+    calls[g].rows = groups[g].rows;
+    calls[g].y = groups[g].y;
+    calls[g].limits = &limits;
+    calls[g].queued_at = now;
+  }
+  if (options_.max_batch_tokens <= 0) {
+    for (size_t g = 0; g < groups.size(); ++g) {
+      RETURN_IF_ERROR(ComputeAlone(groups[g].expert, calls[g]));
+    }
+    return absl::OkStatus();
+  }
   {
     absl::MutexLock lock(&mu_);
-    queues_[expert].pending.push_back(&call);
+    for (size_t g = 0; g < groups.size(); ++g) queues_[groups[g].expert].pending.push_back(&calls[g]);
   }
+  for (size_t g = 0; g < groups.size(); ++g) {
+    absl::Status status = RunQueued(groups[g].expert, calls[g]);
+    if (status.ok()) continue;
+    absl::MutexLock lock(&mu_);
+    for (size_t rest = g + 1; rest < groups.size(); ++rest) Withdraw(groups[rest].expert, calls[rest]);
+    return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ExpertBatcher::RunQueued(int expert, Call& call) {
   // Each round either finds our call done by another leader (or ended unwanted), or leads one
   // batch of this expert (which may or may not include our call: a full batch leaves later calls
   // for the next round).
@@ -239,6 +267,16 @@ absl::Status ExpertBatcher::Compute(int expert, ConstMatrixView tokens,
     absl::MutexLock lock(&mu_);
     FinishBatch(batch, status);
     queues_[expert].busy = false;
+  }
+}
+
+void ExpertBatcher::Withdraw(int expert, Call& call) {
+  if (call.taken) {
+    // A leader has its buffers: wait for it to finish with them.
+    mu_.Await(absl::Condition(+[](Call* c) { return c->done; }, &call));
+  } else if (!call.done) {
+    Drop(queues_[expert], call,
+         absl::CancelledError("another expert group of the call failed first"));
   }
 }
 

@@ -86,6 +86,21 @@ class ExpertBatcher {
   absl::Status Compute(int expert, ConstMatrixView tokens, absl::Span<const int32_t> rows,
                        MatrixView y, const CallLimits& limits = {});
 
+  // One expert group of a call: y = expert(tokens[rows]), as in Compute.
+  struct Group {
+    int expert;
+    absl::Span<const int32_t> rows;
+    MatrixView y;
+  };
+  // Computes every group of one call over the same tokens, as Compute does each. All groups join
+  // their experts' queues at once, so a caller leading one of those experts takes this call's rows
+  // into its batch while this call is still busy with an earlier group. Under top-k routing a
+  // call holds k groups: computed one after the other, concurrent calls would rarely wait at the
+  // same expert at the same time, and each would read the expert's weights again. Returns the
+  // first failing group's status; the groups not computed by then are withdrawn (not computed).
+  absl::Status ComputeGroups(ConstMatrixView tokens, absl::Span<const Group> groups,
+                             const CallLimits& limits = {});
+
   BatchingStats stats() const;
 
   // Test seams (CONVENTIONS.md 9): deterministic tests without sleeps.
@@ -119,6 +134,11 @@ class ExpertBatcher {
     bool busy = false;  // a leader owns this expert
   };
 
+  // Batching on, `call` queued at `expert`: leads batches of the expert until one of them, or
+  // another leader's, has computed the call (or ended it); returns its status.
+  absl::Status RunQueued(int expert, Call& call);
+  // Takes a queued `call` back without computing it (waiting for it if a leader has it).
+  void Withdraw(int expert, Call& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Batching off: computes `call` alone, within the FFN slot limit.
   absl::Status ComputeAlone(int expert, Call& call);
   // Waits until `call` is done (false) or nobody leads `expert` (true: the caller now does).

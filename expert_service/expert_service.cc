@@ -73,21 +73,28 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
   const bool sum_groups = request.sum_groups();
   // Each group's output: straight into the reply when it goes there as float32, else here.
   Matrix sum(sum_groups ? tokens.rows : 0, d);
-  Matrix staged;
+  const bool staged_outputs = sum_groups || encoding == TensorEncoding::kBf16;
+  std::vector<Matrix> staged(staged_outputs ? request.groups_size() : 0);
+  std::vector<ExpertBatcher::Group> work;
+  work.reserve(request.groups_size());
   for (int g = 0; g < request.groups_size(); ++g) {
     const v1::ExpertGroup& group = request.groups(g);
-    const int ffn = ffns[g];
-    // The batcher gathers the rows (once, into the kernel's layout) when it computes them.
     MatrixView y;
-    if (sum_groups || encoding == TensorEncoding::kBf16) {
-      staged = Matrix(group.rows_size(), d);
-      y = staged.view();
+    if (staged_outputs) {
+      staged[g] = Matrix(group.rows_size(), d);
+      y = staged[g].view();
     } else {
       y = ResizeProtoTensor(response->add_outputs(), group.rows_size(), d, encoding);
     }
-    RETURN_IF_ERROR(batcher_.Compute(
-        ffn, tokens, absl::MakeConstSpan(group.rows().data(), group.rows_size()), y, limits));
-    if (metrics_ != nullptr) metrics_->TokensComputed(ffn, group.rows_size());
+    work.push_back({ffns[g], absl::MakeConstSpan(group.rows().data(), group.rows_size()), y});
+  }
+  // The batcher gathers the rows (once, into the kernel's layout) when it computes them; every
+  // group joins its expert's queue at once, so other calls' batches can take it.
+  RETURN_IF_ERROR(batcher_.ComputeGroups(tokens, work, limits));
+  for (int g = 0; g < request.groups_size(); ++g) {
+    const v1::ExpertGroup& group = request.groups(g);
+    const ConstMatrixView y = work[g].y;
+    if (metrics_ != nullptr) metrics_->TokensComputed(ffns[g], group.rows_size());
     for (int64_t i = 0; i < y.size(); ++i) {
       if (!std::isfinite(y.data[i])) {
         // Finite input, non-finite output: the input is too large for this expert. Report it so
