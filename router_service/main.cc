@@ -95,16 +95,19 @@ ABSL_FLAG(int, drain_s, 5,
 ABSL_FLAG(int, max_threads, 512,
           "Most gRPC server threads (handlers and pollers; a queued Forward call holds one); "
           "0 = unbounded (with --max_inflight=0)");
-ABSL_FLAG(int, max_inflight, 8,
-          "Most Forward calls computed at once (each costs CPU here and on the shards: a few "
-          "saturate a small machine); more wait in a queue of --max_queued. 0: no limit and no "
-          "queue (with --max_threads=0)");
+ABSL_FLAG(int, max_inflight, 64,
+          "Most Forward calls computed at once; more wait in a queue of --max_queued. 0: no limit "
+          "and no queue (with --max_threads=0)");
+ABSL_FLAG(int, max_inflight_tokens, 512,
+          "Most tokens of the Forward calls computed at once (a call alone always may): the work "
+          "in flight, which a small machine saturates with a few large calls, while one-token "
+          "calls must run together for the shards to batch them. 0: no token bound");
 ABSL_FLAG(int, max_queued, -1,
           "Most Forward calls waiting for a place; beyond, RESOURCE_EXHAUSTED at once. A waiting "
-          "call is refused (RESOURCE_EXHAUSTED) as soon as its deadline leaves less than a call "
-          "takes; newest first once the queue falls behind. --max_inflight + --max_queued must "
+          "call is refused (RESOURCE_EXHAUSTED) as soon as its deadline leaves less than twice "
+          "what a call takes; newest first once the queue falls behind. --max_inflight + --max_queued must "
           "be at most --max_threads - 4, so that threads remain to refuse with. -1: what that "
-          "leaves (500 with the defaults: a queue deeper than the clients' concurrency refuses "
+          "leaves (444 with the defaults: a queue deeper than the clients' concurrency refuses "
           "each call once, near its deadline, instead of again and again at once)");
 ABSL_FLAG(int, max_queued_mb, 256,
           "Most MiB of request bytes the queued Forward calls may hold; beyond, RESOURCE_EXHAUSTED "
@@ -172,7 +175,7 @@ int main(int argc, char** argv) {
       "             [--shard_tls_ca=PEM [--shard_tls_cert=PEM --shard_tls_key=PEM]\n"
       "              [--shard_tls_server_name=NAME]]\n"
       "             [--drain_s=S] [--max_threads=N] [--max_inflight=N] [--max_queued=N]\n"
-      "             [--max_queued_mb=MB]\n"
+      "             [--max_inflight_tokens=N] [--max_queued_mb=MB]\n"
       "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
   moe::ParseFlags(argc, argv);
 
@@ -269,6 +272,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   admission.max_queued_bytes = int64_t{absl::GetFlag(FLAGS_max_queued_mb)} << 20;
+  if (absl::GetFlag(FLAGS_max_inflight_tokens) < 0) {
+    std::cerr << "moe_router: --max_inflight_tokens must be >= 0 (0: no token bound), got "
+              << absl::GetFlag(FLAGS_max_inflight_tokens) << std::endl;
+    return 2;
+  }
+  admission.max_running_tokens = absl::GetFlag(FLAGS_max_inflight_tokens);
   if (absl::Status limits =
           moe::CheckAdmissionLimit(admission.max_running + admission.max_queued, max_threads);
       !limits.ok()) {

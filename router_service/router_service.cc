@@ -1,5 +1,6 @@
 #include "router_service/router_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <regex>
 #include <string>
@@ -57,8 +58,11 @@ absl::Status RouterServiceImpl::AdmitAndForward(const v1::ForwardRequest& reques
                                                 absl::Time deadline,
                                                 v1::ForwardResponse* response) {
   if (admission_ == nullptr) return DoForward(request, deadline, response);
+  // Malformed shapes are refused by DoForward; here they only count as zero tokens.
+  const int64_t tokens = request.tokens().shape_size() > 0 ? request.tokens().shape(0) : 0;
   ASSIGN_OR_RETURN(AdmissionQueue::Ticket ticket,
-                   admission_->Enter(deadline, static_cast<int64_t>(request.ByteSizeLong())));
+                   admission_->Enter(deadline, {std::max<int64_t>(tokens, 0),
+                                                static_cast<int64_t>(request.ByteSizeLong())}));
   return DoForward(request, deadline, response);
 }
 

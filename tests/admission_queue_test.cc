@@ -25,9 +25,9 @@ using ::testing::HasSubstr;
 class Caller {
  public:
   Caller(AdmissionQueue& queue, int id, absl::Time deadline, std::vector<int>& order,
-         absl::Mutex& mu, int64_t request_bytes = 0)
-      : thread_([this, &queue, id, deadline, &order, &mu, request_bytes] {
-          absl::StatusOr<AdmissionQueue::Ticket> ticket = queue.Enter(deadline, request_bytes);
+         absl::Mutex& mu, CallSize size = {})
+      : thread_([this, &queue, id, deadline, &order, &mu, size] {
+          absl::StatusOr<AdmissionQueue::Ticket> ticket = queue.Enter(deadline, size);
           {
             absl::MutexLock lock(&mu);
             if (ticket.ok()) order.push_back(id);
@@ -74,26 +74,26 @@ TEST(AdmissionQueueTest, QueuesBeyondTheRunningLimitAndRefusesBeyondTheQueueLimi
 
 TEST(AdmissionQueueTest, RefusesAtOnceACallThatWouldPassTheQueuedBytesLimit) {
   AdmissionQueue queue({/*max_running=*/1, /*max_queued=*/8, /*max_queued_bytes=*/100});
-  auto running = queue.Enter(absl::InfiniteFuture(), 1000);  // a running call's bytes don't count
+  auto running = queue.Enter(absl::InfiniteFuture(), {0, 1000});  // a running call's bytes don't count
   ASSERT_TRUE(running.ok());
   queue.TEST_SetExpectedService(absl::Hours(1));  // the queue keeps up: oldest first
   absl::Mutex mu;
   std::vector<int> order;
-  Caller waiting(queue, 1, absl::InfiniteFuture(), order, mu, 60);
+  Caller waiting(queue, 1, absl::InfiniteFuture(), order, mu, {0, 60});
   queue.TEST_AwaitQueued(1);
-  auto refused = queue.Enter(absl::InfiniteFuture(), 41);
+  auto refused = queue.Enter(absl::InfiniteFuture(), {0, 41});
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(refused.status().message()),
               HasSubstr("overloaded: 1 calls queued holding 60 request bytes; this call's 41 "
                         "would pass the limit of 100"));
-  Caller fits(queue, 2, absl::InfiniteFuture(), order, mu, 40);
+  Caller fits(queue, 2, absl::InfiniteFuture(), order, mu, {0, 40});
   queue.TEST_AwaitQueued(2);
   { auto leave = std::move(*running); }
   waiting.Release();
   waiting.Join();
   // Call 2 runs now; both left the queue, so its 100 bytes are free again.
-  Caller full(queue, 3, absl::InfiniteFuture(), order, mu, 100);
+  Caller full(queue, 3, absl::InfiniteFuture(), order, mu, {0, 100});
   queue.TEST_AwaitQueued(1);
   fits.Release();
   fits.Join();
@@ -102,6 +102,36 @@ TEST(AdmissionQueueTest, RefusesAtOnceACallThatWouldPassTheQueuedBytesLimit) {
   EXPECT_TRUE(full.status().ok()) << full.status();
   EXPECT_THAT(order, ElementsAre(1, 2, 3));
   EXPECT_EQ(queue.stats().refused, 1);
+}
+
+TEST(AdmissionQueueTest, RunsCallsUpToTheTokenBoundButALargeCallAlone) {
+  AdmissionQueue queue({/*max_running=*/8, /*max_queued=*/8, /*max_queued_bytes=*/0,
+                        /*max_running_tokens=*/64});
+  queue.TEST_SetExpectedService(absl::Hours(1));  // the queue keeps up: oldest first
+  auto large = queue.Enter(absl::InfiniteFuture(), {100, 0});  // alone, past the bound
+  ASSERT_TRUE(large.ok());
+  absl::Mutex mu;
+  std::vector<int> order;
+  std::optional<Caller> small, smaller;
+  small.emplace(queue, 1, absl::InfiniteFuture(), order, mu, CallSize{60, 0});
+  smaller.emplace(queue, 2, absl::InfiniteFuture(), order, mu, CallSize{4, 0});
+  queue.TEST_AwaitQueued(2);
+  { auto leave = std::move(*large); }  // 60 + 4 tokens fit the bound together
+  small->Release();
+  small->Join();
+  smaller->Release();
+  smaller->Join();
+  EXPECT_THAT(order, ::testing::UnorderedElementsAre(1, 2));
+  auto first = queue.Enter(absl::InfiniteFuture(), {60, 0});
+  ASSERT_TRUE(first.ok());
+  Caller over(queue, 3, absl::InfiniteFuture(), order, mu, CallSize{5, 0});  // 65 > 64: waits
+  queue.TEST_AwaitQueued(1);
+  EXPECT_EQ(queue.stats().admitted, 4);
+  { auto leave = std::move(*first); }
+  over.Release();
+  over.Join();
+  EXPECT_TRUE(over.status().ok());
+  EXPECT_EQ(queue.stats().admitted, 5);
 }
 
 TEST(AdmissionQueueTest, RefusesAtOnceACallWhoseDeadlineLeavesLessThanTwiceWhatACallTakes) {

@@ -20,7 +20,7 @@ constexpr int kServiceMargin = 2;
 }  // namespace
 
 AdmissionQueue::Ticket::~Ticket() {
-  if (queue_ != nullptr) queue_->Leave(admitted_);
+  if (queue_ != nullptr) queue_->Leave(admitted_, tokens_);
 }
 
 AdmissionQueue::AdmissionQueue(AdmissionQueueOptions options) : options_(options) {}
@@ -29,8 +29,19 @@ bool AdmissionQueue::TooLate(absl::Time deadline, absl::Time now) const {
   return deadline != absl::InfiniteFuture() && deadline - now < kServiceMargin * service_;
 }
 
-absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline,
-                                                            int64_t request_bytes) {
+bool AdmissionQueue::HasPlaceFor(int64_t tokens) const {
+  if (running_ >= options_.max_running) return false;
+  return options_.max_running_tokens <= 0 || running_ == 0 ||
+         running_tokens_ + tokens <= options_.max_running_tokens;
+}
+
+void AdmissionQueue::Admit(int64_t tokens) {
+  ++running_;
+  running_tokens_ += tokens;
+  ++stats_.admitted;
+}
+
+absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline, CallSize size) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = absl::Now();
   if (TooLate(deadline, now)) {
@@ -41,26 +52,26 @@ absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline
                      ", less than twice what a call takes (", absl::FormatDuration(service_),
                      ")"));
   }
-  if (waiting_.empty() && running_ < options_.max_running) {
-    ++running_;
-    ++stats_.admitted;
-    return Ticket(this, now);
+  if (waiting_.empty() && HasPlaceFor(size.tokens)) {
+    Admit(size.tokens);
+    return Ticket(this, now, size.tokens);
   }
   if (static_cast<int>(waiting_.size()) >= options_.max_queued) {
     ++stats_.refused;
     return absl::ResourceExhaustedError(absl::StrCat(
         "overloaded: ", waiting_.size(), " calls queued (the limit), ", running_, " running"));
   }
-  if (options_.max_queued_bytes > 0 && waiting_bytes_ + request_bytes > options_.max_queued_bytes) {
+  if (options_.max_queued_bytes > 0 &&
+      waiting_bytes_ + size.request_bytes > options_.max_queued_bytes) {
     ++stats_.refused;
     return absl::ResourceExhaustedError(absl::StrCat(
         "overloaded: ", waiting_.size(), " calls queued holding ", waiting_bytes_,
-        " request bytes; this call's ", request_bytes, " would pass the limit of ",
+        " request bytes; this call's ", size.request_bytes, " would pass the limit of ",
         options_.max_queued_bytes, ", ", running_, " running"));
   }
-  Waiter waiter{deadline, now, request_bytes};
+  Waiter waiter{deadline, now, size};
   waiting_.push_back(&waiter);
-  waiting_bytes_ += request_bytes;
+  waiting_bytes_ += size.request_bytes;
   auto decided = [](Waiter* w) { return w->granted || w->shed; };
   while (!decided(&waiter)) {
     // The expected service time moves as calls finish: re-evaluate at each wake-up.
@@ -80,13 +91,14 @@ absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline
                      " and the deadline now leaves less than twice what a call takes (",
                      absl::FormatDuration(service_), ")"));
   }
-  return Ticket(this, absl::Now());
+  return Ticket(this, absl::Now(), size.tokens);
 }
 
-void AdmissionQueue::Leave(absl::Time admitted) {
+void AdmissionQueue::Leave(absl::Time admitted, int64_t tokens) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = absl::Now();
   --running_;
+  running_tokens_ -= tokens;
   GrantPlaces(now);
   service_ += (now - admitted - service_) * kServiceWeight;
 }
@@ -97,7 +109,7 @@ void AdmissionQueue::GrantPlaces(absl::Time now) {
       if (TooLate((*it)->deadline, now)) {
         (*it)->shed = true;
         ++stats_.shed;
-        waiting_bytes_ -= (*it)->bytes;
+        waiting_bytes_ -= (*it)->size.request_bytes;
         it = waiting_.erase(it);
       } else {
         ++it;
@@ -107,10 +119,10 @@ void AdmissionQueue::GrantPlaces(absl::Time now) {
     // Newest first once the queue no longer keeps up (its oldest call waited a service time).
     const bool lifo = now - waiting_.front()->arrived > service_;
     Waiter* next = lifo ? waiting_.back() : waiting_.front();
+    if (!HasPlaceFor(next->size.tokens)) break;  // it goes first once enough tokens finish
     Dequeue(next);
     next->granted = true;
-    ++running_;
-    ++stats_.admitted;
+    Admit(next->size.tokens);
   }
 }
 
@@ -122,7 +134,7 @@ void AdmissionQueue::Dequeue(Waiter* waiter) {
   } else {
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), waiter));
   }
-  waiting_bytes_ -= waiter->bytes;
+  waiting_bytes_ -= waiter->size.request_bytes;
 }
 
 absl::Duration AdmissionQueue::expected_service() const {

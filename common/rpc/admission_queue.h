@@ -1,6 +1,7 @@
 // Deadline-aware admission for a server whose calls share one bottleneck (the router: every
-// Forward costs CPU on this machine and on the shards): at most `max_running` calls run at once,
-// up to `max_queued` more wait for a place, and a call is refused with RESOURCE_EXHAUSTED
+// Forward costs CPU on this machine and on the shards): at most `max_running` calls, and calls of
+// at most `max_running_tokens` tokens in all, run at once (a call alone always may), up to
+// `max_queued` more wait for a place, and a call is refused with RESOURCE_EXHAUSTED
 // ("overloaded: N calls queued ...") instead of running when it could not finish in time:
 //
 //  * at once, on arrival, when the queue is full (by count, or by the request bytes its calls
@@ -49,6 +50,17 @@ struct AdmissionQueueOptions {
   // Request bytes the waiting calls may hold in all (> 0; 0 = no byte bound); beyond, a call
   // is refused at once, so a deep queue of large requests cannot exhaust memory.
   int64_t max_queued_bytes = 0;
+  // Tokens of the calls served at once (0 = no token bound): the work in flight, whatever the
+  // calls' sizes. Eight 64-token calls or 64 one-token calls finish in about the same time, and
+  // one-token calls must run together for the shards to batch them.
+  int64_t max_running_tokens = 0;
+};
+
+// What a call brings: its tokens (for max_running_tokens) and the request bytes it holds while
+// it waits (for max_queued_bytes).
+struct CallSize {
+  int64_t tokens = 0;
+  int64_t request_bytes = 0;
 };
 
 struct AdmissionQueueStats {
@@ -62,7 +74,8 @@ class AdmissionQueue {
   // A running call; leaves (and records its run time) when destroyed. Move-only.
   class Ticket {
    public:
-    Ticket(Ticket&& other) noexcept : queue_(other.queue_), admitted_(other.admitted_) {
+    Ticket(Ticket&& other) noexcept
+        : queue_(other.queue_), admitted_(other.admitted_), tokens_(other.tokens_) {
       other.queue_ = nullptr;
     }
     Ticket& operator=(Ticket&&) = delete;
@@ -72,9 +85,11 @@ class AdmissionQueue {
 
    private:
     friend class AdmissionQueue;
-    Ticket(AdmissionQueue* queue, absl::Time admitted) : queue_(queue), admitted_(admitted) {}
+    Ticket(AdmissionQueue* queue, absl::Time admitted, int64_t tokens)
+        : queue_(queue), admitted_(admitted), tokens_(tokens) {}
     AdmissionQueue* queue_;
     absl::Time admitted_;
+    int64_t tokens_;
   };
 
   explicit AdmissionQueue(AdmissionQueueOptions options);
@@ -83,8 +98,7 @@ class AdmissionQueue {
 
   // Blocks until the call may run (a ticket), or returns RESOURCE_EXHAUSTED naming the calls
   // queued and why. `deadline` absl::InfiniteFuture(): the call is never refused for time.
-  // `request_bytes`: what the call holds while it waits (for max_queued_bytes).
-  absl::StatusOr<Ticket> Enter(absl::Time deadline, int64_t request_bytes = 0);
+  absl::StatusOr<Ticket> Enter(absl::Time deadline, CallSize size = {});
 
   // The average run time of recent calls (zero before the first one finished).
   absl::Duration expected_service() const;
@@ -99,12 +113,16 @@ class AdmissionQueue {
   struct Waiter {
     absl::Time deadline;
     absl::Time arrived;
-    int64_t bytes = 0;
+    CallSize size;
     bool granted = false;
     bool shed = false;
   };
 
-  void Leave(absl::Time admitted);
+  void Leave(absl::Time admitted, int64_t tokens);
+  // True when a call of `tokens` may start now.
+  bool HasPlaceFor(int64_t tokens) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts a call of `tokens`.
+  void Admit(int64_t tokens) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands free places to waiters (oldest or newest first, see above), shedding those whose
   // deadline can no longer be met.
   void GrantPlaces(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -118,6 +136,7 @@ class AdmissionQueue {
   std::deque<Waiter*> waiting_ ABSL_GUARDED_BY(mu_);  // arrival order
   int64_t waiting_bytes_ ABSL_GUARDED_BY(mu_) = 0;   // the waiters' request bytes
   int running_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t running_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration service_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   AdmissionQueueStats stats_ ABSL_GUARDED_BY(mu_);
 };
