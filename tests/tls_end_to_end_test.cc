@@ -286,6 +286,11 @@ TEST_F(TlsEndToEndTest, ToolsSpeakMutualTls) {
   std::vector<std::string> client = {"--router=" + router_->target(), "--tokens=2"};
   client.insert(client.end(), tls.begin(), tls.end());
   EXPECT_EQ(RunTool("tools/moe_client", client, &log), 0) << log;
+  std::vector<std::string> expert_info = {"--expert=" + shards_->front().target()};
+  expert_info.insert(expert_info.end(), tls.begin(), tls.end());
+  EXPECT_EQ(RunTool("tools/moe_client", expert_info, &log), 0) << log;
+  EXPECT_THAT(log, HasSubstr("compute calls"));
+  EXPECT_THAT(log, ::testing::ContainsRegex("kernels: [^(]"));  // the shard reports its kernels
   std::vector<std::string> health = {"--target=" + shards_->front().target()};
   health.insert(health.end(), tls.begin(), tls.end());
   EXPECT_EQ(RunTool("tools/moe_health", health, &log), 0) << log;

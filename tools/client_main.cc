@@ -196,7 +196,8 @@ int PrintExpertInfo(const std::string& target) {
             << "compute calls " << info.compute_calls() << ", FFN calls " << info.ffn_batches()
             << ", tokens " << info.ffn_tokens() << ", mean batch "
             << (info.ffn_batches() ? double(info.ffn_tokens()) / info.ffn_batches() : 0.0)
-            << " tokens, largest " << info.largest_batch() << "\n";
+            << " tokens, largest " << info.largest_batch() << "\n"
+            << "kernels: " << (info.kernels().empty() ? "(not reported)" : info.kernels()) << "\n";
   return 0;
 }
 

@@ -4,12 +4,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <fstream>
 #include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/cli/port_file.h"
 #include "common/metrics/text_format.h"
 
 namespace moe {
@@ -40,19 +39,6 @@ absl::StatusOr<HostPort> ParseListen(absl::string_view listen) {
   }
   result.host = host.empty() ? "0.0.0.0" : std::string(host);
   return result;
-}
-
-absl::Status WritePortFile(const std::string& path, int port) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-  {
-    std::ofstream out(tmp);
-    out << port << "\n";
-    if (!out) return absl::InternalError(absl::StrCat("cannot write port file ", tmp));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace

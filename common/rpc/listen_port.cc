@@ -6,9 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
-#include <fstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -31,19 +29,6 @@ int BindErrno(const sockaddr* address, socklen_t length) {
 }
 
 }  // namespace
-
-absl::Status WritePortFile(const std::string& path, int port) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-  {
-    std::ofstream out(tmp);
-    out << port << "\n";
-    if (!out) return absl::InternalError(absl::StrCat("cannot write port file ", tmp));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
-  }
-  return absl::OkStatus();
-}
 
 std::string WhyCannotListen(const std::string& listen) {
   const size_t colon = listen.rfind(':');

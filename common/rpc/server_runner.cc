@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/cli/port_file.h"
 #include "common/rpc/channel_arguments.h"
 #include "common/rpc/listen_port.h"
 #include "common/rpc/parse_error_interceptor.h"
