@@ -212,8 +212,8 @@ absl::Status ExpertBatcher::ComputeGroups(ConstMatrixView tokens, absl::Span<con
     if (tokens.cols > row_stride_ || group.y.cols != tokens.cols ||
         group.y.rows != static_cast<int64_t>(group.rows.size())) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "batcher: ", group.rows.size(), " rows of width ", tokens.cols, " (stride ",
-          row_stride_, ") do not fit an output [", group.y.rows, ",", group.y.cols, "]"));
+          "batcher: ", group.rows.size(), " rows of width ", tokens.cols, " (stride ", row_stride_,
+          ") do not fit an output [", group.y.rows, ",", group.y.cols, "]"));
     }
   }
   const absl::Time now = absl::Now();
@@ -233,13 +233,15 @@ absl::Status ExpertBatcher::ComputeGroups(ConstMatrixView tokens, absl::Span<con
   }
   {
     absl::MutexLock lock(&mu_);
-    for (size_t g = 0; g < groups.size(); ++g) queues_[groups[g].expert].pending.push_back(&calls[g]);
+    for (size_t g = 0; g < groups.size(); ++g)
+      queues_[groups[g].expert].pending.push_back(&calls[g]);
   }
   for (size_t g = 0; g < groups.size(); ++g) {
     absl::Status status = RunQueued(groups[g].expert, calls[g]);
     if (status.ok()) continue;
     absl::MutexLock lock(&mu_);
-    for (size_t rest = g + 1; rest < groups.size(); ++rest) Withdraw(groups[rest].expert, calls[rest]);
+    for (size_t rest = g + 1; rest < groups.size(); ++rest)
+      Withdraw(groups[rest].expert, calls[rest]);
     return status;
   }
   return absl::OkStatus();
@@ -273,7 +275,8 @@ absl::Status ExpertBatcher::RunQueued(int expert, Call& call) {
 void ExpertBatcher::Withdraw(int expert, Call& call) {
   if (call.taken) {
     // A leader has its buffers: wait for it to finish with them.
-    mu_.Await(absl::Condition(+[](Call* c) { return c->done; }, &call));
+    mu_.Await(absl::Condition(
+        +[](Call* c) { return c->done; }, &call));
   } else if (!call.done) {
     Drop(queues_[expert], call,
          absl::CancelledError("another expert group of the call failed first"));

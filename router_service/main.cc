@@ -105,10 +105,10 @@ ABSL_FLAG(int, max_inflight_tokens, 512,
 ABSL_FLAG(int, max_queued, -1,
           "Most Forward calls waiting for a place; beyond, RESOURCE_EXHAUSTED at once. A waiting "
           "call is refused (RESOURCE_EXHAUSTED) as soon as its deadline leaves less than twice "
-          "what a call takes; newest first once the queue falls behind. --max_inflight + --max_queued must "
-          "be at most --max_threads - 4, so that threads remain to refuse with. -1: what that "
-          "leaves (444 with the defaults: a queue deeper than the clients' concurrency refuses "
-          "each call once, near its deadline, instead of again and again at once)");
+          "what a call takes; newest first once the queue falls behind. --max_inflight + "
+          "--max_queued must be at most --max_threads - 4, so that threads remain to refuse "
+          "with. -1: what that leaves (444 with the defaults: a queue deeper than the clients' "
+          "concurrency refuses each call once, near its deadline, instead of again and again)");
 ABSL_FLAG(int, max_queued_mb, 256,
           "Most MiB of request bytes the queued Forward calls may hold; beyond, RESOURCE_EXHAUSTED "
           "at once (0: no byte bound)");

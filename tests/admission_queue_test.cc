@@ -74,7 +74,8 @@ TEST(AdmissionQueueTest, QueuesBeyondTheRunningLimitAndRefusesBeyondTheQueueLimi
 
 TEST(AdmissionQueueTest, RefusesAtOnceACallThatWouldPassTheQueuedBytesLimit) {
   AdmissionQueue queue({/*max_running=*/1, /*max_queued=*/8, /*max_queued_bytes=*/100});
-  auto running = queue.Enter(absl::InfiniteFuture(), {0, 1000});  // a running call's bytes don't count
+  // A running call's request bytes don't count against the queue's.
+  auto running = queue.Enter(absl::InfiniteFuture(), {0, 1000});
   ASSERT_TRUE(running.ok());
   queue.TEST_SetExpectedService(absl::Hours(1));  // the queue keeps up: oldest first
   absl::Mutex mu;
@@ -108,7 +109,8 @@ TEST(AdmissionQueueTest, RunsCallsUpToTheTokenBoundButALargeCallAlone) {
   AdmissionQueue queue({/*max_running=*/8, /*max_queued=*/8, /*max_queued_bytes=*/0,
                         /*max_running_tokens=*/64});
   queue.TEST_SetExpectedService(absl::Hours(1));  // the queue keeps up: oldest first
-  auto large = queue.Enter(absl::InfiniteFuture(), {100, 0});  // alone, past the bound
+  // Alone, a call may run past the token bound.
+  auto large = queue.Enter(absl::InfiniteFuture(), {100, 0});
   ASSERT_TRUE(large.ok());
   absl::Mutex mu;
   std::vector<int> order;
@@ -141,7 +143,8 @@ TEST(AdmissionQueueTest, RefusesAtOnceACallWhoseDeadlineLeavesLessThanTwiceWhatA
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("overloaded: 0 calls queued"));
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("less than twice what a call takes (10s)"));
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("less than twice what a call takes (10s)"));
   EXPECT_TRUE(queue.Enter(absl::Now() + absl::Seconds(25)).ok());
   EXPECT_TRUE(queue.Enter(absl::InfiniteFuture()).ok());  // no deadline: never too late
 }

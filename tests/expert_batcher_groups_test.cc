@@ -40,7 +40,8 @@ struct TwoGroupCall {
 TEST(ExpertBatcherGroupsTest, ALaterGroupJoinsAnotherCallersBatchWhileItsCallComputesAnEarlierOne) {
   BlockingExpert expert;  // the two-group call's expert-0 FFN blocks until released
   absl::Mutex mu;
-  std::map<int, std::vector<int64_t>> batch_rows;  // expert -> rows of each FFN call after the first
+  // expert -> rows of each FFN call after the first
+  std::map<int, std::vector<int64_t>> batch_rows;
   expert.rest = [&](int e, ConstMatrixView x, MatrixView y) {
     absl::MutexLock lock(&mu);
     batch_rows[e].push_back(x.rows);
@@ -50,9 +51,9 @@ TEST(ExpertBatcherGroupsTest, ALaterGroupJoinsAnotherCallersBatchWhileItsCallCom
 
   TwoGroupCall two_groups;
   std::thread first([&] { EXPECT_TRUE(two_groups.Run(batcher).ok()); });
-  expert.AwaitFirst();               // computing its group 0, holding the only FFN slot
-  batcher.TEST_AwaitQueued(1, 1);    // its group 1 already waits at expert 1
-  Request other(1, 4, 100);          // another caller, for expert 1 only
+  expert.AwaitFirst();             // computing its group 0, holding the only FFN slot
+  batcher.TEST_AwaitQueued(1, 1);  // its group 1 already waits at expert 1
+  Request other(1, 4, 100);        // another caller, for expert 1 only
   std::thread second([&] { EXPECT_TRUE(other.Run(batcher, 1).ok()); });
   batcher.TEST_AwaitSlotWaiters(1);  // it leads expert 1, waiting for the slot
   expert.Release();

@@ -49,8 +49,7 @@ absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline
     return absl::ResourceExhaustedError(
         absl::StrCat("overloaded: ", waiting_.size(), " calls queued, ", running_,
                      " running; the deadline leaves ", absl::FormatDuration(deadline - now),
-                     ", less than twice what a call takes (", absl::FormatDuration(service_),
-                     ")"));
+                     ", less than twice what a call takes (", absl::FormatDuration(service_), ")"));
   }
   if (waiting_.empty() && HasPlaceFor(size.tokens)) {
     Admit(size.tokens);

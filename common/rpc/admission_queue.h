@@ -134,7 +134,7 @@ class AdmissionQueue {
   const AdmissionQueueOptions options_;
   mutable absl::Mutex mu_;
   std::deque<Waiter*> waiting_ ABSL_GUARDED_BY(mu_);  // arrival order
-  int64_t waiting_bytes_ ABSL_GUARDED_BY(mu_) = 0;   // the waiters' request bytes
+  int64_t waiting_bytes_ ABSL_GUARDED_BY(mu_) = 0;    // the waiters' request bytes
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t running_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration service_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
