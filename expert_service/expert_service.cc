@@ -14,8 +14,11 @@
 #include "expert_service/compute_bounds.h"
 
 namespace moe {
-
 namespace {
+
+// Staged outputs a wave of a call's groups may hold, in rows, whatever the call's token count
+// (8 MB at d_model 2048): every group of a decode call fits one wave.
+constexpr int64_t kMinStagedRowsPerWave = 1024;
 
 TensorEncoding ReplyEncoding(const v1::ComputeRequest& request) {
   switch (request.reply_encoding()) {
@@ -74,39 +77,50 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
   // Each group's output: straight into the reply when it goes there as float32, else here.
   Matrix sum(sum_groups ? tokens.rows : 0, d);
   const bool staged_outputs = sum_groups || encoding == TensorEncoding::kBf16;
-  std::vector<Matrix> staged(staged_outputs ? request.groups_size() : 0);
-  std::vector<ExpertBatcher::Group> work;
-  work.reserve(request.groups_size());
-  for (int g = 0; g < request.groups_size(); ++g) {
-    const v1::ExpertGroup& group = request.groups(g);
-    MatrixView y;
-    if (staged_outputs) {
-      staged[g] = Matrix(group.rows_size(), d);
-      y = staged[g].view();
-    } else {
-      y = ResizeProtoTensor(response->add_outputs(), group.rows_size(), d, encoding);
+  // The groups go to the batcher in waves that join their experts' queues at once, so other
+  // calls' batches can take any of them (ExpertBatcher::ComputeGroups). A decode call's groups
+  // are one wave; a large call's staged outputs stay within about its input's size per wave.
+  const int64_t staged_rows_per_wave = std::max<int64_t>(tokens.rows, kMinStagedRowsPerWave);
+  for (int g0 = 0, g1 = 0; g0 < request.groups_size(); g0 = g1) {
+    int64_t rows = 0;
+    while (g1 < request.groups_size() &&
+           (g1 == g0 || !staged_outputs ||
+            rows + request.groups(g1).rows_size() <= staged_rows_per_wave)) {
+      rows += request.groups(g1++).rows_size();
     }
-    work.push_back({ffns[g], absl::MakeConstSpan(group.rows().data(), group.rows_size()), y});
-  }
-  // The batcher gathers the rows (once, into the kernel's layout) when it computes them; every
-  // group joins its expert's queue at once, so other calls' batches can take it.
-  RETURN_IF_ERROR(batcher_.ComputeGroups(tokens, work, limits));
-  for (int g = 0; g < request.groups_size(); ++g) {
-    const v1::ExpertGroup& group = request.groups(g);
-    const ConstMatrixView y = work[g].y;
-    if (metrics_ != nullptr) metrics_->TokensComputed(ffns[g], group.rows_size());
-    for (int64_t i = 0; i < y.size(); ++i) {
-      if (!std::isfinite(y.data[i])) {
-        // Finite input, non-finite output: the input is too large for this expert. Report it so
-        // the router can name the token to its caller, instead of a malformed reply.
-        ReportOverflow(group.rows(i / d), group.expert(), /*in_sum=*/false, response);
-        return absl::OkStatus();
+    std::vector<Matrix> staged;
+    staged.reserve(staged_outputs ? g1 - g0 : 0);
+    std::vector<ExpertBatcher::Group> work;
+    work.reserve(g1 - g0);
+    for (int g = g0; g < g1; ++g) {
+      const v1::ExpertGroup& group = request.groups(g);
+      MatrixView y;
+      if (staged_outputs) {
+        y = staged.emplace_back(group.rows_size(), d).view();
+      } else {
+        y = ResizeProtoTensor(response->add_outputs(), group.rows_size(), d, encoding);
       }
+      work.push_back({ffns[g], absl::MakeConstSpan(group.rows().data(), group.rows_size()), y});
     }
-    if (sum_groups) {
-      AddWeightedRows<int32_t>(y, group.rows(), group.weights(), sum.view());
-    } else if (encoding == TensorEncoding::kBf16) {
-      WriteProtoTensor(y, encoding, response->add_outputs());
+    // The batcher gathers the rows (once, into the kernel's layout) when it computes them.
+    RETURN_IF_ERROR(batcher_.ComputeGroups(tokens, work, limits));
+    for (int g = g0; g < g1; ++g) {
+      const v1::ExpertGroup& group = request.groups(g);
+      const ConstMatrixView y = work[g - g0].y;
+      if (metrics_ != nullptr) metrics_->TokensComputed(ffns[g], group.rows_size());
+      for (int64_t i = 0; i < y.size(); ++i) {
+        if (!std::isfinite(y.data[i])) {
+          // Finite input, non-finite output: the input is too large for this expert. Report it
+          // so the router can name the token to its caller, instead of a malformed reply.
+          ReportOverflow(group.rows(i / d), group.expert(), /*in_sum=*/false, response);
+          return absl::OkStatus();
+        }
+      }
+      if (sum_groups) {
+        AddWeightedRows<int32_t>(y, group.rows(), group.weights(), sum.view());
+      } else if (encoding == TensorEncoding::kBf16) {
+        WriteProtoTensor(y, encoding, response->add_outputs());
+      }
     }
   }
   if (sum_groups) {

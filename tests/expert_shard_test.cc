@@ -128,6 +128,45 @@ TEST_F(ExpertShardTest, ServiceRejectsGroupsItCannotServe) {
   EXPECT_THAT(response.outputs(0).shape(), ::testing::ElementsAre(1, 256));
 }
 
+// 4 groups of 600 rows hold more staged rows than one wave of groups may (the call's token count,
+// at least 1 024), so the service computes them in waves: the sum is the same.
+TEST_F(ExpertShardTest, ServiceSumsAManyGroupCallWaveByWave) {
+  auto shard = ExpertShard::Create({*model_, "0", "all"});
+  ASSERT_TRUE(shard.ok());
+  ExpertServiceImpl service(shard->get(), BatchingOptions());
+  constexpr int kTokens = 600, kD = 256, kGroups = 4;
+  const std::vector<float> x = testing::RandomTokens(kTokens, kD, 8);
+  v1::ComputeRequest request;
+  MatrixView tokens = ResizeProtoTensor(request.mutable_tokens(), kTokens, kD);
+  std::copy(x.begin(), x.end(), tokens.data);
+  request.set_sum_groups(true);
+  for (int e = 0; e < kGroups; ++e) {
+    v1::ExpertGroup* group = request.add_groups();
+    group->set_expert(e);
+    for (int t = 0; t < kTokens; ++t) {
+      group->add_rows(t);
+      group->add_weights(0.1f * (e + 1));
+    }
+  }
+  v1::ComputeResponse response;
+  const grpc::Status status = service.Compute(nullptr, &request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<float> widened;
+  auto sum = MatrixFromProto(response.sum(), kTokens, kD, "sum", &widened);
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  std::vector<double> want(kTokens * kD, 0.0);
+  for (int e = 0; e < kGroups; ++e) {
+    Matrix y(kTokens, kD);
+    ASSERT_TRUE((*shard)->Compute(0, e, ConstMatrixView{x.data(), kTokens, kD}, y.view()).ok());
+    for (int i = 0; i < kTokens * kD; ++i) want[i] += 0.1f * (e + 1) * y.data()[i];
+  }
+  for (int t = 0; t < kTokens; ++t) {
+    for (int i = 0; i < kD; ++i) {
+      ASSERT_NEAR(sum->row(t)[i], want[t * kD + i], 1e-5) << "token " << t << " feature " << i;
+    }
+  }
+}
+
 TEST_F(ExpertShardTest, ServiceRefusesALayerItDoesNotHold) {
   auto shard = ExpertShard::Create({*model_, "0", "0-3"});
   ASSERT_TRUE(shard.ok());
@@ -138,7 +177,8 @@ TEST_F(ExpertShardTest, ServiceRefusesALayerItDoesNotHold) {
   v1::ComputeResponse response;
   grpc::Status status = service.Compute(nullptr, &request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_THAT(status.error_message(), HasSubstr("layer 1 is not held by this shard (it holds layers 0)"));
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("layer 1 is not held by this shard (it holds layers 0)"));
 }
 
 TEST(MultiLayerShardTest, HoldsItsExpertsOfEveryMoeLayerAndNothingElse) {
