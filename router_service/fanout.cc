@@ -11,6 +11,9 @@ namespace {
 // A call still running this long after the request's deadline is cancelled: the transport should
 // have ended it at the deadline, so this only guards against a client that never answers.
 constexpr absl::Duration kDeadlineGrace = absl::Seconds(1);
+// How often Wait asks whether the request's client went away. Most requests finish sooner and
+// never ask; a long one learns of a departed client this late at most.
+constexpr absl::Duration kClientCancelPoll = absl::Milliseconds(50);
 
 bool Retryable(const absl::Status& status) {
   return status.code() != absl::StatusCode::kInvalidArgument &&
@@ -201,13 +204,19 @@ void Fanout::OnReply(int work, int attempt_index, absl::StatusOr<ShardCallOutput
   for (const Launch& launch : launches) Run(launch);
 }
 
-std::vector<absl::StatusOr<ShardCallOutput>> Fanout::Wait() {
+std::vector<absl::StatusOr<ShardCallOutput>> Fanout::Wait(
+    const std::function<bool()>& client_cancelled) {
   while (true) {
     std::vector<Launch> launches;
     std::vector<std::shared_ptr<ShardCall>> to_cancel;
+    bool ask_client = false;
     {
       absl::MutexLock lock(&mu_);
       absl::Time wake = deadline_ + kDeadlineGrace;
+      if (client_cancelled && !cancelled_) {
+        wake = std::min(wake, absl::Now() + kClientCancelPoll);
+        ask_client = true;
+      }
       for (const Work& w : works_) {
         if (!hedging_ || w.done || w.hedged || w.attempts.size() != 1) continue;
         wake = std::min(wake, w.attempts[0].started + w.attempts[0].replica->HedgeDelay());
@@ -235,6 +244,7 @@ std::vector<absl::StatusOr<ShardCallOutput>> Fanout::Wait() {
     }
     for (const std::shared_ptr<ShardCall>& call : to_cancel) call->Cancel();
     for (const Launch& launch : launches) Run(launch);
+    if (ask_client && client_cancelled()) Cancel();
   }
   absl::MutexLock lock(&mu_);
   std::vector<absl::StatusOr<ShardCallOutput>> results;

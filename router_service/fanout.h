@@ -11,6 +11,7 @@
 #ifndef MOE_ROUTER_SERVICE_FANOUT_H_
 #define MOE_ROUTER_SERVICE_FANOUT_H_
 
+#include <functional>
 #include <memory>
 #include <set>
 #include <vector>
@@ -41,8 +42,11 @@ class Fanout {
 
   void Start();
   // Blocks until every work item has an answer or a final error, hedging meanwhile; result[i]
-  // answers plan.work[i].
-  std::vector<absl::StatusOr<ShardCallOutput>> Wait();
+  // answers plan.work[i]. `client_cancelled`, if set, is asked every 50 ms while calls run: once
+  // it says the request's client went away, every call is cancelled (as Cancel() does), so the
+  // shards stop computing an answer nobody waits for.
+  std::vector<absl::StatusOr<ShardCallOutput>> Wait(
+      const std::function<bool()>& client_cancelled = nullptr);
   // Ends every call in flight with Cancelled (shutdown).
   void Cancel();
   FanoutStats stats() const;

@@ -30,7 +30,9 @@ std::string DescribeExperts(const ShardWork& work) {
     }
   }
   std::sort(ids.begin(), ids.end());
-  return absl::StrCat(ids.empty() ? "" : ids.size() == 1 ? "expert " : "experts ",
+  return absl::StrCat(ids.empty()       ? ""
+                      : ids.size() == 1 ? "expert "
+                                        : "experts ",
                       FormatExpertIds(ids),
                       shared ? (ids.empty() ? "the shared expert" : " and the shared expert") : "");
 }
@@ -103,8 +105,8 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
                    ParseModelConfig(config_text, options.model_dir + "/config.json"));
   ASSIGN_OR_RETURN(std::vector<int> layer_ids, ResolveMoeLayers(config, options.layers));
   if (layer_ids.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("--layers=", options.layers,
-                                                   " names no MoE layer of this model"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--layers=", options.layers, " names no MoE layer of this model"));
   }
   const bool has_shared = config.shared.width > 0;
   ASSIGN_OR_RETURN(std::vector<ShardTarget> targets,
@@ -197,7 +199,8 @@ absl::Status Router::SharedExpert(const Layer& layer, ConstMatrixView tokens,
 }
 
 absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, ConstMatrixView tokens,
-                                              absl::Time deadline, MatrixView output) const {
+                                              absl::Time deadline, MatrixView output,
+                                              const std::function<bool()>& client_cancelled) const {
   requests_.fetch_add(1, std::memory_order_relaxed);
   ASSIGN_OR_RETURN(const Layer* layer, FindLayer(layer_id));
   if (tokens.rows > options_.max_tokens) {
@@ -217,8 +220,8 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
   CountTokens(static_cast<int>(layer - layer_state_.data()), routing);
   std::vector<int> experts = ChosenExperts(routing);
   if (shared_on_shards_) experts.push_back(kSharedExpertId);
-  const std::vector<int> chosen = ChooseReplicas(
-      *map, layer_index, experts, static_cast<uint32_t>(requests_.load()));
+  const std::vector<int> chosen =
+      ChooseReplicas(*map, layer_index, experts, static_cast<uint32_t>(requests_.load()));
   std::vector<int> replica_of(config_.routing.num_experts, -1);
   int shared_replica = -1;
   std::vector<int> unheld;
@@ -229,8 +232,9 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
   if (!unheld.empty() && (!options_.allow_partial || unheld.back() == kSharedExpertId)) {
     const absl::Status error = NoHolderError(*map, layer_index, unheld);
     const std::string unusable = directory_->Unusable(layer->layer, unheld);
-    return unusable.empty() ? error
-                            : absl::UnavailableError(absl::StrCat(error.message(), " (", unusable, ")"));
+    return unusable.empty()
+               ? error
+               : absl::UnavailableError(absl::StrCat(error.message(), " (", unusable, ")"));
   }
   auto shard_of = [&replica_of](int expert) { return replica_of[expert]; };
   const int shared_shard = shared_on_shards_ ? shared_replica : -1;
@@ -252,7 +256,7 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
   }
   fanout.Start();
   const absl::Status shared_status = SharedExpert(*layer, tokens, output);
-  std::vector<absl::StatusOr<ShardCallOutput>> replies = fanout.Wait();
+  std::vector<absl::StatusOr<ShardCallOutput>> replies = fanout.Wait(client_cancelled);
   {
     absl::MutexLock lock(&mu_);
     in_flight_.erase(&fanout);

@@ -17,6 +17,7 @@
 #define MOE_ROUTER_SERVICE_ROUTER_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -83,8 +84,11 @@ class Router {
 
   // tokens [T, d_model] (validated finite by the caller) → output [T, d_model] (overwritten).
   // `layer` unset: the one layer served. `deadline` absl::InfiniteFuture(): the client set none.
-  absl::StatusOr<ForwardResult> Forward(std::optional<int> layer, ConstMatrixView tokens,
-                                        absl::Time deadline, MatrixView output) const;
+  // `client_cancelled`, if set, says whether the caller went away: its shard calls are then
+  // cancelled within 50 ms (Fanout::Wait) and the request ends with their error.
+  absl::StatusOr<ForwardResult> Forward(
+      std::optional<int> layer, ConstMatrixView tokens, absl::Time deadline, MatrixView output,
+      const std::function<bool()>& client_cancelled = nullptr) const;
 
   // Cancels every request in flight (their shard calls end with Cancelled). For shutdown.
   void CancelAll() const;

@@ -26,6 +26,7 @@ std::string WithoutAddresses(const std::string& text, const std::string& target)
 }  // namespace
 
 absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, absl::Time deadline,
+                                          const std::function<bool()>& client_cancelled,
                                           v1::ForwardResponse* response) {
   std::vector<float> widened;  // bf16_data tokens as float32
   ASSIGN_OR_RETURN(
@@ -38,7 +39,8 @@ absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, abs
                                             : TensorEncoding::kF32);
   const std::optional<int> layer =
       request.has_layer() ? std::optional<int>(request.layer()) : std::nullopt;
-  ASSIGN_OR_RETURN(ForwardResult result, router_->Forward(layer, tokens, deadline, output));
+  ASSIGN_OR_RETURN(ForwardResult result,
+                   router_->Forward(layer, tokens, deadline, output, client_cancelled));
   const Routing& routing = result.routing;
   if (request.return_routing()) {
     for (int64_t t = 0; t < routing.num_tokens; ++t) {
@@ -56,14 +58,15 @@ absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, abs
 
 absl::Status RouterServiceImpl::AdmitAndForward(const v1::ForwardRequest& request,
                                                 absl::Time deadline,
+                                                const std::function<bool()>& client_cancelled,
                                                 v1::ForwardResponse* response) {
-  if (admission_ == nullptr) return DoForward(request, deadline, response);
+  if (admission_ == nullptr) return DoForward(request, deadline, client_cancelled, response);
   // Malformed shapes are refused by DoForward; here they only count as zero tokens.
   const int64_t tokens = request.tokens().shape_size() > 0 ? request.tokens().shape(0) : 0;
   ASSIGN_OR_RETURN(AdmissionQueue::Ticket ticket,
                    admission_->Enter(deadline, {std::max<int64_t>(tokens, 0),
                                                 static_cast<int64_t>(request.ByteSizeLong())}));
-  return DoForward(request, deadline, response);
+  return DoForward(request, deadline, client_cancelled, response);
 }
 
 grpc::Status RouterServiceImpl::Forward(grpc::ServerContext* context,
@@ -78,7 +81,8 @@ grpc::Status RouterServiceImpl::Forward(grpc::ServerContext* context,
   const absl::Time deadline = client_deadline == std::chrono::system_clock::time_point::max()
                                   ? received + router_->default_timeout()
                                   : absl::FromChrono(client_deadline);
-  const absl::Status status = AdmitAndForward(*request, deadline, response);
+  const std::function<bool()> client_cancelled = [context] { return context->IsCancelled(); };
+  const absl::Status status = AdmitAndForward(*request, deadline, client_cancelled, response);
   if (!status.ok()) response->Clear();
   if (metrics != nullptr) metrics->RequestFinished(status.code(), absl::Now() - received);
   return ToGrpcStatus(status);

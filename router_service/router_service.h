@@ -6,6 +6,8 @@
 #ifndef MOE_ROUTER_SERVICE_ROUTER_SERVICE_H_
 #define MOE_ROUTER_SERVICE_ROUTER_SERVICE_H_
 
+#include <functional>
+
 #include "common/rpc/admission_queue.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router_service/router.h"
@@ -24,10 +26,13 @@ class RouterServiceImpl final : public v1::Router::Service {
                     v1::ModelInfo* response) override;
 
  private:
+  // `client_cancelled`: whether the caller went away (Router::Forward).
   absl::Status DoForward(const v1::ForwardRequest& request, absl::Time deadline,
+                         const std::function<bool()>& client_cancelled,
                          v1::ForwardResponse* response);
   // Admission, then DoForward.
   absl::Status AdmitAndForward(const v1::ForwardRequest& request, absl::Time deadline,
+                               const std::function<bool()>& client_cancelled,
                                v1::ForwardResponse* response);
 
   const Router* router_;

@@ -1,5 +1,6 @@
 // Router core against faulty fake shards (tests/router_test_fakes.h): unreachable, hung, held
 // or foreign shards; hedging, ejection, partial answers, deadlines.
+#include <atomic>
 #include <set>
 #include <thread>
 
@@ -81,6 +82,28 @@ TEST_F(RouterTest, HungShardEndsInDeadlineExceededAtTheDeadline) {
   EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(200));
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+}
+
+TEST_F(RouterTest, AClientThatWentAwayHasItsShardCallsCancelled) {
+  auto router = MakeRouter(kTwoShards);
+  fakes_["a:1"]->SetBehaviour(Behaviour::kHang);
+  fakes_["b:2"]->SetBehaviour(Behaviour::kHang);
+  const std::vector<float> tokens = testing::RandomTokens(8, 256, 1);
+  Matrix out(8, 256);
+  std::atomic<int> asked{0};
+  auto client_gone = [&asked] {  // gone from the start: the router learns it when it asks
+    ++asked;
+    return true;
+  };
+  const absl::Time start = absl::Now();
+  auto result = router->Forward(std::nullopt, ConstMatrixView{tokens.data(), 8, 256},
+                                start + absl::Seconds(20), out.view(), client_gone);
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_FALSE(result.ok());
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("ancel"));
+  EXPECT_LT(took, absl::Seconds(2)) << "the hung shard calls ran on after the client went away";
+  EXPECT_GE(asked.load(), 1);
+  EXPECT_EQ(fakes_["a:1"]->calls() + fakes_["b:2"]->calls(), 2);  // sent, then cancelled
 }
 
 TEST_F(RouterTest, HungReplicaIsHedgedThenEjected) {
