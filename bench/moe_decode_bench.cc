@@ -285,7 +285,8 @@ int Run(int rounds) {
   std::printf(
       R"({"shape": "%s", "d_model": %d, "experts": %d, "width": %d, "top_k": %d, )"
       R"("int8_vs_bf16_one_token": {"value": %.3f, "target": 1.80, "met": %s}, )"
-      R"("threads": %d, "clock": "%s", "rounds": %d, "kernels": "%s", "layer_bytes": {"f32": %.0f, )"
+      R"("threads": %d, "clock": "%s", "rounds": %d, "kernels": "%s", "int8_kernels": "%s", )"
+      R"("layer_bytes": {"f32": %.0f, )"
       R"("bf16": %.0f, "int8": %.0f}, "read_bandwidth_GBps": %.2f, )"
       R"("read_bandwidth_GBps_min_max": [%.2f, %.2f], "tokens_per_s": %s, )"
       R"("bandwidth_fraction": %s, "error_vs_f32": %s})"
@@ -293,8 +294,10 @@ int Run(int rounds) {
       layer.name, static_cast<int>(layer.d_model), static_cast<int>(layer.experts),
       static_cast<int>(layer.width), static_cast<int>(layer.top_k), int8_ratio,
       int8_ratio >= 1.8 ? "true" : "false", threads, thread_cpu_clock ? "thread_cpu" : "wall",
-      rounds, BestRowDotKernels().name, layer_bytes[WeightStorage::kF32],
-      layer_bytes[WeightStorage::kBF16], layer_bytes[WeightStorage::kInt8], Median(bandwidth) / 1e9,
+      rounds, BestRowDotKernels().name,
+      SwigluKernelSummary(WeightStorage::kInt8).value_or("MOE_KERNELS is invalid").c_str(),
+      layer_bytes[WeightStorage::kF32], layer_bytes[WeightStorage::kBF16],
+      layer_bytes[WeightStorage::kInt8], Median(bandwidth) / 1e9,
       *std::min_element(bandwidth.begin(), bandwidth.end()) / 1e9,
       *std::max_element(bandwidth.begin(), bandwidth.end()) / 1e9, per_storage(rate, 1).c_str(),
       per_storage(fraction, 3).c_str(), error.c_str());

@@ -49,7 +49,8 @@ class SwigluLayoutTest : public ::testing::TestWithParam<LayoutCase> {
                                               MatrixView(ys.data(), tokens, d, ldy), options);
     EXPECT_TRUE(status.ok()) << status;
     const std::string what = absl::StrCat("stride ", stride, " padding ", padding);
-    ExpectMatches(ConstMatrixView(ys.data(), tokens, d, ldy), ReferenceSwiglu(Widened(w), x), what);
+    ExpectMatches(ConstMatrixView(ys.data(), tokens, d, ldy), ReferenceSwiglu(Widened(w), x), what,
+                  SwigluToleranceOf(report));
     for (int64_t t = 0; t < tokens; ++t) {
       for (int64_t i = d; i < ldy; ++i) EXPECT_EQ(ys[t * ldy + i], kSentinel) << what;
     }

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/swiglu_weights.h"
 #include "common/tensor/matrix.h"
 #include "gtest/gtest.h"
@@ -21,6 +22,16 @@
 namespace moe {
 
 inline constexpr double kSwigluTolerance = 1e-5;
+// The same for the VNNI int8 streaming dots, which round x and the hidden activations to int16 per
+// token (~3e-5 of each token's largest value; common/kernels/row_dot_kernel.h).
+inline constexpr double kVnniSwigluTolerance = 2e-4;
+
+// The tolerance of a call that reported `report`.
+inline double SwigluToleranceOf(const SwigluReport& report) {
+  return report.path == SwigluPath::kStreaming && std::string(report.kernels) == "avx512vnni"
+             ? kVnniSwigluTolerance
+             : kSwigluTolerance;
+}
 
 inline Matrix RandomMatrix(int64_t rows, int64_t cols, float scale, std::mt19937& rng) {
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -73,9 +84,9 @@ inline std::vector<double> ReferenceSwiglu(const SwigluWeights::F32& w, ConstMat
   return y;
 }
 
-// Checks the tolerance stated at the top, token by token.
+// Checks the tolerance stated at the top (or `tolerance`), token by token.
 inline void ExpectMatches(ConstMatrixView y, const std::vector<double>& want,
-                          const std::string& what) {
+                          const std::string& what, double tolerance = kSwigluTolerance) {
   const int64_t d = y.cols;
   for (int64_t t = 0; t < y.rows; ++t) {
     double norm2 = 0, max_err = 0;
@@ -84,7 +95,7 @@ inline void ExpectMatches(ConstMatrixView y, const std::vector<double>& want,
       max_err = std::max(max_err, std::abs(static_cast<double>(y.row(t)[i]) - want[t * d + i]));
     }
     ASSERT_GT(norm2, 0.0) << what;
-    ASSERT_LE(max_err, kSwigluTolerance * std::sqrt(norm2)) << what << ", token " << t;
+    ASSERT_LE(max_err, tolerance * std::sqrt(norm2)) << what << ", token " << t;
   }
 }
 

@@ -103,7 +103,10 @@ std::string BlasKernelsReport() {
 }
 
 std::string KernelsReport() {
-  return absl::StrCat("OpenBLAS ", BlasKernelsReport(), "; FFN kernels ", BestRowDotKernels().name);
+  std::string report =
+      absl::StrCat("OpenBLAS ", BlasKernelsReport(), "; FFN kernels ", BestRowDotKernels().name);
+  if (Avx512VnniRowDotKernels() != nullptr) absl::StrAppend(&report, " (int8 dots: avx512vnni)");
+  return report;
 }
 
 void SetBlasThreads(int threads) { openblas_set_num_threads(threads < 1 ? 1 : threads); }

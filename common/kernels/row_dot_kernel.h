@@ -1,21 +1,32 @@
-// The inner loops of the FFN kernels, in two builds: AVX-512 (chosen at run time when the CPU has
-// it; compiled with a target pragma, so no -march flag is needed) and portable C++. Stateless and
-// thread-safe. Internal to the FFN kernels; SwigluForward is the public face.
+// The inner loops of the FFN kernels, in three builds: AVX-512, AVX-512 with VNNI's int8 dots (each
+// chosen at run time when the CPU has it; compiled with a target pragma, so no -march flag is
+// needed) and portable C++. Stateless and thread-safe. Internal to the FFN kernels; SwigluForward
+// is the public face.
 //
 // The dots read each weight row from memory once for all tokens: rows are taken four at a time and
 // dotted with up to six tokens at once (24 accumulators in registers); more tokens are split into
 // even tiles that re-read the same four rows from L1, never from DRAM. BF16 and int8 rows are
 // widened to float32 in registers (exact), so x and all sums stay float32; an int8 row's sums are
-// multiplied by its scale at the end.
+// multiplied by its scale at the end. The VNNI set's int8 dots instead round the activations to
+// int16 (per token: x ≈ x_scale · xq, |xq| ≤ Int8ActivationLevels(k)) and sum q · xq exactly in
+// int32: the activations' rounding (~1/33 000 of each token's largest value) is their only error.
 #ifndef MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 
+#include <algorithm>
 #include <cstdint>
 
 namespace moe {
 
+// The int16 levels activations are rounded to for int8 dots over k columns: 16 383, fewer past
+// k = 8 256, so that no int32 lane of the VNNI dots (k / 8 products of at most 127 · levels each)
+// can overflow.
+inline int64_t Int8ActivationLevels(int64_t k) {
+  return std::min<int64_t>(16383, int64_t{2147483647} / (127 * ((k + 7) / 8)));
+}
+
 struct RowDotKernels {
-  const char* name;  // "avx512" or "portable"
+  const char* name;  // "avx512vnni", "avx512" or "portable"
   // out[t * ldo + r] = Σ_{i<k} w[r * ldw + i] · x[t * ldx + i] for r < rows, t < tokens.
   void (*dots_f32)(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
                    int64_t ldx, int64_t tokens, float* out, int64_t ldo);
@@ -37,13 +48,26 @@ struct RowDotKernels {
   // As unpack_bf16, for an Int8Matrix: the dequantised values scales[r] · q[r][c].
   void (*unpack_int8)(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                       int64_t cols, float* out, int64_t ldo);
+  // The VNNI set only (null in the others). Rounds each token's k values (x[t * ldx + i]) to
+  // xq[t * ldq + i] with x ≈ x_scales[t] · xq, |xq| ≤ Int8ActivationLevels(k); *finite = false
+  // (and xq incomplete) when a value is not finite.
+  void (*quantize_activations)(const float* x, int64_t ldx, int64_t tokens, int64_t k, int16_t* xq,
+                               int64_t ldq, float* x_scales, bool* finite) = nullptr;
+  // dots_int8 over rounded activations: out[t * ldo + r] = scales[r] · x_scales[t] ·
+  // Σ_{i<k} q[r][i] · xq[t * ldq + i], the sum exact (int32 lanes, added in double).
+  void (*dots_int8_quantized)(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
+                              const int16_t* xq, int64_t ldq, const float* x_scales, int64_t tokens,
+                              float* out, int64_t ldo) = nullptr;
 };
 
 const RowDotKernels& PortableRowDotKernels();
 // nullptr when this CPU (or compiler) has no AVX-512F/BW/VL/DQ.
 const RowDotKernels* Avx512RowDotKernels();
-// The fastest set this CPU runs; `allow_avx512` = false forces the portable one (tests).
-const RowDotKernels& BestRowDotKernels(bool allow_avx512 = true);
+// The AVX-512 set with the int8 dots above; nullptr without AVX512-VNNI too.
+const RowDotKernels* Avx512VnniRowDotKernels();
+// The fastest set this CPU runs; `allow_avx512` = false forces the portable one. The VNNI set only
+// with `allow_vnni` (it differs in the int8 dots alone, which SwigluForward asks it for).
+const RowDotKernels& BestRowDotKernels(bool allow_avx512 = true, bool allow_vnni = false);
 
 }  // namespace moe
 

@@ -107,8 +107,10 @@ const RowDotKernels& PortableRowDotKernels() {
   return kernels;
 }
 
-const RowDotKernels& BestRowDotKernels(bool allow_avx512) {
+const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_vnni) {
   static const RowDotKernels* const avx512 = Avx512RowDotKernels();
+  static const RowDotKernels* const vnni = Avx512VnniRowDotKernels();
+  if (allow_avx512 && allow_vnni && vnni != nullptr) return *vnni;
   if (allow_avx512 && avx512 != nullptr) return *avx512;
   return PortableRowDotKernels();
 }

@@ -48,7 +48,9 @@ absl::StatusOr<SwigluKernelCap> SwigluKernelCapFromEnv() {
 absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
   ASSIGN_OR_RETURN(const SwigluKernelCap cap, SwigluKernelCapFromEnv());
   const bool allow_avx512 = cap != SwigluKernelCap::kPortable;
-  std::string summary = absl::StrCat(BestRowDotKernels(allow_avx512).name, " streaming");
+  // AVX512-VNNI serves the int8 dots only; capped like AVX512-BF16 by MOE_KERNELS=avx512.
+  const bool vnni = storage == WeightStorage::kInt8 && cap != SwigluKernelCap::kAvx512;
+  std::string summary = absl::StrCat(BestRowDotKernels(allow_avx512, vnni).name, " streaming");
   const int64_t blas_from = SwigluBlasMinTokens(storage, allow_avx512);
   if (storage == WeightStorage::kBF16 && allow_avx512 && cap != SwigluKernelCap::kAvx512 &&
       Avx512Bf16DotKernels() != nullptr) {
@@ -74,7 +76,10 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
   const bool allow_avx512 = options.allow_avx512 && cap != SwigluKernelCap::kPortable;
   const bool allow_bf16_dot =
       allow_avx512 && options.allow_avx512_bf16 && cap != SwigluKernelCap::kAvx512;
-  const RowDotKernels& kernels = BestRowDotKernels(allow_avx512);
+  const bool allow_vnni = allow_avx512 && options.allow_avx512_vnni &&
+                          cap != SwigluKernelCap::kAvx512 &&
+                          weights.storage() == WeightStorage::kInt8;
+  const RowDotKernels& kernels = BestRowDotKernels(allow_avx512, allow_vnni);
   const Bf16DotKernels* dot =
       allow_bf16_dot && weights.bf16() != nullptr ? Avx512Bf16DotKernels() : nullptr;
   if (options.path == SwigluPath::kBf16Dot && dot == nullptr) {

@@ -13,6 +13,9 @@
 // products per instruction, summing in float32 (common/kernels/bf16_dot_kernel.h): about twice the
 // FLOP/s of the float32 kernels where the FFN is compute bound. Its error against the exact result
 // is stated in README.md (bf16 activations round each x and each activation by at most 2^-9).
+// Int8 weights on a CPU with AVX512-VNNI: the streaming dots round x and the hidden activations to
+// int16 per token (Int8ActivationLevels, common/kernels/row_dot_kernel.h) and sum int8 · int16
+// products exactly in int32, instead of widening every weight to float32.
 // The MOE_KERNELS environment variable (auto, avx512bf16, avx512, portable; read once per process)
 // caps the instruction sets every call may use, as the options below do per call.
 //
@@ -69,8 +72,9 @@ int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512 = true);
 // bf16-activation path (measured on the 2-core Zen 5, bench/README.md).
 inline constexpr int64_t kSwigluBf16DotMinTokens = 16;
 
-// A cap on the instruction sets SwigluForward may use: "auto" (or empty: none), "avx512bf16",
-// "avx512" (no AVX512-BF16), "portable" (no AVX-512). InvalidArgument naming the accepted values
+// A cap on the instruction sets SwigluForward may use: "auto" (or empty: none), "avx512bf16"
+// (the same on CPUs without AMX), "avx512" (no AVX512-BF16 or AVX512-VNNI), "portable" (no
+// AVX-512). InvalidArgument naming the accepted values
 // for anything else.
 enum class SwigluKernelCap { kAuto, kAvx512Bf16, kAvx512, kPortable };
 absl::StatusOr<SwigluKernelCap> ParseSwigluKernelCap(absl::string_view value);
@@ -88,7 +92,8 @@ enum class SwigluPath { kAuto, kStreaming, kBlas, kBf16Dot };
 // What one SwigluForward call did, for tests and benchmarks.
 struct SwigluReport {
   SwigluPath path = SwigluPath::kAuto;  // the path taken: kStreaming, kBlas or kBf16Dot
-  // The kernels used: "avx512bf16" on kBf16Dot, else the row-dot kernels, "avx512" or "portable".
+  // The kernels used: "avx512bf16" on kBf16Dot, else the row-dot kernels: "avx512vnni" (int8
+  // weights), "avx512" or "portable".
   const char* kernels = "";
   bool copied_input = false;  // x was copied into the streaming kernel's layout
 };
@@ -99,6 +104,7 @@ struct SwigluOptions {
   SwigluPath path = SwigluPath::kAuto;
   bool allow_avx512 = true;       // false forces the portable kernels (and no AVX512-BF16)
   bool allow_avx512_bf16 = true;  // false: never the bf16-activation path
+  bool allow_avx512_vnni = true;  // false: int8 dots widen to float32 (no AVX512-VNNI)
   // The streaming path's threads (the caller's plus the pool's helpers); nullptr: the calling
   // thread only. Not owned.
   KernelThreadPool* pool = nullptr;

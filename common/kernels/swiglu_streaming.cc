@@ -1,5 +1,6 @@
 // The few-token path of SwigluForward (see common/kernels/swiglu_paths.h).
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "common/kernels/swiglu_ffn.h"
@@ -39,24 +40,49 @@ bool ReadableInPlace(ConstMatrixView x) {
   return true;
 }
 
-// dots(first_row, rows, x, ldx, tokens, out, ldo) over one projection, whatever its storage.
+// A projection's input rows: float32, and for the VNNI set's int8 dots the same rows rounded to
+// int16 (RowDotKernels::quantize_activations; xq null when not rounded).
+struct Activations {
+  const float* x;
+  int64_t ld;
+  const int16_t* xq = nullptr;  // [tokens, ld]
+  const float* x_scales = nullptr;
+};
+
+// Rounds `rows` of `in` (tokens t0 ≤ t < t1, k values each) into `xq` and `x_scales`; sets
+// finite[t] to whether it could (a non-finite value).
+void RoundRows(const RowDotKernels& kernels, const float* x, int64_t ld, int64_t k, int64_t t0,
+               int64_t t1, int16_t* xq, float* x_scales, std::vector<uint8_t>& finite) {
+  for (int64_t t = t0; t < t1; ++t) {
+    bool ok = false;
+    kernels.quantize_activations(x + t * ld, ld, 1, k, xq + t * ld, ld, x_scales + t, &ok);
+    finite[t] = ok;
+  }
+}
+
+// dots(first_row, rows, in[t0, t0 + tokens), out, ldo) over one projection, whatever its storage.
 class RowBlocks {
  public:
   RowBlocks(const Matrix* f32, const Bf16Matrix* bf16, const Int8Matrix* int8,
             const RowDotKernels& kernels)
       : f32_(f32), bf16_(bf16), int8_(int8), kernels_(kernels) {}
 
-  void Dots(int64_t first_row, int64_t rows, const float* x, int64_t ldx, int64_t tokens,
+  void Dots(int64_t first_row, int64_t rows, const Activations& in, int64_t t0, int64_t tokens,
             float* out, int64_t ldo) const {
-    if (int8_ != nullptr) {
+    const float* x = in.x + t0 * in.ld;
+    if (int8_ != nullptr && in.xq != nullptr) {
+      kernels_.dots_int8_quantized(int8_->quad(first_row / Int8Matrix::kQuadRows),
+                                   int8_->scales(first_row), rows, int8_->padded_cols(),
+                                   in.xq + t0 * in.ld, in.ld, in.x_scales + t0, tokens, out, ldo);
+    } else if (int8_ != nullptr) {
       kernels_.dots_int8(int8_->quad(first_row / Int8Matrix::kQuadRows), int8_->scales(first_row),
-                         rows, int8_->padded_cols(), x, ldx, tokens, out, ldo);
+                         rows, int8_->padded_cols(), x, in.ld, tokens, out, ldo);
     } else if (bf16_ != nullptr) {
       kernels_.dots_bf16(bf16_->quad(first_row / Bf16Matrix::kQuadRows), rows, bf16_->padded_cols(),
-                         x, ldx, tokens, out, ldo);
+                         x, in.ld, tokens, out, ldo);
     } else {
-      kernels_.dots_f32(f32_->row(first_row), f32_->cols(), rows, f32_->cols(), x, ldx, tokens, out,
-                        ldo);
+      kernels_.dots_f32(f32_->row(first_row), f32_->cols(), rows, f32_->cols(), x, in.ld, tokens,
+                        out, ldo);
     }
   }
 
@@ -106,6 +132,28 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
   }
   std::vector<float> act(tokens * ldact);  // zeros past h
 
+  // The VNNI int8 dots read activations rounded to int16: x once here, the hidden activations in
+  // a phase of their own once phase 1 wrote them. A token with a non-finite value (an overflow the
+  // caller reports) keeps the float dots for its phase.
+  const bool round_activations =
+      weights.int8() != nullptr && kernels.dots_int8_quantized != nullptr;
+  Activations input{xp, ldx}, hidden{act.data(), ldact};
+  std::vector<int16_t> xq, actq;
+  std::vector<float> x_scales, act_scales;
+  std::vector<uint8_t> x_finite(tokens), act_finite(tokens);
+  if (round_activations) {
+    xq.resize(tokens * ldx);
+    x_scales.resize(tokens);
+    actq.resize(tokens * ldact);
+    act_scales.resize(tokens);
+    RoundRows(kernels, xp, ldx, (d + 15) / 16 * 16, 0, tokens, xq.data(), x_scales.data(),
+              x_finite);
+    if (std::all_of(x_finite.begin(), x_finite.end(), [](uint8_t ok) { return ok; })) {
+      input.xq = xq.data();
+      input.x_scales = x_scales.data();
+    }
+  }
+
   // Phase 1 over hidden quads [q0, q1): blocks of kHiddenPerBlock hidden units, one after the
   // other, so gate and up are each read as one contiguous stream.
   auto gate_up = [&](int64_t q0, int64_t q1) {
@@ -114,8 +162,8 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
       const int64_t n = std::min({kHiddenPerBlock, h - j0, 4 * q1 - j0});
       for (int64_t t0 = 0; t0 < tokens; t0 += kTokenChunk) {
         const int64_t m = std::min(kTokenChunk, tokens - t0);
-        gate.Dots(j0, n, xp + t0 * ldx, ldx, m, sums, 2 * n);
-        up.Dots(j0, n, xp + t0 * ldx, ldx, m, sums + n, 2 * n);
+        gate.Dots(j0, n, input, t0, m, sums, 2 * n);
+        up.Dots(j0, n, input, t0, m, sums + n, 2 * n);
         for (int64_t t = 0; t < m; ++t) {
           kernels.silu_mul(sums + t * 2 * n, sums + t * 2 * n + n,
                            act.data() + (t0 + t) * ldact + j0, n);
@@ -123,20 +171,34 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
       }
     }
   };
+  // With rounded activations: the hidden ones, tokens [t0, t1).
+  auto round_hidden = [&](int64_t t0, int64_t t1) {
+    RoundRows(kernels, act.data(), ldact, (h + 15) / 16 * 16, t0, t1, actq.data(),
+              act_scales.data(), act_finite);
+  };
   // Phase 2 over output quads [q0, q1).
   auto project_down = [&](int64_t q0, int64_t q1) {
     const int64_t o0 = 4 * q0, o1 = std::min(4 * q1, d);
-    down.Dots(o0, o1 - o0, act.data(), ldact, tokens, y.data + o0, y.stride);
+    Activations in = hidden;
+    if (round_activations &&
+        std::all_of(act_finite.begin(), act_finite.end(), [](uint8_t ok) { return ok; })) {
+      in.xq = actq.data();
+      in.x_scales = act_scales.data();
+    }
+    down.Dots(o0, o1 - o0, in, 0, tokens, y.data + o0, y.stride);
   };
 
   const KernelThreadPool::Phase phases[] = {
       {(h + 3) / 4, kMinHiddenQuadsPerChunk, gate_up},
+      {round_activations ? tokens : 0, 1, round_hidden},
       {(d + 3) / 4, kMinOutputQuadsPerChunk, project_down},
   };
   if (pool != nullptr && pool->threads() > 1 && weights.bytes() >= kMinParallelBytes) {
     pool->Run(phases);
   } else {
-    for (const KernelThreadPool::Phase& phase : phases) phase.run(0, phase.units);
+    for (const KernelThreadPool::Phase& phase : phases) {
+      if (phase.units > 0) phase.run(0, phase.units);
+    }
   }
 }
 
