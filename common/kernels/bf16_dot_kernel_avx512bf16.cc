@@ -17,6 +17,7 @@
 #include <array>
 #include <utility>
 
+#include "common/kernels/token_tiles.h"
 #include "common/tensor/bf16_matrix.h"
 
 #if defined(__clang__)
@@ -107,13 +108,9 @@ void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* x, int
   static constexpr auto kTiles = TileTable(std::make_integer_sequence<int, kMaxTokens>());
   for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
     const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
-    // Tiles as even as possible (13 tokens run as 7 + 6, not 12 + 1).
-    int64_t tiles = (tokens + kMaxTokens - 1) / kMaxTokens;
-    for (int64_t t = 0; t < tokens; --tiles) {
-      const int64_t tile = (tokens - t + tiles - 1) / tiles;
+    ForEachTokenTile(tokens, kMaxTokens, [&](int64_t t, int64_t tile) {
       kTiles[tile - 1](quads + r0 * k, n, k, x + t * ldx, ldx, out + t * ldo + r0, ldo, t == 0);
-      t += tile;
-    }
+    });
   }
 }
 

@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "common/kernels/int8_matrix.h"
+#include "common/kernels/token_tiles.h"
 #include "common/tensor/bf16_matrix.h"
 
 #if defined(__clang__)
@@ -186,19 +187,16 @@ constexpr std::array<TileFn<Rows>, sizeof...(Ts)> TileTable(std::integer_sequenc
   return {&Tile<Rows, Ts + 1>...};
 }
 
-// All token tiles of one group of four rows. Tiles are as even as possible (8 tokens run as 4 + 4,
-// not 6 + 2). Measured: two tiles of four rows beat one tile of two rows × 8 tokens by ~40%
-// (the latter spends a load on x for every two FMAs).
+// All token tiles of one group of four rows (token_tiles.h: 8 tokens run as 4 + 4, not 6 + 2).
+// Measured: two tiles of four rows beat one tile of two rows × 8 tokens by ~40% (the latter spends
+// a load on x for every two FMAs).
 template <typename Rows>
 void GroupDots(const Rows& rows, int num_rows, int64_t k, const float* x, int64_t ldx,
                int64_t tokens, float* out, int64_t ldo) {
   static constexpr auto kTiles = TileTable<Rows>(std::make_integer_sequence<int, kMaxTokens>());
-  int64_t tiles = (tokens + kMaxTokens - 1) / kMaxTokens;
-  for (int64_t t = 0; t < tokens; --tiles) {
-    const int64_t tile = (tokens - t + tiles - 1) / tiles;
+  ForEachTokenTile(tokens, kMaxTokens, [&](int64_t t, int64_t tile) {
     kTiles[tile - 1](rows, num_rows, k, x + t * ldx, ldx, out + t * ldo, ldo, t == 0);
-    t += tile;
-  }
+  });
 }
 
 void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,

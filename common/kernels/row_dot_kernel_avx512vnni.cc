@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "common/kernels/int8_matrix.h"
+#include "common/kernels/token_tiles.h"
 
 #if defined(__clang__)
 #pragma clang attribute push(                                                     \
@@ -123,14 +124,10 @@ void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, i
   static constexpr auto kTiles = TileTable(std::make_integer_sequence<int, kMaxTokens>());
   for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
     const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
-    // Tiles as even as possible (as row_dot_kernel_avx512.cc's GroupDots).
-    int64_t tiles = (tokens + kMaxTokens - 1) / kMaxTokens;
-    for (int64_t t = 0; t < tokens; --tiles) {
-      const int64_t tile = (tokens - t + tiles - 1) / tiles;
+    ForEachTokenTile(tokens, kMaxTokens, [&](int64_t t, int64_t tile) {
       kTiles[tile - 1](quads + r0 * k, scales + r0, n, k, xq + t * ldq, ldq, x_scales + t,
                        out + t * ldo + r0, ldo, t == 0);
-      t += tile;
-    }
+    });
   }
 }
 
