@@ -3,7 +3,9 @@
 // everything queued — up to max_batch_tokens tokens — as one FFN call, so concurrent requests'
 // tokens meet in one GEMM and the expert's weights are read once for all of them. An idle expert
 // runs a call at once: nothing waits when nothing else is queued (unless max_wait > 0 asks the
-// leader to linger for more tokens). No extra threads: callers do the work.
+// leader to linger for more tokens). No extra threads: callers do the work. A call of several
+// expert groups (ComputeGroups, top-k routing) queues them all at once, so each can join another
+// caller's batch while the call works through the others.
 //
 // A call names its token rows (a request's tokens and the rows of one expert group); the leader
 // gathers the rows of every call of a batch once, straight into one buffer laid out as the compute

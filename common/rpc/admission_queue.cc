@@ -14,7 +14,8 @@ constexpr double kServiceWeight = 1.0 / 8;
 // A call needs this many expected service times of deadline left to start. The mean hides the
 // spread of run times under load: with a margin of 1, a fifth of the calls admitted at a
 // 256-call flood (scripts/resilience-figures --only=a) still finished after their deadline,
-// work the cluster did for nobody; with 2, a twentieth, and 5-8% more calls succeeded.
+// work the cluster did for nobody; with 2, a twentieth, and goodput rose from 72-73% to 74-78%
+// of what the cluster serves at concurrency 8.
 constexpr int kServiceMargin = 2;
 
 }  // namespace
