@@ -95,9 +95,10 @@ ABSL_FLAG(int, drain_s, 5,
 ABSL_FLAG(int, max_threads, 512,
           "Most gRPC server threads (handlers and pollers; a queued Forward call holds one); "
           "0 = unbounded (with --max_inflight=0)");
-ABSL_FLAG(int, max_inflight, 64,
-          "Most Forward calls computed at once; more wait in a queue of --max_queued. 0: no limit "
-          "and no queue (with --max_threads=0)");
+ABSL_FLAG(int, max_inflight, 32,
+          "Most Forward calls computed at once (each sends a call to each of its shards, which "
+          "admit 48 at once by default); more wait in a queue of --max_queued. 0: no limit and "
+          "no queue (with --max_threads=0)");
 ABSL_FLAG(int, max_inflight_tokens, 512,
           "Most tokens of the Forward calls computed at once (a call alone always may): the work "
           "in flight, which a small machine saturates with a few large calls, while one-token "
@@ -107,7 +108,7 @@ ABSL_FLAG(int, max_queued, -1,
           "call is refused (RESOURCE_EXHAUSTED) as soon as its deadline leaves less than twice "
           "what a call takes; newest first once the queue falls behind. --max_inflight + "
           "--max_queued must be at most --max_threads - 4, so that threads remain to refuse "
-          "with. -1: what that leaves (444 with the defaults: a queue deeper than the clients' "
+          "with. -1: what that leaves (476 with the defaults: a queue deeper than the clients' "
           "concurrency refuses each call once, near its deadline, instead of again and again)");
 ABSL_FLAG(int, max_queued_mb, 256,
           "Most MiB of request bytes the queued Forward calls may hold; beyond, RESOURCE_EXHAUSTED "

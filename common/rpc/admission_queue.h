@@ -51,8 +51,8 @@ struct AdmissionQueueOptions {
   // is refused at once, so a deep queue of large requests cannot exhaust memory.
   int64_t max_queued_bytes = 0;
   // Tokens of the calls served at once (0 = no token bound): the work in flight, whatever the
-  // calls' sizes. Eight 64-token calls or 64 one-token calls finish in about the same time, and
-  // one-token calls must run together for the shards to batch them.
+  // calls' sizes: a few large calls saturate a small machine, while one-token calls must run
+  // together for the shards to batch them.
   int64_t max_running_tokens = 0;
 };
 
