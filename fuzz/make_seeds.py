@@ -77,6 +77,9 @@ requests = {
     "not_held": tokens + " groups { expert: 5 rows: 0 }",
     "bad_row": tokens + " groups { expert: 0 rows: 2 }",
     "bad_shape": "tokens { shape: 1 shape: 7 values: 1 } groups { expert: 0 rows: 0 }",
+    # Groups naming no rows, answered as f32_data: their outputs hold no values at all.
+    "empty_groups_f32": tokens + " groups { expert: 0 } groups { expert: 3 rows: 1 }"
+                        " groups { expert: 3 } reply_encoding: TENSOR_ENCODING_F32",
     "empty": "",
 }
 for name, text in requests.items():
