@@ -102,7 +102,7 @@ BENCHMARK(BM_Switch)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
-// The switch point of the bf16-activation path (kSwigluBf16DotMinTokens): BF16 weights on the
+// The switch point of the bf16-activation path (the kernels' min_tokens): BF16 weights on the
 // streaming kernel (float32 activations) against the bf16-activation path.
 void BM_Bf16Switch(benchmark::State& state) { BM_Swiglu(state); }
 BENCHMARK(BM_Bf16Switch)

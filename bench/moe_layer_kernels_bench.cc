@@ -5,8 +5,9 @@
 //   fp32           F32 weights, the automatic path (today's float32)
 //   fp32_sgemm     F32 weights, OpenBLAS sgemm forced
 //   bf16_f32act    BF16 weights, float32 activations (the path before the bf16-activation kernels)
-//   bf16           BF16 weights, the automatic path (bf16 activations from kSwigluBf16DotMinTokens
-//                  tokens per expert where the CPU has AVX512-BF16)
+//   bf16_avx512bf16  BF16 weights, the automatic path without AMX tiles
+//   bf16           BF16 weights, the automatic path (bf16 activations from SwigluBf16DotMinTokens()
+//                  tokens per expert where the CPU has AVX512-BF16; AMX tiles where it has AMX)
 // Each round runs every variant once, back to back, in an order that rotates from round to round;
 // reported are the median tokens/s over rounds and the median over rounds of each variant's ratio
 // to fp32 in the same round (use a multiple of 4 rounds so each variant leads equally often).
@@ -61,8 +62,10 @@ std::vector<Variant> Variants() {
   Variant sgemm{"fp32_sgemm", false, PoolOptions(SwigluPath::kBlas)};
   Variant bf16_f32act{"bf16_f32act", true, PoolOptions()};
   bf16_f32act.options.allow_avx512_bf16 = false;
+  Variant bf16_no_amx{"bf16_avx512bf16", true, PoolOptions()};
+  bf16_no_amx.options.allow_amx = false;
   Variant bf16{"bf16", true, PoolOptions()};
-  return {fp32, sgemm, bf16_f32act, bf16};
+  return {fp32, sgemm, bf16_f32act, bf16_no_amx, bf16};
 }
 
 double Now(bool cpu_clock) {

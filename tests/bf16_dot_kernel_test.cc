@@ -1,7 +1,8 @@
-// The bf16-activation FFN path (common/kernels/bf16_dot_kernel.h, SwigluBf16Dot): the AVX512-BF16
-// dots against loops in double, SwigluForward on that path against the triple-loop reference in
-// double (tests/swiglu_test_util.h) within an error bound derived below, and the dispatch: which
-// path and kernels run, and the fall-back when AVX512-BF16 is forced off or capped by MOE_KERNELS.
+// The bf16-activation FFN path (common/kernels/bf16_dot_kernel.h, SwigluBf16Dot), for each of its
+// kernels (AVX512-BF16 and AMX-BF16; a kernel this CPU lacks is skipped, saying so): the dots
+// against loops in double, SwigluForward on that path against the triple-loop reference in double
+// (tests/swiglu_test_util.h) within an error bound derived below, and the dispatch: which path and
+// kernels run, and the fall-backs when AMX or AVX512-BF16 is forced off or capped by MOE_KERNELS.
 //
 // Error bound of the path, element by element (u = 2^-9, the relative rounding error of a bf16
 // round-to-nearest; e = 2^-24, float32's). Weights are bf16 already (the reference uses them
@@ -45,55 +46,83 @@ constexpr double kE = 1.0 / (1 << 24);  // float32: 2^-24
 constexpr double kSiluSlope = 1.1;      // max |d/dg silu(g)| = 1.0998…
 constexpr double kSecondOrderSlack = 1.25;
 
-const Bf16DotKernels* Kernels() { return Avx512Bf16DotKernels(); }
+// The kernels under test, by name; nullptr where this CPU has not got them.
+const Bf16DotKernels* KernelsNamed(const std::string& name) {
+  return name == "amx-bf16" ? AmxBf16DotKernels() : Avx512Bf16DotKernels();
+}
+const std::vector<std::string> kKernelNames = {"avx512bf16", "amx-bf16"};
 
-#define SKIP_WITHOUT_AVX512_BF16() \
-  if (Kernels() == nullptr) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+// For test names: "amx-bf16" → "amx_bf16".
+std::string Identifier(std::string name) {
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
+}
+
+#define SKIP_WITHOUT(kernels, name) \
+  if ((kernels) == nullptr) GTEST_SKIP() << "this CPU has no " << (name);
+
+// Packs rows [0, x.rows) of x (k ≤ padded columns) into a zeroed packed block, each row in two
+// calls split at `split` so that packing from a column inside a 16-column chunk is exercised too.
+std::vector<uint16_t> Packed(const Bf16DotKernels& kernels, const Matrix& x, int64_t padded,
+                             int64_t split) {
+  std::vector<uint16_t> packed(kernels.packed_values(x.rows(), padded), 0);
+  const int64_t k = x.cols(), first = std::min(split, k);
+  for (int64_t t = 0; t < x.rows(); ++t) {
+    kernels.pack(x.row(t), first, t, 0, padded, packed.data());
+    kernels.pack(x.row(t) + first, k - first, t, first, padded, packed.data());
+  }
+  return packed;
+}
 
 // ---- The dots alone: bf16 × bf16 products are exact in float32, so only the sums round. ----
 
 struct DotCase {
+  std::string kernels;
   int64_t rows, k, tokens;
 };
 
 class Bf16DotsTest : public ::testing::TestWithParam<DotCase> {};
 
+// Every token range a caller may ask for: all of them, and (past 8) from the second group on.
 TEST_P(Bf16DotsTest, MatchLoopsInDouble) {
-  SKIP_WITHOUT_AVX512_BF16();
-  const auto [rows, k, tokens] = GetParam();
+  const auto& [name, rows, k, tokens] = GetParam();
+  const Bf16DotKernels* kernels = KernelsNamed(name);
+  SKIP_WITHOUT(kernels, name);
   std::mt19937 rng(static_cast<unsigned>(rows * 1000 + k + tokens));
-  const Matrix wf = RandomMatrix(rows, k, 1.0f, rng);
-  const Bf16Matrix w = Bf16Matrix::RoundFrom(wf);
-  const int64_t kp = w.padded_cols(), ldx = kp + 5;  // an odd stride: any ldx is allowed
-  std::vector<uint16_t> x(tokens * ldx, 0x7fc0);     // NaN past the padded columns: never read
+  const Bf16Matrix w = Bf16Matrix::RoundFrom(RandomMatrix(rows, k, 1.0f, rng));
+  const int64_t kp = w.padded_cols();
   const Matrix xf = RandomMatrix(tokens, k, 1.0f, rng);
-  for (int64_t t = 0; t < tokens; ++t) {
-    Kernels()->round_to_bf16(xf.row(t), k, x.data() + t * ldx);
-    std::fill(x.data() + t * ldx + k, x.data() + t * ldx + kp, 0);
-  }
-  const int64_t ldo = rows + 3;
-  std::vector<float> out(tokens * ldo, -7.0f);
-  Kernels()->dots(w.quad(0), rows, kp, x.data(), ldx, tokens, out.data(), ldo);
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int64_t r = 0; r < rows; ++r) {
-      double want = 0, magnitude = 0;
-      for (int64_t i = 0; i < k; ++i) {
-        const double p = static_cast<double>(w.at(r, i)) * Bf16ToF32(x[t * ldx + i]);
-        want += p;
-        magnitude += std::abs(p);
+  const std::vector<uint16_t> packed = Packed(*kernels, xf, kp, /*split=*/5);
+  for (const int64_t first : {int64_t{0}, kBf16DotTokenAlign}) {
+    if (first >= tokens) continue;
+    const int64_t count = tokens - first, ldo = rows + 3;
+    std::vector<float> out(count * ldo, -7.0f);
+    kernels->dots(w.quad(0), rows, kp, packed.data(), first, count, out.data(), ldo);
+    for (int64_t t = 0; t < count; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        double want = 0, magnitude = 0;
+        for (int64_t i = 0; i < k; ++i) {
+          const double p =
+              static_cast<double>(w.at(r, i)) * Bf16ToF32(F32ToBf16(xf.row(first + t)[i]));
+          want += p;
+          magnitude += std::abs(p);
+        }
+        ASSERT_NEAR(out[t * ldo + r], want, (kp + 2) * kE * magnitude + 1e-30)
+            << "row " << r << " token " << first + t << " (from token " << first << ")";
       }
-      ASSERT_NEAR(out[t * ldo + r], want, (kp + 2) * kE * magnitude + 1e-30)
-          << "row " << r << " token " << t;
+      for (int64_t r = rows; r < ldo; ++r) ASSERT_EQ(out[t * ldo + r], -7.0f) << "wrote past rows";
     }
-    for (int64_t r = rows; r < ldo; ++r) ASSERT_EQ(out[t * ldo + r], -7.0f) << "wrote past rows";
   }
 }
 
 std::vector<DotCase> DotCases() {
   std::vector<DotCase> cases;
-  for (int64_t tokens : {1, 3, 12, 13, 16, 64, 257}) {
-    for (auto [rows, k] : {std::pair<int64_t, int64_t>{1, 16}, {7, 100}, {33, 203}, {4, 1024}}) {
-      cases.push_back({rows, k, tokens});
+  for (const std::string& name : kKernelNames) {
+    for (int64_t tokens : {1, 3, 12, 13, 16, 17, 64, 257}) {
+      for (auto [rows, k] :
+           {std::pair<int64_t, int64_t>{1, 16}, {7, 100}, {33, 203}, {4, 1024}, {130, 48}}) {
+        cases.push_back({name, rows, k, tokens});
+      }
     }
   }
   return cases;
@@ -101,22 +130,42 @@ std::vector<DotCase> DotCases() {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, Bf16DotsTest, ::testing::ValuesIn(DotCases()),
                          [](const ::testing::TestParamInfo<DotCase>& info) {
-                           return absl::StrCat("rows", info.param.rows, "_k", info.param.k, "_M",
+                           return absl::StrCat(Identifier(info.param.kernels), "_rows",
+                                               info.param.rows, "_k", info.param.k, "_M",
                                                info.param.tokens);
                          });
 
-TEST(Bf16RoundTest, RoundsToNearestEvenLikeTheScalarConversion) {
-  SKIP_WITHOUT_AVX512_BF16();
+class Bf16PackTest : public ::testing::TestWithParam<std::string> {};
+
+// Through the identity matrix, dots return the packed values themselves: x rounded to nearest even.
+TEST_P(Bf16PackTest, RoundsToNearestEvenLikeTheScalarConversion) {
+  const Bf16DotKernels* kernels = KernelsNamed(GetParam());
+  SKIP_WITHOUT(kernels, GetParam());
+  constexpr int64_t kCols = 37, kTokens = 9;
   std::mt19937 rng(5);
-  std::vector<float> in(37);
-  for (float& v : in) v = std::ldexp(std::uniform_real_distribution<float>(-1, 1)(rng), 3);
-  in[0] = 1.0f + 1.0f / 256;  // a tie: rounds to even (1.0)
-  in[1] = 1.0f + 3.0f / 256;  // a tie: rounds to even (1 + 4/256)
-  std::vector<uint16_t> out(40, 0xabcd);
-  Kernels()->round_to_bf16(in.data(), 37, out.data());
-  for (int i = 0; i < 37; ++i) EXPECT_EQ(out[i], F32ToBf16(in[i])) << i;
-  for (int i = 37; i < 40; ++i) EXPECT_EQ(out[i], 0xabcd) << "wrote past n";
+  Matrix x(kTokens, kCols);
+  for (int64_t i = 0; i < x.size(); ++i) {
+    x.data()[i] = std::ldexp(std::uniform_real_distribution<float>(-1, 1)(rng), 3);
+  }
+  x.row(0)[0] = 1.0f + 1.0f / 256;  // a tie: rounds to even (1.0)
+  x.row(0)[1] = 1.0f + 3.0f / 256;  // a tie: rounds to even (1 + 4/256)
+  Matrix eye(kCols, kCols);
+  for (int64_t i = 0; i < kCols; ++i) eye.row(i)[i] = 1.0f;
+  const Bf16Matrix w = Bf16Matrix::RoundFrom(eye);
+  const std::vector<uint16_t> packed = Packed(*kernels, x, w.padded_cols(), /*split=*/19);
+  std::vector<float> out(kTokens * kCols);
+  kernels->dots(w.quad(0), kCols, w.padded_cols(), packed.data(), 0, kTokens, out.data(), kCols);
+  for (int64_t t = 0; t < kTokens; ++t) {
+    for (int64_t i = 0; i < kCols; ++i) {
+      ASSERT_EQ(out[t * kCols + i], Bf16ToF32(F32ToBf16(x.row(t)[i]))) << t << ", " << i;
+    }
+  }
 }
+
+INSTANTIATE_TEST_SUITE_P(Kernels, Bf16PackTest, ::testing::ValuesIn(kKernelNames),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return Identifier(info.param);
+                         });
 
 // ---- SwigluForward on the bf16-activation path against the reference in double. ----
 
@@ -155,6 +204,7 @@ std::vector<double> ErrorBound(const SwigluWeights::F32& w, const Matrix& x) {
 }
 
 struct FfnCase {
+  std::string kernels;
   int64_t d_model, width, tokens;
   int threads;
 };
@@ -162,8 +212,8 @@ struct FfnCase {
 class SwigluBf16DotTest : public ::testing::TestWithParam<FfnCase> {};
 
 TEST_P(SwigluBf16DotTest, WithinTheStatedBoundOfTheReferenceInDouble) {
-  SKIP_WITHOUT_AVX512_BF16();
   const FfnCase& c = GetParam();
+  SKIP_WITHOUT(KernelsNamed(c.kernels), c.kernels);
   std::mt19937 rng(static_cast<unsigned>(77 + c.tokens + c.d_model + c.width));
   const SwigluWeights w = RandomWeights(c.d_model, c.width, rng, WeightStorage::kBF16);
   const Matrix x = RandomMatrix(c.tokens, c.d_model, 1.0f, rng);
@@ -174,12 +224,13 @@ TEST_P(SwigluBf16DotTest, WithinTheStatedBoundOfTheReferenceInDouble) {
   KernelThreadPool pool(c.threads);
   SwigluOptions options;
   options.path = SwigluPath::kBf16Dot;
+  options.allow_amx = c.kernels == "amx-bf16";
   options.pool = &pool;
   SwigluReport report;
   options.report = &report;
   ASSERT_TRUE(SwigluForward(w, x, y, options).ok());
   EXPECT_EQ(report.path, SwigluPath::kBf16Dot);
-  EXPECT_STREQ(report.kernels, "avx512bf16");
+  EXPECT_EQ(report.kernels, c.kernels);
 
   const SwigluWeights::F32 wide = Widened(w);
   const std::vector<double> want = ReferenceSwiglu(wide, x);
@@ -211,22 +262,24 @@ TEST_P(SwigluBf16DotTest, WithinTheStatedBoundOfTheReferenceInDouble) {
 
 std::vector<FfnCase> FfnCases() {
   std::vector<FfnCase> cases;
-  for (int64_t tokens : {1, 3, 16, 64, 257}) {
-    // Odd widths and d_model not a multiple of 16 or 32; one shape large enough for every block.
-    for (auto [d, h] : {std::pair<int64_t, int64_t>{100, 200}, {203, 701}, {35, 33}}) {
-      cases.push_back({d, h, tokens, 1});
+  for (const std::string& name : kKernelNames) {
+    for (int64_t tokens : {1, 3, 16, 64, 257}) {
+      // Odd widths and d_model not a multiple of 16 or 32; one shape large enough for every block.
+      for (auto [d, h] : {std::pair<int64_t, int64_t>{100, 200}, {203, 701}, {35, 33}}) {
+        cases.push_back({name, d, h, tokens, 1});
+      }
     }
+    for (int64_t tokens : {16, 257}) cases.push_back({name, 203, 701, tokens, 2});
+    cases.push_back({name, 1000, 300, 70, 2});
   }
-  for (int64_t tokens : {16, 257}) cases.push_back({203, 701, tokens, 2});
-  cases.push_back({1000, 300, 70, 2});
   return cases;
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, SwigluBf16DotTest, ::testing::ValuesIn(FfnCases()),
                          [](const ::testing::TestParamInfo<FfnCase>& info) {
                            const FfnCase& c = info.param;
-                           return absl::StrCat("d", c.d_model, "_h", c.width, "_M", c.tokens,
-                                               "_threads", c.threads);
+                           return absl::StrCat(Identifier(c.kernels), "_d", c.d_model, "_h",
+                                               c.width, "_M", c.tokens, "_threads", c.threads);
                          });
 
 // ---- Dispatch. ----
@@ -247,16 +300,34 @@ SwigluReport Forward(const SwigluWeights& w, int64_t tokens, SwigluOptions optio
   return report;
 }
 
+// The best bf16-activation kernels this CPU has: "amx-bf16", "avx512bf16" or "" (neither).
+std::string BestBf16Kernels() {
+  if (AmxBf16DotKernels() != nullptr) return "amx-bf16";
+  return Avx512Bf16DotKernels() != nullptr ? "avx512bf16" : "";
+}
+
 TEST(SwigluBf16DispatchTest, Bf16WeightsTakeTheBf16PathFromTheSwitchPoint) {
-  SKIP_WITHOUT_AVX512_BF16();
+  SKIP_WITHOUT(Avx512Bf16DotKernels(), "avx512bf16");
   std::mt19937 rng(3);
   const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kBF16);
-  const int64_t s = kSwigluBf16DotMinTokens;
+  const int64_t s = SwigluBf16DotMinTokens();
   EXPECT_EQ(Forward(w, s - 1, {}).path, SwigluPath::kStreaming);
   const SwigluReport at = Forward(w, s, {});
   EXPECT_EQ(at.path, SwigluPath::kBf16Dot);
-  EXPECT_STREQ(at.kernels, "avx512bf16");
+  EXPECT_EQ(at.kernels, BestBf16Kernels());
   EXPECT_EQ(Forward(w, 257, {}).path, SwigluPath::kBf16Dot);
+}
+
+// On a CPU with AMX this forces the fall-back; elsewhere it is what runs anyway.
+TEST(SwigluBf16DispatchTest, WithoutAmxTheAvx512Bf16KernelsRun) {
+  SKIP_WITHOUT(Avx512Bf16DotKernels(), "avx512bf16");
+  std::mt19937 rng(8);
+  const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kBF16);
+  SwigluOptions no_amx;
+  no_amx.allow_amx = false;
+  const SwigluReport report = Forward(w, 64, no_amx);
+  EXPECT_EQ(report.path, SwigluPath::kBf16Dot);
+  EXPECT_STREQ(report.kernels, "avx512bf16");
 }
 
 TEST(SwigluBf16DispatchTest, FallsBackToTheFloat32KernelsWhenForcedOff) {
@@ -283,7 +354,7 @@ TEST(SwigluBf16DispatchTest, Float32WeightsNeverTakeTheBf16Path) {
   EXPECT_NE(Forward(w, 257, {}, &y).path, SwigluPath::kBf16Dot);
   const absl::StatusOr<std::string> summary = SwigluKernelSummary(WeightStorage::kF32);
   ASSERT_TRUE(summary.ok()) << summary.status();
-  EXPECT_EQ(summary->find("avx512bf16"), std::string::npos) << *summary;
+  EXPECT_EQ(summary->find("bf16"), std::string::npos) << *summary;
 }
 
 TEST(SwigluBf16DispatchTest, ForcingTheBf16PathWhereItCannotRunFails) {
@@ -306,13 +377,13 @@ TEST(SwigluKernelCapTest, ParsesEveryLevelAndNamesTheAcceptedValuesOtherwise) {
   EXPECT_EQ(*ParseSwigluKernelCap("avx512bf16"), SwigluKernelCap::kAvx512Bf16);
   EXPECT_EQ(*ParseSwigluKernelCap("avx512"), SwigluKernelCap::kAvx512);
   EXPECT_EQ(*ParseSwigluKernelCap("portable"), SwigluKernelCap::kPortable);
-  const absl::Status bad = ParseSwigluKernelCap("amx").status();
+  const absl::Status bad = ParseSwigluKernelCap("avx1024").status();
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.message().find("auto, avx512bf16, avx512, portable"), std::string::npos) << bad;
 }
 
-// Run as is (MOE_KERNELS unset) and by ctest with MOE_KERNELS=avx512, =portable and =amx (not a
-// level this build has: every call fails naming the accepted values), tests/CMakeLists.txt.
+// Run as is (MOE_KERNELS unset) and by ctest with MOE_KERNELS=avx512bf16, =avx512, =portable and
+// =avx1024 (not a level: every call fails naming the accepted values), tests/CMakeLists.txt.
 TEST(SwigluKernelCapTest, TheEnvironmentCapAppliesToEveryCall) {
   const char* env = std::getenv("MOE_KERNELS");
   const absl::StatusOr<SwigluKernelCap> cap = ParseSwigluKernelCap(env == nullptr ? "" : env);
@@ -334,14 +405,24 @@ TEST(SwigluKernelCapTest, TheEnvironmentCapAppliesToEveryCall) {
   ASSERT_TRUE(status.ok()) << status;
   const absl::StatusOr<std::string> summary = SwigluKernelSummary(WeightStorage::kBF16);
   ASSERT_TRUE(summary.ok()) << summary.status();
-  EXPECT_EQ(summary->find("avx512bf16") != std::string::npos, report.path == SwigluPath::kBf16Dot)
+  EXPECT_EQ(summary->find("(bf16 activations)") != std::string::npos,
+            report.path == SwigluPath::kBf16Dot)
       << *summary;
   EXPECT_EQ(summary->find("MOE_KERNELS") != std::string::npos, *cap != SwigluKernelCap::kAuto)
       << *summary;
   switch (*cap) {
     case SwigluKernelCap::kAuto:
+      EXPECT_EQ(report.path == SwigluPath::kBf16Dot, !BestBf16Kernels().empty());
+      if (report.path == SwigluPath::kBf16Dot) {
+        EXPECT_EQ(report.kernels, BestBf16Kernels());
+      }
+      break;
     case SwigluKernelCap::kAvx512Bf16:
-      EXPECT_EQ(report.path == SwigluPath::kBf16Dot, Kernels() != nullptr);
+      EXPECT_EQ(report.path == SwigluPath::kBf16Dot, Avx512Bf16DotKernels() != nullptr);
+      if (report.path == SwigluPath::kBf16Dot) {
+        EXPECT_STREQ(report.kernels, "avx512bf16");
+      }
+      EXPECT_EQ(summary->find("amx"), std::string::npos) << *summary;
       break;
     case SwigluKernelCap::kAvx512:
       EXPECT_NE(report.path, SwigluPath::kBf16Dot);

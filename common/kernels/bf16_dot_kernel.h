@@ -1,14 +1,24 @@
 // The inner loops of the bf16-activation FFN path (SwigluBf16Dot in swiglu_paths.h): dots of BF16
-// weight rows with bf16 token rows, two products per instruction with float32 accumulation
-// (AVX512-BF16 vdpbf16ps; AMD Zen 4/5 and Intel Cooper Lake / Sapphire Rapids have it). Built with
-// a target pragma (no -march flag) and only handed out after a run-time CPU check. Stateless and
+// weight rows with bf16 token rows, summed in float32. Two implementations, each built with a
+// target pragma (no -march flag) and only handed out after a run-time CPU check; stateless and
 // thread-safe. Internal to the FFN kernels; SwigluForward is the public face.
 //
-// Weights are read in their Bf16Matrix layout (common/tensor/bf16_matrix.h); each 64-byte load of a
-// quad's two interleaved rows is permuted in a register into the two rows' 16 consecutive columns,
-// so no repacked copy of the weights exists. Rows are taken four at a time (a quad) and dotted with
-// up to 12 tokens at once (24 accumulators); more tokens are split into even tiles that re-read the
-// quad from L1.
+// - "avx512bf16" (AVX512-BF16 vdpbf16ps, two products per instruction; AMD Zen 4/5, Intel Cooper
+//   Lake and later): rows four at a time (a quad), each 64-byte load of a quad's two interleaved
+//   rows permuted in a register into the two rows' 16 consecutive columns, dotted with up to 12
+//   tokens at once (24 accumulators); more tokens are split into even tiles that re-read the quad
+//   from L1. Tokens are packed as plain bf16 rows.
+// - "amx-bf16" (Intel AMX: TDPBF16PS multiplies a 16 × 32 bf16 tile by a 32 × 16 one into 16 × 16
+//   float32 sums; Sapphire Rapids and later): the weights are read in place as the left tile, one
+//   row of it per quad (that quad's rows a and b, interleaved, for 16 columns: 64 bytes, the
+//   Bf16Matrix layout unchanged) and a second tile for rows c and d. Each such tile row holds two
+//   weight rows, so each token takes two columns of the right tile, (x, 0) pairs for row a and
+//   (0, x) pairs for row b: half of the tile unit's products are with zeros. That was chosen over
+//   re-packing the weights (an 8 × 8 transpose per KB streamed) or keeping a second copy of them;
+//   at 16+ tokens it still multiplies ~4 times faster than DRAM delivers the weights
+//   (bench/README.md). Tokens are packed in those right tiles: for each group of 8 tokens and 16
+//   columns, 16 rows of 64 bytes. Linux grants the AMX tile state per process (arch_prctl
+//   ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels() asks once and returns nullptr if refused.
 #ifndef MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
 
@@ -16,19 +26,33 @@
 
 namespace moe {
 
+// `first_token` of a dots call is a multiple of this.
+inline constexpr int64_t kBf16DotTokenAlign = 8;
+
 struct Bf16DotKernels {
-  const char* name;  // "avx512bf16"
-  // out[t * ldo + r] = Σ_{i<k} w[r][i] · x[t * ldx + i] for r < rows, t < tokens, where w is the
-  // `rows` rows of a Bf16Matrix starting at quad `quads` and k = its padded_cols(); x holds bf16
-  // bit patterns (k of them per row, zeros past the real columns). Sums in float32.
-  void (*dots)(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* x, int64_t ldx,
-               int64_t tokens, float* out, int64_t ldo);
-  // out[i] = bf16(in[i]) for i < n, rounded to nearest, ties to even.
-  void (*round_to_bf16)(const float* in, int64_t n, uint16_t* out);
+  const char* name;        // "avx512bf16" or "amx-bf16"
+  int64_t rows_per_block;  // weight rows the FFN path hands to one dots call (a multiple of 4)
+  // SwigluForward takes these kernels from this many tokens per call (below: the streaming
+  // kernel), where they overtake it (measured, bench/README.md).
+  int64_t min_tokens;
+  // Token rows in this kernel's layout ("packed"), k columns each (k a multiple of 16): the number
+  // of uint16 values a packed block of `tokens` rows takes. The caller zero-fills it.
+  int64_t (*packed_values)(int64_t tokens, int64_t k);
+  // Columns [col, col + n) of packed token row `token` = bf16(in[0..n)), rounded to nearest, ties
+  // to even. Columns never set stay zero.
+  void (*pack)(const float* in, int64_t n, int64_t token, int64_t col, int64_t k, uint16_t* packed);
+  // out[(t − first_token) · ldo + r] = Σ_{i<k} w[r][i] · x_t[i] for r < rows and
+  // t ∈ [first_token, first_token + tokens), where w is the `rows` rows of a Bf16Matrix starting at
+  // quad `quads`, k = its padded_cols(), and x_t is packed token row t. Sums in float32.
+  void (*dots)(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed,
+               int64_t first_token, int64_t tokens, float* out, int64_t ldo);
 };
 
 // nullptr when this CPU (or compiler) has no AVX512-BF16 (with AVX-512F/BW/VL/DQ).
 const Bf16DotKernels* Avx512Bf16DotKernels();
+// nullptr when this CPU (or compiler) has no AMX-TILE and AMX-BF16 with AVX512-BF16, or the
+// kernel refused this process the tile state.
+const Bf16DotKernels* AmxBf16DotKernels();
 
 }  // namespace moe
 

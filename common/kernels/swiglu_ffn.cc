@@ -23,6 +23,21 @@ int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512) {
   return storage == WeightStorage::kF32 ? point.f32 : point.bf16;
 }
 
+namespace {
+
+// AMX tiles where the CPU has them and they are allowed, else AVX512-BF16 (nullptr without it).
+const Bf16DotKernels* BestBf16DotKernels(bool allow_amx) {
+  if (allow_amx && AmxBf16DotKernels() != nullptr) return AmxBf16DotKernels();
+  return Avx512Bf16DotKernels();
+}
+
+}  // namespace
+
+int64_t SwigluBf16DotMinTokens() {
+  const Bf16DotKernels* dot = BestBf16DotKernels(/*allow_amx=*/true);
+  return dot == nullptr ? 0 : dot->min_tokens;
+}
+
 absl::StatusOr<SwigluKernelCap> ParseSwigluKernelCap(absl::string_view value) {
   if (value == "auto" || value.empty()) return SwigluKernelCap::kAuto;
   if (value == "avx512bf16") return SwigluKernelCap::kAvx512Bf16;
@@ -52,10 +67,13 @@ absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
   const bool vnni = storage == WeightStorage::kInt8 && cap != SwigluKernelCap::kAvx512;
   std::string summary = absl::StrCat(BestRowDotKernels(allow_avx512, vnni).name, " streaming");
   const int64_t blas_from = SwigluBlasMinTokens(storage, allow_avx512);
-  if (storage == WeightStorage::kBF16 && allow_avx512 && cap != SwigluKernelCap::kAvx512 &&
-      Avx512Bf16DotKernels() != nullptr) {
-    absl::StrAppend(&summary, "; ", Avx512Bf16DotKernels()->name, " (bf16 activations) from ",
-                    kSwigluBf16DotMinTokens, " tokens per call");
+  const Bf16DotKernels* dot =
+      allow_avx512 && cap != SwigluKernelCap::kAvx512
+          ? BestBf16DotKernels(/*allow_amx=*/cap != SwigluKernelCap::kAvx512Bf16)
+          : nullptr;
+  if (storage == WeightStorage::kBF16 && dot != nullptr) {
+    absl::StrAppend(&summary, "; ", dot->name, " (bf16 activations) from ", dot->min_tokens,
+                    " tokens per call");
   } else if (blas_from != kSwigluNeverBlas) {
     absl::StrAppend(&summary, "; OpenBLAS (", BlasCoreName(), ") from ", blas_from,
                     " tokens per call");
@@ -80,8 +98,9 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
                           cap != SwigluKernelCap::kAvx512 &&
                           weights.storage() == WeightStorage::kInt8;
   const RowDotKernels& kernels = BestRowDotKernels(allow_avx512, allow_vnni);
+  const bool allow_amx = allow_bf16_dot && options.allow_amx && cap != SwigluKernelCap::kAvx512Bf16;
   const Bf16DotKernels* dot =
-      allow_bf16_dot && weights.bf16() != nullptr ? Avx512Bf16DotKernels() : nullptr;
+      allow_bf16_dot && weights.bf16() != nullptr ? BestBf16DotKernels(allow_amx) : nullptr;
   if (options.path == SwigluPath::kBf16Dot && dot == nullptr) {
     return absl::FailedPreconditionError(
         "the bf16-activation path needs BF16 weights and a CPU with AVX512-BF16 (and kernels not "
@@ -89,7 +108,7 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
   }
   SwigluPath path = options.path;
   if (path == SwigluPath::kAuto) {
-    path = dot != nullptr && x.rows >= kSwigluBf16DotMinTokens             ? SwigluPath::kBf16Dot
+    path = dot != nullptr && x.rows >= dot->min_tokens                     ? SwigluPath::kBf16Dot
            : x.rows < SwigluBlasMinTokens(weights.storage(), allow_avx512) ? SwigluPath::kStreaming
                                                                            : SwigluPath::kBlas;
   }

@@ -8,10 +8,11 @@
 // projections (common/kernels/blas_kernels.h; BF16 weights are widened block by block into
 // scratch, int8 ones dequantised the same way).
 //
-// A third path, for BF16 weights on a CPU with AVX512-BF16 from kSwigluBf16DotMinTokens tokens on,
-// rounds x and the hidden activations to bf16 and multiplies them with the bf16 weights two
-// products per instruction, summing in float32 (common/kernels/bf16_dot_kernel.h): about twice the
-// FLOP/s of the float32 kernels where the FFN is compute bound. Its error against the exact result
+// A third path, for BF16 weights on a CPU with AVX512-BF16 from its kernels' min_tokens on,
+// rounds x and the hidden activations to bf16 and multiplies them with the bf16 weights, summing
+// in float32 (common/kernels/bf16_dot_kernel.h): with AMX tiles where the CPU has AMX-BF16, else
+// two products per AVX512-BF16 instruction (about twice the FLOP/s of the float32 kernels where
+// the FFN is compute bound). Its error against the exact result
 // is stated in README.md (bf16 activations round each x and each activation by at most 2^-9).
 // Int8 weights on a CPU with AVX512-VNNI: the streaming dots round x and the hidden activations to
 // int16 per token (Int8ActivationLevels, common/kernels/row_dot_kernel.h) and sum int8 · int16
@@ -68,14 +69,14 @@ inline constexpr SwigluSwitchPoint kSwitchPortable = {16, 16};
 // AVX-512 sgemm.
 int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512 = true);
 
-// BF16 weights, AVX512-BF16 available: from this many tokens on, SwigluForward takes the
-// bf16-activation path (measured on the 2-core Zen 5, bench/README.md).
-inline constexpr int64_t kSwigluBf16DotMinTokens = 16;
+// BF16 weights, AVX512-BF16 available: the token count from which SwigluForward takes the
+// bf16-activation path in this process (the min_tokens of its kernels, bf16_dot_kernel.h); 0 when
+// this CPU has no AVX512-BF16. Not capped by MOE_KERNELS.
+int64_t SwigluBf16DotMinTokens();
 
 // A cap on the instruction sets SwigluForward may use: "auto" (or empty: none), "avx512bf16"
-// (the same on CPUs without AMX), "avx512" (no AVX512-BF16 or AVX512-VNNI), "portable" (no
-// AVX-512). InvalidArgument naming the accepted values
-// for anything else.
+// (no AMX; the same as auto on CPUs without it), "avx512" (no AVX512-BF16 or AVX512-VNNI),
+// "portable" (no AVX-512). InvalidArgument naming the accepted values for anything else.
 enum class SwigluKernelCap { kAuto, kAvx512Bf16, kAvx512, kPortable };
 absl::StatusOr<SwigluKernelCap> ParseSwigluKernelCap(absl::string_view value);
 // The cap in the MOE_KERNELS environment variable (unset: kAuto), parsed once per process; every
@@ -83,7 +84,7 @@ absl::StatusOr<SwigluKernelCap> ParseSwigluKernelCap(absl::string_view value);
 absl::StatusOr<SwigluKernelCap> SwigluKernelCapFromEnv();
 
 // Which kernels SwigluForward runs in this process for `storage` (under MOE_KERNELS), for a startup
-// log, e.g. "avx512 streaming; avx512bf16 (bf16 activations) from 16 tokens per call". The error
+// log, e.g. "avx512 streaming; amx-bf16 (bf16 activations) from 16 tokens per call". The error
 // of SwigluKernelCapFromEnv if MOE_KERNELS is not a known value.
 absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage);
 
@@ -92,8 +93,8 @@ enum class SwigluPath { kAuto, kStreaming, kBlas, kBf16Dot };
 // What one SwigluForward call did, for tests and benchmarks.
 struct SwigluReport {
   SwigluPath path = SwigluPath::kAuto;  // the path taken: kStreaming, kBlas or kBf16Dot
-  // The kernels used: "avx512bf16" on kBf16Dot, else the row-dot kernels: "avx512vnni" (int8
-  // weights), "avx512" or "portable".
+  // The kernels used: "amx-bf16" or "avx512bf16" on kBf16Dot, else the row-dot kernels:
+  // "avx512vnni" (int8 weights), "avx512" or "portable".
   const char* kernels = "";
   bool copied_input = false;  // x was copied into the streaming kernel's layout
 };
@@ -104,6 +105,7 @@ struct SwigluOptions {
   SwigluPath path = SwigluPath::kAuto;
   bool allow_avx512 = true;       // false forces the portable kernels (and no AVX512-BF16)
   bool allow_avx512_bf16 = true;  // false: never the bf16-activation path
+  bool allow_amx = true;          // false: the bf16-activation path without AMX tiles
   bool allow_avx512_vnni = true;  // false: int8 dots widen to float32 (no AVX512-VNNI)
   // The streaming path's threads (the caller's plus the pool's helpers); nullptr: the calling
   // thread only. Not owned.

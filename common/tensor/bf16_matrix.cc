@@ -4,10 +4,15 @@
 
 namespace moe {
 
+int64_t Bf16Matrix::PaddedCols(int64_t cols) {
+  const int64_t chunks = (cols + kChunkCols - 1) / kChunkCols * kChunkCols;
+  return chunks % kAliasingCols == 0 ? chunks + kChunkCols : chunks;
+}
+
 Bf16Matrix::Bf16Matrix(int64_t rows, int64_t cols)
     : rows_(rows),
       cols_(cols),
-      padded_cols_((cols + kChunkCols - 1) / kChunkCols * kChunkCols),
+      padded_cols_(PaddedCols(cols)),
       packed_(static_cast<size_t>((rows + kQuadRows - 1) / kQuadRows * quad_stride()), 0) {}
 
 Bf16Matrix::Bf16Matrix(int64_t rows, int64_t cols, absl::Span<const uint16_t> row_major)

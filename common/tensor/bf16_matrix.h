@@ -6,7 +6,9 @@
 // 16; a chunk holds 64 bf16 values: rows 0 and 1 interleaved element by element (32 values), then
 // rows 2 and 3 the same way. As 32-bit lanes that is (row a | row b << 16), so one shift and one
 // mask turn 512 loaded bits into 16 float32 values of each row, with no shuffles. Rows and columns
-// are zero-padded to multiples of 4 and 16.
+// are zero-padded to multiples of 4 and 16, and columns by 16 more where a quad would otherwise
+// be a multiple of 4 KB long (512 columns): AMX tile loads read one row from each of 16 quads, and
+// at such a stride those rows fall into one L1 set (measured: tile loads from L2 2.2× slower).
 //
 // Owns its storage; no synchronisation (read-only sharing is fine).
 #ifndef MOE_COMMON_TENSOR_BF16_MATRIX_H_
@@ -24,6 +26,9 @@ class Bf16Matrix {
  public:
   static constexpr int64_t kQuadRows = 4;
   static constexpr int64_t kChunkCols = 16;
+  static constexpr int64_t kAliasingCols = 512;  // 4 KB quads
+  // The padded column count of a matrix of `cols` columns (see above).
+  static int64_t PaddedCols(int64_t cols);
 
   Bf16Matrix() = default;
   // From row-major bf16 bit patterns (e.g. a BF16 checkpoint tensor), kept exactly.
@@ -39,8 +44,8 @@ class Bf16Matrix {
   // The exact float32 values, row-major.
   Matrix ToF32() const;
 
-  // For the kernels: columns padded to a multiple of 16, and the start of quad g (rows 4g..4g+3),
-  // quad_stride() values after quad g − 1.
+  // For the kernels: columns padded (PaddedCols: a multiple of 16), and the start of quad g (rows
+  // 4g..4g+3), quad_stride() values after quad g − 1.
   int64_t padded_cols() const { return padded_cols_; }
   int64_t quad_stride() const { return kQuadRows * padded_cols_; }
   const uint16_t* quad(int64_t g) const { return packed_.data() + g * quad_stride(); }

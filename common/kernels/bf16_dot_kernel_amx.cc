@@ -1,0 +1,247 @@
+// AMX build of the bf16 dot kernels (bf16_dot_kernel.h). Every function in this file is compiled
+// for AMX-TILE + AMX-BF16 (and AVX512-BF16 for packing) through the target pragma below (not a
+// global -march flag), and is only reached after AmxBf16DotKernels() checked the CPU at run time
+// and obtained the tile state from Linux.
+//
+// Tile registers: C0..C3 (tmm0-3) hold float32 sums for 16 quads × (2 groups × 8 tokens × 2
+// rows); A0/A1 (tmm4-5) the quads' rows a,b / c,d for one 16-column chunk; B0/B1 (tmm6-7) one chunk
+// of two token groups. Each dots call loads its tile configuration and releases the tiles on
+// return, so no thread keeps the 8 KB of tile state past a call.
+#include "common/kernels/bf16_dot_kernel.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+// GCC 12's intrinsics start many results from _mm512_undefined_*() (`__m512 __Y = __Y;`), which
+// -Wall reports as uninitialized once inlined here (GCC bug 105593, fixed in GCC 13).
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/tensor/bf16_matrix.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(                                                                   \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16"))), \
+    apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")
+#endif
+
+namespace moe {
+namespace {
+
+constexpr int kQuadsPerTile = 16;     // rows of a left tile: one per quad
+constexpr int kTokensPerGroup = 8;    // a right tile has 16 columns: two per token
+constexpr int kChunk = 16;            // weight columns per tile (one Bf16Matrix chunk)
+constexpr int64_t kTileValues = 512;  // uint16 values of a right tile: 16 rows × 64 bytes
+static_assert(Bf16Matrix::kQuadRows == 4 && Bf16Matrix::kChunkCols == kChunk);
+static_assert(kBf16DotTokenAlign == kTokensPerGroup);
+// How far ahead of the tile loads the first pass over a block warms its quads' rows, in chunks
+// (128 bytes of each quad).
+constexpr int64_t kPrefetchChunks = 4;
+
+// The LDTILECFG operand (Intel SDM vol. 1, 3.2: palette 1).
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// C0..C3 and A0/A1 have one row per quad; B0/B1 16 rows (one per column of the chunk).
+TileConfig ConfigFor(int quads) {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.bytes_per_row[t] = 64;
+    config.rows[t] = static_cast<uint8_t>(t < 6 ? quads : 16);
+  }
+  return config;
+}
+
+// Packed layout: token group g (tokens 8g..8g+7), chunk c is the right tile at
+// packed + (g · chunks + c) · kTileValues; column j of token 8g + t is row j % 16 of it, words
+// 4t (paired with a zero: row a of a quad) and 4t + 3 (after a zero: row b).
+int64_t PackedValues(int64_t tokens, int64_t k) {
+  return (tokens + kTokensPerGroup - 1) / kTokensPerGroup * (k / kChunk) * kTileValues;
+}
+
+void Pack(const float* in, int64_t n, int64_t token, int64_t col, int64_t k, uint16_t* packed) {
+  uint16_t* group =
+      packed + token / kTokensPerGroup * (k / kChunk) * kTileValues + token % kTokensPerGroup * 4;
+  for (int64_t i = 0; i < n;) {
+    const int64_t j = col + i;
+    const int64_t first = j % kChunk, count = std::min<int64_t>(kChunk - first, n - i);
+    const __mmask16 mask = static_cast<__mmask16>(((1u << count) - 1) << first);
+    // The chunk's 16 columns, those outside [first, first + count) masked off.
+    const __m512 values = _mm512_maskz_loadu_ps(mask, in + i - first);
+    const __m256bh rounded = _mm512_cvtneps_pbh(values);
+    const __m256i bits = reinterpret_cast<const __m256i&>(rounded);
+    uint16_t* tile = group + j / kChunk * kTileValues;
+    alignas(64) uint64_t pairs[kChunk];
+    for (int half = 0; half < 2; ++half) {
+      const __m512i v = _mm512_cvtepu16_epi64(half == 0 ? _mm256_castsi256_si128(bits)
+                                                        : _mm256_extracti128_si256(bits, 1));
+      _mm512_store_si512(pairs + 8 * half, _mm512_or_si512(v, _mm512_slli_epi64(v, 48)));
+    }
+    for (int64_t c = first; c < first + count; ++c) std::memcpy(tile + c * 32, &pairs[c], 8);
+    i += count;
+  }
+}
+
+// Sums one left tile pair (quads at `a`, quad_bytes apart) over every chunk, against `Groups`
+// token groups (right tiles at `b`, group after group). With `prefetch_quads` > 0 (the first pass
+// over a block of quads, which reads them from DRAM), warms that many quads' rows
+// kPrefetchChunks ahead: the tile loads' 16 strided streams otherwise wait on DRAM latency.
+template <int Groups>
+void Accumulate(const uint16_t* a, int64_t quad_bytes, const uint16_t* b, int64_t chunks,
+                int prefetch_quads) {
+  _tile_zero(0);
+  _tile_zero(1);
+  if (Groups == 2) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  const uint16_t* b1 = b + chunks * kTileValues;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const char* ahead = reinterpret_cast<const char*>(a + (c + kPrefetchChunks) * 4 * kChunk);
+    for (int q = 0; q < prefetch_quads; ++q) {
+      _mm_prefetch(ahead + q * quad_bytes, _MM_HINT_T0);
+      _mm_prefetch(ahead + q * quad_bytes + 64, _MM_HINT_T0);
+    }
+    _tile_loadd(4, a + c * 4 * kChunk, quad_bytes);
+    _tile_loadd(5, a + c * 4 * kChunk + 2 * kChunk, quad_bytes);
+    _tile_loadd(6, b + c * kTileValues, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 5, 6);
+    if (Groups == 2) {
+      _tile_loadd(7, b1 + c * kTileValues, 64);
+      _tile_dpbf16ps(2, 4, 7);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+}
+
+// Sums of one token group: ab[m][2t + s] is row 4m + s for token t, cd[m][2t + s] row 4m + 2 + s.
+// Writes tokens [0, tokens) and rows [0, rows) of out.
+void Scatter(const float (*ab)[16], const float (*cd)[16], int quads, int64_t rows, int tokens,
+             float* out, int64_t ldo) {
+  for (int t = 0; t < tokens; ++t) {
+    float* row = out + t * ldo;
+    for (int m = 0; m < quads; ++m) {
+      const int64_t r = 4 * m;
+      if (r + 4 <= rows) {
+        std::memcpy(row + r, &ab[m][2 * t], 2 * sizeof(float));
+        std::memcpy(row + r + 2, &cd[m][2 * t], 2 * sizeof(float));
+      } else {
+        const float quad[4] = {ab[m][2 * t], ab[m][2 * t + 1], cd[m][2 * t], cd[m][2 * t + 1]};
+        std::copy(quad, quad + (rows - r), row + r);
+      }
+    }
+  }
+}
+
+void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed,
+          int64_t first_token, int64_t tokens, float* out, int64_t ldo) {
+  const int64_t chunks = k / kChunk, quad_bytes = 4 * k * sizeof(uint16_t);
+  const int64_t total_quads = (rows + 3) / 4;
+  const int64_t first_group = first_token / kTokensPerGroup;
+  const int64_t end_group = (first_token + tokens + kTokensPerGroup - 1) / kTokensPerGroup;
+  alignas(64) float sums[4][kQuadsPerTile][16];
+  int configured_quads = 0;
+  for (int64_t q0 = 0; q0 < total_quads; q0 += kQuadsPerTile) {
+    const int nq = static_cast<int>(std::min<int64_t>(kQuadsPerTile, total_quads - q0));
+    if (nq != configured_quads) {
+      const TileConfig config = ConfigFor(nq);
+      _tile_loadconfig(&config);
+      configured_quads = nq;
+    }
+    const uint16_t* a = quads + q0 * 4 * k;
+    for (int64_t g = first_group; g < end_group; g += 2) {
+      const uint16_t* b = packed + g * chunks * kTileValues;
+      const bool two = g + 1 < end_group;
+      const int prefetch_quads = g == first_group ? nq : 0;
+      if (two) {
+        Accumulate<2>(a, quad_bytes, b, chunks, prefetch_quads);
+      } else {
+        Accumulate<1>(a, quad_bytes, b, chunks, prefetch_quads);
+      }
+      _tile_stored(0, sums[0], 64);
+      _tile_stored(1, sums[1], 64);
+      if (two) {
+        _tile_stored(2, sums[2], 64);
+        _tile_stored(3, sums[3], 64);
+      }
+      for (int i = 0; i < (two ? 2 : 1); ++i) {
+        const int64_t t0 = (g + i) * kTokensPerGroup;
+        const int n =
+            static_cast<int>(std::min<int64_t>(kTokensPerGroup, first_token + tokens - t0));
+        Scatter(sums[2 * i], sums[2 * i + 1], nq, rows - 4 * q0, n,
+                out + (t0 - first_token) * ldo + 4 * q0, ldo);
+      }
+    }
+  }
+  if (configured_quads != 0) _tile_release();
+}
+
+}  // namespace
+}  // namespace moe
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+namespace moe {
+namespace {
+
+// CPUID leaf 7: AMX-BF16 is EDX bit 22, AMX-TILE bit 24.
+bool CpuHasAmxBf16() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  return (edx >> 22 & 1) != 0 && (edx >> 24 & 1) != 0;
+}
+
+// Linux (5.16+) gives a process the AMX tile data state only on request.
+bool RequestTileState() {
+  constexpr int kArchReqXcompPerm = 0x1023;
+  constexpr int kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+}  // namespace
+
+const Bf16DotKernels* AmxBf16DotKernels() {
+  static const Bf16DotKernels* const kernels = []() -> const Bf16DotKernels* {
+    // From 2 tokens on AMX beats the streaming kernel on a 2-core Xeon (Sapphire Rapids class).
+    static const Bf16DotKernels amx = {"amx-bf16",
+                                       /*rows_per_block=*/4 * kQuadsPerTile,
+                                       /*min_tokens=*/2,
+                                       &PackedValues,
+                                       &Pack,
+                                       &Dots};
+    const bool supported = Avx512Bf16DotKernels() != nullptr && CpuHasAmxBf16();
+    return supported && RequestTileState() ? &amx : nullptr;
+  }();
+  return kernels;
+}
+
+}  // namespace moe
+
+#else  // not x86-64 GCC/Clang
+
+namespace moe {
+const Bf16DotKernels* AmxBf16DotKernels() { return nullptr; }
+}  // namespace moe
+
+#endif
