@@ -61,16 +61,14 @@ std::string Identifier(std::string name) {
 #define SKIP_WITHOUT(kernels, name) \
   if ((kernels) == nullptr) GTEST_SKIP() << "this CPU has no " << (name);
 
-// Packs rows [0, x.rows) of x (k ≤ padded columns) into a zeroed packed block, each row in two
-// calls split at `split` so that packing from a column inside a 16-column chunk is exercised too.
+// Packs rows [0, x.rows) of x (k ≤ padded columns) into a zeroed packed block in two calls, split
+// at column `split` so that packing from a column inside a 16-column chunk is exercised too.
 std::vector<uint16_t> Packed(const Bf16DotKernels& kernels, const Matrix& x, int64_t padded,
                              int64_t split) {
   std::vector<uint16_t> packed(kernels.packed_values(x.rows(), padded), 0);
   const int64_t k = x.cols(), first = std::min(split, k);
-  for (int64_t t = 0; t < x.rows(); ++t) {
-    kernels.pack(x.row(t), first, t, 0, padded, packed.data());
-    kernels.pack(x.row(t) + first, k - first, t, first, padded, packed.data());
-  }
+  kernels.pack(x.row(0), x.cols(), x.rows(), first, 0, 0, padded, packed.data());
+  kernels.pack(x.row(0) + first, x.cols(), x.rows(), k - first, 0, first, padded, packed.data());
   return packed;
 }
 

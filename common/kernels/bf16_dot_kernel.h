@@ -38,9 +38,10 @@ struct Bf16DotKernels {
   // Token rows in this kernel's layout ("packed"), k columns each (k a multiple of 16): the number
   // of uint16 values a packed block of `tokens` rows takes. The caller zero-fills it.
   int64_t (*packed_values)(int64_t tokens, int64_t k);
-  // Columns [col, col + n) of packed token row `token` = bf16(in[0..n)), rounded to nearest, ties
-  // to even. Columns never set stay zero.
-  void (*pack)(const float* in, int64_t n, int64_t token, int64_t col, int64_t k, uint16_t* packed);
+  // Columns [col, col + n) of packed token rows [first_token, first_token + rows) =
+  // bf16(in[r · ld + i]) for i < n, rounded to nearest, ties to even. Columns never set stay zero.
+  void (*pack)(const float* in, int64_t ld, int64_t rows, int64_t n, int64_t first_token,
+               int64_t col, int64_t k, uint16_t* packed);
   // out[(t − first_token) · ldo + r] = Σ_{i<k} w[r][i] · x_t[i] for r < rows and
   // t ∈ [first_token, first_token + tokens), where w is the `rows` rows of a Bf16Matrix starting at
   // quad `quads`, k = its padded_cols(), and x_t is packed token row t. Sums in float32.

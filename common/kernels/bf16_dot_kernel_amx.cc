@@ -75,25 +75,31 @@ int64_t PackedValues(int64_t tokens, int64_t k) {
   return (tokens + kTokensPerGroup - 1) / kTokensPerGroup * (k / kChunk) * kTileValues;
 }
 
-void Pack(const float* in, int64_t n, int64_t token, int64_t col, int64_t k, uint16_t* packed) {
-  uint16_t* group =
-      packed + token / kTokensPerGroup * (k / kChunk) * kTileValues + token % kTokensPerGroup * 4;
+// Chunk by chunk, token by token: the 8 tokens of a group fill a right tile's rows while it is
+// in L1.
+void Pack(const float* in, int64_t ld, int64_t rows, int64_t n, int64_t first_token, int64_t col,
+          int64_t k, uint16_t* packed) {
   for (int64_t i = 0; i < n;) {
     const int64_t j = col + i;
     const int64_t first = j % kChunk, count = std::min<int64_t>(kChunk - first, n - i);
     const __mmask16 mask = static_cast<__mmask16>(((1u << count) - 1) << first);
-    // The chunk's 16 columns, those outside [first, first + count) masked off.
-    const __m512 values = _mm512_maskz_loadu_ps(mask, in + i - first);
-    const __m256bh rounded = _mm512_cvtneps_pbh(values);
-    const __m256i bits = reinterpret_cast<const __m256i&>(rounded);
-    uint16_t* tile = group + j / kChunk * kTileValues;
-    alignas(64) uint64_t pairs[kChunk];
-    for (int half = 0; half < 2; ++half) {
-      const __m512i v = _mm512_cvtepu16_epi64(half == 0 ? _mm256_castsi256_si128(bits)
-                                                        : _mm256_extracti128_si256(bits, 1));
-      _mm512_store_si512(pairs + 8 * half, _mm512_or_si512(v, _mm512_slli_epi64(v, 48)));
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t token = first_token + r;
+      uint16_t* tile = packed +
+                       (token / kTokensPerGroup * (k / kChunk) + j / kChunk) * kTileValues +
+                       token % kTokensPerGroup * 4;
+      // The chunk's 16 columns, those outside [first, first + count) masked off.
+      const __m512 values = _mm512_maskz_loadu_ps(mask, in + r * ld + i - first);
+      const __m256bh rounded = _mm512_cvtneps_pbh(values);
+      const __m256i bits = reinterpret_cast<const __m256i&>(rounded);
+      alignas(64) uint64_t pairs[kChunk];
+      for (int half = 0; half < 2; ++half) {
+        const __m512i v = _mm512_cvtepu16_epi64(half == 0 ? _mm256_castsi256_si128(bits)
+                                                          : _mm256_extracti128_si256(bits, 1));
+        _mm512_store_si512(pairs + 8 * half, _mm512_or_si512(v, _mm512_slli_epi64(v, 48)));
+      }
+      for (int64_t c = first; c < first + count; ++c) std::memcpy(tile + c * 32, &pairs[c], 8);
     }
-    for (int64_t c = first; c < first + count; ++c) std::memcpy(tile + c * 32, &pairs[c], 8);
     i += count;
   }
 }

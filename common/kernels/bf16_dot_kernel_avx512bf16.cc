@@ -122,8 +122,7 @@ void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed
   }
 }
 
-void Pack(const float* in, int64_t n, int64_t token, int64_t col, int64_t k, uint16_t* packed) {
-  uint16_t* out = packed + token * PackedStride(k) + col;
+void PackRow(const float* in, int64_t n, uint16_t* out) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m256bh b = _mm512_cvtneps_pbh(_mm512_loadu_ps(in + i));
@@ -133,6 +132,13 @@ void Pack(const float* in, int64_t n, int64_t token, int64_t col, int64_t k, uin
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
     const __m256bh b = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, in + i));
     _mm256_mask_storeu_epi16(out + i, m, reinterpret_cast<const __m256i&>(b));
+  }
+}
+
+void Pack(const float* in, int64_t ld, int64_t rows, int64_t n, int64_t first_token, int64_t col,
+          int64_t k, uint16_t* packed) {
+  for (int64_t r = 0; r < rows; ++r) {
+    PackRow(in + r * ld, n, packed + (first_token + r) * PackedStride(k) + col);
   }
 }
 

@@ -34,13 +34,15 @@ void SwigluBf16Dot(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y
   std::vector<uint16_t> xb(dot.packed_values(tokens, kx), 0);   // zeros past d
   std::vector<uint16_t> act(dot.packed_values(tokens, kh), 0);  // zeros past h
 
-  auto pack_x = [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) dot.pack(x.row(t), d, t, 0, kx, xb.data());
+  // Token groups [g0, g1) (of kBf16DotTokenAlign tokens).
+  auto pack_x = [&](int64_t g0, int64_t g1) {
+    const int64_t t0 = g0 * kBf16DotTokenAlign, t1 = std::min(tokens, g1 * kBf16DotTokenAlign);
+    dot.pack(x.row(t0), x.stride, t1 - t0, d, t0, 0, kx, xb.data());
   };
   // Hidden blocks [b0, b1): act = bf16(silu(gate·x) ⊙ (up·x)), the product in float32.
   auto gate_up = [&](int64_t b0, int64_t b1) {
     float sums[kTokenChunk * 2 * kMaxHiddenPerBlock];  // [token][gate n | up n]
-    float hidden[kMaxHiddenPerBlock];
+    float hidden[kTokenChunk * kMaxHiddenPerBlock];    // [token][n]
     for (int64_t j0 = b0 * hidden_per_block; j0 < std::min(b1 * hidden_per_block, h);
          j0 += hidden_per_block) {
       const int64_t n = std::min(hidden_per_block, h - j0);
@@ -49,9 +51,9 @@ void SwigluBf16Dot(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y
         dot.dots(w.gate.quad(j0 / 4), n, kx, xb.data(), t0, m, sums, 2 * n);
         dot.dots(w.up.quad(j0 / 4), n, kx, xb.data(), t0, m, sums + n, 2 * n);
         for (int64_t t = 0; t < m; ++t) {
-          kernels.silu_mul(sums + t * 2 * n, sums + t * 2 * n + n, hidden, n);
-          dot.pack(hidden, n, t0 + t, j0, kh, act.data());
+          kernels.silu_mul(sums + t * 2 * n, sums + t * 2 * n + n, hidden + t * n, n);
         }
+        dot.pack(hidden, n, m, n, t0, j0, kh, act.data());
       }
     }
   };
@@ -69,7 +71,7 @@ void SwigluBf16Dot(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y
   };
 
   const KernelThreadPool::Phase phases[] = {
-      {tokens, 1, pack_x},
+      {(tokens + kBf16DotTokenAlign - 1) / kBf16DotTokenAlign, 1, pack_x},
       {Blocks(h, hidden_per_block), 1, gate_up},
       {Blocks(d, kOutputPerBlock), 1, project_down},
   };
