@@ -14,11 +14,14 @@
 //   Bf16Matrix layout unchanged) and a second tile for rows c and d. Each such tile row holds two
 //   weight rows, so each token takes two columns of the right tile, (x, 0) pairs for row a and
 //   (0, x) pairs for row b: half of the tile unit's products are with zeros. That was chosen over
-//   re-packing the weights (an 8 × 8 transpose per KB streamed) or keeping a second copy of them;
-//   at 16+ tokens it still multiplies ~4 times faster than DRAM delivers the weights
-//   (bench/README.md). Tokens are packed in those right tiles: for each group of 8 tokens and 16
-//   columns, 16 rows of 64 bytes. Linux grants the AMX tile state per process (arch_prctl
-//   ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels() asks once and returns nullptr if refused.
+//   re-packing the weights (an 8 × 8 transpose per KB streamed) or keeping a second copy of them:
+//   the tile unit is not the bound (one core's TDPBF16PS: 3.0 TFLOP/s, zeros included, from L1),
+//   reading the weights through tile loads is (13.5-15 GB/s per core; README.md, "bf16
+//   activations"). Tokens are packed in those right tiles: for each group of 8 tokens and 16
+//   columns, 16 rows of 64 bytes. Two groups share a pass over a block of 16 quads (the tile
+//   registers allow no more), so from 17 tokens a block is read again, from L2. Linux grants the
+//   AMX tile state per process (arch_prctl ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels() asks once and
+//   returns nullptr if refused.
 #ifndef MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
 

@@ -88,8 +88,8 @@ void Pack(const float* in, int64_t ld, int64_t rows, int64_t n, int64_t first_to
       uint16_t* tile = packed +
                        (token / kTokensPerGroup * (k / kChunk) + j / kChunk) * kTileValues +
                        token % kTokensPerGroup * 4;
-      // The chunk's 16 columns, those outside [first, first + count) masked off.
-      const __m512 values = _mm512_maskz_loadu_ps(mask, in + r * ld + i - first);
+      // in[i, i + count) into lanes [first, first + count) of the chunk's 16, the rest zero.
+      const __m512 values = _mm512_maskz_expandloadu_ps(mask, in + r * ld + i);
       const __m256bh rounded = _mm512_cvtneps_pbh(values);
       const __m256i bits = reinterpret_cast<const __m256i&>(rounded);
       alignas(64) uint64_t pairs[kChunk];
