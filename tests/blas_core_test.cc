@@ -5,7 +5,10 @@
 // OPENBLAS_CORETYPE=SkylakeX), and a user's OPENBLAS_CORETYPE is kept as given.
 #include <cstdlib>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_join.h"
+#include "common/kernels/bf16_dot_kernel.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -45,9 +48,18 @@ class BlasCoreTest : public ::testing::Test {
 };
 
 constexpr char kAvx512Cores[] = "(SkylakeX|Cooperlake|SapphireRapids)";
-// What KernelsReport adds on a CPU with AVX512-VNNI.
-const std::string kVnniNote =
-    Avx512VnniRowDotKernels() != nullptr ? " (int8 dots: avx512vnni)" : "";
+// What KernelsReport adds on a CPU with AVX512-VNNI, AVX512-BF16 or AMX.
+std::string CpuNote() {
+  std::vector<std::string> notes;
+  if (Avx512VnniRowDotKernels() != nullptr) notes.push_back("int8 dots: avx512vnni");
+  if (AmxBf16DotKernels() != nullptr) {
+    notes.push_back("bf16 activations: amx-bf16");
+  } else if (Avx512Bf16DotKernels() != nullptr) {
+    notes.push_back("bf16 activations: avx512bf16");
+  }
+  return notes.empty() ? "" : " (" + absl::StrJoin(notes, "; ") + ")";
+}
+const std::string kCpuNote = CpuNote();
 
 TEST_F(BlasCoreTest, ServersRunAvx512BlasKernelsOnAnAvx512Cpu) {
   if (!CpuRunsAvx512()) GTEST_SKIP() << "this CPU has no AVX-512";
@@ -57,7 +69,7 @@ TEST_F(BlasCoreTest, ServersRunAvx512BlasKernelsOnAnAvx512Cpu) {
   const std::string router_kernels = cluster.Info().kernels();
   for (const std::string& kernels : {expert_kernels, router_kernels}) {
     EXPECT_THAT(kernels, MatchesRegex(std::string("OpenBLAS ") + kAvx512Cores + ".*"));
-    EXPECT_THAT(kernels, ::testing::EndsWith("; FFN kernels avx512" + kVnniNote));
+    EXPECT_THAT(kernels, ::testing::EndsWith("; FFN kernels avx512" + kCpuNote));
   }
   EXPECT_THAT(cluster.expert(0).process->Log(), HasSubstr("kernels: " + expert_kernels));
   EXPECT_THAT(cluster.router_server().process->Log(), HasSubstr("kernels: " + router_kernels));
@@ -71,7 +83,7 @@ TEST_F(BlasCoreTest, ServersReExecuteWithAvx512KernelsWhenOpenBlasPicksWeakerOne
   const std::string expected =
       "OpenBLAS SkylakeX (OPENBLAS_CORETYPE=SkylakeX; OpenBLAS alone picked Prescott); FFN "
       "kernels avx512" +
-      kVnniNote;
+      kCpuNote;
   EXPECT_EQ(cluster.ExpertInfo(0).kernels(), expected);
   EXPECT_EQ(cluster.Info().kernels(), expected);
   EXPECT_THAT(cluster.expert(0).process->Log(), HasSubstr("kernels: " + expected));

@@ -9,9 +9,12 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/kernels/bf16_dot_kernel.h"
 #include "common/kernels/row_dot_kernel.h"
 
 namespace moe {
@@ -103,9 +106,15 @@ std::string BlasKernelsReport() {
 }
 
 std::string KernelsReport() {
+  std::vector<std::string> extras;
+  if (Avx512VnniRowDotKernels() != nullptr) extras.push_back("int8 dots: avx512vnni");
+  if (const Bf16DotKernels* dot =
+          AmxBf16DotKernels() != nullptr ? AmxBf16DotKernels() : Avx512Bf16DotKernels()) {
+    extras.push_back(absl::StrCat("bf16 activations: ", dot->name));
+  }
   std::string report =
       absl::StrCat("OpenBLAS ", BlasKernelsReport(), "; FFN kernels ", BestRowDotKernels().name);
-  if (Avx512VnniRowDotKernels() != nullptr) absl::StrAppend(&report, " (int8 dots: avx512vnni)");
+  if (!extras.empty()) absl::StrAppend(&report, " (", absl::StrJoin(extras, "; "), ")");
   return report;
 }
 

@@ -46,7 +46,8 @@ void UseBestBlasKernels(char** argv);
 // Haswell; this CPU runs OpenBLAS's AVX-512 kernels: unset it to use them)".
 std::string BlasKernelsReport();
 // Every kernel choice of this process, for startup logs and Info: "OpenBLAS <BlasKernelsReport>;
-// FFN kernels <the row-dot set, e.g. avx512>".
+// FFN kernels <the row-dot set, e.g. avx512>", then what the CPU adds, e.g. " (int8 dots:
+// avx512vnni; bf16 activations: amx-bf16)".
 std::string KernelsReport();
 
 // Threads OpenBLAS may use per call, for the whole process (see above); < 1 means 1.
