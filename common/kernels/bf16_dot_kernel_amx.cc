@@ -1,7 +1,7 @@
 // AMX build of the bf16 dot kernels (bf16_dot_kernel.h). Every function in this file is compiled
-// for AMX-TILE + AMX-BF16 (and AVX512-BF16 for packing) through the target pragma below (not a
-// global -march flag), and is only reached after AmxBf16DotKernels() checked the CPU at run time
-// and obtained the tile state from Linux.
+// for AMX-TILE + AMX-BF16 (and AVX512-BF16 for packing) through MOE_ISA_TARGET_BEGIN below
+// (isa_target.h; not a global -march flag), and is only reached after AmxBf16DotKernels() checked
+// the CPU at run time and obtained the tile state from Linux.
 //
 // Tile registers: C0..C3 (tmm0-3) hold float32 sums for 16 quads × (2 groups × 8 tokens × 2
 // rows); A0/A1 (tmm4-5) the quads' rows a,b / c,d for one 16-column chunk; B0/B1 (tmm6-7) one chunk
@@ -11,12 +11,6 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-// GCC 12's intrinsics start many results from _mm512_undefined_*() (`__m512 __Y = __Y;`), which
-// -Wall reports as uninitialized once inlined here (GCC bug 105593, fixed in GCC 13).
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -25,16 +19,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/kernels/isa_target.h"
 #include "common/tensor/bf16_matrix.h"
 
-#if defined(__clang__)
-#pragma clang attribute push(                                                                   \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16"))), \
-    apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")
-#endif
+MOE_ISA_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")
 
 namespace moe {
 namespace {
@@ -202,11 +190,7 @@ void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed
 }  // namespace
 }  // namespace moe
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+MOE_ISA_TARGET_END()
 
 namespace moe {
 namespace {

@@ -1,33 +1,21 @@
 // AVX512-BF16 build of the bf16 dot kernels (bf16_dot_kernel.h). Every function in this file is
-// compiled for AVX-512F/BW/VL/DQ + AVX512-BF16 through the target pragma below (not a global -march
-// flag), and is only reached after Avx512Bf16DotKernels() checked the CPU at run time.
+// compiled for AVX-512F/BW/VL/DQ + AVX512-BF16 through MOE_ISA_TARGET_BEGIN below (isa_target.h),
+// and is only reached after Avx512Bf16DotKernels() checked the CPU at run time.
 #include "common/kernels/bf16_dot_kernel.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-// GCC 12's intrinsics start many results from _mm512_undefined_*() (`__m512 __Y = __Y;`), which
-// -Wall reports as uninitialized once inlined here (GCC bug 105593, fixed in GCC 13).
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <immintrin.h>
 
 #include <algorithm>
 #include <array>
 #include <utility>
 
+#include "common/kernels/isa_target.h"
 #include "common/kernels/token_tiles.h"
 #include "common/tensor/bf16_matrix.h"
 
-#if defined(__clang__)
-#pragma clang attribute push(                                                     \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma"))), \
-    apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
-#endif
+MOE_ISA_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
 
 namespace moe {
 namespace {
@@ -145,11 +133,7 @@ void Pack(const float* in, int64_t ld, int64_t rows, int64_t n, int64_t first_to
 }  // namespace
 }  // namespace moe
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+MOE_ISA_TARGET_END()
 
 namespace moe {
 

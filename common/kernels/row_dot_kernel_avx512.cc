@@ -1,16 +1,10 @@
 // AVX-512 build of the row-dot kernels. Every function in this file is compiled for
-// AVX-512F/BW/VL/DQ + FMA through the target pragma below (not a global -march flag), and is only
+// AVX-512F/BW/VL/DQ + FMA through MOE_ISA_TARGET_BEGIN below (isa_target.h), and is only
 // reached after Avx512RowDotKernels() checked the CPU at run time.
 #include "common/kernels/row_dot_kernel.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-// GCC 12's intrinsics start many results from _mm512_undefined_*() (`__m512 __Y = __Y;`), which
-// -Wall reports as uninitialized once inlined here (GCC bug 105593, fixed in GCC 13).
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <immintrin.h>
 
 #include <algorithm>
@@ -19,16 +13,11 @@
 #include <utility>
 
 #include "common/kernels/int8_matrix.h"
+#include "common/kernels/isa_target.h"
 #include "common/kernels/token_tiles.h"
 #include "common/tensor/bf16_matrix.h"
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
-#endif
+MOE_ISA_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,fma")
 
 namespace moe {
 namespace {
@@ -299,11 +288,7 @@ void UnpackInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t 
 }  // namespace
 }  // namespace moe
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+MOE_ISA_TARGET_END()
 
 namespace moe {
 const RowDotKernels* Avx512RowDotKernels() {

@@ -1,6 +1,7 @@
 // AVX512-VNNI build of the int8 row dots (RowDotKernels::quantize_activations, dots_int8_q).
-// Every function here is compiled for AVX-512F/BW/VL/DQ + AVX512-VNNI through the target pragma
-// below and only reached after Avx512VnniRowDotKernels() checked the CPU at run time.
+// Every function here is compiled for AVX-512F/BW/VL/DQ + AVX512-VNNI through MOE_ISA_TARGET_BEGIN
+// below (isa_target.h) and only reached after Avx512VnniRowDotKernels() checked the CPU at run
+// time.
 //
 // Why: widening int8 weights to float32 costs two instructions per 16 weights before the FMA, which
 // bounds the one-token int8 FFN on two cores below the memory's rate. Here each 64-byte line of a
@@ -10,12 +11,6 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-// GCC 12's intrinsics start many results from _mm512_undefined_*() (GCC bug 105593), see
-// row_dot_kernel_avx512.cc.
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <immintrin.h>
 
 #include <algorithm>
@@ -24,16 +19,10 @@
 #include <utility>
 
 #include "common/kernels/int8_matrix.h"
+#include "common/kernels/isa_target.h"
 #include "common/kernels/token_tiles.h"
 
-#if defined(__clang__)
-#pragma clang attribute push(                                                     \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma"))), \
-    apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
-#endif
+MOE_ISA_TARGET_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
 
 namespace moe {
 namespace {
@@ -134,11 +123,7 @@ void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, i
 }  // namespace
 }  // namespace moe
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+MOE_ISA_TARGET_END()
 
 namespace moe {
 
