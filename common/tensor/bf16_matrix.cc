@@ -6,7 +6,7 @@ namespace moe {
 
 int64_t Bf16Matrix::PaddedCols(int64_t cols) {
   const int64_t chunks = (cols + kChunkCols - 1) / kChunkCols * kChunkCols;
-  return chunks % kAliasingCols == 0 ? chunks + kChunkCols : chunks;
+  return chunks > 0 && chunks % kAliasingCols == 0 ? chunks + kChunkCols : chunks;
 }
 
 Bf16Matrix::Bf16Matrix(int64_t rows, int64_t cols)
