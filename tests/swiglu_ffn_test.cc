@@ -80,7 +80,7 @@ TEST_P(SwigluPathTest, MatchesTripleLoopReferenceInDouble) {
   SwigluOptions options;
   options.path = c.path;
   options.allow_avx512 = c.avx512;
-  options.allow_avx512_bf16 = false;  // float32 activations; bf16 ones: bf16_dot_kernel_test
+  options.allow_avx512_bf16 = false;  // float32 activations; bf16 ones: swiglu_bf16_path_test
   SwigluReport report;
   options.report = &report;
   ASSERT_TRUE(SwigluForward(w, x, y.view(), options).ok());
@@ -104,7 +104,7 @@ SwigluPath PathTaken(const SwigluWeights& w, int64_t tokens, bool allow_avx512) 
   SwigluReport report;
   SwigluOptions options;
   options.allow_avx512 = allow_avx512;
-  options.allow_avx512_bf16 = false;  // the bf16-activation switch: bf16_dot_kernel_test
+  options.allow_avx512_bf16 = false;  // the bf16-activation switch: swiglu_bf16_dispatch_test
   options.report = &report;
   EXPECT_TRUE(SwigluForward(w, x, y.view(), options).ok());
   return report.path;

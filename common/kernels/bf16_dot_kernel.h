@@ -58,6 +58,12 @@ const Bf16DotKernels* Avx512Bf16DotKernels();
 // kernel refused this process the tile state.
 const Bf16DotKernels* AmxBf16DotKernels();
 
+// AMX where this process has it and `allow_amx`, else AVX512-BF16; nullptr without either.
+inline const Bf16DotKernels* BestBf16DotKernels(bool allow_amx = true) {
+  if (allow_amx && AmxBf16DotKernels() != nullptr) return AmxBf16DotKernels();
+  return Avx512Bf16DotKernels();
+}
+
 }  // namespace moe
 
 #endif  // MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_

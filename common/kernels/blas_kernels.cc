@@ -108,8 +108,7 @@ std::string BlasKernelsReport() {
 std::string KernelsReport() {
   std::vector<std::string> extras;
   if (Avx512VnniRowDotKernels() != nullptr) extras.push_back("int8 dots: avx512vnni");
-  if (const Bf16DotKernels* dot =
-          AmxBf16DotKernels() != nullptr ? AmxBf16DotKernels() : Avx512Bf16DotKernels()) {
+  if (const Bf16DotKernels* dot = BestBf16DotKernels()) {
     extras.push_back(absl::StrCat("bf16 activations: ", dot->name));
   }
   std::string report =

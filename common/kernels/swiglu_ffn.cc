@@ -23,18 +23,8 @@ int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512) {
   return storage == WeightStorage::kF32 ? point.f32 : point.bf16;
 }
 
-namespace {
-
-// AMX tiles where the CPU has them and they are allowed, else AVX512-BF16 (nullptr without it).
-const Bf16DotKernels* BestBf16DotKernels(bool allow_amx) {
-  if (allow_amx && AmxBf16DotKernels() != nullptr) return AmxBf16DotKernels();
-  return Avx512Bf16DotKernels();
-}
-
-}  // namespace
-
 int64_t SwigluBf16DotMinTokens() {
-  const Bf16DotKernels* dot = BestBf16DotKernels(/*allow_amx=*/true);
+  const Bf16DotKernels* dot = BestBf16DotKernels();
   return dot == nullptr ? 0 : dot->min_tokens;
 }
 

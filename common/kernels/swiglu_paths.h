@@ -29,10 +29,11 @@ absl::Status SwigluBlas(const SwigluWeights& weights, ConstMatrixView x, MatrixV
                         const RowDotKernels& kernels);
 
 // Many tokens, BF16 weights, a CPU with AVX512-BF16: x and the activations silu(gate·x) ⊙ (up·x)
-// are rounded to bf16 (the sums and silu⊙ stay float32) and every projection runs two products per
-// instruction (common/kernels/bf16_dot_kernel.h), reading the weights in place. Phase 0 rounds x,
-// phase 1 computes the activations in blocks of hidden units, phase 2 the down projection; each is
-// shared out on `pool` (nullptr: the calling thread only).
+// are rounded to bf16 (the sums and silu⊙ stay float32) and every projection runs on `dot`
+// (AMX tiles or AVX512-BF16, common/kernels/bf16_dot_kernel.h), reading the weights in place.
+// Phase 0 packs x into the kernel's layout, phase 1 computes the activations in blocks of hidden
+// units, phase 2 the down projection; each is shared out on `pool` (nullptr: the calling thread
+// only).
 void SwigluBf16Dot(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y,
                    const Bf16DotKernels& dot, const RowDotKernels& kernels, KernelThreadPool* pool);
 

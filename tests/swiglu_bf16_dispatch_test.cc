@@ -1,0 +1,171 @@
+// Which path and kernels SwigluForward runs for BF16 weights: the bf16-activation path from its
+// kernels' switch point (AMX where the CPU has it, else AVX512-BF16), the fall-backs when AMX or
+// AVX512-BF16 is forced off per call or capped by MOE_KERNELS, and the cap's parsing.
+#include <cstdlib>
+#include <random>
+#include <string>
+
+#include "common/kernels/bf16_dot_kernel.h"
+#include "common/kernels/row_dot_kernel.h"
+#include "common/kernels/swiglu_ffn.h"
+#include "gtest/gtest.h"
+#include "tests/bf16_dot_test_util.h"
+#include "tests/swiglu_test_util.h"
+
+namespace moe {
+namespace {
+
+SwigluReport Forward(const SwigluWeights& w, int64_t tokens, SwigluOptions options,
+                     Matrix* y_out = nullptr) {
+  std::mt19937 rng(static_cast<unsigned>(tokens));
+  const Matrix x = RandomMatrix(tokens, w.d_model(), 1.0f, rng);
+  Matrix y(tokens, w.d_model());
+  SwigluReport report;
+  options.report = &report;
+  const absl::Status status = SwigluForward(w, x, y.view(), options);
+  EXPECT_TRUE(status.ok()) << status;
+  if (y_out != nullptr) {
+    ExpectMatches(y, ReferenceSwiglu(Widened(w), x), "float32 path");
+    *y_out = std::move(y);
+  }
+  return report;
+}
+
+// The best bf16-activation kernels this CPU has: "amx-bf16", "avx512bf16" or "" (neither).
+std::string BestBf16Kernels() {
+  if (AmxBf16DotKernels() != nullptr) return "amx-bf16";
+  return Avx512Bf16DotKernels() != nullptr ? "avx512bf16" : "";
+}
+
+TEST(SwigluBf16DispatchTest, Bf16WeightsTakeTheBf16PathFromTheSwitchPoint) {
+  SKIP_WITHOUT(Avx512Bf16DotKernels(), "avx512bf16");
+  std::mt19937 rng(3);
+  const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kBF16);
+  const int64_t s = SwigluBf16DotMinTokens();
+  EXPECT_EQ(Forward(w, s - 1, {}).path, SwigluPath::kStreaming);
+  const SwigluReport at = Forward(w, s, {});
+  EXPECT_EQ(at.path, SwigluPath::kBf16Dot);
+  EXPECT_EQ(at.kernels, BestBf16Kernels());
+  EXPECT_EQ(Forward(w, 257, {}).path, SwigluPath::kBf16Dot);
+}
+
+// On a CPU with AMX this forces the fall-back; elsewhere it is what runs anyway.
+TEST(SwigluBf16DispatchTest, WithoutAmxTheAvx512Bf16KernelsRun) {
+  SKIP_WITHOUT(Avx512Bf16DotKernels(), "avx512bf16");
+  std::mt19937 rng(8);
+  const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kBF16);
+  SwigluOptions no_amx;
+  no_amx.allow_amx = false;
+  const SwigluReport report = Forward(w, 64, no_amx);
+  EXPECT_EQ(report.path, SwigluPath::kBf16Dot);
+  EXPECT_STREQ(report.kernels, "avx512bf16");
+}
+
+TEST(SwigluBf16DispatchTest, FallsBackToTheFloat32KernelsWhenForcedOff) {
+  std::mt19937 rng(4);
+  const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kBF16);
+  Matrix y;
+  SwigluOptions no_bf16;
+  no_bf16.allow_avx512_bf16 = false;
+  const SwigluReport avx512 = Forward(w, 64, no_bf16, &y);  // within the float32 paths' 1e-5
+  EXPECT_NE(avx512.path, SwigluPath::kBf16Dot);
+  EXPECT_STREQ(avx512.kernels, Avx512RowDotKernels() != nullptr ? "avx512" : "portable");
+
+  SwigluOptions portable;
+  portable.allow_avx512 = false;  // no AVX-512 at all: no AVX512-BF16 either
+  const SwigluReport report = Forward(w, 64, portable, &y);
+  EXPECT_NE(report.path, SwigluPath::kBf16Dot);
+  EXPECT_STREQ(report.kernels, "portable");
+}
+
+TEST(SwigluBf16DispatchTest, Float32WeightsNeverTakeTheBf16Path) {
+  std::mt19937 rng(5);
+  const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kF32);
+  Matrix y;
+  EXPECT_NE(Forward(w, 257, {}, &y).path, SwigluPath::kBf16Dot);
+  const absl::StatusOr<std::string> summary = SwigluKernelSummary(WeightStorage::kF32);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->find("bf16"), std::string::npos) << *summary;
+}
+
+TEST(SwigluBf16DispatchTest, ForcingTheBf16PathWhereItCannotRunFails) {
+  std::mt19937 rng(6);
+  const SwigluWeights f32 = RandomWeights(16, 8, rng, WeightStorage::kF32);
+  const SwigluWeights bf16 = RandomWeights(16, 8, rng, WeightStorage::kBF16);
+  const Matrix x = RandomMatrix(20, 16, 1.0f, rng);
+  Matrix y(20, 16);
+  SwigluOptions options;
+  options.path = SwigluPath::kBf16Dot;
+  EXPECT_EQ(SwigluForward(f32, x, y.view(), options).code(), absl::StatusCode::kFailedPrecondition);
+  options.allow_avx512_bf16 = false;
+  EXPECT_EQ(SwigluForward(bf16, x, y.view(), options).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(SwigluKernelCapTest, ParsesEveryLevelAndNamesTheAcceptedValuesOtherwise) {
+  EXPECT_EQ(*ParseSwigluKernelCap("auto"), SwigluKernelCap::kAuto);
+  EXPECT_EQ(*ParseSwigluKernelCap(""), SwigluKernelCap::kAuto);
+  EXPECT_EQ(*ParseSwigluKernelCap("avx512bf16"), SwigluKernelCap::kAvx512Bf16);
+  EXPECT_EQ(*ParseSwigluKernelCap("avx512"), SwigluKernelCap::kAvx512);
+  EXPECT_EQ(*ParseSwigluKernelCap("portable"), SwigluKernelCap::kPortable);
+  const absl::Status bad = ParseSwigluKernelCap("avx1024").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("auto, avx512bf16, avx512, portable"), std::string::npos) << bad;
+}
+
+// Run as is (MOE_KERNELS unset) and by ctest with MOE_KERNELS=avx512bf16, =avx512, =portable and
+// =avx1024 (not a level: every call fails naming the accepted values), tests/CMakeLists.txt.
+TEST(SwigluKernelCapTest, TheEnvironmentCapAppliesToEveryCall) {
+  const char* env = std::getenv("MOE_KERNELS");
+  const absl::StatusOr<SwigluKernelCap> cap = ParseSwigluKernelCap(env == nullptr ? "" : env);
+  std::mt19937 rng(7);
+  const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kBF16);
+  const Matrix x = RandomMatrix(257, 48, 1.0f, rng);
+  Matrix y(257, 48);
+  SwigluReport report;
+  SwigluOptions options;
+  options.report = &report;
+  const absl::Status status = SwigluForward(w, x, y.view(), options);
+  if (!cap.ok()) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(status.message().find("MOE_KERNELS"), std::string::npos) << status;
+    EXPECT_EQ(SwigluKernelSummary(WeightStorage::kBF16).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    return;
+  }
+  ASSERT_TRUE(status.ok()) << status;
+  const absl::StatusOr<std::string> summary = SwigluKernelSummary(WeightStorage::kBF16);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->find("(bf16 activations)") != std::string::npos,
+            report.path == SwigluPath::kBf16Dot)
+      << *summary;
+  EXPECT_EQ(summary->find("MOE_KERNELS") != std::string::npos, *cap != SwigluKernelCap::kAuto)
+      << *summary;
+  switch (*cap) {
+    case SwigluKernelCap::kAuto:
+      EXPECT_EQ(report.path == SwigluPath::kBf16Dot, !BestBf16Kernels().empty());
+      if (report.path == SwigluPath::kBf16Dot) {
+        EXPECT_EQ(report.kernels, BestBf16Kernels());
+      }
+      break;
+    case SwigluKernelCap::kAvx512Bf16:
+      EXPECT_EQ(report.path == SwigluPath::kBf16Dot, Avx512Bf16DotKernels() != nullptr);
+      if (report.path == SwigluPath::kBf16Dot) {
+        EXPECT_STREQ(report.kernels, "avx512bf16");
+      }
+      EXPECT_EQ(summary->find("amx"), std::string::npos) << *summary;
+      break;
+    case SwigluKernelCap::kAvx512:
+      EXPECT_NE(report.path, SwigluPath::kBf16Dot);
+      EXPECT_STREQ(report.kernels, Avx512RowDotKernels() != nullptr ? "avx512" : "portable");
+      ExpectMatches(y, ReferenceSwiglu(Widened(w), x), "MOE_KERNELS=avx512");
+      break;
+    case SwigluKernelCap::kPortable:
+      EXPECT_STREQ(report.kernels, "portable");
+      ExpectMatches(y, ReferenceSwiglu(Widened(w), x), "MOE_KERNELS=portable");
+      break;
+  }
+}
+
+}  // namespace
+}  // namespace moe
