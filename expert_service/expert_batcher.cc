@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status/status_macros.h"
+#include "common/tensor/aligned_vector.h"
 
 namespace moe {
 
@@ -68,7 +69,7 @@ absl::Status ExpertBatcher::RunBatch(int expert, const std::vector<Call*>& batch
   const int64_t d = batch[0]->tokens.cols;
   // The one copy of each token row inside the shard: straight into the layout the compute function
   // reads in place (zeros past d).
-  std::vector<float> gathered(rows * row_stride_, 0.0f);
+  AlignedVector<float> gathered(rows * row_stride_, 0.0f);
   float* next = gathered.data();
   for (const Call* call : batch) {
     for (int32_t r : call->rows) {

@@ -53,13 +53,14 @@ class CheckpointTest : public ::testing::Test {
   void ExpectReadsSampleTensors(Checkpoint& checkpoint) {
     auto embed = checkpoint.ReadMatrix("embed", 4, 3);
     ASSERT_TRUE(embed.ok()) << embed.status();
-    EXPECT_EQ(embed->values(), Iota(12, 0));
+    EXPECT_THAT(embed->values(), ::testing::ElementsAreArray(Iota(12, 0)));
     auto weight = checkpoint.ReadMatrix("layer0.weight", 3, 2);
     ASSERT_TRUE(weight.ok()) << weight.status();
-    EXPECT_EQ(weight->values(), Iota(6, 10));  // small integers are exact in bf16
+    EXPECT_THAT(weight->values(),
+                ::testing::ElementsAreArray(Iota(6, 10)));  // small integers are exact in bf16
     auto weight1 = checkpoint.ReadMatrix("layer1.weight", 2, 2);
     ASSERT_TRUE(weight1.ok()) << weight1.status();
-    EXPECT_EQ(weight1->values(), Iota(4, 20));
+    EXPECT_THAT(weight1->values(), ::testing::ElementsAreArray(Iota(4, 20)));
     auto bias = checkpoint.ReadVector("layer0.bias", 3);
     ASSERT_TRUE(bias.ok()) << bias.status();
     EXPECT_EQ(*bias, Iota(3, 100));

@@ -87,6 +87,14 @@ TEST(Int8MatrixTest, StorageIsAQuarterOfFloat32) {
   EXPECT_EQ(int8->bytes(), 3 * 256 * 512 + 4 * (512 + 512 + 256));
 }
 
+TEST(Int8MatrixTest, QuadsStartOnACacheLine) {  // a quad is whole 64-byte chunks
+  std::mt19937 rng(8);
+  for (int64_t cols : {1, 100, 2048}) {
+    const Int8Matrix q = Int8Matrix::Quantize(RandomMatrix(5, cols, 1.0f, rng));
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(q.quad(0)) % kCacheLineBytes, 0u) << cols;
+  }
+}
+
 TEST(Int8MatrixTest, RefusesToQuantiseNonFiniteWeightsNamingTheElement) {
   std::mt19937 rng(7);
   Matrix gate = RandomMatrix(4, 3, 1.0f, rng), up = RandomMatrix(4, 3, 1.0f, rng);

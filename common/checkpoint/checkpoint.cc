@@ -165,7 +165,7 @@ absl::StatusOr<Matrix> Checkpoint::ReadMatrix(absl::string_view name, int64_t ro
                                                    ShapeString({rows, cols})));
   }
   ASSIGN_OR_RETURN(std::vector<float> values, file->ReadF32(name));
-  return Matrix(rows, cols, std::move(values));
+  return Matrix(rows, cols, values);
 }
 
 absl::StatusOr<std::vector<float>> Checkpoint::ReadVector(absl::string_view name, int64_t size) {

@@ -1,12 +1,11 @@
 #include "common/checkpoint/layer_loader.h"
 
-#include "common/checkpoint/fingerprint.h"
-
 #include <cstring>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/checkpoint/fingerprint.h"
 #include "common/status/status_macros.h"
 
 namespace moe {
@@ -106,7 +105,7 @@ absl::StatusOr<std::vector<float>> LayerLoader::LoadSharedExpertGate() {
   }
   ASSIGN_OR_RETURN(Matrix gate,
                    checkpoint_->ReadMatrix(names_.shared_expert_gate(), 1, config_.d_model));
-  return gate.values();
+  return std::vector<float>(gate.values().begin(), gate.values().end());
 }
 
 }  // namespace moe

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/tensor/aligned_vector.h"
 #include "common/tensor/matrix.h"
 
 namespace moe {
@@ -60,7 +61,7 @@ class Int8Matrix {
   int64_t rows_ = 0;
   int64_t cols_ = 0;
   int64_t padded_cols_ = 0;
-  std::vector<int8_t> packed_;
+  AlignedVector<int8_t> packed_;
   std::vector<float> scales_;  // one per row, padding rows included
 };
 

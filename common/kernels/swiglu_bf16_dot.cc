@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "common/kernels/swiglu_paths.h"
+#include "common/tensor/aligned_vector.h"
 
 namespace moe {
 namespace {
@@ -31,8 +32,8 @@ void SwigluBf16Dot(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y
   const int64_t d = w.gate.cols(), h = w.gate.rows(), tokens = x.rows;
   const int64_t kx = w.gate.padded_cols(), kh = w.down.padded_cols();
   const int64_t hidden_per_block = std::min(dot.rows_per_block, kMaxHiddenPerBlock);
-  std::vector<uint16_t> xb(dot.packed_values(tokens, kx), 0);   // zeros past d
-  std::vector<uint16_t> act(dot.packed_values(tokens, kh), 0);  // zeros past h
+  AlignedVector<uint16_t> xb(dot.packed_values(tokens, kx), 0);   // zeros past d
+  AlignedVector<uint16_t> act(dot.packed_values(tokens, kh), 0);  // zeros past h
 
   // Token groups [g0, g1) (of kBf16DotTokenAlign tokens).
   auto pack_x = [&](int64_t g0, int64_t g1) {

@@ -5,6 +5,7 @@
 
 #include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/swiglu_paths.h"
+#include "common/tensor/aligned_vector.h"
 
 namespace moe {
 namespace {
@@ -122,7 +123,7 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
   const RowBlocks &gate = blocks.gate, &up = blocks.up, &down = blocks.down;
   const int64_t d = weights.d_model(), h = weights.width(), tokens = x.rows;
   const int64_t ldx = SwigluInputStride(d), ldact = ActivationStride(h);
-  std::vector<float> copy;
+  AlignedVector<float> copy;
   const float* xp = x.data;
   *copied_input = !ReadableInPlace(x);
   if (*copied_input) {
@@ -130,7 +131,7 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
     for (int64_t t = 0; t < tokens; ++t) std::copy(x.row(t), x.row(t) + d, copy.data() + t * ldx);
     xp = copy.data();
   }
-  std::vector<float> act(tokens * ldact);  // zeros past h
+  AlignedVector<float> act(tokens * ldact);  // zeros past h
 
   // The VNNI int8 dots read activations rounded to int16: x once here, the hidden activations in
   // a phase of their own once phase 1 wrote them. A token with a non-finite value (an overflow the
@@ -138,7 +139,7 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
   const bool round_activations =
       weights.int8() != nullptr && kernels.dots_int8_quantized != nullptr;
   Activations input{xp, ldx}, hidden{act.data(), ldact};
-  std::vector<int16_t> xq, actq;
+  AlignedVector<int16_t> xq, actq;
   std::vector<float> x_scales, act_scales;
   std::vector<uint8_t> x_finite(tokens), act_finite(tokens);
   if (round_activations) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "common/tensor/aligned_vector.h"
 #include "common/tensor/matrix.h"
 
 namespace moe {
@@ -62,7 +63,7 @@ class Bf16Matrix {
   int64_t rows_ = 0;
   int64_t cols_ = 0;
   int64_t padded_cols_ = 0;
-  std::vector<uint16_t> packed_;
+  AlignedVector<uint16_t> packed_;  // quads start on cache lines: a quad is whole chunks
 };
 
 }  // namespace moe

@@ -1,4 +1,5 @@
-// Dense row-major float32 matrices: Matrix owns its storage (rows packed, stride = cols);
+// Dense row-major float32 matrices: Matrix owns its storage (rows packed, stride = cols; the first
+// row on a cache line, aligned_vector.h);
 // MatrixView / ConstMatrixView borrow someone else's, rows `stride` floats apart (stride ≥ cols),
 // so a view can cover rows laid out with padding, e.g. the layout a kernel reads (see
 // SwigluInputStride). The values between cols and stride belong to the owner of the memory: a
@@ -9,6 +10,8 @@
 
 #include <cstdint>
 #include <vector>
+
+#include "common/tensor/aligned_vector.h"
 
 namespace moe {
 
@@ -51,8 +54,9 @@ class Matrix {
  public:
   Matrix() = default;
   Matrix(int64_t rows, int64_t cols) : rows_(rows), cols_(cols), values_(rows * cols, 0.0f) {}
-  Matrix(int64_t rows, int64_t cols, std::vector<float> values)
-      : rows_(rows), cols_(cols), values_(std::move(values)) {}
+  // Copies `values` (rows × cols, row-major) into aligned storage.
+  Matrix(int64_t rows, int64_t cols, const std::vector<float>& values)
+      : rows_(rows), cols_(cols), values_(values.begin(), values.end()) {}
 
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
@@ -61,7 +65,7 @@ class Matrix {
   const float* data() const { return values_.data(); }
   float* row(int64_t r) { return values_.data() + r * cols_; }
   const float* row(int64_t r) const { return values_.data() + r * cols_; }
-  const std::vector<float>& values() const { return values_; }
+  const AlignedVector<float>& values() const { return values_; }
 
   MatrixView view() { return {values_.data(), rows_, cols_}; }
   ConstMatrixView view() const { return {values_.data(), rows_, cols_}; }
@@ -70,7 +74,7 @@ class Matrix {
  private:
   int64_t rows_ = 0;
   int64_t cols_ = 0;
-  std::vector<float> values_;
+  AlignedVector<float> values_;
 };
 
 }  // namespace moe
