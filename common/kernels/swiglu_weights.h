@@ -23,7 +23,7 @@ namespace moe {
 
 // kBF16 halves the bytes a small batch streams (the kernels widen it exactly to float32 on the
 // fly, so only the weights are rounded, never x or the sums; except that on CPUs with
-// AVX512-BF16, from 16 tokens per call (from 2 with AMX), x and the activations are rounded to bf16
+// AVX512-BF16, from 4 tokens per call (from 2 with AMX), x and the activations are rounded to bf16
 // too: swiglu_ffn.h). kInt8 quarters them: int8 values with one float32 scale per output row
 // (common/kernels/int8_matrix.h), quantised when loaded; the kernels widen them exactly too, so
 // the only error is the weights' quantisation.
