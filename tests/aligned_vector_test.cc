@@ -1,6 +1,6 @@
-// AlignedVector (common/tensor/aligned_vector.h): every buffer starts on a cache line, buffers of
-// 2 MB and more on a huge page boundary in a mapping Linux may back with huge pages, and the
-// weight matrices store their values in such buffers.
+// AlignedVector and WeightVector (common/tensor/aligned_vector.h): every buffer starts on a cache
+// line; a WeightVector of 2 MB and more on a huge page boundary in a mapping of its own that Linux
+// may back with huge pages, an AlignedVector on the heap; and the matrices store their values so.
 #include "common/tensor/aligned_vector.h"
 
 #include <algorithm>
@@ -61,18 +61,18 @@ TEST(AlignedVectorTest, SmallBuffersStartOnACacheLine) {
   }
 }
 
-TEST(AlignedVectorTest, LargeBuffersStartOnAHugePageAndKeepTheirValues) {
+TEST(AlignedVectorTest, LargeWeightBuffersStartOnAHugePageAndKeepTheirValues) {
   const size_t n = 3 * kHugePageBytes / sizeof(float) + 5;  // not a whole number of huge pages
-  AlignedVector<float> v(n);
+  WeightVector<float> v(n);
   ASSERT_EQ(Address(v.data()) % kHugePageBytes, 0u);
   for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>(i);
-  const AlignedVector<float> copy = v;
+  const WeightVector<float> copy = v;
   EXPECT_EQ(Address(copy.data()) % kHugePageBytes, 0u);
   for (size_t i = 0; i < n; i += 4099) ASSERT_EQ(copy[i], static_cast<float>(i));
   EXPECT_EQ(copy[n - 1], static_cast<float>(n - 1));
 }
 
-TEST(AlignedVectorTest, LargeBuffersAreAdvisedForHugePagesAndUnmappedWhenFreed) {
+TEST(AlignedVectorTest, LargeWeightBuffersAreAdvisedForHugePagesAndUnmappedWhenFreed) {
   std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
   std::string modes;
   if (!std::getline(thp, modes) || modes.find("[never]") != std::string::npos) {
@@ -80,7 +80,7 @@ TEST(AlignedVectorTest, LargeBuffersAreAdvisedForHugePagesAndUnmappedWhenFreed) 
   }
   const void* data = nullptr;
   {
-    AlignedVector<uint16_t> v(4 * kHugePageBytes / sizeof(uint16_t), 1);
+    WeightVector<uint16_t> v(4 * kHugePageBytes / sizeof(uint16_t), 1);
     data = v.data();
     const std::vector<std::string> mapping = MappingOf(data);
     ASSERT_FALSE(mapping.empty());
@@ -92,15 +92,25 @@ TEST(AlignedVectorTest, LargeBuffersAreAdvisedForHugePagesAndUnmappedWhenFreed) 
   EXPECT_TRUE(MappingOf(data).empty()) << "the buffer's mapping outlived it";
 }
 
-TEST(AlignedVectorTest, WeightMatricesStartOnACacheLine) {
+// A call's scratch is freed and allocated again on every call: from the heap, which keeps it
+// (memory_policy.h), not a mapping that would be faulted in each time.
+TEST(AlignedVectorTest, LargeScratchBuffersStayOnTheHeap) {
+  AlignedVector<float> scratch(4 * kHugePageBytes / sizeof(float), 1.0f);
+  EXPECT_EQ(Address(scratch.data()) % kCacheLineBytes, 0u);
+  const std::vector<std::string> flags =
+      absl::StrSplit(Field(MappingOf(scratch.data()), "VmFlags"), ' ');
+  EXPECT_EQ(std::find(flags.begin(), flags.end(), "hg"), flags.end());
+}
+
+TEST(AlignedVectorTest, MatricesStartOnACacheLine) {
   for (int64_t cols : {1, 100, 2048}) {
     const Matrix m(3, cols);
     EXPECT_EQ(Address(m.data()) % kCacheLineBytes, 0u) << cols;
     const Bf16Matrix b = Bf16Matrix::RoundFrom(m);
     EXPECT_EQ(Address(b.quad(0)) % kCacheLineBytes, 0u) << cols;
   }
-  const Matrix big(1024, 2048);  // 8 MB: an OLMoE expert's projection
-  EXPECT_EQ(Address(big.data()) % kHugePageBytes, 0u);
+  const Bf16Matrix projection = Bf16Matrix::RoundFrom(Matrix(1024, 2048));  // OLMoE's, 4 MB
+  EXPECT_EQ(Address(projection.quad(0)) % kHugePageBytes, 0u);
 }
 
 }  // namespace

@@ -61,7 +61,7 @@ class Int8Matrix {
   int64_t rows_ = 0;
   int64_t cols_ = 0;
   int64_t padded_cols_ = 0;
-  AlignedVector<int8_t> packed_;
+  WeightVector<int8_t> packed_;
   std::vector<float> scales_;  // one per row, padding rows included
 };
 

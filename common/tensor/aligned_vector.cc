@@ -14,8 +14,8 @@ size_t RoundUp(size_t bytes, size_t to) { return (bytes + to - 1) / to * to; }
 
 }  // namespace
 
-void* AllocateAligned(size_t bytes) {
-  if (bytes < kHugePageBytes) {
+void* AllocateAligned(size_t bytes, bool huge_pages) {
+  if (!huge_pages || bytes < kHugePageBytes) {
     return ::operator new(RoundUp(bytes, kCacheLineBytes), std::align_val_t(kCacheLineBytes));
   }
   // Map one huge page more than needed, then give back the parts before the first 2 MB boundary
@@ -33,9 +33,9 @@ void* AllocateAligned(size_t bytes) {
   return p;
 }
 
-void FreeAligned(void* p, size_t bytes) {
+void FreeAligned(void* p, size_t bytes, bool huge_pages) {
   if (p == nullptr) return;
-  if (bytes < kHugePageBytes) {
+  if (!huge_pages || bytes < kHugePageBytes) {
     ::operator delete(p, std::align_val_t(kCacheLineBytes));
     return;
   }

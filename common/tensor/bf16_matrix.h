@@ -63,7 +63,7 @@ class Bf16Matrix {
   int64_t rows_ = 0;
   int64_t cols_ = 0;
   int64_t padded_cols_ = 0;
-  AlignedVector<uint16_t> packed_;  // quads start on cache lines: a quad is whole chunks
+  WeightVector<uint16_t> packed_;  // quads start on cache lines: a quad is whole chunks
 };
 
 }  // namespace moe
