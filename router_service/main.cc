@@ -103,6 +103,19 @@ ABSL_FLAG(int, max_inflight_tokens, 512,
           "Most tokens of the Forward calls computed at once (a call alone always may): the work "
           "in flight, which a small machine saturates with a few large calls, while one-token "
           "calls must run together for the shards to batch them. 0: no token bound");
+ABSL_FLAG(int, max_batch_tokens, 256,
+          "Cross-request batching: Forward calls for a layer that arrive while its last batch is "
+          "fanning out go out together as the next one (one call per shard for all of them), up "
+          "to this many tokens; 0 turns batching off. A call that finds its layer idle goes at "
+          "once");
+ABSL_FLAG(int, batch_wait_us, 20000,
+          "How long after a batch was answered its callers are awaited back: the next batch "
+          "waits until they and the calls queued then are queued again, at most this long and "
+          "at most a quarter of the last batch's time, so that clients that send again when "
+          "answered meet in one batch instead of taking turns in two (0: never waits; a lone "
+          "client never waits)");
+ABSL_FLAG(int, batches_in_flight, 1,
+          "Batches of one layer fanning out at once (with --max_batch_tokens > 0)");
 ABSL_FLAG(int, max_queued, -1,
           "Most Forward calls waiting for a place; beyond, RESOURCE_EXHAUSTED at once. A waiting "
           "call is refused (RESOURCE_EXHAUSTED) as soon as its deadline leaves less than twice "
@@ -192,6 +205,9 @@ int main(int argc, char** argv) {
   options.hedging = absl::GetFlag(FLAGS_hedging);
   options.allow_partial = absl::GetFlag(FLAGS_allow_partial);
   options.partial_sums = absl::GetFlag(FLAGS_partial_sums);
+  options.batching.max_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  options.batching.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_batch_wait_us));
+  options.batching.in_flight = absl::GetFlag(FLAGS_batches_in_flight);
   const std::string wire_dtype = absl::GetFlag(FLAGS_shard_wire_dtype);
   if (wire_dtype != "f32" && wire_dtype != "bf16") {
     std::cerr << "moe_router: --shard_wire_dtype=" << wire_dtype << ": expected f32 or bf16"

@@ -12,8 +12,10 @@
 #include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/thread_pool.h"
 #include "common/status/status_macros.h"
+#include "router_service/combine_replies.h"
 #include "router_service/dispatch_plan.h"
 #include "router_service/fanout.h"
+#include "router_service/joined_requests.h"
 #include "router_service/replica_map.h"
 
 namespace moe {
@@ -89,7 +91,10 @@ Router::Router(RouterOptions options, ModelConfig config, std::vector<Layer> lay
       shared_on_shards_(shared_on_shards),
       metrics_(std::move(metrics)),
       directory_(std::move(directory)),
-      pool_(std::make_unique<KernelThreadPool>(kernel_threads)) {}
+      pool_(std::make_unique<KernelThreadPool>(kernel_threads)),
+      batcher_(std::make_unique<RequestBatcher>(
+          [this](absl::Span<RequestBatcher::Request* const> batch) { RunBatch(batch); },
+          options_.batching)) {}
 
 Router::~Router() = default;
 
@@ -98,6 +103,14 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
   if (options.max_tokens < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--max_tokens must be >= 1, got ", options.max_tokens));
+  }
+  const RequestBatchingOptions& batching = options.batching;
+  if (batching.max_tokens < 0 || batching.in_flight < 1 ||
+      batching.max_wait < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batching: --max_batch_tokens must be >= 0 (got ", batching.max_tokens,
+                     "), --batch_wait_us >= 0 (got ", absl::ToInt64Microseconds(batching.max_wait),
+                     "), --batches_in_flight >= 1 (got ", batching.in_flight, ")"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(options.model_dir));
   ASSIGN_OR_RETURN(std::string config_text, checkpoint->ReadConfigText());
@@ -198,6 +211,13 @@ absl::Status Router::SharedExpert(const Layer& layer, ConstMatrixView tokens,
   return absl::OkStatus();
 }
 
+// One request on its way through the batcher: what RunBatch reads and where it writes.
+struct Router::PendingForward : RequestBatcher::Request {
+  const Layer* layer = nullptr;
+  JoinedRequests::Part part;
+  std::vector<int> missing_experts;
+};
+
 absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, ConstMatrixView tokens,
                                               absl::Time deadline, MatrixView output,
                                               const std::function<bool()>& client_cancelled) const {
@@ -213,11 +233,71 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
   RETURN_IF_ERROR(CheckFiniteRows(logits, "the gate logits"));
   ForwardResult result;
   ASSIGN_OR_RETURN(result.routing, Route(config_.routing, logits, layer->gate.correction_bias));
-  Routing& routing = result.routing;
+  const int layer_position = static_cast<int>(layer - layer_state_.data());
+  CountTokens(layer_position, result.routing);
 
+  PendingForward request;
+  request.tokens = tokens.rows;
+  request.deadline =
+      deadline == absl::InfiniteFuture() ? absl::Now() + options_.default_timeout : deadline;
+  request.cancelled = client_cancelled;
+  request.layer = layer;
+  request.part = {tokens, &result.routing, output};
+  RETURN_IF_ERROR(batcher_->Run(layer_position, request));
+  RETURN_IF_ERROR(CheckFiniteRows(output, "the layer's output"));
+  result.missing_experts = std::move(request.missing_experts);
+  if (!result.missing_experts.empty()) partial_answers_.fetch_add(1, std::memory_order_relaxed);
+  return result;
+}
+
+void Router::RunAlone(PendingForward& request) const {
+  const JoinedRequests::Part& part = request.part;
+  absl::StatusOr<std::vector<int>> missing = Dispatch(
+      *request.layer, part.input, *part.routing, request.deadline, part.output, request.cancelled);
+  request.status = missing.status();
+  if (missing.ok()) request.missing_experts = *std::move(missing);
+}
+
+void Router::RunBatch(absl::Span<RequestBatcher::Request* const> batch) const {
+  auto pending = [&batch](size_t i) { return static_cast<PendingForward*>(batch[i]); };
+  batches_.fetch_add(1, std::memory_order_relaxed);
+  if (metrics_ != nullptr) metrics_->Batched(static_cast<int64_t>(batch.size()));
+  if (batch.size() == 1) return RunAlone(*pending(0));
+  // One fan-out for all, cancelled when every request is, and given until the latest deadline
+  // so that none is cut short by another's.
+  std::vector<JoinedRequests::Part> parts;
+  absl::Time deadline = absl::InfinitePast();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    parts.push_back(pending(i)->part);
+    deadline = std::max(deadline, batch[i]->deadline);
+  }
+  JoinedRequests joined(std::move(parts));
+  const std::function<bool()> all_cancelled = [&batch] {
+    return std::all_of(batch.begin(), batch.end(), [](const RequestBatcher::Request* request) {
+      return request->cancelled && request->cancelled();
+    });
+  };
+  const absl::StatusOr<std::vector<int>> missing =
+      Dispatch(*pending(0)->layer, joined.tokens(), joined.routing(), deadline, joined.output(),
+               all_cancelled);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (missing.status().code() == absl::StatusCode::kInvalidArgument) {
+      // Refused for what a token holds (an expert output that overflows float32): each request
+      // alone, so that only the one holding that token fails, and names it.
+      RunAlone(*pending(i));
+      continue;
+    }
+    batch[i]->status = missing.status();
+    if (missing.ok()) pending(i)->missing_experts = joined.Split(i, *missing);
+  }
+}
+
+absl::StatusOr<std::vector<int>> Router::Dispatch(const Layer& layer, ConstMatrixView tokens,
+                                                  Routing& routing, absl::Time deadline,
+                                                  MatrixView output,
+                                                  const std::function<bool()>& cancelled) const {
   const std::shared_ptr<const ReplicaMap> map = directory_->replica_map();
-  const int layer_index = map->LayerIndex(layer->layer);
-  CountTokens(static_cast<int>(layer - layer_state_.data()), routing);
+  const int layer_index = map->LayerIndex(layer.layer);
   std::vector<int> experts = ChosenExperts(routing);
   if (shared_on_shards_) experts.push_back(kSharedExpertId);
   const std::vector<int> chosen =
@@ -231,7 +311,7 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
   }
   if (!unheld.empty() && (!options_.allow_partial || unheld.back() == kSharedExpertId)) {
     const absl::Status error = NoHolderError(*map, layer_index, unheld);
-    const std::string unusable = directory_->Unusable(layer->layer, unheld);
+    const std::string unusable = directory_->Unusable(layer.layer, unheld);
     return unusable.empty()
                ? error
                : absl::UnavailableError(absl::StrCat(error.message(), " (", unusable, ")"));
@@ -244,10 +324,9 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
   const DispatchPlan plan =
       weighted
           ? PlanWeightedDispatch(routing, shard_of, shared_shard,
-                                 [&](int64_t t) { return SharedExpertScale(*layer, tokens, t); })
+                                 [&](int64_t t) { return SharedExpertScale(layer, tokens, t); })
           : PlanDispatch(routing, shard_of, shared_shard);
 
-  if (deadline == absl::InfiniteFuture()) deadline = absl::Now() + options_.default_timeout;
   Fanout fanout(map, layer_index, plan, tokens, deadline, options_.hedging);
   {
     absl::MutexLock lock(&mu_);
@@ -255,8 +334,8 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
     in_flight_.insert(&fanout);
   }
   fanout.Start();
-  const absl::Status shared_status = SharedExpert(*layer, tokens, output);
-  std::vector<absl::StatusOr<ShardCallOutput>> replies = fanout.Wait(client_cancelled);
+  const absl::Status shared_status = SharedExpert(layer, tokens, output);
+  std::vector<absl::StatusOr<ShardCallOutput>> replies = fanout.Wait(cancelled);
   {
     absl::MutexLock lock(&mu_);
     in_flight_.erase(&fanout);
@@ -270,6 +349,7 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
   RETURN_IF_ERROR(shared_status);
 
   // Failed work: an error, or with allow_partial its experts go missing.
+  std::vector<int> missing_experts;
   std::vector<bool> missing(config_.routing.num_experts, false);
   for (size_t i = 0; i < replies.size(); ++i) {
     if (replies[i].ok()) continue;
@@ -281,63 +361,13 @@ absl::StatusOr<ForwardResult> Router::Forward(std::optional<int> layer_id, Const
     for (const ExpertRows& rows : plan.work[i].experts) missing[rows.expert] = true;
   }
   for (int e = 0; e < config_.routing.num_experts; ++e) {
-    if (missing[e]) result.missing_experts.push_back(e);
+    if (missing[e]) missing_experts.push_back(e);
   }
-  if (!result.missing_experts.empty()) partial_answers_.fetch_add(1, std::memory_order_relaxed);
 
-  const int64_t d = config_.d_model;
-  // Each token's weights over the experts that answered, keeping the token's total weight
-  // (allow_partial); scale[t] = 1 when all answered.
-  std::vector<float> scale(routing.num_tokens, 1.0f);
-  for (int64_t t = 0; t < routing.num_tokens; ++t) {
-    const int* token_experts = routing.token_experts(t);
-    float* weights = routing.weights.data() + t * routing.top_k;
-    float total = 0.0f, answered = 0.0f;
-    for (int j = 0; j < routing.top_k; ++j) {
-      total += weights[j];
-      if (!missing[token_experts[j]]) answered += weights[j];
-    }
-    if (answered < total) scale[t] = answered > 0.0f ? total / answered : 0.0f;
-    for (int j = 0; j < routing.top_k; ++j) {
-      weights[j] = missing[token_experts[j]] ? 0.0f : weights[j] * scale[t];
-    }
-  }
-  if (plan.weighted) {
-    // output (the shared expert's part) += each shard's per-token partial sum, shards in plan
-    // order; a missing shard's experts are left out and the others scaled as above.
-    for (size_t i = 0; i < replies.size(); ++i) {
-      if (!replies[i].ok()) continue;
-      const ShardWork& work = plan.work[i];
-      const ConstMatrixView sum = replies[i]->sum;
-      for (size_t r = 0; r < work.tokens.size(); ++r) {
-        const int64_t t = work.tokens[r];
-        const float s = scale[t];
-        float* out = output.row(t);
-        const float* row = sum.row(static_cast<int64_t>(r));
-        for (int64_t c = 0; c < d; ++c) out[c] += s * row[c];
-      }
-    }
-  } else {
-    for (int64_t t = 0; t < routing.num_tokens; ++t) {
-      float* out = output.row(t);
-      const int* token_experts = routing.token_experts(t);
-      const float* weights = routing.weights.data() + t * routing.top_k;
-      for (int j = 0; j < routing.top_k; ++j) {
-        if (missing[token_experts[j]]) continue;
-        const OutputSource& source = plan.sources[t * routing.top_k + j];
-        const float* row = replies[source.work]->groups[source.expert].row(source.row);
-        for (int64_t i = 0; i < d; ++i) out[i] += weights[j] * row[i];
-      }
-      if (!plan.shared_sources.empty()) {
-        const OutputSource& source = plan.shared_sources[t];
-        const float* row = replies[source.work]->groups[source.expert].row(source.row);
-        const float s = SharedExpertScale(*layer, tokens, t);
-        for (int64_t i = 0; i < d; ++i) out[i] += s * row[i];
-      }
-    }
-  }
-  RETURN_IF_ERROR(CheckFiniteRows(output, "the layer's output"));
-  return result;
+  CombineReplies(
+      plan, replies, missing, [&](int64_t t) { return SharedExpertScale(layer, tokens, t); },
+      routing, output);
+  return missing_experts;
 }
 
 void Router::CountTokens(int layer_position, const Routing& routing) const {
@@ -345,6 +375,12 @@ void Router::CountTokens(int layer_position, const Routing& routing) const {
   const int64_t choices = routing.num_tokens * routing.top_k;
   for (int64_t i = 0; i < choices; ++i) metrics_->TokenRouted(layer_position, routing.experts[i]);
   metrics_->MaybeRollImbalance(layer_position, absl::Now());
+}
+
+void Router::TEST_AwaitQueued(int layer, int requests) const {
+  for (size_t i = 0; i < layer_state_.size(); ++i) {
+    if (layer_state_[i].layer == layer) batcher_->TEST_AwaitQueued(static_cast<int>(i), requests);
+  }
 }
 
 void Router::CancelAll() const {
@@ -360,6 +396,7 @@ RouterCounters Router::counters() const {
   counters.hedges = hedges_.load(std::memory_order_relaxed);
   counters.hedges_won = hedges_won_.load(std::memory_order_relaxed);
   counters.retries = retries_.load(std::memory_order_relaxed);
+  counters.batches = batches_.load(std::memory_order_relaxed);
   return counters;
 }
 

@@ -32,6 +32,7 @@
 #include "common/kernels/thread_pool.h"
 #include "common/routing/routing.h"
 #include "common/tensor/matrix.h"
+#include "router_service/request_batcher.h"
 #include "router_service/router_metrics.h"
 #include "router_service/shard_directory.h"
 
@@ -53,6 +54,8 @@ struct RouterOptions {
   // row per (token, expert). Not with allow_partial while shards compute the shared expert.
   bool partial_sums = true;
   int kernel_threads = 0;  // threads of the local shared expert's FFN; 0: one per core
+  // Concurrent requests for one layer fanned out together (router_service/request_batcher.h).
+  RequestBatchingOptions batching;
   DirectoryOptions directory;
   // Where to register the router's metrics (router_service/router_metrics.h); null: none. Must
   // outlive the Router.
@@ -71,6 +74,7 @@ struct RouterCounters {
   int64_t hedges = 0;
   int64_t hedges_won = 0;
   int64_t retries = 0;
+  int64_t batches = 0;  // fan-outs: fewer than requests when cross-request batching merges them
 };
 
 class Router {
@@ -104,6 +108,9 @@ class Router {
   // Null when RouterOptions::metrics was.
   RouterMetrics* metrics() const { return metrics_.get(); }
 
+  // Test seam: blocks until `requests` requests for `layer` wait for a batch to start.
+  void TEST_AwaitQueued(int layer, int requests) const;
+
  private:
   struct Layer {
     int layer;
@@ -112,9 +119,23 @@ class Router {
     std::optional<SwigluWeights> shared;  // set when the router computes the shared expert
   };
 
+  struct PendingForward;
+
   Router(RouterOptions options, ModelConfig config, std::vector<Layer> layers,
          bool shared_on_shards, std::unique_ptr<RouterMetrics> metrics,
          std::unique_ptr<ShardDirectory> directory, int kernel_threads);
+  // The batcher's run function: one Dispatch for every PendingForward of `batch`, each request
+  // given its rows of the answer, its renormalised weights and its missing experts.
+  void RunBatch(absl::Span<RequestBatcher::Request* const> batch) const;
+  // Dispatch for one request, into its own buffers.
+  void RunAlone(PendingForward& request) const;
+  // Fans `tokens` out to the shards holding the experts `routing` chose and sums the replies
+  // (and the shared expert) into `output`. With allow_partial, renormalises `routing`'s weights
+  // over the experts that answered and returns those that did not (ascending).
+  absl::StatusOr<std::vector<int>> Dispatch(const Layer& layer, ConstMatrixView tokens,
+                                            Routing& routing, absl::Time deadline,
+                                            MatrixView output,
+                                            const std::function<bool()>& cancelled) const;
   // Counts `routing`'s tokens per expert of layer_state_[layer_position] (metrics on).
   void CountTokens(int layer_position, const Routing& routing) const;
 
@@ -132,12 +153,13 @@ class Router {
   const std::unique_ptr<RouterMetrics> metrics_;  // declared before the directory that uses it
   const std::unique_ptr<ShardDirectory> directory_;
   const std::unique_ptr<KernelThreadPool> pool_;  // the local shared expert's FFN threads
+  const std::unique_ptr<RequestBatcher> batcher_;
 
   mutable absl::Mutex mu_;
   mutable absl::flat_hash_set<Fanout*> in_flight_ ABSL_GUARDED_BY(mu_);
   mutable bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   mutable std::atomic<int64_t> requests_{0}, partial_answers_{0}, hedges_{0}, hedges_won_{0},
-      retries_{0};
+      retries_{0}, batches_{0};
 };
 
 }  // namespace moe

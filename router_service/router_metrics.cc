@@ -73,6 +73,11 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(MetricRegis
       CounterFamily * hedges_won,
       registry->AddCounter("moe_router_hedges_won_total", "Hedge calls that answered first."));
   ASSIGN_OR_RETURN(m->hedges_won_, hedges_won->WithLabels({}));
+  ASSIGN_OR_RETURN(HistogramFamily * batch,
+                   registry->AddHistogram("moe_router_batch_requests",
+                                          "Requests per fan-out (cross-request batches).", {},
+                                          ExponentialBuckets(1, 2, 10)));
+  ASSIGN_OR_RETURN(m->batch_requests_, batch->WithLabels({}));
   ASSIGN_OR_RETURN(m->shard_calls_,
                    registry->AddCounter("moe_router_shard_calls_total",
                                         "Shard Compute attempts by outcome (a retried or hedged "

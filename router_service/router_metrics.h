@@ -1,7 +1,8 @@
 // The router's Prometheus metrics (README "Metrics"), registered once at startup with every
 // series that can be known then resolved up front, so that each exists (at 0) before its first
 // event and hot paths only touch lock-free cells: requests by code, request latency, requests in
-// flight, tokens per (layer, expert) with a per-layer load-imbalance window, hedges. Per-replica
+// flight, tokens per (layer, expert) with a per-layer load-imbalance window, hedges, requests
+// per batch. Per-replica
 // series (shard call latency and outcomes, ejections) are resolved when the directory creates the
 // replica (ReplicaMetricsFor), since targets come and go.
 //
@@ -43,6 +44,8 @@ class RouterMetrics {
     imbalance_[layer_index]->MaybeRoll(now);
   }
   void Hedged(int sent, int won);
+  // One fan-out carried `requests` requests (router_service/request_batcher.h).
+  void Batched(int64_t requests) { batch_requests_->Observe(static_cast<double>(requests)); }
   // The cells of one replica's series; resolved once per target (may fail only on a bad label).
   absl::StatusOr<ReplicaMetrics> ReplicaMetricsFor(const std::string& target);
 
@@ -56,6 +59,7 @@ class RouterMetrics {
   std::vector<std::unique_ptr<LoadImbalanceWindow>> imbalance_;
   Counter* hedges_sent_ = nullptr;
   Counter* hedges_won_ = nullptr;
+  Histogram* batch_requests_ = nullptr;
   CounterFamily* shard_calls_ = nullptr;
   HistogramFamily* shard_call_duration_ = nullptr;
   CounterFamily* ejections_ = nullptr;

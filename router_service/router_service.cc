@@ -140,6 +140,7 @@ grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest
   stats->set_hedges_won(counters.hedges_won);
   stats->set_retries(counters.retries);
   stats->set_ejections(ejections);
+  stats->set_batches(counters.batches);
   return grpc::Status::OK;
 }
 

@@ -7,9 +7,9 @@
 // Refresh() asks every target twice (two backends behind one DNS name must agree; otherwise the
 // target is rejected with both answers in the reason), probes ejected replicas, and rebuilds the
 // snapshot. A serving target leaves the map after two unanswered refreshes in a row (one may be
-// a starved process), at once when its answer disqualifies it. StartRefreshing() does so every `refresh_interval` on a thread of its own, so shards
-// that start later, restart with other experts or disappear are picked up within an interval
-// (200 ms while some expert has no serving shard).
+// a starved process), at once when its answer disqualifies it. StartRefreshing() does so every
+// `refresh_interval` on a thread of its own, so shards that start later, restart with other experts
+// or disappear are picked up within an interval (200 ms while some expert has no serving shard).
 // Thread-safe.
 #ifndef MOE_ROUTER_SERVICE_SHARD_DIRECTORY_H_
 #define MOE_ROUTER_SERVICE_SHARD_DIRECTORY_H_
@@ -26,8 +26,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/checkpoint/model_identity.h"
-#include "router_service/replica_map.h"
 #include "router_service/replica.h"
+#include "router_service/replica_map.h"
 #include "router_service/shard_client.h"
 #include "router_service/shard_targets.h"
 
@@ -100,7 +100,7 @@ class ShardDirectory {
     std::shared_ptr<Replica> replica;
     std::optional<ShardDescription> description;
     absl::Status problem = absl::UnavailableError("not described yet");
-    bool asked = false;  // Describe was tried at least once
+    bool asked = false;        // Describe was tried at least once
     int failed_refreshes = 0;  // unanswered refreshes in a row
   };
 
@@ -128,7 +128,7 @@ class ShardDirectory {
   CoverageCallback on_coverage_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::shared_ptr<Round> round_ ABSL_GUARDED_BY(mu_);  // the latest refresh's
-  absl::Mutex refresh_mu_;  // one Refresh at a time
+  absl::Mutex refresh_mu_;                             // one Refresh at a time
   std::thread refresher_;
 };
 

@@ -197,9 +197,11 @@ TEST(EndToEndBatchingTest, ConcurrentRequestsShareExpertBatchesAndStayCorrect) {
   ASSERT_TRUE(reference.ok());
   // A 20 ms linger makes merging certain even on a loaded or sanitized build; the production
   // default is 0 (merging then comes from queueing behind a busy expert). The router runs all
-  // kThreads requests at once (its default --max_inflight would queue half of them).
+  // kThreads requests at once (its default --max_inflight would queue half of them), each with
+  // its own shard calls (no batching at the router: this is the shards' own batching).
   constexpr int kThreads = 16, kRequests = 8;
-  Cluster cluster(model, 0, {"0-3", "4-7"}, {absl::StrCat("--max_inflight=", kThreads)},
+  Cluster cluster(model, 0, {"0-3", "4-7"},
+                  {absl::StrCat("--max_inflight=", kThreads), "--max_batch_tokens=0"},
                   {"--batch_wait_us=20000"});
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
@@ -229,6 +231,49 @@ TEST(EndToEndBatchingTest, ConcurrentRequestsShareExpertBatchesAndStayCorrect) {
   EXPECT_EQ(groups, 2 * kThreads * kRequests);
   EXPECT_LT(batches, groups / 2) << "concurrent requests should share FFN calls";
   EXPECT_GT(largest, 1);
+}
+
+TEST(EndToEndBatchingTest, ConcurrentRequestsGoOutTogetherFromTheRouterAndStayCorrect) {
+  const std::string model = testing::WriteTestModel("tiny");
+  auto reference = testing::ReferenceLayer::Load(model, 0);
+  ASSERT_TRUE(reference.ok());
+  // Router defaults (batching on); 16 clients that each send again when answered.
+  constexpr int kThreads = 16, kRequests = 8;
+  Cluster cluster(model, 0, {"0-3", "4-7"}, {absl::StrCat("--max_inflight=", kThreads)});
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      for (int r = 0; r < kRequests; ++r) {
+        const int64_t n = 1 + (i + r) % 3;
+        const std::vector<float> tokens = testing::RandomTokens(n, 256, 1000 * i + r);
+        v1::ForwardRequest request = MakeRequest(tokens, n, 256);
+        request.set_return_routing(true);
+        v1::ForwardResponse response;
+        grpc::Status status = cluster.Forward(request, &response);
+        const auto expected = reference->Forward(tokens, n);
+        bool right = status.ok() && response.routing_size() == n;
+        for (int64_t t = 0; right && t < n; ++t) {
+          right = testing::RowRelativeError(response.output().values().data(), expected.output, t,
+                                            256) < 1e-4 &&
+                  (expected.margin[t] < 1e-5 ||
+                   std::vector<int>(response.routing(t).experts().begin(),
+                                    response.routing(t).experts().end()) == expected.experts[t]);
+        }
+        if (!right) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  const v1::ModelInfo info = cluster.Info();
+  EXPECT_EQ(info.stats().requests(), kThreads * kRequests);
+  EXPECT_LT(info.stats().batches(), kThreads * kRequests / 2) << "requests should go out together";
+  int64_t shard_calls = 0;
+  for (int shard = 0; shard < 2; ++shard) shard_calls += cluster.ExpertInfo(shard).compute_calls();
+  // At most one call per shard per batch, and any hedges and retries.
+  EXPECT_LE(shard_calls,
+            2 * info.stats().batches() + info.stats().hedges() + info.stats().retries());
 }
 
 TEST(EndToEndFailureTest, StoppedShardIsUnavailableAndRouterKeepsServing) {

@@ -128,6 +128,7 @@ TEST_F(MetricsEndToEndTest, EverySeriesExistsAtZeroBeforeTheFirstRequest) {
   EXPECT_EQ(router.at("moe_router_requests_total").samples.size(), 17u);  // one per code
   EXPECT_EQ(Sum(router, "moe_router_inflight_requests", "moe_router_inflight_requests"), 0);
   EXPECT_EQ(router.at("moe_router_request_duration_seconds").type, "histogram");
+  EXPECT_EQ(Sum(router, "moe_router_batch_requests", "moe_router_batch_requests_count"), 0);
   for (const Metered& expert : experts_) {
     // Each replica's series exist from the moment the router knows the target.
     EXPECT_EQ(
@@ -183,6 +184,9 @@ TEST_F(MetricsEndToEndTest, CountersAddUpToTheRequestsSent) {
       Sum(router, "moe_router_request_duration_seconds", "moe_router_request_duration_seconds_sum"),
       0);
   EXPECT_EQ(Sum(router, "moe_router_inflight_requests", "moe_router_inflight_requests"), 0);
+  // One after the other: every valid request went out alone (the invalid one never went out).
+  EXPECT_EQ(Sum(router, "moe_router_batch_requests", "moe_router_batch_requests_count"), kRequests);
+  EXPECT_EQ(Sum(router, "moe_router_batch_requests", "moe_router_batch_requests_sum"), kRequests);
 
   // Shards: the same tokens, each expert's on the shard holding it; one shard call per Compute.
   double shard_calls = 0;

@@ -91,9 +91,10 @@ TEST_F(RouterTest, AClientThatWentAwayHasItsShardCallsCancelled) {
   const std::vector<float> tokens = testing::RandomTokens(8, 256, 1);
   Matrix out(8, 256);
   std::atomic<int> asked{0};
-  auto client_gone = [&asked] {  // gone from the start: the router learns it when it asks
+  // Gone once both shard calls are out: the router learns it when it next asks.
+  auto client_gone = [this, &asked] {
     ++asked;
-    return true;
+    return fakes_["a:1"]->calls() + fakes_["b:2"]->calls() == 2;
   };
   const absl::Time start = absl::Now();
   auto result = router->Forward(std::nullopt, ConstMatrixView{tokens.data(), 8, 256},
@@ -104,6 +105,16 @@ TEST_F(RouterTest, AClientThatWentAwayHasItsShardCallsCancelled) {
   EXPECT_LT(took, absl::Seconds(2)) << "the hung shard calls ran on after the client went away";
   EXPECT_GE(asked.load(), 1);
   EXPECT_EQ(fakes_["a:1"]->calls() + fakes_["b:2"]->calls(), 2);  // sent, then cancelled
+}
+
+TEST_F(RouterTest, AClientGoneBeforeItsRequestWentOutIsNeverSent) {
+  auto router = MakeRouter(kTwoShards);
+  const std::vector<float> tokens = testing::RandomTokens(8, 256, 1);
+  Matrix out(8, 256);
+  auto result = router->Forward(std::nullopt, ConstMatrixView{tokens.data(), 8, 256},
+                                absl::Now() + absl::Seconds(20), out.view(), [] { return true; });
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled) << result.status();
+  EXPECT_EQ(fakes_["a:1"]->calls() + fakes_["b:2"]->calls(), 0);
 }
 
 TEST_F(RouterTest, HungReplicaIsHedgedThenEjected) {

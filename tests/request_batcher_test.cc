@@ -1,0 +1,302 @@
+// The router's cross-request batching with a run function the test controls. Every "the other
+// thread got there" is awaited through the batcher's TEST_ seams or a Notification, never a sleep.
+#include "router_service/request_batcher.h"
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace moe {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// A request that says which caller it is.
+struct Tagged : RequestBatcher::Request {
+  std::string name;
+};
+
+// Records every batch as the names of its requests; holds a batch that holds `hold` until the
+// test releases it, and makes one that holds `slow` take that long (the work of a long batch).
+class Recorder {
+ public:
+  RequestBatcher::RunFn Fn() {
+    return [this](absl::Span<RequestBatcher::Request* const> batch) {
+      std::vector<std::string> names;
+      for (RequestBatcher::Request* request : batch) {
+        names.push_back(static_cast<Tagged*>(request)->name);
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        batches_.push_back(names);
+        ++running_;
+      }
+      for (const std::string& name : names) {
+        if (name == hold_) release_.WaitForNotification();
+        if (name == slow_) absl::SleepFor(slow_for_);
+      }
+      for (RequestBatcher::Request* request : batch) request->status = absl::OkStatus();
+      absl::MutexLock lock(&mu_);
+      --running_;
+    };
+  }
+  void Hold(std::string name) { hold_ = std::move(name); }
+  void Slow(std::string name, absl::Duration takes) {
+    slow_ = std::move(name);
+    slow_for_ = takes;
+  }
+  void Release() { release_.Notify(); }
+  void AwaitRunning(int batches) {
+    absl::MutexLock lock(&mu_);
+    auto reached = [this, batches]()
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ >= batches; };
+    mu_.Await(absl::Condition(&reached));
+  }
+  std::vector<std::vector<std::string>> batches() {
+    absl::MutexLock lock(&mu_);
+    return batches_;
+  }
+
+ private:
+  std::string hold_, slow_;  // set before any batch runs
+  absl::Duration slow_for_;
+  absl::Notification release_;
+  absl::Mutex mu_;
+  std::vector<std::vector<std::string>> batches_ ABSL_GUARDED_BY(mu_);
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Runs a request on its own thread; status() joins it.
+class Caller {
+ public:
+  Caller(RequestBatcher& batcher, int key, std::string name, int64_t tokens = 1,
+         absl::Time deadline = absl::InfiniteFuture()) {
+    request_.name = std::move(name);
+    request_.tokens = tokens;
+    request_.deadline = deadline;
+    request_.cancelled = [this] { return cancelled_.load(); };
+    thread_ = std::thread([this, &batcher, key] { status_ = batcher.Run(key, request_); });
+  }
+  ~Caller() {
+    if (thread_.joinable()) thread_.join();
+  }
+  void Cancel() { cancelled_ = true; }
+  absl::Status status() {
+    thread_.join();
+    return status_;
+  }
+
+ private:
+  Tagged request_;
+  std::atomic<bool> cancelled_{false};
+  absl::Status status_;
+  std::thread thread_;
+};
+
+RequestBatchingOptions NoLinger() {
+  RequestBatchingOptions options;
+  options.max_wait = absl::ZeroDuration();
+  return options;
+}
+
+TEST(RequestBatcherTest, AnIdleLayerRunsARequestAtOnce) {
+  Recorder recorder;
+  RequestBatcher batcher(recorder.Fn(), {});
+  EXPECT_TRUE(Caller(batcher, 0, "a").status().ok());
+  EXPECT_TRUE(Caller(batcher, 0, "b").status().ok());
+  EXPECT_THAT(recorder.batches(), ElementsAre(ElementsAre("a"), ElementsAre("b")));
+}
+
+TEST(RequestBatcherTest, RequestsArrivingWhileABatchRunsGoOutTogetherInOrder) {
+  Recorder recorder;
+  recorder.Hold("first");
+  RequestBatcher batcher(recorder.Fn(), NoLinger());
+  Caller first(batcher, 0, "first");
+  recorder.AwaitRunning(1);
+  std::vector<std::unique_ptr<Caller>> rest;
+  for (const char* name : {"b", "c", "d"}) {
+    rest.push_back(std::make_unique<Caller>(batcher, 0, name));
+    batcher.TEST_AwaitQueued(0, static_cast<int>(rest.size()));
+  }
+  recorder.Release();
+  EXPECT_TRUE(first.status().ok());
+  for (auto& caller : rest) EXPECT_TRUE(caller->status().ok());
+  EXPECT_THAT(recorder.batches(), ElementsAre(ElementsAre("first"), ElementsAre("b", "c", "d")));
+}
+
+TEST(RequestBatcherTest, ABatchStopsAtMaxTokensYetTakesAnyFirstRequest) {
+  Recorder recorder;
+  recorder.Hold("first");
+  RequestBatchingOptions options = NoLinger();
+  options.max_tokens = 4;
+  RequestBatcher batcher(recorder.Fn(), options);
+  Caller first(batcher, 0, "first");
+  recorder.AwaitRunning(1);
+  std::vector<std::unique_ptr<Caller>> rest;
+  for (auto [name, tokens] : {std::pair{"three", 3}, {"one", 1}, {"two", 2}, {"nine", 9}}) {
+    rest.push_back(std::make_unique<Caller>(batcher, 0, name, tokens));
+    batcher.TEST_AwaitQueued(0, static_cast<int>(rest.size()));
+  }
+  recorder.Release();
+  for (auto& caller : rest) EXPECT_TRUE(caller->status().ok());
+  EXPECT_THAT(recorder.batches(), ElementsAre(ElementsAre("first"), ElementsAre("three", "one"),
+                                              ElementsAre("two"), ElementsAre("nine")));
+}
+
+TEST(RequestBatcherTest, LayersDoNotWaitForEachOther) {
+  Recorder recorder;
+  recorder.Hold("layer0");
+  RequestBatcher batcher(recorder.Fn(), NoLinger());
+  Caller held(batcher, 0, "layer0");
+  recorder.AwaitRunning(1);
+  EXPECT_TRUE(Caller(batcher, 1, "layer1").status().ok());  // while layer 0's batch is held
+  recorder.Release();
+  EXPECT_TRUE(held.status().ok());
+}
+
+TEST(RequestBatcherTest, InFlightBoundsTheBatchesOfALayerRunningAtOnce) {
+  Recorder recorder;
+  recorder.Hold("a");
+  RequestBatchingOptions options = NoLinger();
+  options.in_flight = 2;
+  RequestBatcher batcher(recorder.Fn(), options);
+  Caller a(batcher, 0, "a");
+  recorder.AwaitRunning(1);
+  // A second batch starts beside the held one: it needs no release to finish.
+  EXPECT_TRUE(Caller(batcher, 0, "b").status().ok());
+  recorder.Release();
+  EXPECT_TRUE(a.status().ok());
+}
+
+TEST(RequestBatcherTest, ARequestThatCannotStartBeforeItsDeadlineIsRefusedAsOverloaded) {
+  Recorder recorder;
+  recorder.Hold("first");
+  RequestBatcher batcher(recorder.Fn(), NoLinger());
+  Caller first(batcher, 0, "first");
+  recorder.AwaitRunning(1);
+  const absl::Status late =
+      Caller(batcher, 0, "late", 1, absl::Now() + absl::Milliseconds(50)).status();
+  EXPECT_EQ(late.code(), absl::StatusCode::kResourceExhausted) << late;
+  EXPECT_THAT(std::string(late.message()), HasSubstr("overloaded"));
+  EXPECT_THAT(std::string(late.message()), HasSubstr("1 running"));
+  recorder.Release();
+  EXPECT_TRUE(first.status().ok());
+  EXPECT_THAT(recorder.batches(), ElementsAre(ElementsAre("first")));  // never run
+}
+
+TEST(RequestBatcherTest, ACancelledRequestIsLeftOutOfItsBatch) {
+  Recorder recorder;
+  recorder.Hold("first");
+  RequestBatcher batcher(recorder.Fn(), NoLinger());
+  Caller first(batcher, 0, "first");
+  recorder.AwaitRunning(1);
+  Caller gone(batcher, 0, "gone");
+  batcher.TEST_AwaitQueued(0, 1);
+  Caller kept(batcher, 0, "kept");
+  batcher.TEST_AwaitQueued(0, 2);
+  gone.Cancel();
+  recorder.Release();
+  EXPECT_EQ(gone.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(kept.status().ok());
+  EXPECT_THAT(recorder.batches(), ElementsAre(ElementsAre("first"), ElementsAre("kept")));
+}
+
+TEST(RequestBatcherTest, ALeaderLingersForTheCallersOfTheBatchThatJustFinished) {
+  // A closed loop of three clients: after their batch is answered the first to come back leads
+  // and, instead of going alone, waits for the other two.
+  // Their batch takes 2 s, so the leader may linger up to 0.5 s.
+  Recorder recorder;
+  recorder.Hold("first");
+  recorder.Slow("a", absl::Seconds(2));
+  RequestBatchingOptions options;
+  options.max_wait = absl::Hours(1);
+  RequestBatcher batcher(recorder.Fn(), options);
+  {
+    Caller first(batcher, 0, "first");
+    recorder.AwaitRunning(1);
+    std::vector<std::unique_ptr<Caller>> clients;
+    for (const char* name : {"a", "b", "c"}) {
+      clients.push_back(std::make_unique<Caller>(batcher, 0, name));
+      batcher.TEST_AwaitQueued(0, static_cast<int>(clients.size()));
+    }
+    recorder.Release();
+  }
+  ASSERT_THAT(recorder.batches().back(), ElementsAre("a", "b", "c"));
+  std::vector<std::unique_ptr<Caller>> back;
+  std::atomic<int> lingered{0};
+  batcher.TEST_SetHooks({[&](int) {
+    ++lingered;
+    // Meanwhile the other two come back.
+    back.push_back(std::make_unique<Caller>(batcher, 0, "b2"));
+    batcher.TEST_AwaitQueued(0, 2);
+    back.push_back(std::make_unique<Caller>(batcher, 0, "c2"));
+    batcher.TEST_AwaitQueued(0, 3);
+  }});
+  EXPECT_TRUE(Caller(batcher, 0, "a2").status().ok());
+  for (auto& caller : back) EXPECT_TRUE(caller->status().ok());
+  EXPECT_EQ(lingered.load(), 1);
+  EXPECT_THAT(recorder.batches().back(), ElementsAre("a2", "b2", "c2"));
+}
+
+TEST(RequestBatcherTest, ALoneClientNeverLingers) {
+  Recorder recorder;
+  RequestBatchingOptions options;
+  options.max_wait = absl::Hours(1);
+  RequestBatcher batcher(recorder.Fn(), options);
+  std::atomic<int> lingered{0};
+  batcher.TEST_SetHooks({[&](int) { ++lingered; }});
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(Caller(batcher, 0, "alone").status().ok());
+  EXPECT_EQ(lingered.load(), 0);
+  EXPECT_EQ(recorder.batches().size(), 5u);
+}
+
+TEST(RequestBatcherTest, LingeringEndsWhenTheAwaitedCallersDoNotComeBack) {
+  // Two callers were answered together; only one comes back. It goes alone once the linger
+  // ends: after a quarter of the last batch's time (0.5 s), not max_wait (an hour).
+  Recorder recorder;
+  recorder.Hold("first");
+  recorder.Slow("b", absl::Seconds(2));
+  RequestBatchingOptions options;
+  options.max_wait = absl::Hours(1);
+  RequestBatcher batcher(recorder.Fn(), options);
+  {
+    Caller first(batcher, 0, "first");
+    recorder.AwaitRunning(1);
+    Caller b(batcher, 0, "b");
+    batcher.TEST_AwaitQueued(0, 1);
+    Caller c(batcher, 0, "c");
+    batcher.TEST_AwaitQueued(0, 2);
+    recorder.Release();
+  }
+  std::atomic<int> lingered{0};
+  batcher.TEST_SetHooks({[&](int) { ++lingered; }});
+  const absl::Time start = absl::Now();
+  EXPECT_TRUE(Caller(batcher, 0, "alone").status().ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_EQ(lingered.load(), 1);
+  EXPECT_THAT(recorder.batches().back(), ElementsAre("alone"));
+}
+
+TEST(RequestBatcherTest, BatchingOffRunsEveryRequestAloneAtOnce) {
+  Recorder recorder;
+  recorder.Hold("a");
+  RequestBatchingOptions options;
+  options.max_tokens = 0;
+  RequestBatcher batcher(recorder.Fn(), options);
+  Caller a(batcher, 0, "a");
+  recorder.AwaitRunning(1);
+  EXPECT_TRUE(Caller(batcher, 0, "b").status().ok());  // beside the held one
+  recorder.Release();
+  EXPECT_TRUE(a.status().ok());
+}
+
+}  // namespace
+}  // namespace moe
