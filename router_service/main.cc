@@ -190,6 +190,7 @@ int main(int argc, char** argv) {
       "              [--shard_tls_server_name=NAME]]\n"
       "             [--drain_s=S] [--max_threads=N] [--max_inflight=N] [--max_queued=N]\n"
       "             [--max_inflight_tokens=N] [--max_queued_mb=MB]\n"
+      "             [--max_batch_tokens=N] [--batch_wait_us=US] [--batches_in_flight=N]\n"
       "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
   moe::ParseFlags(argc, argv);
 

@@ -26,7 +26,7 @@ RequestBatcher::RequestBatcher(RunFn run, RequestBatchingOptions options)
     : run_(std::move(run)), options_(options) {}
 
 absl::Status RequestBatcher::Run(int key, Request& request) {
-  if (options_.max_tokens <= 0) {
+  if (options_.max_tokens <= 0 || request.tokens * 4 >= options_.max_tokens) {
     Request* alone[] = {&request};
     run_(alone);
     return request.status;
@@ -104,7 +104,7 @@ std::vector<RequestBatcher::Request*> RequestBatcher::LingerAndTake(Queue& queue
   std::vector<Request*> batch;
   int64_t tokens = 0;
   const absl::Time now = absl::Now();
-  // FIFO; the first request always fits, however large, so none can starve.
+  // FIFO, so none can starve.
   while (!queue.pending.empty()) {
     Request* request = queue.pending.front();
     if (absl::Status unwanted = Unwanted(*request, now); !unwanted.ok()) {
@@ -113,7 +113,7 @@ std::vector<RequestBatcher::Request*> RequestBatcher::LingerAndTake(Queue& queue
       request->done = true;
       continue;
     }
-    if (!batch.empty() && tokens + request->tokens > options_.max_tokens) break;
+    if (tokens + request->tokens > options_.max_tokens) break;
     tokens += request->tokens;
     request->taken = true;
     batch.push_back(request);

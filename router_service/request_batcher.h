@@ -5,7 +5,9 @@
 // read once for the tokens of all of them. Callers do the work; no extra threads.
 //
 // Nothing waits when nothing is in flight: an idle layer runs a request at once, so a lone
-// client's latency is unchanged. Under a closed loop of clients (each sends its next request when
+// client's latency is unchanged. A request of a quarter of max_tokens or more goes out alone at
+// once, beside any batch: its tokens already choose most experts it could share, and small
+// requests never wait behind it. Under a closed loop of clients (each sends its next request when
 // the last one is answered) the requests of a finished batch come back a little apart; a new
 // leader lingers after that batch finished until they and the requests queued then are all
 // queued again, so the clients meet in one batch instead of taking turns in two; it lingers at
@@ -63,7 +65,7 @@ class RequestBatcher {
   RequestBatcher(RunFn run, RequestBatchingOptions options);
 
   // Runs `request` within a batch of requests with the same key (a layer); returns its status.
-  // With batching off, runs it alone at once.
+  // With batching off, or a large request (see above), runs it alone at once.
   absl::Status Run(int key, Request& request);
 
   // Test seams (CONVENTIONS.md 9): deterministic tests without sleeps.

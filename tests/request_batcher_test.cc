@@ -132,23 +132,32 @@ TEST(RequestBatcherTest, RequestsArrivingWhileABatchRunsGoOutTogetherInOrder) {
   EXPECT_THAT(recorder.batches(), ElementsAre(ElementsAre("first"), ElementsAre("b", "c", "d")));
 }
 
-TEST(RequestBatcherTest, ABatchStopsAtMaxTokensYetTakesAnyFirstRequest) {
+TEST(RequestBatcherTest, ABatchStopsBeforeItWouldPassMaxTokens) {
   Recorder recorder;
   recorder.Hold("first");
   RequestBatchingOptions options = NoLinger();
-  options.max_tokens = 4;
+  options.max_tokens = 16;  // requests of 4 tokens and more go out alone
   RequestBatcher batcher(recorder.Fn(), options);
   Caller first(batcher, 0, "first");
   recorder.AwaitRunning(1);
   std::vector<std::unique_ptr<Caller>> rest;
-  for (auto [name, tokens] : {std::pair{"three", 3}, {"one", 1}, {"two", 2}, {"nine", 9}}) {
+  for (auto [name, tokens] : {std::pair{"three", 3},
+                              {"two", 2},
+                              {"one", 1},
+                              {"other three", 3},
+                              {"second three", 3},
+                              {"third three", 3},
+                              {"fourth three", 3}}) {
     rest.push_back(std::make_unique<Caller>(batcher, 0, name, tokens));
     batcher.TEST_AwaitQueued(0, static_cast<int>(rest.size()));
   }
   recorder.Release();
   for (auto& caller : rest) EXPECT_TRUE(caller->status().ok());
-  EXPECT_THAT(recorder.batches(), ElementsAre(ElementsAre("first"), ElementsAre("three", "one"),
-                                              ElementsAre("two"), ElementsAre("nine")));
+  EXPECT_THAT(recorder.batches(),
+              ElementsAre(ElementsAre("first"),
+                          ElementsAre("three", "two", "one", "other three", "second three",
+                                      "third three"),  // 15 tokens: the next 3 would make 18
+                          ElementsAre("fourth three")));
 }
 
 TEST(RequestBatcherTest, LayersDoNotWaitForEachOther) {
@@ -283,6 +292,20 @@ TEST(RequestBatcherTest, LingeringEndsWhenTheAwaitedCallersDoNotComeBack) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(30));
   EXPECT_EQ(lingered.load(), 1);
   EXPECT_THAT(recorder.batches().back(), ElementsAre("alone"));
+}
+
+TEST(RequestBatcherTest, ALargeRequestGoesOutAloneAtOnceBesideABatch) {
+  Recorder recorder;
+  recorder.Hold("small");
+  RequestBatchingOptions options = NoLinger();
+  options.max_tokens = 8;
+  RequestBatcher batcher(recorder.Fn(), options);
+  Caller small(batcher, 0, "small");
+  recorder.AwaitRunning(1);
+  EXPECT_TRUE(Caller(batcher, 0, "quarter", 2).status().ok());  // 2 of 8 tokens: no waiting
+  recorder.Release();
+  EXPECT_TRUE(small.status().ok());
+  EXPECT_THAT(recorder.batches(), ElementsAre(ElementsAre("small"), ElementsAre("quarter")));
 }
 
 TEST(RequestBatcherTest, BatchingOffRunsEveryRequestAloneAtOnce) {
