@@ -101,6 +101,29 @@ class Caller {
   std::thread thread_;
 };
 
+// Runs "first" (which `recorder` must hold), queues `names` behind it in order, releases it and
+// waits until all have been answered: "first" alone, then `names` as one batch.
+void AnswerBehindAFirstBatch(RequestBatcher& batcher, Recorder& recorder,
+                             const std::vector<std::string>& names) {
+  Caller first(batcher, 0, "first");
+  recorder.AwaitRunning(1);
+  std::vector<std::unique_ptr<Caller>> queued;
+  for (const std::string& name : names) {
+    queued.push_back(std::make_unique<Caller>(batcher, 0, name));
+    batcher.TEST_AwaitQueued(0, static_cast<int>(queued.size()));
+  }
+  recorder.Release();
+  EXPECT_TRUE(first.status().ok());
+  for (auto& caller : queued) EXPECT_TRUE(caller->status().ok());
+}
+
+// Lingering bounded only by a quarter of the last batch's time.
+RequestBatchingOptions LongLinger() {
+  RequestBatchingOptions options;
+  options.max_wait = absl::Hours(1);
+  return options;
+}
+
 RequestBatchingOptions NoLinger() {
   RequestBatchingOptions options;
   options.max_wait = absl::ZeroDuration();
@@ -119,16 +142,7 @@ TEST(RequestBatcherTest, RequestsArrivingWhileABatchRunsGoOutTogetherInOrder) {
   Recorder recorder;
   recorder.Hold("first");
   RequestBatcher batcher(recorder.Fn(), NoLinger());
-  Caller first(batcher, 0, "first");
-  recorder.AwaitRunning(1);
-  std::vector<std::unique_ptr<Caller>> rest;
-  for (const char* name : {"b", "c", "d"}) {
-    rest.push_back(std::make_unique<Caller>(batcher, 0, name));
-    batcher.TEST_AwaitQueued(0, static_cast<int>(rest.size()));
-  }
-  recorder.Release();
-  EXPECT_TRUE(first.status().ok());
-  for (auto& caller : rest) EXPECT_TRUE(caller->status().ok());
+  AnswerBehindAFirstBatch(batcher, recorder, {"b", "c", "d"});
   EXPECT_THAT(recorder.batches(), ElementsAre(ElementsAre("first"), ElementsAre("b", "c", "d")));
 }
 
@@ -220,24 +234,13 @@ TEST(RequestBatcherTest, ACancelledRequestIsLeftOutOfItsBatch) {
 
 TEST(RequestBatcherTest, ALeaderLingersForTheCallersOfTheBatchThatJustFinished) {
   // A closed loop of three clients: after their batch is answered the first to come back leads
-  // and, instead of going alone, waits for the other two.
-  // Their batch takes 2 s, so the leader may linger up to 0.5 s.
+  // and, instead of going alone, waits for the other two. Their batch takes 2 s, so the leader
+  // may linger up to 0.5 s.
   Recorder recorder;
   recorder.Hold("first");
   recorder.Slow("a", absl::Seconds(2));
-  RequestBatchingOptions options;
-  options.max_wait = absl::Hours(1);
-  RequestBatcher batcher(recorder.Fn(), options);
-  {
-    Caller first(batcher, 0, "first");
-    recorder.AwaitRunning(1);
-    std::vector<std::unique_ptr<Caller>> clients;
-    for (const char* name : {"a", "b", "c"}) {
-      clients.push_back(std::make_unique<Caller>(batcher, 0, name));
-      batcher.TEST_AwaitQueued(0, static_cast<int>(clients.size()));
-    }
-    recorder.Release();
-  }
+  RequestBatcher batcher(recorder.Fn(), LongLinger());
+  AnswerBehindAFirstBatch(batcher, recorder, {"a", "b", "c"});
   ASSERT_THAT(recorder.batches().back(), ElementsAre("a", "b", "c"));
   std::vector<std::unique_ptr<Caller>> back;
   std::atomic<int> lingered{0};
@@ -257,9 +260,7 @@ TEST(RequestBatcherTest, ALeaderLingersForTheCallersOfTheBatchThatJustFinished) 
 
 TEST(RequestBatcherTest, ALoneClientNeverLingers) {
   Recorder recorder;
-  RequestBatchingOptions options;
-  options.max_wait = absl::Hours(1);
-  RequestBatcher batcher(recorder.Fn(), options);
+  RequestBatcher batcher(recorder.Fn(), LongLinger());
   std::atomic<int> lingered{0};
   batcher.TEST_SetHooks({[&](int) { ++lingered; }});
   for (int i = 0; i < 5; ++i) EXPECT_TRUE(Caller(batcher, 0, "alone").status().ok());
@@ -273,18 +274,8 @@ TEST(RequestBatcherTest, LingeringEndsWhenTheAwaitedCallersDoNotComeBack) {
   Recorder recorder;
   recorder.Hold("first");
   recorder.Slow("b", absl::Seconds(2));
-  RequestBatchingOptions options;
-  options.max_wait = absl::Hours(1);
-  RequestBatcher batcher(recorder.Fn(), options);
-  {
-    Caller first(batcher, 0, "first");
-    recorder.AwaitRunning(1);
-    Caller b(batcher, 0, "b");
-    batcher.TEST_AwaitQueued(0, 1);
-    Caller c(batcher, 0, "c");
-    batcher.TEST_AwaitQueued(0, 2);
-    recorder.Release();
-  }
+  RequestBatcher batcher(recorder.Fn(), LongLinger());
+  AnswerBehindAFirstBatch(batcher, recorder, {"b", "c"});
   std::atomic<int> lingered{0};
   batcher.TEST_SetHooks({[&](int) { ++lingered; }});
   const absl::Time start = absl::Now();
