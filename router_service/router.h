@@ -2,7 +2,8 @@
 // holding the chosen experts (all calls in flight at once, hedged and retried across replicas;
 // router_service/fanout.h), the shared expert computed locally meanwhile, and the weighted sum.
 // Serves every MoE layer it is given; the shards come from a ShardDirectory that learns and
-// checks what each target holds.
+// checks what each target holds. Concurrent requests for a layer share a fan-out
+// (router_service/request_batcher.h): each keeps its own gate, routing, answer and errors.
 //
 // Plain C++: it sees neither the public API nor the shard protocol. RouterServiceImpl converts
 // the public API; ShardClient implementations (gRPC, in-process, test fakes) talk to shards.
