@@ -1,8 +1,8 @@
 // Cross-request batching at the router. Requests for the same layer that arrive while that
 // layer's earlier batches are fanning out wait in a queue; when a batch finishes, one waiting
 // caller (the leader) takes everything queued, up to max_tokens, and runs it as one batch: one
-// gate-and-fan-out, one call per shard instead of one per request, each chosen expert's weights
-// read once for the tokens of all of them. Callers do the work; no extra threads.
+// fan-out, one call per shard instead of one per request, each chosen expert's weights read once
+// for the tokens of all of them. Callers do the work; no extra threads.
 //
 // Nothing waits when nothing is in flight: an idle layer runs a request at once, so a lone
 // client's latency is unchanged. A request of a quarter of max_tokens or more goes out alone at
