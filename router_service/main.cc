@@ -209,6 +209,14 @@ int main(int argc, char** argv) {
   options.batching.max_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.batching.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_batch_wait_us));
   options.batching.in_flight = absl::GetFlag(FLAGS_batches_in_flight);
+  if (options.batching.max_tokens < 0 || absl::GetFlag(FLAGS_batch_wait_us) < 0 ||
+      options.batching.in_flight < 1) {
+    std::cerr << "moe_router: --max_batch_tokens and --batch_wait_us must be >= 0 and "
+                 "--batches_in_flight >= 1; got "
+              << options.batching.max_tokens << ", " << absl::GetFlag(FLAGS_batch_wait_us) << ", "
+              << options.batching.in_flight << std::endl;
+    return 2;
+  }
   const std::string wire_dtype = absl::GetFlag(FLAGS_shard_wire_dtype);
   if (wire_dtype != "f32" && wire_dtype != "bf16") {
     std::cerr << "moe_router: --shard_wire_dtype=" << wire_dtype << ": expected f32 or bf16"

@@ -104,14 +104,6 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
     return absl::InvalidArgumentError(
         absl::StrCat("--max_tokens must be >= 1, got ", options.max_tokens));
   }
-  const RequestBatchingOptions& batching = options.batching;
-  if (batching.max_tokens < 0 || batching.in_flight < 1 ||
-      batching.max_wait < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("batching: --max_batch_tokens must be >= 0 (got ", batching.max_tokens,
-                     "), --batch_wait_us >= 0 (got ", absl::ToInt64Microseconds(batching.max_wait),
-                     "), --batches_in_flight >= 1 (got ", batching.in_flight, ")"));
-  }
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(options.model_dir));
   ASSIGN_OR_RETURN(std::string config_text, checkpoint->ReadConfigText());
   ASSIGN_OR_RETURN(ModelConfig config,

@@ -327,6 +327,18 @@ TEST(EndToEndStartupTest, RouterRefusesToStartWithUncoveredExperts) {
   EXPECT_THAT(std::string(router.status().message()), HasSubstr("experts 4,7 of 8 uncovered"));
 }
 
+TEST(EndToEndStartupTest, RouterRefusesBadBatchingFlagsNamingThem) {
+  const std::string model = testing::WriteTestModel("tiny");
+  for (const char* flag :
+       {"--max_batch_tokens=-1", "--batch_wait_us=-5", "--batches_in_flight=0"}) {
+    auto router =
+        testing::StartServer(RouterBinary(), {"--model=" + model, "--shards=127.0.0.1:1", flag});
+    ASSERT_FALSE(router.ok()) << flag;
+    EXPECT_THAT(std::string(router.status().message()), HasSubstr("--batches_in_flight >= 1; got"))
+        << flag;
+  }
+}
+
 TEST(EndToEndStartupTest, ServersExitCleanlyOnSigterm) {
   const std::string model = testing::WriteTestModel("tiny");
   Server expert = MustStart(ExpertBinary(), {"--model=" + model, "--experts=all"});
