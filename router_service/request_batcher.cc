@@ -127,7 +127,6 @@ void RequestBatcher::Finish(Queue& queue, const std::vector<Request*>& batch, ab
   queue.last_run = absl::Now() - start;
   queue.expected = static_cast<int>(batch.size() + queue.pending.size());
   queue.last_finished = start + queue.last_run;
-  ++queue.batches;
   for (Request* request : batch) request->done = true;
 }
 
@@ -138,15 +137,6 @@ void RequestBatcher::TEST_AwaitQueued(int key, int requests) const {
     return it != queues_.end() && static_cast<int>(it->second.pending.size()) >= requests;
   };
   mu_.Await(absl::Condition(&queued));
-}
-
-void RequestBatcher::TEST_AwaitBatches(int key, int64_t batches) const {
-  absl::MutexLock lock(&mu_);
-  auto ran = [this, key, batches]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    auto it = queues_.find(key);
-    return it != queues_.end() && it->second.batches >= batches;
-  };
-  mu_.Await(absl::Condition(&ran));
 }
 
 }  // namespace moe

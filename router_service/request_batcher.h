@@ -75,10 +75,8 @@ class RequestBatcher {
   };
   // Call while no Run is in progress.
   void TEST_SetHooks(TestHooks hooks) { hooks_ = std::move(hooks); }
-  // Blocks until `requests` requests wait in `key`'s queue, not yet taken into a batch; or
-  // until `key` has run `batches` batches.
+  // Blocks until `requests` requests wait in `key`'s queue, not yet taken into a batch.
   void TEST_AwaitQueued(int key, int requests) const;
-  void TEST_AwaitBatches(int key, int64_t batches) const;
 
  private:
   struct Queue {
@@ -87,7 +85,6 @@ class RequestBatcher {
     int expected = 0;  // requests of the last batch that finished, and those queued then
     absl::Time last_finished = absl::InfinitePast();  // when it finished
     absl::Duration last_run;                          // how long it ran
-    int64_t batches = 0;                              // batches run
   };
 
   // Waits until `request` is done (false) or may lead (true): it is first in line and a batch
