@@ -4,7 +4,9 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <limits>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/rpc/channel_arguments.h"
 #include "common/rpc/connection_error.h"
@@ -17,9 +19,16 @@ namespace {
 // Keepalive and bounded reconnect backoff (common/rpc/channel_arguments.h), so a silently
 // partitioned shard fails its calls within about 2 s and a restarted one is used again within
 // about a second; plus what the router's shard channels need.
-grpc::ChannelArguments ShardChannelArguments() {
+// gRPC's receive limit for ShardWireOptions::max_reply_bytes (-1: none).
+int ShardReplyLimit(int64_t max_reply_bytes) {
+  return max_reply_bytes > 0
+             ? static_cast<int>(std::min<int64_t>(max_reply_bytes, std::numeric_limits<int>::max()))
+             : -1;
+}
+
+grpc::ChannelArguments ShardChannelArguments(int64_t max_reply_bytes) {
   grpc::ChannelArguments args = ResilientChannelArguments();
-  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxReceiveMessageSize(ShardReplyLimit(max_reply_bytes));
   args.SetMaxSendMessageSize(-1);
   args.SetLoadBalancingPolicyName("round_robin");
   // A private subchannel pool per channel: channels to one target do not share a connection.
@@ -29,6 +38,10 @@ grpc::ChannelArguments ShardChannelArguments() {
 }
 
 }  // namespace
+
+int64_t MaxValidReplyBytes(int64_t tokens, int top_k, bool shared_expert, int64_t d_model) {
+  return tokens * (top_k + (shared_expert ? 1 : 0)) * d_model * 4 + (int64_t{1} << 20);
+}
 
 absl::Status GrpcShardClient::FromGrpc(const grpc::Status& status, const std::string& target,
                                        const ChannelSecurity& security) {
@@ -53,6 +66,7 @@ class GrpcShardClient::Call final : public ShardCall, public grpc::ClientUnaryRe
   std::shared_ptr<Call> self_;  // set until OnDone
   std::string target;
   ChannelSecurity security;
+  int64_t max_reply_bytes = 0;  // the channel's receive limit; 0: gRPC's maximum
   grpc::ClientContext context;
   v1::ComputeRequest request;
   v1::ComputeResponse response;
@@ -69,6 +83,17 @@ class GrpcShardClient::Call final : public ShardCall, public grpc::ClientUnaryRe
 
 absl::StatusOr<ShardCallOutput> GrpcShardClient::Call::Reply(const grpc::Status& status,
                                                              std::shared_ptr<Call> self) {
+  // gRPC's "Received message larger than max (N vs. LIMIT)", with our limit: the reply was too
+  // large, which no valid shard sends (the shard's own limit on requests reads the same, but
+  // names its limit).
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && max_reply_bytes > 0 &&
+      absl::StrContains(status.error_message(),
+                        absl::StrCat(" vs. ", ShardReplyLimit(max_reply_bytes), ")"))) {
+    return absl::InternalError(absl::StrCat("shard ", target,
+                                            " sent a reply larger than any valid one for this "
+                                            "model: ",
+                                            status.error_message(), " bytes"));
+  }
   if (!status.ok()) return FromGrpc(status, target, security);
   if (response.overflows_size() > 0) {
     const v1::Overflow& overflow = response.overflows(0);
@@ -169,7 +194,7 @@ class GrpcShardClient::Describing final : public grpc::ClientUnaryReactor {
 GrpcShardClient::GrpcShardClient(std::string target, int channels, const ChannelSecurity& security,
                                  ShardWireOptions wire)
     : target_(std::move(target)), security_(security), wire_(wire) {
-  grpc::ChannelArguments args = ShardChannelArguments();
+  grpc::ChannelArguments args = ShardChannelArguments(wire_.max_reply_bytes);
   security_.Apply(&args);
   for (int i = 0; i < std::max(1, channels); ++i) {
     channels_.push_back(grpc::CreateCustomChannel(target_, security_.credentials, args));
@@ -203,6 +228,7 @@ std::shared_ptr<ShardCall> GrpcShardClient::Compute(const ShardCallInput& input,
   call->done = std::move(done);
   call->target = target_;
   call->security = security_;
+  call->max_reply_bytes = wire_.max_reply_bytes;
   call->context.set_deadline(absl::ToChronoTime(deadline));
   call->self_ = call;
   const size_t channel = next_channel_.fetch_add(1, std::memory_order_relaxed) % stubs_.size();

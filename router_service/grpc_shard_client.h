@@ -33,7 +33,15 @@ struct ShardWireOptions {
   // Send tokens and receive outputs as bfloat16: half the bytes, but every value is rounded to
   // 8 significant bits each way (relative error ≤ 2^-9 per value; README "Wire format").
   bool bf16 = false;
+  // Largest reply accepted (gRPC's receive limit on the shard channels); 0: gRPC's maximum (2 GiB).
+  // A larger reply fails its call as Internal naming the shard. See MaxValidReplyBytes.
+  int64_t max_reply_bytes = 0;
 };
+
+// The largest reply a valid shard can send for a call of at most `tokens` token rows: one output
+// row per (token, expert) of top_k (+ 1 with a shared expert) at 4 bytes per value, plus 1 MiB for
+// the message's framing.
+int64_t MaxValidReplyBytes(int64_t tokens, int top_k, bool shared_expert, int64_t d_model);
 
 class GrpcShardClient final : public ShardClient {
  public:

@@ -14,6 +14,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_join.h"
+#include "common/checkpoint/checkpoint.h"
+#include "common/checkpoint/model_config.h"
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
@@ -129,6 +131,21 @@ ABSL_FLAG(int, max_queued_mb, 256,
 
 namespace {
 
+// The largest reply a valid shard can send this router (ShardWireOptions::max_reply_bytes), from
+// the model's sizes; 0 (no bound) when config.json cannot be read, which Router::Create reports.
+int64_t MaxReplyBytes(const moe::RouterOptions& options) {
+  auto checkpoint = moe::Checkpoint::Open(options.model_dir);
+  if (!checkpoint.ok()) return 0;
+  auto text = (*checkpoint)->ReadConfigText();
+  if (!text.ok()) return 0;
+  auto config = moe::ParseModelConfig(*text, options.model_dir + "/config.json");
+  if (!config.ok()) return 0;
+  // A shard call carries one request (at most --max_tokens) or one batch of them.
+  const int64_t tokens = std::max(options.max_tokens, options.batching.max_tokens);
+  return moe::MaxValidReplyBytes(tokens, config->routing.top_k, config->shared.width > 0,
+                                 config->d_model);
+}
+
 // Reads the shards file when its modification time changed since the last call.
 class ShardsFile {
  public:
@@ -225,6 +242,7 @@ int main(int argc, char** argv) {
   }
   moe::ShardWireOptions wire;
   wire.bf16 = wire_dtype == "bf16";
+  wire.max_reply_bytes = MaxReplyBytes(options);
   options.directory.refresh_interval = absl::Milliseconds(absl::GetFlag(FLAGS_refresh_ms));
   if (options.model_dir.empty() || (options.shards.empty() && shards_file.empty())) {
     std::cerr << "moe_router: --model and one of --shards or --shards_file are required (see "

@@ -28,7 +28,7 @@ using ::testing::HasSubstr;
 // and keep the library initialised.
 const bool kGrpcKeptAlive = (grpc_init(), true);
 
-enum class Reply { kDouble, kWrongOutputCount, kWrongShape, kNaN, kOverflow, kHold };
+enum class Reply { kDouble, kWrongOutputCount, kWrongShape, kNaN, kOverflow, kHold, kHuge };
 
 // Answers each group with 2 × its rows as `values`, or with the malformation asked for: a shard
 // that predates sum_groups (it ignores them). Its Info says it reads every tensor encoding only
@@ -69,6 +69,7 @@ class FakeExpertService final : public v1::Expert::Service {
     if (reply_ == Reply::kWrongOutputCount) response->add_outputs();
     if (reply_ == Reply::kWrongShape) response->mutable_outputs(0)->set_shape(0, 999);
     if (reply_ == Reply::kNaN) response->mutable_outputs(0)->set_values(0, NAN);
+    if (reply_ == Reply::kHuge) response->mutable_outputs(0)->mutable_values()->Resize(1 << 19, 0);
     return grpc::Status::OK;
   }
 
@@ -215,6 +216,23 @@ TEST(GrpcShardClientTest, MalformedRepliesAreInternalNamingTheShard) {
     EXPECT_EQ(output.status().code(), absl::StatusCode::kInternal) << static_cast<int>(bad);
     EXPECT_THAT(std::string(output.status().message()), HasSubstr(server.target()));
   }
+}
+
+TEST(GrpcShardClientTest, AReplyLargerThanAnyValidOneIsInternalNamingTheShard) {
+  TestServer& server = *new TestServer(Reply::kHuge);  // 2 MiB of values
+  ShardWireOptions wire;
+  wire.max_reply_bytes = MaxValidReplyBytes(4, 2, false, 3);  // 1 MiB and 96 bytes
+  GrpcShardClient& client =
+      *new GrpcShardClient(server.target(), 1, ChannelSecurity::Plaintext(), wire);
+  auto output = Call(client, Work());
+  EXPECT_EQ(output.status().code(), absl::StatusCode::kInternal) << output.status();
+  EXPECT_THAT(std::string(output.status().message()),
+              HasSubstr("shard " + server.target() + " sent a reply larger than any valid one"));
+  // The same shard's valid replies pass the same bound.
+  TestServer& valid = *new TestServer(Reply::kDouble);
+  GrpcShardClient& bounded =
+      *new GrpcShardClient(valid.target(), 1, ChannelSecurity::Plaintext(), wire);
+  EXPECT_TRUE(Call(bounded, Work()).ok());
 }
 
 TEST(GrpcShardClientTest, OverflowReportIsInvalidArgumentNamingTheRequestToken) {
