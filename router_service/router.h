@@ -89,8 +89,10 @@ class Router {
 
   // tokens [T, d_model] (validated finite by the caller) → output [T, d_model] (overwritten).
   // `layer` unset: the one layer served. `deadline` absl::InfiniteFuture(): the client set none.
-  // `client_cancelled`, if set, says whether the caller went away: its shard calls are then
-  // cancelled within 50 ms (Fanout::Wait) and the request ends with their error.
+  // `client_cancelled`, if set, says whether the caller went away: a request still waiting for
+  // its batch is then never sent (Cancelled); shard calls out for it alone, or for a batch all of
+  // whose callers went away, are cancelled within 50 ms (Fanout::Wait) and the request ends with
+  // their error. May wait for its layer's batch in flight (RequestBatcher).
   absl::StatusOr<ForwardResult> Forward(
       std::optional<int> layer, ConstMatrixView tokens, absl::Time deadline, MatrixView output,
       const std::function<bool()>& client_cancelled = nullptr) const;
