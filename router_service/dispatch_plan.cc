@@ -72,10 +72,22 @@ DispatchPlan Plan(const Routing& routing, absl::FunctionRef<int(int)> shard_of_e
 
 }  // namespace
 
-std::vector<int> ChosenExperts(const Routing& routing) {
-  std::vector<int> experts(routing.experts);
-  std::sort(experts.begin(), experts.end());
-  experts.erase(std::unique(experts.begin(), experts.end()), experts.end());
+int64_t WorkCost(const ShardWork& work) {
+  int64_t cost = 0;
+  for (const ExpertRows& expert : work.experts) {
+    cost += ExpertCallCost(static_cast<int64_t>(expert.rows.size()));
+  }
+  return cost;
+}
+
+std::vector<ChosenExpert> ChosenExperts(const Routing& routing) {
+  std::vector<int> ids(routing.experts);
+  std::sort(ids.begin(), ids.end());
+  std::vector<ChosenExpert> experts;
+  for (int id : ids) {
+    if (experts.empty() || experts.back().expert != id) experts.push_back({id, 0});
+    ++experts.back().rows;
+  }
   return experts;
 }
 

@@ -7,6 +7,7 @@
 #ifndef MOE_ROUTER_SERVICE_DISPATCH_PLAN_H_
 #define MOE_ROUTER_SERVICE_DISPATCH_PLAN_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -44,8 +45,25 @@ struct DispatchPlan {
                                              // expert, else empty
 };
 
-// The distinct experts `routing` chose, ascending.
-std::vector<int> ChosenExperts(const Routing& routing);
+// Below about this many rows an expert's FFN is bound by reading its weights once, whatever its
+// rows (DESIGN.md §8: ~20 tokens per expert for fp32 weights, fewer for bf16 and int8).
+inline constexpr int64_t kRowsPerWeightRead = 16;
+
+// What computing `rows` rows of one expert costs a shard, in rows: at least one read of the
+// expert's weights. Load-aware replica choice balances this, not rows: at one token per expert
+// eight experts cost eight weight reads, however few rows they are.
+inline int64_t ExpertCallCost(int64_t rows) { return std::max(rows, kRowsPerWeightRead); }
+
+// The cost of all of a shard's work: the sum of its experts' costs.
+int64_t WorkCost(const ShardWork& work);
+
+struct ChosenExpert {
+  int expert;    // expert id, or kSharedExpertId
+  int64_t rows;  // (token, expert) rows it computes
+};
+
+// The distinct experts `routing` chose, ascending, with their rows.
+std::vector<ChosenExpert> ChosenExperts(const Routing& routing);
 
 // `shard_of_expert(e)` is the shard computing expert e (for every chosen e); `shared_shard` the
 // one computing the shared expert for every token, or -1 when no shard does.

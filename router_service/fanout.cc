@@ -20,8 +20,6 @@ bool Retryable(const absl::Status& status) {
          status.code() != absl::StatusCode::kDeadlineExceeded;
 }
 
-int64_t RowsOf(const ShardWork& work) { return static_cast<int64_t>(work.tokens.size()); }
-
 }  // namespace
 
 Fanout::Fanout(std::shared_ptr<const ReplicaMap> map, int layer_index, const DispatchPlan& plan,
@@ -58,7 +56,7 @@ bool Fanout::Settled() const {
 Fanout::Launch Fanout::AddAttempt(int work, std::shared_ptr<Replica> replica, bool hedge) {
   Work& w = works_[work];
   w.tried.insert(replica.get());
-  replica->Started(RowsOf(plan_.work[work]));
+  replica->Started(WorkCost(plan_.work[work]));
   w.attempts.push_back({std::move(replica), nullptr, absl::Now(), hedge, false});
   return {work, static_cast<int>(w.attempts.size()) - 1};
 }
@@ -141,21 +139,21 @@ void Fanout::OnReply(int work, int attempt_index, absl::StatusOr<ShardCallOutput
     Work& w = works_[work];
     Attempt& attempt = w.attempts[attempt_index];
     attempt.finished = true;
-    const int64_t rows = RowsOf(plan_.work[work]);
+    const int64_t cost = WorkCost(plan_.work[work]);
     Replica& replica = *attempt.replica;
     replica.Observe(reply.ok() ? absl::StatusCode::kOk : reply.status().code(),
                     absl::Now() - attempt.started);
     if (w.done) {
       // Lost a race with another attempt, or cancelled with the request.
       if (reply.ok()) {
-        replica.Succeeded(rows, absl::Now() - attempt.started);
+        replica.Succeeded(cost, absl::Now() - attempt.started);
       } else if (cancelled_ || reply.status().code() != absl::StatusCode::kCancelled) {
-        replica.Abandoned(rows);
+        replica.Abandoned(cost);
       } else {
-        replica.LostHedge(rows);
+        replica.LostHedge(cost);
       }
     } else if (reply.ok()) {
-      replica.Succeeded(rows, absl::Now() - attempt.started);
+      replica.Succeeded(cost, absl::Now() - attempt.started);
       w.done = true;
       w.result = std::move(reply);
       if (attempt.hedge) ++stats_.hedges_won;
@@ -172,9 +170,9 @@ void Fanout::OnReply(int work, int attempt_index, absl::StatusOr<ShardCallOutput
         // Striking them would eject every replica of an overloaded cluster at once, and every
         // request would then fail UNAVAILABLE until the probes brought them back. Hung replicas
         // still strike out: they lose hedges, and their probes fail.
-        replica.Abandoned(rows);
+        replica.Abandoned(cost);
       } else {
-        replica.Failed(rows);
+        replica.Failed(cost);
       }
       absl::StrAppend(&w.errors, w.errors.empty() ? "" : "; ", status.message());
       bool others_running = false;

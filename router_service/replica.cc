@@ -9,15 +9,15 @@ namespace moe {
 Replica::Replica(std::unique_ptr<ShardClient> client, ReplicaPolicy policy, ReplicaMetrics metrics)
     : client_(std::move(client)), policy_(policy), metrics_(metrics) {}
 
-void Replica::Started(int64_t tokens) {
+void Replica::Started(int64_t work) {
   absl::MutexLock lock(&mu_);
-  outstanding_tokens_ += tokens;
+  outstanding_work_ += work;
   ++counters_.calls;
 }
 
-void Replica::Succeeded(int64_t tokens, absl::Duration latency) {
+void Replica::Succeeded(int64_t work, absl::Duration latency) {
   absl::MutexLock lock(&mu_);
-  outstanding_tokens_ -= tokens;
+  outstanding_work_ -= work;
   latencies_[next_latency_] = latency;
   next_latency_ = (next_latency_ + 1) % kLatencyWindow;
   num_latencies_ = std::min(num_latencies_ + 1, kLatencyWindow);
@@ -25,23 +25,23 @@ void Replica::Succeeded(int64_t tokens, absl::Duration latency) {
   ejections_in_a_row_ = 0;
 }
 
-void Replica::Failed(int64_t tokens) {
+void Replica::Failed(int64_t work) {
   absl::MutexLock lock(&mu_);
-  outstanding_tokens_ -= tokens;
+  outstanding_work_ -= work;
   ++counters_.failures;
   Strike(absl::Now());
 }
 
-void Replica::LostHedge(int64_t tokens) {
+void Replica::LostHedge(int64_t work) {
   absl::MutexLock lock(&mu_);
-  outstanding_tokens_ -= tokens;
+  outstanding_work_ -= work;
   ++counters_.hedges_lost;
   Strike(absl::Now());
 }
 
-void Replica::Abandoned(int64_t tokens) {
+void Replica::Abandoned(int64_t work) {
   absl::MutexLock lock(&mu_);
-  outstanding_tokens_ -= tokens;
+  outstanding_work_ -= work;
 }
 
 void Replica::Strike(absl::Time now) {
@@ -55,9 +55,9 @@ void Replica::Strike(absl::Time now) {
   if (metrics_.ejections != nullptr) metrics_.ejections->Increment();
 }
 
-int64_t Replica::outstanding_tokens() const {
+int64_t Replica::outstanding_work() const {
   absl::MutexLock lock(&mu_);
-  return outstanding_tokens_;
+  return outstanding_work_;
 }
 
 absl::Duration Replica::HedgeDelay() const {

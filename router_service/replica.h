@@ -1,6 +1,6 @@
-// One shard target as the router's requests see it: its client, its load (tokens in flight, for
-// load-aware choice among holders), its recent latencies (the hedge delay) and its failures
-// (ejection). Shared by the directory and every request using it. Thread-safe.
+// One shard target as the router's requests see it: its client, its load (work in flight, in the
+// units of WorkCost, for load-aware choice among holders), its recent latencies (the hedge delay)
+// and its failures (ejection). Shared by the directory and every request using it. Thread-safe.
 //
 // Policy: a call that has not answered within HedgeDelay() — twice the recent 90th-percentile
 // latency, clamped to [hedge_min, hedge_max] — is hedged on another holder. A replica whose calls
@@ -64,16 +64,16 @@ class Replica {
   ShardClient& client() const { return *client_; }
   const std::string& target() const { return client_->target(); }
 
-  void Started(int64_t tokens);
-  void Succeeded(int64_t tokens, absl::Duration latency);
+  void Started(int64_t work);
+  void Succeeded(int64_t work, absl::Duration latency);
   // The call failed (transport, shard error or deadline): a strike towards ejection.
-  void Failed(int64_t tokens);
+  void Failed(int64_t work);
   // The call was cancelled because a hedge on another replica answered first: also a strike.
-  void LostHedge(int64_t tokens);
+  void LostHedge(int64_t work);
   // The call was cancelled for a reason that says nothing about this replica.
-  void Abandoned(int64_t tokens);
+  void Abandoned(int64_t work);
 
-  int64_t outstanding_tokens() const;
+  int64_t outstanding_work() const;
   absl::Duration HedgeDelay() const;
   // True from ejection until a probe succeeded (after the ejection time).
   bool Ejected() const;
@@ -92,7 +92,7 @@ class Replica {
   const ReplicaPolicy policy_;
   const ReplicaMetrics metrics_;
   mutable absl::Mutex mu_;
-  int64_t outstanding_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t outstanding_work_ ABSL_GUARDED_BY(mu_) = 0;
   std::array<absl::Duration, kLatencyWindow> latencies_ ABSL_GUARDED_BY(mu_);
   int num_latencies_ ABSL_GUARDED_BY(mu_) = 0;  // filled entries, up to kLatencyWindow
   int next_latency_ ABSL_GUARDED_BY(mu_) = 0;

@@ -32,31 +32,46 @@ std::string ReplicaMap::Gaps() const {
 }
 
 std::vector<int> ChooseReplicas(const ReplicaMap& map, int layer_index,
-                                absl::Span<const int> experts, uint32_t rotation) {
+                                absl::Span<const ChosenExpert> experts, uint32_t rotation) {
   const int num_replicas = static_cast<int>(map.replicas.size());
-  std::vector<int64_t> load(num_replicas, -1);  // read lazily, once per replica
+  std::vector<int64_t> load(num_replicas, -1);  // work in flight + given here; read lazily
+  std::vector<int> ejected(num_replicas, -1);   // read lazily: 1 ejected, 0 not
   std::vector<bool> used(num_replicas, false);
-  std::vector<int> ejected(num_replicas, -1);  // read lazily: 1 ejected, 0 not
-  std::vector<int> chosen;
-  chosen.reserve(experts.size());
-  for (int expert : experts) {
+  // The holders each expert may go to: the non-ejected ones, or all when every one is ejected.
+  std::vector<std::vector<int>> candidates(experts.size());
+  for (size_t i = 0; i < experts.size(); ++i) {
+    const int expert = experts[i].expert;
     const std::vector<int>& holders = expert == kSharedExpertId ? map.shared_holders[layer_index]
                                                                 : map.holders[layer_index][expert];
+    for (int r : holders) {
+      if (ejected[r] < 0) ejected[r] = map.replicas[r]->Ejected() ? 1 : 0;
+      if (ejected[r] == 0) candidates[i].push_back(r);
+    }
+    if (candidates[i].empty()) candidates[i] = holders;
+  }
+  // Experts with one candidate first (they have no choice), then the costliest first.
+  std::vector<size_t> order(experts.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    const bool pinned_a = candidates[a].size() == 1, pinned_b = candidates[b].size() == 1;
+    if (pinned_a != pinned_b) return pinned_a;
+    return experts[a].rows > experts[b].rows;
+  });
+  std::vector<int> chosen(experts.size(), -1);
+  for (size_t i : order) {
+    const std::vector<int>& holders = candidates[i];
     int best = -1;
     for (size_t k = 0; k < holders.size(); ++k) {
       const int r = holders[(k + rotation) % holders.size()];
-      if (load[r] < 0) load[r] = map.replicas[r]->outstanding_tokens();
-      if (ejected[r] < 0) ejected[r] = map.replicas[r]->Ejected() ? 1 : 0;
-      // Not ejected first (an ejected replica only when no other holder is left), then one the
-      // request already uses, then the least loaded.
-      if (best < 0 || ejected[r] < ejected[best] ||
-          (ejected[r] == ejected[best] &&
-           ((used[r] && !used[best]) || (used[r] == used[best] && load[r] < load[best])))) {
+      if (load[r] < 0) load[r] = map.replicas[r]->outstanding_work();
+      if (best < 0 || load[r] < load[best] || (load[r] == load[best] && used[r] && !used[best])) {
         best = r;
       }
     }
-    if (best >= 0) used[best] = true;
-    chosen.push_back(best);
+    if (best < 0) continue;
+    load[best] += ExpertCallCost(experts[i].rows);
+    used[best] = true;
+    chosen[i] = best;
   }
   return chosen;
 }

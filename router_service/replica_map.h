@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "router_service/dispatch_plan.h"
 #include "router_service/replica.h"
 
 namespace moe {
@@ -32,13 +33,16 @@ struct ReplicaMap {
   std::string Gaps() const;
 };
 
-// Picks one replica for each of `experts` (ids, or kSharedExpertId) of layers[layer_index]: a
-// holder that is not ejected when there is one (ejected ones stay in the map as a last resort),
-// then the least loaded holder (tokens in flight), preferring a replica this request already
-// uses so that each row travels to as few shards as possible; `rotation` breaks ties so that
-// equal replicas share the work. -1 for an expert no usable replica holds.
+// Picks one replica for each of `experts` of layers[layer_index] (kSharedExpertId for the shared
+// expert) so that the busiest replica's work ends soonest: a holder that is not ejected when
+// there is one (ejected ones stay in the map as a last resort); experts with a single such holder
+// first, then the others costliest first (ExpertCallCost), each to the holder whose work in
+// flight plus what this request gave it so far is least. Ties go to a replica this request
+// already uses (its rows then travel to fewer shards), then by `rotation`, so that equal
+// replicas share the work. At one token, eight experts on two full replicas go four and four.
+// -1 for an expert no usable replica holds.
 std::vector<int> ChooseReplicas(const ReplicaMap& map, int layer_index,
-                                absl::Span<const int> experts, uint32_t rotation);
+                                absl::Span<const ChosenExpert> experts, uint32_t rotation);
 
 // Unavailable naming `experts` (which no usable replica holds) and the layer.
 absl::Status NoHolderError(const ReplicaMap& map, int layer_index, std::vector<int> experts);

@@ -290,16 +290,17 @@ absl::StatusOr<std::vector<int>> Router::Dispatch(const Layer& layer, ConstMatri
                                                   const std::function<bool()>& cancelled) const {
   const std::shared_ptr<const ReplicaMap> map = directory_->replica_map();
   const int layer_index = map->LayerIndex(layer.layer);
-  std::vector<int> experts = ChosenExperts(routing);
-  if (shared_on_shards_) experts.push_back(kSharedExpertId);
+  std::vector<ChosenExpert> experts = ChosenExperts(routing);
+  if (shared_on_shards_) experts.push_back({kSharedExpertId, routing.num_tokens});
   const std::vector<int> chosen =
       ChooseReplicas(*map, layer_index, experts, static_cast<uint32_t>(requests_.load()));
   std::vector<int> replica_of(config_.routing.num_experts, -1);
   int shared_replica = -1;
   std::vector<int> unheld;
   for (size_t i = 0; i < experts.size(); ++i) {
-    if (chosen[i] < 0) unheld.push_back(experts[i]);
-    (experts[i] == kSharedExpertId ? shared_replica : replica_of[experts[i]]) = chosen[i];
+    const int expert = experts[i].expert;
+    if (chosen[i] < 0) unheld.push_back(expert);
+    (expert == kSharedExpertId ? shared_replica : replica_of[expert]) = chosen[i];
   }
   if (!unheld.empty() && (!options_.allow_partial || unheld.back() == kSharedExpertId)) {
     const absl::Status error = NoHolderError(*map, layer_index, unheld);
