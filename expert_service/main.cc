@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
+#include "common/cli/serving_mutexes.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/metrics/metric_registry.h"
@@ -99,6 +100,7 @@ int main(int argc, char** argv) {
       "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]\n"
       "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
   moe::ParseFlags(argc, argv);
+  moe::UseServingMutexes();
 
   moe::ExpertShardOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);

@@ -18,6 +18,7 @@
 #include "common/checkpoint/model_config.h"
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
+#include "common/cli/serving_mutexes.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/metrics/metric_registry.h"
 #include "common/metrics/metrics_http_server.h"
@@ -210,6 +211,7 @@ int main(int argc, char** argv) {
       "             [--max_batch_tokens=N] [--batch_wait_us=US] [--batches_in_flight=N]\n"
       "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
   moe::ParseFlags(argc, argv);
+  moe::UseServingMutexes();
 
   moe::RouterOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);

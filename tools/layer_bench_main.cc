@@ -30,6 +30,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/cli/parse_flags.h"
+#include "common/cli/serving_mutexes.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/routing/expert_set.h"
 #include "common/rpc/memory_policy.h"
@@ -133,6 +134,7 @@ int main(int argc, char** argv) {
       "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]\n"
       "  moe_layer_bench ... --layers=all|SPEC   (time model steps: one call per layer)");
   moe::ParseFlags(argc, argv);
+  moe::UseServingMutexes();
   const std::string mode = absl::GetFlag(FLAGS_mode);
   std::vector<int64_t> token_counts;
   for (absl::string_view count : absl::StrSplit(absl::GetFlag(FLAGS_tokens), ',')) {
