@@ -62,6 +62,26 @@ TEST_F(RouterTest, SkipsShardsWithNoChosenExpert) {
   }
 }
 
+TEST_F(RouterTest, SplitsOneTokensExpertsOverTwoFullReplicas) {
+  // Each replica streams one of the token's two experts at once (ChooseReplicas balances cost),
+  // rather than one replica both while the other idles; the answer stays the reference's.
+  auto router = MakeRouter("0-7@a:1,0-7@b:2");
+  auto reference = testing::ReferenceLayer::Load(*model_dir_, 0);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  for (int seed = 0; seed < 4; ++seed) {
+    const std::vector<float> token = testing::RandomTokens(1, 256, 100 + seed);
+    Matrix out;
+    ASSERT_TRUE(Forward(*router, token, out).ok());
+    EXPECT_LT(MaxRelativeError(out, reference->Forward(token, 1).output), 1e-5);
+  }
+  for (const char* target : {"a:1", "b:2"}) {
+    ASSERT_EQ(fakes_[target]->calls(), 4) << target;
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(fakes_[target]->call(i).groups.size(), 1u) << target << " call " << i;
+    }
+  }
+}
+
 TEST_F(RouterTest, SendsEachTokenOncePerShardWithAllItsExpertGroups) {
   auto router = MakeRouter("0-7@a:1");
   const std::vector<float> tokens = testing::RandomTokens(10, 256, 9);
