@@ -294,7 +294,7 @@ int Run(int rounds) {
       layer.name, static_cast<int>(layer.d_model), static_cast<int>(layer.experts),
       static_cast<int>(layer.width), static_cast<int>(layer.top_k), int8_ratio,
       int8_ratio >= 1.8 ? "true" : "false", threads, thread_cpu_clock ? "thread_cpu" : "wall",
-      rounds, BestRowDotKernels().name,
+      rounds, SwigluKernelSummary(WeightStorage::kF32).value_or("MOE_KERNELS is invalid").c_str(),
       SwigluKernelSummary(WeightStorage::kInt8).value_or("MOE_KERNELS is invalid").c_str(),
       layer_bytes[WeightStorage::kF32], layer_bytes[WeightStorage::kBF16],
       layer_bytes[WeightStorage::kInt8], Median(bandwidth) / 1e9,

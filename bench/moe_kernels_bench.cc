@@ -62,7 +62,7 @@ void BM_ReadBandwidthRowDots(benchmark::State& state) {
 BENCHMARK(BM_ReadBandwidthRowDots)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // args: tokens, storage (0 F32, 1 BF16, 2 int8), path (0 auto, 1 streaming, 2 BLAS, 3 bf16
-// activations), portable (1: no AVX-512)
+// activations), isa (0: the best this CPU has, 1: no AVX-512, i.e. AVX2, 2: portable C++)
 void BM_Swiglu(benchmark::State& state) {
   const int64_t tokens = state.range(0);
   const WeightStorage storage = StorageArg(state.range(1));
@@ -70,6 +70,7 @@ void BM_Swiglu(benchmark::State& state) {
                                    SwigluPath::kBf16Dot};
   SwigluOptions options = PoolOptions(kPaths[state.range(2)]);
   options.allow_avx512 = state.range(3) == 0;
+  options.allow_avx2 = state.range(3) < 2;
   const std::vector<SwigluWeights>& experts = Experts(storage);
   const Matrix x = Tokens(tokens);
   Matrix y(tokens, kDModel);
@@ -85,7 +86,7 @@ void BM_Swiglu(benchmark::State& state) {
 }
 // The figures: few tokens (bandwidth) and many tokens (FLOP/s), every storage.
 BENCHMARK(BM_Swiglu)
-    ->ArgNames({"M", "storage", "path", "portable"})
+    ->ArgNames({"M", "storage", "path", "isa"})
     ->ArgsProduct({{1, 2, 4, 8, 128, 256}, {0, 1, 2}, {0}, {0}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
@@ -93,12 +94,12 @@ BENCHMARK(BM_Swiglu)
 // The switch point: both paths at every token count that could hold it.
 void BM_Switch(benchmark::State& state) { BM_Swiglu(state); }
 BENCHMARK(BM_Switch)
-    ->ArgNames({"M", "storage", "path", "portable"})
+    ->ArgNames({"M", "storage", "path", "isa"})
     ->ArgsProduct({{1,  2,  4,  8,  12, 16,  20,  24,  28,  32,
                     40, 48, 56, 64, 96, 128, 192, 256, 512, 1024},
                    {0, 1},
                    {1, 2},
-                   {0, 1}})
+                   {0, 1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
@@ -106,7 +107,7 @@ BENCHMARK(BM_Switch)
 // streaming kernel (float32 activations) against the bf16-activation path.
 void BM_Bf16Switch(benchmark::State& state) { BM_Swiglu(state); }
 BENCHMARK(BM_Bf16Switch)
-    ->ArgNames({"M", "bf16", "path", "portable"})
+    ->ArgNames({"M", "bf16", "path", "isa"})
     ->ArgsProduct({{2, 4, 6, 8, 12, 16, 24, 32, 64, 256}, {1}, {1, 3}, {0}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);

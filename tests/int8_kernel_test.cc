@@ -1,7 +1,7 @@
 // Int8 weight storage (--weights_dtype=int8): the per-row quantisation's round-trip bound, and the
 // FFN on int8 weights on every path (streaming, BLAS, chosen by token count) and ISA (AVX512-VNNI,
-// AVX-512 and portable forced) against a triple-loop reference in double — tightly against the
-// dequantised weights (within the int16 rounding of the activations for VNNI), loosely (the
+// AVX-512, AVX2 and portable forced) against a triple-loop reference in double — tightly against
+// the dequantised weights (within the int16 rounding of the activations for VNNI), loosely (the
 // documented quantisation error) against the original float32 ones.
 #include <algorithm>
 #include <cmath>
@@ -28,17 +28,19 @@ namespace {
 // ref computed on the original float32 weights (README, "int8 weights"). Random uniform weights
 // give about 0.6% here (measured: printed by the test); the bound leaves room for other seeds.
 constexpr double kInt8RelativeL2 = 0.02;
-enum class Kernels { kAvx512Vnni, kAvx512, kPortable };
+enum class Kernels { kAvx512Vnni, kAvx512, kAvx2, kPortable };
 
 const char* KernelsName(Kernels kernels) {
   return kernels == Kernels::kAvx512Vnni ? "avx512vnni"
          : kernels == Kernels::kAvx512   ? "avx512"
+         : kernels == Kernels::kAvx2     ? "avx2"
                                          : "portable";
 }
 
 bool Available(Kernels kernels) {
   return kernels == Kernels::kAvx512Vnni ? Avx512VnniRowDotKernels() != nullptr
          : kernels == Kernels::kAvx512   ? Avx512RowDotKernels() != nullptr
+         : kernels == Kernels::kAvx2     ? Avx2RowDotKernels() != nullptr
                                          : true;
 }
 
@@ -120,16 +122,15 @@ std::string CaseName(const ::testing::TestParamInfo<Int8Case>& info) {
   const char* path = c.path == SwigluPath::kAuto        ? "Auto"
                      : c.path == SwigluPath::kStreaming ? "Streaming"
                                                         : "Blas";
-  const char* kernels = c.kernels == Kernels::kAvx512Vnni ? "Avx512Vnni"
-                        : c.kernels == Kernels::kAvx512   ? "Avx512"
-                                                          : "Portable";
-  return absl::StrCat(path, kernels, "_d", c.d_model, "_h", c.width, "_M", c.tokens);
+  return absl::StrCat(path, "_", KernelsName(c.kernels), "_d", c.d_model, "_h", c.width, "_M",
+                      c.tokens);
 }
 
 std::vector<Int8Case> AllCases() {
   std::vector<Int8Case> cases;
   for (SwigluPath path : {SwigluPath::kAuto, SwigluPath::kStreaming, SwigluPath::kBlas}) {
-    for (Kernels kernels : {Kernels::kAvx512Vnni, Kernels::kAvx512, Kernels::kPortable}) {
+    for (Kernels kernels :
+         {Kernels::kAvx512Vnni, Kernels::kAvx512, Kernels::kAvx2, Kernels::kPortable}) {
       // Odd sizes (not multiples of 16 or 4); the larger one is above the pool's threshold.
       for (auto [d, h] : {std::pair<int64_t, int64_t>{100, 200}, {203, 701}}) {
         for (int64_t m : {1, 3, 16, 64, 257}) cases.push_back({path, kernels, d, h, m});
@@ -156,7 +157,8 @@ TEST_P(Int8SwigluTest, MatchesDequantisedReferenceAndStaysNearFloat32) {
 
   SwigluOptions options;
   options.path = c.path;
-  options.allow_avx512 = c.kernels != Kernels::kPortable;
+  options.allow_avx512 = c.kernels == Kernels::kAvx512Vnni || c.kernels == Kernels::kAvx512;
+  options.allow_avx2 = c.kernels != Kernels::kPortable;
   options.allow_avx512_vnni = c.kernels == Kernels::kAvx512Vnni;
   SwigluReport report;
   options.report = &report;
@@ -190,8 +192,9 @@ TEST_P(Int8SwigluTest, MatchesDequantisedReferenceAndStaysNearFloat32) {
 INSTANTIATE_TEST_SUITE_P(AllPaths, Int8SwigluTest, ::testing::ValuesIn(AllCases()), CaseName);
 
 // The int8 row dots on their own, rows not a multiple of four, against double: the AVX-512 set
-// (where the CPU has it) and the portable one give the same sums to float32 rounding.
-TEST(Int8RowDotTest, BothKernelSetsMatchDoubleOnOddRowCounts) {
+// and the AVX2 one (where the CPU has them) and the portable one give the same sums to float32
+// rounding.
+TEST(Int8RowDotTest, EveryKernelSetMatchesDoubleOnOddRowCounts) {
   std::mt19937 rng(9);
   const int64_t rows = 11, cols = 45, tokens = 7;
   const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
@@ -203,6 +206,7 @@ TEST(Int8RowDotTest, BothKernelSetsMatchDoubleOnOddRowCounts) {
   }
   std::vector<const RowDotKernels*> sets = {&PortableRowDotKernels()};
   if (Avx512RowDotKernels() != nullptr) sets.push_back(Avx512RowDotKernels());
+  if (Avx2RowDotKernels() != nullptr) sets.push_back(Avx2RowDotKernels());
   for (const RowDotKernels* kernels : sets) {
     SCOPED_TRACE(kernels->name);
     // From row 4 on: a quad boundary that is not the matrix's first.

@@ -1,4 +1,4 @@
-// The row-dot kernels, AVX-512 and portable builds, against loops in double; and the packed
+// The row-dot kernels, AVX-512, AVX2 and portable builds, against loops in double; and the packed
 // Bf16Matrix layout they read.
 #include "common/kernels/row_dot_kernel.h"
 
@@ -19,6 +19,7 @@ namespace {
 std::vector<const RowDotKernels*> AllKernels() {
   std::vector<const RowDotKernels*> all = {&PortableRowDotKernels()};
   if (Avx512RowDotKernels() != nullptr) all.push_back(Avx512RowDotKernels());
+  if (Avx2RowDotKernels() != nullptr) all.push_back(Avx2RowDotKernels());
   return all;
 }
 
@@ -59,14 +60,32 @@ TEST(RowDotKernelTest, Avx512IsAvailableOnAvx512Machines) {
   }
   ASSERT_NE(Avx512RowDotKernels(), nullptr);
   EXPECT_EQ(std::string(BestRowDotKernels().name), "avx512");
-  EXPECT_EQ(std::string(BestRowDotKernels(/*allow_avx512=*/false).name), "portable");
+  EXPECT_EQ(std::string(BestRowDotKernels(/*allow_avx512=*/false).name), "avx2");
+}
+
+TEST(RowDotKernelTest, Avx2IsTheFallbackBelowAvx512AndPortableBelowThat) {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+    GTEST_SKIP() << "no AVX2 here; only the portable kernels run";
+  }
+  ASSERT_NE(Avx2RowDotKernels(), nullptr);
+  if (Avx512RowDotKernels() == nullptr) {
+    EXPECT_EQ(std::string(BestRowDotKernels().name), "avx2");
+  }
+  EXPECT_EQ(std::string(BestRowDotKernels(/*allow_avx512=*/false).name), "avx2");
+  EXPECT_EQ(std::string(BestRowDotKernels(/*allow_avx512=*/false, /*allow_vnni=*/true).name),
+            "avx2");
+  EXPECT_EQ(std::string(BestRowDotKernels(/*allow_avx512=*/false, /*allow_vnni=*/false,
+                                          /*allow_avx2=*/false)
+                            .name),
+            "portable");
 }
 
 TEST(RowDotKernelTest, DotsMatchDoubleForAllShapesAroundTileEdges) {
   std::mt19937 rng(7);
   for (const RowDotKernels* kernels : AllKernels()) {
     for (int64_t rows : {1, 3, 4, 5, 9}) {
-      for (int64_t k : {1, 15, 16, 17, 100}) {
+      for (int64_t k : {1, 7, 8, 9, 15, 16, 17, 100}) {
         for (int64_t tokens : {1, 2, 5, 6, 7, 8, 13}) {
           const std::string what =
               absl::StrCat(kernels->name, " rows ", rows, " k ", k, " tokens ", tokens);

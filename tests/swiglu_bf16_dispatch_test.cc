@@ -69,10 +69,16 @@ TEST(SwigluBf16DispatchTest, FallsBackToTheFloat32KernelsWhenForcedOff) {
   no_bf16.allow_avx512_bf16 = false;
   const SwigluReport avx512 = Forward(w, 64, no_bf16, &y);  // within the float32 paths' 1e-5
   EXPECT_NE(avx512.path, SwigluPath::kBf16Dot);
-  EXPECT_STREQ(avx512.kernels, Avx512RowDotKernels() != nullptr ? "avx512" : "portable");
+  EXPECT_STREQ(avx512.kernels, BestRowDotKernels().name);
 
-  SwigluOptions portable;
-  portable.allow_avx512 = false;  // no AVX-512 at all: no AVX512-BF16 either
+  SwigluOptions no_avx512;
+  no_avx512.allow_avx512 = false;  // no AVX-512 at all: no AVX512-BF16 either
+  const SwigluReport avx2 = Forward(w, 64, no_avx512, &y);
+  EXPECT_NE(avx2.path, SwigluPath::kBf16Dot);
+  EXPECT_STREQ(avx2.kernels, Avx2RowDotKernels() != nullptr ? "avx2" : "portable");
+
+  SwigluOptions portable = no_avx512;
+  portable.allow_avx2 = false;
   const SwigluReport report = Forward(w, 64, portable, &y);
   EXPECT_NE(report.path, SwigluPath::kBf16Dot);
   EXPECT_STREQ(report.kernels, "portable");
@@ -107,14 +113,17 @@ TEST(SwigluKernelCapTest, ParsesEveryLevelAndNamesTheAcceptedValuesOtherwise) {
   EXPECT_EQ(*ParseSwigluKernelCap(""), SwigluKernelCap::kAuto);
   EXPECT_EQ(*ParseSwigluKernelCap("avx512bf16"), SwigluKernelCap::kAvx512Bf16);
   EXPECT_EQ(*ParseSwigluKernelCap("avx512"), SwigluKernelCap::kAvx512);
+  EXPECT_EQ(*ParseSwigluKernelCap("avx2"), SwigluKernelCap::kAvx2);
   EXPECT_EQ(*ParseSwigluKernelCap("portable"), SwigluKernelCap::kPortable);
   const absl::Status bad = ParseSwigluKernelCap("avx1024").status();
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.message().find("auto, avx512bf16, avx512, portable"), std::string::npos) << bad;
+  EXPECT_NE(bad.message().find("auto, avx512bf16, avx512, avx2, portable"), std::string::npos)
+      << bad;
 }
 
-// Run as is (MOE_KERNELS unset) and by ctest with MOE_KERNELS=avx512bf16, =avx512, =portable and
-// =avx1024 (not a level: every call fails naming the accepted values), tests/CMakeLists.txt.
+// Run as is (MOE_KERNELS unset) and by ctest with MOE_KERNELS=avx512bf16, =avx512, =avx2,
+// =portable and =avx1024 (not a level: every call fails naming the accepted values),
+// tests/CMakeLists.txt.
 TEST(SwigluKernelCapTest, TheEnvironmentCapAppliesToEveryCall) {
   const char* env = std::getenv("MOE_KERNELS");
   const absl::StatusOr<SwigluKernelCap> cap = ParseSwigluKernelCap(env == nullptr ? "" : env);
@@ -157,8 +166,14 @@ TEST(SwigluKernelCapTest, TheEnvironmentCapAppliesToEveryCall) {
       break;
     case SwigluKernelCap::kAvx512:
       EXPECT_NE(report.path, SwigluPath::kBf16Dot);
-      EXPECT_STREQ(report.kernels, Avx512RowDotKernels() != nullptr ? "avx512" : "portable");
+      EXPECT_STREQ(report.kernels, BestRowDotKernels().name);
       ExpectMatches(y, ReferenceSwiglu(Widened(w), x), "MOE_KERNELS=avx512");
+      break;
+    case SwigluKernelCap::kAvx2:
+      EXPECT_NE(report.path, SwigluPath::kBf16Dot);
+      EXPECT_STREQ(report.kernels, Avx2RowDotKernels() != nullptr ? "avx2" : "portable");
+      EXPECT_EQ(summary->find("avx512"), std::string::npos) << *summary;
+      ExpectMatches(y, ReferenceSwiglu(Widened(w), x), "MOE_KERNELS=avx2");
       break;
     case SwigluKernelCap::kPortable:
       EXPECT_STREQ(report.kernels, "portable");

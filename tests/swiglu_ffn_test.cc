@@ -1,6 +1,6 @@
-// SwigluForward on every path (streaming, BLAS, chosen by token count), ISA (AVX-512, portable) and
-// storage (F32, BF16) against a triple-loop reference in double (tests/swiglu_test_util.h), the
-// path each call reports taking, and the weights' factories.
+// SwigluForward on every path (streaming, BLAS, chosen by token count), ISA (AVX-512, AVX2,
+// portable) and storage (F32, BF16) against a triple-loop reference in double
+// (tests/swiglu_test_util.h), the path each call reports taking, and the weights' factories.
 #include "common/kernels/swiglu_ffn.h"
 
 #include <algorithm>
@@ -24,10 +24,33 @@
 namespace moe {
 namespace {
 
+// The streaming kernels a case allows: the best this CPU has, AVX2 at most, or portable C++.
+enum class Isa { kAvx512, kAvx2, kPortable };
+
+const char* IsaName(Isa isa) {
+  return isa == Isa::kAvx512 ? "avx512" : isa == Isa::kAvx2 ? "avx2" : "portable";
+}
+
+// The kernels `isa` names, or nullptr when this CPU cannot run them.
+const RowDotKernels* IsaKernels(Isa isa) {
+  return isa == Isa::kAvx512 ? Avx512RowDotKernels()
+         : isa == Isa::kAvx2 ? Avx2RowDotKernels()
+                             : &PortableRowDotKernels();
+}
+
+void AllowOnly(Isa isa, SwigluOptions& options) {
+  options.allow_avx512 = isa == Isa::kAvx512;
+  options.allow_avx2 = isa != Isa::kPortable;
+}
+
+int64_t SwitchPoint(WeightStorage storage, Isa isa) {
+  return SwigluBlasMinTokens(storage, isa == Isa::kAvx512, isa != Isa::kPortable);
+}
+
 struct PathCase {
   SwigluPath path;
   WeightStorage storage;
-  bool avx512;
+  Isa isa;
   int64_t d_model;
   int64_t width;
   int64_t tokens;
@@ -38,25 +61,24 @@ std::string CaseName(const ::testing::TestParamInfo<PathCase>& info) {
   const char* path = c.path == SwigluPath::kAuto        ? "Auto"
                      : c.path == SwigluPath::kStreaming ? "Streaming"
                                                         : "Blas";
-  return absl::StrCat(path, c.storage == WeightStorage::kBF16 ? "Bf16" : "F32",
-                      c.avx512 ? "Avx512" : "Portable", "_d", c.d_model, "_h", c.width, "_M",
-                      c.tokens);
+  return absl::StrCat(path, c.storage == WeightStorage::kBF16 ? "Bf16" : "F32", "_", IsaName(c.isa),
+                      "_d", c.d_model, "_h", c.width, "_M", c.tokens);
 }
 
 std::vector<PathCase> AllCases() {
   std::vector<PathCase> cases;
   for (SwigluPath path : {SwigluPath::kAuto, SwigluPath::kStreaming, SwigluPath::kBlas}) {
     for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16}) {
-      for (bool avx512 : {true, false}) {
+      for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kPortable}) {
         std::vector<int64_t> tokens = {1, 2, 3, 7, 8, 9, 15, 16, 17, 64, 257};
         // Around the switch point in effect (none when BLAS never wins: AVX-512 vs AVX2 BLAS).
-        const int64_t s = SwigluBlasMinTokens(storage, avx512);
+        const int64_t s = SwitchPoint(storage, isa);
         if (s < 1000) tokens.insert(tokens.end(), {s - 1, s, s + 1});
         std::sort(tokens.begin(), tokens.end());
         tokens.erase(std::unique(tokens.begin(), tokens.end()), tokens.end());
         // Odd sizes (not multiples of 16 or 4), one too small and one large enough for the pool.
         for (auto [d, h] : {std::pair<int64_t, int64_t>{100, 200}, {203, 701}}) {
-          for (int64_t m : tokens) cases.push_back({path, storage, avx512, d, h, m});
+          for (int64_t m : tokens) cases.push_back({path, storage, isa, d, h, m});
         }
       }
     }
@@ -68,7 +90,7 @@ class SwigluPathTest : public ::testing::TestWithParam<PathCase> {};
 
 TEST_P(SwigluPathTest, MatchesTripleLoopReferenceInDouble) {
   const PathCase& c = GetParam();
-  if (c.avx512 && Avx512RowDotKernels() == nullptr) GTEST_SKIP() << "this CPU has no AVX-512";
+  if (IsaKernels(c.isa) == nullptr) GTEST_SKIP() << "this CPU cannot run " << IsaName(c.isa);
   std::mt19937 rng(static_cast<unsigned>(1000 + c.tokens + c.d_model));
   const SwigluWeights w = RandomWeights(c.d_model, c.width, rng, c.storage);
   ASSERT_EQ(w.d_model(), c.d_model);
@@ -79,7 +101,7 @@ TEST_P(SwigluPathTest, MatchesTripleLoopReferenceInDouble) {
 
   SwigluOptions options;
   options.path = c.path;
-  options.allow_avx512 = c.avx512;
+  AllowOnly(c.isa, options);
   options.allow_avx512_bf16 = false;  // float32 activations; bf16 ones: swiglu_bf16_path_test
   SwigluReport report;
   options.report = &report;
@@ -89,21 +111,21 @@ TEST_P(SwigluPathTest, MatchesTripleLoopReferenceInDouble) {
   if (c.path != SwigluPath::kAuto) {
     EXPECT_EQ(report.path, c.path);
   }
-  EXPECT_STREQ(report.kernels, c.avx512 ? "avx512" : "portable");
+  EXPECT_STREQ(report.kernels, IsaName(c.isa));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPaths, SwigluPathTest, ::testing::ValuesIn(AllCases()), CaseName);
 
-// The path a call takes, as the kernel reports it. Without AVX-512 the portable kernel loses to
-// OpenBLAS from 16 tokens on (kSwitchPortable); with it, the switch point depends on OpenBLAS's
-// kernels, so those cases check the point in effect from both sides.
-SwigluPath PathTaken(const SwigluWeights& w, int64_t tokens, bool allow_avx512) {
+// The path a call takes, as the kernel reports it. The portable kernel loses to OpenBLAS from 16
+// tokens on (kSwitchPortable), the AVX2 one from kSwitchAvx2; with AVX-512, the switch point
+// depends on OpenBLAS's kernels, so those cases check the point in effect from both sides.
+SwigluPath PathTaken(const SwigluWeights& w, int64_t tokens, Isa isa) {
   std::mt19937 rng(static_cast<unsigned>(tokens));
   const Matrix x = RandomMatrix(tokens, w.d_model(), 1.0f, rng);
   Matrix y(tokens, w.d_model());
   SwigluReport report;
   SwigluOptions options;
-  options.allow_avx512 = allow_avx512;
+  AllowOnly(isa, options);
   options.allow_avx512_bf16 = false;  // the bf16-activation switch: swiglu_bf16_dispatch_test
   options.report = &report;
   EXPECT_TRUE(SwigluForward(w, x, y.view(), options).ok());
@@ -114,10 +136,23 @@ TEST(SwigluFfnTest, PortableKernelsHandOverToBlasAtSixteenTokens) {
   std::mt19937 rng(2);
   for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16}) {
     const SwigluWeights w = RandomWeights(48, 64, rng, storage);
-    EXPECT_EQ(PathTaken(w, 1, /*allow_avx512=*/false), SwigluPath::kStreaming);
-    EXPECT_EQ(PathTaken(w, 15, /*allow_avx512=*/false), SwigluPath::kStreaming);
-    EXPECT_EQ(PathTaken(w, 16, /*allow_avx512=*/false), SwigluPath::kBlas);
-    EXPECT_EQ(PathTaken(w, 300, /*allow_avx512=*/false), SwigluPath::kBlas);
+    EXPECT_EQ(PathTaken(w, 1, Isa::kPortable), SwigluPath::kStreaming);
+    EXPECT_EQ(PathTaken(w, 15, Isa::kPortable), SwigluPath::kStreaming);
+    EXPECT_EQ(PathTaken(w, 16, Isa::kPortable), SwigluPath::kBlas);
+    EXPECT_EQ(PathTaken(w, 300, Isa::kPortable), SwigluPath::kBlas);
+  }
+}
+
+TEST(SwigluFfnTest, Avx2KernelsHandOverToBlasAtTheirSwitchPoint) {
+  if (Avx2RowDotKernels() == nullptr) GTEST_SKIP() << "this CPU has no AVX2";
+  std::mt19937 rng(2);
+  for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16}) {
+    const SwigluWeights w = RandomWeights(48, 64, rng, storage);
+    const int64_t s = SwitchPoint(storage, Isa::kAvx2);
+    EXPECT_EQ(s, storage == WeightStorage::kF32 ? kSwitchAvx2.f32 : kSwitchAvx2.bf16);
+    EXPECT_EQ(PathTaken(w, 1, Isa::kAvx2), SwigluPath::kStreaming);
+    EXPECT_EQ(PathTaken(w, s - 1, Isa::kAvx2), SwigluPath::kStreaming);
+    EXPECT_EQ(PathTaken(w, s, Isa::kAvx2), SwigluPath::kBlas);
   }
 }
 
@@ -126,14 +161,15 @@ TEST(SwigluFfnTest, Avx512KernelsStreamFewTokensAndHandOverAtTheSwitchPointInEff
   std::mt19937 rng(2);
   for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16}) {
     const SwigluWeights w = RandomWeights(48, 64, rng, storage);
-    EXPECT_EQ(PathTaken(w, 1, true), SwigluPath::kStreaming);
-    EXPECT_EQ(PathTaken(w, 64, true), SwigluPath::kStreaming);  // below every AVX-512 switch point
+    EXPECT_EQ(PathTaken(w, 1, Isa::kAvx512), SwigluPath::kStreaming);
+    EXPECT_EQ(PathTaken(w, 64, Isa::kAvx512),
+              SwigluPath::kStreaming);  // below every AVX-512 switch point
     const int64_t s = SwigluBlasMinTokens(storage);
     if (s == kSwigluNeverBlas) {
-      EXPECT_EQ(PathTaken(w, 1024, true), SwigluPath::kStreaming);
+      EXPECT_EQ(PathTaken(w, 1024, Isa::kAvx512), SwigluPath::kStreaming);
     } else {
-      EXPECT_EQ(PathTaken(w, s - 1, true), SwigluPath::kStreaming);
-      EXPECT_EQ(PathTaken(w, s, true), SwigluPath::kBlas);
+      EXPECT_EQ(PathTaken(w, s - 1, Isa::kAvx512), SwigluPath::kStreaming);
+      EXPECT_EQ(PathTaken(w, s, Isa::kAvx512), SwigluPath::kBlas);
     }
   }
 }

@@ -1,5 +1,5 @@
-// The inner loops of the FFN kernels, in three builds: AVX-512, AVX-512 with VNNI's int8 dots (each
-// chosen at run time when the CPU has it; compiled with a target pragma, so no -march flag is
+// The inner loops of the FFN kernels, in four builds: AVX-512, AVX-512 with VNNI's int8 dots, AVX2
+// (each chosen at run time when the CPU has it; compiled with a target pragma, so no -march flag is
 // needed) and portable C++. Stateless and thread-safe. Internal to the FFN kernels; SwigluForward
 // is the public face.
 //
@@ -26,7 +26,7 @@ inline int64_t Int8ActivationLevels(int64_t k) {
 }
 
 struct RowDotKernels {
-  const char* name;  // "avx512vnni", "avx512" or "portable"
+  const char* name;  // "avx512vnni", "avx512", "avx2" or "portable"
   // out[t * ldo + r] = Σ_{i<k} w[r * ldw + i] · x[t * ldx + i] for r < rows, t < tokens.
   void (*dots_f32)(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
                    int64_t ldx, int64_t tokens, float* out, int64_t ldo);
@@ -65,9 +65,13 @@ const RowDotKernels& PortableRowDotKernels();
 const RowDotKernels* Avx512RowDotKernels();
 // The AVX-512 set with the int8 dots above; nullptr without AVX512-VNNI too.
 const RowDotKernels* Avx512VnniRowDotKernels();
-// The fastest set this CPU runs; `allow_avx512` = false forces the portable one. The VNNI set only
-// with `allow_vnni` (it differs in the int8 dots alone, which SwigluForward asks it for).
-const RowDotKernels& BestRowDotKernels(bool allow_avx512 = true, bool allow_vnni = false);
+// nullptr when this CPU (or compiler) has no AVX2 and FMA.
+const RowDotKernels* Avx2RowDotKernels();
+// The fastest set this CPU runs within the caps: `allow_avx512` = false, the AVX2 set (or the
+// portable one without AVX2); `allow_avx2` = false too, the portable one. The VNNI set only with
+// `allow_vnni` (it differs in the int8 dots alone, which SwigluForward asks it for).
+const RowDotKernels& BestRowDotKernels(bool allow_avx512 = true, bool allow_vnni = false,
+                                       bool allow_avx2 = true);
 
 }  // namespace moe
 

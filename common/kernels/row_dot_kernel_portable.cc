@@ -1,5 +1,5 @@
-// Portable build of the row-dot kernels: the reference the AVX-512 build is tested against, and
-// what runs on CPUs without AVX-512 (correct, slower).
+// Portable build of the row-dot kernels: the reference the SIMD builds are tested against, and
+// what runs on x86-64 CPUs without AVX2 and on other architectures (correct, slower).
 #include <cmath>
 #include <vector>
 
@@ -107,11 +107,13 @@ const RowDotKernels& PortableRowDotKernels() {
   return kernels;
 }
 
-const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_vnni) {
+const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_vnni, bool allow_avx2) {
   static const RowDotKernels* const avx512 = Avx512RowDotKernels();
   static const RowDotKernels* const vnni = Avx512VnniRowDotKernels();
+  static const RowDotKernels* const avx2 = Avx2RowDotKernels();
   if (allow_avx512 && allow_vnni && vnni != nullptr) return *vnni;
   if (allow_avx512 && avx512 != nullptr) return *avx512;
+  if (allow_avx2 && avx2 != nullptr) return *avx2;
   return PortableRowDotKernels();
 }
 

@@ -14,11 +14,12 @@ namespace moe {
 
 int64_t SwigluInputStride(int64_t d_model) { return (d_model + 15) / 16 * 16 + 16; }
 
-int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512) {
-  const SwigluSwitchPoint& point = !allow_avx512 || Avx512RowDotKernels() == nullptr
-                                       ? kSwitchPortable
-                                   : BlasHasAvx512Kernels() ? kSwitchAvx512VsAvx512Blas
-                                                            : kSwitchAvx512VsAvx2Blas;
+int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512, bool allow_avx2) {
+  const RowDotKernels* kernels = &BestRowDotKernels(allow_avx512, false, allow_avx2);
+  const SwigluSwitchPoint& point = kernels == &PortableRowDotKernels() ? kSwitchPortable
+                                   : kernels == Avx2RowDotKernels()    ? kSwitchAvx2
+                                   : BlasHasAvx512Kernels()            ? kSwitchAvx512VsAvx512Blas
+                                                                       : kSwitchAvx512VsAvx2Blas;
   // Int8 weights take the BLAS path the way bf16 ones do (widened block by block): same point.
   return storage == WeightStorage::kF32 ? point.f32 : point.bf16;
 }
@@ -32,10 +33,11 @@ absl::StatusOr<SwigluKernelCap> ParseSwigluKernelCap(absl::string_view value) {
   if (value == "auto" || value.empty()) return SwigluKernelCap::kAuto;
   if (value == "avx512bf16") return SwigluKernelCap::kAvx512Bf16;
   if (value == "avx512") return SwigluKernelCap::kAvx512;
+  if (value == "avx2") return SwigluKernelCap::kAvx2;
   if (value == "portable") return SwigluKernelCap::kPortable;
   return absl::InvalidArgumentError(absl::StrCat("kernel cap \"", value,
                                                  "\" is not one of: auto, avx512bf16, avx512, "
-                                                 "portable"));
+                                                 "avx2, portable"));
 }
 
 absl::StatusOr<SwigluKernelCap> SwigluKernelCapFromEnv() {
@@ -52,13 +54,15 @@ absl::StatusOr<SwigluKernelCap> SwigluKernelCapFromEnv() {
 
 absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
   ASSIGN_OR_RETURN(const SwigluKernelCap cap, SwigluKernelCapFromEnv());
-  const bool allow_avx512 = cap != SwigluKernelCap::kPortable;
+  const bool allow_avx512 = cap < SwigluKernelCap::kAvx2;
+  const bool allow_avx2 = cap < SwigluKernelCap::kPortable;
   // AVX512-VNNI serves the int8 dots only; capped like AVX512-BF16 by MOE_KERNELS=avx512.
-  const bool vnni = storage == WeightStorage::kInt8 && cap != SwigluKernelCap::kAvx512;
-  std::string summary = absl::StrCat(BestRowDotKernels(allow_avx512, vnni).name, " streaming");
-  const int64_t blas_from = SwigluBlasMinTokens(storage, allow_avx512);
+  const bool vnni = storage == WeightStorage::kInt8 && cap < SwigluKernelCap::kAvx512;
+  std::string summary =
+      absl::StrCat(BestRowDotKernels(allow_avx512, vnni, allow_avx2).name, " streaming");
+  const int64_t blas_from = SwigluBlasMinTokens(storage, allow_avx512, allow_avx2);
   const Bf16DotKernels* dot =
-      allow_avx512 && cap != SwigluKernelCap::kAvx512
+      cap < SwigluKernelCap::kAvx512
           ? BestBf16DotKernels(/*allow_amx=*/cap != SwigluKernelCap::kAvx512Bf16)
           : nullptr;
   if (storage == WeightStorage::kBF16 && dot != nullptr) {
@@ -81,13 +85,14 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
                                                    "] do not match d_model ", d));
   }
   ASSIGN_OR_RETURN(const SwigluKernelCap cap, SwigluKernelCapFromEnv());
-  const bool allow_avx512 = options.allow_avx512 && cap != SwigluKernelCap::kPortable;
+  const bool allow_avx512 = options.allow_avx512 && cap < SwigluKernelCap::kAvx2;
+  const bool allow_avx2 = options.allow_avx2 && cap < SwigluKernelCap::kPortable;
   const bool allow_bf16_dot =
-      allow_avx512 && options.allow_avx512_bf16 && cap != SwigluKernelCap::kAvx512;
+      allow_avx512 && options.allow_avx512_bf16 && cap < SwigluKernelCap::kAvx512;
   const bool allow_vnni = allow_avx512 && options.allow_avx512_vnni &&
-                          cap != SwigluKernelCap::kAvx512 &&
+                          cap < SwigluKernelCap::kAvx512 &&
                           weights.storage() == WeightStorage::kInt8;
-  const RowDotKernels& kernels = BestRowDotKernels(allow_avx512, allow_vnni);
+  const RowDotKernels& kernels = BestRowDotKernels(allow_avx512, allow_vnni, allow_avx2);
   const bool allow_amx = allow_bf16_dot && options.allow_amx && cap != SwigluKernelCap::kAvx512Bf16;
   const Bf16DotKernels* dot =
       allow_bf16_dot && weights.bf16() != nullptr ? BestBf16DotKernels(allow_amx) : nullptr;
@@ -98,9 +103,10 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
   }
   SwigluPath path = options.path;
   if (path == SwigluPath::kAuto) {
-    path = dot != nullptr && x.rows >= dot->min_tokens                     ? SwigluPath::kBf16Dot
-           : x.rows < SwigluBlasMinTokens(weights.storage(), allow_avx512) ? SwigluPath::kStreaming
-                                                                           : SwigluPath::kBlas;
+    path = dot != nullptr && x.rows >= dot->min_tokens ? SwigluPath::kBf16Dot
+           : x.rows < SwigluBlasMinTokens(weights.storage(), allow_avx512, allow_avx2)
+               ? SwigluPath::kStreaming
+               : SwigluPath::kBlas;
   }
   SwigluReport report;
   report.path = path;

@@ -2,10 +2,10 @@
 // any storage kind (common/kernels/swiglu_weights.h).
 //
 // Two paths, picked by token count (DESIGN.md §8). The streaming kernel reads each weight once for
-// all tokens (AVX-512 when the CPU has it, portable C++ otherwise), split over the caller's kernel
-// thread pool (common/kernels/thread_pool.h): at few tokens the FFN is bound by DRAM bandwidth and
-// this is what gets near it. From the switch point below on, OpenBLAS sgemm does the three
-// projections (common/kernels/blas_kernels.h; BF16 weights are widened block by block into
+// all tokens (AVX-512 or AVX2 when the CPU has it, portable C++ otherwise), split over the caller's
+// kernel thread pool (common/kernels/thread_pool.h): at few tokens the FFN is bound by DRAM
+// bandwidth and this is what gets near it. From the switch point below on, OpenBLAS sgemm does the
+// three projections (common/kernels/blas_kernels.h; BF16 weights are widened block by block into
 // scratch, int8 ones dequantised the same way).
 //
 // A third path, for BF16 weights on a CPU with AVX512-BF16 from its kernels' min_tokens on,
@@ -17,7 +17,8 @@
 // Int8 weights on a CPU with AVX512-VNNI: the streaming dots round x and the hidden activations to
 // int16 per token (Int8ActivationLevels, common/kernels/row_dot_kernel.h) and sum int8 · int16
 // products exactly in int32, instead of widening every weight to float32.
-// The MOE_KERNELS environment variable (auto, avx512bf16, avx512, portable; read once per process)
+// The MOE_KERNELS environment variable (auto, avx512bf16, avx512, avx2, portable; read once per
+// process)
 // caps the instruction sets every call may use, as the options below do per call.
 //
 // Input layout: the streaming kernel reads token rows SwigluInputStride(d_model) floats apart with
@@ -61,13 +62,16 @@ inline constexpr int64_t kSwigluNeverBlas = INT64_MAX;
 inline constexpr SwigluSwitchPoint kSwitchAvx512VsAvx2Blas = {kSwigluNeverBlas, kSwigluNeverBlas};
 // AVX-512 kernel vs. OpenBLAS with AVX-512 sgemm (e.g. OPENBLAS_CORETYPE=SkylakeX).
 inline constexpr SwigluSwitchPoint kSwitchAvx512VsAvx512Blas = {96, 192};
-// Portable kernel (no AVX-512) vs. OpenBLAS.
+// AVX2 kernel vs. OpenBLAS's AVX2 sgemm, on CPUs without AVX-512 (measured on a 2-core Zen 3).
+inline constexpr SwigluSwitchPoint kSwitchAvx2 = {64, 512};
+// Portable kernel (no AVX2) vs. OpenBLAS.
 inline constexpr SwigluSwitchPoint kSwitchPortable = {16, 16};
 
-// The switch point in effect in this process for `storage` (int8 uses the bf16 one): by whether
-// the streaming kernel runs AVX-512 (the CPU has it and `allow_avx512`) and whether OpenBLAS runs
-// AVX-512 sgemm.
-int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512 = true);
+// The switch point in effect in this process for `storage` (int8 uses the bf16 one): by which
+// streaming kernels run (BestRowDotKernels(allow_avx512, false, allow_avx2)) and whether OpenBLAS
+// runs AVX-512 sgemm.
+int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512 = true,
+                            bool allow_avx2 = true);
 
 // BF16 weights, AVX512-BF16 available: the token count from which SwigluForward takes the
 // bf16-activation path in this process (the min_tokens of its kernels, bf16_dot_kernel.h); 0 when
@@ -76,8 +80,9 @@ int64_t SwigluBf16DotMinTokens();
 
 // A cap on the instruction sets SwigluForward may use: "auto" (or empty: none), "avx512bf16"
 // (no AMX; the same as auto on CPUs without it), "avx512" (no AVX512-BF16 or AVX512-VNNI),
-// "portable" (no AVX-512). InvalidArgument naming the accepted values for anything else.
-enum class SwigluKernelCap { kAuto, kAvx512Bf16, kAvx512, kPortable };
+// "avx2" (no AVX-512), "portable" (no SIMD beyond the compiler's baseline). InvalidArgument naming
+// the accepted values for anything else. Ordered: each value allows less than the one before.
+enum class SwigluKernelCap { kAuto, kAvx512Bf16, kAvx512, kAvx2, kPortable };
 absl::StatusOr<SwigluKernelCap> ParseSwigluKernelCap(absl::string_view value);
 // The cap in the MOE_KERNELS environment variable (unset: kAuto), parsed once per process; every
 // SwigluForward call fails with its error if it is not a known value.
@@ -94,7 +99,7 @@ enum class SwigluPath { kAuto, kStreaming, kBlas, kBf16Dot };
 struct SwigluReport {
   SwigluPath path = SwigluPath::kAuto;  // the path taken: kStreaming, kBlas or kBf16Dot
   // The kernels used: "amx-bf16" or "avx512bf16" on kBf16Dot, else the row-dot kernels:
-  // "avx512vnni" (int8 weights), "avx512" or "portable".
+  // "avx512vnni" (int8 weights), "avx512", "avx2" or "portable".
   const char* kernels = "";
   bool copied_input = false;  // x was copied into the streaming kernel's layout
 };
@@ -103,7 +108,8 @@ struct SwigluOptions {
   // kAuto: by token count, see above. kBf16Dot fails (FailedPrecondition) for F32 weights or
   // without AVX512-BF16.
   SwigluPath path = SwigluPath::kAuto;
-  bool allow_avx512 = true;       // false forces the portable kernels (and no AVX512-BF16)
+  bool allow_avx512 = true;       // false: no AVX-512 (the AVX2 kernels, no AVX512-BF16 or VNNI)
+  bool allow_avx2 = true;         // false with allow_avx512 false: the portable kernels
   bool allow_avx512_bf16 = true;  // false: never the bf16-activation path
   bool allow_amx = true;          // false: the bf16-activation path without AMX tiles
   bool allow_avx512_vnni = true;  // false: int8 dots widen to float32 (no AVX512-VNNI)
