@@ -89,6 +89,34 @@ TEST_F(BlasCoreTest, ServersReExecuteWithAvx512KernelsWhenOpenBlasPicksWeakerOne
   EXPECT_THAT(cluster.expert(0).process->Log(), HasSubstr("kernels: " + expected));
 }
 
+bool CpuRunsAvx2Only() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !CpuRunsAvx512();
+}
+
+TEST_F(BlasCoreTest, ServersRunTheAvx2KernelsOnAnAvx2CpuWithoutAvx512) {
+  if (!CpuRunsAvx2Only()) GTEST_SKIP() << "this CPU has AVX-512, or no AVX2";
+  const std::string model = testing::WriteTestModel("tiny");
+  testing::Cluster cluster(model, 0, {"0-7"});
+  for (const std::string& kernels : {cluster.ExpertInfo(0).kernels(), cluster.Info().kernels()}) {
+    EXPECT_THAT(kernels, MatchesRegex("OpenBLAS (Haswell|Zen).*"));
+    EXPECT_THAT(kernels, ::testing::EndsWith("; FFN kernels avx2"));
+  }
+}
+
+TEST_F(BlasCoreTest, ServersReExecuteWithAvx2KernelsWhenOpenBlasPicksWeakerOnes) {
+  if (!CpuRunsAvx2Only()) GTEST_SKIP() << "this CPU has AVX-512, or no AVX2";
+  setenv("MOE_TEST_OPENBLAS_PICKED", "Prescott", 1);  // as on an AVX2 CPU OpenBLAS does not know
+  const std::string model = testing::WriteTestModel("tiny");
+  testing::Cluster cluster(model, 0, {"0-7"});
+  const std::string expected =
+      "OpenBLAS Haswell (OPENBLAS_CORETYPE=Haswell; OpenBLAS alone picked Prescott); FFN kernels "
+      "avx2";
+  EXPECT_EQ(cluster.ExpertInfo(0).kernels(), expected);
+  EXPECT_EQ(cluster.Info().kernels(), expected);
+  EXPECT_THAT(cluster.expert(0).process->Log(), HasSubstr("kernels: " + expected));
+}
+
 TEST_F(BlasCoreTest, AUsersCoreTypeIsKeptAndAWeakOneIsPointedOut) {
   setenv("OPENBLAS_CORETYPE", "Haswell", 1);
   const std::string model = testing::WriteTestModel("tiny");
@@ -97,6 +125,18 @@ TEST_F(BlasCoreTest, AUsersCoreTypeIsKeptAndAWeakOneIsPointedOut) {
       CpuRunsAvx512() ? "OpenBLAS Haswell (OPENBLAS_CORETYPE=Haswell; this CPU runs OpenBLAS's "
                         "AVX-512 kernels: unset it to use them)"
                       : "OpenBLAS Haswell (OPENBLAS_CORETYPE=Haswell)";
+  EXPECT_THAT(cluster.ExpertInfo(0).kernels(), HasSubstr(expected));
+  EXPECT_THAT(cluster.Info().kernels(), HasSubstr(expected));
+}
+
+TEST_F(BlasCoreTest, AUsersSse3CoreTypeOnAnAvx2CpuIsKeptAndPointedOut) {
+  if (!CpuRunsAvx2Only()) GTEST_SKIP() << "this CPU has AVX-512, or no AVX2";
+  setenv("OPENBLAS_CORETYPE", "Prescott", 1);
+  const std::string model = testing::WriteTestModel("tiny");
+  testing::Cluster cluster(model, 0, {"0-7"});
+  const std::string expected =
+      "OpenBLAS Prescott (OPENBLAS_CORETYPE=Prescott; this CPU runs OpenBLAS's AVX2 kernels: "
+      "unset it to use them)";
   EXPECT_THAT(cluster.ExpertInfo(0).kernels(), HasSubstr(expected));
   EXPECT_THAT(cluster.Info().kernels(), HasSubstr(expected));
 }

@@ -51,10 +51,17 @@ constexpr char kCoreTypeVariable[] = "OPENBLAS_CORETYPE";
 constexpr char kDetectedVariable[] = "MOE_OPENBLAS_DETECTED";
 constexpr char kAssumedVariable[] = "MOE_TEST_OPENBLAS_PICKED";
 constexpr char kAvx512Core[] = "SkylakeX";
+constexpr char kAvx2Core[] = "Haswell";
 
 bool IsAvx512Core(const std::string& name) {
   const std::string core = absl::AsciiStrToLower(name);
   return core == "skylakex" || core == "cooperlake" || core == "sapphirerapids";
+}
+
+// OpenBLAS's x86-64 cores with AVX2 + FMA sgemm kernels (Zen's are Haswell's).
+bool IsAvx2OrBetterCore(const std::string& name) {
+  const std::string core = absl::AsciiStrToLower(name);
+  return IsAvx512Core(name) || core == "haswell" || core == "zen";
 }
 
 bool CpuRunsAvx512() {
@@ -63,6 +70,19 @@ bool CpuRunsAvx512() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512vl");
+}
+
+bool CpuRunsAvx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+// The OpenBLAS core this CPU should run when OpenBLAS picked `picked`; nullptr when `picked` is
+// already as good.
+const char* BetterCore(const std::string& picked) {
+  if (CpuRunsAvx512()) return IsAvx512Core(picked) ? nullptr : kAvx512Core;
+  if (CpuRunsAvx2()) return IsAvx2OrBetterCore(picked) ? nullptr : kAvx2Core;
+  return nullptr;
 }
 
 }  // namespace
@@ -77,8 +97,9 @@ void UseBestBlasKernels(char** argv) {
   // Test seam: what OpenBLAS would have picked on a CPU it does not know.
   const char* assumed = std::getenv(kAssumedVariable);
   const std::string picked = assumed != nullptr ? assumed : BlasCoreName();
-  if (IsAvx512Core(picked) || !CpuRunsAvx512()) return;
-  if (setenv(kCoreTypeVariable, kAvx512Core, 1) != 0 ||
+  const char* better = BetterCore(picked);
+  if (better == nullptr) return;
+  if (setenv(kCoreTypeVariable, better, 1) != 0 ||
       setenv(kDetectedVariable, picked.c_str(), 1) != 0) {
     return;
   }
@@ -87,9 +108,10 @@ void UseBestBlasKernels(char** argv) {
   const int error = errno;
   unsetenv(kCoreTypeVariable);
   unsetenv(kDetectedVariable);
-  std::cerr << argv[0] << ": OpenBLAS runs its " << picked
-            << " kernels on this AVX-512 CPU; re-executing with " << kCoreTypeVariable << "="
-            << kAvx512Core << " failed: " << std::strerror(error) << std::endl;
+  std::cerr << argv[0] << ": OpenBLAS runs its " << picked << " kernels on this "
+            << (CpuRunsAvx512() ? "AVX-512" : "AVX2") << " CPU; re-executing with "
+            << kCoreTypeVariable << "=" << better << " failed: " << std::strerror(error)
+            << std::endl;
 }
 
 std::string BlasKernelsReport() {
@@ -99,8 +121,9 @@ std::string BlasKernelsReport() {
   absl::StrAppend(&report, " (", kCoreTypeVariable, "=", forced);
   if (const char* detected = std::getenv(kDetectedVariable); detected != nullptr) {
     absl::StrAppend(&report, "; OpenBLAS alone picked ", detected);
-  } else if (!BlasHasAvx512Kernels() && CpuRunsAvx512()) {
-    absl::StrAppend(&report, "; this CPU runs OpenBLAS's AVX-512 kernels: unset it to use them");
+  } else if (BetterCore(BlasCoreName()) != nullptr) {
+    absl::StrAppend(&report, "; this CPU runs OpenBLAS's ", CpuRunsAvx512() ? "AVX-512" : "AVX2",
+                    " kernels: unset it to use them");
   }
   return report + ")";
 }

@@ -10,8 +10,9 @@
 // OpenBLAS (Debian's is built with DYNAMIC_ARCH) picks its kernels once, in a constructor that runs
 // when the library loads, from CPUID or from OPENBLAS_CORETYPE when that is set. Releases older
 // than the CPU fall back to weaker kernels: 0.3.21 runs SSE3 "Prescott" kernels on Sapphire/Emerald
-// Rapids (sgemm 53 GF/s instead of 293 with OPENBLAS_CORETYPE=SkylakeX). UseBestBlasKernels
-// (each binary calls it first thing in main) corrects that before anything calls BLAS.
+// Rapids (sgemm 53 GF/s instead of 293 with OPENBLAS_CORETYPE=SkylakeX), as on any CPU model it
+// does not know. UseBestBlasKernels (each binary calls it first thing in main) corrects that before
+// anything calls BLAS.
 #ifndef MOE_COMMON_KERNELS_BLAS_KERNELS_H_
 #define MOE_COMMON_KERNELS_BLAS_KERNELS_H_
 
@@ -32,18 +33,19 @@ bool BlasHasAvx512Kernels();
 // OpenBLAS's name for the kernels it picked ("Haswell", "SkylakeX", ...), for reports.
 std::string BlasCoreName();
 
-// When the CPU runs AVX-512 (F, CD, BW, DQ, VL: what OpenBLAS's SkylakeX kernels use), OpenBLAS
-// picked kernels without it and OPENBLAS_CORETYPE is unset (a user's setting always wins),
-// re-executes this program (/proc/self/exe: same pid, arguments and environment, plus
-// OPENBLAS_CORETYPE=SkylakeX and MOE_OPENBLAS_DETECTED=<the core it had picked>) so that the
-// library loads with its AVX-512 kernels. Returns when nothing needs doing, or when the re-exec
-// failed (said on stderr; the program goes on with the kernels it has). Call before any thread
-// starts; `argv` is main's. Test seam: MOE_TEST_OPENBLAS_PICKED=NAME stands in for the core
-// OpenBLAS picked (a test needs a CPU that OpenBLAS does not know).
+// When OpenBLAS picked kernels weaker than the CPU runs and OPENBLAS_CORETYPE is unset (a user's
+// setting always wins), re-executes this program (/proc/self/exe: same pid, arguments and
+// environment, plus OPENBLAS_CORETYPE and MOE_OPENBLAS_DETECTED=<the core it had picked>) so that
+// the library loads with the right kernels: SkylakeX when the CPU runs AVX-512 (F, CD, BW, DQ, VL:
+// what those kernels use), else Haswell when it runs AVX2 and FMA. Returns when nothing needs
+// doing, or when the re-exec failed (said on stderr; the program goes on with the kernels it has).
+// Call before any thread starts; `argv` is main's. Test seam: MOE_TEST_OPENBLAS_PICKED=NAME stands
+// in for the core OpenBLAS picked (a test needs a CPU that OpenBLAS does not know).
 void UseBestBlasKernels(char** argv);
 // Which OpenBLAS kernels run and why, for startup logs and Info: "Cooperlake", "SkylakeX
 // (OPENBLAS_CORETYPE=SkylakeX; OpenBLAS alone picked Prescott)", "Haswell (OPENBLAS_CORETYPE=
-// Haswell; this CPU runs OpenBLAS's AVX-512 kernels: unset it to use them)".
+// Haswell; this CPU runs OpenBLAS's AVX-512 kernels: unset it to use them)" (or "AVX2 kernels"
+// on an AVX2 CPU told to run weaker ones).
 std::string BlasKernelsReport();
 // Every kernel choice of this process, for startup logs and Info: "OpenBLAS <BlasKernelsReport>;
 // FFN kernels <the row-dot set, e.g. avx512>", then what the CPU adds, e.g. " (int8 dots:
