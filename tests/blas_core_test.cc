@@ -48,10 +48,14 @@ class BlasCoreTest : public ::testing::Test {
 };
 
 constexpr char kAvx512Cores[] = "(SkylakeX|Cooperlake|SapphireRapids)";
-// What KernelsReport adds on a CPU with AVX512-VNNI, AVX512-BF16 or AMX.
+// What KernelsReport adds on a CPU with AVX512-VNNI, AVX512-BF16 or AMX, or AVX2 alone.
 std::string CpuNote() {
   std::vector<std::string> notes;
-  if (Avx512VnniRowDotKernels() != nullptr) notes.push_back("int8 dots: avx512vnni");
+  if (Avx512VnniRowDotKernels() != nullptr) {
+    notes.push_back("int8 dots: avx512vnni");
+  } else if (Avx512RowDotKernels() == nullptr && Avx2Int16RowDotKernels() != nullptr) {
+    notes.push_back("int8 dots: avx2-int16");
+  }
   if (AmxBf16DotKernels() != nullptr) {
     notes.push_back("bf16 activations: amx-bf16");
   } else if (Avx512Bf16DotKernels() != nullptr) {
@@ -100,7 +104,7 @@ TEST_F(BlasCoreTest, ServersRunTheAvx2KernelsOnAnAvx2CpuWithoutAvx512) {
   testing::Cluster cluster(model, 0, {"0-7"});
   for (const std::string& kernels : {cluster.ExpertInfo(0).kernels(), cluster.Info().kernels()}) {
     EXPECT_THAT(kernels, MatchesRegex("OpenBLAS (Haswell|Zen).*"));
-    EXPECT_THAT(kernels, ::testing::EndsWith("; FFN kernels avx2"));
+    EXPECT_THAT(kernels, ::testing::EndsWith("; FFN kernels avx2" + kCpuNote));
   }
 }
 
@@ -111,7 +115,8 @@ TEST_F(BlasCoreTest, ServersReExecuteWithAvx2KernelsWhenOpenBlasPicksWeakerOnes)
   testing::Cluster cluster(model, 0, {"0-7"});
   const std::string expected =
       "OpenBLAS Haswell (OPENBLAS_CORETYPE=Haswell; OpenBLAS alone picked Prescott); FFN kernels "
-      "avx2";
+      "avx2" +
+      kCpuNote;
   EXPECT_EQ(cluster.ExpertInfo(0).kernels(), expected);
   EXPECT_EQ(cluster.Info().kernels(), expected);
   EXPECT_THAT(cluster.expert(0).process->Log(), HasSubstr("kernels: " + expected));

@@ -1,8 +1,8 @@
 // Int8 weight storage (--weights_dtype=int8): the per-row quantisation's round-trip bound, and the
 // FFN on int8 weights on every path (streaming, BLAS, chosen by token count) and ISA (AVX512-VNNI,
-// AVX-512, AVX2 and portable forced) against a triple-loop reference in double — tightly against
-// the dequantised weights (within the int16 rounding of the activations for VNNI), loosely (the
-// documented quantisation error) against the original float32 ones.
+// AVX-512, AVX2 with int16 dots, AVX2 and portable forced) against a triple-loop reference in
+// double — tightly against the dequantised weights (within the int16 rounding of the activations
+// for VNNI), loosely (the documented quantisation error) against the original float32 ones.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -28,20 +28,31 @@ namespace {
 // ref computed on the original float32 weights (README, "int8 weights"). Random uniform weights
 // give about 0.6% here (measured: printed by the test); the bound leaves room for other seeds.
 constexpr double kInt8RelativeL2 = 0.02;
-enum class Kernels { kAvx512Vnni, kAvx512, kAvx2, kPortable };
+enum class Kernels { kAvx512Vnni, kAvx512, kAvx2Int16, kAvx2, kPortable };
 
 const char* KernelsName(Kernels kernels) {
-  return kernels == Kernels::kAvx512Vnni ? "avx512vnni"
-         : kernels == Kernels::kAvx512   ? "avx512"
-         : kernels == Kernels::kAvx2     ? "avx2"
-                                         : "portable";
+  return kernels == Kernels::kAvx512Vnni  ? "avx512vnni"
+         : kernels == Kernels::kAvx512    ? "avx512"
+         : kernels == Kernels::kAvx2Int16 ? "avx2-int16"
+         : kernels == Kernels::kAvx2      ? "avx2"
+                                          : "portable";
 }
 
 bool Available(Kernels kernels) {
-  return kernels == Kernels::kAvx512Vnni ? Avx512VnniRowDotKernels() != nullptr
-         : kernels == Kernels::kAvx512   ? Avx512RowDotKernels() != nullptr
-         : kernels == Kernels::kAvx2     ? Avx2RowDotKernels() != nullptr
-                                         : true;
+  return kernels == Kernels::kAvx512Vnni  ? Avx512VnniRowDotKernels() != nullptr
+         : kernels == Kernels::kAvx512    ? Avx512RowDotKernels() != nullptr
+         : kernels == Kernels::kAvx2Int16 ? Avx2Int16RowDotKernels() != nullptr
+         : kernels == Kernels::kAvx2      ? Avx2RowDotKernels() != nullptr
+                                          : true;
+}
+
+// The sets with int16 int8 dots this CPU runs.
+std::vector<const RowDotKernels*> Int16Sets() {
+  std::vector<const RowDotKernels*> sets;
+  for (const RowDotKernels* set : {Avx512VnniRowDotKernels(), Avx2Int16RowDotKernels()}) {
+    if (set != nullptr) sets.push_back(set);
+  }
+  return sets;
 }
 
 TEST(Int8MatrixTest, QuantisesEachRowWithinHalfAStepOfItsScale) {
@@ -122,15 +133,16 @@ std::string CaseName(const ::testing::TestParamInfo<Int8Case>& info) {
   const char* path = c.path == SwigluPath::kAuto        ? "Auto"
                      : c.path == SwigluPath::kStreaming ? "Streaming"
                                                         : "Blas";
-  return absl::StrCat(path, "_", KernelsName(c.kernels), "_d", c.d_model, "_h", c.width, "_M",
-                      c.tokens);
+  std::string kernels = KernelsName(c.kernels);
+  kernels.erase(std::remove(kernels.begin(), kernels.end(), '-'), kernels.end());
+  return absl::StrCat(path, "_", kernels, "_d", c.d_model, "_h", c.width, "_M", c.tokens);
 }
 
 std::vector<Int8Case> AllCases() {
   std::vector<Int8Case> cases;
   for (SwigluPath path : {SwigluPath::kAuto, SwigluPath::kStreaming, SwigluPath::kBlas}) {
-    for (Kernels kernels :
-         {Kernels::kAvx512Vnni, Kernels::kAvx512, Kernels::kAvx2, Kernels::kPortable}) {
+    for (Kernels kernels : {Kernels::kAvx512Vnni, Kernels::kAvx512, Kernels::kAvx2Int16,
+                            Kernels::kAvx2, Kernels::kPortable}) {
       // Odd sizes (not multiples of 16 or 4); the larger one is above the pool's threshold.
       for (auto [d, h] : {std::pair<int64_t, int64_t>{100, 200}, {203, 701}}) {
         for (int64_t m : {1, 3, 16, 64, 257}) cases.push_back({path, kernels, d, h, m});
@@ -159,7 +171,7 @@ TEST_P(Int8SwigluTest, MatchesDequantisedReferenceAndStaysNearFloat32) {
   options.path = c.path;
   options.allow_avx512 = c.kernels == Kernels::kAvx512Vnni || c.kernels == Kernels::kAvx512;
   options.allow_avx2 = c.kernels != Kernels::kPortable;
-  options.allow_avx512_vnni = c.kernels == Kernels::kAvx512Vnni;
+  options.allow_int16_dots = c.kernels == Kernels::kAvx512Vnni || c.kernels == Kernels::kAvx2Int16;
   SwigluReport report;
   options.report = &report;
   ASSERT_TRUE(SwigluForward(*int8, x, y.view(), options).ok());
@@ -169,7 +181,7 @@ TEST_P(Int8SwigluTest, MatchesDequantisedReferenceAndStaysNearFloat32) {
   EXPECT_STREQ(report.kernels, KernelsName(c.kernels));
 
   // Tight: the kernels add only float32 rounding to the dequantised weights' exact result (and
-  // the VNNI streaming dots the activations' int16 rounding).
+  // the int16 streaming dots the activations' int16 rounding).
   ExpectMatches(y, ReferenceSwiglu(Widened(*int8), x), CaseName({c, 0}), SwigluToleranceOf(report));
 
   // Loose: the quantisation error against the original weights, per token.
@@ -231,49 +243,52 @@ TEST(Int8RowDotTest, EveryKernelSetMatchesDoubleOnOddRowCounts) {
   }
 }
 
-// The VNNI set's int8 dots, rows not a multiple of four, token counts that fill tiles unevenly:
+// The int16 sets' int8 dots, rows not a multiple of four, token counts that fill tiles unevenly:
 // exactly the int32 sums of the rounded activations (so to float32 rounding against double), and
 // within the rounding's bound of the float activations.
-TEST(Int8RowDotTest, VnniDotsSumTheRoundedActivationsExactly) {
-  const RowDotKernels* kernels = Avx512VnniRowDotKernels();
-  if (kernels == nullptr) GTEST_SKIP() << "this CPU has no AVX512-VNNI";
-  std::mt19937 rng(10);
-  const int64_t rows = 11, cols = 45;
-  const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
-  const int64_t k = w.padded_cols();
-  for (int64_t tokens : {1, 3, 9, 17}) {
-    SCOPED_TRACE(absl::StrCat(tokens, " tokens"));
-    Matrix x(tokens, k);  // zeros past cols
-    for (int64_t t = 0; t < tokens; ++t) {
-      for (int64_t i = 0; i < cols; ++i) {
-        x.row(t)[i] = std::uniform_real_distribution<float>(-1, 1)(rng) * (t + 1);
-      }
-    }
-    std::vector<int16_t> xq(tokens * k);
-    std::vector<float> x_scales(tokens);
-    bool finite = false;
-    kernels->quantize_activations(x.data(), k, tokens, k, xq.data(), k, x_scales.data(), &finite);
-    ASSERT_TRUE(finite);
-    std::vector<float> out(tokens * rows, 1e6f);
-    kernels->dots_int8_quantized(w.quad(1), w.scales(4), rows - 4, k, xq.data(), k, x_scales.data(),
-                                 tokens, out.data(), rows);
-    for (int64_t t = 0; t < tokens; ++t) {
-      double max_abs = 0;
-      for (int64_t i = 0; i < cols; ++i) max_abs = std::max(max_abs, double{std::abs(x.row(t)[i])});
-      EXPECT_NEAR(x_scales[t], max_abs / Int8ActivationLevels(k), 1e-6 * max_abs);
-      for (int64_t r = 4; r < rows; ++r) {
-        double rounded = 0, exact = 0, magnitude = 0, bound = 0;
+TEST(Int8RowDotTest, Int16DotsSumTheRoundedActivationsExactly) {
+  if (Int16Sets().empty()) GTEST_SKIP() << "this CPU has neither AVX512-VNNI nor AVX2";
+  for (const RowDotKernels* kernels : Int16Sets()) {
+    SCOPED_TRACE(kernels->name);
+    std::mt19937 rng(10);
+    const int64_t rows = 11, cols = 45;
+    const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
+    const int64_t k = w.padded_cols();
+    for (int64_t tokens : {1, 3, 9, 17}) {
+      SCOPED_TRACE(absl::StrCat(tokens, " tokens"));
+      Matrix x(tokens, k);  // zeros past cols
+      for (int64_t t = 0; t < tokens; ++t) {
         for (int64_t i = 0; i < cols; ++i) {
-          const double wi = w.at(r, i);
-          EXPECT_LE(std::abs(x_scales[t] * xq[t * k + i] - x.row(t)[i]), 0.5001 * x_scales[t]);
-          rounded += wi * x_scales[t] * xq[t * k + i];
-          exact += wi * x.row(t)[i];
-          magnitude += std::abs(wi * x_scales[t] * xq[t * k + i]);
-          bound += std::abs(wi) * 0.5 * x_scales[t];
+          x.row(t)[i] = std::uniform_real_distribution<float>(-1, 1)(rng) * (t + 1);
         }
-        const float got = out[t * rows + (r - 4)];
-        EXPECT_NEAR(got, rounded, 1e-6 * magnitude) << "token " << t << " row " << r;
-        EXPECT_NEAR(got, exact, bound + 1e-6 * magnitude) << "token " << t << " row " << r;
+      }
+      std::vector<int16_t> xq(tokens * k);
+      std::vector<float> x_scales(tokens);
+      bool finite = false;
+      kernels->quantize_activations(x.data(), k, tokens, k, xq.data(), k, x_scales.data(), &finite);
+      ASSERT_TRUE(finite);
+      std::vector<float> out(tokens * rows, 1e6f);
+      kernels->dots_int8_quantized(w.quad(1), w.scales(4), rows - 4, k, xq.data(), k,
+                                   x_scales.data(), tokens, out.data(), rows);
+      for (int64_t t = 0; t < tokens; ++t) {
+        double max_abs = 0;
+        for (int64_t i = 0; i < cols; ++i)
+          max_abs = std::max(max_abs, double{std::abs(x.row(t)[i])});
+        EXPECT_NEAR(x_scales[t], max_abs / Int8ActivationLevels(k), 1e-6 * max_abs);
+        for (int64_t r = 4; r < rows; ++r) {
+          double rounded = 0, exact = 0, magnitude = 0, bound = 0;
+          for (int64_t i = 0; i < cols; ++i) {
+            const double wi = w.at(r, i);
+            EXPECT_LE(std::abs(x_scales[t] * xq[t * k + i] - x.row(t)[i]), 0.5001 * x_scales[t]);
+            rounded += wi * x_scales[t] * xq[t * k + i];
+            exact += wi * x.row(t)[i];
+            magnitude += std::abs(wi * x_scales[t] * xq[t * k + i]);
+            bound += std::abs(wi) * 0.5 * x_scales[t];
+          }
+          const float got = out[t * rows + (r - 4)];
+          EXPECT_NEAR(got, rounded, 1e-6 * magnitude) << "token " << t << " row " << r;
+          EXPECT_NEAR(got, exact, bound + 1e-6 * magnitude) << "token " << t << " row " << r;
+        }
       }
     }
   }
@@ -281,35 +296,37 @@ TEST(Int8RowDotTest, VnniDotsSumTheRoundedActivationsExactly) {
 
 // The largest sums the levels allow (every weight and activation at its extreme, one sign) stay
 // inside int32 at a long k, where fewer levels are used.
-TEST(Int8RowDotTest, VnniDotsDoNotOverflowAtTheLargestSums) {
-  const RowDotKernels* kernels = Avx512VnniRowDotKernels();
-  if (kernels == nullptr) GTEST_SKIP() << "this CPU has no AVX512-VNNI";
-  const int64_t k = 20000;
-  ASSERT_LT(Int8ActivationLevels(k), 16383);
-  Matrix ones(4, k);
-  std::fill(ones.data(), ones.data() + ones.size(), 1.0f);
-  for (int64_t c = 0; c < k; ++c) ones.row(3)[c] = -1.0f;
-  const Int8Matrix w = Int8Matrix::Quantize(ones);  // q = ±127, scale 1/127
-  Matrix x(1, k);
-  std::fill(x.data(), x.data() + x.size(), 2.5f);
-  std::vector<int16_t> xq(k);
-  float x_scale = 0;
-  bool finite = false;
-  kernels->quantize_activations(x.data(), k, 1, k, xq.data(), k, &x_scale, &finite);
-  ASSERT_TRUE(finite);
-  EXPECT_EQ(xq[0], Int8ActivationLevels(k));
-  std::vector<float> out(4);
-  kernels->dots_int8_quantized(w.quad(0), w.scales(0), 4, k, xq.data(), k, &x_scale, 1, out.data(),
-                               4);
-  for (int r = 0; r < 3; ++r) EXPECT_NEAR(out[r], 2.5 * k, 1e-5 * 2.5 * k) << "row " << r;
-  EXPECT_NEAR(out[3], -2.5 * k, 1e-5 * 2.5 * k);
+TEST(Int8RowDotTest, Int16DotsDoNotOverflowAtTheLargestSums) {
+  if (Int16Sets().empty()) GTEST_SKIP() << "this CPU has neither AVX512-VNNI nor AVX2";
+  for (const RowDotKernels* kernels : Int16Sets()) {
+    SCOPED_TRACE(kernels->name);
+    const int64_t k = 20000;
+    ASSERT_LT(Int8ActivationLevels(k), 16383);
+    Matrix ones(4, k);
+    std::fill(ones.data(), ones.data() + ones.size(), 1.0f);
+    for (int64_t c = 0; c < k; ++c) ones.row(3)[c] = -1.0f;
+    const Int8Matrix w = Int8Matrix::Quantize(ones);  // q = ±127, scale 1/127
+    Matrix x(1, k);
+    std::fill(x.data(), x.data() + x.size(), 2.5f);
+    std::vector<int16_t> xq(k);
+    float x_scale = 0;
+    bool finite = false;
+    kernels->quantize_activations(x.data(), k, 1, k, xq.data(), k, &x_scale, &finite);
+    ASSERT_TRUE(finite);
+    EXPECT_EQ(xq[0], Int8ActivationLevels(k));
+    std::vector<float> out(4);
+    kernels->dots_int8_quantized(w.quad(0), w.scales(0), 4, k, xq.data(), k, &x_scale, 1,
+                                 out.data(), 4);
+    for (int r = 0; r < 3; ++r) EXPECT_NEAR(out[r], 2.5 * k, 1e-5 * 2.5 * k) << "row " << r;
+    EXPECT_NEAR(out[3], -2.5 * k, 1e-5 * 2.5 * k);
+  }
 }
 
 // An input that overflows an expert's hidden activations (finite x, infinite gate · x) cannot be
 // rounded to int16: that phase keeps the float dots, and the output is not finite, as with the
 // widening kernels, so the shard can report the overflow.
-TEST(Int8SwigluVnniTest, OverflowingActivationsFallBackToFloatDots) {
-  if (Avx512VnniRowDotKernels() == nullptr) GTEST_SKIP() << "this CPU has no AVX512-VNNI";
+TEST(Int8SwigluInt16Test, OverflowingActivationsFallBackToFloatDots) {
+  if (Int16Sets().empty()) GTEST_SKIP() << "this CPU has neither AVX512-VNNI nor AVX2";
   std::mt19937 rng(11);
   const SwigluWeights f32 = RandomWeights(64, 128, rng);
   auto int8 =
@@ -317,10 +334,10 @@ TEST(Int8SwigluVnniTest, OverflowingActivationsFallBackToFloatDots) {
   ASSERT_TRUE(int8.ok());
   Matrix x(2, 64);
   std::fill(x.data(), x.data() + x.size(), 3e37f);
-  for (bool vnni : {true, false}) {
+  for (bool int16_dots : {true, false}) {
     SwigluOptions options;
     options.path = SwigluPath::kStreaming;
-    options.allow_avx512_vnni = vnni;
+    options.allow_int16_dots = int16_dots;
     SwigluReport report;
     options.report = &report;
     Matrix y(2, 64);
@@ -328,6 +345,31 @@ TEST(Int8SwigluVnniTest, OverflowingActivationsFallBackToFloatDots) {
     bool all_finite = true;
     for (int64_t i = 0; i < y.size(); ++i) all_finite = all_finite && std::isfinite(y.data()[i]);
     EXPECT_FALSE(all_finite) << report.kernels;
+  }
+}
+
+// One NaN among finite hidden activations (silu(∞) · 0: gate row 0 overflows, up row 0 is zero,
+// every other activation is 0) must reach the output as a non-finite value, whatever the kernels:
+// the int16 sets' vector maximum can drop a NaN, leaving an all-finite, wrong output.
+TEST(Int8SwigluInt16Test, ANanAmongFiniteHiddenActivationsReachesTheOutput) {
+  const int64_t d = 32, h = 64;
+  Matrix gate(h, d), up(h, d), down(d, h);
+  std::fill(gate.row(0), gate.row(0) + d, 1.0f);
+  std::fill(down.data(), down.data() + down.size(), 0.5f);
+  for (int64_t j = 1; j < h; ++j) std::fill(up.row(j), up.row(j) + d, 0.25f);  // gate rows: 0
+  auto int8 = SwigluWeights::FromF32(gate, up, down, WeightStorage::kInt8);
+  ASSERT_TRUE(int8.ok()) << int8.status();
+  Matrix x(1, d);
+  std::fill(x.data(), x.data() + x.size(), 3e37f);
+  for (bool int16_dots : {true, false}) {
+    SwigluOptions options;
+    options.path = SwigluPath::kStreaming;
+    options.allow_int16_dots = int16_dots;
+    SwigluReport report;
+    options.report = &report;
+    Matrix y(1, d);
+    ASSERT_TRUE(SwigluForward(*int8, x, y.view(), options).ok());
+    for (int64_t i = 0; i < d; ++i) EXPECT_FALSE(std::isfinite(y.row(0)[i])) << report.kernels;
   }
 }
 

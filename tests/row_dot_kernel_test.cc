@@ -73,9 +73,13 @@ TEST(RowDotKernelTest, Avx2IsTheFallbackBelowAvx512AndPortableBelowThat) {
     EXPECT_EQ(std::string(BestRowDotKernels().name), "avx2");
   }
   EXPECT_EQ(std::string(BestRowDotKernels(/*allow_avx512=*/false).name), "avx2");
-  EXPECT_EQ(std::string(BestRowDotKernels(/*allow_avx512=*/false, /*allow_vnni=*/true).name),
-            "avx2");
-  EXPECT_EQ(std::string(BestRowDotKernels(/*allow_avx512=*/false, /*allow_vnni=*/false,
+  ASSERT_NE(Avx2Int16RowDotKernels(), nullptr);
+  const RowDotKernels& int16 = BestRowDotKernels(/*allow_avx512=*/false, /*allow_int16_dots=*/true);
+  EXPECT_EQ(std::string(int16.name), "avx2-int16");
+  EXPECT_NE(int16.quantize_activations, nullptr);
+  EXPECT_NE(int16.dots_int8_quantized, nullptr);
+  EXPECT_EQ(Avx2RowDotKernels()->quantize_activations, nullptr);
+  EXPECT_EQ(std::string(BestRowDotKernels(/*allow_avx512=*/false, /*allow_int16_dots=*/true,
                                           /*allow_avx2=*/false)
                             .name),
             "portable");

@@ -22,14 +22,17 @@
 namespace moe {
 
 inline constexpr double kSwigluTolerance = 1e-5;
-// The same for the VNNI int8 streaming dots, which round x and the hidden activations to int16 per
-// token (~3e-5 of each token's largest value; common/kernels/row_dot_kernel.h).
-inline constexpr double kVnniSwigluTolerance = 2e-4;
+// The same for the int16 int8 streaming dots (VNNI, AVX2), which round x and the hidden
+// activations to int16 per token (~3e-5 of each token's largest value;
+// common/kernels/row_dot_kernel.h).
+inline constexpr double kInt16SwigluTolerance = 2e-4;
 
 // The tolerance of a call that reported `report`.
 inline double SwigluToleranceOf(const SwigluReport& report) {
-  return report.path == SwigluPath::kStreaming && std::string(report.kernels) == "avx512vnni"
-             ? kVnniSwigluTolerance
+  const std::string kernels = report.kernels;
+  return report.path == SwigluPath::kStreaming &&
+                 (kernels == "avx512vnni" || kernels == "avx2-int16")
+             ? kInt16SwigluTolerance
              : kSwigluTolerance;
 }
 

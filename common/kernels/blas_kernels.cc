@@ -130,7 +130,10 @@ std::string BlasKernelsReport() {
 
 std::string KernelsReport() {
   std::vector<std::string> extras;
-  if (Avx512VnniRowDotKernels() != nullptr) extras.push_back("int8 dots: avx512vnni");
+  if (const RowDotKernels& int8 = BestRowDotKernels(true, /*allow_int16_dots=*/true);
+      int8.quantize_activations != nullptr) {
+    extras.push_back(absl::StrCat("int8 dots: ", int8.name));
+  }
   if (const Bf16DotKernels* dot = BestBf16DotKernels()) {
     extras.push_back(absl::StrCat("bf16 activations: ", dot->name));
   }

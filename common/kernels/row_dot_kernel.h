@@ -1,15 +1,16 @@
-// The inner loops of the FFN kernels, in four builds: AVX-512, AVX-512 with VNNI's int8 dots, AVX2
-// (each chosen at run time when the CPU has it; compiled with a target pragma, so no -march flag is
-// needed) and portable C++. Stateless and thread-safe. Internal to the FFN kernels; SwigluForward
-// is the public face.
+// The inner loops of the FFN kernels, in six builds: AVX-512, AVX-512 with VNNI's int8 dots, AVX2,
+// AVX2 with int16 int8 dots (each chosen at run time when the CPU has it; compiled with a target
+// pragma, so no -march flag is needed) and portable C++. Stateless and thread-safe. Internal to the
+// FFN kernels; SwigluForward is the public face.
 //
 // The dots read each weight row from memory once for all tokens: rows are taken four at a time and
 // dotted with up to six tokens at once (24 accumulators in registers); more tokens are split into
 // even tiles that re-read the same four rows from L1, never from DRAM. BF16 and int8 rows are
 // widened to float32 in registers (exact), so x and all sums stay float32; an int8 row's sums are
-// multiplied by its scale at the end. The VNNI set's int8 dots instead round the activations to
-// int16 (per token: x ≈ x_scale · xq, |xq| ≤ Int8ActivationLevels(k)) and sum q · xq exactly in
-// int32: the activations' rounding (~1/33 000 of each token's largest value) is their only error.
+// multiplied by its scale at the end. The int16 sets' int8 dots (VNNI: vpdpwssd, AVX2: vpmaddwd)
+// instead round the activations to int16 (per token: x ≈ x_scale · xq, |xq| ≤
+// Int8ActivationLevels(k)) and sum q · xq exactly in int32: the activations' rounding (~1/33 000 of
+// each token's largest value) is their only error.
 #ifndef MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 
@@ -26,7 +27,7 @@ inline int64_t Int8ActivationLevels(int64_t k) {
 }
 
 struct RowDotKernels {
-  const char* name;  // "avx512vnni", "avx512", "avx2" or "portable"
+  const char* name;  // "avx512vnni", "avx512", "avx2-int16", "avx2" or "portable"
   // out[t * ldo + r] = Σ_{i<k} w[r * ldw + i] · x[t * ldx + i] for r < rows, t < tokens.
   void (*dots_f32)(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
                    int64_t ldx, int64_t tokens, float* out, int64_t ldo);
@@ -48,9 +49,10 @@ struct RowDotKernels {
   // As unpack_bf16, for an Int8Matrix: the dequantised values scales[r] · q[r][c].
   void (*unpack_int8)(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                       int64_t cols, float* out, int64_t ldo);
-  // The VNNI set only (null in the others). Rounds each token's k values (x[t * ldx + i]) to
+  // The int16 sets only (null in the others). Rounds each token's k values (x[t * ldx + i]) to
   // xq[t * ldq + i] with x ≈ x_scales[t] · xq, |xq| ≤ Int8ActivationLevels(k); *finite = false
-  // (and xq incomplete) when a value is not finite.
+  // (and xq incomplete) when the largest magnitude is not finite. A NaN beside finite values may
+  // go unseen (vmaxps keeps its second operand when one is NaN): callers check for NaNs.
   void (*quantize_activations)(const float* x, int64_t ldx, int64_t tokens, int64_t k, int16_t* xq,
                                int64_t ldq, float* x_scales, bool* finite) = nullptr;
   // dots_int8 over rounded activations: out[t * ldo + r] = scales[r] · x_scales[t] ·
@@ -67,10 +69,13 @@ const RowDotKernels* Avx512RowDotKernels();
 const RowDotKernels* Avx512VnniRowDotKernels();
 // nullptr when this CPU (or compiler) has no AVX2 and FMA.
 const RowDotKernels* Avx2RowDotKernels();
-// The fastest set this CPU runs within the caps: `allow_avx512` = false, the AVX2 set (or the
-// portable one without AVX2); `allow_avx2` = false too, the portable one. The VNNI set only with
-// `allow_vnni` (it differs in the int8 dots alone, which SwigluForward asks it for).
-const RowDotKernels& BestRowDotKernels(bool allow_avx512 = true, bool allow_vnni = false,
+// The AVX2 set with int16 int8 dots as above; nullptr without AVX2 and FMA.
+const RowDotKernels* Avx2Int16RowDotKernels();
+// The fastest set this CPU runs within the caps: `allow_avx512` = false, an AVX2 set (or the
+// portable one without AVX2); `allow_avx2` = false too, the portable one. An int16 set (VNNI, or
+// below AVX-512 the AVX2 one) only with `allow_int16_dots` (they differ in the int8 dots alone,
+// which SwigluForward asks them for, for int8 weights).
+const RowDotKernels& BestRowDotKernels(bool allow_avx512 = true, bool allow_int16_dots = false,
                                        bool allow_avx2 = true);
 
 }  // namespace moe

@@ -107,12 +107,14 @@ const RowDotKernels& PortableRowDotKernels() {
   return kernels;
 }
 
-const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_vnni, bool allow_avx2) {
+const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_int16_dots, bool allow_avx2) {
   static const RowDotKernels* const avx512 = Avx512RowDotKernels();
   static const RowDotKernels* const vnni = Avx512VnniRowDotKernels();
   static const RowDotKernels* const avx2 = Avx2RowDotKernels();
-  if (allow_avx512 && allow_vnni && vnni != nullptr) return *vnni;
+  static const RowDotKernels* const avx2_int16 = Avx2Int16RowDotKernels();
+  if (allow_avx512 && allow_int16_dots && vnni != nullptr) return *vnni;
   if (allow_avx512 && avx512 != nullptr) return *avx512;
+  if (allow_avx2 && allow_int16_dots && avx2_int16 != nullptr) return *avx2_int16;
   if (allow_avx2 && avx2 != nullptr) return *avx2;
   return PortableRowDotKernels();
 }

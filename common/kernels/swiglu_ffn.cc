@@ -56,10 +56,11 @@ absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
   ASSIGN_OR_RETURN(const SwigluKernelCap cap, SwigluKernelCapFromEnv());
   const bool allow_avx512 = cap < SwigluKernelCap::kAvx2;
   const bool allow_avx2 = cap < SwigluKernelCap::kPortable;
-  // AVX512-VNNI serves the int8 dots only; capped like AVX512-BF16 by MOE_KERNELS=avx512.
-  const bool vnni = storage == WeightStorage::kInt8 && cap < SwigluKernelCap::kAvx512;
+  // The int16 dots serve int8 weights only; AVX512-VNNI's capped like AVX512-BF16 by
+  // MOE_KERNELS=avx512 (the AVX2 ones are what an AVX2 CPU runs: kept by MOE_KERNELS=avx2).
+  const bool int16_dots = storage == WeightStorage::kInt8 && cap != SwigluKernelCap::kAvx512;
   std::string summary =
-      absl::StrCat(BestRowDotKernels(allow_avx512, vnni, allow_avx2).name, " streaming");
+      absl::StrCat(BestRowDotKernels(allow_avx512, int16_dots, allow_avx2).name, " streaming");
   const int64_t blas_from = SwigluBlasMinTokens(storage, allow_avx512, allow_avx2);
   const Bf16DotKernels* dot =
       cap < SwigluKernelCap::kAvx512
@@ -89,10 +90,9 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
   const bool allow_avx2 = options.allow_avx2 && cap < SwigluKernelCap::kPortable;
   const bool allow_bf16_dot =
       allow_avx512 && options.allow_avx512_bf16 && cap < SwigluKernelCap::kAvx512;
-  const bool allow_vnni = allow_avx512 && options.allow_avx512_vnni &&
-                          cap < SwigluKernelCap::kAvx512 &&
-                          weights.storage() == WeightStorage::kInt8;
-  const RowDotKernels& kernels = BestRowDotKernels(allow_avx512, allow_vnni, allow_avx2);
+  const bool allow_int16_dots = options.allow_int16_dots && cap != SwigluKernelCap::kAvx512 &&
+                                weights.storage() == WeightStorage::kInt8;
+  const RowDotKernels& kernels = BestRowDotKernels(allow_avx512, allow_int16_dots, allow_avx2);
   const bool allow_amx = allow_bf16_dot && options.allow_amx && cap != SwigluKernelCap::kAvx512Bf16;
   const Bf16DotKernels* dot =
       allow_bf16_dot && weights.bf16() != nullptr ? BestBf16DotKernels(allow_amx) : nullptr;

@@ -14,9 +14,9 @@
 // two products per AVX512-BF16 instruction (about twice the FLOP/s of the float32 kernels where
 // the FFN is compute bound). Its error against the exact result
 // is stated in README.md (bf16 activations round each x and each activation by at most 2^-9).
-// Int8 weights on a CPU with AVX512-VNNI: the streaming dots round x and the hidden activations to
-// int16 per token (Int8ActivationLevels, common/kernels/row_dot_kernel.h) and sum int8 · int16
-// products exactly in int32, instead of widening every weight to float32.
+// Int8 weights on a CPU with AVX512-VNNI or AVX2: the streaming dots round x and the hidden
+// activations to int16 per token (Int8ActivationLevels, common/kernels/row_dot_kernel.h) and sum
+// int8 · int16 products exactly in int32, instead of widening every weight to float32.
 // The MOE_KERNELS environment variable (auto, avx512bf16, avx512, avx2, portable; read once per
 // process)
 // caps the instruction sets every call may use, as the options below do per call.
@@ -79,9 +79,10 @@ int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512 = true,
 int64_t SwigluBf16DotMinTokens();
 
 // A cap on the instruction sets SwigluForward may use: "auto" (or empty: none), "avx512bf16"
-// (no AMX; the same as auto on CPUs without it), "avx512" (no AVX512-BF16 or AVX512-VNNI),
-// "avx2" (no AVX-512), "portable" (no SIMD beyond the compiler's baseline). InvalidArgument naming
-// the accepted values for anything else. Ordered: each value allows less than the one before.
+// (no AMX; the same as auto on CPUs without it), "avx512" (no AVX512-BF16 or AVX512-VNNI), "avx2"
+// (no AVX-512: what an AVX2 CPU runs, int16 int8 dots included), "portable" (no SIMD beyond the
+// compiler's baseline). InvalidArgument naming the accepted values for anything else. Ordered:
+// each value allows less than the one before.
 enum class SwigluKernelCap { kAuto, kAvx512Bf16, kAvx512, kAvx2, kPortable };
 absl::StatusOr<SwigluKernelCap> ParseSwigluKernelCap(absl::string_view value);
 // The cap in the MOE_KERNELS environment variable (unset: kAuto), parsed once per process; every
@@ -99,7 +100,7 @@ enum class SwigluPath { kAuto, kStreaming, kBlas, kBf16Dot };
 struct SwigluReport {
   SwigluPath path = SwigluPath::kAuto;  // the path taken: kStreaming, kBlas or kBf16Dot
   // The kernels used: "amx-bf16" or "avx512bf16" on kBf16Dot, else the row-dot kernels:
-  // "avx512vnni" (int8 weights), "avx512", "avx2" or "portable".
+  // "avx512vnni" or "avx2-int16" (int8 weights), "avx512", "avx2" or "portable".
   const char* kernels = "";
   bool copied_input = false;  // x was copied into the streaming kernel's layout
 };
@@ -112,7 +113,7 @@ struct SwigluOptions {
   bool allow_avx2 = true;         // false with allow_avx512 false: the portable kernels
   bool allow_avx512_bf16 = true;  // false: never the bf16-activation path
   bool allow_amx = true;          // false: the bf16-activation path without AMX tiles
-  bool allow_avx512_vnni = true;  // false: int8 dots widen to float32 (no AVX512-VNNI)
+  bool allow_int16_dots = true;   // false: int8 dots widen to float32 (no int16 activations)
   // The streaming path's threads (the caller's plus the pool's helpers); nullptr: the calling
   // thread only. Not owned.
   KernelThreadPool* pool = nullptr;

@@ -1,5 +1,6 @@
 // The few-token path of SwigluForward (see common/kernels/swiglu_paths.h).
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -51,13 +52,15 @@ struct Activations {
 };
 
 // Rounds `rows` of `in` (tokens t0 ≤ t < t1, k values each) into `xq` and `x_scales`; sets
-// finite[t] to whether it could (a non-finite value).
+// finite[t] to whether it could: no value infinite (the kernel sees those) or NaN (checked here:
+// a NaN among finite values can slip past the kernel's vector maximum, e.g. silu(∞) · 0).
 void RoundRows(const RowDotKernels& kernels, const float* x, int64_t ld, int64_t k, int64_t t0,
                int64_t t1, int16_t* xq, float* x_scales, std::vector<uint8_t>& finite) {
   for (int64_t t = t0; t < t1; ++t) {
+    const float* row = x + t * ld;
     bool ok = false;
-    kernels.quantize_activations(x + t * ld, ld, 1, k, xq + t * ld, ld, x_scales + t, &ok);
-    finite[t] = ok;
+    kernels.quantize_activations(row, ld, 1, k, xq + t * ld, ld, x_scales + t, &ok);
+    finite[t] = ok && std::none_of(row, row + k, [](float v) { return std::isnan(v); });
   }
 }
 
@@ -133,7 +136,7 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
   }
   AlignedVector<float> act(tokens * ldact);  // zeros past h
 
-  // The VNNI int8 dots read activations rounded to int16: x once here, the hidden activations in
+  // The int16 int8 dots read activations rounded to int16: x once here, the hidden activations in
   // a phase of their own once phase 1 wrote them. A token with a non-finite value (an overflow the
   // caller reports) keeps the float dots for its phase.
   const bool round_activations =
