@@ -322,6 +322,20 @@ TEST(Int8RowDotTest, Int16DotsDoNotOverflowAtTheLargestSums) {
   }
 }
 
+// y = FFN(x) on the streaming path, with or without the int16 dots; `kernels` names those run.
+Matrix StreamingForward(const SwigluWeights& w, const Matrix& x, bool int16_dots,
+                        std::string* kernels) {
+  SwigluOptions options;
+  options.path = SwigluPath::kStreaming;
+  options.allow_int16_dots = int16_dots;
+  SwigluReport report;
+  options.report = &report;
+  Matrix y(x.rows(), x.cols());
+  EXPECT_TRUE(SwigluForward(w, x, y.view(), options).ok());
+  *kernels = report.kernels;
+  return y;
+}
+
 // An input that overflows an expert's hidden activations (finite x, infinite gate · x) cannot be
 // rounded to int16: that phase keeps the float dots, and the output is not finite, as with the
 // widening kernels, so the shard can report the overflow.
@@ -335,16 +349,11 @@ TEST(Int8SwigluInt16Test, OverflowingActivationsFallBackToFloatDots) {
   Matrix x(2, 64);
   std::fill(x.data(), x.data() + x.size(), 3e37f);
   for (bool int16_dots : {true, false}) {
-    SwigluOptions options;
-    options.path = SwigluPath::kStreaming;
-    options.allow_int16_dots = int16_dots;
-    SwigluReport report;
-    options.report = &report;
-    Matrix y(2, 64);
-    ASSERT_TRUE(SwigluForward(*int8, x, y.view(), options).ok());
+    std::string kernels;
+    const Matrix y = StreamingForward(*int8, x, int16_dots, &kernels);
     bool all_finite = true;
     for (int64_t i = 0; i < y.size(); ++i) all_finite = all_finite && std::isfinite(y.data()[i]);
-    EXPECT_FALSE(all_finite) << report.kernels;
+    EXPECT_FALSE(all_finite) << kernels;
   }
 }
 
@@ -362,14 +371,9 @@ TEST(Int8SwigluInt16Test, ANanAmongFiniteHiddenActivationsReachesTheOutput) {
   Matrix x(1, d);
   std::fill(x.data(), x.data() + x.size(), 3e37f);
   for (bool int16_dots : {true, false}) {
-    SwigluOptions options;
-    options.path = SwigluPath::kStreaming;
-    options.allow_int16_dots = int16_dots;
-    SwigluReport report;
-    options.report = &report;
-    Matrix y(1, d);
-    ASSERT_TRUE(SwigluForward(*int8, x, y.view(), options).ok());
-    for (int64_t i = 0; i < d; ++i) EXPECT_FALSE(std::isfinite(y.row(0)[i])) << report.kernels;
+    std::string kernels;
+    const Matrix y = StreamingForward(*int8, x, int16_dots, &kernels);
+    for (int64_t i = 0; i < d; ++i) EXPECT_FALSE(std::isfinite(y.row(0)[i])) << kernels;
   }
 }
 
