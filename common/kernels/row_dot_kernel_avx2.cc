@@ -54,9 +54,9 @@ inline __m256i FirstLanes(int64_t n) {
 // Four row-major float32 rows (the last ones repeated when fewer remain).
 struct F32Rows {
   static constexpr bool kPadded = false;  // k need not be a multiple of 8
-  // 12 accumulators + 4 rows: x is read from L1 by each FMA. Measured on a 2-core Zen 3 (bench
-  // shape, streaming path): 3 tokens per tile 47.7/43.4 ms at M = 256 against 84.5/52.8 for 2,
-  // the same at M <= 8.
+  // 12 accumulators, 3 rows and x in registers; GCC reads the fourth row from L1 in each of its
+  // FMAs. Measured on a 2-core Zen 3 (bench shape, streaming path): 3 tokens per tile 47.7/43.4 ms
+  // at M = 256 against 84.5/52.8 for 2, the same at M <= 8.
   static constexpr int kMaxTokens = 3;
   const float* w[kRows];
 
