@@ -18,8 +18,7 @@
 // activations to int16 per token (Int8ActivationLevels, common/kernels/row_dot_kernel.h) and sum
 // int8 · int16 products exactly in int32, instead of widening every weight to float32.
 // The MOE_KERNELS environment variable (auto, avx512bf16, avx512, avx2, portable; read once per
-// process)
-// caps the instruction sets every call may use, as the options below do per call.
+// process) caps the instruction sets every call may use, as the options below do per call.
 //
 // Input layout: the streaming kernel reads token rows SwigluInputStride(d_model) floats apart with
 // zeros in columns [d_model, stride) (BF16 dots read whole 16-column chunks). An x with exactly
