@@ -142,6 +142,8 @@ std::vector<FfnCase> FfnCases() {
       }
     }
     for (int64_t tokens : {16, 257}) cases.push_back({name, 203, 701, tokens, 2});
+    // Three and five token groups: the AMX kernel's three-group passes.
+    for (int64_t tokens : {21, 40}) cases.push_back({name, 203, 701, tokens, 1});
     cases.push_back({name, 1000, 300, 70, 2});
   }
   return cases;

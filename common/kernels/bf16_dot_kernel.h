@@ -18,10 +18,10 @@
 //   the tile unit is not the bound (one core's TDPBF16PS: 3.0 TFLOP/s, zeros included, from L1),
 //   reading the weights through tile loads is (13.5-15 GB/s per core; README.md, "bf16
 //   activations"). Tokens are packed in those right tiles: for each group of 8 tokens and 16
-//   columns, 16 rows of 64 bytes. Two groups share a pass over a block of 16 quads (the tile
-//   registers allow no more), so from 17 tokens a block is read again, from L2. Linux grants the
-//   AMX tile state per process (arch_prctl ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels() asks once and
-//   returns nullptr if refused.
+//   columns, 16 rows of 64 bytes. Two groups share a pass over a block of 16 quads, three where
+//   that saves a pass of a lone group (the tile registers allow no more); each further pass reads
+//   the block again, from L2. Linux grants the AMX tile state per process (arch_prctl
+//   ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels() asks once and returns nullptr if refused.
 #ifndef MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
 

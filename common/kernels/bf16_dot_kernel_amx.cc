@@ -3,10 +3,12 @@
 // (isa_target.h; not a global -march flag), and is only reached after AmxBf16DotKernels() checked
 // the CPU at run time and obtained the tile state from Linux.
 //
-// Tile registers: C0..C3 (tmm0-3) hold float32 sums for 16 quads × (2 groups × 8 tokens × 2
-// rows); A0/A1 (tmm4-5) the quads' rows a,b / c,d for one 16-column chunk; B0/B1 (tmm6-7) one chunk
-// of two token groups. Each dots call loads its tile configuration and releases the tiles on
-// return, so no thread keeps the 8 KB of tile state past a call.
+// Tile registers, for a pass of one or two token groups: C0..C3 (tmm0-3) hold float32 sums for
+// 16 quads × (2 groups × 8 tokens × 2 rows); A0/A1 (tmm4-5) the quads' rows a,b / c,d for one
+// 16-column chunk; B0/B1 (tmm6-7) one chunk of two token groups. A pass of three groups keeps six
+// sums (tmm0-5) and one operand of each side (tmm6: weights, tmm7: tokens), reloading the token
+// tiles rather than the weights. Each dots call loads its tile configuration and releases the
+// tiles on return, so no thread keeps the 8 KB of tile state past a call.
 #include "common/kernels/bf16_dot_kernel.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -46,12 +48,14 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-// C0..C3 and A0/A1 have one row per quad; B0/B1 16 rows (one per column of the chunk).
-TileConfig ConfigFor(int quads) {
+// Sum and weight tiles have one row per quad, token tiles 16 (one per column of the chunk): the
+// token tiles are tmm6-7 in a pass of one or two groups, tmm7 alone in a pass of three.
+TileConfig ConfigFor(int quads, int groups) {
   TileConfig config;
+  const int token_tiles = groups == 3 ? 1 : 2;
   for (int t = 0; t < 8; ++t) {
     config.bytes_per_row[t] = 64;
-    config.rows[t] = static_cast<uint8_t>(t < 6 ? quads : 16);
+    config.rows[t] = static_cast<uint8_t>(t < 8 - token_tiles ? quads : 16);
   }
   return config;
 }
@@ -92,37 +96,89 @@ void Pack(const float* in, int64_t ld, int64_t rows, int64_t n, int64_t first_to
   }
 }
 
-// Sums one left tile pair (quads at `a`, quad_bytes apart) over every chunk, against `Groups`
-// token groups (right tiles at `b`, group after group). With `prefetch_quads` > 0 (the first pass
-// over a block of quads, which reads them from DRAM), warms that many quads' rows
-// kPrefetchChunks ahead: the tile loads' 16 strided streams otherwise wait on DRAM latency.
+// Token groups a pass over a block takes when `left` remain: two, or three where that saves a
+// pass of a lone group (an odd count from three). A three-group pass streams a block from DRAM as
+// fast as a two-group one but computes ~1.3x slower per group (one operand tile per side, loads
+// and products in series), so it only pays where it removes a pass (bench/README.md).
+int GroupsPerPass(int64_t left) {
+  if (left >= 3 && left % 2 == 1) return 3;
+  return static_cast<int>(std::min<int64_t>(2, left));
+}
+
+// Stores the sums of a pass of `Groups` groups, tiles 0 .. 2·Groups − 1: tile i to sums[i].
 template <int Groups>
-void Accumulate(const uint16_t* a, int64_t quad_bytes, const uint16_t* b, int64_t chunks,
-                int prefetch_quads) {
+void StoreSums(float (*sums)[kQuadsPerTile][16]) {
+  _tile_stored(0, sums[0], 64);
+  _tile_stored(1, sums[1], 64);
+  if constexpr (Groups >= 2) {
+    _tile_stored(2, sums[2], 64);
+    _tile_stored(3, sums[3], 64);
+  }
+  if constexpr (Groups == 3) {
+    _tile_stored(4, sums[4], 64);
+    _tile_stored(5, sums[5], 64);
+  }
+}
+
+// One pass over a block: sums one left tile pair (quads at `a`, quad_bytes apart) over every chunk
+// against `Groups` token groups (right tiles at `b`, group after group) into sums[0 .. 2·Groups):
+// group g's rows a, b in sums[2g], rows c, d in sums[2g + 1]. With `prefetch_quads` > 0 (the first
+// pass over a block, which reads it from DRAM), warms that many quads' rows kPrefetchChunks ahead:
+// the tile loads' 16 strided streams otherwise wait on DRAM latency.
+template <int Groups>
+void Pass(const uint16_t* a, int64_t quad_bytes, const uint16_t* b, int64_t chunks,
+          int prefetch_quads, float (*sums)[kQuadsPerTile][16]) {
+  static_assert(Groups >= 1 && Groups <= 3);
   _tile_zero(0);
   _tile_zero(1);
-  if (Groups == 2) {
+  if constexpr (Groups >= 2) {
     _tile_zero(2);
     _tile_zero(3);
   }
+  if constexpr (Groups == 3) {
+    _tile_zero(4);
+    _tile_zero(5);
+  }
   const uint16_t* b1 = b + chunks * kTileValues;
+  const uint16_t* b2 = b1 + chunks * kTileValues;
   for (int64_t c = 0; c < chunks; ++c) {
     const char* ahead = reinterpret_cast<const char*>(a + (c + kPrefetchChunks) * 4 * kChunk);
     for (int q = 0; q < prefetch_quads; ++q) {
       _mm_prefetch(ahead + q * quad_bytes, _MM_HINT_T0);
       _mm_prefetch(ahead + q * quad_bytes + 64, _MM_HINT_T0);
     }
-    _tile_loadd(4, a + c * 4 * kChunk, quad_bytes);
-    _tile_loadd(5, a + c * 4 * kChunk + 2 * kChunk, quad_bytes);
-    _tile_loadd(6, b + c * kTileValues, 64);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 5, 6);
-    if (Groups == 2) {
+    const uint16_t* ab = a + c * 4 * kChunk;
+    const uint16_t* cd = ab + 2 * kChunk;
+    if constexpr (Groups == 3) {
+      // Rows a, b against groups 0, 1, 2, then rows c, d against 2, 1, 0: the weights are loaded
+      // once, group 2's tile serves both.
+      _tile_loadd(6, ab, quad_bytes);
+      _tile_loadd(7, b + c * kTileValues, 64);
+      _tile_dpbf16ps(0, 6, 7);
       _tile_loadd(7, b1 + c * kTileValues, 64);
-      _tile_dpbf16ps(2, 4, 7);
-      _tile_dpbf16ps(3, 5, 7);
+      _tile_dpbf16ps(2, 6, 7);
+      _tile_loadd(7, b2 + c * kTileValues, 64);
+      _tile_dpbf16ps(4, 6, 7);
+      _tile_loadd(6, cd, quad_bytes);
+      _tile_dpbf16ps(5, 6, 7);
+      _tile_loadd(7, b1 + c * kTileValues, 64);
+      _tile_dpbf16ps(3, 6, 7);
+      _tile_loadd(7, b + c * kTileValues, 64);
+      _tile_dpbf16ps(1, 6, 7);
+    } else {
+      _tile_loadd(4, ab, quad_bytes);
+      _tile_loadd(5, cd, quad_bytes);
+      _tile_loadd(6, b + c * kTileValues, 64);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 5, 6);
+      if constexpr (Groups == 2) {
+        _tile_loadd(7, b1 + c * kTileValues, 64);
+        _tile_dpbf16ps(2, 4, 7);
+        _tile_dpbf16ps(3, 5, 7);
+      }
     }
   }
+  StoreSums<Groups>(sums);
 }
 
 // Sums of one token group: ab[m][2t + s] is row 4m + s for token t, cd[m][2t + s] row 4m + 2 + s.
@@ -150,38 +206,40 @@ void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed
   const int64_t total_quads = (rows + 3) / 4;
   const int64_t first_group = first_token / kTokensPerGroup;
   const int64_t end_group = (first_token + tokens + kTokensPerGroup - 1) / kTokensPerGroup;
-  alignas(64) float sums[4][kQuadsPerTile][16];
+  alignas(64) float sums[6][kQuadsPerTile][16];
   int configured_quads = 0;
+  bool configured_for_three = false;
   for (int64_t q0 = 0; q0 < total_quads; q0 += kQuadsPerTile) {
     const int nq = static_cast<int>(std::min<int64_t>(kQuadsPerTile, total_quads - q0));
-    if (nq != configured_quads) {
-      const TileConfig config = ConfigFor(nq);
-      _tile_loadconfig(&config);
-      configured_quads = nq;
-    }
     const uint16_t* a = quads + q0 * 4 * k;
-    for (int64_t g = first_group; g < end_group; g += 2) {
+    for (int64_t g = first_group; g < end_group;) {
+      const int groups = GroupsPerPass(end_group - g);
+      if (nq != configured_quads || (groups == 3) != configured_for_three) {
+        const TileConfig config = ConfigFor(nq, groups);
+        _tile_loadconfig(&config);
+        configured_quads = nq;
+        configured_for_three = groups == 3;
+      }
       const uint16_t* b = packed + g * chunks * kTileValues;
-      const bool two = g + 1 < end_group;
       const int prefetch_quads = g == first_group ? nq : 0;
-      if (two) {
-        Accumulate<2>(a, quad_bytes, b, chunks, prefetch_quads);
-      } else {
-        Accumulate<1>(a, quad_bytes, b, chunks, prefetch_quads);
+      switch (groups) {
+        case 3:
+          Pass<3>(a, quad_bytes, b, chunks, prefetch_quads, sums);
+          break;
+        case 2:
+          Pass<2>(a, quad_bytes, b, chunks, prefetch_quads, sums);
+          break;
+        default:
+          Pass<1>(a, quad_bytes, b, chunks, prefetch_quads, sums);
       }
-      _tile_stored(0, sums[0], 64);
-      _tile_stored(1, sums[1], 64);
-      if (two) {
-        _tile_stored(2, sums[2], 64);
-        _tile_stored(3, sums[3], 64);
-      }
-      for (int i = 0; i < (two ? 2 : 1); ++i) {
+      for (int i = 0; i < groups; ++i) {
         const int64_t t0 = (g + i) * kTokensPerGroup;
         const int n =
             static_cast<int>(std::min<int64_t>(kTokensPerGroup, first_token + tokens - t0));
         Scatter(sums[2 * i], sums[2 * i + 1], nq, rows - 4 * q0, n,
                 out + (t0 - first_token) * ldo + 4 * q0, ldo);
       }
+      g += groups;
     }
   }
   if (configured_quads != 0) _tile_release();
