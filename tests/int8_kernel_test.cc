@@ -322,6 +322,25 @@ TEST(Int8RowDotTest, Int16DotsDoNotOverflowAtTheLargestSums) {
   }
 }
 
+// One NaN among finite values, wherever it falls (first, inside, last lane of a register), stops
+// the rounding: vmaxps alone would drop it (it keeps its second operand when one is NaN).
+TEST(Int8RowDotTest, Int16RoundingRefusesANanAmongFiniteValues) {
+  if (Int16Sets().empty()) GTEST_SKIP() << "this CPU has neither AVX512-VNNI nor AVX2";
+  const int64_t k = 48;
+  for (const RowDotKernels* kernels : Int16Sets()) {
+    for (int64_t at : {int64_t{0}, int64_t{5}, int64_t{7}, int64_t{15}, int64_t{16}, k - 1}) {
+      SCOPED_TRACE(absl::StrCat(kernels->name, ", NaN at ", at));
+      std::vector<float> x(k, 2.0f);
+      x[at] = std::numeric_limits<float>::quiet_NaN();
+      std::vector<int16_t> xq(k);
+      float x_scale = 0;
+      bool finite = true;
+      kernels->quantize_activations(x.data(), k, 1, k, xq.data(), k, &x_scale, &finite);
+      EXPECT_FALSE(finite);
+    }
+  }
+}
+
 // y = FFN(x) on the streaming path, with or without the int16 dots; `kernels` names those run.
 Matrix StreamingForward(const SwigluWeights& w, const Matrix& x, bool int16_dots,
                         std::string* kernels) {

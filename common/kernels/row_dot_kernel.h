@@ -52,8 +52,7 @@ struct RowDotKernels {
                       int64_t cols, float* out, int64_t ldo);
   // The int16 sets only (null in the others). Rounds each token's k values (x[t * ldx + i]) to
   // xq[t * ldq + i] with x ≈ x_scales[t] · xq, |xq| ≤ Int8ActivationLevels(k); *finite = false
-  // (and xq incomplete) when the largest magnitude is not finite. A NaN beside finite values may
-  // go unseen (vmaxps keeps its second operand when one is NaN): callers check for NaNs.
+  // (and xq incomplete) when any value is not finite (a NaN too, beside finite ones).
   void (*quantize_activations)(const float* x, int64_t ldx, int64_t tokens, int64_t k, int16_t* xq,
                                int64_t ldq, float* x_scales, bool* finite) = nullptr;
   // dots_int8 over rounded activations: out[t * ldo + r] = scales[r] · x_scales[t] ·

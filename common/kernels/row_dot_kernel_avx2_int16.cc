@@ -50,15 +50,14 @@ void QuantizeActivations(const float* x, int64_t ldx, int64_t tokens, int64_t k,
     const float* row = x + t * ldx;
     int16_t* q = xq + t * ldq;
     __m256 max_abs = _mm256_setzero_ps();
+    __m256 nan = _mm256_setzero_ps();  // vmaxps keeps its second operand when one is NaN
     for (int64_t i = 0; i < k; i += 8) {
-      max_abs = _mm256_max_ps(max_abs, _mm256_andnot_ps(sign, _mm256_loadu_ps(row + i)));
+      const __m256 v = _mm256_loadu_ps(row + i);
+      max_abs = _mm256_max_ps(max_abs, _mm256_andnot_ps(sign, v));
+      nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     }
-    // vmaxps returns its second operand when either is NaN, so a NaN lane may be dropped here:
-    // check the row itself when the maximum looks finite.
     const float amax = ReduceMax(max_abs);
-    bool row_finite = std::isfinite(amax);
-    for (int64_t i = 0; row_finite && i < k; ++i) row_finite = !std::isnan(row[i]);
-    if (!row_finite) {
+    if (_mm256_movemask_ps(nan) != 0 || !std::isfinite(amax)) {
       *finite = false;
       return;
     }

@@ -41,11 +41,14 @@ void QuantizeActivations(const float* x, int64_t ldx, int64_t tokens, int64_t k,
     const float* row = x + t * ldx;
     int16_t* q = xq + t * ldq;
     __m512 max_abs = _mm512_setzero_ps();
+    __mmask16 nan = 0;  // vmaxps keeps its second operand when one is NaN: NaNs are found apart
     for (int64_t i = 0; i < k; i += 16) {
-      max_abs = _mm512_max_ps(max_abs, _mm512_andnot_ps(sign, _mm512_loadu_ps(row + i)));
+      const __m512 v = _mm512_loadu_ps(row + i);
+      max_abs = _mm512_max_ps(max_abs, _mm512_andnot_ps(sign, v));
+      nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     }
     const float amax = _mm512_reduce_max_ps(max_abs);
-    if (!std::isfinite(amax)) {
+    if (nan != 0 || !std::isfinite(amax)) {
       *finite = false;
       return;
     }
