@@ -8,8 +8,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <array>
-#include <utility>
 
 #include "common/kernels/isa_target.h"
 #include "common/kernels/token_tiles.h"
@@ -83,14 +81,6 @@ void Tile(const uint16_t* quad, int num_rows, int64_t k, const uint16_t* x, int6
   }
 }
 
-using TileFn = void (*)(const uint16_t*, int, int64_t, const uint16_t*, int64_t, float*, int64_t,
-                        bool);
-
-template <int... Ts>
-constexpr std::array<TileFn, sizeof...(Ts)> TileTable(std::integer_sequence<int, Ts...>) {
-  return {&Tile<Ts + 1>...};
-}
-
 // Packed token rows are plain bf16 rows this far apart: the padded columns plus 32 values, so the
 // rows of a token tile do not all fall into one L1 set when the width is a multiple of 2 KB.
 int64_t PackedStride(int64_t k) { return k + 32; }
@@ -101,13 +91,11 @@ void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed
           int64_t first_token, int64_t tokens, float* out, int64_t ldo) {
   const int64_t ldx = PackedStride(k);
   const uint16_t* x = packed + first_token * ldx;
-  static constexpr auto kTiles = TileTable(std::make_integer_sequence<int, kMaxTokens>());
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
-    ForEachTokenTile(tokens, kMaxTokens, [&](int64_t t, int64_t tile) {
-      kTiles[tile - 1](quads + r0 * k, n, k, x + t * ldx, ldx, out + t * ldo + r0, ldo, t == 0);
-    });
-  }
+  ForEachRowGroupTile<kMaxTokens>(
+      rows, kRows, tokens, [&](auto tile, int64_t r0, int n, int64_t t) {
+        Tile<decltype(tile)::value>(quads + r0 * k, n, k, x + t * ldx, ldx, out + t * ldo + r0, ldo,
+                                    t == 0);
+      });
 }
 
 void PackRow(const float* in, int64_t n, uint16_t* out) {

@@ -8,9 +8,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdlib>
-#include <utility>
 
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/isa_target.h"
@@ -168,52 +166,42 @@ void Tile(const Rows& rows, int num_rows, int64_t k, const float* x, int64_t ldx
   }
 }
 
-template <typename Rows>
-using TileFn = void (*)(const Rows&, int, int64_t, const float*, int64_t, float*, int64_t, bool);
-
-template <typename Rows, int... Ts>
-constexpr std::array<TileFn<Rows>, sizeof...(Ts)> TileTable(std::integer_sequence<int, Ts...>) {
-  return {&Tile<Rows, Ts + 1>...};
-}
-
-// All token tiles of one group of four rows (token_tiles.h: 8 tokens run as 4 + 4, not 6 + 2).
-// Measured: two tiles of four rows beat one tile of two rows × 8 tokens by ~40% (the latter spends
-// a load on x for every two FMAs).
-template <typename Rows>
-void GroupDots(const Rows& rows, int num_rows, int64_t k, const float* x, int64_t ldx,
-               int64_t tokens, float* out, int64_t ldo) {
-  static constexpr auto kTiles = TileTable<Rows>(std::make_integer_sequence<int, kMaxTokens>());
-  ForEachTokenTile(tokens, kMaxTokens, [&](int64_t t, int64_t tile) {
-    kTiles[tile - 1](rows, num_rows, k, x + t * ldx, ldx, out + t * ldo, ldo, t == 0);
-  });
+// Every row group's token tiles (token_tiles.h: 8 tokens run as 4 + 4, not 6 + 2), the group's
+// rows made by group_at(first_row, rows). Measured: two tiles of four rows beat one tile of two
+// rows × 8 tokens by ~40% (the latter spends a load on x for every two FMAs).
+template <typename GroupAt>
+void Dots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, float* out,
+          int64_t ldo, GroupAt group_at) {
+  using Rows = decltype(group_at(0, 0));
+  ForEachRowGroupTile<kMaxTokens>(
+      rows, kRows, tokens, [&](auto tile, int64_t r0, int n, int64_t t) {
+        Tile<Rows, decltype(tile)::value>(group_at(r0, n), n, k, x + t * ldx, ldx,
+                                          out + t * ldo + r0, ldo, t == 0);
+      });
 }
 
 void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
              int64_t tokens, float* out, int64_t ldo) {
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
+  Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int n) {
     F32Rows group;
     for (int q = 0; q < kRows; ++q) group.w[q] = w + (r0 + std::min(q, n - 1)) * ldw;
     group.k = k;
     group.next = kRows * ldw;
-    GroupDots(group, n, k, x, ldx, tokens, out + r0, ldo);
-  }
+    return group;
+  });
 }
 
 void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, int64_t ldx,
               int64_t tokens, float* out, int64_t ldo) {
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
-    GroupDots(Bf16Quad{quads + r0 * k}, n, k, x, ldx, tokens, out + r0, ldo);
-  }
+  Dots(rows, k, x, ldx, tokens, out, ldo,
+       [&](int64_t r0, int) { return Bf16Quad{quads + r0 * k}; });
 }
 
 void DotsInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t k, const float* x,
               int64_t ldx, int64_t tokens, float* out, int64_t ldo) {
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
-    GroupDots(Int8Quad{quads + r0 * k, scales + r0}, n, k, x, ldx, tokens, out + r0, ldo);
-  }
+  Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int) {
+    return Int8Quad{quads + r0 * k, scales + r0};
+  });
 }
 
 // e^x to about 1 ulp (Cephes expf's polynomial); vscalefps applies 2^n and saturates to 0 / inf.

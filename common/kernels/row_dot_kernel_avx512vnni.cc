@@ -14,9 +14,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
-#include <utility>
 
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/isa_target.h"
@@ -102,25 +100,14 @@ void Tile(const int8_t* quad, const float* scales, int num_rows, int64_t k, cons
   }
 }
 
-using TileFn = void (*)(const int8_t*, const float*, int, int64_t, const int16_t*, int64_t,
-                        const float*, float*, int64_t, bool);
-
-template <int... Ts>
-constexpr std::array<TileFn, sizeof...(Ts)> TileTable(std::integer_sequence<int, Ts...>) {
-  return {&Tile<Ts + 1>...};
-}
-
 void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                        const int16_t* xq, int64_t ldq, const float* x_scales, int64_t tokens,
                        float* out, int64_t ldo) {
-  static constexpr auto kTiles = TileTable(std::make_integer_sequence<int, kMaxTokens>());
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
-    ForEachTokenTile(tokens, kMaxTokens, [&](int64_t t, int64_t tile) {
-      kTiles[tile - 1](quads + r0 * k, scales + r0, n, k, xq + t * ldq, ldq, x_scales + t,
-                       out + t * ldo + r0, ldo, t == 0);
-    });
-  }
+  ForEachRowGroupTile<kMaxTokens>(
+      rows, kRows, tokens, [&](auto tile, int64_t r0, int n, int64_t t) {
+        Tile<decltype(tile)::value>(quads + r0 * k, scales + r0, n, k, xq + t * ldq, ldq,
+                                    x_scales + t, out + t * ldo + r0, ldo, t == 0);
+      });
 }
 
 }  // namespace
