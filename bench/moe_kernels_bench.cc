@@ -10,8 +10,10 @@
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "bench/bench_experts.h"
+#include "common/kernels/bf16_dot_kernel.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/thread_pool.h"
@@ -145,6 +147,44 @@ void BM_PlainSgemm(benchmark::State& state) {
 BENCHMARK(BM_PlainSgemm)
     ->ArgNames({"M", "stacked"})
     ->ArgsProduct({{1, 2, 4, 8, 16, 128, 256}, {0, 1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// The AMX bf16 dots alone on the calling thread: blocks of 64 weight rows × 2048 columns (one
+// dots call each, what the FFN path hands the kernel) against M packed tokens, the weights either
+// one block read again and again (`dram` 0: from L2, the kernel's compute rate) or 1 GB of blocks
+// read once per iteration (`dram` 1). weight_Bps counts each block once per call. args: M, dram.
+void BM_AmxBf16Dots(benchmark::State& state) {
+  const Bf16DotKernels* amx = AmxBf16DotKernels();
+  if (amx == nullptr) {
+    state.SkipWithError("this CPU (or process) has no AMX-BF16");
+    return;
+  }
+  const int64_t tokens = state.range(0), k = 2048, block_rows = amx->rows_per_block;
+  const int64_t blocks = state.range(1) != 0 ? (int64_t{1} << 30) / (block_rows * k * 2) : 1;
+  static std::vector<Bf16Matrix> weights(2);  // built once per kind, shared by every M
+  Bf16Matrix& w = weights[state.range(1) != 0];
+  if (w.rows() == 0) {
+    w = Bf16Matrix(blocks * block_rows, k,
+                   std::vector<uint16_t>(blocks * block_rows * k, uint16_t{0x3c00}));
+  }
+  const Matrix x = Filled(tokens, k, 1.0f, 99);
+  std::vector<uint16_t> packed(amx->packed_values(tokens, w.padded_cols()), 0);
+  amx->pack(x.row(0), k, tokens, k, 0, 0, w.padded_cols(), packed.data());
+  std::vector<float> out(tokens * block_rows);
+  for (auto _ : state) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      amx->dots(w.quad(b * block_rows / 4), block_rows, w.padded_cols(), packed.data(), 0, tokens,
+                out.data(), block_rows);
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double bytes = static_cast<double>(blocks * block_rows * k * 2);
+  SetRates(state, bytes, bytes * tokens, tokens * blocks);
+}
+BENCHMARK(BM_AmxBf16Dots)
+    ->ArgNames({"M", "dram"})
+    ->ArgsProduct({{8, 16, 24, 32, 40, 48, 64}, {0, 1}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
