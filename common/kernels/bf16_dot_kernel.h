@@ -15,13 +15,14 @@
 //   weight rows, so each token takes two columns of the right tile, (x, 0) pairs for row a and
 //   (0, x) pairs for row b: half of the tile unit's products are with zeros. That was chosen over
 //   re-packing the weights (an 8 × 8 transpose per KB streamed) or keeping a second copy of them:
-//   the tile unit is not the bound (one core's TDPBF16PS: 3.0 TFLOP/s, zeros included, from L1),
-//   reading the weights through tile loads is (13.5-15 GB/s per core; README.md, "bf16
-//   activations"). Tokens are packed in those right tiles: for each group of 8 tokens and 16
-//   columns, 16 rows of 64 bytes. Two groups share a pass over a block of 16 quads, three where
-//   that saves a pass of a lone group (the tile registers allow no more); each further pass reads
-//   the block again, from L2. Linux grants the AMX tile state per process (arch_prctl
-//   ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels() asks once and returns nullptr if refused.
+//   up to 16 tokens per call the bound is reading the weights through tile loads (13.5-15 GB/s per
+//   core), not the tile unit; past that the passes that re-read a block from L2 run at the tile
+//   unit's rate, zeros included (README.md, "bf16 activations"). Tokens are packed in those right
+//   tiles: for each group of 8 tokens and 16 columns, 16 rows of 64 bytes. Two groups share a pass
+//   over a block of 16 quads, three where that saves a pass of a lone group (the tile registers
+//   allow no more); each further pass reads the block again, from L2. Linux grants the AMX tile
+//   state per process (arch_prctl ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels() asks once and returns
+//   nullptr if refused.
 #ifndef MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
 
