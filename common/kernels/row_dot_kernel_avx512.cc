@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "common/kernels/exp_polynomial.h"
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/isa_target.h"
 #include "common/kernels/token_tiles.h"
@@ -207,16 +208,13 @@ void DotsInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
 // e^x to about 1 ulp (Cephes expf's polynomial); vscalefps applies 2^n and saturates to 0 / inf.
 inline __m512 Exp(__m512 x) {
   x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(100.0f)), _mm512_set1_ps(-100.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(exp_polynomial::kLog2E)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(exp_polynomial::kLn2High), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(exp_polynomial::kLn2Low), r);
+  __m512 p = _mm512_set1_ps(exp_polynomial::kP[0]);
+#pragma GCC unroll 5
+  for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(exp_polynomial::kP[i]));
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   return _mm512_scalef_ps(p, n);
 }
