@@ -68,23 +68,13 @@ inline double SumOfLanes(__m512i v, int half) {
 
 // out[t * ldo + r] for r < num_rows, t < T, from one quad of int8 rows and T tokens of int16
 // activations. `prefetch` on the first token tile of a quad only.
-//
-// Each sum is a chain of vpdpwssd (latency ~5 cycles). At one or two tokens two or four chains
-// would pace the loop, so even and odd lines go to separate sums (kSets = 2), added at the end
-// (exact: int32); from three tokens the tokens' own chains are enough. Measured on a Xeon
-// without AMX (BM_SwigluCacheResident, int8, 1 token, weights in L3): 1.15-1.3× one set.
 template <int T>
 void Tile(const int8_t* quad, const float* scales, int num_rows, int64_t k, const int16_t* xq,
           int64_t ldq, const float* x_scales, float* out, int64_t ldo, bool prefetch) {
-  constexpr int kSets = T <= 2 ? 2 : 1;
-  // int32 lanes 0-7: the first row of the pair, 8-15: the second
-  __m512i rows01[kSets][T], rows23[kSets][T];
-#pragma GCC unroll 2
-  for (int s = 0; s < kSets; ++s) {
+  __m512i rows01[T], rows23[T];  // int32 lanes 0-7: the first row of the pair, 8-15: the second
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) rows01[s][t] = rows23[s][t] = _mm512_setzero_si512();
-  }
-  const auto line_into = [&](int s, int64_t i) __attribute__((always_inline)) {
+  for (int t = 0; t < T; ++t) rows01[t] = rows23[t] = _mm512_setzero_si512();
+  for (int64_t i = 0; i < k; i += 16) {
     const int8_t* line = quad + i * kRows;
     if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
     const __m512i w01 =
@@ -95,29 +85,15 @@ void Tile(const int8_t* quad, const float* scales, int num_rows, int64_t k, cons
     for (int t = 0; t < T; ++t) {
       const __m512i xv = _mm512_broadcast_i64x4(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * ldq + i)));
-      rows01[s][t] = _mm512_dpwssd_epi32(rows01[s][t], w01, xv);
-      rows23[s][t] = _mm512_dpwssd_epi32(rows23[s][t], w23, xv);
-    }
-  };
-  int64_t i = 0;
-  for (; i + 16 * kSets <= k; i += 16 * kSets) {
-#pragma GCC unroll 2
-    for (int s = 0; s < kSets; ++s) line_into(s, i + 16 * s);
-  }
-  if (i < k) line_into(0, i);  // an odd last line
-#pragma GCC unroll 2
-  for (int s = 1; s < kSets; ++s) {
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      rows01[0][t] = _mm512_add_epi32(rows01[0][t], rows01[s][t]);
-      rows23[0][t] = _mm512_add_epi32(rows23[0][t], rows23[s][t]);
+      rows01[t] = _mm512_dpwssd_epi32(rows01[t], w01, xv);
+      rows23[t] = _mm512_dpwssd_epi32(rows23[t], w23, xv);
     }
   }
   for (int t = 0; t < T; ++t) {
     // Each lane holds k / 8 products (Int8ActivationLevels keeps it inside int32); a row's 8 lanes
     // are summed in double, where the k products' total fits exactly.
-    const double sums[kRows] = {SumOfLanes(rows01[0][t], 0), SumOfLanes(rows01[0][t], 1),
-                                SumOfLanes(rows23[0][t], 0), SumOfLanes(rows23[0][t], 1)};
+    const double sums[kRows] = {SumOfLanes(rows01[t], 0), SumOfLanes(rows01[t], 1),
+                                SumOfLanes(rows23[t], 0), SumOfLanes(rows23[t], 1)};
     for (int r = 0; r < num_rows; ++r) {
       out[t * ldo + r] = scales[r] * x_scales[t] * static_cast<float>(sums[r]);
     }
