@@ -286,6 +286,7 @@ TEST_F(TlsEndToEndTest, ToolsSpeakMutualTls) {
   std::vector<std::string> client = {"--router=" + router_->target(), "--tokens=2"};
   client.insert(client.end(), tls.begin(), tls.end());
   EXPECT_EQ(RunTool("tools/moe_client", client, &log), 0) << log;
+  EXPECT_THAT(log, ::testing::ContainsRegex("router stats: [1-9][0-9]* requests?, "));
   std::vector<std::string> expert_info = {"--expert=" + shards_->front().target()};
   expert_info.insert(expert_info.end(), tls.begin(), tls.end());
   EXPECT_EQ(RunTool("tools/moe_client", expert_info, &log), 0) << log;

@@ -1,5 +1,6 @@
 // moe_client: calls a running router with random or file-given tokens and prints the output's
-// statistics, the routing and the latency.
+// statistics, the routing, the latency and the router's counters (its Info stats: requests,
+// fan-outs, hedges, retries, ejections, partial answers since it started).
 //
 //   moe_client --router=127.0.0.1:50051 [--tokens=N] [--input=FILE] [--repeat=N]
 #include <grpcpp/grpcpp.h>
@@ -201,11 +202,30 @@ int PrintExpertInfo(const std::string& target) {
   return 0;
 }
 
+bool GetRouterInfo(moe::v1::Router::Stub& stub, moe::v1::ModelInfo* info) {
+  grpc::ClientContext context;
+  context.set_deadline(Deadline());
+  grpc::Status status = stub.Info(&context, moe::v1::InfoRequest(), info);
+  if (!status.ok()) std::cerr << "moe_client: Info failed: " << Describe(status) << std::endl;
+  return status.ok();
+}
+
+// The router's counters since it started (every client's requests, not only this one's).
+void PrintRouterStats(const moe::v1::RouterStats& stats) {
+  std::cout << "router stats: " << moe::CountOf(stats.requests(), "request", "requests") << ", "
+            << moe::CountOf(stats.batches(), "fan-out", "fan-outs") << ", "
+            << moe::CountOf(stats.hedges(), "hedge", "hedges") << " (" << stats.hedges_won()
+            << " won), " << moe::CountOf(stats.retries(), "retry", "retries") << ", "
+            << moe::CountOf(stats.ejections(), "ejection", "ejections") << ", "
+            << moe::CountOf(stats.partial_answers(), "partial answer", "partial answers") << "\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Calls a MoE router and prints output statistics, routing and latency.\n"
+      "Calls a MoE router and prints output statistics, routing, latency and the router's "
+      "counters.\n"
       "  moe_client [--router=HOST:PORT] [--layer=N] [--tokens=N] [--seed=S] [--input=FILE]\n"
       "             [--output=FILE] [--repeat=N] [--deadline_ms=MS] [--show_routing=N]\n"
       "  moe_client [--router=HOST:PORT] [--layer=N] --request_json=FILE [--request_json_count=N]\n"
@@ -217,15 +237,7 @@ int main(int argc, char** argv) {
   auto stub = moe::v1::Router::NewStub(MakeChannel(absl::GetFlag(FLAGS_router)));
 
   moe::v1::ModelInfo info;
-  {
-    grpc::ClientContext context;
-    context.set_deadline(Deadline());
-    grpc::Status status = stub->Info(&context, moe::v1::InfoRequest(), &info);
-    if (!status.ok()) {
-      std::cerr << "moe_client: Info failed: " << Describe(status) << std::endl;
-      return 1;
-    }
-  }
+  if (!GetRouterInfo(*stub, &info)) return 1;
   std::cout << "router " << absl::GetFlag(FLAGS_router) << ": " << info.family() << " layer "
             << info.layer() << ", d_model " << info.d_model() << ", " << info.num_experts()
             << " experts, top-" << info.top_k() << ", "
@@ -285,6 +297,8 @@ int main(int argc, char** argv) {
             << moe::CountOf(request.tokens().shape(0), "token", "tokens") << ": p50 "
             << percentile(0.5) << " ms, p90 " << percentile(0.9) << " ms, p99 " << percentile(0.99)
             << " ms, max " << latencies_ms.back() << " ms\n";
+  moe::v1::ModelInfo after;
+  if (GetRouterInfo(*stub, &after)) PrintRouterStats(after.stats());
 
   if (!absl::GetFlag(FLAGS_output).empty()) {
     std::ofstream out(absl::GetFlag(FLAGS_output));
