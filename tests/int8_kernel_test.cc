@@ -243,60 +243,61 @@ TEST(Int8RowDotTest, EveryKernelSetMatchesDoubleOnOddRowCounts) {
   }
 }
 
-// The int16 sets' int8 dots, rows not a multiple of four, token counts that fill tiles unevenly:
-// exactly the int32 sums of the rounded activations (so to float32 rounding against double), and
-// within the rounding's bound of the float activations.
+// Rows 4-10 of an 11-row matrix of `cols` columns against `tokens` random tokens through
+// `kernels`' int16 rounding and int8 dots: exactly the int32 sums of the rounded activations (so to
+// float32 rounding against double), and within the rounding's bound of the float activations.
+void ExpectInt16DotsSumTheRoundedActivations(const RowDotKernels& kernels, int64_t cols,
+                                             int64_t tokens, std::mt19937& rng) {
+  const int64_t rows = 11;
+  const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
+  const int64_t k = w.padded_cols();
+  Matrix x(tokens, k);  // zeros past cols
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t i = 0; i < cols; ++i) {
+      x.row(t)[i] = std::uniform_real_distribution<float>(-1, 1)(rng) * (t + 1);
+    }
+  }
+  std::vector<int16_t> xq(tokens * k);
+  std::vector<float> x_scales(tokens);
+  bool finite = false;
+  kernels.quantize_activations(x.data(), k, tokens, k, xq.data(), k, x_scales.data(), &finite);
+  ASSERT_TRUE(finite);
+  std::vector<float> out(tokens * rows, 1e6f);
+  kernels.dots_int8_quantized(w.quad(1), w.scales(4), rows - 4, k, xq.data(), k, x_scales.data(),
+                              tokens, out.data(), rows);
+  for (int64_t t = 0; t < tokens; ++t) {
+    double max_abs = 0;
+    for (int64_t i = 0; i < cols; ++i) max_abs = std::max(max_abs, double{std::abs(x.row(t)[i])});
+    EXPECT_NEAR(x_scales[t], max_abs / Int8ActivationLevels(k), 1e-6 * max_abs);
+    for (int64_t r = 4; r < rows; ++r) {
+      double rounded = 0, exact = 0, magnitude = 0, bound = 0;
+      for (int64_t i = 0; i < cols; ++i) {
+        const double wi = w.at(r, i);
+        // Half a step, and the float roundings of the scale and of x ÷ scale (each ≤ 2^-24
+        // relative, on values up to the levels: ≤ 2^-9 of a step together)
+        EXPECT_LE(std::abs(double{x_scales[t]} * xq[t * k + i] - x.row(t)[i]),
+                  (0.5 + 0x1p-9) * x_scales[t]);
+        rounded += wi * x_scales[t] * xq[t * k + i];
+        exact += wi * x.row(t)[i];
+        magnitude += std::abs(wi * x_scales[t] * xq[t * k + i]);
+        bound += std::abs(wi) * 0.5 * x_scales[t];
+      }
+      const float got = out[t * rows + (r - 4)];
+      EXPECT_NEAR(got, rounded, 1e-6 * magnitude) << "token " << t << " row " << r;
+      EXPECT_NEAR(got, exact, bound + 1e-6 * magnitude) << "token " << t << " row " << r;
+    }
+  }
+}
+
+// Rows not a multiple of four, token counts that fill tiles unevenly, 3 and 4 lines of 16 columns.
 TEST(Int8RowDotTest, Int16DotsSumTheRoundedActivationsExactly) {
   if (Int16Sets().empty()) GTEST_SKIP() << "this CPU has neither AVX512-VNNI nor AVX2";
   for (const RowDotKernels* kernels : Int16Sets()) {
-    SCOPED_TRACE(kernels->name);
     std::mt19937 rng(10);
-    const int64_t rows = 11;
-    // 3 and 4 lines of 16 columns: an odd last line, and none (the one- and two-token tiles
-    // split lines between two sets of sums)
     for (int64_t cols : {45, 64}) {
-      const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
-      const int64_t k = w.padded_cols();
       for (int64_t tokens : {1, 2, 3, 9, 17}) {
-        SCOPED_TRACE(absl::StrCat(cols, " columns, ", tokens, " tokens"));
-        Matrix x(tokens, k);  // zeros past cols
-        for (int64_t t = 0; t < tokens; ++t) {
-          for (int64_t i = 0; i < cols; ++i) {
-            x.row(t)[i] = std::uniform_real_distribution<float>(-1, 1)(rng) * (t + 1);
-          }
-        }
-        std::vector<int16_t> xq(tokens * k);
-        std::vector<float> x_scales(tokens);
-        bool finite = false;
-        kernels->quantize_activations(x.data(), k, tokens, k, xq.data(), k, x_scales.data(),
-                                      &finite);
-        ASSERT_TRUE(finite);
-        std::vector<float> out(tokens * rows, 1e6f);
-        kernels->dots_int8_quantized(w.quad(1), w.scales(4), rows - 4, k, xq.data(), k,
-                                     x_scales.data(), tokens, out.data(), rows);
-        for (int64_t t = 0; t < tokens; ++t) {
-          double max_abs = 0;
-          for (int64_t i = 0; i < cols; ++i)
-            max_abs = std::max(max_abs, double{std::abs(x.row(t)[i])});
-          EXPECT_NEAR(x_scales[t], max_abs / Int8ActivationLevels(k), 1e-6 * max_abs);
-          for (int64_t r = 4; r < rows; ++r) {
-            double rounded = 0, exact = 0, magnitude = 0, bound = 0;
-            for (int64_t i = 0; i < cols; ++i) {
-              const double wi = w.at(r, i);
-              // Half a step, and the float roundings of the scale and of x ÷ scale (each
-              // ≤ 2^-24 relative, on values up to the levels: ≤ 2^-9 of a step together)
-              EXPECT_LE(std::abs(double{x_scales[t]} * xq[t * k + i] - x.row(t)[i]),
-                        (0.5 + 0x1p-9) * x_scales[t]);
-              rounded += wi * x_scales[t] * xq[t * k + i];
-              exact += wi * x.row(t)[i];
-              magnitude += std::abs(wi * x_scales[t] * xq[t * k + i]);
-              bound += std::abs(wi) * 0.5 * x_scales[t];
-            }
-            const float got = out[t * rows + (r - 4)];
-            EXPECT_NEAR(got, rounded, 1e-6 * magnitude) << "token " << t << " row " << r;
-            EXPECT_NEAR(got, exact, bound + 1e-6 * magnitude) << "token " << t << " row " << r;
-          }
-        }
+        SCOPED_TRACE(absl::StrCat(kernels->name, ", ", cols, " columns, ", tokens, " tokens"));
+        ExpectInt16DotsSumTheRoundedActivations(*kernels, cols, tokens, rng);
       }
     }
   }
