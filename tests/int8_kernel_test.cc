@@ -2,7 +2,8 @@
 // FFN on int8 weights on every path (streaming, BLAS, chosen by token count) and ISA (AVX512-VNNI,
 // AVX-512, AVX2 with int16 dots, AVX2 and portable forced) against a triple-loop reference in
 // double — tightly against the dequantised weights (within the int16 rounding of the activations
-// for VNNI), loosely (the documented quantisation error) against the original float32 ones.
+// for VNNI), loosely (the documented quantisation error) against the original float32 ones. The
+// row dots alone: int8_row_dot_test.cc.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -44,15 +45,6 @@ bool Available(Kernels kernels) {
          : kernels == Kernels::kAvx2Int16 ? Avx2Int16RowDotKernels() != nullptr
          : kernels == Kernels::kAvx2      ? Avx2RowDotKernels() != nullptr
                                           : true;
-}
-
-// The sets with int16 int8 dots this CPU runs.
-std::vector<const RowDotKernels*> Int16Sets() {
-  std::vector<const RowDotKernels*> sets;
-  for (const RowDotKernels* set : {Avx512VnniRowDotKernels(), Avx2Int16RowDotKernels()}) {
-    if (set != nullptr) sets.push_back(set);
-  }
-  return sets;
 }
 
 TEST(Int8MatrixTest, QuantisesEachRowWithinHalfAStepOfItsScale) {
@@ -202,153 +194,6 @@ TEST_P(Int8SwigluTest, MatchesDequantisedReferenceAndStaysNearFloat32) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPaths, Int8SwigluTest, ::testing::ValuesIn(AllCases()), CaseName);
-
-// The int8 row dots on their own, rows not a multiple of four, against double: the AVX-512 set
-// and the AVX2 one (where the CPU has them) and the portable one give the same sums to float32
-// rounding.
-TEST(Int8RowDotTest, EveryKernelSetMatchesDoubleOnOddRowCounts) {
-  std::mt19937 rng(9);
-  const int64_t rows = 11, cols = 45, tokens = 7;
-  const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
-  const int64_t k = w.padded_cols();
-  Matrix x(tokens, k);  // zeros past cols, as the kernels require
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int64_t i = 0; i < cols; ++i)
-      x.row(t)[i] = std::uniform_real_distribution<float>(-1, 1)(rng);
-  }
-  std::vector<const RowDotKernels*> sets = {&PortableRowDotKernels()};
-  if (Avx512RowDotKernels() != nullptr) sets.push_back(Avx512RowDotKernels());
-  if (Avx2RowDotKernels() != nullptr) sets.push_back(Avx2RowDotKernels());
-  for (const RowDotKernels* kernels : sets) {
-    SCOPED_TRACE(kernels->name);
-    // From row 4 on: a quad boundary that is not the matrix's first.
-    std::vector<float> out(tokens * rows, 1e6f);
-    kernels->dots_int8(w.quad(1), w.scales(4), rows - 4, k, x.data(), k, tokens, out.data(), rows);
-    for (int64_t t = 0; t < tokens; ++t) {
-      for (int64_t r = 4; r < rows; ++r) {
-        double want = 0, magnitude = 0;
-        for (int64_t i = 0; i < cols; ++i) {
-          want += static_cast<double>(w.at(r, i)) * x.row(t)[i];
-          magnitude += std::abs(static_cast<double>(w.at(r, i)) * x.row(t)[i]);
-        }
-        EXPECT_NEAR(out[t * rows + (r - 4)], want, 1e-6 * magnitude)
-            << "token " << t << " row " << r;
-      }
-    }
-    std::vector<float> unpacked(rows * cols);
-    kernels->unpack_int8(w.quad(0), w.scales(0), rows, k, cols, unpacked.data(), cols);
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = 0; c < cols; ++c) EXPECT_EQ(unpacked[r * cols + c], w.at(r, c));
-    }
-  }
-}
-
-// Rows 4-10 of an 11-row matrix of `cols` columns against `tokens` random tokens through
-// `kernels`' int16 rounding and int8 dots: exactly the int32 sums of the rounded activations (so to
-// float32 rounding against double), and within the rounding's bound of the float activations.
-void ExpectInt16DotsSumTheRoundedActivations(const RowDotKernels& kernels, int64_t cols,
-                                             int64_t tokens, std::mt19937& rng) {
-  const int64_t rows = 11;
-  const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
-  const int64_t k = w.padded_cols();
-  Matrix x(tokens, k);  // zeros past cols
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int64_t i = 0; i < cols; ++i) {
-      x.row(t)[i] = std::uniform_real_distribution<float>(-1, 1)(rng) * (t + 1);
-    }
-  }
-  std::vector<int16_t> xq(tokens * k);
-  std::vector<float> x_scales(tokens);
-  bool finite = false;
-  kernels.quantize_activations(x.data(), k, tokens, k, xq.data(), k, x_scales.data(), &finite);
-  ASSERT_TRUE(finite);
-  std::vector<float> out(tokens * rows, 1e6f);
-  kernels.dots_int8_quantized(w.quad(1), w.scales(4), rows - 4, k, xq.data(), k, x_scales.data(),
-                              tokens, out.data(), rows);
-  for (int64_t t = 0; t < tokens; ++t) {
-    double max_abs = 0;
-    for (int64_t i = 0; i < cols; ++i) max_abs = std::max(max_abs, double{std::abs(x.row(t)[i])});
-    EXPECT_NEAR(x_scales[t], max_abs / Int8ActivationLevels(k), 1e-6 * max_abs);
-    for (int64_t r = 4; r < rows; ++r) {
-      double rounded = 0, exact = 0, magnitude = 0, bound = 0;
-      for (int64_t i = 0; i < cols; ++i) {
-        const double wi = w.at(r, i);
-        // Half a step, and the float roundings of the scale and of x ÷ scale (each ≤ 2^-24
-        // relative, on values up to the levels: ≤ 2^-9 of a step together)
-        EXPECT_LE(std::abs(double{x_scales[t]} * xq[t * k + i] - x.row(t)[i]),
-                  (0.5 + 0x1p-9) * x_scales[t]);
-        rounded += wi * x_scales[t] * xq[t * k + i];
-        exact += wi * x.row(t)[i];
-        magnitude += std::abs(wi * x_scales[t] * xq[t * k + i]);
-        bound += std::abs(wi) * 0.5 * x_scales[t];
-      }
-      const float got = out[t * rows + (r - 4)];
-      EXPECT_NEAR(got, rounded, 1e-6 * magnitude) << "token " << t << " row " << r;
-      EXPECT_NEAR(got, exact, bound + 1e-6 * magnitude) << "token " << t << " row " << r;
-    }
-  }
-}
-
-// Rows not a multiple of four, token counts that fill tiles unevenly, 3 and 4 lines of 16 columns.
-TEST(Int8RowDotTest, Int16DotsSumTheRoundedActivationsExactly) {
-  if (Int16Sets().empty()) GTEST_SKIP() << "this CPU has neither AVX512-VNNI nor AVX2";
-  for (const RowDotKernels* kernels : Int16Sets()) {
-    std::mt19937 rng(10);
-    for (int64_t cols : {45, 64}) {
-      for (int64_t tokens : {1, 2, 3, 9, 17}) {
-        SCOPED_TRACE(absl::StrCat(kernels->name, ", ", cols, " columns, ", tokens, " tokens"));
-        ExpectInt16DotsSumTheRoundedActivations(*kernels, cols, tokens, rng);
-      }
-    }
-  }
-}
-
-// The largest sums the levels allow (every weight and activation at its extreme, one sign) stay
-// inside int32 at a long k, where fewer levels are used.
-TEST(Int8RowDotTest, Int16DotsDoNotOverflowAtTheLargestSums) {
-  if (Int16Sets().empty()) GTEST_SKIP() << "this CPU has neither AVX512-VNNI nor AVX2";
-  for (const RowDotKernels* kernels : Int16Sets()) {
-    SCOPED_TRACE(kernels->name);
-    const int64_t k = 20000;
-    ASSERT_LT(Int8ActivationLevels(k), 16383);
-    Matrix ones(4, k);
-    std::fill(ones.data(), ones.data() + ones.size(), 1.0f);
-    for (int64_t c = 0; c < k; ++c) ones.row(3)[c] = -1.0f;
-    const Int8Matrix w = Int8Matrix::Quantize(ones);  // q = ±127, scale 1/127
-    Matrix x(1, k);
-    std::fill(x.data(), x.data() + x.size(), 2.5f);
-    std::vector<int16_t> xq(k);
-    float x_scale = 0;
-    bool finite = false;
-    kernels->quantize_activations(x.data(), k, 1, k, xq.data(), k, &x_scale, &finite);
-    ASSERT_TRUE(finite);
-    EXPECT_EQ(xq[0], Int8ActivationLevels(k));
-    std::vector<float> out(4);
-    kernels->dots_int8_quantized(w.quad(0), w.scales(0), 4, k, xq.data(), k, &x_scale, 1,
-                                 out.data(), 4);
-    for (int r = 0; r < 3; ++r) EXPECT_NEAR(out[r], 2.5 * k, 1e-5 * 2.5 * k) << "row " << r;
-    EXPECT_NEAR(out[3], -2.5 * k, 1e-5 * 2.5 * k);
-  }
-}
-
-// One NaN among finite values, wherever it falls (first, inside, last lane of a register), stops
-// the rounding: vmaxps alone would drop it (it keeps its second operand when one is NaN).
-TEST(Int8RowDotTest, Int16RoundingRefusesANanAmongFiniteValues) {
-  if (Int16Sets().empty()) GTEST_SKIP() << "this CPU has neither AVX512-VNNI nor AVX2";
-  const int64_t k = 48;
-  for (const RowDotKernels* kernels : Int16Sets()) {
-    for (int64_t at : {int64_t{0}, int64_t{5}, int64_t{7}, int64_t{15}, int64_t{16}, k - 1}) {
-      SCOPED_TRACE(absl::StrCat(kernels->name, ", NaN at ", at));
-      std::vector<float> x(k, 2.0f);
-      x[at] = std::numeric_limits<float>::quiet_NaN();
-      std::vector<int16_t> xq(k);
-      float x_scale = 0;
-      bool finite = true;
-      kernels->quantize_activations(x.data(), k, 1, k, xq.data(), k, &x_scale, &finite);
-      EXPECT_FALSE(finite);
-    }
-  }
-}
 
 // y = FFN(x) on the streaming path, with or without the int16 dots; `kernels` names those run.
 Matrix StreamingForward(const SwigluWeights& w, const Matrix& x, bool int16_dots,

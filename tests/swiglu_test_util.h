@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/kernels/row_dot_kernel.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/swiglu_weights.h"
 #include "common/tensor/matrix.h"
@@ -34,6 +35,15 @@ inline double SwigluToleranceOf(const SwigluReport& report) {
                  (kernels == "avx512vnni" || kernels == "avx2-int16")
              ? kInt16SwigluTolerance
              : kSwigluTolerance;
+}
+
+// The kernel sets with int16 dots for int8 weights that this CPU runs (AVX512-VNNI, AVX2).
+inline std::vector<const RowDotKernels*> Int16Sets() {
+  std::vector<const RowDotKernels*> sets;
+  for (const RowDotKernels* set : {Avx512VnniRowDotKernels(), Avx2Int16RowDotKernels()}) {
+    if (set != nullptr) sets.push_back(set);
+  }
+  return sets;
 }
 
 inline Matrix RandomMatrix(int64_t rows, int64_t cols, float scale, std::mt19937& rng) {
