@@ -1,5 +1,5 @@
-// Helpers shared by the SwiGLU kernel tests: random weights and tokens, and a triple-loop
-// reference in double with the tolerance the kernels must meet.
+// Helpers shared by the SwiGLU kernel tests: random weights and tokens, the int16 kernel sets this
+// CPU runs, and a triple-loop reference in double with the tolerance the kernels must meet.
 //
 // Tolerance: for every token t, max_i |y[t][i] − ref[t][i]| ≤ 1e-5 · ‖ref[t]‖₂. For BF16 storage
 // the reference uses the bf16-rounded weights (widened exactly), so the same bound applies: the
