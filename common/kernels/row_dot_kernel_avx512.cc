@@ -183,8 +183,8 @@ void Dots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, 
 
 // One token: each row on its own, one after the other, four sums per row. Rows lie back to back,
 // so a thread reads one stream instead of a tile's four rows 4·ldw bytes apart. Measured on a Zen
-// 4 (moe_decode_bench, fp32 at 1 token, three alternating pairs): one core 1.11-1.26× the tile,
-// two cores 1.2-1.3× while the read loop ran at ~60 GB/s.
+// 4 (moe_decode_bench --shape=olmoe, fp32 at 1 token, alternating with the tile): one core
+// 1.35-1.42× (README "Real layer shapes").
 void DotsF32OneToken(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
                      float* out) {
   const int64_t ahead = kPrefetchF32Bytes / static_cast<int64_t>(sizeof(float));
