@@ -170,8 +170,37 @@ void Dots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, 
       });
 }
 
+// One token: each row on its own, one after the other, as the AVX-512 kernel does (one read
+// stream per thread instead of a tile's four; row_dot_kernel_avx512.cc).
+void DotsF32OneToken(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
+                     float* out) {
+  for (int64_t r = 0; r < rows; ++r, w += ldw) {
+    __m256 sum[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 4 * kLanes <= k; i += 4 * kLanes) {
+      Prefetch(reinterpret_cast<const char*>(w + i) + kPrefetchBytes);
+      Prefetch(reinterpret_cast<const char*>(w + i + 2 * kLanes) + kPrefetchBytes);
+      for (int c = 0; c < 4; ++c) {
+        sum[c] = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + kLanes * c),
+                                 _mm256_loadu_ps(x + i + kLanes * c), sum[c]);
+      }
+    }
+    for (; i + kLanes <= k; i += kLanes) {
+      sum[0] = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), sum[0]);
+    }
+    if (i < k) {
+      const __m256i mask = FirstLanes(k - i);
+      sum[1] =
+          _mm256_fmadd_ps(_mm256_maskload_ps(w + i, mask), _mm256_maskload_ps(x + i, mask), sum[1]);
+    }
+    out[r] = ReduceAdd(_mm256_add_ps(_mm256_add_ps(sum[0], sum[1]), _mm256_add_ps(sum[2], sum[3])));
+  }
+}
+
 void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
              int64_t tokens, float* out, int64_t ldo) {
+  if (tokens == 1) return DotsF32OneToken(w, ldw, rows, k, x, out);
   Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int n) {
     F32Rows group;
     for (int q = 0; q < kRows; ++q) group.w[q] = w + (r0 + std::min(q, n - 1)) * ldw;
