@@ -6,7 +6,8 @@
 // The dots read each weight row from memory once for all tokens: rows are taken four at a time and
 // dotted with up to six tokens at once (24 accumulators in AVX-512's registers; AVX2's hold 3 × 4
 // or 2 × 4); more tokens are split into even tiles that re-read the same four rows from L1 or L2,
-// never from DRAM. BF16 and int8 rows are
+// never from DRAM. One token's float32 dots take the rows one after the other instead (one read
+// stream per thread, not four). BF16 and int8 rows are
 // widened to float32 in registers (exact), so x and all sums stay float32; an int8 row's sums are
 // multiplied by its scale at the end. The int16 sets' int8 dots (VNNI: vpdpwssd, AVX2: vpmaddwd)
 // instead round the activations to int16 (per token: x ≈ x_scale · xq, |xq| ≤
