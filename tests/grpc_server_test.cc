@@ -1,7 +1,13 @@
-// GrpcServer: free ports, health per service name, the admission gate seen by a client, and
-// keepalive enforcement that lets the project's clients ping every second.
+// GrpcServer: free ports, health per service name, the admission gate seen by a client,
+// keepalive enforcement that lets the project's clients ping every second, and handler threads
+// kept between calls.
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <memory>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "absl/synchronization/notification.h"
 #include "common/rpc/admission_gate.h"
@@ -179,6 +185,100 @@ TEST(GrpcServerTest, ControlADefaultServerSendsThePingingClientAway) {
   ASSERT_NE(server, nullptr);
   EXPECT_FALSE(StaysReadyWhileIdle(port, absl::Seconds(6)))
       << "the keepalive test above cannot fail: gRPC's defaults changed";
+  server->Shutdown(std::chrono::system_clock::now());
+}
+
+// Compute records the thread it runs on (the kernel's thread id) and blocks until `calls` calls
+// have entered, so that each of them holds a thread of its own.
+class ThreadRecordingExpert final : public v1::Expert::Service {
+ public:
+  explicit ThreadRecordingExpert(int calls) : calls_(calls) {}
+  grpc::Status Compute(grpc::ServerContext*, const v1::ComputeRequest*,
+                       v1::ComputeResponse*) override {
+    absl::MutexLock lock(&mu_);
+    threads_.insert(static_cast<pid_t>(syscall(SYS_gettid)));
+    ++entered_;
+    auto all_entered = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return entered_ >= calls_; };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&all_entered), absl::Seconds(20))) {
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the other calls never came");
+    }
+    return grpc::Status::OK;
+  }
+  std::set<pid_t> threads() {
+    absl::MutexLock lock(&mu_);
+    return threads_;
+  }
+
+ private:
+  const int calls_;
+  absl::Mutex mu_;
+  int entered_ ABSL_GUARDED_BY(mu_) = 0;
+  std::set<pid_t> threads_ ABSL_GUARDED_BY(mu_);
+};
+
+// Makes `calls` concurrent Compute calls to `port`; true when all of them succeeded.
+bool ConcurrentCalls(int port, int calls) {
+  auto stub = v1::Expert::NewStub(Connect(port));
+  std::vector<grpc::ClientContext> contexts(calls);
+  std::vector<v1::ComputeResponse> responses(calls);
+  std::vector<grpc::Status> statuses(calls);
+  std::vector<absl::Notification> done(calls);
+  v1::ComputeRequest request;
+  for (int i = 0; i < calls; ++i) {
+    contexts[i].set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    stub->async()->Compute(&contexts[i], &request, &responses[i], [&, i](grpc::Status s) {
+      statuses[i] = s;
+      done[i].Notify();
+    });
+  }
+  bool ok = true;
+  for (int i = 0; i < calls; ++i) {
+    ok = done[i].WaitForNotificationWithTimeout(absl::Seconds(40)) && statuses[i].ok() && ok;
+  }
+  return ok;
+}
+
+// How many of `threads` (kernel thread ids of this process) still exist.
+int Alive(const std::set<pid_t>& threads) {
+  int alive = 0;
+  for (pid_t tid : threads) {
+    alive += access(("/proc/self/task/" + std::to_string(tid)).c_str(), F_OK) == 0;
+  }
+  return alive;
+}
+
+constexpr int kConcurrentCalls = 8;
+
+TEST(GrpcServerTest, ThreadsThatServedConcurrentCallsWaitForTheNextOnes) {
+  ThreadRecordingExpert service(kConcurrentCalls);
+  auto server = GrpcServer::Start(LoopbackOptions(), {&service});  // at most 16 threads
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE(ConcurrentCalls((*server)->port(), kConcurrentCalls));
+  const std::set<pid_t> threads = service.threads();
+  ASSERT_EQ(threads.size(), kConcurrentCalls);
+  // gRPC's default ends all but two of them as soon as their calls are done (the control below);
+  // ours still exist a second later. The idle time is the condition under test.
+  const absl::Time until = absl::Now() + absl::Seconds(1);
+  while (absl::Now() < until) {
+    ASSERT_EQ(Alive(threads), kConcurrentCalls) << "a thread that served a call ended";
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+TEST(GrpcServerTest, ControlGrpcDefaultsEndTheThreadsOfFinishedCalls) {
+  ThreadRecordingExpert service(kConcurrentCalls);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  ASSERT_TRUE(ConcurrentCalls(port, kConcurrentCalls));
+  const std::set<pid_t> threads = service.threads();
+  ASSERT_EQ(threads.size(), kConcurrentCalls);
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (Alive(threads) > 2 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_LE(Alive(threads), 2) << "gRPC now keeps its threads: the test above cannot fail";
   server->Shutdown(std::chrono::system_clock::now());
 }
 

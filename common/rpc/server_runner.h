@@ -2,11 +2,11 @@
 //
 // GrpcServer::Start listens (port 0 picks a free port), registers the services, the standard
 // grpc.health.v1 health service and server reflection of the registered services only
-// (reflection_service.h), TLS or plaintext (ServeOptions::credentials), limits message sizes, bounds the sync
-// server's threads (a ResourceQuota), accepts the clients' keepalive pings
-// (channel_arguments.h), and writes an optional port file for scripts and tests. A port already
-// in use is a start-up error naming the address: SO_REUSEPORT is off, so a second server can
-// never silently share a port with the first.
+// (reflection_service.h), TLS or plaintext (ServeOptions::credentials), limits message sizes,
+// bounds the sync server's threads (a ResourceQuota) and keeps them between calls, accepts the
+// clients' keepalive pings (channel_arguments.h), and writes an optional port file for scripts and
+// tests. A port already in use is a start-up error naming the address: SO_REUSEPORT is off, so a
+// second server can never silently share a port with the first.
 //
 // Health: "" and every name in ServeOptions::health_services start SERVING (or NOT_SERVING, see
 // serving_at_start) and change with SetServing(); Drain() turns every name NOT_SERVING for good.
@@ -30,6 +30,9 @@
 
 namespace moe {
 
+// Threads kept waiting for calls when ServeOptions::max_threads is 0 (unbounded).
+inline constexpr int kIdleThreadsUnbounded = 256;
+
 struct ServeOptions {
   std::string name;       // for log lines, e.g. "moe_expert"
   std::string listen;     // HOST:PORT
@@ -42,7 +45,9 @@ struct ServeOptions {
   absl::Duration max_connection_age = absl::ZeroDuration();
   // Most threads of the sync server (handlers, pollers); 0: unbounded (gRPC's default). Calls
   // beyond it are refused by gRPC ("Server Threadpool Exhausted"); keep an AdmissionGate's limit
-  // below it so that callers get a message naming the limit instead.
+  // below it so that callers get a message naming the limit instead. A thread whose call finished
+  // waits for the next call rather than exit (up to max_threads, or kIdleThreadsUnbounded), so a
+  // server under concurrent calls keeps its threads instead of starting one per call.
   int max_threads = 64;
   // Health service names reported besides "" (e.g. "moe.v1.Expert").
   std::vector<std::string> health_services;
