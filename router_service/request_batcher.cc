@@ -91,8 +91,8 @@ bool RequestBatcher::Gathered(const Queue& queue) const {
 
 absl::Time RequestBatcher::LingerUntil(const Queue& queue, const Request& leader) const {
   if (Gathered(queue)) return absl::InfinitePast();
-  // Idle shards cost throughput too: linger at most a quarter of what the last batch took.
-  const absl::Duration linger = std::min(options_.max_wait, queue.last_run / 4);
+  // Idle shards cost throughput too: linger at most half of what the last batch took.
+  const absl::Duration linger = std::min(options_.max_wait, queue.last_run / 2);
   return std::min(queue.last_finished + linger, leader.deadline);
 }
 

@@ -11,8 +11,8 @@
 // the last one is answered) the requests of a finished batch come back a little apart; a new
 // leader lingers after that batch finished until they and the requests queued then are all
 // queued again, so the clients meet in one batch instead of taking turns in two; it lingers at
-// most max_wait, and at most a quarter of the time the last batch ran, so that the shards idle
-// for no more than that.
+// most max_wait, and at most half of the time the last batch ran, so that the shards idle for no
+// more than a third of the time.
 //
 // A request carries its deadline and a cancellation check: waiting in the queue ends at the
 // deadline (RESOURCE_EXHAUSTED "overloaded: ..."), and a leader leaves out requests that expired

@@ -117,7 +117,7 @@ void AnswerBehindAFirstBatch(RequestBatcher& batcher, Recorder& recorder,
   for (auto& caller : queued) EXPECT_TRUE(caller->status().ok());
 }
 
-// Lingering bounded only by a quarter of the last batch's time.
+// Lingering bounded only by half of the last batch's time.
 RequestBatchingOptions LongLinger() {
   RequestBatchingOptions options;
   options.max_wait = absl::Hours(1);
@@ -270,7 +270,7 @@ TEST(RequestBatcherTest, ALoneClientNeverLingers) {
 
 TEST(RequestBatcherTest, LingeringEndsWhenTheAwaitedCallersDoNotComeBack) {
   // Two callers were answered together; only one comes back. It goes alone once the linger
-  // ends: after a quarter of the last batch's time (0.5 s), not max_wait (an hour).
+  // ends: after half of the last batch's time (1 s), not max_wait (an hour).
   Recorder recorder;
   recorder.Hold("first");
   recorder.Slow("b", absl::Seconds(2));
