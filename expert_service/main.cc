@@ -80,7 +80,8 @@ ABSL_FLAG(int, drain_s, 5,
           "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
           "this many seconds to finish (then they are cancelled), then exit");
 ABSL_FLAG(int, max_threads, 64,
-          "Most gRPC server threads (handlers and pollers); 0 = unbounded (with --max_inflight=0)");
+          "Most gRPC server threads (handlers and pollers; a thread whose call finished waits for "
+          "the next); 0 = unbounded (with --max_inflight=0)");
 ABSL_FLAG(int, max_inflight, 48,
           "Most calls served at once; more are refused at once with RESOURCE_EXHAUSTED. At most "
           "--max_threads - 4, so that threads remain to refuse with");

@@ -96,8 +96,8 @@ ABSL_FLAG(int, drain_s, 5,
           "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
           "this many seconds to finish (then they are cancelled), then exit");
 ABSL_FLAG(int, max_threads, 512,
-          "Most gRPC server threads (handlers and pollers; a queued Forward call holds one); "
-          "0 = unbounded (with --max_inflight=0)");
+          "Most gRPC server threads (handlers and pollers; a queued Forward call holds one; a "
+          "thread whose call finished waits for the next); 0 = unbounded (with --max_inflight=0)");
 ABSL_FLAG(int, max_inflight, 32,
           "Most Forward calls computed at once (each sends a call to each of its shards, which "
           "admit 48 at once by default); more wait in a queue of --max_queued. 0: no limit and "
@@ -114,7 +114,7 @@ ABSL_FLAG(int, max_batch_tokens, 256,
 ABSL_FLAG(int, batch_wait_us, 20000,
           "How long after a batch was answered its callers are awaited back: the next batch "
           "waits until they and the calls queued then are queued again, at most this long and "
-          "at most a quarter of the last batch's time, so that clients that send again when "
+          "at most half of the last batch's time, so that clients that send again when "
           "answered meet in one batch instead of taking turns in two (0: never waits; a lone "
           "client never waits)");
 ABSL_FLAG(int, batches_in_flight, 1,
