@@ -53,6 +53,14 @@ std::string Health(grpc::Channel* channel, const std::string& service) {
   return HealthCheckResponse::ServingStatus_Name(response.status());
 }
 
+// A server with gRPC's defaults on a free loopback port, for the controls; null if it failed.
+std::unique_ptr<grpc::Server> StartWithGrpcDefaults(grpc::Service* service, int* port) {
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), port);
+  builder.RegisterService(service);
+  return builder.BuildAndStart();
+}
+
 TEST(GrpcServerTest, ListensOnAFreePortAndReportsHealthPerServiceName) {
   testing::BlockingExpert service;
   auto server = GrpcServer::Start(LoopbackOptions(), {&service});
@@ -177,11 +185,8 @@ TEST(GrpcServerTest, AcceptsKeepalivePingsEverySecondWithoutCalls) {
 
 TEST(GrpcServerTest, ControlADefaultServerSendsThePingingClientAway) {
   testing::BlockingExpert service;
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<grpc::Server> server = StartWithGrpcDefaults(&service, &port);
   ASSERT_NE(server, nullptr);
   EXPECT_FALSE(StaysReadyWhileIdle(port, absl::Seconds(6)))
       << "the keepalive test above cannot fail: gRPC's defaults changed";
@@ -267,11 +272,8 @@ TEST(GrpcServerTest, ThreadsThatServedConcurrentCallsWaitForTheNextOnes) {
 
 TEST(GrpcServerTest, ControlGrpcDefaultsEndTheThreadsOfFinishedCalls) {
   ThreadRecordingExpert service(kConcurrentCalls);
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<grpc::Server> server = StartWithGrpcDefaults(&service, &port);
   ASSERT_NE(server, nullptr);
   ASSERT_TRUE(ConcurrentCalls(port, kConcurrentCalls));
   const std::set<pid_t> threads = service.threads();
