@@ -1,6 +1,9 @@
-// KernelThreadPool: every task runs once, phases are ordered, and concurrent callers neither block
-// each other nor lose work.
+// KernelThreadPool: every task runs once, phases are ordered, concurrent callers neither block
+// each other nor lose work, and an idle helper polls for a bounded time, then sleeps.
+#include <time.h>
+
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <thread>
@@ -76,6 +79,48 @@ TEST_P(KernelThreadPoolTest, ConcurrentCallersAllFinishWithTheirOwnWork) {
   for (int c = 0; c < kCallers; ++c) {
     EXPECT_EQ(totals[c], long{kRounds} * (kTasks * c * 1000 + kTasks * (kTasks - 1) / 2));
   }
+}
+
+// CPU time this process used, in milliseconds.
+double ProcessCpuMs() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// CPU time the process uses in the `window` after a job: the idle helper's polling (the main
+// thread only sleeps). The waits are the idleness under test, not synchronisation.
+double CpuMsUsedWhileIdle(std::chrono::milliseconds window) {
+  const double before = ProcessCpuMs();
+  std::this_thread::sleep_for(window);
+  return ProcessCpuMs() - before;
+}
+
+void RunOneJob(KernelThreadPool& pool) {
+  std::vector<std::atomic<int>> done(64);
+  auto work = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) done[i].fetch_add(1);
+  };
+  const KernelThreadPool::Phase phases[] = {{64, 1, work}};
+  pool.Run(phases);
+  for (auto& d : done) ASSERT_EQ(d.load(), 1);
+}
+
+TEST(KernelThreadPoolPollTest, AnIdleHelperPollsForTheNextJobThenSleeps) {
+  // A long poll, so that its CPU time stands out even on a loaded machine.
+  KernelThreadPool pool(2, std::chrono::milliseconds(100));
+  RunOneJob(pool);
+  const double polling = CpuMsUsedWhileIdle(std::chrono::milliseconds(400));
+  const double sleeping = CpuMsUsedWhileIdle(std::chrono::milliseconds(400));
+  EXPECT_GE(polling, 20) << "the helper did not poll for the next job";
+  EXPECT_LE(polling, 200) << "the helper polled past its 100 ms";
+  EXPECT_LE(sleeping, 10) << "the helper kept polling instead of sleeping";
+}
+
+TEST(KernelThreadPoolPollTest, WithoutPollingAnIdleHelperSleepsAtOnce) {
+  KernelThreadPool pool(2, std::chrono::microseconds(0));
+  for (int round = 0; round < 20; ++round) RunOneJob(pool);  // each wakes the sleeping helper
+  EXPECT_LE(CpuMsUsedWhileIdle(std::chrono::milliseconds(400)), 10);
 }
 
 INSTANTIATE_TEST_SUITE_P(Threads, KernelThreadPoolTest, ::testing::Values(0, 1, 2, 4),

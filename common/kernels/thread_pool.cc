@@ -6,9 +6,8 @@ namespace moe {
 namespace {
 
 constexpr int kMaxPhases = 4;
-// How long a helper polls for the next job before sleeping on the mutex: long enough to catch
-// back-to-back FFN calls, short enough not to steal a core from other work for long.
-constexpr int kHelperSpins = 4000;
+// Pauses between two yields (or two looks at the clock) while spinning.
+constexpr int kSpinsPerYield = 64;
 
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -19,7 +18,7 @@ inline void CpuRelax() {
 // Spins politely: yields every few rounds so an oversubscribed machine can run whoever we wait
 // for.
 inline void Backoff(int& spins) {
-  if (++spins % 64 == 0) {
+  if (++spins % kSpinsPerYield == 0) {
     std::this_thread::yield();
   } else {
     CpuRelax();
@@ -35,7 +34,8 @@ struct KernelThreadPool::Job {
   std::atomic<int64_t> done[kMaxPhases] = {};  // units finished
 };
 
-KernelThreadPool::KernelThreadPool(int threads) {
+KernelThreadPool::KernelThreadPool(int threads, std::chrono::microseconds helper_poll)
+    : helper_poll_(helper_poll) {
   for (int i = 1; i < threads; ++i) helpers_.emplace_back([this] { HelperLoop(); });
 }
 
@@ -97,12 +97,18 @@ void KernelThreadPool::Run(absl::Span<const Phase> phases) {
   busy_.store(false, std::memory_order_release);
 }
 
+void KernelThreadPool::PollForJob(uint64_t seen) const {
+  const auto until = std::chrono::steady_clock::now() + helper_poll_;
+  for (int spins = 0; generation_.load(std::memory_order_acquire) == seen;) {
+    Backoff(spins);
+    if (spins % kSpinsPerYield == 0 && std::chrono::steady_clock::now() >= until) return;
+  }
+}
+
 void KernelThreadPool::HelperLoop() {
   uint64_t seen = 0;
   while (true) {
-    for (int i = 0; i < kHelperSpins && generation_.load(std::memory_order_acquire) == seen; ++i) {
-      CpuRelax();
-    }
+    PollForJob(seen);  // then take the job under the lock, or sleep there until one comes
     Job* job = nullptr;
     {
       std::unique_lock<std::mutex> lock(mu_);

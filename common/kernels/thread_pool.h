@@ -10,6 +10,14 @@
 // N + (threads − 1) runnable threads and never deadlock (a caller only ever waits for chunks that
 // are already running on another thread); on a loaded machine the helpers go to whoever came first.
 //
+// Between jobs a helper polls for the next one for `helper_poll` (default kDefaultHelperPoll),
+// yielding its core every few pauses, then sleeps on a condition variable. Polling lets the next
+// FFN call (the next expert of a request, or the next one-token request) start on every thread at
+// once; waking a sleeping helper costs a futex wake and, in a VM, often the wake-up of a halted
+// vCPU, during which the caller streams alone. Yielding lets another process's threads (a second
+// shard on the same cores) run meanwhile. README "Kernel threads between calls" has the
+// measurements.
+//
 // Owned by whoever computes (an ExpertShard owns one, sized by its options) and passed to
 // SwigluForward through SwigluOptions; there is no process-wide pool.
 //
@@ -19,6 +27,7 @@
 #define MOE_COMMON_KERNELS_THREAD_POOL_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -38,8 +47,12 @@ class KernelThreadPool {
     absl::FunctionRef<void(int64_t begin, int64_t end)> run;  // units [begin, end)
   };
 
+  // How long an idle helper polls for the next job before it sleeps.
+  static constexpr std::chrono::microseconds kDefaultHelperPoll{1000};
+
   // `threads` counts the caller: threads − 1 helpers are started (none for threads ≤ 1).
-  explicit KernelThreadPool(int threads);
+  explicit KernelThreadPool(int threads,
+                            std::chrono::microseconds helper_poll = kDefaultHelperPoll);
   // Joins the helpers. No Run may be in progress.
   ~KernelThreadPool();
   KernelThreadPool(const KernelThreadPool&) = delete;
@@ -54,6 +67,10 @@ class KernelThreadPool {
   struct Job;
   static void Work(Job& job, int threads);
   void HelperLoop();
+  // Returns once a job newer than `seen` is posted, or after helper_poll_.
+  void PollForJob(uint64_t seen) const;
+
+  const std::chrono::microseconds helper_poll_;
 
   std::vector<std::thread> helpers_;
   std::atomic<bool> busy_{false};        // a Run owns the helpers
