@@ -1,7 +1,8 @@
 // The inner loops of the bf16-activation FFN path (SwigluBf16Dot in swiglu_paths.h): dots of BF16
 // weight rows with bf16 token rows, summed in float32. Two implementations, each built with a
-// target pragma (no -march flag) and only handed out after a run-time CPU check; stateless and
-// thread-safe. Internal to the FFN kernels; SwigluForward is the public face.
+// target pragma (no -march flag) and only handed out after a run-time CPU check; thread-safe
+// (the AMX kernel keeps a staging block per thread). Internal to the FFN kernels; SwigluForward is
+// the public face.
 //
 // - "avx512bf16" (AVX512-BF16 vdpbf16ps, two products per instruction; AMD Zen 4/5, Intel Cooper
 //   Lake and later): rows four at a time (a quad), each 64-byte load of a quad's two interleaved
@@ -9,20 +10,13 @@
 //   tokens at once (24 accumulators); more tokens are split into even tiles that re-read the quad
 //   from L1. Tokens are packed as plain bf16 rows.
 // - "amx-bf16" (Intel AMX: TDPBF16PS multiplies a 16 × 32 bf16 tile by a 32 × 16 one into 16 × 16
-//   float32 sums; Sapphire Rapids and later): the weights are read in place as the left tile, one
-//   row of it per quad (that quad's rows a and b, interleaved, for 16 columns: 64 bytes, the
-//   Bf16Matrix layout unchanged) and a second tile for rows c and d. Each such tile row holds two
-//   weight rows, so each token takes two columns of the right tile, (x, 0) pairs for row a and
-//   (0, x) pairs for row b: half of the tile unit's products are with zeros. That was chosen over
-//   re-packing the weights (an 8 × 8 transpose per KB streamed) or keeping a second copy of them:
-//   up to 16 tokens per call the bound is reading the weights through tile loads (13.5-15 GB/s per
-//   core), not the tile unit; past that the passes that re-read a block from L2 run at the tile
-//   unit's rate, zeros included (README.md, "bf16 activations"). Tokens are packed in those right
-//   tiles: for each group of 8 tokens and 16 columns, 16 rows of 64 bytes. Two groups share a pass
-//   over a block of 16 quads, three where that saves a pass of a lone group (the tile registers
-//   allow no more); each further pass reads the block again, from L2. Linux grants the AMX tile
-//   state per process (arch_prctl ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels() asks once and returns
-//   nullptr if refused.
+//   float32 sums; Sapphire Rapids and later): 32 weight rows at a time are de-interleaved from
+//   their quads, 32 columns at a time, into a per-thread staging block (a shift and a blend per 64
+//   bytes) that the tile loads read as two left tiles of 16 whole rows; tokens are packed 16 per
+//   right tile, a pair of columns per tile row, so every product the tile unit computes is wanted.
+//   A pass sums 32 rows against 32 tokens (four tiles of sums); more tokens take further passes
+//   over the staged rows, from L2. Linux grants the AMX tile state per process (arch_prctl
+//   ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels() asks once and returns nullptr if refused.
 #ifndef MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
 
@@ -31,7 +25,7 @@
 namespace moe {
 
 // `first_token` of a dots call is a multiple of this.
-inline constexpr int64_t kBf16DotTokenAlign = 8;
+inline constexpr int64_t kBf16DotTokenAlign = 16;
 
 struct Bf16DotKernels {
   const char* name;        // "avx512bf16" or "amx-bf16"
