@@ -1,7 +1,6 @@
 #include "expert_service/expert_service.h"
 
 #include <algorithm>
-#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -10,6 +9,7 @@
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/status/status_macros.h"
+#include "common/tensor/finite.h"
 #include "common/tensor/weighted_rows.h"
 #include "expert_service/compute_bounds.h"
 
@@ -108,13 +108,11 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
       const v1::ExpertGroup& group = request.groups(g);
       const ConstMatrixView y = work[g - g0].y;
       if (metrics_ != nullptr) metrics_->TokensComputed(ffns[g], group.rows_size());
-      for (int64_t i = 0; i < y.size(); ++i) {
-        if (!std::isfinite(y.data[i])) {
-          // Finite input, non-finite output: the input is too large for this expert. Report it
-          // so the router can name the token to its caller, instead of a malformed reply.
-          ReportOverflow(group.rows(i / d), group.expert(), /*in_sum=*/false, response);
-          return absl::OkStatus();
-        }
+      if (const int64_t i = FirstNonFinite(absl::MakeConstSpan(y.data, y.size())); i >= 0) {
+        // Finite input, non-finite output: the input is too large for this expert. Report it so
+        // the router can name the token to its caller, instead of a malformed reply.
+        ReportOverflow(group.rows(i / d), group.expert(), /*in_sum=*/false, response);
+        return absl::OkStatus();
       }
       if (sum_groups) {
         AddWeightedRows<int32_t>(y, group.rows(), group.weights(), sum.view());
@@ -124,11 +122,9 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
     }
   }
   if (sum_groups) {
-    for (int64_t i = 0; i < sum.size(); ++i) {
-      if (!std::isfinite(sum.data()[i])) {
-        ReportOverflow(static_cast<int>(i / d), 0, /*in_sum=*/true, response);
-        return absl::OkStatus();
-      }
+    if (const int64_t i = FirstNonFinite(absl::MakeConstSpan(sum.data(), sum.size())); i >= 0) {
+      ReportOverflow(static_cast<int>(i / d), 0, /*in_sum=*/true, response);
+      return absl::OkStatus();
     }
     WriteProtoTensor(sum.view(), encoding, response->mutable_sum());
   }

@@ -11,6 +11,7 @@
 #include "common/rpc/channel_arguments.h"
 #include "common/rpc/connection_error.h"
 #include "common/rpc/tensor_proto.h"
+#include "common/tensor/finite.h"
 #include "common/tensor/weighted_rows.h"
 
 namespace moe {
@@ -141,13 +142,11 @@ absl::StatusOr<ShardCallOutput> GrpcShardClient::Call::Reply(const grpc::Status&
       const v1::ExpertGroup& group = request.groups(g);
       AddWeightedRows<int32_t>(output.groups[g], group.rows(), group.weights(), sum.view());
     }
-    for (int64_t i = 0; i < sum.size(); ++i) {
-      if (!std::isfinite(sum.data()[i])) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token ", rows[i / d],
-                         ": the weighted sum of its experts' outputs overflows float32 (the "
-                         "input is finite but too large)"));
-      }
+    if (const int64_t i = FirstNonFinite(absl::MakeConstSpan(sum.data(), sum.size())); i >= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token ", rows[i / d],
+                       ": the weighted sum of its experts' outputs overflows float32 (the "
+                       "input is finite but too large)"));
     }
     output.groups.clear();
     output.sum = sum.view();

@@ -1,11 +1,11 @@
 #include "router_service/local_shard_client.h"
 
 #include <algorithm>
-#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/routing/expert_set.h"
+#include "common/tensor/finite.h"
 #include "common/tensor/weighted_rows.h"
 
 namespace moe {
@@ -15,16 +15,13 @@ namespace {
 // InvalidArgument naming the token whose output `y` (of `expert`, for `rows`) is not finite.
 absl::Status CheckFinite(const Matrix& y, const ShardCallInput& input,
                          const std::vector<int32_t>& rows, int expert) {
-  for (int64_t i = 0; i < y.size(); ++i) {
-    if (!std::isfinite(y.data()[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token ", input.rows[rows[i / y.cols()]], ": the output of ",
-                       expert == kSharedExpertId ? std::string("the shared expert")
-                                                 : absl::StrCat("expert ", expert),
-                       " overflows float32 (the input is finite but too large)"));
-    }
-  }
-  return absl::OkStatus();
+  const int64_t i = FirstNonFinite(absl::MakeConstSpan(y.data(), y.size()));
+  if (i < 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("token ", input.rows[rows[i / y.cols()]], ": the output of ",
+                   expert == kSharedExpertId ? std::string("the shared expert")
+                                             : absl::StrCat("expert ", expert),
+                   " overflows float32 (the input is finite but too large)"));
 }
 
 // Local calls finish before Compute returns: there is nothing left to cancel.
@@ -77,14 +74,12 @@ void LocalShardClient::Run(const ShardCallInput& input, absl::Time deadline, Don
   ShardCallOutput result;
   if (weighted) {
     const Matrix& sum = outputs->front();
-    for (int64_t i = 0; i < sum.size(); ++i) {
-      if (!std::isfinite(sum.data()[i])) {
-        std::move(done)(absl::InvalidArgumentError(
-            absl::StrCat("token ", input.rows[i / d],
-                         ": the weighted sum of its experts' outputs overflows float32 (the "
-                         "input is finite but too large)")));
-        return;
-      }
+    if (const int64_t i = FirstNonFinite(absl::MakeConstSpan(sum.data(), sum.size())); i >= 0) {
+      std::move(done)(absl::InvalidArgumentError(
+          absl::StrCat("token ", input.rows[i / d],
+                       ": the weighted sum of its experts' outputs overflows float32 (the "
+                       "input is finite but too large)")));
+      return;
     }
     result.sum = sum.view();
   } else {

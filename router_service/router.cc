@@ -12,6 +12,7 @@
 #include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/thread_pool.h"
 #include "common/status/status_macros.h"
+#include "common/tensor/finite.h"
 #include "router_service/combine_replies.h"
 #include "router_service/dispatch_plan.h"
 #include "router_service/fanout.h"
@@ -65,11 +66,9 @@ bool HoldsShared(const ShardWork& work) {
 
 absl::Status CheckFiniteRows(ConstMatrixView m, absl::string_view what) {
   for (int64_t t = 0; t < m.rows; ++t) {
-    for (int64_t i = 0; i < m.cols; ++i) {
-      if (!std::isfinite(m.row(t)[i])) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "token ", t, ": ", what, " overflows float32 (the input is finite but too large)"));
-      }
+    if (FirstNonFinite(absl::MakeConstSpan(m.row(t), m.cols)) >= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token ", t, ": ", what, " overflows float32 (the input is finite but too large)"));
     }
   }
   return absl::OkStatus();

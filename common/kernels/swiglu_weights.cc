@@ -1,10 +1,9 @@
 #include "common/kernels/swiglu_weights.h"
 
-#include <cmath>
-
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status/status_macros.h"
+#include "common/tensor/finite.h"
 
 namespace moe {
 namespace {
@@ -23,12 +22,10 @@ absl::Status CheckShapes(const M& gate, const M& up, const M& down) {
 // Int8 scales come from each row's largest magnitude, which a NaN or infinity would poison.
 absl::Status CheckFinite(const Matrix& m, const char* name) {
   for (int64_t r = 0; r < m.rows(); ++r) {
-    for (int64_t c = 0; c < m.cols(); ++c) {
-      if (!std::isfinite(m.row(r)[c])) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("cannot quantise SwiGLU ", name, " weights to int8: element [", r, ",", c,
-                         "] is ", m.row(r)[c], "; int8 storage needs finite weights"));
-      }
+    if (const int64_t c = FirstNonFinite(absl::MakeConstSpan(m.row(r), m.cols())); c >= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot quantise SwiGLU ", name, " weights to int8: element [", r, ",", c,
+                       "] is ", m.row(r)[c], "; int8 storage needs finite weights"));
     }
   }
   return absl::OkStatus();

@@ -1,12 +1,12 @@
 #include "common/rpc/tensor_proto.h"
 
-#include <cmath>
 #include <cstring>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/tensor/dtype.h"
+#include "common/tensor/finite.h"
 
 namespace moe {
 namespace {
@@ -140,12 +140,10 @@ absl::StatusOr<ConstMatrixView> MatrixFromProto(const v1::Tensor& tensor, int64_
     // Only a few bytes of f32_data can be unaligned, and only the caller's scratch outlives us.
     return absl::InvalidArgumentError(absl::StrCat(what, ".f32_data is not 4-byte aligned"));
   }
-  for (int64_t i = 0; i < rows * cols; ++i) {
-    if (!std::isfinite(values[i])) {
-      return absl::InvalidArgumentError(absl::StrCat(what, " value ", i, " (token ", i / cols,
-                                                     ", feature ", i % cols, ") is ", values[i],
-                                                     "; every value must be finite"));
-    }
+  if (const int64_t i = FirstNonFinite(absl::MakeConstSpan(values, rows * cols)); i >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " value ", i, " (token ", i / cols,
+                                                   ", feature ", i % cols, ") is ", values[i],
+                                                   "; every value must be finite"));
   }
   return ConstMatrixView{values, rows, cols};
 }
