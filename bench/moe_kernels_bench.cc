@@ -153,9 +153,10 @@ BENCHMARK(BM_PlainSgemm)
 // The AMX bf16 dots alone on the calling thread: blocks of 64 weight rows × 2048 columns (one
 // dots call each, what the FFN path hands the kernel) against M packed tokens, the weights either
 // one block read again and again (`dram` 0: from L2, the kernel's compute rate) or 1 GB of blocks
-// read once per iteration (`dram` 1). weight_Bps counts each block once per call. args: M, dram.
+// read once per iteration (`dram` 1), by the in-place kernel (`staged` 0) or the staged one (1).
+// weight_Bps counts each block once per call. args: M, dram, staged.
 void BM_AmxBf16Dots(benchmark::State& state) {
-  const Bf16DotKernels* amx = AmxBf16DotKernels();
+  const Bf16DotKernels* amx = state.range(2) != 0 ? AmxBf16StagedDotKernels() : AmxBf16DotKernels();
   if (amx == nullptr) {
     state.SkipWithError("this CPU (or process) has no AMX-BF16");
     return;
@@ -183,8 +184,8 @@ void BM_AmxBf16Dots(benchmark::State& state) {
   SetRates(state, bytes, bytes * tokens, tokens * blocks);
 }
 BENCHMARK(BM_AmxBf16Dots)
-    ->ArgNames({"M", "dram"})
-    ->ArgsProduct({{8, 16, 24, 32, 40, 48, 64}, {0, 1}})
+    ->ArgNames({"M", "dram", "staged"})
+    ->ArgsProduct({{8, 16, 24, 32, 40, 48, 64}, {0, 1}, {0, 1}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

@@ -14,9 +14,10 @@ namespace moe {
 
 // The kernels under test, by name; nullptr where this CPU has not got them.
 inline const Bf16DotKernels* KernelsNamed(const std::string& name) {
-  return name == "amx-bf16" ? AmxBf16DotKernels() : Avx512Bf16DotKernels();
+  if (name == "amx-bf16") return AmxBf16DotKernels();
+  return name == "amx-bf16-staged" ? AmxBf16StagedDotKernels() : Avx512Bf16DotKernels();
 }
-inline const std::vector<std::string> kKernelNames = {"avx512bf16", "amx-bf16"};
+inline const std::vector<std::string> kKernelNames = {"avx512bf16", "amx-bf16", "amx-bf16-staged"};
 
 // For test names: "amx-bf16" → "amx_bf16".
 inline std::string Identifier(std::string name) {

@@ -57,7 +57,7 @@ std::string CpuNote() {
     notes.push_back("int8 dots: avx2-int16");
   }
   if (AmxBf16DotKernels() != nullptr) {
-    notes.push_back("bf16 activations: amx-bf16");
+    notes.push_back("bf16 activations: amx-bf16 + amx-bf16-staged");
   } else if (Avx512Bf16DotKernels() != nullptr) {
     notes.push_back("bf16 activations: avx512bf16");
   }

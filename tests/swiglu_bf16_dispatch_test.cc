@@ -31,9 +31,10 @@ SwigluReport Forward(const SwigluWeights& w, int64_t tokens, SwigluOptions optio
   return report;
 }
 
-// The best bf16-activation kernels this CPU has: "amx-bf16", "avx512bf16" or "" (neither).
-std::string BestBf16Kernels() {
-  if (AmxBf16DotKernels() != nullptr) return "amx-bf16";
+// The best bf16-activation kernels this CPU has for a call of `tokens`: "amx-bf16" (up to 16
+// tokens) or "amx-bf16-staged", "avx512bf16", or "" (neither).
+std::string BestBf16Kernels(int64_t tokens) {
+  if (AmxBf16DotKernels() != nullptr) return tokens <= 16 ? "amx-bf16" : "amx-bf16-staged";
   return Avx512Bf16DotKernels() != nullptr ? "avx512bf16" : "";
 }
 
@@ -45,8 +46,24 @@ TEST(SwigluBf16DispatchTest, Bf16WeightsTakeTheBf16PathFromTheSwitchPoint) {
   EXPECT_EQ(Forward(w, s - 1, {}).path, SwigluPath::kStreaming);
   const SwigluReport at = Forward(w, s, {});
   EXPECT_EQ(at.path, SwigluPath::kBf16Dot);
-  EXPECT_EQ(at.kernels, BestBf16Kernels());
+  EXPECT_EQ(at.kernels, BestBf16Kernels(s));
   EXPECT_EQ(Forward(w, 257, {}).path, SwigluPath::kBf16Dot);
+}
+
+// With AMX, a call of up to 16 tokens reads the weights in place, a larger one stages them.
+TEST(SwigluBf16DispatchTest, AmxCallsOfMoreThan16TokensTakeTheStagedKernels) {
+  SKIP_WITHOUT(AmxBf16DotKernels(), "amx-bf16");
+  std::mt19937 rng(9);
+  const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kBF16);
+  EXPECT_STREQ(Forward(w, 16, {}).kernels, "amx-bf16");
+  EXPECT_STREQ(Forward(w, 17, {}).kernels, "amx-bf16-staged");
+  EXPECT_STREQ(Forward(w, 257, {}).kernels, "amx-bf16-staged");
+  const absl::StatusOr<std::string> summary = SwigluKernelSummary(WeightStorage::kBF16);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_NE(summary->find("amx-bf16 (bf16 activations) from 2 tokens per call, amx-bf16-staged "
+                          "from 17"),
+            std::string::npos)
+      << *summary;
 }
 
 // On a CPU with AMX this forces the fall-back; elsewhere it is what runs anyway.
@@ -152,9 +169,9 @@ TEST(SwigluKernelCapTest, TheEnvironmentCapAppliesToEveryCall) {
       << *summary;
   switch (*cap) {
     case SwigluKernelCap::kAuto:
-      EXPECT_EQ(report.path == SwigluPath::kBf16Dot, !BestBf16Kernels().empty());
+      EXPECT_EQ(report.path == SwigluPath::kBf16Dot, !BestBf16Kernels(x.rows()).empty());
       if (report.path == SwigluPath::kBf16Dot) {
-        EXPECT_EQ(report.kernels, BestBf16Kernels());
+        EXPECT_EQ(report.kernels, BestBf16Kernels(x.rows()));
       }
       break;
     case SwigluKernelCap::kAvx512Bf16:

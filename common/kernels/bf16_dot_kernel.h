@@ -1,5 +1,5 @@
 // The inner loops of the bf16-activation FFN path (SwigluBf16Dot in swiglu_paths.h): dots of BF16
-// weight rows with bf16 token rows, summed in float32. Two implementations, each built with a
+// weight rows with bf16 token rows, summed in float32. Three implementations, each built with a
 // target pragma (no -march flag) and only handed out after a run-time CPU check; thread-safe
 // (the AMX kernel keeps a staging block per thread). Internal to the FFN kernels; SwigluForward is
 // the public face.
@@ -10,13 +10,24 @@
 //   tokens at once (24 accumulators); more tokens are split into even tiles that re-read the quad
 //   from L1. Tokens are packed as plain bf16 rows.
 // - "amx-bf16" (Intel AMX: TDPBF16PS multiplies a 16 × 32 bf16 tile by a 32 × 16 one into 16 × 16
-//   float32 sums; Sapphire Rapids and later): 32 weight rows at a time are de-interleaved from
-//   their quads, 32 columns at a time, into a per-thread staging block (a shift and a blend per 64
-//   bytes) that the tile loads read as two left tiles of 16 whole rows; tokens are packed 16 per
-//   right tile, a pair of columns per tile row, so every product the tile unit computes is wanted.
-//   A pass sums 32 rows against 32 tokens (four tiles of sums); more tokens take further passes
-//   over the staged rows, from L2. Linux grants the AMX tile state per process (arch_prctl
-//   ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels() asks once and returns nullptr if refused.
+//   float32 sums; Sapphire Rapids and later), in place, for calls of up to 16 tokens: the weights
+//   are read in place as the left tile, one row of it per quad (that quad's rows a and b,
+//   interleaved, for 16 columns: 64 bytes, the Bf16Matrix layout unchanged) and a second tile for
+//   rows c and d. Each such tile row holds two weight rows, so each token takes two columns of the
+//   right tile, (x, 0) pairs for row a and (0, x) pairs for row b: half of the tile unit's products
+//   are with zeros, which costs nothing while one pass (two groups of 8 tokens) covers a call:
+//   reading the weights bounds it. Tokens are packed in those right tiles: for each group of 8
+//   tokens and 16 columns, 16 rows of 64 bytes.
+// - "amx-bf16-staged" (the same instructions), for calls of more than 16 tokens, where the
+//   in-place kernel would take each block again for every further 16 tokens, at the tile unit's
+//   rate with its zeros: 32 weight rows at a time are de-interleaved, 32 columns at a time, into a
+//   per-thread staging block (a shift and a blend per 64 bytes) that the tile loads read as two
+//   left tiles of 16 whole rows; tokens are packed 16 per right tile, a pair of columns per tile
+//   row, so every product is wanted. A pass sums 32 rows against 32 tokens (four tiles of sums);
+//   more tokens take further passes over the staged rows, from L2. Staging costs the in-place
+//   kernel's single pass 5-10% (README.md, "bf16 activations"), hence two kernels.
+// Linux grants the AMX tile state per process (arch_prctl ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels()
+// asks once and returns nullptr if refused, and so does AmxBf16StagedDotKernels().
 #ifndef MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
 
@@ -52,10 +63,15 @@ const Bf16DotKernels* Avx512Bf16DotKernels();
 // nullptr when this CPU (or compiler) has no AMX-TILE and AMX-BF16 with AVX512-BF16, or the
 // kernel refused this process the tile state.
 const Bf16DotKernels* AmxBf16DotKernels();
+const Bf16DotKernels* AmxBf16StagedDotKernels();
 
-// AMX where this process has it and `allow_amx`, else AVX512-BF16; nullptr without either.
-inline const Bf16DotKernels* BestBf16DotKernels(bool allow_amx = true) {
-  if (allow_amx && AmxBf16DotKernels() != nullptr) return AmxBf16DotKernels();
+// For a call of `tokens` tokens: AMX where this process has it and `allow_amx` (staged from its
+// min_tokens on), else AVX512-BF16; nullptr without either.
+inline const Bf16DotKernels* BestBf16DotKernels(bool allow_amx, int64_t tokens) {
+  if (allow_amx && AmxBf16DotKernels() != nullptr) {
+    const Bf16DotKernels* staged = AmxBf16StagedDotKernels();
+    return tokens >= staged->min_tokens ? staged : AmxBf16DotKernels();
+  }
   return Avx512Bf16DotKernels();
 }
 

@@ -134,8 +134,11 @@ std::string KernelsReport() {
       int8.quantize_activations != nullptr) {
     extras.push_back(absl::StrCat("int8 dots: ", int8.name));
   }
-  if (const Bf16DotKernels* dot = BestBf16DotKernels()) {
-    extras.push_back(absl::StrCat("bf16 activations: ", dot->name));
+  if (AmxBf16DotKernels() != nullptr) {
+    extras.push_back(absl::StrCat("bf16 activations: ", AmxBf16DotKernels()->name, " + ",
+                                  AmxBf16StagedDotKernels()->name));
+  } else if (Avx512Bf16DotKernels() != nullptr) {
+    extras.push_back(absl::StrCat("bf16 activations: ", Avx512Bf16DotKernels()->name));
   }
   std::string report =
       absl::StrCat("OpenBLAS ", BlasKernelsReport(), "; FFN kernels ", BestRowDotKernels().name);

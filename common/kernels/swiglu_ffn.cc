@@ -25,7 +25,7 @@ int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512, bool allow
 }
 
 int64_t SwigluBf16DotMinTokens() {
-  const Bf16DotKernels* dot = BestBf16DotKernels();
+  const Bf16DotKernels* dot = BestBf16DotKernels(/*allow_amx=*/true, /*tokens=*/0);
   return dot == nullptr ? 0 : dot->min_tokens;
 }
 
@@ -64,11 +64,15 @@ absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
   const int64_t blas_from = SwigluBlasMinTokens(storage, allow_avx512, allow_avx2);
   const Bf16DotKernels* dot =
       cap < SwigluKernelCap::kAvx512
-          ? BestBf16DotKernels(/*allow_amx=*/cap != SwigluKernelCap::kAvx512Bf16)
+          ? BestBf16DotKernels(/*allow_amx=*/cap != SwigluKernelCap::kAvx512Bf16, /*tokens=*/0)
           : nullptr;
   if (storage == WeightStorage::kBF16 && dot != nullptr) {
     absl::StrAppend(&summary, "; ", dot->name, " (bf16 activations) from ", dot->min_tokens,
                     " tokens per call");
+    if (dot == AmxBf16DotKernels()) {
+      absl::StrAppend(&summary, ", ", AmxBf16StagedDotKernels()->name, " from ",
+                      AmxBf16StagedDotKernels()->min_tokens);
+    }
   } else if (blas_from != kSwigluNeverBlas) {
     absl::StrAppend(&summary, "; OpenBLAS (", BlasCoreName(), ") from ", blas_from,
                     " tokens per call");
@@ -95,7 +99,7 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
   const RowDotKernels& kernels = BestRowDotKernels(allow_avx512, allow_int16_dots, allow_avx2);
   const bool allow_amx = allow_bf16_dot && options.allow_amx && cap != SwigluKernelCap::kAvx512Bf16;
   const Bf16DotKernels* dot =
-      allow_bf16_dot && weights.bf16() != nullptr ? BestBf16DotKernels(allow_amx) : nullptr;
+      allow_bf16_dot && weights.bf16() != nullptr ? BestBf16DotKernels(allow_amx, x.rows) : nullptr;
   if (options.path == SwigluPath::kBf16Dot && dot == nullptr) {
     return absl::FailedPreconditionError(
         "the bf16-activation path needs BF16 weights and a CPU with AVX512-BF16 (and kernels not "
