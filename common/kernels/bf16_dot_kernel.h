@@ -24,8 +24,8 @@
 //   per-thread staging block (a shift and a blend per 64 bytes) that the tile loads read as two
 //   left tiles of 16 whole rows; tokens are packed 16 per right tile, a pair of columns per tile
 //   row, so every product is wanted. A pass sums 32 rows against 32 tokens (four tiles of sums);
-//   more tokens take further passes over the staged rows, from L2. Staging costs the in-place
-//   kernel's single pass 5-10% (README.md, "bf16 activations"), hence two kernels.
+//   more tokens take further passes over the staged rows, from L2. Staging makes a single
+//   pass 7-13% slower per core (README.md, "bf16 activations"), hence two kernels.
 // Linux grants the AMX tile state per process (arch_prctl ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels()
 // asks once and returns nullptr if refused, and so does AmxBf16StagedDotKernels().
 #ifndef MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
