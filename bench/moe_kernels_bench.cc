@@ -150,10 +150,11 @@ BENCHMARK(BM_PlainSgemm)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
-// The AMX bf16 dots alone on the calling thread: blocks of 64 weight rows × 2048 columns (one
-// dots call each, what the FFN path hands the kernel) against M packed tokens, the weights either
-// one block read again and again (`dram` 0: from L2, the kernel's compute rate) or 1 GB of blocks
-// read once per iteration (`dram` 1), by the in-place kernel (`staged` 0) or the staged one (1).
+// The AMX bf16 dots alone on the calling thread: blocks of rows_per_block weight rows (64 in
+// place, 32 staged) × 2048 columns (one dots call each, what the FFN path hands the kernel)
+// against M packed tokens, the weights either one block read again and again (`dram` 0: from L2,
+// the kernel's compute rate) or 1 GB of blocks read once per iteration (`dram` 1), by the in-place
+// kernel (`staged` 0) or the staged one (1).
 // weight_Bps counts each block once per call. args: M, dram, staged.
 void BM_AmxBf16Dots(benchmark::State& state) {
   const Bf16DotKernels* amx = state.range(2) != 0 ? AmxBf16StagedDotKernels() : AmxBf16DotKernels();
