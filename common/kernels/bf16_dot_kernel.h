@@ -1,8 +1,8 @@
 // The inner loops of the bf16-activation FFN path (SwigluBf16Dot in swiglu_paths.h): dots of BF16
 // weight rows with bf16 token rows, summed in float32. Three implementations, each built with a
 // target pragma (no -march flag) and only handed out after a run-time CPU check; thread-safe
-// (the AMX kernel keeps a staging block per thread). Internal to the FFN kernels; SwigluForward is
-// the public face.
+// (the staged AMX kernel keeps a staging block per thread). Internal to the FFN kernels;
+// SwigluForward is the public face.
 //
 // - "avx512bf16" (AVX512-BF16 vdpbf16ps, two products per instruction; AMD Zen 4/5, Intel Cooper
 //   Lake and later): rows four at a time (a quad), each 64-byte load of a quad's two interleaved
@@ -39,7 +39,7 @@ namespace moe {
 inline constexpr int64_t kBf16DotTokenAlign = 16;
 
 struct Bf16DotKernels {
-  const char* name;        // "avx512bf16" or "amx-bf16"
+  const char* name;        // "avx512bf16", "amx-bf16" or "amx-bf16-staged"
   int64_t rows_per_block;  // weight rows the FFN path hands to one dots call (a multiple of 4)
   // SwigluForward takes these kernels from this many tokens per call (below: the streaming
   // kernel), where they overtake it (measured, bench/README.md).
