@@ -1,6 +1,7 @@
 // The OpenBLAS wrappers: results against loops in double, and shape checks before BLAS is called.
 #include "common/kernels/blas_kernels.h"
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -42,6 +43,34 @@ TEST(BlasKernelsTest, MatMulTransposedMatchesLoopReference) {
   ASSERT_TRUE(MatMulTransposed(a, b, c.view()).ok());
   const std::vector<double> want = ReferenceMatMulTransposed(a, b);
   for (int64_t i = 0; i < c.size(); ++i) EXPECT_NEAR(c.data()[i], want[i], 1e-5) << i;
+}
+
+// Few rows of a take the row-dot kernels, more take sgemm (blas_kernels.h): both sides of the
+// switch, an inner dimension no vector width divides, and row strides longer than the rows.
+TEST(BlasKernelsTest, MatMulTransposedMatchesLoopReferenceOnBothSidesOfTheKernelSwitch) {
+  std::mt19937 rng(13);
+  const int64_t k = 2051, n = 37;
+  const Matrix b_wide = RandomMatrix(n, k + 5, 1.0f, rng);
+  const ConstMatrixView b{b_wide.data(), n, k, k + 5};
+  Matrix b_dense(n, k);
+  for (int64_t r = 0; r < n; ++r) std::copy(b.row(r), b.row(r) + k, b_dense.row(r));
+  for (int64_t m : {1, 2, 3, 15, 16, 17, 40}) {
+    const Matrix a_wide = RandomMatrix(m, k + 3, 1.0f, rng);
+    const ConstMatrixView a{a_wide.data(), m, k, k + 3};
+    Matrix a_dense(m, k);
+    for (int64_t r = 0; r < m; ++r) std::copy(a.row(r), a.row(r) + k, a_dense.row(r));
+    Matrix c_wide(m, n + 2, std::vector<float>(m * (n + 2), 123.0f));
+    ASSERT_TRUE(MatMulTransposed(a, b, MatrixView{c_wide.data(), m, n, n + 2}).ok()) << m;
+    const std::vector<double> want = ReferenceMatMulTransposed(a_dense, b_dense);
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        // float32 sums of k products of magnitude <= 1: a few ulps of sqrt(k) per product.
+        EXPECT_NEAR(c_wide.row(r)[j], want[r * n + j], 2e-4) << "m " << m << " row " << r;
+      }
+      EXPECT_EQ(c_wide.row(r)[n], 123.0f) << "past the row: m " << m;
+      EXPECT_EQ(c_wide.row(r)[n + 1], 123.0f) << "past the row: m " << m;
+    }
+  }
 }
 
 TEST(BlasKernelsTest, MatMulTransposedAccumulateAddsToExistingOutput) {

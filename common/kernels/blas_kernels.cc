@@ -18,6 +18,15 @@
 #include "common/kernels/row_dot_kernel.h"
 
 namespace moe {
+namespace {
+
+// Below this many rows of a (tokens), MatMulTransposed runs the row-dot kernels, which read b in
+// place once per tile of tokens: OpenBLAS 0.3.21's sgemm first packs all of b on every call.
+// Measured for a router's gate (b 128 × 2048, one thread) on a 2-core Zen 3: 1 token 107 µs with
+// sgemm against 20 with the AVX2 dots, 8 tokens 118 against 81, 16 tokens equal (159 µs each).
+constexpr int64_t kMinBlasRows = 16;
+
+}  // namespace
 
 absl::Status MatMulTransposed(ConstMatrixView a, ConstMatrixView b, MatrixView c, bool accumulate) {
   if (a.cols != b.cols || c.rows != a.rows || c.cols != b.rows) {
@@ -34,6 +43,11 @@ absl::Status MatMulTransposed(ConstMatrixView a, ConstMatrixView b, MatrixView c
   if (a.cols == 0) {
     for (int64_t r = 0; !accumulate && r < c.rows; ++r)
       std::fill(c.row(r), c.row(r) + c.cols, 0.0f);
+    return absl::OkStatus();
+  }
+  if (!accumulate && a.rows < kMinBlasRows) {
+    BestRowDotKernels().dots_f32(b.data, b.stride, b.rows, a.cols, a.data, a.stride, a.rows, c.data,
+                                 c.stride);
     return absl::OkStatus();
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(a.rows),

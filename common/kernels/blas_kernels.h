@@ -24,6 +24,8 @@
 namespace moe {
 
 // c = a · bᵀ (+ c when accumulate). a [M,K], b [N,K] (nn.Linear's [out, in] layout), c [M,N].
+// Fewer than 16 rows of a without accumulate (a router's gate for a few tokens) run the row-dot
+// kernels, which read b in place; more, OpenBLAS sgemm, which packs b first.
 absl::Status MatMulTransposed(ConstMatrixView a, ConstMatrixView b, MatrixView c,
                               bool accumulate = false);
 
