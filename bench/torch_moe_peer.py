@@ -23,6 +23,7 @@ length, JSON header, raw little-endian data; BF16 widened to fp32 by a 16-bit sh
 fp32 in torch, as CPU inference runs them. Run with /usr/bin/python3.
 """
 import argparse
+import base64
 import json
 import mmap
 import os
@@ -138,6 +139,16 @@ def uniform_tokens(n, d, seed):
     return torch.from_numpy(rng.uniform(-1.0, 1.0, size=(n, d)).astype(np.float32))
 
 
+def request_tokens(tensor):
+    """A ForwardRequest's tokens from ghz's JSON (`values` or base64 `f32_data`), as [rows, d]."""
+    shape = [int(n) for n in tensor["shape"]]
+    if "f32_data" in tensor:
+        flat = np.frombuffer(base64.b64decode(tensor["f32_data"]), dtype="<f4").copy()
+    else:
+        flat = np.asarray(tensor["values"], dtype=np.float32)
+    return torch.from_numpy(flat).reshape(shape)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
@@ -162,9 +173,8 @@ def main():
     if args.union_of:
         block = MoeBlock(config, checkpoint, args.layer, gate_only=True)
         requests = json.load(open(args.union_of))
-        chosen = [set(block.chosen_experts(torch.tensor(
-            r["tokens"]["values"], dtype=torch.float32).reshape(
-            [int(n) for n in r["tokens"]["shape"]])).flatten().tolist()) for r in requests]
+        chosen = [set(block.chosen_experts(request_tokens(r["tokens"])).flatten().tolist())
+                  for r in requests]
         unions = [len(set().union(*(chosen[(i + j) % len(chosen)] for j in range(args.window))))
                   for i in range(len(chosen))]
         result["union"] = {"requests": len(chosen), "window": args.window,
