@@ -140,10 +140,16 @@ def uniform_tokens(n, d, seed):
 
 
 def request_tokens(tensor):
-    """A ForwardRequest's tokens from ghz's JSON (`values` or base64 `f32_data`), as [rows, d]."""
+    """A ForwardRequest's tokens from ghz's JSON, as [rows, d]: `values`, or base64 `f32_data` or
+    `bf16_data` (protobuf's JSON spells them f32Data, bf16Data; both spellings parse)."""
     shape = [int(n) for n in tensor["shape"]]
-    if "f32_data" in tensor:
-        flat = np.frombuffer(base64.b64decode(tensor["f32_data"]), dtype="<f4").copy()
+    f32 = tensor.get("f32Data", tensor.get("f32_data"))
+    bf16 = tensor.get("bf16Data", tensor.get("bf16_data"))
+    if f32 is not None:
+        flat = np.frombuffer(base64.b64decode(f32), dtype="<f4").copy()
+    elif bf16 is not None:
+        halves = np.frombuffer(base64.b64decode(bf16), dtype="<u2").astype(np.uint32)
+        flat = (halves << 16).view(np.float32)
     else:
         flat = np.asarray(tensor["values"], dtype=np.float32)
     return torch.from_numpy(flat).reshape(shape)
