@@ -5,8 +5,7 @@
 //
 // The dots read each weight row from memory once for all tokens: rows are taken four at a time and
 // dotted with up to six tokens at once (24 accumulators in AVX-512's registers; AVX2's hold 3 × 4
-// or 2 × 4, and float32 at 4, 7 and 8 tokens takes three rows by 4 tokens); more tokens are split
-// into even tiles that re-read the same rows from L1 or L2,
+// or 2 × 4); more tokens are split into even tiles that re-read the same four rows from L1 or L2,
 // never from DRAM. One token's float32 dots take the rows one after the other instead (one read
 // stream per thread, not four). BF16 and int8 rows are
 // widened to float32 in registers (exact), so x and all sums stay float32; an int8 row's sums are

@@ -3,10 +3,9 @@
 // AVX2 + FMA through MOE_ISA_TARGET_BEGIN below (isa_target.h), and is only reached after
 // Avx2RowDotKernels() checked the CPU at run time.
 //
-// The same scheme as the AVX-512 build (row_dot_kernel_avx512.cc) on 8-lane registers: a few rows
-// at a time (Rows::kRows: four, or three for float32 at 4, 7 and 8 tokens), each row read once per
-// token tile of up to Rows::kMaxTokens tokens; the 16 ymm registers hold the kRows × kMaxTokens
-// accumulators and the rows' current 8 columns.
+// The same scheme as the AVX-512 build (row_dot_kernel_avx512.cc) on 8-lane registers: four rows
+// at a time, each row read once per token tile of up to Rows::kMaxTokens tokens; the 16 ymm
+// registers hold the 4 × kMaxTokens accumulators and the four rows' current 8 columns.
 #include "common/kernels/row_dot_kernel.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -26,10 +25,10 @@ MOE_ISA_TARGET_BEGIN("avx2,fma")
 namespace moe {
 namespace {
 
-constexpr int kQuadRows = 4;  // rows of a Bf16Matrix or Int8Matrix quad
-constexpr int kLanes = 8;     // floats per ymm register
-static_assert(Bf16Matrix::kQuadRows == kQuadRows && Bf16Matrix::kChunkCols == 2 * kLanes);
-static_assert(Int8Matrix::kQuadRows == kQuadRows && Int8Matrix::kChunkCols == 2 * kLanes);
+constexpr int kRows = 4;   // weight rows per tile (a Bf16Matrix quad)
+constexpr int kLanes = 8;  // floats per ymm register
+static_assert(Bf16Matrix::kQuadRows == kRows && Bf16Matrix::kChunkCols == 2 * kLanes);
+static_assert(Int8Matrix::kQuadRows == kRows && Int8Matrix::kChunkCols == 2 * kLanes);
 
 // How far ahead of the columns being read the rows are prefetched, in bytes of one stream.
 // Measured on a 2-core Zen 3 (bench shape, M = 1 and 4, two alternating runs of 0, 1024 and 2048):
@@ -51,48 +50,33 @@ inline __m256i FirstLanes(int64_t n) {
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// Row-major float32 rows, `R` at a time (the last ones repeated when fewer remain), with tiles of
-// up to `MaxTokens` tokens.
-template <int R, int MaxTokens>
+// Four row-major float32 rows (the last ones repeated when fewer remain).
 struct F32Rows {
-  static constexpr int kRows = R;
   static constexpr bool kPadded = false;  // k need not be a multiple of 8
-  static constexpr int kMaxTokens = MaxTokens;
-  const float* w[R];
+  // 12 accumulators, 3 rows and x in registers; GCC reads the fourth row from L1 in each of its
+  // FMAs. Measured on a 2-core Zen 3 (bench shape, streaming path): 3 tokens per tile 47.7/43.4 ms
+  // at M = 256 against 84.5/52.8 for 2, the same at M <= 8.
+  static constexpr int kMaxTokens = 3;
+  const float* w[kRows];
 
-  void Load(int64_t i, __m256 (&v)[R]) const {
-    for (int r = 0; r < R; ++r) v[r] = _mm256_loadu_ps(w[r] + i);
+  void Load(int64_t i, __m256 (&v)[kRows]) const {
+    for (int r = 0; r < kRows; ++r) v[r] = _mm256_loadu_ps(w[r] + i);
   }
-  void LoadTail(int64_t i, __m256i mask, __m256 (&v)[R]) const {
-    for (int r = 0; r < R; ++r) v[r] = _mm256_maskload_ps(w[r] + i, mask);
+  void LoadTail(int64_t i, __m256i mask, __m256 (&v)[kRows]) const {
+    for (int r = 0; r < kRows; ++r) v[r] = _mm256_maskload_ps(w[r] + i, mask);
   }
   float Finish(int, float sum) const { return sum; }
   // Once per 64-byte line of each row (i a multiple of 8: every other step).
   void PrefetchAhead(int64_t i) const {
     if (i % 16 != 0) return;
-    for (int r = 0; r < R; ++r) Prefetch(reinterpret_cast<const char*>(w[r] + i) + kPrefetchBytes);
+    for (int r = 0; r < kRows; ++r)
+      Prefetch(reinterpret_cast<const char*>(w[r] + i) + kPrefetchBytes);
   }
 };
-// Many tokens: four rows, 3 tokens per tile: 12 accumulators, 3 rows and x in registers; GCC reads
-// the fourth row from L1 in each of its FMAs. Measured on a 2-core Zen 3 (bench shape, streaming
-// path): 3 tokens per tile 47.7/43.4 ms at M = 256 against 84.5/52.8 for 2, the same at M <= 8.
-using F32Quad = F32Rows<4, 3>;
-// A few tokens: three rows, 4 tokens per tile (12 accumulators; the three rows and x fill the 16
-// registers), so that 4 tokens read each row once and 7 or 8 twice, where the four-row tiles of up
-// to 3 tokens (2 + 2, 3 + 2 + 2, 3 + 3 + 2) read them twice and three times.
-using F32Triple = F32Rows<3, 4>;
-// Triples where they read the rows fewer times than quads, up to 8 tokens: 4, 7 and 8 tokens
-// (at 5 and 6 both take two passes, and the quads' 4 × 3 tiles do more per load). Measured on a
-// 2-core Zen 3 (2 threads streaming 512 MB of rows, d 2048, triples ÷ quads in interleaved pairs,
-// median of 25 and 15): 4 tokens 1.09, 7 tokens 1.21, 8 tokens 1.13; 5 tokens 1.00, 6 tokens 0.88.
-inline bool ReadsFewerTimesInTriples(int64_t tokens) {
-  return tokens <= 8 && (tokens + 3) / 4 < (tokens + 2) / 3;
-}
 
 // One Bf16Matrix quad. Columns [i, i + 8) of rows 0 and 1 are 32 contiguous bytes of 32-bit lanes
 // (row 0 | row 1 << 16) inside chunk i / 16; rows 2 and 3 follow 64 bytes later.
 struct Bf16Quad {
-  static constexpr int kRows = kQuadRows;
   static constexpr bool kPadded = true;
   // 8 accumulators + 4 rows + the two loaded vectors and the mask they are split with: with 3
   // tokens per tile M = 64/256 took 16.2/62.4 ms against 13.9/56.6 for 2 (same run as F32Rows).
@@ -120,7 +104,6 @@ struct Bf16Quad {
 // One Int8Matrix quad and its four scales: chunk i / 16 is one 64-byte line, 16 values of each row
 // in turn; each value is sign-extended to int32 and converted to float32 (exact).
 struct Int8Quad {
-  static constexpr int kRows = kQuadRows;
   static constexpr bool kPadded = true;
   static constexpr int kMaxTokens = 2;  // as Bf16Quad
   const int8_t* q;
@@ -146,7 +129,6 @@ struct Int8Quad {
 template <typename Rows, int T>
 void Tile(const Rows& rows, int num_rows, int64_t k, const float* x, int64_t ldx, float* out,
           int64_t ldo, bool prefetch) {
-  constexpr int kRows = Rows::kRows;
   __m256 acc[kRows][T];
   for (int r = 0; r < kRows; ++r) {
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
@@ -182,7 +164,7 @@ void Dots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, 
           int64_t ldo, GroupAt group_at) {
   using Rows = decltype(group_at(0, 0));
   ForEachRowGroupTile<Rows::kMaxTokens>(
-      rows, Rows::kRows, tokens, [&](auto tile, int64_t r0, int n, int64_t t) {
+      rows, kRows, tokens, [&](auto tile, int64_t r0, int n, int64_t t) {
         Tile<Rows, decltype(tile)::value>(group_at(r0, n), n, k, x + t * ldx, ldx,
                                           out + t * ldo + r0, ldo, t == 0);
       });
@@ -219,16 +201,11 @@ void DotsF32OneToken(const float* w, int64_t ldw, int64_t rows, int64_t k, const
 void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
              int64_t tokens, float* out, int64_t ldo) {
   if (tokens == 1) return DotsF32OneToken(w, ldw, rows, k, x, out);
-  auto dots = [&](auto rows_kind) {
-    using Rows = decltype(rows_kind);
-    Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int n) {
-      Rows group;
-      for (int q = 0; q < Rows::kRows; ++q) group.w[q] = w + (r0 + std::min(q, n - 1)) * ldw;
-      return group;
-    });
-  };
-  if (ReadsFewerTimesInTriples(tokens)) return dots(F32Triple{});
-  dots(F32Quad{});
+  Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int n) {
+    F32Rows group;
+    for (int q = 0; q < kRows; ++q) group.w[q] = w + (r0 + std::min(q, n - 1)) * ldw;
+    return group;
+  });
 }
 
 void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, int64_t ldx,
@@ -284,7 +261,7 @@ void SiluMul(const float* gate, const float* up, float* act, int64_t n) {
 template <typename Quad, typename Scale>
 void UnpackQuad(const Quad& quad, int n, int64_t cols, Scale scale, float* out, int64_t ldo) {
   for (int64_t c = 0; c < cols; c += kLanes) {
-    __m256 w[kQuadRows];
+    __m256 w[kRows];
     quad.Load(c, w);
     const __m256i mask = FirstLanes(std::min<int64_t>(kLanes, cols - c));
     for (int r = 0; r < n; ++r) {
@@ -295,8 +272,8 @@ void UnpackQuad(const Quad& quad, int n, int64_t cols, Scale scale, float* out, 
 
 void UnpackBf16(const uint16_t* quads, int64_t rows, int64_t k, int64_t cols, float* out,
                 int64_t ldo) {
-  for (int64_t r0 = 0; r0 < rows; r0 += kQuadRows) {
-    const int n = static_cast<int>(std::min<int64_t>(kQuadRows, rows - r0));
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
     UnpackQuad(
         Bf16Quad{quads + r0 * k}, n, cols, [](int) { return 1.0f; }, out + r0 * ldo, ldo);
   }
@@ -304,8 +281,8 @@ void UnpackBf16(const uint16_t* quads, int64_t rows, int64_t k, int64_t cols, fl
 
 void UnpackInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t k, int64_t cols,
                 float* out, int64_t ldo) {
-  for (int64_t r0 = 0; r0 < rows; r0 += kQuadRows) {
-    const int n = static_cast<int>(std::min<int64_t>(kQuadRows, rows - r0));
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
     const float* quad_scales = scales + r0;
     UnpackQuad(
         Int8Quad{quads + r0 * k, quad_scales}, n, cols,
