@@ -174,16 +174,17 @@ void PrintStats(const moe::v1::Tensor& out) {
             << "  l2 " << std::sqrt(sq) << "\n";
 }
 
-// Writes `request`, or `count` requests whose random tokens use successive seeds, as JSON.
-int WriteRequestJson(moe::v1::ForwardRequest request, int64_t d_model, const std::string& path,
-                     int count) {
+// Writes `request`, or `count` requests whose random tokens use successive seeds (in `encoding`),
+// as JSON.
+int WriteRequestJson(moe::v1::ForwardRequest request, int64_t d_model, moe::TensorEncoding encoding,
+                     const std::string& path, int count) {
   std::string json = count > 1 ? "[\n" : "";
   for (int i = 0; i < std::max(1, count); ++i) {
     if (i > 0) {
       request.mutable_tokens()->Clear();
       RandomTokens(absl::GetFlag(FLAGS_tokens), d_model, absl::GetFlag(FLAGS_seed) + i,
                    request.mutable_tokens());
-      Encode(EncodingFlag(), request.mutable_tokens());
+      Encode(encoding, request.mutable_tokens());
     }
     std::string one;
     google::protobuf::util::MessageToJsonString(request, &one);
@@ -294,7 +295,7 @@ int main(int argc, char** argv) {
   Encode(encoding, request.mutable_tokens());
 
   if (!absl::GetFlag(FLAGS_request_json).empty()) {
-    return WriteRequestJson(request, info.d_model(), absl::GetFlag(FLAGS_request_json),
+    return WriteRequestJson(request, info.d_model(), encoding, absl::GetFlag(FLAGS_request_json),
                             absl::GetFlag(FLAGS_request_json_count));
   }
 
