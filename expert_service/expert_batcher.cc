@@ -103,17 +103,17 @@ absl::Status ExpertBatcher::RunBatch(int expert, const std::vector<Call*>& batch
   return absl::OkStatus();
 }
 
-bool ExpertBatcher::AcquireSlot(absl::Time deadline) {
+bool ExpertBatcher::AcquireSlot(absl::Time deadline, int slots) {
   if (options_.concurrent_ffn > 0) {
-    auto free = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return running_ < options_.concurrent_ffn;
+    auto free = [this, slots]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return running_ + slots <= options_.concurrent_ffn * std::max(1, options_.kernel_threads);
     };
     ++slot_waiters_;
     const bool got = mu_.AwaitWithDeadline(absl::Condition(&free), deadline);
     --slot_waiters_;
     if (!got) return false;
   }
-  ++running_;
+  running_ += slots;
   return true;
 }
 
@@ -124,8 +124,9 @@ absl::Status ExpertBatcher::SlotTimeout(const Call& call) const {
                    " FFN calls at once) and the call's deadline passed"));
 }
 
-void ExpertBatcher::FinishBatch(const std::vector<Call*>& batch, const absl::Status& status) {
-  --running_;
+void ExpertBatcher::FinishBatch(const std::vector<Call*>& batch, const absl::Status& status,
+                                int slots) {
+  running_ -= slots;
   int64_t tokens = 0;
   for (Call* call : batch) {
     call->status = status;
@@ -138,15 +139,15 @@ void ExpertBatcher::FinishBatch(const std::vector<Call*>& batch, const absl::Sta
   stats_.largest_batch = std::max(stats_.largest_batch, tokens);
 }
 
-absl::Status ExpertBatcher::ComputeAlone(int expert, Call& call) {
+absl::Status ExpertBatcher::ComputeAlone(int expert, Call& call, int slots) {
   {
     absl::MutexLock lock(&mu_);
-    if (!AcquireSlot(call.limits->deadline)) {
+    if (!AcquireSlot(call.limits->deadline, slots)) {
       ++stats_.dropped;
       return SlotTimeout(call);
     }
     if (absl::Status unwanted = Unwanted(*call.limits, absl::Now()); !unwanted.ok()) {
-      --running_;
+      running_ -= slots;
       ++stats_.dropped;
       return unwanted;
     }
@@ -154,7 +155,7 @@ absl::Status ExpertBatcher::ComputeAlone(int expert, Call& call) {
   const std::vector<Call*> batch = {&call};
   const absl::Status status = RunBatch(expert, batch);
   absl::MutexLock lock(&mu_);
-  FinishBatch(batch, status);
+  FinishBatch(batch, status, slots);
   return status;
 }
 
@@ -178,7 +179,8 @@ bool ExpertBatcher::AwaitLead(int expert, Call& call) {
   return true;
 }
 
-std::vector<ExpertBatcher::Call*> ExpertBatcher::LingerAndTakeBatch(int expert, Call& call) {
+std::vector<ExpertBatcher::Call*> ExpertBatcher::LingerAndTakeBatch(int expert, Call& call,
+                                                                    int slots) {
   Queue& queue = queues_[expert];
   // Lingering holds no FFN slot, so other experts keep computing meanwhile.
   if (options_.max_wait > absl::ZeroDuration()) {
@@ -190,11 +192,11 @@ std::vector<ExpertBatcher::Call*> ExpertBatcher::LingerAndTakeBatch(int expert, 
   // Calls keep joining the queue while we wait for a slot. Our own call is still queued (a
   // leader's call is never in another leader's batch), so our deadline bounds the wait.
   std::vector<Call*> batch;
-  if (!AcquireSlot(call.limits->deadline)) {
+  if (!AcquireSlot(call.limits->deadline, slots)) {
     Drop(queue, call, SlotTimeout(call));
   } else {
     batch = TakeBatch(queue);
-    if (batch.empty()) --running_;  // every queued call was dropped
+    if (batch.empty()) running_ -= slots;  // every queued call was dropped
   }
   if (batch.empty()) queue.busy = false;
   return batch;
@@ -226,9 +228,11 @@ absl::Status ExpertBatcher::ComputeGroups(ConstMatrixView tokens, absl::Span<con
     calls[g].limits = &limits;
     calls[g].queued_at = now;
   }
+  const int every_thread = std::max(1, options_.kernel_threads);
   if (options_.max_batch_tokens <= 0) {
+    if (absl::Status status; ComputeAcrossThreads(groups, calls, status)) return status;
     for (size_t g = 0; g < groups.size(); ++g) {
-      RETURN_IF_ERROR(ComputeAlone(groups[g].expert, calls[g]));
+      RETURN_IF_ERROR(ComputeAlone(groups[g].expert, calls[g], every_thread));
     }
     return absl::OkStatus();
   }
@@ -237,8 +241,9 @@ absl::Status ExpertBatcher::ComputeGroups(ConstMatrixView tokens, absl::Span<con
     for (size_t g = 0; g < groups.size(); ++g)
       queues_[groups[g].expert].pending.push_back(&calls[g]);
   }
+  if (absl::Status status; ComputeAcrossThreads(groups, calls, status)) return status;
   for (size_t g = 0; g < groups.size(); ++g) {
-    absl::Status status = RunQueued(groups[g].expert, calls[g]);
+    absl::Status status = RunQueued(groups[g].expert, calls[g], every_thread);
     if (status.ok()) continue;
     absl::MutexLock lock(&mu_);
     for (size_t rest = g + 1; rest < groups.size(); ++rest)
@@ -248,7 +253,43 @@ absl::Status ExpertBatcher::ComputeGroups(ConstMatrixView tokens, absl::Span<con
   return absl::OkStatus();
 }
 
-absl::Status ExpertBatcher::RunQueued(int expert, Call& call) {
+bool ExpertBatcher::ComputeAcrossThreads(absl::Span<const Group> groups, std::vector<Call>& calls,
+                                         absl::Status& status) {
+  if (!options_.across_threads || groups.size() < 2) return false;
+  std::vector<int> ffns;
+  std::vector<int64_t> tokens;
+  for (const Group& group : groups) {
+    ffns.push_back(group.expert);
+    tokens.push_back(static_cast<int64_t>(group.rows.size()));
+  }
+  const bool batching = options_.max_batch_tokens > 0;
+  absl::Mutex failure_mu;
+  absl::Status failure;  // the first group to fail; the groups not started by then are withdrawn
+  auto run = [&](size_t g) {
+    bool failed;
+    {
+      absl::MutexLock lock(&failure_mu);
+      failed = !failure.ok();
+    }
+    if (failed) {
+      if (batching) {
+        absl::MutexLock lock(&mu_);
+        Withdraw(groups[g].expert, calls[g]);
+      }
+      return;
+    }
+    absl::Status group_status = batching ? RunQueued(groups[g].expert, calls[g], /*slots=*/1)
+                                         : ComputeAlone(groups[g].expert, calls[g], /*slots=*/1);
+    if (group_status.ok()) return;
+    absl::MutexLock lock(&failure_mu);
+    if (failure.ok()) failure = std::move(group_status);
+  };
+  if (!options_.across_threads(ffns, tokens, run)) return false;
+  status = std::move(failure);
+  return true;
+}
+
+absl::Status ExpertBatcher::RunQueued(int expert, Call& call, int slots) {
   // Each round either finds our call done by another leader (or ended unwanted), or leads one
   // batch of this expert (which may or may not include our call: a full batch leaves later calls
   // for the next round).
@@ -263,12 +304,12 @@ absl::Status ExpertBatcher::RunQueued(int expert, Call& call) {
     std::vector<Call*> batch;
     {
       absl::MutexLock lock(&mu_);
-      batch = LingerAndTakeBatch(expert, call);
+      batch = LingerAndTakeBatch(expert, call, slots);
       if (batch.empty()) continue;  // no slot taken, no longer leading
     }
     const absl::Status status = RunBatch(expert, batch);
     absl::MutexLock lock(&mu_);
-    FinishBatch(batch, status);
+    FinishBatch(batch, status, slots);
     queues_[expert].busy = false;
   }
 }

@@ -17,6 +17,12 @@
 // once only splits the bandwidth, while queueing lets the waiting experts' batches grow. The
 // limit applies with batching on or off.
 //
+// A call of many groups may instead work through them on every kernel thread at once, one group
+// per thread (`across_threads`, ExpertShard::RunAcrossThreads), each FFN call then on its thread
+// alone: no hand-off between threads inside an FFN call, and each thread reads its own expert's
+// weights from start to end. Such an FFN call counts as 1/kernel_threads of one against
+// concurrent_ffn.
+//
 // A call may carry a deadline and a cancellation check (plain values, so this file stays free of
 // gRPC): its wait for its expert or for an FFN slot ends at its deadline (RESOURCE_EXHAUSTED
 // "overloaded: waited ..."), and a leader drops expired (DEADLINE_EXCEEDED) or cancelled
@@ -33,6 +39,7 @@
 #include <map>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -54,6 +61,13 @@ struct BatchingOptions {
   absl::Duration max_wait = absl::ZeroDuration();  // how long a leader lingers for more tokens
   int concurrent_ffn = 1;  // FFN calls running at once across experts; 0 = unlimited
   const BatcherMetrics* metrics = nullptr;  // null: not observed
+  int kernel_threads = 1;  // threads one FFN call uses (its share of concurrent_ffn: see above)
+  // Runs run(i) for each group i (its FFN id and tokens) of a call, groups on separate kernel
+  // threads at once, and returns true; or returns false, having run none, when that would not
+  // pay (ExpertShard::RunAcrossThreads). Unset: groups run one after the other.
+  std::function<bool(absl::Span<const int> ffns, absl::Span<const int64_t> tokens,
+                     absl::FunctionRef<void(size_t)> run)>
+      across_threads = nullptr;
 };
 
 // Who still wants a call's answer. `cancelled` may be empty; if set it must be thread-safe and
@@ -137,19 +151,24 @@ class ExpertBatcher {
   };
 
   // Batching on, `call` queued at `expert`: leads batches of the expert until one of them, or
-  // another leader's, has computed the call (or ended it); returns its status.
-  absl::Status RunQueued(int expert, Call& call);
+  // another leader's, has computed the call (or ended it); returns its status. `slots`: the FFN
+  // slots (units of 1/kernel_threads) an FFN call this thread leads takes.
+  absl::Status RunQueued(int expert, Call& call, int slots);
   // Takes a queued `call` back without computing it (waiting for it if a leader has it).
   void Withdraw(int expert, Call& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Batching off: computes `call` alone, within the FFN slot limit.
-  absl::Status ComputeAlone(int expert, Call& call);
+  absl::Status ComputeAlone(int expert, Call& call, int slots);
+  // Every group on its own kernel thread (options_.across_threads), or false having run none.
+  bool ComputeAcrossThreads(absl::Span<const Group> groups, std::vector<Call>& calls,
+                            absl::Status& status);
   // Waits until `call` is done (false) or nobody leads `expert` (true: the caller now does).
   // At the call's deadline, ends it (taking it out of the queue) and returns false.
   bool AwaitLead(int expert, Call& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // As leader: lingers (max_wait) unless the queue is full, takes an FFN slot and the next batch.
   // Empty (no slot taken) when `call`'s deadline passed while waiting for the slot; the call is
   // then ended and out of the queue.
-  std::vector<Call*> LingerAndTakeBatch(int expert, Call& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<Call*> LingerAndTakeBatch(int expert, Call& call, int slots)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the next batch, ending (not computing) the calls nobody wants any more.
   std::vector<Call*> TakeBatch(Queue& queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a waiting call without computing it: out of `queue`, done with `status`.
@@ -157,10 +176,10 @@ class ExpertBatcher {
   // Gathers the batch's rows once into the compute layout, runs one FFN call, scatters y back.
   absl::Status RunBatch(int expert, const std::vector<Call*>& batch) const;
   // Releases the slot, hands `status` to every call of the batch and counts it.
-  void FinishBatch(const std::vector<Call*>& batch, const absl::Status& status)
+  void FinishBatch(const std::vector<Call*>& batch, const absl::Status& status, int slots)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // False when `deadline` passes first (no slot taken).
-  bool AcquireSlot(absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AcquireSlot(absl::Time deadline, int slots) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SlotTimeout(const Call& call) const;
   int64_t PendingTokens(const Queue& queue) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -170,7 +189,7 @@ class ExpertBatcher {
   TestHooks hooks_;  // set before any Compute, read-only after
   mutable absl::Mutex mu_;
   std::map<int, Queue> queues_ ABSL_GUARDED_BY(mu_);
-  int running_ ABSL_GUARDED_BY(mu_) = 0;       // FFN calls in progress
+  int running_ ABSL_GUARDED_BY(mu_) = 0;       // FFN slots taken (kernel_threads per FFN call)
   int slot_waiters_ ABSL_GUARDED_BY(mu_) = 0;  // callers waiting in AcquireSlot
   BatchingStats stats_ ABSL_GUARDED_BY(mu_);
 };

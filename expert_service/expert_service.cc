@@ -40,8 +40,16 @@ void ReportOverflow(int row, int expert, bool in_sum, v1::ComputeResponse* respo
   overflow->set_in_sum(in_sum);
 }
 
-BatchingOptions WithMetrics(BatchingOptions batching, const ExpertMetrics* metrics) {
+// The batcher's options as this shard runs them: its kernel threads, a call's groups one per
+// kernel thread where that pays, and the metrics.
+BatchingOptions ForShard(BatchingOptions batching, const ExpertShard* shard,
+                         const ExpertMetrics* metrics) {
   if (batching.metrics == nullptr && metrics != nullptr) batching.metrics = metrics->batcher();
+  batching.kernel_threads = shard->kernel_threads();
+  batching.across_threads = [shard](absl::Span<const int> ffns, absl::Span<const int64_t> tokens,
+                                    absl::FunctionRef<void(size_t)> run) {
+    return shard->RunAcrossThreads(ffns, tokens, run);
+  };
   return batching;
 }
 
@@ -56,7 +64,7 @@ ExpertServiceImpl::ExpertServiceImpl(const ExpertShard* shard, BatchingOptions b
       metrics_(metrics),
       batcher_(
           [shard](int ffn, ConstMatrixView x, MatrixView y) { return shard->Compute(ffn, x, y); },
-          shard->input_stride(), WithMetrics(batching, metrics)) {}
+          shard->input_stride(), ForShard(std::move(batching), shard, metrics)) {}
 
 absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
                                           const CallLimits& limits, v1::ComputeResponse* response) {

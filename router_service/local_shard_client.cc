@@ -45,35 +45,58 @@ void LocalShardClient::Run(const ShardCallInput& input, absl::Time deadline, Don
   }
   const int64_t d = input.tokens.cols;
   const bool weighted = IsWeighted(input);
-  auto outputs = std::make_shared<std::vector<Matrix>>();
-  // A weighted call keeps one output at a time and the sums (outputs->front()).
-  if (weighted) outputs->emplace_back(static_cast<int64_t>(input.rows.size()), d);
-  Matrix x, y;
-  for (const ExpertRows& group : input.experts) {
+  const size_t groups = input.experts.size();
+  // Each group's output; a weighted call's are summed into `sum` and then dropped.
+  auto outputs = std::make_shared<std::vector<Matrix>>(groups);
+  std::vector<absl::Status> statuses(groups);
+  auto compute_group = [&](size_t g) {
+    const ExpertRows& group = input.experts[g];
     const int64_t n = static_cast<int64_t>(group.rows.size());
-    x = Matrix(n, d);
+    Matrix x(n, d);
     for (int64_t r = 0; r < n; ++r) {
       const float* row = input.tokens.row(input.rows[group.rows[r]]);
       std::copy(row, row + d, x.row(r));
     }
-    Matrix& out = weighted ? y : outputs->emplace_back();
-    out = Matrix(n, d);
-    const absl::Status status = compute_(input.layer, group.expert, x, out.view());
-    if (!status.ok()) {
-      std::move(done)(status);
-      return;
-    }
-    if (absl::Status overflow = CheckFinite(out, input, group.rows, group.expert); !overflow.ok()) {
-      std::move(done)(overflow);
-      return;
+    Matrix& y = (*outputs)[g];
+    y = Matrix(n, d);
+    statuses[g] = compute_(input.layer, group.expert, x, y.view());
+    if (statuses[g].ok()) statuses[g] = CheckFinite(y, input, group.rows, group.expert);
+  };
+  Matrix sum(weighted ? static_cast<int64_t>(input.rows.size()) : 0, d);
+  auto add_group = [&](size_t g) {
+    const ExpertRows& group = input.experts[g];
+    AddWeightedRows<int32_t>((*outputs)[g], group.rows, group.weights, sum.view());
+    (*outputs)[g] = Matrix();
+  };
+  std::vector<int> experts;
+  std::vector<int64_t> tokens;
+  for (const ExpertRows& group : input.experts) {
+    experts.push_back(group.expert);
+    tokens.push_back(static_cast<int64_t>(group.rows.size()));
+  }
+  if (across_threads_ && groups > 1 &&
+      across_threads_(input.layer, experts, tokens, compute_group)) {
+    for (size_t g = 0; g < groups; ++g) {
+      if (!statuses[g].ok()) {
+        std::move(done)(statuses[g]);
+        return;
+      }
     }
     if (weighted) {
-      AddWeightedRows<int32_t>(out, group.rows, group.weights, outputs->front().view());
+      for (size_t g = 0; g < groups; ++g) add_group(g);
+    }
+  } else {
+    for (size_t g = 0; g < groups; ++g) {  // a weighted call keeps one output at a time
+      compute_group(g);
+      if (!statuses[g].ok()) {
+        std::move(done)(statuses[g]);
+        return;
+      }
+      if (weighted) add_group(g);
     }
   }
   ShardCallOutput result;
   if (weighted) {
-    const Matrix& sum = outputs->front();
     if (const int64_t i = FirstNonFinite(absl::MakeConstSpan(sum.data(), sum.size())); i >= 0) {
       std::move(done)(absl::InvalidArgumentError(
           absl::StrCat("token ", input.rows[i / d],
@@ -81,7 +104,8 @@ void LocalShardClient::Run(const ShardCallInput& input, absl::Time deadline, Don
                        "input is finite but too large)")));
       return;
     }
-    result.sum = sum.view();
+    outputs->assign(1, std::move(sum));
+    result.sum = outputs->front().view();
   } else {
     for (const Matrix& output : *outputs) result.groups.push_back(output.view());
   }

@@ -4,7 +4,8 @@
 // expert's rows. Weighted calls are answered with per-token sums, as shards do, so the in-process
 // baseline does the same arithmetic as the distributed path. Compute finishes (and runs `done`)
 // before it returns; Describe answers with the description it was given. Thread-safe if `compute`
-// is.
+// is. Given `across_threads` (ExpertShard::RunAcrossThreads), a call's expert groups may run on
+// several threads at once, as a shard runs them.
 #ifndef MOE_ROUTER_SERVICE_LOCAL_SHARD_CLIENT_H_
 #define MOE_ROUTER_SERVICE_LOCAL_SHARD_CLIENT_H_
 
@@ -12,7 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "router_service/shard_client.h"
 
 namespace moe {
@@ -23,10 +26,18 @@ class LocalShardClient final : public ShardClient {
   using ComputeFn =
       std::function<absl::Status(int layer, int expert, ConstMatrixView x, MatrixView y)>;
 
-  LocalShardClient(std::string target, ShardDescription description, ComputeFn compute)
+  // Runs run(i) for every group i (of `experts` of `layer`, tokens[i] rows each) at once on
+  // separate threads and returns true, or returns false having run none.
+  using AcrossThreadsFn =
+      std::function<bool(int layer, absl::Span<const int> experts, absl::Span<const int64_t> tokens,
+                         absl::FunctionRef<void(size_t)> run)>;
+
+  LocalShardClient(std::string target, ShardDescription description, ComputeFn compute,
+                   AcrossThreadsFn across_threads = nullptr)
       : target_(std::move(target)),
         description_(std::move(description)),
-        compute_(std::move(compute)) {}
+        compute_(std::move(compute)),
+        across_threads_(std::move(across_threads)) {}
 
   std::shared_ptr<ShardCall> Compute(const ShardCallInput& input, absl::Time deadline,
                                      Done done) override;
@@ -40,6 +51,7 @@ class LocalShardClient final : public ShardClient {
   const std::string target_;
   const ShardDescription description_;
   const ComputeFn compute_;
+  const AcrossThreadsFn across_threads_;
 };
 
 }  // namespace moe

@@ -2,6 +2,7 @@
 #include "expert_service/expert_shard.h"
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <thread>
 
@@ -77,6 +78,66 @@ TEST_F(ExpertShardTest, ComputesOnItsOwnKernelPoolOfTheConfiguredSize) {
   ASSERT_TRUE(every_core.ok());
   EXPECT_EQ((*every_core)->kernel_threads(),
             static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+}
+
+TEST_F(ExpertShardTest, RunsCallsAcrossTheKernelThreadsOnlyWhereThatPays) {
+  ExpertShardOptions options{*model_, "0", "all"};
+  options.kernel_threads = 2;
+  auto created = ExpertShard::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  const ExpertShard& shard = **created;
+  const std::vector<float> x = testing::RandomTokens(200, 256, 7);
+  std::vector<int> ffns;
+  for (int e = 0; e < 8; ++e) ffns.push_back(shard.FfnId(0, e));
+  // Each call i computes expert i over the first tokens[i] tokens, beside the same FFN computed
+  // alone on every kernel thread.
+  auto check = [&](const std::vector<int64_t>& tokens) -> bool {
+    std::vector<Matrix> y(tokens.size());
+    std::vector<std::atomic<int>> runs(tokens.size());
+    const bool across = shard.RunAcrossThreads(
+        absl::MakeConstSpan(ffns.data(), tokens.size()), tokens, [&](size_t i) {
+          runs[i].fetch_add(1);
+          y[i] = Matrix(tokens[i], 256);
+          EXPECT_TRUE(
+              shard.Compute(ffns[i], ConstMatrixView{x.data(), tokens[i], 256}, y[i].view()).ok());
+        });
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      EXPECT_EQ(runs[i].load(), across ? 1 : 0) << "call " << i;
+      if (!across) continue;
+      Matrix alone(tokens[i], 256);
+      EXPECT_TRUE(
+          shard.Compute(ffns[i], ConstMatrixView{x.data(), tokens[i], 256}, alone.view()).ok());
+      int64_t differ = 0;
+      for (int64_t j = 0; j < alone.size(); ++j) {
+        differ += std::abs(y[i].data()[j] - alone.data()[j]) > 1e-5f;
+      }
+      EXPECT_EQ(differ, 0) << "call " << i;
+    }
+    return across;
+  };
+  EXPECT_TRUE(check({3, 3, 3, 3, 3, 3, 3, 3}));
+  EXPECT_TRUE(check({8, 1, 2, 5, 3, 4, 7, 6}));     // largest first, the split is even
+  EXPECT_FALSE(check({3, 3, 3, 3, 3, 3, 3}));       // fewer than four calls per thread
+  EXPECT_FALSE(check({200, 1, 1, 1, 1, 1, 1, 1}));  // one thread would do well above half
+  // While calls run across the threads, the threads are taken: a call inside runs on its own.
+  std::atomic<int> nested_across{0};
+  const std::vector<int64_t> eight(8, 2);
+  ASSERT_TRUE(shard.RunAcrossThreads(ffns, eight, [&](size_t) {
+    if (shard.RunAcrossThreads(ffns, eight, [](size_t) {})) {
+      nested_across.fetch_add(1);
+    }
+  }));
+  EXPECT_EQ(nested_across.load(), 0);
+
+  options.kernel_threads = 1;
+  auto one_thread = ExpertShard::Create(options);
+  ASSERT_TRUE(one_thread.ok());
+  EXPECT_FALSE((*one_thread)->RunAcrossThreads(ffns, eight, [](size_t) {}));
+  // A call that would run on OpenBLAS, which has threads of its own, keeps them all.
+  const int64_t blas_from = SwigluBlasMinTokens(WeightStorage::kF32);
+  if (blas_from != kSwigluNeverBlas) {
+    EXPECT_FALSE(shard.RunAcrossThreads(ffns, std::vector<int64_t>(8, blas_from), [](size_t) {}));
+  }
 }
 
 TEST_F(ExpertShardTest, RejectsExpertsTheLayerDoesNotHave) {

@@ -81,14 +81,17 @@ absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
   return summary;
 }
 
-absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
-                           const SwigluOptions& options) {
-  const int64_t d = weights.d_model();
-  if (x.cols != d || y.cols != d || y.rows != x.rows) {
-    return absl::InvalidArgumentError(absl::StrCat("SwiGLU input [", x.rows, ",", x.cols,
-                                                   "] / output [", y.rows, ",", y.cols,
-                                                   "] do not match d_model ", d));
-  }
+namespace {
+
+// What SwigluForward runs for a call of `tokens` tokens.
+struct SwigluChoice {
+  SwigluPath path;
+  const RowDotKernels* kernels;  // the streaming kernels (also SiLU⊙ on the other paths)
+  const Bf16DotKernels* dot;     // set on kBf16Dot
+};
+
+absl::StatusOr<SwigluChoice> ChooseSwiglu(const SwigluWeights& weights, int64_t tokens,
+                                          const SwigluOptions& options) {
   ASSIGN_OR_RETURN(const SwigluKernelCap cap, SwigluKernelCapFromEnv());
   const bool allow_avx512 = options.allow_avx512 && cap < SwigluKernelCap::kAvx2;
   const bool allow_avx2 = options.allow_avx2 && cap < SwigluKernelCap::kPortable;
@@ -99,7 +102,7 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
   const RowDotKernels& kernels = BestRowDotKernels(allow_avx512, allow_int16_dots, allow_avx2);
   const bool allow_amx = allow_bf16_dot && options.allow_amx && cap != SwigluKernelCap::kAvx512Bf16;
   const Bf16DotKernels* dot =
-      allow_bf16_dot && weights.bf16() != nullptr ? BestBf16DotKernels(allow_amx, x.rows) : nullptr;
+      allow_bf16_dot && weights.bf16() != nullptr ? BestBf16DotKernels(allow_amx, tokens) : nullptr;
   if (options.path == SwigluPath::kBf16Dot && dot == nullptr) {
     return absl::FailedPreconditionError(
         "the bf16-activation path needs BF16 weights and a CPU with AVX512-BF16 (and kernels not "
@@ -107,11 +110,34 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
   }
   SwigluPath path = options.path;
   if (path == SwigluPath::kAuto) {
-    path = dot != nullptr && x.rows >= dot->min_tokens ? SwigluPath::kBf16Dot
-           : x.rows < SwigluBlasMinTokens(weights.storage(), allow_avx512, allow_avx2)
+    path = dot != nullptr && tokens >= dot->min_tokens ? SwigluPath::kBf16Dot
+           : tokens < SwigluBlasMinTokens(weights.storage(), allow_avx512, allow_avx2)
                ? SwigluPath::kStreaming
                : SwigluPath::kBlas;
   }
+  return SwigluChoice{path, &kernels, path == SwigluPath::kBf16Dot ? dot : nullptr};
+}
+
+}  // namespace
+
+absl::StatusOr<SwigluPath> SwigluPathFor(const SwigluWeights& weights, int64_t tokens,
+                                         const SwigluOptions& options) {
+  ASSIGN_OR_RETURN(const SwigluChoice choice, ChooseSwiglu(weights, tokens, options));
+  return choice.path;
+}
+
+absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
+                           const SwigluOptions& options) {
+  const int64_t d = weights.d_model();
+  if (x.cols != d || y.cols != d || y.rows != x.rows) {
+    return absl::InvalidArgumentError(absl::StrCat("SwiGLU input [", x.rows, ",", x.cols,
+                                                   "] / output [", y.rows, ",", y.cols,
+                                                   "] do not match d_model ", d));
+  }
+  ASSIGN_OR_RETURN(const SwigluChoice choice, ChooseSwiglu(weights, x.rows, options));
+  const SwigluPath path = choice.path;
+  const RowDotKernels& kernels = *choice.kernels;
+  const Bf16DotKernels* dot = choice.dot;
   SwigluReport report;
   report.path = path;
   report.kernels = path == SwigluPath::kBf16Dot ? dot->name : kernels.name;

@@ -123,6 +123,12 @@ struct SwigluOptions {
 absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
                            const SwigluOptions& options = SwigluOptions());
 
+// The path SwigluForward takes for a call of `tokens` tokens with these options (never kAuto):
+// kBlas runs on OpenBLAS's own threads, the others on the calling thread and options.pool.
+// SwigluForward's errors of options and MOE_KERNELS.
+absl::StatusOr<SwigluPath> SwigluPathFor(const SwigluWeights& weights, int64_t tokens,
+                                         const SwigluOptions& options = SwigluOptions());
+
 }  // namespace moe
 
 #endif  // MOE_COMMON_KERNELS_SWIGLU_FFN_H_

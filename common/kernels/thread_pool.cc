@@ -73,13 +73,17 @@ void KernelThreadPool::Work(Job& job, int threads) {
 }
 
 void KernelThreadPool::Run(absl::Span<const Phase> phases) {
-  const bool inline_only = helpers_.empty() || phases.size() > kMaxPhases ||
-                           busy_.exchange(true, std::memory_order_acquire);
-  if (inline_only) {  // (or the helpers serve someone else): do it all here, in one piece
-    for (const Phase& phase : phases) {
-      if (phase.units > 0) phase.run(0, phase.units);
-    }
-    return;
+  if (TryRun(phases)) return;
+  // No helpers, or they serve someone else: do it all here, in one piece.
+  for (const Phase& phase : phases) {
+    if (phase.units > 0) phase.run(0, phase.units);
+  }
+}
+
+bool KernelThreadPool::TryRun(absl::Span<const Phase> phases) {
+  if (helpers_.empty() || phases.size() > kMaxPhases ||
+      busy_.exchange(true, std::memory_order_acquire)) {
+    return false;
   }
   Job job(phases);
   {
@@ -95,6 +99,7 @@ void KernelThreadPool::Run(absl::Span<const Phase> phases) {
     idle_.wait(lock, [this] { return active_ == 0; });
   }
   busy_.store(false, std::memory_order_release);
+  return true;
 }
 
 void KernelThreadPool::PollForJob(uint64_t seen) const {

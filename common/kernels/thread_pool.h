@@ -62,6 +62,9 @@ class KernelThreadPool {
 
   // Runs the phases in order and returns when every unit has run. At most 4 phases.
   void Run(absl::Span<const Phase> phases);
+  // Run on the helpers too, or false (nothing run) when there are none or another caller has
+  // them.
+  bool TryRun(absl::Span<const Phase> phases);
 
  private:
   struct Job;
