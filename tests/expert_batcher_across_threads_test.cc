@@ -3,7 +3,6 @@
 // kernel thread waits for them; a failed group withdraws the groups not yet started; a runner
 // that declines leaves the groups to run in turn. Every wait is on a condition, never a sleep.
 #include <algorithm>
-#include <atomic>
 #include <functional>
 #include <string>
 #include <thread>
@@ -13,6 +12,7 @@
 #include "absl/time/time.h"
 #include "expert_service/expert_batcher.h"
 #include "gtest/gtest.h"
+#include "testing/two_threads.h"
 #include "tests/expert_batcher_test_util.h"
 
 namespace moe {
@@ -22,16 +22,9 @@ using testing::FakeExpert;
 using testing::kStride;
 using testing::Request;
 
-// Runs every group on one of two threads, each claiming the next group until none is left.
 bool TwoThreads(absl::Span<const int>, absl::Span<const int64_t> tokens,
                 absl::FunctionRef<void(size_t)> run) {
-  std::atomic<size_t> next{0};
-  auto claim = [&] {
-    for (size_t i; (i = next++) < tokens.size();) run(i);
-  };
-  std::thread other(claim);
-  claim();
-  other.join();
+  testing::RunOnTwoThreads(tokens.size(), run);
   return true;
 }
 

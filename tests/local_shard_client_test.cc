@@ -3,14 +3,12 @@
 // failing or overflowing group ends the call with its error either way.
 #include "router_service/local_shard_client.h"
 
-#include <atomic>
 #include <cmath>
 #include <limits>
-#include <optional>
-#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "testing/two_threads.h"
 
 namespace moe {
 namespace {
@@ -34,13 +32,7 @@ struct TwoThreads {
   bool operator()(int, absl::Span<const int>, absl::Span<const int64_t> tokens,
                   absl::FunctionRef<void(size_t)> run) {
     ++calls;
-    std::atomic<size_t> next{0};
-    auto claim = [&] {
-      for (size_t i; (i = next++) < tokens.size();) run(i);
-    };
-    std::thread other(claim);
-    claim();
-    other.join();
+    testing::RunOnTwoThreads(tokens.size(), run);
     return true;
   }
   int calls = 0;
