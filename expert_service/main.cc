@@ -60,8 +60,9 @@ ABSL_FLAG(int, max_connection_age_s, 0,
           "Close each client connection after this many seconds (10 s grace), so routers "
           "re-resolve dns:/// targets and reach new replicas; 0: never");
 ABSL_FLAG(int, concurrent_ffn, 1,
-          "Expert FFN calls computed at once (each uses --blas_threads/--kernel_threads cores); "
-          "others queue and their batches grow. 0: unlimited");
+          "Expert FFN calls computed at once (each uses --blas_threads/--kernel_threads cores; "
+          "a call's groups run one per kernel thread count 1/--kernel_threads each); others "
+          "queue and their batches grow. 0: unlimited");
 ABSL_FLAG(int, batch_wait_us, 0,
           "How long an idle expert lingers for more tokens before computing (0: never waits)");
 ABSL_FLAG(std::string, tls_cert, "",
@@ -131,7 +132,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   // One FFN call at a time (--concurrent_ffn) using every core is the default policy: small
-  // batches are bound by memory bandwidth, which all cores together saturate.
+  // batches are bound by memory bandwidth, which all cores together saturate; a call of many
+  // expert groups runs them one per kernel thread instead (ExpertShard::RunAcrossThreads).
   options.kernel_threads = absl::GetFlag(FLAGS_kernel_threads);  // 0: every core
   // OpenBLAS's thread count is process-wide (common/kernels/blas_kernels.h): set here, once.
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
