@@ -124,6 +124,7 @@ bool ExpertShard::RunAcrossThreads(absl::Span<const int> ffns, absl::Span<const 
     return false;
   }
   for (size_t i = 0; i < calls; ++i) {
+    if (ffns[i] < 0 || ffns[i] >= static_cast<int>(ffns_.size())) return false;
     const absl::StatusOr<SwigluPath> path = SwigluPathFor(ffns_[ffns[i]].weights, tokens[i]);
     if (!path.ok() || *path == SwigluPath::kBlas) return false;
   }

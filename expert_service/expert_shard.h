@@ -57,11 +57,11 @@ class ExpertShard {
   // returns true; or returns false, having run none, where splitting the calls over the threads
   // would not pay: fewer than four calls per kernel thread, a split that leaves one thread well
   // above an even share, a call that would run on OpenBLAS (which has threads of its own), or
-  // the kernel threads busy with another caller. Calls that each use every kernel thread hand
-  // work between the threads three times per FFN call, and the caller's own work between calls
-  // (gathering rows, summing outputs) runs while the other threads wait: one call per thread
-  // measured 1.04-1.21x faster through a whole OLMoE or Qwen3 layer at 256 tokens in process
-  // (README.md, "Experts across the kernel threads").
+  // the kernel threads busy with another caller; also for an FFN id not held here. Calls that
+  // each use every kernel thread hand work between the threads three times per FFN call, and the
+  // caller's own work between calls (gathering rows, summing outputs) runs while the other
+  // threads wait: one call per thread measured 1.04-1.21x faster through a whole OLMoE or Qwen3
+  // layer at 256 tokens in process (README.md, "Experts across the kernel threads").
   bool RunAcrossThreads(absl::Span<const int> ffns, absl::Span<const int64_t> tokens,
                         absl::FunctionRef<void(size_t)> run) const;
   // The row stride (zero-padded) the kernels read token rows with, without a copy.

@@ -129,6 +129,8 @@ TEST_F(ExpertShardTest, RunsCallsAcrossTheKernelThreadsOnlyWhereThatPays) {
   }));
   EXPECT_EQ(nested_across.load(), 0);
 
+  EXPECT_FALSE(shard.RunAcrossThreads(std::vector<int>(8, 99), eight, [](size_t) {}));  // not held
+
   options.kernel_threads = 1;
   auto one_thread = ExpertShard::Create(options);
   ASSERT_TRUE(one_thread.ok());
