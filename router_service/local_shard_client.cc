@@ -68,14 +68,17 @@ void LocalShardClient::Run(const ShardCallInput& input, absl::Time deadline, Don
     AddWeightedRows<int32_t>((*outputs)[g], group.rows, group.weights, sum.view());
     (*outputs)[g] = Matrix();
   };
-  std::vector<int> experts;
-  std::vector<int64_t> tokens;
-  for (const ExpertRows& group : input.experts) {
-    experts.push_back(group.expert);
-    tokens.push_back(static_cast<int64_t>(group.rows.size()));
+  bool across = false;
+  if (across_threads_ && groups > 1) {
+    std::vector<int> experts;
+    std::vector<int64_t> tokens;
+    for (const ExpertRows& group : input.experts) {
+      experts.push_back(group.expert);
+      tokens.push_back(static_cast<int64_t>(group.rows.size()));
+    }
+    across = across_threads_(input.layer, experts, tokens, compute_group);
   }
-  if (across_threads_ && groups > 1 &&
-      across_threads_(input.layer, experts, tokens, compute_group)) {
+  if (across) {
     for (size_t g = 0; g < groups; ++g) {
       if (!statuses[g].ok()) {
         std::move(done)(statuses[g]);
