@@ -3,7 +3,8 @@
 // everything queued — up to max_batch_tokens tokens — as one FFN call, so concurrent requests'
 // tokens meet in one GEMM and the expert's weights are read once for all of them. An idle expert
 // runs a call at once: nothing waits when nothing else is queued (unless max_wait > 0 asks the
-// leader to linger for more tokens). No extra threads: callers do the work. A call of several
+// leader to linger for more tokens). No threads of its own: callers do the work (and the kernel
+// threads a call's groups are handed to, `across_threads` below). A call of several
 // expert groups (ComputeGroups, top-k routing) queues them all at once, so each can join another
 // caller's batch while the call works through the others.
 //
