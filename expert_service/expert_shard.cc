@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <numeric>
-#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -15,16 +14,21 @@
 namespace moe {
 
 ExpertShard::ExpertShard(ModelConfig config, ModelIdentity identity, std::vector<int> layers,
-                         ExpertSet experts, std::vector<Ffn> ffns, int kernel_threads)
+                         ExpertSet experts, std::vector<Ffn> ffns, KernelCpus kernel_cpus)
     : config_(std::move(config)),
       identity_(std::move(identity)),
       layers_(std::move(layers)),
       experts_(std::move(experts)),
       ffns_(std::move(ffns)),
-      pool_(std::make_unique<KernelThreadPool>(kernel_threads)) {}
+      pool_(std::make_unique<KernelThreadPool>(
+          kernel_cpus.threads, KernelThreadPool::kDefaultHelperPoll, std::move(kernel_cpus.cpus))) {
+}
 
 absl::StatusOr<std::unique_ptr<ExpertShard>> ExpertShard::Create(
     const ExpertShardOptions& options) {
+  absl::StatusOr<KernelCpus> kernel_cpus =
+      ResolveKernelCpus(options.kernel_affinity, options.kernel_threads);
+  if (!kernel_cpus.ok()) return kernel_cpus.status();
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(options.model_dir));
   ASSIGN_OR_RETURN(std::string config_text, checkpoint->ReadConfigText());
   ASSIGN_OR_RETURN(ModelConfig config,
@@ -61,12 +65,9 @@ absl::StatusOr<std::unique_ptr<ExpertShard>> ExpertShard::Create(
       ASSIGN_OR_RETURN(identity, loader->Identity());
     }
   }
-  const int threads = options.kernel_threads > 0
-                          ? options.kernel_threads
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return std::unique_ptr<ExpertShard>(new ExpertShard(config, *std::move(identity),
                                                       std::move(layers), std::move(experts),
-                                                      std::move(ffns), threads));
+                                                      std::move(ffns), *std::move(kernel_cpus)));
 }
 
 int ExpertShard::FfnId(int layer, int expert) const {

@@ -16,6 +16,7 @@
 #include "absl/types/span.h"
 #include "common/checkpoint/model_config.h"
 #include "common/checkpoint/model_identity.h"
+#include "common/kernels/cpu_affinity.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/swiglu_weights.h"
 #include "common/kernels/thread_pool.h"
@@ -33,8 +34,10 @@ struct ExpertShardOptions {
   // kInt8 (a quarter of the bytes, quantised on load per output row: common/kernels/int8_matrix.h).
   WeightStorage weight_storage = WeightStorage::kF32;
   // Threads of each small-batch FFN call (the calling thread plus kernel_threads − 1 helpers the
-  // shard starts); 0: one per core.
+  // shard starts); 0: one per CPU this process may run on.
   int kernel_threads = 0;
+  // Whether the helpers are pinned one per CPU: auto | none (common/kernels/cpu_affinity.h).
+  std::string kernel_affinity = "auto";
 };
 
 class ExpertShard {
@@ -67,6 +70,8 @@ class ExpertShard {
   // The row stride (zero-padded) the kernels read token rows with, without a copy.
   int64_t input_stride() const { return SwigluInputStride(config_.d_model); }
   int kernel_threads() const { return pool_->threads(); }
+  // CPU of each kernel thread (the first, the caller's, not enforced); empty: not pinned.
+  const std::vector<int>& kernel_cpus() const { return pool_->cpus(); }
 
   const ModelConfig& config() const { return config_; }
   const ModelIdentity& identity() const { return identity_; }
@@ -82,7 +87,7 @@ class ExpertShard {
   };
 
   ExpertShard(ModelConfig config, ModelIdentity identity, std::vector<int> layers,
-              ExpertSet experts, std::vector<Ffn> ffns, int kernel_threads);
+              ExpertSet experts, std::vector<Ffn> ffns, KernelCpus kernel_cpus);
 
   ModelConfig config_;
   ModelIdentity identity_;

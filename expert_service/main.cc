@@ -8,11 +8,13 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
 #include "common/cli/serving_mutexes.h"
 #include "common/kernels/blas_kernels.h"
+#include "common/kernels/cpu_affinity.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/metrics/metric_registry.h"
 #include "common/metrics/metrics_http_server.h"
@@ -42,9 +44,14 @@ ABSL_FLAG(std::string, weights_dtype, "f32",
           "outputs move about 1% from f32, see README). The MOE_KERNELS environment "
           "variable caps the kernels: auto|avx512bf16|avx512|portable");
 ABSL_FLAG(int, kernel_threads, 0,
-          "Threads of the small-batch FFN kernel per call; 0 = every core, also when several "
+          "Threads of the small-batch FFN kernel per call; 0 = every CPU this process may use, "
+          "also when several "
           "shards share one machine (a shard with work then streams on the cores the others "
           "leave idle)");
+ABSL_FLAG(std::string, kernel_affinity, "auto",
+          "auto: with one kernel thread per CPU this process may use (taskset or a container's "
+          "cpuset says which), pin the kernel pool's helper threads one per CPU, so the OS "
+          "cannot leave two on one CPU while another idles; none: never pin");
 ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads per large-batch FFN call; 0 = every core");
 ABSL_FLAG(int, max_message_mb, 0,
           "Largest request or reply accepted, in MiB; 0: what --max_tokens_per_call rows of "
@@ -87,6 +94,17 @@ ABSL_FLAG(int, max_inflight, 48,
           "Most calls served at once; more are refused at once with RESOURCE_EXHAUSTED. At most "
           "--max_threads - 4, so that threads remain to refuse with");
 
+namespace {
+
+// "helpers pinned to CPUs 1,2,3" or "not pinned": cpus[0] is the caller's, which stays free.
+std::string PinnedHelpers(const std::vector<int>& cpus) {
+  if (cpus.size() < 2) return "not pinned";
+  return absl::StrCat(cpus.size() == 2 ? "helper pinned to CPU " : "helpers pinned to CPUs ",
+                      absl::StrJoin(cpus.begin() + 1, cpus.end(), ","));
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   moe::UseBestBlasKernels(argv);  // may re-execute: before any thread starts
   moe::KeepFreedMemory();  // before any allocation worth keeping (common/rpc/memory_policy.h)
@@ -95,9 +113,9 @@ int main(int argc, char** argv) {
       "Serves some experts of the MoE layers of a model.\n"
       "  moe_expert --model=DIR --experts=SPEC [--layers=all|SPEC] [--listen=HOST:PORT]\n"
       "             [--port_file=FILE] [--weights_dtype=f32|bf16|int8] [--kernel_threads=N]\n"
-      "             [--blas_threads=N] [--concurrent_ffn=N] [--max_batch_tokens=N]\n"
-      "             [--batch_wait_us=US] [--max_message_mb=MB] [--max_tokens_per_call=N]\n"
-      "             [--max_connection_age_s=S]\n"
+      "             [--kernel_affinity=auto|none] [--blas_threads=N] [--concurrent_ffn=N]\n"
+      "             [--max_batch_tokens=N] [--batch_wait_us=US] [--max_message_mb=MB]\n"
+      "             [--max_tokens_per_call=N] [--max_connection_age_s=S]\n"
       "             [--layer=N] [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]]\n"
       "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]\n"
       "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
@@ -135,6 +153,13 @@ int main(int argc, char** argv) {
   // batches are bound by memory bandwidth, which all cores together saturate; a call of many
   // expert groups runs them one per kernel thread instead (ExpertShard::RunAcrossThreads).
   options.kernel_threads = absl::GetFlag(FLAGS_kernel_threads);  // 0: every core
+  options.kernel_affinity = absl::GetFlag(FLAGS_kernel_affinity);
+  if (absl::Status affinity =
+          moe::ResolveKernelCpus(options.kernel_affinity, options.kernel_threads).status();
+      !affinity.ok()) {
+    std::cerr << "moe_expert: --kernel_affinity: " << affinity.message() << std::endl;
+    return 2;
+  }
   // OpenBLAS's thread count is process-wide (common/kernels/blas_kernels.h): set here, once.
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int blas_threads = absl::GetFlag(FLAGS_blas_threads);
@@ -156,7 +181,7 @@ int main(int argc, char** argv) {
             << moe::FormatBytes((*shard)->weight_bytes()) << " of " << dtype << " weights; "
             << moe::ServerTlsMode(tls) << "; kernels: " << moe::KernelsReport() << " on "
             << moe::CountOf((*shard)->kernel_threads(), "thread", "threads") << " (" << *kernels
-            << ")" << std::endl;
+            << "; " << PinnedHelpers((*shard)->kernel_cpus()) << ")" << std::endl;
 
   moe::BatchingOptions batching;
   batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);

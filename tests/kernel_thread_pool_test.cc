@@ -1,14 +1,20 @@
 // KernelThreadPool: every task runs once, phases are ordered, concurrent callers neither block
-// each other nor lose work, and an idle helper polls for a bounded time, then sleeps.
+// each other nor lose work, an idle helper polls for a bounded time, then sleeps, and pinned
+// helpers run on their CPUs only while the caller stays free.
+#include <pthread.h>
+#include <sched.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/kernels/cpu_affinity.h"
 #include "common/kernels/thread_pool.h"
 #include "gtest/gtest.h"
 
@@ -112,6 +118,98 @@ TEST(KernelThreadPoolTryRunTest, RunsOnTheHelpersOrRunsNothing) {
   EXPECT_TRUE(refused.load());
   ASSERT_TRUE(pool.TryRun(counted));
   EXPECT_EQ(ran, 4);
+}
+
+TEST(KernelThreadPoolPinTest, PinnedHelpersRunOnTheirCpusAndTheCallerStaysFree) {
+  const std::vector<int> allowed = AllowedCpus();
+  if (allowed.size() < 2) GTEST_SKIP() << "needs two CPUs this process may use";
+  // Helper 1 on the last allowed CPU, helper 2 on the first: not simply in order.
+  const std::vector<int> cpus = {allowed[0], allowed.back(), allowed[0]};
+  KernelThreadPool pool(3, KernelThreadPool::kDefaultHelperPoll, cpus);
+  EXPECT_EQ(pool.cpus(), cpus);
+  // Every unit waits until all three threads are inside the job, so each thread runs one.
+  std::atomic<int> inside{0};
+  std::vector<std::vector<int>> helper_masks;
+  std::vector<int> helper_cpus_now;
+  std::vector<int> caller_mask;
+  std::mutex mu;
+  const std::thread::id caller = std::this_thread::get_id();
+  auto meet = [&](int64_t, int64_t) {
+    inside.fetch_add(1);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (inside.load() < 3 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    if (std::this_thread::get_id() == caller) {
+      caller_mask = AllowedCpus();
+    } else {
+      helper_masks.push_back(AllowedCpus());
+      helper_cpus_now.push_back(sched_getcpu());
+    }
+  };
+  const KernelThreadPool::Phase met[] = {{3, 1, meet}};
+  pool.Run(met);
+  ASSERT_EQ(inside.load(), 3);
+  ASSERT_EQ(helper_masks.size(), 2u);
+  std::sort(helper_masks.begin(), helper_masks.end());
+  EXPECT_EQ(helper_masks[0], std::vector<int>{allowed[0]});
+  EXPECT_EQ(helper_masks[1], std::vector<int>{allowed.back()});
+  for (int cpu : helper_cpus_now) {
+    EXPECT_TRUE(cpu == allowed[0] || cpu == allowed.back()) << "a helper ran on CPU " << cpu;
+  }
+  EXPECT_EQ(caller_mask, allowed) << "the caller was pinned";
+  EXPECT_EQ(AllowedCpus(), allowed);
+}
+
+TEST(KernelThreadPoolPinTest, UnpinnedHelpersKeepEveryCpu) {
+  const std::vector<int> allowed = AllowedCpus();
+  KernelThreadPool pool(2);
+  EXPECT_TRUE(pool.cpus().empty());
+  std::vector<int> helper_mask;
+  const std::thread::id caller = std::this_thread::get_id();
+  std::atomic<int> inside{0};
+  auto meet = [&](int64_t, int64_t) {
+    inside.fetch_add(1);
+    while (inside.load() < 2) std::this_thread::yield();
+    if (std::this_thread::get_id() != caller) helper_mask = AllowedCpus();
+  };
+  const KernelThreadPool::Phase met[] = {{2, 1, meet}};
+  ASSERT_TRUE(pool.TryRun(met));
+  EXPECT_EQ(helper_mask, allowed);
+}
+
+TEST(ResolveKernelCpusTest, AutoPinsOnlyAPoolOfOneThreadPerAllowedCpu) {
+  const std::vector<int> allowed = AllowedCpus();
+  const int n = static_cast<int>(allowed.size());
+  absl::StatusOr<KernelCpus> every = ResolveKernelCpus("auto", 0);
+  ASSERT_TRUE(every.ok()) << every.status();
+  EXPECT_EQ(every->threads, n);
+  EXPECT_EQ(every->cpus, n >= 2 ? allowed : std::vector<int>{});
+  absl::StatusOr<KernelCpus> same = ResolveKernelCpus("auto", n);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->cpus, every->cpus);
+  // More or fewer threads than CPUs: the scheduler places them.
+  for (int threads : {1, n + 1}) {
+    absl::StatusOr<KernelCpus> other = ResolveKernelCpus("auto", threads);
+    ASSERT_TRUE(other.ok());
+    EXPECT_EQ(other->threads, threads);
+    EXPECT_TRUE(other->cpus.empty()) << threads << " threads";
+  }
+  absl::StatusOr<KernelCpus> none = ResolveKernelCpus("none", 0);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->threads, n);
+  EXPECT_TRUE(none->cpus.empty());
+}
+
+TEST(ResolveKernelCpusTest, RejectsAnythingButAutoOrNone) {
+  for (const char* bad : {"", "yes", "0-1", "AUTO"}) {
+    absl::StatusOr<KernelCpus> resolved = ResolveKernelCpus(bad, 0);
+    ASSERT_FALSE(resolved.ok()) << bad;
+    EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(resolved.status().message().find("auto, none"), std::string::npos)
+        << resolved.status();
+  }
 }
 
 // CPU time this process used, in milliseconds.

@@ -1,6 +1,9 @@
 #include "common/kernels/thread_pool.h"
 
 #include <algorithm>
+#include <utility>
+
+#include "common/kernels/cpu_affinity.h"
 
 namespace moe {
 namespace {
@@ -34,9 +37,13 @@ struct KernelThreadPool::Job {
   std::atomic<int64_t> done[kMaxPhases] = {};  // units finished
 };
 
-KernelThreadPool::KernelThreadPool(int threads, std::chrono::microseconds helper_poll)
-    : helper_poll_(helper_poll) {
-  for (int i = 1; i < threads; ++i) helpers_.emplace_back([this] { HelperLoop(); });
+KernelThreadPool::KernelThreadPool(int threads, std::chrono::microseconds helper_poll,
+                                   std::vector<int> cpus)
+    : helper_poll_(helper_poll), cpus_(std::move(cpus)) {
+  for (int i = 1; i < threads; ++i) {
+    const int cpu = i < static_cast<int>(cpus_.size()) ? cpus_[i] : -1;  // -1: not pinned
+    helpers_.emplace_back([this, cpu] { HelperLoop(cpu); });
+  }
 }
 
 KernelThreadPool::~KernelThreadPool() {
@@ -110,7 +117,8 @@ void KernelThreadPool::PollForJob(uint64_t seen) const {
   }
 }
 
-void KernelThreadPool::HelperLoop() {
+void KernelThreadPool::HelperLoop(int cpu) {
+  if (cpu >= 0) PinCallingThread(cpu);
   uint64_t seen = 0;
   while (true) {
     PollForJob(seen);  // then take the job under the lock, or sleep there until one comes

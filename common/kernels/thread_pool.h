@@ -18,6 +18,10 @@
 // shard on the same cores) run meanwhile. README "Kernel threads between calls" has the
 // measurements.
 //
+// Pinned (`cpus` given, common/kernels/cpu_affinity.h): helper i runs on cpus[i] for good. The
+// caller is left where the OS puts it: moving it to cpus[0] for each Run measured slower than
+// leaving it (two shards on two cores, one token: 173 against 189 tokens/s, 6 alternating rounds).
+//
 // Owned by whoever computes (an ExpertShard owns one, sized by its options) and passed to
 // SwigluForward through SwigluOptions; there is no process-wide pool.
 //
@@ -51,14 +55,16 @@ class KernelThreadPool {
   static constexpr std::chrono::microseconds kDefaultHelperPoll{1000};
 
   // `threads` counts the caller: threads − 1 helpers are started (none for threads ≤ 1).
-  explicit KernelThreadPool(int threads,
-                            std::chrono::microseconds helper_poll = kDefaultHelperPoll);
+  // `cpus`: empty (not pinned) or one CPU per thread; cpus[0] is the caller's (not enforced).
+  explicit KernelThreadPool(int threads, std::chrono::microseconds helper_poll = kDefaultHelperPoll,
+                            std::vector<int> cpus = {});
   // Joins the helpers. No Run may be in progress.
   ~KernelThreadPool();
   KernelThreadPool(const KernelThreadPool&) = delete;
   KernelThreadPool& operator=(const KernelThreadPool&) = delete;
 
   int threads() const { return static_cast<int>(helpers_.size()) + 1; }
+  const std::vector<int>& cpus() const { return cpus_; }
 
   // Runs the phases in order and returns when every unit has run. At most 4 phases.
   void Run(absl::Span<const Phase> phases);
@@ -69,11 +75,12 @@ class KernelThreadPool {
  private:
   struct Job;
   static void Work(Job& job, int threads);
-  void HelperLoop();
+  void HelperLoop(int cpu);
   // Returns once a job newer than `seen` is posted, or after helper_poll_.
   void PollForJob(uint64_t seen) const;
 
   const std::chrono::microseconds helper_poll_;
+  const std::vector<int> cpus_;
 
   std::vector<std::thread> helpers_;
   std::atomic<bool> busy_{false};        // a Run owns the helpers
