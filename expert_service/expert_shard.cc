@@ -26,9 +26,6 @@ ExpertShard::ExpertShard(ModelConfig config, ModelIdentity identity, std::vector
 
 absl::StatusOr<std::unique_ptr<ExpertShard>> ExpertShard::Create(
     const ExpertShardOptions& options) {
-  absl::StatusOr<KernelCpus> kernel_cpus =
-      ResolveKernelCpus(options.kernel_affinity, options.kernel_threads);
-  if (!kernel_cpus.ok()) return kernel_cpus.status();
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(options.model_dir));
   ASSIGN_OR_RETURN(std::string config_text, checkpoint->ReadConfigText());
   ASSIGN_OR_RETURN(ModelConfig config,
@@ -65,9 +62,9 @@ absl::StatusOr<std::unique_ptr<ExpertShard>> ExpertShard::Create(
       ASSIGN_OR_RETURN(identity, loader->Identity());
     }
   }
-  return std::unique_ptr<ExpertShard>(new ExpertShard(config, *std::move(identity),
-                                                      std::move(layers), std::move(experts),
-                                                      std::move(ffns), *std::move(kernel_cpus)));
+  return std::unique_ptr<ExpertShard>(new ExpertShard(
+      config, *std::move(identity), std::move(layers), std::move(experts), std::move(ffns),
+      ResolveKernelCpus(options.pin_kernel_threads, options.kernel_threads)));
 }
 
 int ExpertShard::FfnId(int layer, int expert) const {

@@ -36,8 +36,9 @@ struct ExpertShardOptions {
   // Threads of each small-batch FFN call (the calling thread plus kernel_threads − 1 helpers the
   // shard starts); 0: one per CPU this process may run on.
   int kernel_threads = 0;
-  // Whether the helpers are pinned one per CPU: auto | none (common/kernels/cpu_affinity.h).
-  std::string kernel_affinity = "auto";
+  // Pin the helpers one per CPU, where the threads are one per CPU this process may use
+  // (common/kernels/cpu_affinity.h).
+  bool pin_kernel_threads = false;
 };
 
 class ExpertShard {

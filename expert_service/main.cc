@@ -14,7 +14,6 @@
 #include "common/cli/parse_flags.h"
 #include "common/cli/serving_mutexes.h"
 #include "common/kernels/blas_kernels.h"
-#include "common/kernels/cpu_affinity.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/metrics/metric_registry.h"
 #include "common/metrics/metrics_http_server.h"
@@ -48,10 +47,11 @@ ABSL_FLAG(int, kernel_threads, 0,
           "also when several "
           "shards share one machine (a shard with work then streams on the cores the others "
           "leave idle)");
-ABSL_FLAG(std::string, kernel_affinity, "auto",
-          "auto: with one kernel thread per CPU this process may use (taskset or a container's "
-          "cpuset says which), pin the kernel pool's helper threads one per CPU, so the OS "
-          "cannot leave two on one CPU while another idles; none: never pin");
+ABSL_FLAG(bool, pin_kernel_threads, false,
+          "Pin the kernel pool's helper threads one per CPU, where --kernel_threads is one per "
+          "CPU this process may use (taskset or a container's cpuset says which); the calling "
+          "thread stays free. With shards sharing cores: one-token requests ~5% faster, "
+          "256-token bf16 ones ~4% slower (README)");
 ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads per large-batch FFN call; 0 = every core");
 ABSL_FLAG(int, max_message_mb, 0,
           "Largest request or reply accepted, in MiB; 0: what --max_tokens_per_call rows of "
@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
       "Serves some experts of the MoE layers of a model.\n"
       "  moe_expert --model=DIR --experts=SPEC [--layers=all|SPEC] [--listen=HOST:PORT]\n"
       "             [--port_file=FILE] [--weights_dtype=f32|bf16|int8] [--kernel_threads=N]\n"
-      "             [--kernel_affinity=auto|none] [--blas_threads=N] [--concurrent_ffn=N]\n"
+      "             [--pin_kernel_threads] [--blas_threads=N] [--concurrent_ffn=N]\n"
       "             [--max_batch_tokens=N] [--batch_wait_us=US] [--max_message_mb=MB]\n"
       "             [--max_tokens_per_call=N] [--max_connection_age_s=S]\n"
       "             [--layer=N] [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]]\n"
@@ -153,13 +153,7 @@ int main(int argc, char** argv) {
   // batches are bound by memory bandwidth, which all cores together saturate; a call of many
   // expert groups runs them one per kernel thread instead (ExpertShard::RunAcrossThreads).
   options.kernel_threads = absl::GetFlag(FLAGS_kernel_threads);  // 0: every core
-  options.kernel_affinity = absl::GetFlag(FLAGS_kernel_affinity);
-  if (absl::Status affinity =
-          moe::ResolveKernelCpus(options.kernel_affinity, options.kernel_threads).status();
-      !affinity.ok()) {
-    std::cerr << "moe_expert: --kernel_affinity: " << affinity.message() << std::endl;
-    return 2;
-  }
+  options.pin_kernel_threads = absl::GetFlag(FLAGS_pin_kernel_threads);
   // OpenBLAS's thread count is process-wide (common/kernels/blas_kernels.h): set here, once.
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int blas_threads = absl::GetFlag(FLAGS_blas_threads);

@@ -74,27 +74,22 @@ TEST_F(ExpertShardTest, ComputesOnItsOwnKernelPoolOfTheConfiguredSize) {
   auto shard = ExpertShard::Create(options);
   ASSERT_TRUE(shard.ok()) << shard.status();
   EXPECT_EQ((*shard)->kernel_threads(), 3);
-  EXPECT_TRUE((*shard)->kernel_cpus().empty()) << "3 threads are pinned on fewer CPUs";
+  EXPECT_TRUE((*shard)->kernel_cpus().empty());
   options.kernel_threads = 0;  // one per CPU this process may use
   auto every_core = ExpertShard::Create(options);
   ASSERT_TRUE(every_core.ok());
   const std::vector<int> allowed = AllowedCpus();
   EXPECT_EQ((*every_core)->kernel_threads(), static_cast<int>(allowed.size()));
-  // auto: the pool has every such CPU, so its helpers are pinned one per CPU (with two or more).
-  EXPECT_EQ((*every_core)->kernel_cpus(), allowed.size() >= 2 ? allowed : std::vector<int>{});
-  options.kernel_affinity = "none";
-  auto unpinned = ExpertShard::Create(options);
-  ASSERT_TRUE(unpinned.ok());
-  EXPECT_EQ((*unpinned)->kernel_threads(), static_cast<int>(allowed.size()));
-  EXPECT_TRUE((*unpinned)->kernel_cpus().empty());
-}
-
-TEST_F(ExpertShardTest, RejectsAKernelAffinityItDoesNotKnow) {
-  ExpertShardOptions options{*model_, "0", "all"};
-  options.kernel_affinity = "0-1";
-  auto shard = ExpertShard::Create(options);
-  EXPECT_EQ(shard.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(shard.status().message()), HasSubstr("not one of auto, none"));
+  EXPECT_TRUE((*every_core)->kernel_cpus().empty()) << "pinned without being asked to";
+  options.pin_kernel_threads = true;
+  auto pinned = ExpertShard::Create(options);
+  ASSERT_TRUE(pinned.ok());
+  EXPECT_EQ((*pinned)->kernel_threads(), static_cast<int>(allowed.size()));
+  EXPECT_EQ((*pinned)->kernel_cpus(), allowed.size() >= 2 ? allowed : std::vector<int>{});
+  options.kernel_threads = 3;  // not one per CPU: left to the scheduler
+  auto three = ExpertShard::Create(options);
+  ASSERT_TRUE(three.ok());
+  EXPECT_EQ((*three)->kernel_cpus().empty(), allowed.size() != 3);
 }
 
 TEST_F(ExpertShardTest, RunsCallsAcrossTheKernelThreadsOnlyWhereThatPays) {

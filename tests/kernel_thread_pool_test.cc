@@ -179,37 +179,22 @@ TEST(KernelThreadPoolPinTest, UnpinnedHelpersKeepEveryCpu) {
   EXPECT_EQ(helper_mask, allowed);
 }
 
-TEST(ResolveKernelCpusTest, AutoPinsOnlyAPoolOfOneThreadPerAllowedCpu) {
+TEST(ResolveKernelCpusTest, PinsOnlyAPoolOfOneThreadPerAllowedCpu) {
   const std::vector<int> allowed = AllowedCpus();
   const int n = static_cast<int>(allowed.size());
-  absl::StatusOr<KernelCpus> every = ResolveKernelCpus("auto", 0);
-  ASSERT_TRUE(every.ok()) << every.status();
-  EXPECT_EQ(every->threads, n);
-  EXPECT_EQ(every->cpus, n >= 2 ? allowed : std::vector<int>{});
-  absl::StatusOr<KernelCpus> same = ResolveKernelCpus("auto", n);
-  ASSERT_TRUE(same.ok());
-  EXPECT_EQ(same->cpus, every->cpus);
+  const KernelCpus every = ResolveKernelCpus(/*pin=*/true, 0);
+  EXPECT_EQ(every.threads, n);
+  EXPECT_EQ(every.cpus, n >= 2 ? allowed : std::vector<int>{});
+  EXPECT_EQ(ResolveKernelCpus(/*pin=*/true, n).cpus, every.cpus);
   // More or fewer threads than CPUs: the scheduler places them.
   for (int threads : {1, n + 1}) {
-    absl::StatusOr<KernelCpus> other = ResolveKernelCpus("auto", threads);
-    ASSERT_TRUE(other.ok());
-    EXPECT_EQ(other->threads, threads);
-    EXPECT_TRUE(other->cpus.empty()) << threads << " threads";
+    const KernelCpus other = ResolveKernelCpus(/*pin=*/true, threads);
+    EXPECT_EQ(other.threads, threads);
+    EXPECT_TRUE(other.cpus.empty()) << threads << " threads";
   }
-  absl::StatusOr<KernelCpus> none = ResolveKernelCpus("none", 0);
-  ASSERT_TRUE(none.ok());
-  EXPECT_EQ(none->threads, n);
-  EXPECT_TRUE(none->cpus.empty());
-}
-
-TEST(ResolveKernelCpusTest, RejectsAnythingButAutoOrNone) {
-  for (const char* bad : {"", "yes", "0-1", "AUTO"}) {
-    absl::StatusOr<KernelCpus> resolved = ResolveKernelCpus(bad, 0);
-    ASSERT_FALSE(resolved.ok()) << bad;
-    EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(resolved.status().message().find("auto, none"), std::string::npos)
-        << resolved.status();
-  }
+  const KernelCpus unpinned = ResolveKernelCpus(/*pin=*/false, 0);
+  EXPECT_EQ(unpinned.threads, n);
+  EXPECT_TRUE(unpinned.cpus.empty());
 }
 
 // CPU time this process used, in milliseconds.

@@ -65,9 +65,8 @@ ABSL_FLAG(std::string, weights_dtype, "f32",
           "--weights_dtype)");
 ABSL_FLAG(int, kernel_threads, 0,
           "inprocess and dense modes: threads of the FFN kernel; 0 = every core (as moe_expert)");
-ABSL_FLAG(std::string, kernel_affinity, "auto",
-          "inprocess and dense modes: auto|none, whether the FFN kernel's helper threads are "
-          "pinned (as moe_expert)");
+ABSL_FLAG(bool, pin_kernel_threads, false,
+          "inprocess and dense modes: pin the FFN kernel's helper threads (as moe_expert)");
 ABSL_FLAG(int, blas_threads, 0,
           "inprocess and dense modes: OpenBLAS threads; 0 = every core (as moe_expert) where the "
           "experts' FFN calls can run on OpenBLAS, else 1 (the gate alone uses it then, as in "
@@ -136,7 +135,7 @@ int main(int argc, char** argv) {
       "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N[,N...]]\n"
       "                  [--requests=N] [--rounds=N] [--distinct_inputs=N]\n"
       "                  [--weights_dtype=f32|bf16]\n"
-      "                  [--kernel_threads=N] [--kernel_affinity=auto|none] [--blas_threads=N]\n"
+      "                  [--kernel_threads=N] [--pin_kernel_threads] [--blas_threads=N]\n"
       "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]\n"
       "  moe_layer_bench ... --layers=all|SPEC   (time model steps: one call per layer)");
   moe::ParseFlags(argc, argv);
@@ -245,7 +244,7 @@ int main(int argc, char** argv) {
   shard_options.weight_storage =
       dtype == "bf16" ? moe::WeightStorage::kBF16 : moe::WeightStorage::kF32;
   shard_options.kernel_threads = absl::GetFlag(FLAGS_kernel_threads);
-  shard_options.kernel_affinity = absl::GetFlag(FLAGS_kernel_affinity);
+  shard_options.pin_kernel_threads = absl::GetFlag(FLAGS_pin_kernel_threads);
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   // An OpenBLAS thread spins for ~0.1 s after each call it served, on a core the experts'
   // kernels use: with bf16 weights on AVX512-BF16 only the gate calls OpenBLAS, on one thread.

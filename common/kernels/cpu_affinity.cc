@@ -5,9 +5,6 @@
 
 #include <algorithm>
 
-#include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
-
 namespace moe {
 
 std::vector<int> AllowedCpus() {
@@ -21,15 +18,11 @@ std::vector<int> AllowedCpus() {
   return cpus;
 }
 
-absl::StatusOr<KernelCpus> ResolveKernelCpus(absl::string_view affinity, int threads) {
-  if (affinity != "auto" && affinity != "none") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("kernel thread affinity \"", affinity, "\" is not one of auto, none"));
-  }
+KernelCpus ResolveKernelCpus(bool pin, int threads) {
   const std::vector<int> allowed = AllowedCpus();
   KernelCpus out;
   out.threads = threads > 0 ? threads : std::max<int>(1, static_cast<int>(allowed.size()));
-  if (affinity == "auto" && out.threads >= 2 && out.threads == static_cast<int>(allowed.size())) {
+  if (pin && out.threads >= 2 && out.threads == static_cast<int>(allowed.size())) {
     out.cpus = allowed;
   }
   return out;

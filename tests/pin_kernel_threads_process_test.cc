@@ -1,13 +1,13 @@
-// moe_expert --kernel_affinity as a real process: by default (auto, one kernel thread per CPU it
-// may use) its kernel helpers are pinned one per CPU, every other thread keeps every CPU; none
-// pins nothing; an unknown value stops it at start-up naming the choices.
+// moe_expert --pin_kernel_threads as a real process: with it (and one kernel thread per CPU it may
+// use) its kernel helpers are pinned one per CPU while every other thread keeps every CPU;
+// without it, the default, nothing is pinned.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_join.h"
 #include "common/kernels/cpu_affinity.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -37,17 +37,16 @@ std::vector<std::string> ThreadCpuLists(pid_t pid) {
   return lists;
 }
 
-absl::StatusOr<testing::Server> StartShard(const std::string& affinity) {
-  const std::string model = testing::WriteTestModel("tiny");
-  return testing::StartServer(
-      testing::BuildBinary("expert_service/moe_expert"),
-      {"--model=" + model, "--experts=all", "--kernel_affinity=" + affinity});
+absl::StatusOr<testing::Server> StartShard(const std::vector<std::string>& flags) {
+  std::vector<std::string> args = {"--model=" + testing::WriteTestModel("tiny"), "--experts=all"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  return testing::StartServer(testing::BuildBinary("expert_service/moe_expert"), args);
 }
 
-TEST(KernelAffinityProcessTest, AutoPinsEachHelperToItsOwnCpuAndNothingElse) {
+TEST(PinKernelThreadsProcessTest, PinsEachHelperToItsOwnCpuAndNothingElse) {
   const std::vector<int> allowed = AllowedCpus();
   if (allowed.size() < 2) GTEST_SKIP() << "needs two CPUs this process may use";
-  auto shard = StartShard("auto");
+  auto shard = StartShard({"--pin_kernel_threads"});
   ASSERT_TRUE(shard.ok()) << shard.status();
   std::vector<std::string> pinned, free;
   const std::string all = ThreadCpuLists(getpid()).front();  // this test's main thread
@@ -64,20 +63,12 @@ TEST(KernelAffinityProcessTest, AutoPinsEachHelperToItsOwnCpuAndNothingElse) {
               HasSubstr(allowed.size() == 2 ? "helper pinned to CPU " : "helpers pinned to CPUs "));
 }
 
-TEST(KernelAffinityProcessTest, NonePinsNoThread) {
-  auto shard = StartShard("none");
+TEST(PinKernelThreadsProcessTest, ByDefaultNoThreadIsPinned) {
+  auto shard = StartShard({});
   ASSERT_TRUE(shard.ok()) << shard.status();
   const std::string all = ThreadCpuLists(getpid()).front();
   for (const std::string& list : ThreadCpuLists(shard->process->pid())) EXPECT_EQ(list, all);
   EXPECT_THAT(shard->process->Log(), HasSubstr("not pinned"));
-}
-
-TEST(KernelAffinityProcessTest, AnUnknownValueStopsTheShardNamingTheChoices) {
-  auto shard = StartShard("0-1");
-  ASSERT_FALSE(shard.ok()) << "moe_expert started with --kernel_affinity=0-1";
-  EXPECT_THAT(std::string(shard.status().message()),
-              HasSubstr("--kernel_affinity: kernel thread affinity \"0-1\" is not one of auto, "
-                        "none"));
 }
 
 }  // namespace
