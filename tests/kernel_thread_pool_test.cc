@@ -1,7 +1,6 @@
 // KernelThreadPool: every task runs once, phases are ordered, concurrent callers neither block
 // each other nor lose work, an idle helper polls for a bounded time, then sleeps, and pinned
-// helpers run on their CPUs only while the caller stays free.
-#include <pthread.h>
+// helpers run only on their CPUs while the caller stays free.
 #include <sched.h>
 #include <time.h>
 

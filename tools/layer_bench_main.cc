@@ -21,7 +21,6 @@
 #include <numeric>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -32,6 +31,7 @@
 #include "common/cli/parse_flags.h"
 #include "common/cli/serving_mutexes.h"
 #include "common/kernels/blas_kernels.h"
+#include "common/kernels/cpu_affinity.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/routing/expert_set.h"
 #include "common/rpc/memory_policy.h"
@@ -245,7 +245,7 @@ int main(int argc, char** argv) {
       dtype == "bf16" ? moe::WeightStorage::kBF16 : moe::WeightStorage::kF32;
   shard_options.kernel_threads = absl::GetFlag(FLAGS_kernel_threads);
   shard_options.pin_kernel_threads = absl::GetFlag(FLAGS_pin_kernel_threads);
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int cores = std::max(1, static_cast<int>(moe::AllowedCpus().size()));  // as moe_expert
   // An OpenBLAS thread spins for ~0.1 s after each call it served, on a core the experts'
   // kernels use: with bf16 weights on AVX512-BF16 only the gate calls OpenBLAS, on one thread.
   const bool ffn_blas =
