@@ -111,16 +111,22 @@ const std::vector<SwigluWeights>& Experts(WeightStorage storage) {
 
 Matrix Tokens(int64_t tokens) { return Filled(tokens, kDModel, 1.0f, 99); }
 
-void ReadBufferBySum() {
+void ReadBufferBySum(int streams) {
   const std::vector<float>& buffer = BandwidthBuffer();
   const int64_t tasks = BandwidthFloats() / kSumTaskFloats;
   static std::vector<float>* partial = new std::vector<float>(tasks);
+  const int64_t run = kSumTaskFloats / streams;
+  constexpr int64_t kPrefetchFloats = 256;  // 1 KB ahead, as the kernels
   auto sum_blocks = [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; ++block) {
       const float* p = buffer.data() + block * kSumTaskFloats;
       float lanes[16] = {};
-      for (int64_t i = 0; i < kSumTaskFloats; i += 16) {
-        for (int l = 0; l < 16; ++l) lanes[l] += p[i + l];
+      for (int64_t i = 0; i < run; i += 16) {
+        for (int s = 0; s < streams; ++s) {
+          const float* line = p + s * run + i;
+          __builtin_prefetch(line + kPrefetchFloats);
+          for (int l = 0; l < 16; ++l) lanes[l] += line[l];
+        }
       }
       float sum = 0;
       for (float v : lanes) sum += v;
@@ -144,6 +150,14 @@ void ReadBufferByRowDots() {
   };
   const KernelThreadPool::Phase phases[] = {{rows, std::max<int64_t>(1, rows / kTasks), dots}};
   Pool().Run(phases);
+}
+
+double MeasureReadBandwidth(int rounds) {
+  double best = MedianSeconds([](int) { ReadBufferByRowDots(); }, 1, rounds);
+  for (int streams : kReadStreamCounts) {
+    best = std::min(best, MedianSeconds([&](int) { ReadBufferBySum(streams); }, 1, rounds));
+  }
+  return static_cast<double>(BandwidthBytes()) / best;
 }
 
 void ReadBufferBySgemv() {

@@ -40,16 +40,22 @@ Matrix Tokens(int64_t tokens);
 // Reference read bandwidth: one pass over an fp32 buffer of BandwidthBytes() (256 MB unless
 // SetBandwidthBytes chose otherwise before the first pass; it must exceed the last-level cache),
 // read as
-//   Sum      summed in tasks of 1 MB on Pool() (the threads the FFN kernel uses)
+//   Sum      summed in tasks of 1 MB on Pool() (the threads the FFN kernel uses), each task read
+//            as `streams` equal runs side by side (one core's read rate depends on how many
+//            streams it reads at once, by CPU: an Intel Xeon core read ~1.6x faster from four)
 //   RowDots  a matrix-vector product [rows × 8192] by the FFN's own row-dot kernel on that pool:
 //            the same loads, without the FFN's three matrices, phases and SiLU
 //   Sgemv    OpenBLAS sgemv on the same matrix (with the current BLAS threads); the one call to
 //            OpenBLAS outside common/kernels/blas_kernels, as it measures OpenBLAS itself
 int64_t BandwidthBytes();
 void SetBandwidthBytes(int64_t bytes);  // rounded down to a multiple of 32 MB, at least 32 MB
-void ReadBufferBySum();
+inline constexpr int kReadStreamCounts[] = {1, 4, 8};
+void ReadBufferBySum(int streams = 1);  // streams: 1, 2, 4 or 8
 void ReadBufferByRowDots();
 void ReadBufferBySgemv();
+// The machine's read bandwidth in bytes/s: BandwidthBytes() ÷ the fastest of a Sum pass at each
+// of kReadStreamCounts and a RowDots pass, each the median of `rounds`.
+double MeasureReadBandwidth(int rounds);
 
 // The three sgemm calls of the FFN (x·gateᵀ, x·upᵀ, act·downᵀ) on F32 expert `e`, without the
 // SiLU: plain OpenBLAS on the same shapes. `stacked` does gate and up in one [2h, d] sgemm.

@@ -9,7 +9,8 @@
 // expert, the best case of M tokens sharing their experts); the steps take the 64 experts
 // round-robin, so a pass of 8 steps reads every expert once and every call streams its weights from
 // DRAM. Each round times one pass per (M, storage), each bracketed by read-bandwidth passes over 1
-// GB on the same threads (the better of a summing pass and a row-dot pass); medians over rounds:
+// GB on the same threads (the best of summing passes reading 1, 4 and 8 streams per task and a
+// row-dot pass); medians over rounds:
 //
 //   tokens_per_s[storage][M]        M ÷ seconds per step
 //   bandwidth_fraction[storage][M]  weight bytes per step ÷ seconds ÷ read bandwidth
@@ -74,7 +75,6 @@ double Seconds(const std::function<void()>& fn) {
   return Now() - start;
 }
 constexpr int64_t kTokenCounts[] = {1, 2, 4, 8};
-constexpr int64_t kReadFloats = int64_t{1} << 28;  // 1 GB
 constexpr WeightStorage kStorages[] = {WeightStorage::kF32, WeightStorage::kBF16,
                                        WeightStorage::kInt8};
 
@@ -132,36 +132,14 @@ std::map<WeightStorage, std::vector<SwigluWeights>> MakeExperts() {
   return experts;
 }
 
-// Read bandwidth over a 1 GB buffer: the better of a summing pass and a row-dot pass.
+// Read bandwidth over a 1 GB buffer (SetBandwidthBytes in main) on this bench's clock: the best of
+// a summing pass at each of kReadStreamCounts and a row-dot pass.
 double ReadBandwidth() {
-  static std::vector<float>* buffer = new std::vector<float>(kReadFloats, 1.0f);
-  static std::vector<float>* partial = new std::vector<float>(kReadFloats >> 18);
-  constexpr int64_t kCols = 8192, kRows = kReadFloats / kCols;
-  static std::vector<float>* x = new std::vector<float>(kCols, 1.0f);
-  static std::vector<float>* y = new std::vector<float>(kRows);
-  auto sum_blocks = [&](int64_t begin, int64_t end) {
-    for (int64_t block = begin; block < end; ++block) {
-      const float* p = buffer->data() + (block << 18);
-      float lanes[16] = {};
-      for (int64_t i = 0; i < (int64_t{1} << 18); i += 16) {
-        for (int l = 0; l < 16; ++l) lanes[l] += p[i + l];
-      }
-      float s = 0;
-      for (float v : lanes) s += v;
-      (*partial)[block] = s;
-    }
-  };
-  const RowDotKernels& k = BestRowDotKernels();
-  auto dots = [&](int64_t r0, int64_t r1) {
-    k.dots_f32(buffer->data() + r0 * kCols, kCols, r1 - r0, kCols, x->data(), kCols, 1,
-               y->data() + r0, 1);
-  };
-  const KernelThreadPool::Phase sum[] = {{kReadFloats >> 18, 1, sum_blocks}};
-  const KernelThreadPool::Phase row_dots[] = {{kRows, kRows / 256, dots}};
-  const double bytes = kReadFloats * sizeof(float);
-  const double by_sum = Seconds([&] { Pool().Run(sum); });
-  const double by_dots = Seconds([&] { Pool().Run(row_dots); });
-  return bytes / std::min(by_sum, by_dots);
+  double best = Seconds([] { ReadBufferByRowDots(); });
+  for (int streams : kReadStreamCounts) {
+    best = std::min(best, Seconds([&] { ReadBufferBySum(streams); }));
+  }
+  return static_cast<double>(BandwidthBytes()) / best;
 }
 
 // Seconds per decode step of M = x.rows() tokens: one pass of steps over all the experts.
@@ -340,5 +318,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   moe::bench::InitThreads(moe::bench::thread_cpu_clock ? 1 : threads);
+  moe::bench::SetBandwidthBytes(int64_t{1} << 30);
   return moe::bench::Run(rounds);
 }

@@ -66,13 +66,8 @@ double SgemmSeconds(const Matrix& x) {
 // every measurement that does not use BLAS waits this out first.
 void LetBlasThreadsSleep() { std::this_thread::sleep_for(std::chrono::milliseconds(150)); }
 
-// Streaming read bandwidth: the better of a summing pass and a row-dot pass (matrix-vector product
-// by the FFN's own kernel) over 256 MB, on the kernel pool.
-double ReferenceBandwidth() {
-  const double sum = MedianSeconds([](int) { ReadBufferBySum(); }, 1, 1);
-  const double row_dots = MedianSeconds([](int) { ReadBufferByRowDots(); }, 1, 1);
-  return BandwidthBytes() / std::min(sum, row_dots);
-}
+// Streaming read bandwidth (MeasureReadBandwidth) over 256 MB, on the kernel pool.
+double ReferenceBandwidth() { return MeasureReadBandwidth(1); }
 
 std::string Target(double value, double target) {
   return absl::StrFormat(R"({"value": %.3f, "target": %.2f, "met": %s})", value, target,

@@ -1,6 +1,7 @@
 // moe_roofline: the machine's two ceilings for an expert FFN shape, measured now, as one JSON line:
-// streaming read bandwidth (the better of a summing pass and a row-dot pass over a buffer larger
-// than the last-level cache, on a kernel pool of --threads) and OpenBLAS sgemm FLOP/s on the FFN's
+// streaming read bandwidth (MeasureReadBandwidth: the best of summing passes reading 1, 4 and 8
+// streams per task and a row-dot pass, over a buffer larger than the last-level cache, on a
+// kernel pool of --threads) and OpenBLAS sgemm FLOP/s on the FFN's
 // three shapes (x·gateᵀ, x·upᵀ, act·downᵀ at --tokens rows; 6·M·d·h flops), with --threads BLAS
 // threads. scripts/bench divides the served layer's figures by these.
 //
@@ -111,9 +112,7 @@ int Run(const Flags& f) {
   }
   InitThreads(f.threads);
   SetBandwidthBytes(f.buffer_mb << 20);
-  const double sum = MedianSeconds([](int) { ReadBufferBySum(); }, 1, f.rounds);
-  const double row_dots = MedianSeconds([](int) { ReadBufferByRowDots(); }, 1, f.rounds);
-  const double bandwidth = BandwidthBytes() / std::min(sum, row_dots);
+  const double bandwidth = MeasureReadBandwidth(f.rounds);
   const double sgemm = SgemmFlops(f);
   std::printf(
       "{%s, \"threads\": %d, \"d_model\": %lld, \"width\": %lld, \"tokens\": %lld, "

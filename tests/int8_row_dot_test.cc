@@ -22,47 +22,53 @@ namespace {
 // rounding.
 TEST(Int8RowDotTest, EveryKernelSetMatchesDoubleOnOddRowCounts) {
   std::mt19937 rng(9);
-  const int64_t rows = 11, cols = 45, tokens = 7;
-  const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
-  const int64_t k = w.padded_cols();
-  Matrix x(tokens, k);  // zeros past cols, as the kernels require
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int64_t i = 0; i < cols; ++i)
-      x.row(t)[i] = std::uniform_real_distribution<float>(-1, 1)(rng);
-  }
-  std::vector<const RowDotKernels*> sets = {&PortableRowDotKernels()};
-  if (Avx512RowDotKernels() != nullptr) sets.push_back(Avx512RowDotKernels());
-  if (Avx2RowDotKernels() != nullptr) sets.push_back(Avx2RowDotKernels());
-  for (const RowDotKernels* kernels : sets) {
-    SCOPED_TRACE(kernels->name);
-    // From row 4 on: a quad boundary that is not the matrix's first.
-    std::vector<float> out(tokens * rows, 1e6f);
-    kernels->dots_int8(w.quad(1), w.scales(4), rows - 4, k, x.data(), k, tokens, out.data(), rows);
+  // 41 rows: from row 4 on, two groups of four quads (one-token dots reading four streams), a
+  // whole quad and a partial one.
+  for (const auto& [rows, tokens] : {std::pair<int64_t, int64_t>{11, 7}, {41, 1}}) {
+    const int64_t cols = 45;
+    const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
+    const int64_t k = w.padded_cols();
+    Matrix x(tokens, k);  // zeros past cols, as the kernels require
     for (int64_t t = 0; t < tokens; ++t) {
-      for (int64_t r = 4; r < rows; ++r) {
-        double want = 0, magnitude = 0;
-        for (int64_t i = 0; i < cols; ++i) {
-          want += static_cast<double>(w.at(r, i)) * x.row(t)[i];
-          magnitude += std::abs(static_cast<double>(w.at(r, i)) * x.row(t)[i]);
-        }
-        EXPECT_NEAR(out[t * rows + (r - 4)], want, 1e-6 * magnitude)
-            << "token " << t << " row " << r;
-      }
+      for (int64_t i = 0; i < cols; ++i)
+        x.row(t)[i] = std::uniform_real_distribution<float>(-1, 1)(rng);
     }
-    std::vector<float> unpacked(rows * cols);
-    kernels->unpack_int8(w.quad(0), w.scales(0), rows, k, cols, unpacked.data(), cols);
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = 0; c < cols; ++c) EXPECT_EQ(unpacked[r * cols + c], w.at(r, c));
+    std::vector<const RowDotKernels*> sets = {&PortableRowDotKernels()};
+    for (int streams : kOneTokenStreamChoices) {
+      if (Avx512RowDotKernels(streams) != nullptr) sets.push_back(Avx512RowDotKernels(streams));
+    }
+    if (Avx2RowDotKernels() != nullptr) sets.push_back(Avx2RowDotKernels());
+    for (const RowDotKernels* kernels : sets) {
+      SCOPED_TRACE(KernelSetName(*kernels));
+      // From row 4 on: a quad boundary that is not the matrix's first.
+      std::vector<float> out(tokens * rows, 1e6f);
+      kernels->dots_int8(w.quad(1), w.scales(4), rows - 4, k, x.data(), k, tokens, out.data(),
+                         rows);
+      for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t r = 4; r < rows; ++r) {
+          double want = 0, magnitude = 0;
+          for (int64_t i = 0; i < cols; ++i) {
+            want += static_cast<double>(w.at(r, i)) * x.row(t)[i];
+            magnitude += std::abs(static_cast<double>(w.at(r, i)) * x.row(t)[i]);
+          }
+          EXPECT_NEAR(out[t * rows + (r - 4)], want, 1e-6 * magnitude)
+              << "token " << t << " row " << r;
+        }
+      }
+      std::vector<float> unpacked(rows * cols);
+      kernels->unpack_int8(w.quad(0), w.scales(0), rows, k, cols, unpacked.data(), cols);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) EXPECT_EQ(unpacked[r * cols + c], w.at(r, c));
+      }
     }
   }
 }
 
-// Rows 4-10 of an 11-row matrix of `cols` columns against `tokens` random tokens through
+// Rows 4 to rows − 1 of a matrix of `cols` columns against `tokens` random tokens through
 // `kernels`' int16 rounding and int8 dots: exactly the int32 sums of the rounded activations (so to
 // float32 rounding against double), and within the rounding's bound of the float activations.
-void ExpectInt16DotsSumTheRoundedActivations(const RowDotKernels& kernels, int64_t cols,
-                                             int64_t tokens, std::mt19937& rng) {
-  const int64_t rows = 11;
+void ExpectInt16DotsSumTheRoundedActivations(const RowDotKernels& kernels, int64_t rows,
+                                             int64_t cols, int64_t tokens, std::mt19937& rng) {
   const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
   const int64_t k = w.padded_cols();
   Matrix x(tokens, k);  // zeros past cols
@@ -103,16 +109,21 @@ void ExpectInt16DotsSumTheRoundedActivations(const RowDotKernels& kernels, int64
   }
 }
 
-// Rows not a multiple of four, token counts that fill tiles unevenly, 3 and 4 lines of 16 columns.
+// Rows not a multiple of four, token counts that fill tiles unevenly, 3 and 4 lines of 16 columns,
+// one token over more rows than the four-stream dots take at once.
 TEST(Int8RowDotTest, Int16DotsSumTheRoundedActivationsExactly) {
   if (Int16Sets().empty()) GTEST_SKIP() << "this CPU has neither AVX512-VNNI nor AVX2";
   for (const RowDotKernels* kernels : Int16Sets()) {
     std::mt19937 rng(10);
     for (int64_t cols : {45, 64}) {
       for (int64_t tokens : {1, 2, 3, 9, 17}) {
-        SCOPED_TRACE(absl::StrCat(kernels->name, ", ", cols, " columns, ", tokens, " tokens"));
-        ExpectInt16DotsSumTheRoundedActivations(*kernels, cols, tokens, rng);
+        SCOPED_TRACE(
+            absl::StrCat(KernelSetName(*kernels), ", ", cols, " columns, ", tokens, " tokens"));
+        ExpectInt16DotsSumTheRoundedActivations(*kernels, 11, cols, tokens, rng);
       }
+      // One token over 37 rows: two groups of four quads side by side, a quad and a partial one.
+      SCOPED_TRACE(absl::StrCat(KernelSetName(*kernels), ", ", cols, " columns, 41 rows"));
+      ExpectInt16DotsSumTheRoundedActivations(*kernels, 41, cols, 1, rng);
     }
   }
 }
@@ -122,7 +133,7 @@ TEST(Int8RowDotTest, Int16DotsSumTheRoundedActivationsExactly) {
 TEST(Int8RowDotTest, Int16DotsDoNotOverflowAtTheLargestSums) {
   if (Int16Sets().empty()) GTEST_SKIP() << "this CPU has neither AVX512-VNNI nor AVX2";
   for (const RowDotKernels* kernels : Int16Sets()) {
-    SCOPED_TRACE(kernels->name);
+    SCOPED_TRACE(KernelSetName(*kernels));
     const int64_t k = 20000;
     ASSERT_LT(Int8ActivationLevels(k), 16383);
     Matrix ones(4, k);
@@ -152,7 +163,7 @@ TEST(Int8RowDotTest, Int16RoundingRefusesANanAmongFiniteValues) {
   const int64_t k = 48;
   for (const RowDotKernels* kernels : Int16Sets()) {
     for (int64_t at : {int64_t{0}, int64_t{5}, int64_t{7}, int64_t{15}, int64_t{16}, k - 1}) {
-      SCOPED_TRACE(absl::StrCat(kernels->name, ", NaN at ", at));
+      SCOPED_TRACE(absl::StrCat(KernelSetName(*kernels), ", NaN at ", at));
       std::vector<float> x(k, 2.0f);
       x[at] = std::numeric_limits<float>::quiet_NaN();
       std::vector<int16_t> xq(k);

@@ -3,12 +3,15 @@
 #include "common/kernels/row_dot_kernel.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/kernels/swiglu_ffn.h"
+#include "common/kernels/swiglu_weights.h"
 #include "common/tensor/bf16_matrix.h"
 #include "common/tensor/dtype.h"
 #include "gtest/gtest.h"
@@ -16,11 +19,18 @@
 namespace moe {
 namespace {
 
+// The AVX-512 set twice: one and four weight streams per one-token dot.
 std::vector<const RowDotKernels*> AllKernels() {
   std::vector<const RowDotKernels*> all = {&PortableRowDotKernels()};
-  if (Avx512RowDotKernels() != nullptr) all.push_back(Avx512RowDotKernels());
+  for (int streams : kOneTokenStreamChoices) {
+    if (Avx512RowDotKernels(streams) != nullptr) all.push_back(Avx512RowDotKernels(streams));
+  }
   if (Avx2RowDotKernels() != nullptr) all.push_back(Avx2RowDotKernels());
   return all;
+}
+
+std::string NameOf(const RowDotKernels& set) {
+  return absl::StrCat(set.name, " (", set.one_token_streams, " one-token streams)");
 }
 
 Matrix RandomMatrix(int64_t rows, int64_t cols, std::mt19937& rng) {
@@ -92,7 +102,7 @@ TEST(RowDotKernelTest, DotsMatchDoubleForAllShapesAroundTileEdges) {
       for (int64_t k : {1, 7, 8, 9, 15, 16, 17, 64, 100, 147}) {
         for (int64_t tokens : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}) {
           const std::string what =
-              absl::StrCat(kernels->name, " rows ", rows, " k ", k, " tokens ", tokens);
+              absl::StrCat(NameOf(*kernels), " rows ", rows, " k ", k, " tokens ", tokens);
           const Matrix w = RandomMatrix(rows, k, rng);
           const int64_t ldx = k + 19, ldo = rows + 3;
           // F32: weights as they are, with a row stride larger than k.
@@ -114,6 +124,67 @@ TEST(RowDotKernelTest, DotsMatchDoubleForAllShapesAroundTileEdges) {
       }
     }
   }
+}
+
+// One token over more rows than a four-stream dot takes at once (4 float32 rows, 4 quads), with
+// the rest one by one: every row's sum, none missing, none written twice or past the end.
+TEST(RowDotKernelTest, OneTokenDotsMatchDoubleWhateverTheStreamsTake) {
+  std::mt19937 rng(11);
+  for (const RowDotKernels* kernels : AllKernels()) {
+    for (int64_t rows : {15, 16, 17, 21, 36, 67}) {
+      for (int64_t k : {16, 100, 147}) {
+        const std::string what = absl::StrCat(NameOf(*kernels), " rows ", rows, " k ", k);
+        const Matrix w = RandomMatrix(rows, k, rng);
+        const std::vector<float> x = PaddedTokens(1, k, k, rng);
+        std::vector<float> out(rows + 1, -1.0f);
+        kernels->dots_f32(w.data(), k, rows, k, x.data(), k, 1, out.data(), rows);
+        ExpectDots(w, x, k, 1, out, rows, what + " f32");
+        EXPECT_EQ(out[rows], -1.0f) << what << " f32 wrote past the last row";
+        const Bf16Matrix packed = Bf16Matrix::RoundFrom(w);
+        const std::vector<float> xb = PaddedTokens(1, k, packed.padded_cols(), rng);
+        std::fill(out.begin(), out.end(), -1.0f);
+        kernels->dots_bf16(packed.quad(0), rows, packed.padded_cols(), xb.data(),
+                           packed.padded_cols(), 1, out.data(), rows);
+        ExpectDots(packed.ToF32(), xb, packed.padded_cols(), 1, out, rows, what + " bf16");
+        EXPECT_EQ(out[rows], -1.0f) << what << " bf16 wrote past the last row";
+      }
+    }
+  }
+}
+
+// Unset, MOE_ONE_TOKEN_STREAMS leaves the choice to the CPU: four on Intel, one on others; the
+// process's sets (BestRowDotKernels) read that many. ctest also runs this with the variable set
+// to 1, 4 and 3 (not a choice: an error naming the variable; tests/CMakeLists.txt).
+TEST(RowDotKernelTest, OneTokenStreamsFollowTheEnvironmentOrTheCpu) {
+  const char* env = std::getenv("MOE_ONE_TOKEN_STREAMS");
+  const absl::StatusOr<int> streams = OneTokenStreamsFromEnv();
+  if (env == nullptr) {
+    ASSERT_TRUE(streams.ok()) << streams.status();
+    __builtin_cpu_init();
+    EXPECT_EQ(*streams, __builtin_cpu_is("intel") ? 4 : 1);
+  } else if (std::string(env) == "1" || std::string(env) == "4") {
+    ASSERT_TRUE(streams.ok()) << streams.status();
+    EXPECT_EQ(*streams, std::stoi(env));
+  } else {
+    EXPECT_EQ(streams.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(streams.status().message().find("MOE_ONE_TOKEN_STREAMS"), std::string::npos)
+        << streams.status();
+    // A shard's startup line and every FFN call fail with it, not run some other choice.
+    EXPECT_EQ(SwigluKernelSummary(WeightStorage::kF32).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    const SwigluWeights w =
+        *SwigluWeights::FromF32(Matrix(4, 16), Matrix(4, 16), Matrix(16, 4), WeightStorage::kF32);
+    Matrix y(1, 16);
+    EXPECT_EQ(SwigluForward(w, Matrix(1, 16), y.view()).code(), absl::StatusCode::kInvalidArgument);
+    return;
+  }
+  if (Avx512RowDotKernels() == nullptr) GTEST_SKIP() << "no AVX-512 here: one stream, no choice";
+  EXPECT_EQ(BestRowDotKernels().one_token_streams, *streams);
+  EXPECT_EQ(Avx512RowDotKernels(3), nullptr);
+  const absl::StatusOr<std::string> summary = SwigluKernelSummary(WeightStorage::kF32);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->find("4 weight streams per thread") != std::string::npos, *streams == 4)
+      << *summary;
 }
 
 TEST(RowDotKernelTest, SiluMulMatchesDoubleIncludingSaturation) {

@@ -37,13 +37,22 @@ inline double SwigluToleranceOf(const SwigluReport& report) {
              : kSwigluTolerance;
 }
 
-// The kernel sets with int16 dots for int8 weights that this CPU runs (AVX512-VNNI, AVX2).
+// The kernel sets with int16 dots for int8 weights that this CPU runs (AVX512-VNNI with one and
+// with four weight streams per one-token dot, AVX2).
 inline std::vector<const RowDotKernels*> Int16Sets() {
   std::vector<const RowDotKernels*> sets;
-  for (const RowDotKernels* set : {Avx512VnniRowDotKernels(), Avx2Int16RowDotKernels()}) {
+  for (const RowDotKernels* set :
+       {Avx512VnniRowDotKernels(1), Avx512VnniRowDotKernels(4), Avx2Int16RowDotKernels()}) {
     if (set != nullptr) sets.push_back(set);
   }
   return sets;
+}
+
+// A kernel set's name and, where it has a choice, its weight streams per one-token dot.
+inline std::string KernelSetName(const RowDotKernels& set) {
+  return set.one_token_streams > 1
+             ? std::string(set.name) + " (" + std::to_string(set.one_token_streams) + " streams)"
+             : std::string(set.name);
 }
 
 inline Matrix RandomMatrix(int64_t rows, int64_t cols, float scale, std::mt19937& rng) {

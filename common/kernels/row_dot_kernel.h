@@ -6,8 +6,9 @@
 // The dots read each weight row from memory once for all tokens: rows are taken four at a time and
 // dotted with up to six tokens at once (24 accumulators in AVX-512's registers; AVX2's hold 3 × 4
 // or 2 × 4); more tokens are split into even tiles that re-read the same four rows from L1 or L2,
-// never from DRAM. One token's float32 dots take the rows one after the other instead (one read
-// stream per thread, not four). BF16 and int8 rows are
+// never from DRAM. One token's dots read `one_token_streams` contiguous runs of weights at once
+// (OneTokenStreams below): 1 takes float32 rows (BF16 and int8 quads) one after the other, 4 takes
+// four of them side by side. BF16 and int8 rows are
 // widened to float32 in registers (exact), so x and all sums stay float32; an int8 row's sums are
 // multiplied by its scale at the end. The int16 sets' int8 dots (VNNI: vpdpwssd, AVX2: vpmaddwd)
 // instead round the activations to int16 (per token: x ≈ x_scale · xq, |xq| ≤
@@ -18,6 +19,8 @@
 
 #include <algorithm>
 #include <cstdint>
+
+#include "absl/status/statusor.h"
 
 namespace moe {
 
@@ -61,13 +64,25 @@ struct RowDotKernels {
   void (*dots_int8_quantized)(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                               const int16_t* xq, int64_t ldq, const float* x_scales, int64_t tokens,
                               float* out, int64_t ldo) = nullptr;
+  // Weight streams each one-token dot reads at once (the AVX-512 sets: 1 or 4; the others: 1).
+  int one_token_streams = 1;
 };
 
+// How many weight streams a thread reads at once in a one-token dot, the AVX-512 sets' choice.
+// One core's read rate from DRAM depends on it, by CPU: a Zen 4 core read one stream of rows
+// 1.35-1.42x faster than four rows side by side; an Intel Xeon (Sapphire Rapids class) core reads
+// ~1.6x faster from four streams than from one (README "One token: weight streams per thread").
+// The environment variable MOE_ONE_TOKEN_STREAMS (1 or 4; read once per process) sets it; unset,
+// 4 on Intel CPUs and 1 on others. InvalidArgument, naming the variable, for any other value.
+absl::StatusOr<int> OneTokenStreamsFromEnv();
+inline constexpr int kOneTokenStreamChoices[] = {1, 4};
+
 const RowDotKernels& PortableRowDotKernels();
-// nullptr when this CPU (or compiler) has no AVX-512F/BW/VL/DQ.
-const RowDotKernels* Avx512RowDotKernels();
+// nullptr when this CPU (or compiler) has no AVX-512F/BW/VL/DQ, or `one_token_streams` is not one
+// of kOneTokenStreamChoices.
+const RowDotKernels* Avx512RowDotKernels(int one_token_streams = 1);
 // The AVX-512 set with the int8 dots above; nullptr without AVX512-VNNI too.
-const RowDotKernels* Avx512VnniRowDotKernels();
+const RowDotKernels* Avx512VnniRowDotKernels(int one_token_streams = 1);
 // nullptr when this CPU (or compiler) has no AVX2 and FMA.
 const RowDotKernels* Avx2RowDotKernels();
 // The AVX2 set with int16 int8 dots as above; nullptr without AVX2 and FMA.
@@ -75,7 +90,8 @@ const RowDotKernels* Avx2Int16RowDotKernels();
 // The fastest set this CPU runs within the caps: `allow_avx512` = false, an AVX2 set (or the
 // portable one without AVX2); `allow_avx2` = false too, the portable one. An int16 set (VNNI, or
 // below AVX-512 the AVX2 one) only with `allow_int16_dots` (they differ in the int8 dots alone,
-// which SwigluForward asks them for, for int8 weights).
+// which SwigluForward asks them for, for int8 weights). The AVX-512 sets read
+// OneTokenStreamsFromEnv()'s streams (this CPU's default if the variable is invalid).
 const RowDotKernels& BestRowDotKernels(bool allow_avx512 = true, bool allow_int16_dots = false,
                                        bool allow_avx2 = true);
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <iterator>
 
 #include "common/kernels/exp_polynomial.h"
 #include "common/kernels/int8_matrix.h"
@@ -212,9 +213,97 @@ void DotsF32OneToken(const float* w, int64_t ldw, int64_t rows, int64_t k, const
   }
 }
 
+// One token, R rows side by side: R read streams per thread (OneTokenStreamsFromEnv), two sums
+// per row.
+template <int R>
+void OneTokenRowsF32(const float* w, int64_t ldw, int64_t k, const float* x, float* out) {
+  const int64_t ahead = kPrefetchF32Bytes / static_cast<int64_t>(sizeof(float));
+  __m512 sum[R][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) sum[r][0] = sum[r][1] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const float* row = w + r * ldw + i;
+      Prefetch(row + ahead);
+      Prefetch(row + ahead + 16);
+      sum[r][0] = _mm512_fmadd_ps(_mm512_loadu_ps(row), x0, sum[r][0]);
+      sum[r][1] = _mm512_fmadd_ps(_mm512_loadu_ps(row + 16), x1, sum[r][1]);
+    }
+  }
+  for (; i < k; i += 16) {
+    const __mmask16 m =
+        k - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (k - i)) - 1);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      sum[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + r * ldw + i), xv, sum[r][0]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = ReduceAdd(_mm512_add_ps(sum[r][0], sum[r][1]));
+}
+
+// One token, Q quads (BF16 or int8) side by side: Q read streams per thread.
+template <typename Quad, int Q>
+void OneTokenQuads(const Quad (&quads)[Q], int num_rows, int64_t k, const float* x, float* out) {
+  __m512 acc[Q][kRows];
+#pragma GCC unroll 4
+  for (int q = 0; q < Q; ++q) {
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) acc[q][r] = _mm512_setzero_ps();
+  }
+  typename Quad::Cursor cursor[Q];
+  for (int q = 0; q < Q; ++q) cursor[q] = quads[q].StartPrefetch();
+  for (int64_t i = 0; i < k; i += 16) {  // k is padded to whole chunks
+    const __m512 xv = _mm512_loadu_ps(x + i);
+#pragma GCC unroll 4
+    for (int q = 0; q < Q; ++q) {
+      quads[q].Prefetch16(cursor[q]);
+      __m512 w[kRows];
+      quads[q].Load(i, w);
+#pragma GCC unroll 4
+      for (int r = 0; r < kRows; ++r) acc[q][r] = _mm512_fmadd_ps(w[r], xv, acc[q][r]);
+    }
+  }
+  for (int q = 0; q < Q; ++q) {
+    for (int r = 0; r < kRows && q * kRows + r < num_rows; ++r) {
+      out[q * kRows + r] = quads[q].Finish(r, ReduceAdd(acc[q][r]));
+    }
+  }
+}
+
+// Every row group's token tiles through Dots, except one token with S > 1 streams: S quads at a
+// time while S remain, the rest one by one.
+template <int S, typename QuadAt>
+void QuadDots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, float* out,
+              int64_t ldo, QuadAt quad_at) {
+  if (S == 1 || tokens > 1) return Dots(rows, k, x, ldx, tokens, out, ldo, quad_at);
+  using Quad = decltype(quad_at(0, 0));
+  int64_t r0 = 0;
+  for (; r0 + S * kRows <= rows; r0 += S * kRows) {
+    Quad group[S];
+    for (int q = 0; q < S; ++q) group[q] = quad_at(r0 + q * kRows, kRows);
+    OneTokenQuads<Quad, S>(group, S * kRows, k, x, out + r0);
+  }
+  for (; r0 < rows; r0 += kRows) {
+    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
+    const Quad one[1] = {quad_at(r0, n)};
+    OneTokenQuads<Quad, 1>(one, n, k, x, out + r0);
+  }
+}
+
+template <int S>
 void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
              int64_t tokens, float* out, int64_t ldo) {
-  if (tokens == 1) return DotsF32OneToken(w, ldw, rows, k, x, out);
+  if (tokens == 1) {
+    int64_t r = 0;
+    if constexpr (S > 1) {
+      for (; r + S <= rows; r += S) OneTokenRowsF32<S>(w + r * ldw, ldw, k, x, out + r);
+    }
+    return DotsF32OneToken(w + r * ldw, ldw, rows - r, k, x, out + r);
+  }
   Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int n) {
     F32Rows group;
     for (int q = 0; q < kRows; ++q) group.w[q] = w + (r0 + std::min(q, n - 1)) * ldw;
@@ -224,15 +313,17 @@ void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* 
   });
 }
 
+template <int S>
 void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, int64_t ldx,
               int64_t tokens, float* out, int64_t ldo) {
-  Dots(rows, k, x, ldx, tokens, out, ldo,
-       [&](int64_t r0, int) { return Bf16Quad{quads + r0 * k}; });
+  QuadDots<S>(rows, k, x, ldx, tokens, out, ldo,
+              [&](int64_t r0, int) { return Bf16Quad{quads + r0 * k}; });
 }
 
+template <int S>
 void DotsInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t k, const float* x,
               int64_t ldx, int64_t tokens, float* out, int64_t ldo) {
-  Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int) {
+  QuadDots<S>(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int) {
     return Int8Quad{quads + r0 * k, scales + r0};
   });
 }
@@ -303,20 +394,37 @@ void UnpackInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t 
   }
 }
 
+// The set reading S weight streams per one-token dot (instantiated here, inside the target).
+template <int S>
+const RowDotKernels kAvx512Kernels = {"avx512",
+                                      &DotsF32<S>,
+                                      &DotsBf16<S>,
+                                      &SiluMul,
+                                      &UnpackBf16,
+                                      &DotsInt8<S>,
+                                      &UnpackInt8,
+                                      /*quantize_activations=*/nullptr,
+                                      /*dots_int8_quantized=*/nullptr,
+                                      /*one_token_streams=*/S};
+template const RowDotKernels kAvx512Kernels<1>;
+template const RowDotKernels kAvx512Kernels<4>;
+
 }  // namespace
 }  // namespace moe
 
 MOE_ISA_TARGET_END()
 
 namespace moe {
-const RowDotKernels* Avx512RowDotKernels() {
-  static const RowDotKernels kernels = {"avx512",    &DotsF32,  &DotsBf16,  &SiluMul,
-                                        &UnpackBf16, &DotsInt8, &UnpackInt8};
+const RowDotKernels* Avx512RowDotKernels(int one_token_streams) {
+  static_assert(std::size(kOneTokenStreamChoices) == 2 && kOneTokenStreamChoices[1] == 4);
   __builtin_cpu_init();
   const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                          __builtin_cpu_supports("fma");
-  return supported ? &kernels : nullptr;
+  if (!supported) return nullptr;
+  return one_token_streams == 1   ? &kAvx512Kernels<1>
+         : one_token_streams == 4 ? &kAvx512Kernels<4>
+                                  : nullptr;
 }
 
 }  // namespace moe
@@ -324,7 +432,7 @@ const RowDotKernels* Avx512RowDotKernels() {
 #else  // not x86-64 GCC/Clang: portable only
 
 namespace moe {
-const RowDotKernels* Avx512RowDotKernels() { return nullptr; }
+const RowDotKernels* Avx512RowDotKernels(int) { return nullptr; }
 }  // namespace moe
 
 #endif

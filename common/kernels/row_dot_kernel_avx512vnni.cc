@@ -100,15 +100,72 @@ void Tile(const int8_t* quad, const float* scales, int num_rows, int64_t k, cons
   }
 }
 
+// One token, Q quads that lie back to back from `quads` side by side: Q read streams per thread
+// (OneTokenStreamsFromEnv). Rows from num_rows on are not written.
+template <int Q>
+void OneTokenQuads(const int8_t* quads, const float* scales, int num_rows, int64_t k,
+                   const int16_t* xq, float x_scale, float* out) {
+  __m512i rows01[Q], rows23[Q];
+#pragma GCC unroll 4
+  for (int q = 0; q < Q; ++q) rows01[q] = rows23[q] = _mm512_setzero_si512();
+  for (int64_t i = 0; i < k; i += 16) {
+    const __m512i xv =
+        _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i)));
+#pragma GCC unroll 4
+    for (int q = 0; q < Q; ++q) {
+      const int8_t* line = quads + q * kRows * k + i * kRows;
+      _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
+      const __m512i w01 =
+          _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(line)));
+      const __m512i w23 =
+          _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(line + 32)));
+      rows01[q] = _mm512_dpwssd_epi32(rows01[q], w01, xv);
+      rows23[q] = _mm512_dpwssd_epi32(rows23[q], w23, xv);
+    }
+  }
+  for (int q = 0; q < Q; ++q) {
+    const double sums[kRows] = {SumOfLanes(rows01[q], 0), SumOfLanes(rows01[q], 1),
+                                SumOfLanes(rows23[q], 0), SumOfLanes(rows23[q], 1)};
+    for (int r = 0; r < kRows && q * kRows + r < num_rows; ++r) {
+      out[q * kRows + r] = scales[q * kRows + r] * x_scale * static_cast<float>(sums[r]);
+    }
+  }
+}
+
+// S > 1 streams: one token takes S quads at a time while S remain, the rest one by one.
+template <int S>
 void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                        const int16_t* xq, int64_t ldq, const float* x_scales, int64_t tokens,
                        float* out, int64_t ldo) {
+  if (S > 1 && tokens == 1) {
+    int64_t r0 = 0;
+    for (; r0 + S * kRows <= rows; r0 += S * kRows) {
+      OneTokenQuads<S>(quads + r0 * k, scales + r0, S * kRows, k, xq, x_scales[0], out + r0);
+    }
+    for (; r0 < rows; r0 += kRows) {
+      const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
+      OneTokenQuads<1>(quads + r0 * k, scales + r0, n, k, xq, x_scales[0], out + r0);
+    }
+    return;
+  }
   ForEachRowGroupTile<kMaxTokens>(
       rows, kRows, tokens, [&](auto tile, int64_t r0, int n, int64_t t) {
         Tile<decltype(tile)::value>(quads + r0 * k, scales + r0, n, k, xq + t * ldq, ldq,
                                     x_scales + t, out + t * ldo + r0, ldo, t == 0);
       });
 }
+
+// The AVX-512 set of S streams with these int8 dots (instantiated here, inside the target).
+template <int S>
+RowDotKernels WithInt16Dots(const RowDotKernels& avx512) {
+  RowDotKernels set = avx512;
+  set.name = "avx512vnni";
+  set.quantize_activations = &QuantizeActivations;
+  set.dots_int8_quantized = &DotsInt8Quantized<S>;
+  return set;
+}
+template RowDotKernels WithInt16Dots<1>(const RowDotKernels&);
+template RowDotKernels WithInt16Dots<4>(const RowDotKernels&);
 
 }  // namespace
 }  // namespace moe
@@ -117,18 +174,13 @@ MOE_ISA_TARGET_END()
 
 namespace moe {
 
-const RowDotKernels* Avx512VnniRowDotKernels() {
-  static const RowDotKernels* const kernels = []() -> const RowDotKernels* {
-    const RowDotKernels* avx512 = Avx512RowDotKernels();
-    __builtin_cpu_init();
-    if (avx512 == nullptr || !__builtin_cpu_supports("avx512vnni")) return nullptr;
-    static RowDotKernels set = *avx512;
-    set.name = "avx512vnni";
-    set.quantize_activations = &QuantizeActivations;
-    set.dots_int8_quantized = &DotsInt8Quantized;
-    return &set;
-  }();
-  return kernels;
+const RowDotKernels* Avx512VnniRowDotKernels(int one_token_streams) {
+  __builtin_cpu_init();
+  const RowDotKernels* avx512 = Avx512RowDotKernels(one_token_streams);
+  if (avx512 == nullptr || !__builtin_cpu_supports("avx512vnni")) return nullptr;
+  static const RowDotKernels one_stream = WithInt16Dots<1>(*Avx512RowDotKernels(1));
+  static const RowDotKernels four_streams = WithInt16Dots<4>(*Avx512RowDotKernels(4));
+  return one_token_streams == 1 ? &one_stream : &four_streams;
 }
 
 }  // namespace moe
@@ -136,7 +188,7 @@ const RowDotKernels* Avx512VnniRowDotKernels() {
 #else  // not x86-64 GCC/Clang
 
 namespace moe {
-const RowDotKernels* Avx512VnniRowDotKernels() { return nullptr; }
+const RowDotKernels* Avx512VnniRowDotKernels(int) { return nullptr; }
 }  // namespace moe
 
 #endif

@@ -1,8 +1,11 @@
 // Portable build of the row-dot kernels: the reference the SIMD builds are tested against, and
 // what runs on x86-64 CPUs without AVX2 and on other architectures (correct, slower).
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "common/tensor/bf16_matrix.h"
@@ -99,6 +102,15 @@ void UnpackInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t 
   }
 }
 
+// Weight streams per one-token dot without MOE_ONE_TOKEN_STREAMS: 4 on Intel CPUs, 1 on others.
+int CpuDefaultOneTokenStreams() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_is("intel")) return 4;
+#endif
+  return 1;
+}
+
 }  // namespace
 
 const RowDotKernels& PortableRowDotKernels() {
@@ -107,9 +119,24 @@ const RowDotKernels& PortableRowDotKernels() {
   return kernels;
 }
 
+absl::StatusOr<int> OneTokenStreamsFromEnv() {
+  static const absl::StatusOr<int> streams = []() -> absl::StatusOr<int> {
+    const char* env = std::getenv("MOE_ONE_TOKEN_STREAMS");
+    if (env == nullptr || *env == '\0') return CpuDefaultOneTokenStreams();
+    for (int choice : kOneTokenStreamChoices) {
+      if (std::to_string(choice) == env) return choice;
+    }
+    return absl::InvalidArgumentError(absl::StrCat("MOE_ONE_TOKEN_STREAMS: \"", env,
+                                                   "\" is not 1 or 4 (weight streams per "
+                                                   "thread in a one-token dot)"));
+  }();
+  return streams;
+}
+
 const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_int16_dots, bool allow_avx2) {
-  static const RowDotKernels* const avx512 = Avx512RowDotKernels();
-  static const RowDotKernels* const vnni = Avx512VnniRowDotKernels();
+  static const int streams = OneTokenStreamsFromEnv().value_or(CpuDefaultOneTokenStreams());
+  static const RowDotKernels* const avx512 = Avx512RowDotKernels(streams);
+  static const RowDotKernels* const vnni = Avx512VnniRowDotKernels(streams);
   static const RowDotKernels* const avx2 = Avx2RowDotKernels();
   static const RowDotKernels* const avx2_int16 = Avx2Int16RowDotKernels();
   if (allow_avx512 && allow_int16_dots && vnni != nullptr) return *vnni;

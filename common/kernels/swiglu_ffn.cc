@@ -54,13 +54,18 @@ absl::StatusOr<SwigluKernelCap> SwigluKernelCapFromEnv() {
 
 absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
   ASSIGN_OR_RETURN(const SwigluKernelCap cap, SwigluKernelCapFromEnv());
+  RETURN_IF_ERROR(OneTokenStreamsFromEnv().status());
   const bool allow_avx512 = cap < SwigluKernelCap::kAvx2;
   const bool allow_avx2 = cap < SwigluKernelCap::kPortable;
   // The int16 dots serve int8 weights only; AVX512-VNNI's capped like AVX512-BF16 by
   // MOE_KERNELS=avx512 (the AVX2 ones are what an AVX2 CPU runs: kept by MOE_KERNELS=avx2).
   const bool int16_dots = storage == WeightStorage::kInt8 && cap != SwigluKernelCap::kAvx512;
-  std::string summary =
-      absl::StrCat(BestRowDotKernels(allow_avx512, int16_dots, allow_avx2).name, " streaming");
+  const RowDotKernels& streaming = BestRowDotKernels(allow_avx512, int16_dots, allow_avx2);
+  std::string summary = absl::StrCat(streaming.name, " streaming");
+  if (streaming.one_token_streams > 1) {
+    absl::StrAppend(&summary, " (one token: ", streaming.one_token_streams,
+                    " weight streams per thread)");
+  }
   const int64_t blas_from = SwigluBlasMinTokens(storage, allow_avx512, allow_avx2);
   const Bf16DotKernels* dot =
       cap < SwigluKernelCap::kAvx512
@@ -93,6 +98,7 @@ struct SwigluChoice {
 absl::StatusOr<SwigluChoice> ChooseSwiglu(const SwigluWeights& weights, int64_t tokens,
                                           const SwigluOptions& options) {
   ASSIGN_OR_RETURN(const SwigluKernelCap cap, SwigluKernelCapFromEnv());
+  RETURN_IF_ERROR(OneTokenStreamsFromEnv().status());
   const bool allow_avx512 = options.allow_avx512 && cap < SwigluKernelCap::kAvx2;
   const bool allow_avx2 = options.allow_avx2 && cap < SwigluKernelCap::kPortable;
   const bool allow_bf16_dot =

@@ -18,14 +18,17 @@
 // activations to int16 per token (Int8ActivationLevels, common/kernels/row_dot_kernel.h) and sum
 // int8 · int16 products exactly in int32, instead of widening every weight to float32.
 // The MOE_KERNELS environment variable (auto, avx512bf16, avx512, avx2, portable; read once per
-// process) caps the instruction sets every call may use, as the options below do per call.
+// process) caps the instruction sets every call may use, as the options below do per call;
+// MOE_ONE_TOKEN_STREAMS (1 or 4) sets how many weight streams a thread reads at once for one token
+// (OneTokenStreamsFromEnv, common/kernels/row_dot_kernel.h).
 //
 // Input layout: the streaming kernel reads token rows SwigluInputStride(d_model) floats apart with
 // zeros in columns [d_model, stride) (BF16 dots read whole 16-column chunks). An x with exactly
 // that stride and zero padding is read in place; any other x is first copied into that layout.
 // A caller that gathers rows anyway (an expert shard) gathers straight into it and saves the copy.
 //
-// Errors: InvalidArgument if x or y is not [M, d_model] or MOE_KERNELS is not a known value;
+// Errors: InvalidArgument if x or y is not [M, d_model] or MOE_KERNELS or MOE_ONE_TOKEN_STREAMS
+// is not a known value;
 // FailedPrecondition for a forced path the weights or the CPU cannot run. Thread-safe: weights are
 // read-only and each call uses its own scratch.
 #ifndef MOE_COMMON_KERNELS_SWIGLU_FFN_H_
@@ -89,8 +92,9 @@ absl::StatusOr<SwigluKernelCap> ParseSwigluKernelCap(absl::string_view value);
 absl::StatusOr<SwigluKernelCap> SwigluKernelCapFromEnv();
 
 // Which kernels SwigluForward runs in this process for `storage` (under MOE_KERNELS), for a startup
-// log, e.g. "avx512 streaming; amx-bf16 (bf16 activations) from 16 tokens per call". The error
-// of SwigluKernelCapFromEnv if MOE_KERNELS is not a known value.
+// log, e.g. "avx512 streaming (one token: 4 weight streams per thread); amx-bf16 (bf16
+// activations) from 2 tokens per call". The error of SwigluKernelCapFromEnv or
+// OneTokenStreamsFromEnv if either variable is not a known value.
 absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage);
 
 enum class SwigluPath { kAuto, kStreaming, kBlas, kBf16Dot };
