@@ -42,12 +42,20 @@ WeightStorage StorageArg(int64_t arg) {
 
 double Flops(int64_t tokens) { return 6.0 * tokens * kDModel * kWidth; }
 
+// Argument: streams each thread reads at once (kReadStreamCounts).
 void BM_ReadBandwidthSum(benchmark::State& state) {
-  for (auto _ : state) ReadBufferBySum();
+  const int streams = static_cast<int>(state.range(0));
+  for (auto _ : state) ReadBufferBySum(streams);
   state.counters["read_Bps"] =
       Counter(static_cast<double>(BandwidthBytes()) * state.iterations(), Counter::kIsRate);
 }
-BENCHMARK(BM_ReadBandwidthSum)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ReadBandwidthSum)
+    ->ArgName("streams")
+    ->Arg(1)
+    ->Arg(4)
+    ->Arg(8)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void BM_ReadBandwidthSgemv(benchmark::State& state) {
   for (auto _ : state) ReadBufferBySgemv();
