@@ -8,9 +8,9 @@
 #include <iostream>
 #include <map>
 #include <memory>
-#include <thread>
 
 #include "common/kernels/blas_kernels.h"
+#include "common/kernels/cpu_affinity.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "common/kernels/thread_pool.h"
 
@@ -73,7 +73,7 @@ void SetBandwidthBytes(int64_t bytes) {
 }
 
 void InitThreads(int threads) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (threads <= 0) threads = std::max(1, static_cast<int>(AllowedCpus().size()));
   PoolSlot() = std::make_unique<KernelThreadPool>(threads);
   SetBlasThreads(threads);
 }

@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/checkpoint/checkpoint.h"
 #include "common/kernels/blas_kernels.h"
+#include "common/kernels/cpu_affinity.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/thread_pool.h"
 #include "common/status/status_macros.h"
@@ -151,10 +151,9 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
                                                     std::move(make_client), directory_options);
   directory->SetTargets(std::move(targets));
   directory->Refresh();
-  const int kernel_threads =
-      options.kernel_threads > 0
-          ? options.kernel_threads
-          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int kernel_threads = options.kernel_threads > 0
+                                 ? options.kernel_threads
+                                 : std::max(1, static_cast<int>(AllowedCpus().size()));
   return std::unique_ptr<Router>(new Router(options, std::move(config), std::move(layers),
                                             shared_on_shards, std::move(metrics),
                                             std::move(directory), kernel_threads));

@@ -54,7 +54,8 @@ struct RouterOptions {
   // Ask shards for per-token weighted partial sums (one row per token and shard) instead of one
   // row per (token, expert). Not with allow_partial while shards compute the shared expert.
   bool partial_sums = true;
-  int kernel_threads = 0;  // threads of the local shared expert's FFN; 0: one per core
+  // Threads of the local shared expert's FFN; 0: one per CPU this process may use.
+  int kernel_threads = 0;
   // Concurrent requests for one layer fanned out together (router_service/request_batcher.h).
   RequestBatchingOptions batching;
   DirectoryOptions directory;
