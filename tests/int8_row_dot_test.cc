@@ -110,7 +110,7 @@ void ExpectInt16DotsSumTheRoundedActivations(const RowDotKernels& kernels, int64
 }
 
 // Rows not a multiple of four, token counts that fill tiles unevenly, 3 and 4 lines of 16 columns,
-// one token over more rows than the four-stream dots take at once.
+// 1-4 tokens over more rows than the four-stream dots take at once.
 TEST(Int8RowDotTest, Int16DotsSumTheRoundedActivationsExactly) {
   if (Int16Sets().empty()) GTEST_SKIP() << "this CPU has neither AVX512-VNNI nor AVX2";
   for (const RowDotKernels* kernels : Int16Sets()) {
@@ -121,9 +121,13 @@ TEST(Int8RowDotTest, Int16DotsSumTheRoundedActivationsExactly) {
             absl::StrCat(KernelSetName(*kernels), ", ", cols, " columns, ", tokens, " tokens"));
         ExpectInt16DotsSumTheRoundedActivations(*kernels, 11, cols, tokens, rng);
       }
-      // One token over 37 rows: two groups of four quads side by side, a quad and a partial one.
-      SCOPED_TRACE(absl::StrCat(KernelSetName(*kernels), ", ", cols, " columns, 41 rows"));
-      ExpectInt16DotsSumTheRoundedActivations(*kernels, 41, cols, 1, rng);
+      // 1-4 tokens over 37 rows: groups of four quads side by side (two quads from 3 tokens), then
+      // a whole quad and a partial one.
+      for (int64_t tokens : {1, 2, 3, 4}) {
+        SCOPED_TRACE(absl::StrCat(KernelSetName(*kernels), ", ", cols, " columns, 41 rows, ",
+                                  tokens, " tokens"));
+        ExpectInt16DotsSumTheRoundedActivations(*kernels, 41, cols, tokens, rng);
+      }
     }
   }
 }

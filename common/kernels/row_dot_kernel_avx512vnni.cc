@@ -66,92 +66,92 @@ inline double SumOfLanes(__m512i v, int half) {
   return _mm512_reduce_add_pd(_mm512_cvtepi32_pd(lanes));
 }
 
-// out[t * ldo + r] for r < num_rows, t < T, from one quad of int8 rows and T tokens of int16
-// activations. `prefetch` on the first token tile of a quad only.
-template <int T>
-void Tile(const int8_t* quad, const float* scales, int num_rows, int64_t k, const int16_t* xq,
+// out[t * ldo + r] for r < num_rows, t < T, from Q quads of int8 rows that lie back to back from
+// `quads`, read side by side (Q streams), and T tokens of int16 activations. Rows from num_rows on
+// are not written. `prefetch` on the first token tile of a quad only.
+template <int Q, int T>
+void Tile(const int8_t* quads, const float* scales, int num_rows, int64_t k, const int16_t* xq,
           int64_t ldq, const float* x_scales, float* out, int64_t ldo, bool prefetch) {
-  __m512i rows01[T], rows23[T];  // int32 lanes 0-7: the first row of the pair, 8-15: the second
+  static_assert(Q * T <= kMaxTokens, "2 × Q × T int32 sums, x and two weight lines in registers");
+  // int32 lanes 0-7: the first row of the pair, 8-15: the second.
+  __m512i rows01[Q][T], rows23[Q][T];
 #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) rows01[t] = rows23[t] = _mm512_setzero_si512();
-  for (int64_t i = 0; i < k; i += 16) {
-    const int8_t* line = quad + i * kRows;
-    if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
-    const __m512i w01 =
-        _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(line)));
-    const __m512i w23 =
-        _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(line + 32)));
+  for (int q = 0; q < Q; ++q) {
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      const __m512i xv = _mm512_broadcast_i64x4(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * ldq + i)));
-      rows01[t] = _mm512_dpwssd_epi32(rows01[t], w01, xv);
-      rows23[t] = _mm512_dpwssd_epi32(rows23[t], w23, xv);
-    }
+    for (int t = 0; t < T; ++t) rows01[q][t] = rows23[q][t] = _mm512_setzero_si512();
   }
-  for (int t = 0; t < T; ++t) {
-    // Each lane holds k / 8 products (Int8ActivationLevels keeps it inside int32); a row's 8 lanes
-    // are summed in double, where the k products' total fits exactly.
-    const double sums[kRows] = {SumOfLanes(rows01[t], 0), SumOfLanes(rows01[t], 1),
-                                SumOfLanes(rows23[t], 0), SumOfLanes(rows23[t], 1)};
-    for (int r = 0; r < num_rows; ++r) {
-      out[t * ldo + r] = scales[r] * x_scales[t] * static_cast<float>(sums[r]);
-    }
-  }
-}
-
-// One token, Q quads that lie back to back from `quads` side by side: Q read streams per thread
-// (OneTokenStreamsFromEnv). Rows from num_rows on are not written.
-template <int Q>
-void OneTokenQuads(const int8_t* quads, const float* scales, int num_rows, int64_t k,
-                   const int16_t* xq, float x_scale, float* out) {
-  __m512i rows01[Q], rows23[Q];
-#pragma GCC unroll 4
-  for (int q = 0; q < Q; ++q) rows01[q] = rows23[q] = _mm512_setzero_si512();
   for (int64_t i = 0; i < k; i += 16) {
-    const __m512i xv =
-        _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i)));
 #pragma GCC unroll 4
     for (int q = 0; q < Q; ++q) {
       const int8_t* line = quads + q * kRows * k + i * kRows;
-      _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
+      if (prefetch) {
+        _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
+      }
       const __m512i w01 =
           _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(line)));
       const __m512i w23 =
           _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(line + 32)));
-      rows01[q] = _mm512_dpwssd_epi32(rows01[q], w01, xv);
-      rows23[q] = _mm512_dpwssd_epi32(rows23[q], w23, xv);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m512i xv = _mm512_broadcast_i64x4(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * ldq + i)));
+        rows01[q][t] = _mm512_dpwssd_epi32(rows01[q][t], w01, xv);
+        rows23[q][t] = _mm512_dpwssd_epi32(rows23[q][t], w23, xv);
+      }
     }
   }
   for (int q = 0; q < Q; ++q) {
-    const double sums[kRows] = {SumOfLanes(rows01[q], 0), SumOfLanes(rows01[q], 1),
-                                SumOfLanes(rows23[q], 0), SumOfLanes(rows23[q], 1)};
-    for (int r = 0; r < kRows && q * kRows + r < num_rows; ++r) {
-      out[q * kRows + r] = scales[q * kRows + r] * x_scale * static_cast<float>(sums[r]);
+    for (int t = 0; t < T; ++t) {
+      // Each lane holds k / 8 products (Int8ActivationLevels keeps it inside int32); a row's 8
+      // lanes are summed in double, where the k products' total fits exactly.
+      const double sums[kRows] = {SumOfLanes(rows01[q][t], 0), SumOfLanes(rows01[q][t], 1),
+                                  SumOfLanes(rows23[q][t], 0), SumOfLanes(rows23[q][t], 1)};
+      for (int r = 0; r < kRows && q * kRows + r < num_rows; ++r) {
+        out[t * ldo + q * kRows + r] =
+            scales[q * kRows + r] * x_scales[t] * static_cast<float>(sums[r]);
+      }
     }
   }
 }
 
-// S > 1 streams: one token takes S quads at a time while S remain, the rest one by one.
+// T tokens over Q quads side by side while Q remain, the rest one quad at a time.
+template <int Q, int T>
+void SideBySide(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
+                const int16_t* xq, int64_t ldq, const float* x_scales, float* out, int64_t ldo) {
+  int64_t r0 = 0;
+  for (; r0 + Q * kRows <= rows; r0 += Q * kRows) {
+    Tile<Q, T>(quads + r0 * k, scales + r0, Q * kRows, k, xq, ldq, x_scales, out + r0, ldo, true);
+  }
+  for (; r0 < rows; r0 += kRows) {
+    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
+    Tile<1, T>(quads + r0 * k, scales + r0, n, k, xq, ldq, x_scales, out + r0, ldo, true);
+  }
+}
+
+// S > 1 streams: calls of up to 4 tokens read S quads side by side (S / 2 from 3 tokens, so the
+// sums fit the registers); more tokens, or S = 1, one quad at a time in token tiles.
 template <int S>
 void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                        const int16_t* xq, int64_t ldq, const float* x_scales, int64_t tokens,
                        float* out, int64_t ldo) {
-  if (S > 1 && tokens == 1) {
-    int64_t r0 = 0;
-    for (; r0 + S * kRows <= rows; r0 += S * kRows) {
-      OneTokenQuads<S>(quads + r0 * k, scales + r0, S * kRows, k, xq, x_scales[0], out + r0);
+  if constexpr (S > 1) {
+    switch (tokens) {
+      case 1:
+        return SideBySide<S, 1>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
+      case 2:
+        return SideBySide<S, 2>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
+      case 3:
+        return SideBySide<S / 2, 3>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
+      case 4:
+        return SideBySide<S / 2, 4>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
+      default:
+        break;
     }
-    for (; r0 < rows; r0 += kRows) {
-      const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
-      OneTokenQuads<1>(quads + r0 * k, scales + r0, n, k, xq, x_scales[0], out + r0);
-    }
-    return;
   }
   ForEachRowGroupTile<kMaxTokens>(
       rows, kRows, tokens, [&](auto tile, int64_t r0, int n, int64_t t) {
-        Tile<decltype(tile)::value>(quads + r0 * k, scales + r0, n, k, xq + t * ldq, ldq,
-                                    x_scales + t, out + t * ldo + r0, ldo, t == 0);
+        Tile<1, decltype(tile)::value>(quads + r0 * k, scales + r0, n, k, xq + t * ldq, ldq,
+                                       x_scales + t, out + t * ldo + r0, ldo, t == 0);
       });
 }
 
