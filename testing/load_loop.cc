@@ -11,12 +11,15 @@ namespace moe::testing {
 namespace {
 
 const char* CodeName(grpc::StatusCode code) {
+  // Four codes a line, in code order.
+  // clang-format off
   static const char* const kNames[] = {
-      "OK",        "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS",    "PERMISSION_DENIED",
+      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
       "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",       "UNAVAILABLE",       "DATA_LOSS",
+      "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
       "UNAUTHENTICATED"};
+  // clang-format on
   const int i = static_cast<int>(code);
   return i >= 0 && i <= 16 ? kNames[i] : "?";
 }
@@ -37,8 +40,8 @@ int64_t StatusField(int pid, absl::string_view field) {
 
 }  // namespace
 
-LoadLoop::LoadLoop(const std::string& router_target, const v1::ForwardRequest& request,
-                   int threads, absl::Duration deadline)
+LoadLoop::LoadLoop(const std::string& router_target, const v1::ForwardRequest& request, int threads,
+                   absl::Duration deadline)
     : channel_(grpc::CreateChannel(router_target, grpc::InsecureChannelCredentials())),
       request_(request),
       deadline_(deadline) {

@@ -10,16 +10,16 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/fault_common.h"
 #include "testing/cluster.h"
+#include "tests/fault_common.h"
 
 namespace moe {
 namespace {
 
-using ::testing::HasSubstr;
 using fault::Health;
 using fault::PollUntil;
 using grpc::health::v1::HealthCheckResponse;
+using ::testing::HasSubstr;
 
 v1::ForwardRequest Request() {
   return testing::MakeRequest(testing::RandomTokens(4, fault::kTinyD, 11), 4, fault::kTinyD);
@@ -28,8 +28,8 @@ v1::ForwardRequest Request() {
 TEST(FaultHealthTest, OnlyReplicaRestartedOnItsPortServesWithinASecondOfListening) {
   testing::Cluster cluster(fault::TinyModel(), 0, {"0-7"});
   const std::string router = cluster.router_server().target();
-  ASSERT_TRUE(PollUntil([&] { return Health(router) == HealthCheckResponse::SERVING; },
-                        absl::Seconds(10)));
+  ASSERT_TRUE(
+      PollUntil([&] { return Health(router) == HealthCheckResponse::SERVING; }, absl::Seconds(10)));
   const int port = cluster.expert(0).port;
   cluster.expert(0).process->Stop(SIGKILL);
   const absl::Time killed = absl::Now();
@@ -77,12 +77,12 @@ TEST(FaultHealthTest, ShardOfAnotherCheckpointIsRejectedByFingerprintAndNeverCal
       testing::ExpertBinary(), {"--model=" + fault::TinyModel(), "--layer=0", "--experts=0-7"});
   testing::Server bad = testing::MustStart(
       testing::ExpertBinary(), {"--model=" + other_model, "--layer=0", "--experts=0-7"});
-  testing::Server router = testing::MustStart(
-      testing::RouterBinary(), {"--model=" + fault::TinyModel(), "--layer=0",
-                                "--info_shows_topology",
-                                "--shards=" + good.target() + "," + bad.target()});
-  auto stub = v1::Router::NewStub(
-      grpc::CreateChannel(router.target(), grpc::InsecureChannelCredentials()));
+  testing::Server router =
+      testing::MustStart(testing::RouterBinary(),
+                         {"--model=" + fault::TinyModel(), "--layer=0", "--info_shows_topology",
+                          "--shards=" + good.target() + "," + bad.target()});
+  auto stub =
+      v1::Router::NewStub(grpc::CreateChannel(router.target(), grpc::InsecureChannelCredentials()));
   std::pair<std::string, std::string> state;
   ASSERT_TRUE(PollUntil(
       [&] {
@@ -99,8 +99,8 @@ TEST(FaultHealthTest, ShardOfAnotherCheckpointIsRejectedByFingerprintAndNeverCal
     const grpc::Status status = stub->Forward(&context, Request(), &response);
     ASSERT_TRUE(status.ok()) << status.error_message();
   }
-  auto expert = v1::Expert::NewStub(
-      grpc::CreateChannel(bad.target(), grpc::InsecureChannelCredentials()));
+  auto expert =
+      v1::Expert::NewStub(grpc::CreateChannel(bad.target(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   v1::ExpertInfo info;
   ASSERT_TRUE(expert->Info(&context, v1::ExpertInfoRequest(), &info).ok());
@@ -112,8 +112,8 @@ TEST(FaultHealthTest, ShardOfAnotherCheckpointIsRejectedByFingerprintAndNeverCal
 TEST(FaultHealthTest, EveryShardDownIsNotServingAndForwardIsUnavailableNamingExperts) {
   testing::Cluster cluster(fault::TinyModel(), 0, {"0-3", "4-7"});
   const std::string router = cluster.router_server().target();
-  ASSERT_TRUE(PollUntil([&] { return Health(router) == HealthCheckResponse::SERVING; },
-                        absl::Seconds(10)));
+  ASSERT_TRUE(
+      PollUntil([&] { return Health(router) == HealthCheckResponse::SERVING; }, absl::Seconds(10)));
   for (int i = 0; i < 2; ++i) cluster.expert(i).process->Stop(SIGKILL);
   const absl::Time killed = absl::Now();
   ASSERT_TRUE(PollUntil([&] { return Health(router) == HealthCheckResponse::NOT_SERVING; },

@@ -11,10 +11,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "tests/fault_common.h"
 #include "testing/cluster.h"
 #include "testing/load_loop.h"
 #include "testing/netns.h"
+#include "tests/fault_common.h"
 
 namespace moe {
 namespace {
@@ -46,16 +46,17 @@ class TwoReplicasTest : public ::testing::Test {
         std::vector<std::string>{"--info_shows_topology"});
     ASSERT_GT(cluster_->router_server().port, 0);
     ASSERT_TRUE(PollUntil(
-        [&] { return ShardStatus(cluster_->router(), cluster_->expert(1).target()).first ==
-                     "SERVING"; },
+        [&] {
+          return ShardStatus(cluster_->router(), cluster_->expert(1).target()).first == "SERVING";
+        },
         absl::Seconds(10)));
   }
 
   // Runs the load for `healthy` (the reference rate), applies `fault`, keeps it for `after`;
   // returns the healthy rate and the time of the fault.
   std::pair<double, absl::Time> LoadAroundFault(testing::LoadLoop& load, absl::Duration healthy,
-                                                 const std::function<void()>& fault,
-                                                 absl::Duration after) {
+                                                const std::function<void()>& fault,
+                                                absl::Duration after) {
     const absl::Time start = absl::Now();
     // Warm-up and the healthy window: the load's own duration, not a synchronisation.
     absl::SleepFor(absl::Milliseconds(500) + healthy);
@@ -89,10 +90,11 @@ TEST_F(TwoReplicasTest, HungReplicaLosesNoRequestAndIsRoutedAroundWithinTwoSecon
   kill(hung, SIGCONT);
   const double rate_0_2 = load.OkRate(stopped_at, stopped_at + absl::Seconds(2));
   const double rate_2_3 = load.OkRate(stopped_at + absl::Seconds(2), stopped_at + absl::Seconds(3));
-  std::cout << "SIGSTOP of 1 of 2 replicas, " << kClients << " clients, 2 s deadlines: "
-            << load.Summary() << "; healthy " << healthy_rate << " req/s, 0-2 s after "
-            << rate_0_2 << " req/s, 2-3 s after " << rate_2_3 << " req/s; Info " << state
-            << " (seen " << reported_after << " after SIGSTOP)" << std::endl;
+  std::cout << "SIGSTOP of 1 of 2 replicas, " << kClients
+            << " clients, 2 s deadlines: " << load.Summary() << "; healthy " << healthy_rate
+            << " req/s, 0-2 s after " << rate_0_2 << " req/s, 2-3 s after " << rate_2_3
+            << " req/s; Info " << state << " (seen " << reported_after << " after SIGSTOP)"
+            << std::endl;
   EXPECT_TRUE(load.Failures().empty()) << load.Summary() << FailureList(load.Failures());
   EXPECT_GE(rate_2_3, 0.5 * healthy_rate);
   EXPECT_TRUE(reported) << "Info still says " << state;
@@ -101,8 +103,8 @@ TEST_F(TwoReplicasTest, HungReplicaLosesNoRequestAndIsRoutedAroundWithinTwoSecon
 TEST_F(TwoReplicasTest, KilledReplicaLosesNoRequest) {
   testing::LoadLoop load(cluster_->router_server().target(), Request(), kClients, kDeadline);
   auto [healthy_rate, killed_at] = LoadAroundFault(
-      load, absl::Seconds(1),
-      [&] { cluster_->expert(1).process->Stop(SIGKILL); }, absl::Seconds(3));
+      load, absl::Seconds(1), [&] { cluster_->expert(1).process->Stop(SIGKILL); },
+      absl::Seconds(3));
   load.Stop();
   const double rate_after = load.OkRate(killed_at + absl::Seconds(1), killed_at + absl::Seconds(3));
   std::cout << "kill -9 of 1 of 2 replicas: " << load.Summary() << "; healthy " << healthy_rate
@@ -121,12 +123,13 @@ TEST(PartitionedReplicaTest, PartitionedReplicaLosesNoRequestAndIsDetected) {
   auto ns = testing::NetworkNamespace::Create();
   ASSERT_TRUE(ns.ok()) << ns.status();
   const std::string model = fault::TinyModel();
-  testing::Server local = testing::MustStart(
-      testing::ExpertBinary(), {"--model=" + model, "--layer=0", "--experts=0-7"});
+  testing::Server local = testing::MustStart(testing::ExpertBinary(),
+                                             {"--model=" + model, "--layer=0", "--experts=0-7"});
   const std::string dir = testing::MakeTempDir("partitioned");
   auto remote = testing::Subprocess::Start(
       (*ns)->Command({testing::ExpertBinary(), "--model=" + model, "--layer=0", "--experts=0-7",
-                      "--listen=" + (*ns)->inside_address() + ":0", "--port_file=" + dir + "/port"}),
+                      "--listen=" + (*ns)->inside_address() + ":0",
+                      "--port_file=" + dir + "/port"}),
       dir + "/log");
   ASSERT_TRUE(remote.ok()) << remote.status();
   int port = 0;
@@ -139,11 +142,10 @@ TEST(PartitionedReplicaTest, PartitionedReplicaLosesNoRequestAndIsDetected) {
       << (*remote)->Log();
   const std::string remote_target = absl::StrCat((*ns)->inside_address(), ":", port);
   testing::Server router = testing::MustStart(
-      testing::RouterBinary(),
-      {"--model=" + model, "--layer=0", "--info_shows_topology",
-       "--shards=0-7@" + local.target() + ",0-7@" + remote_target});
-  auto stub = v1::Router::NewStub(
-      grpc::CreateChannel(router.target(), grpc::InsecureChannelCredentials()));
+      testing::RouterBinary(), {"--model=" + model, "--layer=0", "--info_shows_topology",
+                                "--shards=0-7@" + local.target() + ",0-7@" + remote_target});
+  auto stub =
+      v1::Router::NewStub(grpc::CreateChannel(router.target(), grpc::InsecureChannelCredentials()));
   ASSERT_TRUE(PollUntil([&] { return ShardStatus(*stub, remote_target).first == "SERVING"; },
                         absl::Seconds(10)));
 
