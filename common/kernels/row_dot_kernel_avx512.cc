@@ -34,15 +34,6 @@ constexpr int64_t kPrefetchF32Bytes = 1024;   // per row: a tile's four rows, or
 constexpr int64_t kPrefetchBf16Bytes = 2048;  // a quad is one stream
 constexpr int64_t kPrefetchInt8Bytes = 1024;  // a quad is one stream
 
-inline float ReduceAdd(__m512 v) {
-  const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-  const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), hi);
-  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-  return _mm_cvtss_f32(s4);
-}
-
 inline void Prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 
 // Four row-major float32 rows (the last ones repeated when fewer remain).
@@ -164,7 +155,9 @@ void Tile(const Rows& rows, int num_rows, int64_t k, const float* x, int64_t ldx
     }
   }
   for (int t = 0; t < T; ++t) {
-    for (int r = 0; r < num_rows; ++r) out[t * ldo + r] = rows.Finish(r, ReduceAdd(acc[r][t]));
+    for (int r = 0; r < num_rows; ++r) {
+      out[t * ldo + r] = rows.Finish(r, _mm512_reduce_add_ps(acc[r][t]));
+    }
   }
 }
 
@@ -209,7 +202,8 @@ void DotsF32OneToken(const float* w, int64_t ldw, int64_t rows, int64_t k, const
       sum[1] =
           _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + i), _mm512_maskz_loadu_ps(m, x + i), sum[1]);
     }
-    out[r] = ReduceAdd(_mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3])));
+    out[r] = _mm512_reduce_add_ps(
+        _mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3])));
   }
 }
 
@@ -242,7 +236,7 @@ void OneTokenRowsF32(const float* w, int64_t ldw, int64_t k, const float* x, flo
       sum[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + r * ldw + i), xv, sum[r][0]);
     }
   }
-  for (int r = 0; r < R; ++r) out[r] = ReduceAdd(_mm512_add_ps(sum[r][0], sum[r][1]));
+  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(sum[r][0], sum[r][1]));
 }
 
 // One token, Q quads (BF16 or int8) side by side: Q read streams per thread.
@@ -269,7 +263,7 @@ void OneTokenQuads(const Quad (&quads)[Q], int num_rows, int64_t k, const float*
   }
   for (int q = 0; q < Q; ++q) {
     for (int r = 0; r < kRows && q * kRows + r < num_rows; ++r) {
-      out[q * kRows + r] = quads[q].Finish(r, ReduceAdd(acc[q][r]));
+      out[q * kRows + r] = quads[q].Finish(r, _mm512_reduce_add_ps(acc[q][r]));
     }
   }
 }
