@@ -134,15 +134,13 @@ int main(int argc, char** argv) {
     std::cerr << "moe_expert: --model and --experts are required (see --help)" << std::endl;
     return 2;
   }
-  const std::string dtype = absl::GetFlag(FLAGS_weights_dtype);
-  if (dtype != "f32" && dtype != "bf16" && dtype != "int8") {
-    std::cerr << "moe_expert: --weights_dtype must be f32, bf16 or int8, got " << dtype
-              << std::endl;
+  const absl::StatusOr<moe::WeightStorage> storage =
+      moe::ParseWeightStorage(absl::GetFlag(FLAGS_weights_dtype));
+  if (!storage.ok()) {
+    std::cerr << "moe_expert: " << storage.status().message() << std::endl;
     return 2;
   }
-  options.weight_storage = dtype == "bf16"   ? moe::WeightStorage::kBF16
-                           : dtype == "int8" ? moe::WeightStorage::kInt8
-                                             : moe::WeightStorage::kF32;
+  options.weight_storage = *storage;
   moe::TlsFiles tls;
   tls.cert = absl::GetFlag(FLAGS_tls_cert);
   tls.key = absl::GetFlag(FLAGS_tls_key);
@@ -176,8 +174,9 @@ int main(int argc, char** argv) {
   std::cerr << "moe_expert: " << moe::CountOf((*shard)->layers().size(), "layer", "layers") << " ("
             << absl::StrJoin((*shard)->layers(), ",") << "), experts "
             << moe::FormatExpertSet((*shard)->experts()) << ", "
-            << moe::FormatBytes((*shard)->weight_bytes()) << " of " << dtype << " weights; "
-            << moe::ServerTlsMode(tls) << "; kernels: " << moe::KernelsReport() << " on "
+            << moe::FormatBytes((*shard)->weight_bytes()) << " of "
+            << absl::GetFlag(FLAGS_weights_dtype) << " weights; " << moe::ServerTlsMode(tls)
+            << "; kernels: " << moe::KernelsReport() << " on "
             << moe::CountOf((*shard)->kernel_threads(), "thread", "threads") << " (" << *kernels
             << "; " << PinnedHelpers((*shard)->kernel_cpus()) << ")" << std::endl;
 

@@ -61,7 +61,7 @@ ABSL_FLAG(int, distinct_inputs, 1,
           "different experts (a layer whose chosen experts would fit in the cache otherwise "
           "measures the cache, not memory)");
 ABSL_FLAG(std::string, weights_dtype, "f32",
-          "inprocess and dense modes: expert weights in memory, f32 or bf16 (as moe_expert's "
+          "inprocess and dense modes: expert weights in memory, f32, bf16 or int8 (as moe_expert's "
           "--weights_dtype)");
 ABSL_FLAG(int, kernel_threads, 0,
           "inprocess and dense modes: threads of the FFN kernel; 0 = every core (as moe_expert)");
@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
       "count.\n"
       "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N[,N...]]\n"
       "                  [--requests=N] [--rounds=N] [--distinct_inputs=N]\n"
-      "                  [--weights_dtype=f32|bf16]\n"
+      "                  [--weights_dtype=f32|bf16|int8]\n"
       "                  [--kernel_threads=N] [--pin_kernel_threads] [--blas_threads=N]\n"
       "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]\n"
       "  moe_layer_bench ... --layers=all|SPEC   (time model steps: one call per layer)");
@@ -235,14 +235,14 @@ int main(int argc, char** argv) {
   const std::string model = absl::GetFlag(FLAGS_model);
   const int layer = absl::GetFlag(FLAGS_layer);
   const std::string served = step ? layers_spec : std::to_string(layer);
-  const std::string dtype = absl::GetFlag(FLAGS_weights_dtype);
-  if (dtype != "f32" && dtype != "bf16") {
-    std::cerr << "moe_layer_bench: --weights_dtype must be f32 or bf16, got " << dtype << std::endl;
+  const absl::StatusOr<moe::WeightStorage> storage =
+      moe::ParseWeightStorage(absl::GetFlag(FLAGS_weights_dtype));
+  if (!storage.ok()) {
+    std::cerr << "moe_layer_bench: " << storage.status().message() << std::endl;
     return 2;
   }
   moe::ExpertShardOptions shard_options{model, served, "all"};
-  shard_options.weight_storage =
-      dtype == "bf16" ? moe::WeightStorage::kBF16 : moe::WeightStorage::kF32;
+  shard_options.weight_storage = *storage;
   shard_options.kernel_threads = absl::GetFlag(FLAGS_kernel_threads);
   shard_options.pin_kernel_threads = absl::GetFlag(FLAGS_pin_kernel_threads);
   const int cores = std::max(1, static_cast<int>(moe::AllowedCpus().size()));  // as moe_expert

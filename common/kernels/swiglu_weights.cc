@@ -60,6 +60,14 @@ absl::StatusOr<SwigluWeights> SwigluWeights::FromBf16(Bf16Matrix gate, Bf16Matri
   return SwigluWeights(Bf16{std::move(gate), std::move(up), std::move(down)}, d, h);
 }
 
+absl::StatusOr<WeightStorage> ParseWeightStorage(absl::string_view name) {
+  if (name == "f32") return WeightStorage::kF32;
+  if (name == "bf16") return WeightStorage::kBF16;
+  if (name == "int8") return WeightStorage::kInt8;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--weights_dtype must be f32, bf16 or int8, got ", name));
+}
+
 WeightStorage SwigluWeights::storage() const {
   if (bf16() != nullptr) return WeightStorage::kBF16;
   return int8() != nullptr ? WeightStorage::kInt8 : WeightStorage::kF32;

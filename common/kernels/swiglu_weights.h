@@ -15,6 +15,7 @@
 #include <variant>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/kernels/int8_matrix.h"
 #include "common/tensor/bf16_matrix.h"
 #include "common/tensor/matrix.h"
@@ -28,6 +29,10 @@ namespace moe {
 // (common/kernels/int8_matrix.h), quantised when loaded; the kernels widen them exactly too, so
 // the only error is the weights' quantisation.
 enum class WeightStorage { kF32, kBF16, kInt8 };
+
+// The storage a --weights_dtype flag names: "f32", "bf16" or "int8"; InvalidArgument naming the
+// three otherwise.
+absl::StatusOr<WeightStorage> ParseWeightStorage(absl::string_view name);
 
 class SwigluWeights {
  public:
