@@ -1,8 +1,9 @@
 // AdmissionQueue runs up to its limit, queues up to its queue limits (calls, request bytes) and
-// refuses beyond them, refuses at once a call whose deadline leaves less than twice a service
-// time, sheds a waiting call as soon as
-// its deadline can no longer be met (never later than its deadline), and takes the oldest call
-// while the queue keeps up but the newest once it has fallen behind.
+// refuses beyond them, refuses at once a call that would wait with less than twice a service time
+// of deadline left (RESOURCE_EXHAUSTED) and one that could start with less than one
+// (DEADLINE_EXCEEDED), sheds a waiting call as soon as its deadline can no longer be met (never
+// later than its deadline), and takes the oldest call while the queue keeps up but the newest
+// once it has fallen behind.
 #include "common/rpc/admission_queue.h"
 
 #include <optional>
@@ -136,17 +137,36 @@ TEST(AdmissionQueueTest, RunsCallsUpToTheTokenBoundButALargeCallAlone) {
   EXPECT_EQ(queue.stats().admitted, 5);
 }
 
-TEST(AdmissionQueueTest, RefusesAtOnceACallWhoseDeadlineLeavesLessThanTwiceWhatACallTakes) {
-  AdmissionQueue queue({/*max_running=*/4, /*max_queued=*/4});
+TEST(AdmissionQueueTest, RefusesAtOnceACallThatMustWaitWithLessThanTwiceWhatACallTakesLeft) {
+  AdmissionQueue queue({/*max_running=*/1, /*max_queued=*/4});
   queue.TEST_SetExpectedService(absl::Seconds(10));
+  auto running = queue.Enter(absl::InfiniteFuture());
+  ASSERT_TRUE(running.ok());
   auto refused = queue.Enter(absl::Now() + absl::Seconds(15));  // more than one, less than two
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("overloaded: 0 calls queued"));
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("overloaded: 0 calls queued, 1 running"));
   EXPECT_THAT(std::string(refused.status().message()),
               HasSubstr("less than twice what a call takes (10s)"));
-  EXPECT_TRUE(queue.Enter(absl::Now() + absl::Seconds(25)).ok());
+  EXPECT_EQ(queue.stats().refused, 1);
+}
+
+TEST(AdmissionQueueTest, ACallThatCanStartAtOnceIsRefusedOnlyForADeadlineShorterThanACall) {
+  AdmissionQueue queue({/*max_running=*/4, /*max_queued=*/4});
+  queue.TEST_SetExpectedService(absl::Seconds(10));
+  auto late = queue.Enter(absl::Now() + absl::Seconds(5));
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(std::string(late.status().message()),
+              HasSubstr("less than what a call takes (10s); nothing is queued"));
+  auto expired = queue.Enter(absl::Now() - absl::Seconds(1));
+  EXPECT_EQ(expired.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(queue.stats().refused, 2);
+  // More than one call's time but less than two: nothing waits, so it runs.
+  EXPECT_TRUE(queue.Enter(absl::Now() + absl::Seconds(15)).ok());
   EXPECT_TRUE(queue.Enter(absl::InfiniteFuture()).ok());  // no deadline: never too late
+  EXPECT_EQ(queue.stats().admitted, 2);
 }
 
 TEST(AdmissionQueueTest, AWaitingCallIsShedOnceItsDeadlineCanNoLongerBeMet) {

@@ -45,16 +45,24 @@ void AdmissionQueue::Admit(int64_t tokens) {
 absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline, CallSize size) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = absl::Now();
+  if (waiting_.empty() && HasPlaceFor(size.tokens)) {
+    // It can start now, so load is not what stands in its way: its deadline alone decides.
+    if (deadline != absl::InfiniteFuture() && deadline - now < service_) {
+      ++stats_.refused;
+      return absl::DeadlineExceededError(
+          absl::StrCat("the deadline leaves ", absl::FormatDuration(deadline - now),
+                       ", less than what a call takes (", absl::FormatDuration(service_),
+                       "); nothing is queued"));
+    }
+    Admit(size.tokens);
+    return Ticket(this, now, size.tokens);
+  }
   if (TooLate(deadline, now)) {
     ++stats_.refused;
     return absl::ResourceExhaustedError(
         absl::StrCat("overloaded: ", waiting_.size(), " calls queued, ", running_,
                      " running; the deadline leaves ", absl::FormatDuration(deadline - now),
                      ", less than twice what a call takes (", absl::FormatDuration(service_), ")"));
-  }
-  if (waiting_.empty() && HasPlaceFor(size.tokens)) {
-    Admit(size.tokens);
-    return Ticket(this, now, size.tokens);
   }
   if (static_cast<int>(waiting_.size()) >= options_.max_queued) {
     ++stats_.refused;

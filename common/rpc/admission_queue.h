@@ -4,9 +4,9 @@
 // `max_queued` more wait for a place, and a call is refused with RESOURCE_EXHAUSTED
 // ("overloaded: N calls queued ...") instead of running when it could not finish in time:
 //
-//  * at once, on arrival, when the queue is full (by count, or by the request bytes its calls
-//    hold) or its remaining deadline is shorter than twice a call's expected service time (an
-//    average of the recent calls' run times; twice, for their spread);
+//  * at once, on arrival, when it would have to wait and the queue is full (by count, or by the
+//    request bytes its calls hold) or its remaining deadline is shorter than twice a call's
+//    expected service time (an average of the recent calls' run times; twice, for their spread);
 //  * while it waits, as soon as its remaining deadline falls below that margin: a
 //    request's queue wait is bounded by its remaining deadline, and no call starts that would
 //    only expire while computing (the work the cluster would waste on it goes to calls that can
@@ -18,6 +18,10 @@
 // finish in time, while the oldest, which would only expire, are refused once they cannot make
 // it. Without this, a queue as long as the deadline makes every admitted call expire (a 200 ms
 // deadline behind 48 calls at ~130 calls/s), and the cluster computes answers nobody waits for.
+//
+// A call that can start at once (nothing queued, a place free) is never refused for load: it runs,
+// unless its remaining deadline is shorter than one expected service time, when it is refused
+// with DEADLINE_EXCEEDED (what it would end in anyway, said before any work is done for it).
 //
 // A queue at least as deep as the clients' concurrency matters under a flood: a call refused at
 // once comes straight back (a closed-loop client such as ghz has no backoff), and refusing it
@@ -97,7 +101,8 @@ class AdmissionQueue {
   AdmissionQueue& operator=(const AdmissionQueue&) = delete;
 
   // Blocks until the call may run (a ticket), or returns RESOURCE_EXHAUSTED naming the calls
-  // queued and why. `deadline` absl::InfiniteFuture(): the call is never refused for time.
+  // queued and why, or DEADLINE_EXCEEDED when it could start at once but its deadline leaves less
+  // than a call takes. `deadline` absl::InfiniteFuture(): the call is never refused for time.
   absl::StatusOr<Ticket> Enter(absl::Time deadline, CallSize size = {});
 
   // The average run time of recent calls (zero before the first one finished).
