@@ -122,9 +122,9 @@ ABSL_FLAG(int, batches_in_flight, 1,
 ABSL_FLAG(int, max_queued, -1,
           "Most Forward calls waiting for a place; beyond, RESOURCE_EXHAUSTED at once. A waiting "
           "call is refused (RESOURCE_EXHAUSTED) as soon as its deadline leaves less than twice "
-          "what a call takes; newest first once the queue falls behind (a call that can start "
-          "at once runs, unless its deadline leaves less than one call's time: "
-          "DEADLINE_EXCEEDED). --max_inflight + "
+          "what a call of its size takes (recent calls of as many tokens); newest first once the "
+          "queue falls behind (a call that can start at once runs, unless its deadline leaves "
+          "less than one such call's time: DEADLINE_EXCEEDED). --max_inflight + "
           "--max_queued must be at most --max_threads - 4, so that threads remain to refuse "
           "with. -1: what that leaves (476 with the defaults: a queue deeper than the clients' "
           "concurrency refuses each call once, near its deadline, instead of again and again)");

@@ -3,7 +3,9 @@
 // of deadline left (RESOURCE_EXHAUSTED) and one that could start with less than one
 // (DEADLINE_EXCEEDED), sheds a waiting call as soon as its deadline can no longer be met (never
 // later than its deadline), and takes the oldest call while the queue keeps up but the newest
-// once it has fallen behind.
+// once it has fallen behind. Service times are those of calls of the same size: one-token calls
+// are not refused for what 256-token calls take, nor 256-token calls admitted on what one-token
+// calls take.
 #include "common/rpc/admission_queue.h"
 
 #include <optional>
@@ -167,6 +169,38 @@ TEST(AdmissionQueueTest, ACallThatCanStartAtOnceIsRefusedOnlyForADeadlineShorter
   EXPECT_TRUE(queue.Enter(absl::Now() + absl::Seconds(15)).ok());
   EXPECT_TRUE(queue.Enter(absl::InfiniteFuture()).ok());  // no deadline: never too late
   EXPECT_EQ(queue.stats().admitted, 2);
+}
+
+TEST(AdmissionQueueTest, JudgesACallsDeadlineByWhatCallsOfItsSizeTake) {
+  AdmissionQueue queue({/*max_running=*/1, /*max_queued=*/4});
+  queue.TEST_SetExpectedService(absl::Milliseconds(4), /*tokens=*/1);
+  queue.TEST_SetExpectedService(absl::Seconds(10), /*tokens=*/256);
+  // A one-token call with 1 s left runs, though a 256-token call takes ten times that.
+  auto small = queue.Enter(absl::Now() + absl::Seconds(1), {/*tokens=*/1});
+  ASSERT_TRUE(small.ok()) << small.status();
+  { auto leave = std::move(*small); }
+  // A 256-token call with 5 s left would only expire: refused before any work is done for it.
+  auto large = queue.Enter(absl::Now() + absl::Seconds(5), {/*tokens=*/256});
+  ASSERT_FALSE(large.ok());
+  EXPECT_EQ(large.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(std::string(large.status().message()),
+              HasSubstr("less than what a call of 256 tokens takes (10s); nothing is queued"));
+  // Waiting behind a running call, a one-token call needs twice its own time, not a large one's.
+  auto running = queue.Enter(absl::InfiniteFuture(), {/*tokens=*/256});
+  ASSERT_TRUE(running.ok());
+  absl::Mutex mu;
+  std::vector<int> order;
+  Caller waits(queue, 1, absl::Now() + absl::Seconds(15), order, mu, {/*tokens=*/1});
+  queue.TEST_AwaitQueued(1);
+  auto refused = queue.Enter(absl::Now() + absl::Seconds(15), {/*tokens=*/256});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("less than twice what a call of 256 tokens takes (10s)"));
+  { auto leave = std::move(*running); }
+  waits.Release();
+  waits.Join();
+  EXPECT_TRUE(waits.status().ok()) << waits.status();
+  EXPECT_THAT(order, ElementsAre(1));
 }
 
 TEST(AdmissionQueueTest, AWaitingCallIsShedOnceItsDeadlineCanNoLongerBeMet) {

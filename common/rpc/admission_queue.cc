@@ -1,15 +1,14 @@
 #include "common/rpc/admission_queue.h"
 
 #include <algorithm>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/cli/human_units.h"
 
 namespace moe {
 namespace {
-
-// Weight of the newest run time in the expected service time: about the last 8 calls count.
-constexpr double kServiceWeight = 1.0 / 8;
 
 // A call needs this many expected service times of deadline left to start. The mean hides the
 // spread of run times under load: with a margin of 1, a fifth of the calls admitted at a
@@ -17,6 +16,12 @@ constexpr double kServiceWeight = 1.0 / 8;
 // work the cluster did for nobody; with 2, a twentieth, and goodput rose from 72-73% to 74-78%
 // of what the cluster serves at concurrency 8.
 constexpr int kServiceMargin = 2;
+
+// "a call of 3 tokens", or "a call" when the size is not known.
+std::string CallOfSize(int64_t tokens) {
+  if (tokens <= 0) return "a call";
+  return "a call of " + CountOf(tokens, "token", "tokens");
+}
 
 }  // namespace
 
@@ -26,8 +31,9 @@ AdmissionQueue::Ticket::~Ticket() {
 
 AdmissionQueue::AdmissionQueue(AdmissionQueueOptions options) : options_(options) {}
 
-bool AdmissionQueue::TooLate(absl::Time deadline, absl::Time now) const {
-  return deadline != absl::InfiniteFuture() && deadline - now < kServiceMargin * service_;
+bool AdmissionQueue::TooLate(absl::Time deadline, absl::Time now, int64_t tokens) const {
+  return deadline != absl::InfiniteFuture() &&
+         deadline - now < kServiceMargin * service_times_.For(tokens);
 }
 
 bool AdmissionQueue::HasPlaceFor(int64_t tokens) const {
@@ -45,24 +51,26 @@ void AdmissionQueue::Admit(int64_t tokens) {
 absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline, CallSize size) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = absl::Now();
+  const absl::Duration service = service_times_.For(size.tokens);
   if (waiting_.empty() && HasPlaceFor(size.tokens)) {
     // It can start now, so load is not what stands in its way: its deadline alone decides.
-    if (deadline != absl::InfiniteFuture() && deadline - now < service_) {
+    if (deadline != absl::InfiniteFuture() && deadline - now < service) {
       ++stats_.refused;
       return absl::DeadlineExceededError(
           absl::StrCat("the deadline leaves ", absl::FormatDuration(deadline - now),
-                       ", less than what a call takes (", absl::FormatDuration(service_),
-                       "); nothing is queued"));
+                       ", less than what ", CallOfSize(size.tokens), " takes (",
+                       absl::FormatDuration(service), "); nothing is queued"));
     }
     Admit(size.tokens);
     return Ticket(this, now, size.tokens);
   }
-  if (TooLate(deadline, now)) {
+  if (TooLate(deadline, now, size.tokens)) {
     ++stats_.refused;
     return absl::ResourceExhaustedError(
         absl::StrCat("overloaded: ", waiting_.size(), " calls queued, ", running_,
                      " running; the deadline leaves ", absl::FormatDuration(deadline - now),
-                     ", less than twice what a call takes (", absl::FormatDuration(service_), ")"));
+                     ", less than twice what ", CallOfSize(size.tokens), " takes (",
+                     absl::FormatDuration(service), ")"));
   }
   if (static_cast<int>(waiting_.size()) >= options_.max_queued) {
     ++stats_.refused;
@@ -83,10 +91,11 @@ absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline
   auto decided = [](Waiter* w) { return w->granted || w->shed; };
   while (!decided(&waiter)) {
     // The expected service time moves as calls finish: re-evaluate at each wake-up.
-    const absl::Time shed_at =
-        deadline == absl::InfiniteFuture() ? deadline : deadline - kServiceMargin * service_;
+    const absl::Time shed_at = deadline == absl::InfiniteFuture()
+                                   ? deadline
+                                   : deadline - kServiceMargin * service_times_.For(size.tokens);
     if (mu_.AwaitWithDeadline(absl::Condition(+decided, &waiter), shed_at)) break;
-    if (TooLate(deadline, absl::Now())) {
+    if (TooLate(deadline, absl::Now(), size.tokens)) {
       Dequeue(&waiter);
       waiter.shed = true;
       ++stats_.shed;
@@ -96,8 +105,8 @@ absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline
     return absl::ResourceExhaustedError(
         absl::StrCat("overloaded: ", waiting_.size(), " calls queued, ", running_,
                      " running; waited ", absl::FormatDuration(absl::Now() - now),
-                     " and the deadline now leaves less than twice what a call takes (",
-                     absl::FormatDuration(service_), ")"));
+                     " and the deadline now leaves less than twice what ", CallOfSize(size.tokens),
+                     " takes (", absl::FormatDuration(service_times_.For(size.tokens)), ")"));
   }
   return Ticket(this, absl::Now(), size.tokens);
 }
@@ -108,13 +117,13 @@ void AdmissionQueue::Leave(absl::Time admitted, int64_t tokens) {
   --running_;
   running_tokens_ -= tokens;
   GrantPlaces(now);
-  service_ += (now - admitted - service_) * kServiceWeight;
+  service_times_.Record(tokens, now - admitted);
 }
 
 void AdmissionQueue::GrantPlaces(absl::Time now) {
   while (running_ < options_.max_running && !waiting_.empty()) {
     for (auto it = waiting_.begin(); it != waiting_.end();) {
-      if (TooLate((*it)->deadline, now)) {
+      if (TooLate((*it)->deadline, now, (*it)->size.tokens)) {
         (*it)->shed = true;
         ++stats_.shed;
         waiting_bytes_ -= (*it)->size.request_bytes;
@@ -124,8 +133,9 @@ void AdmissionQueue::GrantPlaces(absl::Time now) {
       }
     }
     if (waiting_.empty()) break;
-    // Newest first once the queue no longer keeps up (its oldest call waited a service time).
-    const bool lifo = now - waiting_.front()->arrived > service_;
+    // Newest first once the queue no longer keeps up (its oldest call waited its service time).
+    const Waiter& oldest = *waiting_.front();
+    const bool lifo = now - oldest.arrived > service_times_.For(oldest.size.tokens);
     Waiter* next = lifo ? waiting_.back() : waiting_.front();
     if (!HasPlaceFor(next->size.tokens)) break;  // it goes first once enough tokens finish
     Dequeue(next);
@@ -145,11 +155,6 @@ void AdmissionQueue::Dequeue(Waiter* waiter) {
   waiting_bytes_ -= waiter->size.request_bytes;
 }
 
-absl::Duration AdmissionQueue::expected_service() const {
-  absl::MutexLock lock(&mu_);
-  return service_;
-}
-
 AdmissionQueueStats AdmissionQueue::stats() const {
   absl::MutexLock lock(&mu_);
   return stats_;
@@ -163,9 +168,9 @@ void AdmissionQueue::TEST_AwaitQueued(int calls) const {
   mu_.Await(absl::Condition(&queued));
 }
 
-void AdmissionQueue::TEST_SetExpectedService(absl::Duration service) {
+void AdmissionQueue::TEST_SetExpectedService(absl::Duration service, int64_t tokens) {
   absl::MutexLock lock(&mu_);
-  service_ = service;
+  service_times_.Set(tokens, service);
 }
 
 }  // namespace moe

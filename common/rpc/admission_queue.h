@@ -5,8 +5,9 @@
 // ("overloaded: N calls queued ...") instead of running when it could not finish in time:
 //
 //  * at once, on arrival, when it would have to wait and the queue is full (by count, or by the
-//    request bytes its calls hold) or its remaining deadline is shorter than twice a call's
-//    expected service time (an average of the recent calls' run times; twice, for their spread);
+//    request bytes its calls hold) or its remaining deadline is shorter than twice its expected
+//    service time (recent run times of calls of its size: service_time_estimate.h; twice, for
+//    their spread);
 //  * while it waits, as soon as its remaining deadline falls below that margin: a
 //    request's queue wait is bounded by its remaining deadline, and no call starts that would
 //    only expire while computing (the work the cluster would waste on it goes to calls that can
@@ -20,7 +21,7 @@
 // deadline behind 48 calls at ~130 calls/s), and the cluster computes answers nobody waits for.
 //
 // A call that can start at once (nothing queued, a place free) is never refused for load: it runs,
-// unless its remaining deadline is shorter than one expected service time, when it is refused
+// unless its remaining deadline is shorter than its expected service time, when it is refused
 // with DEADLINE_EXCEEDED (what it would end in anyway, said before any work is done for it).
 //
 // A queue at least as deep as the clients' concurrency matters under a flood: a call refused at
@@ -45,6 +46,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/rpc/service_time_estimate.h"
 
 namespace moe {
 
@@ -102,17 +104,15 @@ class AdmissionQueue {
 
   // Blocks until the call may run (a ticket), or returns RESOURCE_EXHAUSTED naming the calls
   // queued and why, or DEADLINE_EXCEEDED when it could start at once but its deadline leaves less
-  // than a call takes. `deadline` absl::InfiniteFuture(): the call is never refused for time.
+  // than a call of its size takes. `deadline` absl::InfiniteFuture(): never refused for time.
   absl::StatusOr<Ticket> Enter(absl::Time deadline, CallSize size = {});
 
-  // The average run time of recent calls (zero before the first one finished).
-  absl::Duration expected_service() const;
   AdmissionQueueStats stats() const;
 
   // Test seam (CONVENTIONS.md 9): blocks until at least `calls` calls wait.
   void TEST_AwaitQueued(int calls) const;
-  // Test seam: sets the expected service time, as if measured.
-  void TEST_SetExpectedService(absl::Duration service);
+  // Test seam: sets the expected service time of calls of `tokens`' size class, as if measured.
+  void TEST_SetExpectedService(absl::Duration service, int64_t tokens = 0);
 
  private:
   struct Waiter {
@@ -133,8 +133,10 @@ class AdmissionQueue {
   void GrantPlaces(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes `waiter` out of the queue (it was granted a place or shed).
   void Dequeue(Waiter* waiter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // True when `deadline` leaves less than the margin of service times after `now`.
-  bool TooLate(absl::Time deadline, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True when `deadline` leaves less than the margin of service times of a call of `tokens`
+  // after `now`.
+  bool TooLate(absl::Time deadline, absl::Time now, int64_t tokens) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const AdmissionQueueOptions options_;
   mutable absl::Mutex mu_;
@@ -142,7 +144,7 @@ class AdmissionQueue {
   int64_t waiting_bytes_ ABSL_GUARDED_BY(mu_) = 0;    // the waiters' request bytes
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t running_tokens_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Duration service_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
+  ServiceTimeEstimate service_times_ ABSL_GUARDED_BY(mu_);
   AdmissionQueueStats stats_ ABSL_GUARDED_BY(mu_);
 };
 
