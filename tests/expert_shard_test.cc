@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <filesystem>
+#include <limits>
 #include <thread>
 
 #include "common/checkpoint/layer_loader.h"
@@ -204,7 +206,8 @@ TEST_F(ExpertShardTest, ServiceRejectsGroupsItCannotServe) {
 }
 
 // 4 groups of 600 rows hold more staged rows than one wave of groups may (the call's token count,
-// at least 1 024), so the service computes them in waves: the sum is the same.
+// at least 1 024), so the service computes them in waves: the sum is the same, in every reply
+// encoding (float32 values, f32 bytes summed in place in the reply, bfloat16).
 TEST_F(ExpertShardTest, ServiceSumsAManyGroupCallWaveByWave) {
   auto shard = ExpertShard::Create({*model_, "0", "all"});
   ASSERT_TRUE(shard.ok());
@@ -223,22 +226,68 @@ TEST_F(ExpertShardTest, ServiceSumsAManyGroupCallWaveByWave) {
       group->add_weights(0.1f * (e + 1));
     }
   }
-  v1::ComputeResponse response;
-  const grpc::Status status = service.Compute(nullptr, &request, &response);
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  std::vector<float> widened;
-  auto sum = MatrixFromProto(response.sum(), kTokens, kD, "sum", &widened);
-  ASSERT_TRUE(sum.ok()) << sum.status();
   std::vector<double> want(kTokens * kD, 0.0);
   for (int e = 0; e < kGroups; ++e) {
     Matrix y(kTokens, kD);
     ASSERT_TRUE((*shard)->Compute(0, e, ConstMatrixView{x.data(), kTokens, kD}, y.view()).ok());
     for (int i = 0; i < kTokens * kD; ++i) want[i] += 0.1f * (e + 1) * y.data()[i];
   }
-  for (int t = 0; t < kTokens; ++t) {
-    for (int i = 0; i < kD; ++i) {
-      ASSERT_NEAR(sum->row(t)[i], want[t * kD + i], 1e-5) << "token " << t << " feature " << i;
+  for (const v1::TensorEncoding encoding :
+       {v1::TENSOR_ENCODING_VALUES, v1::TENSOR_ENCODING_F32, v1::TENSOR_ENCODING_BF16}) {
+    SCOPED_TRACE(v1::TensorEncoding_Name(encoding));
+    request.set_reply_encoding(encoding);
+    v1::ComputeResponse response;
+    const grpc::Status status = service.Compute(nullptr, &request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    std::vector<float> widened;
+    auto sum = MatrixFromProto(response.sum(), kTokens, kD, "sum", &widened);
+    ASSERT_TRUE(sum.ok()) << sum.status();
+    const double relative = encoding == v1::TENSOR_ENCODING_BF16 ? 1.0 / 256 : 0.0;
+    for (int t = 0; t < kTokens; ++t) {
+      for (int i = 0; i < kD; ++i) {
+        const double w = want[t * kD + i];
+        ASSERT_NEAR(sum->row(t)[i], w, 1e-5 + relative * std::abs(w))
+            << "token " << t << " feature " << i;
+      }
     }
+  }
+}
+
+// A weighted sum that overflows float32 though every group's output is finite: the reply is the
+// overflow report alone, whichever encoding the sum would have gone in.
+TEST_F(ExpertShardTest, ServiceReportsASumThatOverflowsInsteadOfSendingIt) {
+  auto shard = ExpertShard::Create({*model_, "0", "all"});
+  ASSERT_TRUE(shard.ok());
+  ExpertServiceImpl service(shard->get(), BatchingOptions());
+  constexpr int kTokens = 3, kD = 256;
+  std::vector<float> x = testing::RandomTokens(kTokens, kD, 9);
+  for (int i = 0; i < kD; ++i) x[2 * kD + i] *= 50;  // token 2 large, its outputs still finite
+  Matrix y(kTokens, kD);
+  ASSERT_TRUE((*shard)->Compute(0, 0, ConstMatrixView{x.data(), kTokens, kD}, y.view()).ok());
+  float largest = 0;
+  for (int i = 0; i < kD; ++i) largest = std::max(largest, std::abs(y.row(2)[i]));
+  ASSERT_TRUE(std::isfinite(largest));
+  ASSERT_GT(largest, 1.0f);  // so float32's largest value as its weight overflows the sum
+  v1::ComputeRequest request;
+  MatrixView tokens = ResizeProtoTensor(request.mutable_tokens(), kTokens, kD);
+  std::copy(x.begin(), x.end(), tokens.data);
+  request.set_sum_groups(true);
+  v1::ExpertGroup* group = request.add_groups();
+  group->set_expert(0);
+  for (int t = 0; t < kTokens; ++t) {
+    group->add_rows(t);
+    group->add_weights(t == 2 ? std::numeric_limits<float>::max() : 0.5f);
+  }
+  for (const v1::TensorEncoding encoding :
+       {v1::TENSOR_ENCODING_VALUES, v1::TENSOR_ENCODING_F32, v1::TENSOR_ENCODING_BF16}) {
+    SCOPED_TRACE(v1::TensorEncoding_Name(encoding));
+    request.set_reply_encoding(encoding);
+    v1::ComputeResponse response;
+    ASSERT_TRUE(service.Compute(nullptr, &request, &response).ok());
+    EXPECT_FALSE(response.has_sum());
+    ASSERT_EQ(response.overflows_size(), 1);
+    EXPECT_EQ(response.overflows(0).row(), 2);
+    EXPECT_TRUE(response.overflows(0).in_sum());
   }
 }
 
