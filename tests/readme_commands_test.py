@@ -20,6 +20,7 @@ SKIP_RETURN_CODE) only when one of them cannot be installed, said loudly. Every 
 is stopped at exit, on failure too; children also die with this process (PR_SET_PDEATHSIG).
 """
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -256,6 +257,9 @@ def check_make_model_reuse(build, tmp):
                          cwd=build, env=os.environ)
     if status != 0:
         fail(f"the rewritten checkpoint does not load:\n{output}")
+    timing = json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
+    if not timing["tokens_per_s"] > 0 or not timing["cpu_ms_per_request"] > 0:
+        fail(f"moe_layer_bench reported no throughput or no CPU time:\n{output}")
 
 
 def main():

@@ -1,8 +1,9 @@
 // moe_layer_bench: times one MoE layer, in process or through a running router, and prints one
-// JSON line with tokens/s and latency percentiles. scripts/bench runs it to compare deployments.
-// In process means the real Router over a LocalShardClient holding every expert (no gRPC, same
-// routing, dispatch, shared expert and summation as the service); dense computes every expert
-// for every token (what sparse routing saves).
+// JSON line with tokens/s, latency percentiles and this process's CPU time per request (in
+// process: the layer's whole cost; remote: the client's share). scripts/bench runs it to compare
+// deployments. In process means the real Router over a LocalShardClient holding every expert (no
+// gRPC, same routing, dispatch, shared expert and summation as the service); dense computes every
+// expert for every token (what sparse routing saves).
 //
 // With --layers (all, or a set such as 1-3), each timed unit is a model step: one Forward per
 // layer, in sequence, as the attention side of a model makes them (each layer is given the same
@@ -12,6 +13,7 @@
 //   moe_layer_bench --model=DIR --mode=inprocess --layers=all --tokens=1      (a step in process)
 //   moe_layer_bench --mode=remote --layers=all --tokens=1                     (a step via router)
 #include <grpcpp/grpcpp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -78,6 +80,14 @@ std::string CodeName(const grpc::Status& status) {
   return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
 }
 
+// User + system CPU time of this process so far, all threads.
+double ProcessCpuMs() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto ms = [](const timeval& t) { return t.tv_sec * 1e3 + t.tv_usec / 1e3; };
+  return ms(usage.ru_utime) + ms(usage.ru_stime);
+}
+
 // Token set `set` (0, 1, ...) of n × d values in [-1, 1).
 std::vector<float> Tokens(int64_t n, int64_t d, int set = 0) {
   std::vector<float> values(n * d);
@@ -92,20 +102,27 @@ std::vector<float> Tokens(int64_t n, int64_t d, int set = 0) {
 }
 
 // Times run(n) for each n of `tokens`, in --rounds rounds alternating the counts, --requests
-// timed calls per count and round after 2 warm-up calls; prints one JSON line per count.
+// timed calls per count and round after 2 warm-up calls; prints one JSON line per count, with
+// this process's CPU time per timed request (in process: the layer's whole cost; remote: the
+// client's share only).
 template <typename Fn>
 int Time(const std::string& mode, const std::vector<int64_t>& tokens, size_t step_layers,
          Fn&& run) {
   std::vector<std::vector<double>> ms(tokens.size());
+  std::vector<double> cpu_ms(tokens.size(), 0.0);
   for (int round = 0; round < std::max(1, absl::GetFlag(FLAGS_rounds)); ++round) {
     for (size_t k = 0; k < tokens.size(); ++k) {
       for (int i = 0; i < absl::GetFlag(FLAGS_requests) + 2; ++i) {
+        const double cpu_start = ProcessCpuMs();
         const auto start = std::chrono::steady_clock::now();
         if (!run(tokens[k])) return 1;
         const double elapsed =
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
                 .count();
-        if (i >= 2) ms[k].push_back(elapsed);
+        if (i >= 2) {
+          ms[k].push_back(elapsed);
+          cpu_ms[k] += ProcessCpuMs() - cpu_start;
+        }
       }
     }
   }
@@ -116,10 +133,11 @@ int Time(const std::string& mode, const std::vector<int64_t>& tokens, size_t ste
     // With step_layers > 0 a "request" is a step of that many calls and the times are per step.
     std::printf(
         "{\"mode\": \"%s\", \"tokens\": %lld, \"step_layers\": %zu, \"requests\": %zu, "
-        "\"p50_ms\": %.3f, \"p90_ms\": %.3f, \"mean_ms\": %.3f, \"tokens_per_s\": %.1f}\n",
+        "\"p50_ms\": %.3f, \"p90_ms\": %.3f, \"mean_ms\": %.3f, \"tokens_per_s\": %.1f, "
+        "\"cpu_ms_per_request\": %.3f}\n",
         mode.c_str(), static_cast<long long>(tokens[k]), step_layers, t.size(), median,
         t[t.size() * 9 / 10], std::accumulate(t.begin(), t.end(), 0.0) / t.size(),
-        tokens[k] / (median / 1000.0));
+        tokens[k] / (median / 1000.0), cpu_ms[k] / t.size());
   }
   return 0;
 }
