@@ -1,11 +1,13 @@
 #include "expert_service/expert_service.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/checkpoint/model_config.h"
 #include "common/kernels/blas_kernels.h"
+#include "common/rpc/cancellation_poll.h"
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/status/status_macros.h"
@@ -19,6 +21,11 @@ namespace {
 // Staged outputs a wave of a call's groups may hold, in rows, whatever the call's token count
 // (8 MB at d_model 2048): every group of a decode call fits one wave.
 constexpr int64_t kMinStagedRowsPerWave = 1024;
+
+// How late a shard may notice that a call's client went away (a lost hedge, a cancelled request):
+// its queued groups are dropped when a batch is next taken after that. Asking gRPC every time
+// costs system calls under the batcher's lock (cancellation_poll.h).
+constexpr absl::Duration kCancellationPoll = absl::Milliseconds(5);
 
 TensorEncoding ReplyEncoding(const v1::ComputeRequest& request) {
   switch (request.reply_encoding()) {
@@ -147,12 +154,14 @@ grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext* context,
   if (ticket.ok()) {
     compute_calls_.fetch_add(1, std::memory_order_relaxed);
     CallLimits limits;  // none without a context (a direct call, as in tests)
+    std::optional<CancellationPoll> client_gone;
     if (context != nullptr) {
       // No client deadline arrives as time_point::max(), which absl::FromChrono would overflow.
       if (context->deadline() < std::chrono::system_clock::time_point::max()) {
         limits.deadline = absl::FromChrono(context->deadline());
       }
-      limits.cancelled = [context] { return context->IsCancelled(); };
+      client_gone.emplace([context] { return context->IsCancelled(); }, kCancellationPoll);
+      limits.cancelled = [&client_gone] { return client_gone->Cancelled(); };
     }
     status = RunGroups(*request, limits, response);
   }
