@@ -10,6 +10,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "common/rpc/tensor_proto.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/cluster.h"
@@ -219,6 +221,75 @@ TEST_F(MetricsEndToEndTest, CountersAddUpToTheRequestsSent) {
   EXPECT_LE(shard_calls, 2 * kRequests);  // at most one call per shard per request
   EXPECT_EQ(Sum(router, "moe_router_shard_calls_total", "moe_router_shard_calls_total"),
             shard_calls);  // and none failed
+}
+
+// A call whose client cancels it while it waits in its expert's queue is dropped when its batch is
+// taken, not computed: the shard asks gRPC whether the client went away (CancellationPoll). The
+// same call not cancelled is computed. The shard's token counter says which happened.
+TEST(ShardCancellationTest, DropsACallItsClientCancelledWhileItWaitedInTheQueue) {
+  const std::string model = testing::WriteTestModel("tiny");
+  // Every call lingers a second for others to join its batch; one call is let in at a time.
+  Metered shard = StartMetered(ExpertBinary(),
+                               {"--model=" + model, "--layer=0", "--experts=0-3",
+                                "--batch_wait_us=1000000", "--max_inflight=1"},
+                               testing::MakeTempDir("shard-cancel") + "/expert.port");
+  auto stub = v1::Expert::NewStub(
+      grpc::CreateChannel(shard.server.target(), grpc::InsecureChannelCredentials()));
+  constexpr int kRows = 4;
+  const std::vector<float> tokens = testing::RandomTokens(kRows, kD, 5);
+  v1::ComputeRequest call;
+  call.set_layer(0);
+  WriteProtoTensor(ConstMatrixView{tokens.data(), kRows, kD}, TensorEncoding::kF32,
+                   call.mutable_tokens());
+  v1::ExpertGroup* group = call.add_groups();
+  group->set_expert(3);
+  for (int r = 0; r < kRows; ++r) group->add_rows(r);
+  // A probe is refused at the door (RESOURCE_EXHAUSTED) while a call holds the one slot, and
+  // otherwise let in and refused at once for its layer (FAILED_PRECONDITION).
+  v1::ComputeRequest probe = call;
+  probe.set_layer(7);
+  auto slot_taken = [&] {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::ComputeResponse response;
+    return stub->Compute(&context, probe, &response).error_code() ==
+           grpc::StatusCode::RESOURCE_EXHAUSTED;
+  };
+  auto tokens_of_expert_3 = [&] {
+    return Sum(Scrape(shard.metrics_port), "moe_expert_tokens_total", "moe_expert_tokens_total",
+               {{"layer", "0"}, {"expert", "3"}});
+  };
+
+  for (const bool cancel : {false, true}) {
+    SCOPED_TRACE(cancel ? "cancelled" : "not cancelled");
+    grpc::Status status;
+    double computed = -1;
+    // A probe let in just as the call arrives refuses the call; it is then sent again.
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      const double before = tokens_of_expert_3();
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+      v1::ComputeResponse response;
+      absl::Notification done;
+      stub->async()->Compute(&context, &call, &response, [&](grpc::Status s) {
+        status = std::move(s);
+        done.Notify();
+      });
+      // In its handler, lingering: cancel it there.
+      ASSERT_TRUE(testing::WaitFor([&] { return done.HasBeenNotified() || slot_taken(); },
+                                   absl::Seconds(10)));
+      if (cancel) context.TryCancel();
+      ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+      // The client learns of its cancellation at once; the count is final once the shard's
+      // handler has returned and lets a probe in again.
+      ASSERT_TRUE(testing::WaitFor([&] { return !slot_taken(); }, absl::Seconds(10)));
+      computed = tokens_of_expert_3() - before;
+      if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    }
+    EXPECT_EQ(status.error_code(), cancel ? grpc::StatusCode::CANCELLED : grpc::StatusCode::OK)
+        << status.error_message();
+    EXPECT_EQ(computed, cancel ? 0 : kRows);
+  }
 }
 
 }  // namespace
