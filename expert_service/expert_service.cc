@@ -22,11 +22,6 @@ namespace {
 // (8 MB at d_model 2048): every group of a decode call fits one wave.
 constexpr int64_t kMinStagedRowsPerWave = 1024;
 
-// How late a shard may notice that a call's client went away (a lost hedge, a cancelled request):
-// its queued groups are dropped when a batch is next taken after that. Asking gRPC every time
-// costs system calls under the batcher's lock (cancellation_poll.h).
-constexpr absl::Duration kCancellationPoll = absl::Milliseconds(5);
-
 TensorEncoding ReplyEncoding(const v1::ComputeRequest& request) {
   switch (request.reply_encoding()) {
     case v1::TENSOR_ENCODING_F32:
@@ -160,7 +155,7 @@ grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext* context,
       if (context->deadline() < std::chrono::system_clock::time_point::max()) {
         limits.deadline = absl::FromChrono(context->deadline());
       }
-      client_gone.emplace([context] { return context->IsCancelled(); }, kCancellationPoll);
+      client_gone.emplace([context] { return context->IsCancelled(); }, kCancellationPollInterval);
       limits.cancelled = [&client_gone] { return client_gone->Cancelled(); };
     }
     status = RunGroups(*request, limits, response);

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "common/kernels/blas_kernels.h"
+#include "common/rpc/cancellation_poll.h"
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/status/status_macros.h"
@@ -81,7 +82,11 @@ grpc::Status RouterServiceImpl::Forward(grpc::ServerContext* context,
   const absl::Time deadline = client_deadline == std::chrono::system_clock::time_point::max()
                                   ? received + router_->default_timeout()
                                   : absl::FromChrono(client_deadline);
-  const std::function<bool()> client_cancelled = [context] { return context->IsCancelled(); };
+  // The request batcher asks under its lock, for every queued request, whenever it takes a
+  // batch; gRPC's answer costs system calls (cancellation_poll.h).
+  CancellationPoll client_gone([context] { return context->IsCancelled(); },
+                               kCancellationPollInterval);
+  const std::function<bool()> client_cancelled = [&client_gone] { return client_gone.Cancelled(); };
   const absl::Status status = AdmitAndForward(*request, deadline, client_cancelled, response);
   if (!status.ok()) response->Clear();
   if (metrics != nullptr) metrics->RequestFinished(status.code(), absl::Now() - received);

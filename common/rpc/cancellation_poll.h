@@ -20,6 +20,11 @@
 
 namespace moe {
 
+// How late the servers may notice that a call's client went away (a cancelled request, a lost
+// hedge): a shard drops the call's queued groups, and the router a queued request, when a batch
+// is next taken after that.
+inline constexpr absl::Duration kCancellationPollInterval = absl::Milliseconds(5);
+
 class CancellationPoll {
  public:
   CancellationPoll(std::function<bool()> ask, absl::Duration interval);
