@@ -58,6 +58,10 @@ for name, text in re.findall(r'inline constexpr char (k\w+)\[\] = R"\((.*?)\)";'
 put("model_config", "minimal", json.dumps({"model_type": "mixtral", "hidden_size": 8,
                                            "intermediate_size": 4, "num_local_experts": 4,
                                            "num_experts_per_tok": 2}))
+# Once accepted: a count beyond 32 bits wrapped to a negative top_k (ModelConfigTest).
+put("model_config", "top_k_beyond_32_bits", json.dumps({
+    "model_type": "mixtral", "hidden_size": 8, "intermediate_size": 4, "num_local_experts": 4,
+    "num_experts_per_tok": 8111111111111}))
 
 for i, (count, spec) in enumerate([(8, "0-3"), (8, "all"), (8, "0,2,5"), (64, "0-2,6,shared"),
                                    (256, "all,shared"), (16, "3-1"), (8, "0,,1")]):

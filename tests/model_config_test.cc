@@ -216,6 +216,21 @@ TEST(ModelConfigTest, TopKAboveExpertCountIsAnErrorNamingTheKey) {
                     "num_experts_per_tok");
 }
 
+// Found by fuzz_model_config: 8111111111111 experts per token wrapped to a negative int and
+// passed every check. Integers beyond 32 bits are refused, naming the key and the value.
+TEST(ModelConfigTest, IntegersBeyond32BitsAreAnErrorNamingTheKeyAndValue) {
+  ExpectErrorNaming(
+      Edit(kDeepseekV3, R"("num_experts_per_tok": 8,)", R"("num_experts_per_tok": 8111111111111,)"),
+      "\"num_experts_per_tok\" is 8111111111111");
+  ExpectErrorNaming(
+      Edit(kMixtral, R"("num_local_experts": 8,)", R"("num_local_experts": 4294967304,)"),
+      "num_local_experts");
+  ExpectErrorNaming(Edit(kDeepseekV3, R"("n_group": 8,)", R"("n_group": 4294967304,)"), "n_group");
+  ExpectErrorNaming(Edit(kDeepseekV3, R"("first_k_dense_replace": 3,)",
+                         R"("first_k_dense_replace": -4294967296,)"),
+                    "first_k_dense_replace");
+}
+
 TEST(ModelConfigTest, ExpertsNotDivisibleIntoGroupsIsAnErrorNamingNGroup) {
   ExpectErrorNaming(Edit(kDeepseekV3, R"("n_routed_experts": 256,)", R"("n_routed_experts": 250,)"),
                     "n_group");

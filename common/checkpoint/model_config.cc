@@ -1,6 +1,8 @@
 #include "common/checkpoint/model_config.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <optional>
 
 #include "absl/status/status.h"
@@ -30,7 +32,7 @@ class ConfigReader {
   ConfigReader(const Json& obj, absl::string_view what) : obj_(obj), what_(what) {}
 
   absl::StatusOr<int64_t> RequiredInt(absl::string_view key, absl::string_view meaning) const {
-    ASSIGN_OR_RETURN(std::optional<int64_t> value, JsonInt(obj_, key, what_));
+    ASSIGN_OR_RETURN(std::optional<int64_t> value, IntIn32Bits(key));
     if (!value.has_value()) {
       return absl::InvalidArgumentError(
           absl::StrCat(what_, ": missing key \"", key, "\" (", meaning, ")"));
@@ -43,7 +45,7 @@ class ConfigReader {
   }
 
   absl::StatusOr<int64_t> Int(absl::string_view key, int64_t default_value) const {
-    ASSIGN_OR_RETURN(std::optional<int64_t> value, JsonInt(obj_, key, what_));
+    ASSIGN_OR_RETURN(std::optional<int64_t> value, IntIn32Bits(key));
     return value.value_or(default_value);
   }
 
@@ -76,6 +78,7 @@ class ConfigReader {
             absl::StrCat(what_, ": key \"", key, "\" must be a list of integers"));
       }
       ASSIGN_OR_RETURN(int64_t value, JsonToInt(v, 0, absl::StrCat(what_, ": ", key)));
+      RETURN_IF_ERROR(CheckIn32Bits(key, value));
       out.push_back(static_cast<int>(value));
     }
     return out;
@@ -86,6 +89,23 @@ class ConfigReader {
   }
 
  private:
+  // Every integer key read here is a count, a width or a layer index, kept as int (or multiplied
+  // with one): a value beyond 32 bits is refused rather than wrapped into another number.
+  absl::Status CheckIn32Bits(absl::string_view key, int64_t value) const {
+    if (value > std::numeric_limits<int32_t>::max() ||
+        value < std::numeric_limits<int32_t>::min()) {
+      return Error(absl::StrCat("key \"", key, "\" is ", value,
+                                ", beyond the 32-bit integers this reader accepts"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::optional<int64_t>> IntIn32Bits(absl::string_view key) const {
+    ASSIGN_OR_RETURN(std::optional<int64_t> value, JsonInt(obj_, key, what_));
+    if (value.has_value()) RETURN_IF_ERROR(CheckIn32Bits(key, *value));
+    return value;
+  }
+
   const Json& obj_;
   absl::string_view what_;
 };
