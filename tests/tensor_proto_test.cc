@@ -47,6 +47,18 @@ TEST(TensorProtoTest, EveryEncodingSurvivesTheWireAndReadsBackAsWritten) {
   }
 }
 
+TEST(TensorProtoTest, EncodingNamesAreTheFlagValuesAndOthersAreRefusedNamingTheChoices) {
+  EXPECT_EQ(*ParseEncodingName("values"), TensorEncoding::kValues);
+  EXPECT_EQ(*ParseEncodingName("f32"), TensorEncoding::kF32);
+  EXPECT_EQ(*ParseEncodingName("bf16"), TensorEncoding::kBf16);
+  for (const char* name : {"", "f32_data", "F32", "fp16"}) {
+    const absl::StatusOr<TensorEncoding> parsed = ParseEncodingName(name);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_THAT(parsed.status().message(), HasSubstr(std::string("--encoding=") + name));
+    EXPECT_THAT(parsed.status().message(), HasSubstr("expected values, f32 or bf16"));
+  }
+}
+
 TEST(TensorProtoTest, BytesAreHalfOrAllOfTheFloat32Size) {
   v1::Tensor f32, bf16;
   WriteProtoTensor(Sample().view(), TensorEncoding::kF32, &f32);

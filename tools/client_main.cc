@@ -131,11 +131,10 @@ void RandomTokens(int n, int64_t d_model, uint64_t seed, moe::v1::Tensor* tensor
 
 // The --encoding flag's TensorEncoding; exits with a message naming the choices if it has none.
 moe::TensorEncoding EncodingFlag() {
-  const std::string name = absl::GetFlag(FLAGS_encoding);
-  if (name == "values") return moe::TensorEncoding::kValues;
-  if (name == "f32") return moe::TensorEncoding::kF32;
-  if (name == "bf16") return moe::TensorEncoding::kBf16;
-  std::cerr << "moe_client: --encoding=" << name << ": expected values, f32 or bf16" << std::endl;
+  absl::StatusOr<moe::TensorEncoding> encoding =
+      moe::ParseEncodingName(absl::GetFlag(FLAGS_encoding));
+  if (encoding.ok()) return *encoding;
+  std::cerr << "moe_client: " << encoding.status().message() << std::endl;
   std::exit(2);
 }
 

@@ -37,6 +37,7 @@
 #include "common/kernels/swiglu_ffn.h"
 #include "common/routing/expert_set.h"
 #include "common/rpc/memory_policy.h"
+#include "common/rpc/tensor_proto.h"
 #include "expert_service/expert_shard.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router_service/local_shard_client.h"
@@ -52,6 +53,10 @@ ABSL_FLAG(std::string, mode, "inprocess",
           "inprocess: the layer in this process; dense: every expert for every token; remote: "
           "Forward calls to --router");
 ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router target for --mode=remote");
+ABSL_FLAG(std::string, encoding, "f32",
+          "--mode=remote: how the tokens travel, as moe_client's --encoding: f32 (f32_data bytes, "
+          "answered in bytes: what scripts/loadtest sends), values (repeated float) or bf16 "
+          "(rounds the tokens)");
 ABSL_FLAG(std::string, tokens, "256",
           "Tokens per request; a list (1,256) times each count in turn, one JSON line each");
 ABSL_FLAG(int, requests, 20, "Timed requests per token count and round (after 2 warm-up ones)");
@@ -155,6 +160,7 @@ int main(int argc, char** argv) {
       "                  [--weights_dtype=f32|bf16|int8]\n"
       "                  [--kernel_threads=N] [--pin_kernel_threads] [--blas_threads=N]\n"
       "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]\n"
+      "                  [--encoding=f32|values|bf16]\n"
       "  moe_layer_bench ... --layers=all|SPEC   (time model steps: one call per layer)");
   moe::ParseFlags(argc, argv);
   moe::UseServingMutexes();
@@ -181,6 +187,12 @@ int main(int argc, char** argv) {
   }
 
   if (mode == "remote") {
+    const absl::StatusOr<moe::TensorEncoding> encoding =
+        moe::ParseEncodingName(absl::GetFlag(FLAGS_encoding));
+    if (!encoding.ok()) {
+      std::cerr << "moe_layer_bench: " << encoding.status().message() << std::endl;
+      return 2;
+    }
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
     auto stub = moe::v1::Router::NewStub(grpc::CreateCustomChannel(
@@ -199,10 +211,9 @@ int main(int argc, char** argv) {
     for (int64_t n : token_counts) {
       requests[n].resize(sets);
       for (int set = 0; set < sets; ++set) {
-        requests[n][set].mutable_tokens()->add_shape(n);
-        requests[n][set].mutable_tokens()->add_shape(info.d_model());
         const std::vector<float> tokens = Tokens(n, info.d_model(), set);
-        requests[n][set].mutable_tokens()->mutable_values()->Add(tokens.begin(), tokens.end());
+        moe::WriteProtoTensor(moe::ConstMatrixView{tokens.data(), n, info.d_model()}, *encoding,
+                              requests[n][set].mutable_tokens());
       }
     }
     std::vector<int> layers;  // empty: one call per request, without a layer

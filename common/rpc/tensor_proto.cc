@@ -82,6 +82,14 @@ absl::string_view FieldName(TensorEncoding encoding) {
   return "";
 }
 
+absl::StatusOr<TensorEncoding> ParseEncodingName(absl::string_view name) {
+  if (name == "values") return TensorEncoding::kValues;
+  if (name == "f32") return TensorEncoding::kF32;
+  if (name == "bf16") return TensorEncoding::kBf16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--encoding=", name, ": expected values, f32 or bf16"));
+}
+
 TensorEncoding EncodingOf(const v1::Tensor& tensor) {
   if (!tensor.f32_data().empty()) return TensorEncoding::kF32;
   if (!tensor.bf16_data().empty()) return TensorEncoding::kBf16;

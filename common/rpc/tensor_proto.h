@@ -34,6 +34,10 @@ absl::StatusOr<ConstMatrixView> MatrixFromProto(const v1::Tensor& tensor, int64_
 // The Tensor field an encoding fills: "values", "f32_data" or "bf16_data".
 absl::string_view FieldName(TensorEncoding encoding);
 
+// The encoding a flag names: "values", "f32" or "bf16" (the values of moe_client's and
+// moe_layer_bench's --encoding). InvalidArgument naming `name` and the choices otherwise.
+absl::StatusOr<TensorEncoding> ParseEncodingName(absl::string_view name);
+
 // The encoding `tensor` uses (kValues when it holds no values at all).
 TensorEncoding EncodingOf(const v1::Tensor& tensor);
 
