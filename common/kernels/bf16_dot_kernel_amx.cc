@@ -1,5 +1,5 @@
-// AMX build of the in-place bf16 dot kernels, "amx-bf16" (bf16_dot_kernel.h), and the AMX checks
-// both AMX kernels share. Every kernel function in this file is compiled for AMX-TILE + AMX-BF16
+// AMX build of the in-place bf16 dot kernels, "amx-bf16" (bf16_dot_kernel.h), and the check both
+// AMX-BF16 kernels share. Every kernel function in this file is compiled for AMX-TILE + AMX-BF16
 // (and AVX512-BF16 for packing) through MOE_ISA_TARGET_BEGIN below (isa_target.h; not a global
 // -march flag), and is only reached after AmxBf16DotKernels() checked the CPU at run time and
 // obtained the tile state from Linux.
@@ -13,14 +13,12 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "common/kernels/amx_tiles.h"
 #include "common/kernels/isa_target.h"
 #include "common/tensor/bf16_matrix.h"
 
@@ -39,22 +37,10 @@ static_assert(kBf16DotTokenAlign % kTokensPerGroup == 0);
 // (128 bytes of each quad).
 constexpr int64_t kPrefetchChunks = 4;
 
-// The LDTILECFG operand (Intel SDM vol. 1, 3.2: palette 1).
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t bytes_per_row[16] = {};
-  uint8_t rows[16] = {};
-};
-
 // Sum and weight tiles have one row per quad, token tiles (tmm6-7) 16: one per column of the chunk.
-TileConfig ConfigFor(int quads) {
-  TileConfig config;
-  for (int t = 0; t < 8; ++t) {
-    config.bytes_per_row[t] = 64;
-    config.rows[t] = static_cast<uint8_t>(t < 6 ? quads : 16);
-  }
+AmxTileConfig ConfigFor(int quads) {
+  AmxTileConfig config;
+  for (int t = 0; t < 8; ++t) config.Set(t, t < 6 ? quads : 16, 64);
   return config;
 }
 
@@ -174,7 +160,7 @@ void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed
     const int nq = static_cast<int>(std::min<int64_t>(kQuadsPerTile, total_quads - q0));
     const uint16_t* a = quads + q0 * 4 * k;
     if (nq != configured_quads) {
-      const TileConfig config = ConfigFor(nq);
+      const AmxTileConfig config = ConfigFor(nq);
       _tile_loadconfig(&config);
       configured_quads = nq;
     }
@@ -206,23 +192,6 @@ void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed
 MOE_ISA_TARGET_END()
 
 namespace moe {
-namespace {
-
-// CPUID leaf 7: AMX-BF16 is EDX bit 22, AMX-TILE bit 24.
-bool CpuHasAmxBf16() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
-  return (edx >> 22 & 1) != 0 && (edx >> 24 & 1) != 0;
-}
-
-// Linux (5.16+) gives a process the AMX tile data state only on request.
-bool RequestTileState() {
-  constexpr int kArchReqXcompPerm = 0x1023;
-  constexpr int kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-}
-
-}  // namespace
 
 const Bf16DotKernels* AmxBf16DotKernels() {
   static const Bf16DotKernels* const kernels = []() -> const Bf16DotKernels* {
@@ -234,7 +203,7 @@ const Bf16DotKernels* AmxBf16DotKernels() {
                                        &Pack,
                                        &Dots};
     const bool supported = Avx512Bf16DotKernels() != nullptr && CpuHasAmxBf16();
-    return supported && RequestTileState() ? &amx : nullptr;
+    return supported && AmxTileStateGranted() ? &amx : nullptr;
   }();
   return kernels;
 }

@@ -24,6 +24,7 @@
 
 #include <algorithm>
 
+#include "common/kernels/amx_tiles.h"
 #include "common/kernels/isa_target.h"
 #include "common/tensor/aligned_vector.h"
 #include "common/tensor/bf16_matrix.h"
@@ -44,14 +45,12 @@ static_assert(kBf16DotTokenAlign == kTile);
 constexpr int64_t kPrefetchBytes = 2048;
 constexpr int64_t kRingChunks = 4;  // staged chunks a single pass keeps (8 KB)
 
-// The LDTILECFG operand (Intel SDM vol. 1, 3.2: palette 1): every tile 16 rows of 64 bytes.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t bytes_per_row[16] = {64, 64, 64, 64, 64, 64, 64, 64};
-  uint8_t rows[16] = {kTile, kTile, kTile, kTile, kTile, kTile, kTile, kTile};
-};
+// Every tile 16 rows of 64 bytes.
+AmxTileConfig FullTiles() {
+  AmxTileConfig config;
+  for (int t = 0; t < 8; ++t) config.Set(t, kTile, 64);
+  return config;
+}
 
 int64_t Chunks(int64_t k) { return (k + kTileCols - 1) / kTileCols; }
 
@@ -196,7 +195,7 @@ void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed
   // L1; more passes keep every chunk for the next ones.
   const int64_t slots = end_group - first_group <= 2 ? std::min(kRingChunks, chunks) : chunks;
   alignas(64) float sums[4][kTile][kTile];
-  const TileConfig config;
+  const AmxTileConfig config = FullTiles();
   _tile_loadconfig(&config);
   for (int64_t q0 = 0; q0 < total_quads; q0 += kQuadsPerPass) {
     const PassRows pass_rows = {
