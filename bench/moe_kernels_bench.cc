@@ -116,6 +116,32 @@ BENCHMARK(BM_Switch)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
+// The switch points of int8 weights: the streaming path's int16 dots on AMX-INT8 tiles (amx 1)
+// or on AVX512-VNNI (amx 0: the tiles forced off), against the BLAS path (dequantised blocks).
+void BM_Int8Switch(benchmark::State& state) {
+  const int64_t tokens = state.range(0);
+  SwigluOptions options =
+      PoolOptions(state.range(1) == 1 ? SwigluPath::kStreaming : SwigluPath::kBlas);
+  options.allow_amx = state.range(2) == 1;
+  const std::vector<SwigluWeights>& experts = Experts(WeightStorage::kInt8);
+  const Matrix x = Tokens(tokens);
+  Matrix y(tokens, kDModel);
+  int e = 0;
+  for (auto _ : state) {
+    const absl::Status status = SwigluForward(experts[e++ % kExperts], x, y.view(), options);
+    if (!status.ok()) {
+      state.SkipWithError(std::string(status.message()).c_str());
+      break;
+    }
+  }
+  SetRates(state, static_cast<double>(experts[0].bytes()), Flops(tokens), tokens);
+}
+BENCHMARK(BM_Int8Switch)
+    ->ArgNames({"M", "path", "amx"})
+    ->ArgsProduct({{2, 4, 8, 12, 16, 24, 32, 64, 128, 192, 256, 512, 1024}, {1, 2}, {0, 1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
 // The switch point of the bf16-activation path (the kernels' min_tokens): BF16 weights on the
 // streaming kernel (float32 activations) against the bf16-activation path.
 void BM_Bf16Switch(benchmark::State& state) { BM_Swiglu(state); }

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/kernels/int8_dot_kernel.h"
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "common/kernels/swiglu_ffn.h"
@@ -29,22 +30,24 @@ namespace {
 // ref computed on the original float32 weights (README, "int8 weights"). Random uniform weights
 // give about 0.6% here (measured: printed by the test); the bound leaves room for other seeds.
 constexpr double kInt8RelativeL2 = 0.02;
-enum class Kernels { kAvx512Vnni, kAvx512, kAvx2Int16, kAvx2, kPortable };
+enum class Kernels { kAmxInt8, kAvx512Vnni, kAvx512, kAvx2Int16, kAvx2, kPortable };
 
 const char* KernelsName(Kernels kernels) {
-  return kernels == Kernels::kAvx512Vnni  ? "avx512vnni"
-         : kernels == Kernels::kAvx512    ? "avx512"
-         : kernels == Kernels::kAvx2Int16 ? "avx2-int16"
-         : kernels == Kernels::kAvx2      ? "avx2"
-                                          : "portable";
+  return kernels == Kernels::kAmxInt8      ? "amx-int8"
+         : kernels == Kernels::kAvx512Vnni ? "avx512vnni"
+         : kernels == Kernels::kAvx512     ? "avx512"
+         : kernels == Kernels::kAvx2Int16  ? "avx2-int16"
+         : kernels == Kernels::kAvx2       ? "avx2"
+                                           : "portable";
 }
 
 bool Available(Kernels kernels) {
-  return kernels == Kernels::kAvx512Vnni  ? Avx512VnniRowDotKernels() != nullptr
-         : kernels == Kernels::kAvx512    ? Avx512RowDotKernels() != nullptr
-         : kernels == Kernels::kAvx2Int16 ? Avx2Int16RowDotKernels() != nullptr
-         : kernels == Kernels::kAvx2      ? Avx2RowDotKernels() != nullptr
-                                          : true;
+  return kernels == Kernels::kAmxInt8      ? AmxInt8DotKernels() != nullptr
+         : kernels == Kernels::kAvx512Vnni ? Avx512VnniRowDotKernels() != nullptr
+         : kernels == Kernels::kAvx512     ? Avx512RowDotKernels() != nullptr
+         : kernels == Kernels::kAvx2Int16  ? Avx2Int16RowDotKernels() != nullptr
+         : kernels == Kernels::kAvx2       ? Avx2RowDotKernels() != nullptr
+                                           : true;
 }
 
 TEST(Int8MatrixTest, QuantisesEachRowWithinHalfAStepOfItsScale) {
@@ -133,8 +136,8 @@ std::string CaseName(const ::testing::TestParamInfo<Int8Case>& info) {
 std::vector<Int8Case> AllCases() {
   std::vector<Int8Case> cases;
   for (SwigluPath path : {SwigluPath::kAuto, SwigluPath::kStreaming, SwigluPath::kBlas}) {
-    for (Kernels kernels : {Kernels::kAvx512Vnni, Kernels::kAvx512, Kernels::kAvx2Int16,
-                            Kernels::kAvx2, Kernels::kPortable}) {
+    for (Kernels kernels : {Kernels::kAmxInt8, Kernels::kAvx512Vnni, Kernels::kAvx512,
+                            Kernels::kAvx2Int16, Kernels::kAvx2, Kernels::kPortable}) {
       // Odd sizes (not multiples of 16 or 4); the larger one is above the pool's threshold.
       for (auto [d, h] : {std::pair<int64_t, int64_t>{100, 200}, {203, 701}}) {
         for (int64_t m : {1, 3, 16, 64, 257}) cases.push_back({path, kernels, d, h, m});
@@ -161,16 +164,23 @@ TEST_P(Int8SwigluTest, MatchesDequantisedReferenceAndStaysNearFloat32) {
 
   SwigluOptions options;
   options.path = c.path;
-  options.allow_avx512 = c.kernels == Kernels::kAvx512Vnni || c.kernels == Kernels::kAvx512;
+  const bool amx = c.kernels == Kernels::kAmxInt8;
+  options.allow_avx512 = amx || c.kernels == Kernels::kAvx512Vnni || c.kernels == Kernels::kAvx512;
   options.allow_avx2 = c.kernels != Kernels::kPortable;
-  options.allow_int16_dots = c.kernels == Kernels::kAvx512Vnni || c.kernels == Kernels::kAvx2Int16;
+  options.allow_int16_dots =
+      amx || c.kernels == Kernels::kAvx512Vnni || c.kernels == Kernels::kAvx2Int16;
+  options.allow_amx = amx;  // forced off: the AMX-INT8 dots fall back to the VNNI ones
   SwigluReport report;
   options.report = &report;
   ASSERT_TRUE(SwigluForward(*int8, x, y.view(), options).ok());
   if (c.path != SwigluPath::kAuto) {
     EXPECT_EQ(report.path, c.path);
   }
-  EXPECT_STREQ(report.kernels, KernelsName(c.kernels));
+  // AMX-INT8 takes streaming calls from its min_tokens; fewer tokens, or the BLAS path, run on
+  // the VNNI set it is built beside.
+  const bool tile_dots = report.path == SwigluPath::kStreaming &&
+                         c.tokens >= (amx ? AmxInt8DotKernels()->min_tokens : 0);
+  EXPECT_STREQ(report.kernels, amx && !tile_dots ? "avx512vnni" : KernelsName(c.kernels));
 
   // Tight: the kernels add only float32 rounding to the dequantised weights' exact result (and
   // the int16 streaming dots the activations' int16 rounding).
@@ -194,6 +204,37 @@ TEST_P(Int8SwigluTest, MatchesDequantisedReferenceAndStaysNearFloat32) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPaths, Int8SwigluTest, ::testing::ValuesIn(AllCases()), CaseName);
+
+// With AMX-INT8, int8 calls stream at every token count: the VNNI dots below the tiles' min_tokens,
+// the tiles from it on, never OpenBLAS; with the tiles forced off (or capped by MOE_KERNELS, the
+// same choice) calls from the switch point go to OpenBLAS as before.
+TEST(Int8SwigluAmxTest, TilesFromTheirMinTokensAndNeverBlas) {
+  const Int8AmxDotKernels* amx = AmxInt8DotKernels();
+  if (amx == nullptr) GTEST_SKIP() << "this CPU (or Linux) gives no AMX-INT8";
+  std::mt19937 rng(13);
+  const SwigluWeights f32 = RandomWeights(48, 64, rng);
+  auto int8 =
+      SwigluWeights::FromF32(f32.f32()->gate, f32.f32()->up, f32.f32()->down, WeightStorage::kInt8);
+  ASSERT_TRUE(int8.ok()) << int8.status();
+  const int64_t blas_from = SwigluBlasMinTokens(WeightStorage::kInt8);
+  for (int64_t tokens : {int64_t{1}, amx->min_tokens - 1, amx->min_tokens, int64_t{1024}}) {
+    for (bool allow_amx : {true, false}) {
+      SCOPED_TRACE(absl::StrCat(tokens, " tokens, AMX ", allow_amx ? "allowed" : "off"));
+      const Matrix x = RandomMatrix(tokens, 48, 1.0f, rng);
+      Matrix y(tokens, 48);
+      SwigluOptions options;
+      options.allow_amx = allow_amx;
+      SwigluReport report;
+      options.report = &report;
+      ASSERT_TRUE(SwigluForward(*int8, x, y.view(), options).ok());
+      const bool blas = !allow_amx && tokens >= blas_from;
+      EXPECT_EQ(report.path, blas ? SwigluPath::kBlas : SwigluPath::kStreaming);
+      EXPECT_STREQ(report.kernels,
+                   allow_amx && tokens >= amx->min_tokens ? "amx-int8" : "avx512vnni");
+      ExpectMatches(y, ReferenceSwiglu(Widened(*int8), x), "", SwigluToleranceOf(report));
+    }
+  }
+}
 
 // y = FFN(x) on the streaming path, with or without the int16 dots; `kernels` names those run.
 Matrix StreamingForward(const SwigluWeights& w, const Matrix& x, bool int16_dots,

@@ -32,7 +32,7 @@ inline constexpr double kInt16SwigluTolerance = 2e-4;
 inline double SwigluToleranceOf(const SwigluReport& report) {
   const std::string kernels = report.kernels;
   return report.path == SwigluPath::kStreaming &&
-                 (kernels == "avx512vnni" || kernels == "avx2-int16")
+                 (kernels == "avx512vnni" || kernels == "avx2-int16" || kernels == "amx-int8")
              ? kInt16SwigluTolerance
              : kSwigluTolerance;
 }

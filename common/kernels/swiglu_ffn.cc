@@ -1,11 +1,13 @@
 #include "common/kernels/swiglu_ffn.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "common/kernels/bf16_dot_kernel.h"
 #include "common/kernels/blas_kernels.h"
+#include "common/kernels/int8_dot_kernel.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "common/kernels/swiglu_paths.h"
 #include "common/status/status_macros.h"
@@ -78,6 +80,11 @@ absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
       absl::StrAppend(&summary, ", ", AmxBf16StagedDotKernels()->name, " from ",
                       AmxBf16StagedDotKernels()->min_tokens);
     }
+  } else if (const Int8AmxDotKernels* amx = AmxInt8DotKernels();
+             amx != nullptr && int16_dots && cap == SwigluKernelCap::kAuto &&
+             streaming.dots_int8_quantized != nullptr) {
+    absl::StrAppend(&summary, "; ", amx->name, " (int8 weights) from ", amx->min_tokens,
+                    " tokens per call, never OpenBLAS");
   } else if (blas_from != kSwigluNeverBlas) {
     absl::StrAppend(&summary, "; OpenBLAS (", BlasCoreName(), ") from ", blas_from,
                     " tokens per call");
@@ -93,7 +100,23 @@ struct SwigluChoice {
   SwigluPath path;
   const RowDotKernels* kernels;  // the streaming kernels (also SiLU⊙ on the other paths)
   const Bf16DotKernels* dot;     // set on kBf16Dot
+  const Int8AmxDotKernels* int8_amx = nullptr;  // set on kStreaming when int8 dots run on AMX
 };
+
+// AMX-INT8 dots for int8 weights over `tokens` tokens where this process has them and they are
+// allowed, else nullptr: the int16 dots' activations (`kernels`), AMX not capped, from the kernel's
+// min_tokens, every projection's k within its bound.
+const Int8AmxDotKernels* Int8AmxFor(const SwigluWeights& weights, const RowDotKernels& kernels,
+                                    bool allow_amx, int64_t tokens) {
+  const Int8AmxDotKernels* amx = AmxInt8DotKernels();
+  if (!allow_amx || amx == nullptr || weights.int8() == nullptr ||
+      kernels.dots_int8_quantized == nullptr || tokens < amx->min_tokens) {
+    return nullptr;
+  }
+  const bool fits = weights.int8()->gate.padded_cols() <= kInt8AmxMaxCols &&
+                    weights.int8()->down.padded_cols() <= kInt8AmxMaxCols;
+  return fits ? amx : nullptr;
+}
 
 absl::StatusOr<SwigluChoice> ChooseSwiglu(const SwigluWeights& weights, int64_t tokens,
                                           const SwigluOptions& options) {
@@ -114,14 +137,21 @@ absl::StatusOr<SwigluChoice> ChooseSwiglu(const SwigluWeights& weights, int64_t 
         "the bf16-activation path needs BF16 weights and a CPU with AVX512-BF16 (and kernels not "
         "capped below it)");
   }
+  const bool allow_int8_amx =
+      allow_int16_dots && options.allow_amx && cap == SwigluKernelCap::kAuto;
+  // Int8 weights on AMX-INT8 tiles stream at every token count (BLAS never overtakes them).
+  const bool int8_tiles = Int8AmxFor(weights, kernels, allow_int8_amx, INT64_MAX) != nullptr;
   SwigluPath path = options.path;
   if (path == SwigluPath::kAuto) {
     path = dot != nullptr && tokens >= dot->min_tokens ? SwigluPath::kBf16Dot
-           : tokens < SwigluBlasMinTokens(weights.storage(), allow_avx512, allow_avx2)
+           : int8_tiles || tokens < SwigluBlasMinTokens(weights.storage(), allow_avx512, allow_avx2)
                ? SwigluPath::kStreaming
                : SwigluPath::kBlas;
   }
-  return SwigluChoice{path, &kernels, path == SwigluPath::kBf16Dot ? dot : nullptr};
+  return SwigluChoice{path, &kernels, path == SwigluPath::kBf16Dot ? dot : nullptr,
+                      path == SwigluPath::kStreaming
+                          ? Int8AmxFor(weights, kernels, allow_int8_amx, tokens)
+                          : nullptr};
 }
 
 }  // namespace
@@ -146,13 +176,15 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
   const Bf16DotKernels* dot = choice.dot;
   SwigluReport report;
   report.path = path;
-  report.kernels = path == SwigluPath::kBf16Dot ? dot->name : kernels.name;
+  report.kernels = path == SwigluPath::kBf16Dot ? dot->name
+                   : choice.int8_amx != nullptr ? choice.int8_amx->name
+                                                : kernels.name;
   if (y.size() == 0 || weights.width() == 0) {
     for (int64_t t = 0; t < y.rows; ++t) std::fill(y.row(t), y.row(t) + y.cols, 0.0f);
   } else if (path == SwigluPath::kBf16Dot) {
     SwigluBf16Dot(*weights.bf16(), x, y, *dot, kernels, options.pool);
   } else if (path == SwigluPath::kStreaming) {
-    SwigluStreaming(weights, x, y, kernels, options.pool, &report.copied_input);
+    SwigluStreaming(weights, x, y, kernels, choice.int8_amx, options.pool, &report.copied_input);
   } else {
     RETURN_IF_ERROR(SwigluBlas(weights, x, y, kernels));
   }

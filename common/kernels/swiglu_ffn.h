@@ -71,7 +71,9 @@ inline constexpr SwigluSwitchPoint kSwitchPortable = {16, 16};
 
 // The switch point in effect in this process for `storage` (int8 uses the bf16 one): by which
 // streaming kernels run (BestRowDotKernels(allow_avx512, false, allow_avx2)) and whether OpenBLAS
-// runs AVX-512 sgemm.
+// runs AVX-512 sgemm. Int8 weights on a CPU with AMX-INT8 (int8_dot_kernel.h; AMX not capped or
+// disallowed) never switch: SwigluForward streams them at every token count, 1.7-2.1x the BLAS
+// path's rate at 256-1024 tokens on a 2-core Xeon (bench/README.md).
 int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512 = true,
                             bool allow_avx2 = true);
 
@@ -103,7 +105,8 @@ enum class SwigluPath { kAuto, kStreaming, kBlas, kBf16Dot };
 struct SwigluReport {
   SwigluPath path = SwigluPath::kAuto;  // the path taken: kStreaming, kBlas or kBf16Dot
   // The kernels used: "amx-bf16" or "avx512bf16" on kBf16Dot, else the row-dot kernels:
-  // "avx512vnni" or "avx2-int16" (int8 weights), "avx512", "avx2" or "portable".
+  // "amx-int8" (int8 weights on AMX tiles, common/kernels/int8_dot_kernel.h), "avx512vnni" or
+  // "avx2-int16" (int8 weights), "avx512", "avx2" or "portable".
   const char* kernels = "";
   bool copied_input = false;  // x was copied into the streaming kernel's layout
 };
@@ -115,7 +118,7 @@ struct SwigluOptions {
   bool allow_avx512 = true;       // false: no AVX-512 (the AVX2 kernels, no AVX512-BF16 or VNNI)
   bool allow_avx2 = true;         // false with allow_avx512 false: the portable kernels
   bool allow_avx512_bf16 = true;  // false: never the bf16-activation path
-  bool allow_amx = true;          // false: the bf16-activation path without AMX tiles
+  bool allow_amx = true;          // false: no AMX tiles (bf16 activations or int8 dots)
   bool allow_int16_dots = true;   // false: int8 dots widen to float32 (no int16 activations)
   // The streaming path's threads (the caller's plus the pool's helpers); nullptr: the calling
   // thread only. Not owned.

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "common/kernels/bf16_dot_kernel.h"
+#include "common/kernels/int8_dot_kernel.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "common/kernels/swiglu_weights.h"
 #include "common/kernels/thread_pool.h"
@@ -18,9 +19,11 @@ namespace moe {
 // down rows against the activations [M, width] (L1/L2). Rows are shared out on `pool` (nullptr:
 // the calling thread only) in guided chunks; experts too small to be worth waking a helper run
 // inline. Reads x in place when it has SwigluInputStride(d) and zero padding, else copies it into
-// that layout first and sets *copied_input.
+// that layout first and sets *copied_input. Int8 weights with `kernels`' int16 dots take
+// `int8_amx`'s tile dots instead where it is set (d and width ≤ kInt8AmxMaxCols).
 void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
-                     const RowDotKernels& kernels, KernelThreadPool* pool, bool* copied_input);
+                     const RowDotKernels& kernels, const Int8AmxDotKernels* int8_amx,
+                     KernelThreadPool* pool, bool* copied_input);
 
 // Many tokens: OpenBLAS sgemm for the gate, up and down projections (x and y passed with their
 // strides). BF16 weights are widened (int8 ones dequantised) into a float32 scratch block of rows
