@@ -18,6 +18,7 @@
 #include "common/kernels/row_dot_kernel.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/swiglu_weights.h"
+#include "common/kernels/thread_pool.h"
 #include "common/tensor/matrix.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -212,17 +213,20 @@ TEST(Int8SwigluAmxTest, TilesFromTheirMinTokensAndNeverBlas) {
   const Int8AmxDotKernels* amx = AmxInt8DotKernels();
   if (amx == nullptr) GTEST_SKIP() << "this CPU (or Linux) gives no AMX-INT8";
   std::mt19937 rng(13);
-  const SwigluWeights f32 = RandomWeights(48, 64, rng);
+  // Past kMinParallelBytes of int8 weights, so the pool's helpers take part.
+  const SwigluWeights f32 = RandomWeights(48, 4096, rng);
   auto int8 =
       SwigluWeights::FromF32(f32.f32()->gate, f32.f32()->up, f32.f32()->down, WeightStorage::kInt8);
   ASSERT_TRUE(int8.ok()) << int8.status();
   const int64_t blas_from = SwigluBlasMinTokens(WeightStorage::kInt8);
+  KernelThreadPool pool(3);  // the phases' chunks (and so the tile dots) on several threads
   for (int64_t tokens : {int64_t{1}, amx->min_tokens - 1, amx->min_tokens, int64_t{1024}}) {
     for (bool allow_amx : {true, false}) {
       SCOPED_TRACE(absl::StrCat(tokens, " tokens, AMX ", allow_amx ? "allowed" : "off"));
       const Matrix x = RandomMatrix(tokens, 48, 1.0f, rng);
       Matrix y(tokens, 48);
       SwigluOptions options;
+      options.pool = &pool;
       options.allow_amx = allow_amx;
       SwigluReport report;
       options.report = &report;
