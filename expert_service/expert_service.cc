@@ -91,6 +91,7 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
   // calls' batches can take any of them (ExpertBatcher::ComputeGroups). A decode call's groups
   // are one wave; a large call's staged outputs stay within about its input's size per wave.
   const int64_t staged_rows_per_wave = std::max<int64_t>(tokens.rows, kMinStagedRowsPerWave);
+  bool sum_finite = true;  // no wave so far left a NaN or an infinity in the sum
   for (int g0 = 0, g1 = 0; g0 < request.groups_size(); g0 = g1) {
     int64_t rows = 0;
     while (g1 < request.groups_size() &&
@@ -114,25 +115,44 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
     }
     // The batcher gathers the rows (once, into the kernel's layout) when it computes them.
     RETURN_IF_ERROR(batcher_.ComputeGroups(tokens, work, limits));
+    // Finite input, non-finite output: the input is too large for that expert. The first such
+    // group (in request order) is reported so the router can name the token to its caller,
+    // instead of a malformed reply. Summed groups are scanned only when the sum is not finite:
+    // a NaN or infinity in a group's output always reaches the sum (w · ±∞ and 0 · ∞ are not
+    // finite), so a finite sum clears every group summed into it.
+    auto report_first_non_finite_group = [&] {
+      for (int g = g0; g < g1; ++g) {
+        const ConstMatrixView y = work[g - g0].y;
+        if (const int64_t i = FirstNonFinite(absl::MakeConstSpan(y.data, y.size())); i >= 0) {
+          ReportOverflow(request.groups(g).rows(i / d), request.groups(g).expert(),
+                         /*in_sum=*/false, response);
+          return true;
+        }
+      }
+      return false;
+    };
+    if (metrics_ != nullptr) {
+      for (int g = g0; g < g1; ++g)
+        metrics_->TokensComputed(ffns[g], request.groups(g).rows_size());
+    }
+    if (!sum_groups && report_first_non_finite_group()) return absl::OkStatus();
     for (int g = g0; g < g1; ++g) {
       const v1::ExpertGroup& group = request.groups(g);
       const ConstMatrixView y = work[g - g0].y;
-      if (metrics_ != nullptr) metrics_->TokensComputed(ffns[g], group.rows_size());
-      if (const int64_t i = FirstNonFinite(absl::MakeConstSpan(y.data, y.size())); i >= 0) {
-        // Finite input, non-finite output: the input is too large for this expert. Report it so
-        // the router can name the token to its caller, instead of a malformed reply.
-        ReportOverflow(group.rows(i / d), group.expert(), /*in_sum=*/false, response);
-        return absl::OkStatus();
-      }
       if (sum_groups) {
         AddWeightedRows<int32_t>(y, group.rows(), group.weights(), sum.view());
       } else if (encoding == TensorEncoding::kBf16) {
         WriteProtoTensor(y, encoding, response->add_outputs());
       }
     }
+    if (sum_groups) {
+      sum_finite = sum_finite && FirstNonFinite(absl::MakeConstSpan(sum.data(), sum.size())) < 0;
+      if (!sum_finite && report_first_non_finite_group()) return absl::OkStatus();
+    }
   }
   if (sum_groups) {
-    if (const int64_t i = FirstNonFinite(absl::MakeConstSpan(sum.data(), sum.size())); i >= 0) {
+    if (!sum_finite) {  // with every group's output finite: the weighted sum itself overflowed
+      const int64_t i = FirstNonFinite(absl::MakeConstSpan(sum.data(), sum.size()));
       ReportOverflow(static_cast<int>(i / d), 0, /*in_sum=*/true, response);
       return absl::OkStatus();
     }

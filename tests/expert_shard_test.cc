@@ -8,6 +8,7 @@
 #include <limits>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/checkpoint/layer_loader.h"
 #include "common/kernels/cpu_affinity.h"
 #include "common/rpc/tensor_proto.h"
@@ -289,6 +290,89 @@ TEST_F(ExpertShardTest, ServiceReportsASumThatOverflowsInsteadOfSendingIt) {
     EXPECT_EQ(response.overflows(0).row(), 2);
     EXPECT_TRUE(response.overflows(0).in_sum());
   }
+}
+
+// `tokens` tokens of width 256 where token `huge` is 1e30 everywhere (finite, but every expert's
+// output for it overflows float32), and groups of (expert, rows, weight per row).
+v1::ComputeRequest RequestWithAHugeToken(
+    int tokens, int huge, const std::vector<std::pair<int, std::vector<int>>>& groups,
+    bool sum_groups) {
+  v1::ComputeRequest request;
+  std::vector<float> x = testing::RandomTokens(tokens, 256, 11);
+  std::fill(x.begin() + huge * 256, x.begin() + (huge + 1) * 256, 1e30f);
+  MatrixView view = ResizeProtoTensor(request.mutable_tokens(), tokens, 256);
+  std::copy(x.begin(), x.end(), view.data);
+  request.set_sum_groups(sum_groups);
+  for (const auto& [expert, rows] : groups) {
+    v1::ExpertGroup* group = request.add_groups();
+    group->set_expert(expert);
+    for (int r : rows) {
+      group->add_rows(r);
+      group->add_weights(0.5f);
+    }
+  }
+  return request;
+}
+
+// A group whose output overflows is reported by its expert and the first row that did, not the
+// first group's, whether the shard sums the groups or answers each, in every reply encoding.
+TEST_F(ExpertShardTest, ServiceReportsTheGroupWhoseOutputOverflows) {
+  auto shard = ExpertShard::Create({*model_, "0", "all"});
+  ASSERT_TRUE(shard.ok());
+  ExpertServiceImpl service(shard->get(), BatchingOptions());
+  for (bool sum_groups : {true, false}) {
+    v1::ComputeRequest request =
+        RequestWithAHugeToken(3, /*huge=*/2, {{0, {0, 1}}, {3, {1, 2}}}, sum_groups);
+    for (const v1::TensorEncoding encoding :
+         {v1::TENSOR_ENCODING_VALUES, v1::TENSOR_ENCODING_F32, v1::TENSOR_ENCODING_BF16}) {
+      SCOPED_TRACE(
+          absl::StrCat(sum_groups ? "summed, " : "per group, ", v1::TensorEncoding_Name(encoding)));
+      request.set_reply_encoding(encoding);
+      v1::ComputeResponse response;
+      ASSERT_TRUE(service.Compute(nullptr, &request, &response).ok());
+      EXPECT_FALSE(response.has_sum());
+      EXPECT_EQ(response.outputs_size(), 0);
+      ASSERT_EQ(response.overflows_size(), 1);
+      EXPECT_EQ(response.overflows(0).row(), 2);
+      EXPECT_EQ(response.overflows(0).expert(), 3);
+      EXPECT_FALSE(response.overflows(0).in_sum());
+    }
+  }
+}
+
+// A summed call too large for one wave of staged outputs (1 024 rows): the sum overflows in the
+// first wave (a finite output times float32's largest weight), a group of the second wave
+// overflows itself; the group is reported, as when every group is checked on its own.
+TEST_F(ExpertShardTest, ServiceReportsAnOverflowingGroupOfALaterWaveBeforeTheSum) {
+  auto shard = ExpertShard::Create({*model_, "0", "all"});
+  ASSERT_TRUE(shard.ok());
+  ExpertServiceImpl service(shard->get(), BatchingOptions());
+  constexpr int kTokens = 600, kHuge = 5;
+  std::vector<int> all(kTokens), all_but_huge;
+  for (int t = 0; t < kTokens; ++t) {
+    all[t] = t;
+    if (t != kHuge) all_but_huge.push_back(t);
+  }
+  v1::ComputeRequest request =
+      RequestWithAHugeToken(kTokens, kHuge, {{1, all_but_huge}, {6, all}}, /*sum_groups=*/true);
+  // Token 0 (scaled up, so its outputs pass 1 in magnitude) weighted by float32's largest value
+  // in the first wave: the sum overflows there.
+  for (int i = 0; i < 256; ++i)
+    request.mutable_tokens()->set_values(i, request.tokens().values(i) * 1000);
+  request.mutable_groups(0)->set_weights(0, std::numeric_limits<float>::max());
+  v1::ComputeResponse response;
+  ASSERT_TRUE(service.Compute(nullptr, &request, &response).ok());
+  ASSERT_EQ(response.overflows_size(), 1);
+  EXPECT_EQ(response.overflows(0).row(), kHuge);
+  EXPECT_EQ(response.overflows(0).expert(), 6);
+  EXPECT_FALSE(response.overflows(0).in_sum());
+  // Without the overflowing group, the sum's own overflow is what is reported.
+  request.mutable_groups()->RemoveLast();
+  response.Clear();
+  ASSERT_TRUE(service.Compute(nullptr, &request, &response).ok());
+  ASSERT_EQ(response.overflows_size(), 1);
+  EXPECT_EQ(response.overflows(0).row(), 0);
+  EXPECT_TRUE(response.overflows(0).in_sum());
 }
 
 TEST_F(ExpertShardTest, ServiceRefusesALayerItDoesNotHold) {
