@@ -74,16 +74,9 @@ void BM_ReadBandwidthRowDots(benchmark::State& state) {
 }
 BENCHMARK(BM_ReadBandwidthRowDots)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// args: tokens, storage (0 F32, 1 BF16, 2 int8), path (0 auto, 1 streaming, 2 BLAS, 3 bf16
-// activations), isa (0: the best this CPU has, 1: no AVX-512, i.e. AVX2, 2: portable C++)
-void BM_Swiglu(benchmark::State& state) {
-  const int64_t tokens = state.range(0);
-  const WeightStorage storage = StorageArg(state.range(1));
-  constexpr SwigluPath kPaths[] = {SwigluPath::kAuto, SwigluPath::kStreaming, SwigluPath::kBlas,
-                                   SwigluPath::kBf16Dot};
-  SwigluOptions options = PoolOptions(kPaths[state.range(2)]);
-  options.allow_avx512 = state.range(3) == 0;
-  options.allow_avx2 = state.range(3) < 2;
+// Times SwigluForward over `tokens` tokens, each iteration on the next of the experts in `storage`.
+void TimeSwiglu(benchmark::State& state, WeightStorage storage, int64_t tokens,
+                const SwigluOptions& options) {
   const std::vector<SwigluWeights>& experts = Experts(storage);
   const Matrix x = Tokens(tokens);
   Matrix y(tokens, kDModel);
@@ -96,6 +89,19 @@ void BM_Swiglu(benchmark::State& state) {
     }
   }
   SetRates(state, static_cast<double>(experts[0].bytes()), Flops(tokens), tokens);
+}
+
+// args: tokens, storage (0 F32, 1 BF16, 2 int8), path (0 auto, 1 streaming, 2 BLAS, 3 bf16
+// activations), isa (0: the best this CPU has, 1: no AVX-512, i.e. AVX2, 2: portable C++)
+void BM_Swiglu(benchmark::State& state) {
+  const int64_t tokens = state.range(0);
+  const WeightStorage storage = StorageArg(state.range(1));
+  constexpr SwigluPath kPaths[] = {SwigluPath::kAuto, SwigluPath::kStreaming, SwigluPath::kBlas,
+                                   SwigluPath::kBf16Dot};
+  SwigluOptions options = PoolOptions(kPaths[state.range(2)]);
+  options.allow_avx512 = state.range(3) == 0;
+  options.allow_avx2 = state.range(3) < 2;
+  TimeSwiglu(state, storage, tokens, options);
 }
 // The figures: few tokens (bandwidth) and many tokens (FLOP/s), every storage.
 BENCHMARK(BM_Swiglu)
@@ -123,18 +129,7 @@ void BM_Int8Switch(benchmark::State& state) {
   SwigluOptions options =
       PoolOptions(state.range(1) == 1 ? SwigluPath::kStreaming : SwigluPath::kBlas);
   options.allow_amx = state.range(2) == 1;
-  const std::vector<SwigluWeights>& experts = Experts(WeightStorage::kInt8);
-  const Matrix x = Tokens(tokens);
-  Matrix y(tokens, kDModel);
-  int e = 0;
-  for (auto _ : state) {
-    const absl::Status status = SwigluForward(experts[e++ % kExperts], x, y.view(), options);
-    if (!status.ok()) {
-      state.SkipWithError(std::string(status.message()).c_str());
-      break;
-    }
-  }
-  SetRates(state, static_cast<double>(experts[0].bytes()), Flops(tokens), tokens);
+  TimeSwiglu(state, WeightStorage::kInt8, tokens, options);
 }
 BENCHMARK(BM_Int8Switch)
     ->ArgNames({"M", "path", "amx"})
