@@ -1,7 +1,6 @@
 #include "common/kernels/swiglu_ffn.h"
 
 #include <algorithm>
-#include <cstdint>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -103,14 +102,14 @@ struct SwigluChoice {
   const Int8AmxDotKernels* int8_amx = nullptr;  // set on kStreaming when int8 dots run on AMX
 };
 
-// AMX-INT8 dots for int8 weights over `tokens` tokens where this process has them and they are
-// allowed, else nullptr: the int16 dots' activations (`kernels`), AMX not capped, from the kernel's
-// min_tokens, every projection's k within its bound.
+// AMX-INT8 dots for int8 weights where this process has them and they are allowed, else nullptr:
+// the int16 dots' activations (`kernels`), AMX not capped, every projection's k within its bound.
+// They take a call from their min_tokens on.
 const Int8AmxDotKernels* Int8AmxFor(const SwigluWeights& weights, const RowDotKernels& kernels,
-                                    bool allow_amx, int64_t tokens) {
+                                    bool allow_amx) {
   const Int8AmxDotKernels* amx = AmxInt8DotKernels();
   if (!allow_amx || amx == nullptr || weights.int8() == nullptr ||
-      kernels.dots_int8_quantized == nullptr || tokens < amx->min_tokens) {
+      kernels.dots_int8_quantized == nullptr) {
     return nullptr;
   }
   const bool fits = weights.int8()->gate.padded_cols() <= kInt8AmxMaxCols &&
@@ -140,18 +139,19 @@ absl::StatusOr<SwigluChoice> ChooseSwiglu(const SwigluWeights& weights, int64_t 
   const bool allow_int8_amx =
       allow_int16_dots && options.allow_amx && cap == SwigluKernelCap::kAuto;
   // Int8 weights on AMX-INT8 tiles stream at every token count (BLAS never overtakes them).
-  const bool int8_tiles = Int8AmxFor(weights, kernels, allow_int8_amx, INT64_MAX) != nullptr;
+  const Int8AmxDotKernels* int8_amx = Int8AmxFor(weights, kernels, allow_int8_amx);
   SwigluPath path = options.path;
   if (path == SwigluPath::kAuto) {
     path = dot != nullptr && tokens >= dot->min_tokens ? SwigluPath::kBf16Dot
-           : int8_tiles || tokens < SwigluBlasMinTokens(weights.storage(), allow_avx512, allow_avx2)
+           : int8_amx != nullptr ||
+                   tokens < SwigluBlasMinTokens(weights.storage(), allow_avx512, allow_avx2)
                ? SwigluPath::kStreaming
                : SwigluPath::kBlas;
   }
+  const bool tile_dots =
+      path == SwigluPath::kStreaming && int8_amx != nullptr && tokens >= int8_amx->min_tokens;
   return SwigluChoice{path, &kernels, path == SwigluPath::kBf16Dot ? dot : nullptr,
-                      path == SwigluPath::kStreaming
-                          ? Int8AmxFor(weights, kernels, allow_int8_amx, tokens)
-                          : nullptr};
+                      tile_dots ? int8_amx : nullptr};
 }
 
 }  // namespace
