@@ -208,7 +208,7 @@ INSTANTIATE_TEST_SUITE_P(AllPaths, Int8SwigluTest, ::testing::ValuesIn(AllCases(
 
 // With AMX-INT8, int8 calls stream at every token count: the VNNI dots below the tiles' min_tokens,
 // the tiles from it on, never OpenBLAS; with the tiles forced off (or capped by MOE_KERNELS, the
-// same choice) calls from the switch point go to OpenBLAS as before.
+// same choice) the VNNI dots take every call (int8 has no switch point on AVX-512).
 TEST(Int8SwigluAmxTest, TilesFromTheirMinTokensAndNeverBlas) {
   const Int8AmxDotKernels* amx = AmxInt8DotKernels();
   if (amx == nullptr) GTEST_SKIP() << "this CPU (or Linux) gives no AMX-INT8";

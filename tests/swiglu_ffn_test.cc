@@ -146,10 +146,12 @@ TEST(SwigluFfnTest, PortableKernelsHandOverToBlasAtSixteenTokens) {
 TEST(SwigluFfnTest, Avx2KernelsHandOverToBlasAtTheirSwitchPoint) {
   if (Avx2RowDotKernels() == nullptr) GTEST_SKIP() << "this CPU has no AVX2";
   std::mt19937 rng(2);
-  for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16}) {
+  for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16, WeightStorage::kInt8}) {
     const SwigluWeights w = RandomWeights(48, 64, rng, storage);
     const int64_t s = SwitchPoint(storage, Isa::kAvx2);
-    EXPECT_EQ(s, storage == WeightStorage::kF32 ? kSwitchAvx2.f32 : kSwitchAvx2.bf16);
+    EXPECT_EQ(s, storage == WeightStorage::kF32    ? kSwitchAvx2.f32
+                 : storage == WeightStorage::kBF16 ? kSwitchAvx2.bf16
+                                                   : kSwitchAvx2.int8);
     EXPECT_EQ(PathTaken(w, 1, Isa::kAvx2), SwigluPath::kStreaming);
     EXPECT_EQ(PathTaken(w, s - 1, Isa::kAvx2), SwigluPath::kStreaming);
     EXPECT_EQ(PathTaken(w, s, Isa::kAvx2), SwigluPath::kBlas);
@@ -159,7 +161,7 @@ TEST(SwigluFfnTest, Avx2KernelsHandOverToBlasAtTheirSwitchPoint) {
 TEST(SwigluFfnTest, Avx512KernelsStreamFewTokensAndHandOverAtTheSwitchPointInEffect) {
   if (Avx512RowDotKernels() == nullptr) GTEST_SKIP() << "this CPU has no AVX-512";
   std::mt19937 rng(2);
-  for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16}) {
+  for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16, WeightStorage::kInt8}) {
     const SwigluWeights w = RandomWeights(48, 64, rng, storage);
     EXPECT_EQ(PathTaken(w, 1, Isa::kAvx512), SwigluPath::kStreaming);
     EXPECT_EQ(PathTaken(w, 64, Isa::kAvx512),
@@ -172,6 +174,17 @@ TEST(SwigluFfnTest, Avx512KernelsStreamFewTokensAndHandOverAtTheSwitchPointInEff
       EXPECT_EQ(PathTaken(w, s, Isa::kAvx512), SwigluPath::kBlas);
     }
   }
+}
+
+// Int8 weights on the AVX-512 kernels (VNNI's int16 dots or the widening ones) never go to
+// OpenBLAS, whose sgemm would run on dequantised copies (bench/README.md: slower up to 1024
+// tokens).
+TEST(SwigluFfnTest, Avx512KernelsStreamInt8WeightsAtEveryTokenCount) {
+  if (Avx512RowDotKernels() == nullptr) GTEST_SKIP() << "this CPU has no AVX-512";
+  EXPECT_EQ(SwigluBlasMinTokens(WeightStorage::kInt8), kSwigluNeverBlas);
+  std::mt19937 rng(2);
+  const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kInt8);
+  EXPECT_EQ(PathTaken(w, 1024, Isa::kAvx512), SwigluPath::kStreaming);
 }
 
 TEST(SwigluFfnTest, EachTokenIsComputedIndependentlyOfTheBatch) {

@@ -21,8 +21,9 @@ int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512, bool allow
                                    : kernels == Avx2RowDotKernels()    ? kSwitchAvx2
                                    : BlasHasAvx512Kernels()            ? kSwitchAvx512VsAvx512Blas
                                                                        : kSwitchAvx512VsAvx2Blas;
-  // Int8 weights take the BLAS path the way bf16 ones do (widened block by block): same point.
-  return storage == WeightStorage::kF32 ? point.f32 : point.bf16;
+  return storage == WeightStorage::kF32    ? point.f32
+         : storage == WeightStorage::kBF16 ? point.bf16
+                                           : point.int8;
 }
 
 int64_t SwigluBf16DotMinTokens() {

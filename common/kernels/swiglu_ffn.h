@@ -55,24 +55,30 @@ int64_t SwigluInputStride(int64_t d_model);
 // Switch points: the token count from which SwigluForward uses OpenBLAS instead of the streaming
 // kernel, per storage. Which pair of implementations competes depends on the machine; the figures
 // behind each pair were measured with bench/moe_kernels_bench on a 2-core Zen 5 (bench/README.md).
+// OpenBLAS runs int8 weights dequantised block by block into float32 scratch, which the AVX-512
+// streaming kernels (VNNI's int16 dots, or the int8 rows widened in registers) beat at every token
+// count measured, up to 1024, on a Zen 5 and on an Intel Xeon: with them int8 never switches.
 struct SwigluSwitchPoint {
   int64_t f32;
   int64_t bf16;
+  int64_t int8;
 };
 inline constexpr int64_t kSwigluNeverBlas = INT64_MAX;
 // AVX-512 kernel vs. OpenBLAS's AVX2 sgemm (0.3.21's default on Zen 5): the kernel always won.
-inline constexpr SwigluSwitchPoint kSwitchAvx512VsAvx2Blas = {kSwigluNeverBlas, kSwigluNeverBlas};
+inline constexpr SwigluSwitchPoint kSwitchAvx512VsAvx2Blas = {kSwigluNeverBlas, kSwigluNeverBlas,
+                                                              kSwigluNeverBlas};
 // AVX-512 kernel vs. OpenBLAS with AVX-512 sgemm (e.g. OPENBLAS_CORETYPE=SkylakeX).
-inline constexpr SwigluSwitchPoint kSwitchAvx512VsAvx512Blas = {96, 192};
-// AVX2 kernel vs. OpenBLAS's AVX2 sgemm, on CPUs without AVX-512 (measured on a 2-core Zen 3).
-inline constexpr SwigluSwitchPoint kSwitchAvx2 = {64, 512};
+inline constexpr SwigluSwitchPoint kSwitchAvx512VsAvx512Blas = {96, 192, kSwigluNeverBlas};
+// AVX2 kernel vs. OpenBLAS's AVX2 sgemm, on CPUs without AVX-512 (measured on a 2-core Zen 3; int8
+// not measured there: the bf16 point).
+inline constexpr SwigluSwitchPoint kSwitchAvx2 = {64, 512, 512};
 // Portable kernel (no AVX2) vs. OpenBLAS.
-inline constexpr SwigluSwitchPoint kSwitchPortable = {16, 16};
+inline constexpr SwigluSwitchPoint kSwitchPortable = {16, 16, 16};
 
-// The switch point in effect in this process for `storage` (int8 uses the bf16 one): by which
-// streaming kernels run (BestRowDotKernels(allow_avx512, false, allow_avx2)) and whether OpenBLAS
-// runs AVX-512 sgemm. Int8 weights on a CPU with AMX-INT8 (int8_dot_kernel.h; AMX not capped or
-// disallowed) never switch: SwigluForward streams them at every token count, 1.7-2.1x the BLAS
+// The switch point in effect in this process for `storage`: by which streaming kernels run
+// (BestRowDotKernels(allow_avx512, false, allow_avx2)) and whether OpenBLAS runs AVX-512 sgemm.
+// Int8 weights on a CPU with AMX-INT8 (int8_dot_kernel.h; AMX not capped or disallowed) never
+// switch either: SwigluForward streams them on the tiles at every token count, 1.7-2.1x the BLAS
 // path's rate at 256-1024 tokens on a 2-core Xeon (bench/README.md).
 int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512 = true,
                             bool allow_avx2 = true);
