@@ -146,12 +146,10 @@ TEST(SwigluFfnTest, PortableKernelsHandOverToBlasAtSixteenTokens) {
 TEST(SwigluFfnTest, Avx2KernelsHandOverToBlasAtTheirSwitchPoint) {
   if (Avx2RowDotKernels() == nullptr) GTEST_SKIP() << "this CPU has no AVX2";
   std::mt19937 rng(2);
-  for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16, WeightStorage::kInt8}) {
+  for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16}) {
     const SwigluWeights w = RandomWeights(48, 64, rng, storage);
     const int64_t s = SwitchPoint(storage, Isa::kAvx2);
-    EXPECT_EQ(s, storage == WeightStorage::kF32    ? kSwitchAvx2.f32
-                 : storage == WeightStorage::kBF16 ? kSwitchAvx2.bf16
-                                                   : kSwitchAvx2.int8);
+    EXPECT_EQ(s, storage == WeightStorage::kF32 ? kSwitchAvx2.f32 : kSwitchAvx2.bf16);
     EXPECT_EQ(PathTaken(w, 1, Isa::kAvx2), SwigluPath::kStreaming);
     EXPECT_EQ(PathTaken(w, s - 1, Isa::kAvx2), SwigluPath::kStreaming);
     EXPECT_EQ(PathTaken(w, s, Isa::kAvx2), SwigluPath::kBlas);
@@ -176,15 +174,19 @@ TEST(SwigluFfnTest, Avx512KernelsStreamFewTokensAndHandOverAtTheSwitchPointInEff
   }
 }
 
-// Int8 weights on the AVX-512 kernels (VNNI's int16 dots or the widening ones) never go to
-// OpenBLAS, whose sgemm would run on dequantised copies (bench/README.md: slower up to 1024
-// tokens).
-TEST(SwigluFfnTest, Avx512KernelsStreamInt8WeightsAtEveryTokenCount) {
-  if (Avx512RowDotKernels() == nullptr) GTEST_SKIP() << "this CPU has no AVX-512";
-  EXPECT_EQ(SwigluBlasMinTokens(WeightStorage::kInt8), kSwigluNeverBlas);
+// Int8 weights on the AVX-512 or AVX2 kernels never go to OpenBLAS, whose sgemm would run on
+// dequantised copies (bench/README.md: slower up to 1024 tokens); on the portable ones they do.
+TEST(SwigluFfnTest, SimdKernelsStreamInt8WeightsAtEveryTokenCount) {
   std::mt19937 rng(2);
   const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kInt8);
-  EXPECT_EQ(PathTaken(w, 1024, Isa::kAvx512), SwigluPath::kStreaming);
+  for (Isa isa : {Isa::kAvx512, Isa::kAvx2}) {
+    if (IsaKernels(isa) == nullptr) continue;
+    SCOPED_TRACE(IsaName(isa));
+    EXPECT_EQ(SwitchPoint(WeightStorage::kInt8, isa), kSwigluNeverBlas);
+    EXPECT_EQ(PathTaken(w, 1024, isa), SwigluPath::kStreaming);
+  }
+  EXPECT_EQ(SwitchPoint(WeightStorage::kInt8, Isa::kPortable), kSwitchPortable.int8);
+  EXPECT_EQ(PathTaken(w, kSwitchPortable.int8, Isa::kPortable), SwigluPath::kBlas);
 }
 
 TEST(SwigluFfnTest, EachTokenIsComputedIndependentlyOfTheBatch) {

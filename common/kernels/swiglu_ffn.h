@@ -55,9 +55,10 @@ int64_t SwigluInputStride(int64_t d_model);
 // Switch points: the token count from which SwigluForward uses OpenBLAS instead of the streaming
 // kernel, per storage. Which pair of implementations competes depends on the machine; the figures
 // behind each pair were measured with bench/moe_kernels_bench on a 2-core Zen 5 (bench/README.md).
-// OpenBLAS runs int8 weights dequantised block by block into float32 scratch, which the AVX-512
-// streaming kernels (VNNI's int16 dots, or the int8 rows widened in registers) beat at every token
-// count measured, up to 1024, on a Zen 5 and on an Intel Xeon: with them int8 never switches.
+// OpenBLAS runs int8 weights dequantised block by block into float32 scratch, which the SIMD
+// streaming kernels beat at every token count measured, up to 1024: the AVX-512 ones (VNNI's int16
+// dots, or the int8 rows widened in registers) on a Zen 5 and an Intel Xeon, the AVX2 int16 dots
+// (forced, beside OpenBLAS's Haswell kernels) on the Zen 5. With them int8 never switches.
 struct SwigluSwitchPoint {
   int64_t f32;
   int64_t bf16;
@@ -69,9 +70,9 @@ inline constexpr SwigluSwitchPoint kSwitchAvx512VsAvx2Blas = {kSwigluNeverBlas, 
                                                               kSwigluNeverBlas};
 // AVX-512 kernel vs. OpenBLAS with AVX-512 sgemm (e.g. OPENBLAS_CORETYPE=SkylakeX).
 inline constexpr SwigluSwitchPoint kSwitchAvx512VsAvx512Blas = {96, 192, kSwigluNeverBlas};
-// AVX2 kernel vs. OpenBLAS's AVX2 sgemm, on CPUs without AVX-512 (measured on a 2-core Zen 3; int8
-// not measured there: the bf16 point).
-inline constexpr SwigluSwitchPoint kSwitchAvx2 = {64, 512, 512};
+// AVX2 kernel vs. OpenBLAS's AVX2 sgemm, on CPUs without AVX-512 (f32 and bf16 measured on a 2-core
+// Zen 3).
+inline constexpr SwigluSwitchPoint kSwitchAvx2 = {64, 512, kSwigluNeverBlas};
 // Portable kernel (no AVX2) vs. OpenBLAS.
 inline constexpr SwigluSwitchPoint kSwitchPortable = {16, 16, 16};
 
