@@ -139,13 +139,12 @@ absl::StatusOr<SwigluChoice> ChooseSwiglu(const SwigluWeights& weights, int64_t 
   }
   const bool allow_int8_amx =
       allow_int16_dots && options.allow_amx && cap == SwigluKernelCap::kAuto;
-  // Int8 weights on AMX-INT8 tiles stream at every token count (BLAS never overtakes them).
+  // The tiles come with the int16 dots, whose int8 weights never switch to OpenBLAS.
   const Int8AmxDotKernels* int8_amx = Int8AmxFor(weights, kernels, allow_int8_amx);
   SwigluPath path = options.path;
   if (path == SwigluPath::kAuto) {
     path = dot != nullptr && tokens >= dot->min_tokens ? SwigluPath::kBf16Dot
-           : int8_amx != nullptr ||
-                   tokens < SwigluBlasMinTokens(weights.storage(), allow_avx512, allow_avx2)
+           : tokens < SwigluBlasMinTokens(weights.storage(), allow_avx512, allow_avx2)
                ? SwigluPath::kStreaming
                : SwigluPath::kBlas;
   }
