@@ -29,12 +29,13 @@ void Check(const absl::Status& status) {
   }
 }
 
-// The read passes' buffer, laid out as the weights are at best (WeightVector: cache-line aligned,
+// The read passes' buffer, laid out as the weights are at best (a WeightBuffer: cache-line aligned,
 // on huge pages where Linux gives them). At malloc's 16-byte offset every 64-byte load straddles
 // two cache lines, and the passes measured less than the kernels then read from weights (on a
 // Zen 5, 50-54 GB/s against an fp32 FFN call streaming 70-76): a fraction of it above 1.
-const WeightVector<float>& BandwidthBuffer() {
-  static const WeightVector<float>* buffer = new WeightVector<float>(BandwidthFloats(), 1.0f);
+const AlignedVector<float>& BandwidthBuffer() {
+  static const AlignedVector<float>* buffer =
+      new AlignedVector<float>(WeightBuffer<float>(BandwidthFloats(), 1.0f));
   return *buffer;
 }
 
@@ -117,7 +118,7 @@ const std::vector<SwigluWeights>& Experts(WeightStorage storage) {
 Matrix Tokens(int64_t tokens) { return Filled(tokens, kDModel, 1.0f, 99); }
 
 void ReadBufferBySum(int streams) {
-  const WeightVector<float>& buffer = BandwidthBuffer();
+  const AlignedVector<float>& buffer = BandwidthBuffer();
   const int64_t tasks = BandwidthFloats() / kSumTaskFloats;
   static std::vector<float>* partial = new std::vector<float>(tasks);
   const int64_t run = kSumTaskFloats / streams;
@@ -144,7 +145,7 @@ void ReadBufferBySum(int streams) {
 
 void ReadBufferByRowDots() {
   constexpr int64_t kCols = 8192, kTasks = 64;
-  const WeightVector<float>& buffer = BandwidthBuffer();
+  const AlignedVector<float>& buffer = BandwidthBuffer();
   const int64_t rows = BandwidthFloats() / kCols;
   static std::vector<float>* x = new std::vector<float>(kCols, 1.0f);
   static std::vector<float>* y = new std::vector<float>(rows);
@@ -166,7 +167,7 @@ double MeasureReadBandwidth(int rounds) {
 }
 
 void ReadBufferBySgemv() {
-  const WeightVector<float>& buffer = BandwidthBuffer();
+  const AlignedVector<float>& buffer = BandwidthBuffer();
   constexpr int64_t kCols = 8192;
   const int64_t rows = BandwidthFloats() / kCols;
   static std::vector<float>* x = new std::vector<float>(kCols, 1.0f);

@@ -1,11 +1,12 @@
-// AlignedVector and WeightVector (common/tensor/aligned_vector.h): every buffer starts on a cache
-// line; a WeightVector of 2 MB and more on a huge page boundary in a mapping of its own that Linux
-// may back with huge pages, an AlignedVector on the heap; and the matrices store their values so.
+// AlignedVector (common/tensor/aligned_vector.h): every buffer starts on a cache line; scratch on
+// the heap, weights packed into the weight arena's huge-page regions, which give freed memory back;
+// and the matrices store their values so.
 #include "common/tensor/aligned_vector.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "common/tensor/bf16_matrix.h"
 #include "common/tensor/matrix.h"
 #include "gtest/gtest.h"
@@ -61,35 +63,86 @@ TEST(AlignedVectorTest, SmallBuffersStartOnACacheLine) {
   }
 }
 
-TEST(AlignedVectorTest, LargeWeightBuffersStartOnAHugePageAndKeepTheirValues) {
-  const size_t n = 3 * kHugePageBytes / sizeof(float) + 5;  // not a whole number of huge pages
-  WeightVector<float> v(n);
-  ASSERT_EQ(Address(v.data()) % kHugePageBytes, 0u);
-  for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>(i);
-  const WeightVector<float> copy = v;
-  EXPECT_EQ(Address(copy.data()) % kHugePageBytes, 0u);
-  for (size_t i = 0; i < n; i += 4099) ASSERT_EQ(copy[i], static_cast<float>(i));
-  EXPECT_EQ(copy[n - 1], static_cast<float>(n - 1));
-}
-
-TEST(AlignedVectorTest, LargeWeightBuffersAreAdvisedForHugePagesAndUnmappedWhenFreed) {
+// Whether transparent huge pages are off on this machine (then nothing is advised for them).
+bool HugePagesOff() {
   std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
   std::string modes;
-  if (!std::getline(thp, modes) || modes.find("[never]") != std::string::npos) {
-    GTEST_SKIP() << "transparent huge pages are off here (" << modes << ")";
+  return !std::getline(thp, modes) || modes.find("[never]") != std::string::npos;
+}
+
+// The "Rss" of a smaps entry, in bytes.
+int64_t RssBytes(const std::vector<std::string>& entry) {
+  int64_t kb = -1;
+  EXPECT_TRUE(absl::SimpleAtoi(absl::StripSuffix(Field(entry, "Rss"), " kB"), &kb));
+  return kb * 1024;
+}
+
+TEST(AlignedVectorTest, WeightBuffersStartOnACacheLineAndCopiesStayWeights) {
+  for (size_t n : {size_t{1}, size_t{3}, size_t{1000}, 3 * kHugePageBytes / sizeof(float) + 5}) {
+    AlignedVector<float> v = WeightBuffer<float>(n);
+    ASSERT_EQ(Address(v.data()) % kCacheLineBytes, 0u) << n;
+    for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>(i);
+    const AlignedVector<float> copy = v;
+    EXPECT_EQ(copy.get_allocator().kind, BufferKind::kWeights);
+    EXPECT_EQ(Address(copy.data()) % kCacheLineBytes, 0u) << n;
+    for (size_t i = 0; i < n; i += 4099) ASSERT_EQ(copy[i], static_cast<float>(i));
+    EXPECT_EQ(copy[n - 1], static_cast<float>(n - 1));
   }
-  const void* data = nullptr;
-  {
-    WeightVector<uint16_t> v(4 * kHugePageBytes / sizeof(uint16_t), 1);
-    data = v.data();
+  EXPECT_EQ(GetWeightArenaStats().live_bytes, 0u);
+}
+
+// Projections whose size is not a whole number of huge pages (Qwen3-30B-A3B's bf16 ones are 3 MB,
+// its int8 ones 1.5 MB) are packed together into huge-page-aligned regions advised for huge pages,
+// so none keeps a tail on small pages.
+TEST(AlignedVectorTest, WeightBuffersArePackedIntoHugePageRegions) {
+  if (HugePagesOff()) GTEST_SKIP() << "transparent huge pages are off here";
+  const WeightArenaStats before = GetWeightArenaStats();
+  std::vector<AlignedVector<uint16_t>> bf16;
+  std::vector<AlignedVector<int8_t>> int8;
+  for (int i = 0; i < 6; ++i) {
+    bf16.push_back(WeightBuffer<uint16_t>(768 * 2048, 1));
+    int8.push_back(WeightBuffer<int8_t>(768 * 2048, 1));
+  }
+  const WeightArenaStats after = GetWeightArenaStats();
+  EXPECT_EQ(after.live_bytes - before.live_bytes, 6 * 768 * 2048 * 3u);
+  EXPECT_LE(after.regions - before.regions, 1u) << "27 MB of buffers spread over regions";
+  for (const void* data : {static_cast<const void*>(bf16[3].data()),  // mid-region
+                           static_cast<const void*>(int8[5].data())}) {
     const std::vector<std::string> mapping = MappingOf(data);
     ASSERT_FALSE(mapping.empty());
+    const std::vector<std::string> range =
+        absl::StrSplit(mapping[0].substr(0, mapping[0].find(' ')), '-');
+    uint64_t begin = 0, end = 0;
+    ASSERT_TRUE(absl::SimpleHexAtoi(range[0], &begin) && absl::SimpleHexAtoi(range[1], &end));
+    EXPECT_EQ(begin % kHugePageBytes, 0u);
+    EXPECT_EQ(end % kHugePageBytes, 0u);
     // "hg" in VmFlags is MADV_HUGEPAGE; THPeligible says the kernel may use huge pages here.
     const std::vector<std::string> flags = absl::StrSplit(Field(mapping, "VmFlags"), ' ');
     EXPECT_NE(std::find(flags.begin(), flags.end(), "hg"), flags.end());
     EXPECT_EQ(Field(mapping, "THPeligible"), "1");
   }
-  EXPECT_TRUE(MappingOf(data).empty()) << "the buffer's mapping outlived it";
+}
+
+// A freed weight buffer's whole huge pages go back to Linux at once, though its neighbours live on;
+// the region is unmapped with the last of its buffers.
+TEST(AlignedVectorTest, FreedWeightBuffersGiveTheirMemoryBack) {
+  const WeightArenaStats before = GetWeightArenaStats();
+  constexpr size_t kBytes = 4 * kHugePageBytes + 4096;
+  auto first = std::make_unique<AlignedVector<char>>(WeightBuffer<char>(kBytes, 1));
+  auto middle = std::make_unique<AlignedVector<char>>(WeightBuffer<char>(kBytes, 1));
+  auto last = std::make_unique<AlignedVector<char>>(WeightBuffer<char>(kBytes, 1));
+  const void* data = middle->data();
+  const int64_t rss = RssBytes(MappingOf(data));
+  ASSERT_GE(rss, static_cast<int64_t>(3 * kBytes));  // written by the constructors
+  middle.reset();
+  EXPECT_LE(RssBytes(MappingOf(data)), rss - static_cast<int64_t>(3 * kHugePageBytes))
+      << "the freed buffer's whole huge pages (at least 3 of its 4 and a bit) are still resident";
+  first.reset();
+  last.reset();
+  const WeightArenaStats after = GetWeightArenaStats();
+  EXPECT_EQ(after.regions, before.regions);
+  EXPECT_EQ(after.live_bytes, before.live_bytes);
+  EXPECT_TRUE(MappingOf(data).empty()) << "the region outlived its buffers";
 }
 
 // A call's scratch is freed and allocated again on every call: from the heap, which keeps it
@@ -102,15 +155,23 @@ TEST(AlignedVectorTest, LargeScratchBuffersStayOnTheHeap) {
   EXPECT_EQ(std::find(flags.begin(), flags.end(), "hg"), flags.end());
 }
 
-TEST(AlignedVectorTest, MatricesStartOnACacheLine) {
+TEST(AlignedVectorTest, MatricesStartOnACacheLineAndWeightsLiveInTheArena) {
   for (int64_t cols : {1, 100, 2048}) {
     const Matrix m(3, cols);
     EXPECT_EQ(Address(m.data()) % kCacheLineBytes, 0u) << cols;
+    EXPECT_EQ(m.values().get_allocator().kind, BufferKind::kScratch);
     const Bf16Matrix b = Bf16Matrix::RoundFrom(m);
     EXPECT_EQ(Address(b.quad(0)) % kCacheLineBytes, 0u) << cols;
+    const Matrix weights = m.CopyToWeightPages();
+    EXPECT_EQ(Address(weights.data()) % kCacheLineBytes, 0u) << cols;
+    EXPECT_EQ(weights.values().get_allocator().kind, BufferKind::kWeights);
+    EXPECT_EQ(weights.rows(), 3);
+    EXPECT_EQ(weights.cols(), cols);
   }
+  const WeightArenaStats before = GetWeightArenaStats();
   const Bf16Matrix projection = Bf16Matrix::RoundFrom(Matrix(1024, 2048));  // OLMoE's, 4 MB
-  EXPECT_EQ(Address(projection.quad(0)) % kHugePageBytes, 0u);
+  EXPECT_EQ(GetWeightArenaStats().live_bytes - before.live_bytes,
+            static_cast<size_t>(projection.bytes()));
 }
 
 }  // namespace

@@ -9,7 +9,8 @@ Int8Matrix::Int8Matrix(int64_t rows, int64_t cols)
     : rows_(rows),
       cols_(cols),
       padded_cols_((cols + kChunkCols - 1) / kChunkCols * kChunkCols),
-      packed_(static_cast<size_t>((rows + kQuadRows - 1) / kQuadRows * quad_stride()), 0),
+      packed_(WeightBuffer<int8_t>(
+          static_cast<size_t>((rows + kQuadRows - 1) / kQuadRows * quad_stride()))),
       scales_(static_cast<size_t>((rows + kQuadRows - 1) / kQuadRows * kQuadRows), 0.0f) {}
 
 Int8Matrix Int8Matrix::Quantize(const Matrix& values) {

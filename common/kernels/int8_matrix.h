@@ -61,8 +61,8 @@ class Int8Matrix {
   int64_t rows_ = 0;
   int64_t cols_ = 0;
   int64_t padded_cols_ = 0;
-  WeightVector<int8_t> packed_;
-  std::vector<float> scales_;  // one per row, padding rows included
+  AlignedVector<int8_t> packed_;  // in the weight arena (WeightBuffer)
+  std::vector<float> scales_;     // one per row, padding rows included
 };
 
 }  // namespace moe

@@ -50,7 +50,8 @@ absl::StatusOr<SwigluWeights> SwigluWeights::FromF32(Matrix gate, Matrix up, Mat
         Int8{Int8Matrix::Quantize(gate), Int8Matrix::Quantize(up), Int8Matrix::Quantize(down)}, d,
         h);
   }
-  return SwigluWeights(F32{std::move(gate), std::move(up), std::move(down)}, d, h);
+  return SwigluWeights(
+      F32{gate.CopyToWeightPages(), up.CopyToWeightPages(), down.CopyToWeightPages()}, d, h);
 }
 
 absl::StatusOr<SwigluWeights> SwigluWeights::FromBf16(Bf16Matrix gate, Bf16Matrix up,

@@ -1,25 +1,42 @@
-// Aligned storage for what the kernels stream. AlignedVector: std::vector whose buffer starts on a
-// 64-byte cache line (from the heap, so buffers a call frees are reused: memory_policy.h).
-// WeightVector: the same for long-lived weights, except that buffers of 2 MB and more are mapped
-// on a 2 MB boundary of their own, with Linux asked (madvise MADV_HUGEPAGE) to back them with
-// transparent huge pages.
+// Aligned storage for what the kernels stream: AlignedVector, a std::vector whose buffer starts on
+// a 64-byte cache line and lives where its kind says:
 //
-// Why: std::allocator hands out malloc's 16-byte alignment, so every 64-byte vector load of a
-// weight row straddled two cache lines. Measured on a 2-core AMD EPYC (Zen 5), one thread
-// streaming 64 experts' bf16 matrices of the OLMoE shape (12.6 MB each): 16.4 GB/s at malloc's
-// offset against 24 GB/s cache-line aligned, and 27 GB/s on huge pages (fp32: 27 → 28-29, and
-// 0-5% more on huge pages). Huge pages cut the TLB misses of a stream that touches each 4 KB
-// page once, which a VM's nested page tables make dear. They are for weights only: a per-call
-// buffer would be mapped, faulted in and unmapped on every call.
+//   kScratch (the default)  the heap, so buffers a call frees are reused
+//   (common/rpc/memory_policy.h) kWeights (WeightBuffer) the weight arena: long-lived weights
+//   packed one after another into
+//                           2 MB-aligned regions that Linux is asked (madvise MADV_HUGEPAGE) to
+//                           back with transparent huge pages
+//
+// Why cache lines: std::allocator hands out malloc's 16-byte alignment, so every 64-byte vector
+// load of a weight row straddled two cache lines. Measured on a 2-core AMD EPYC (Zen 5), one
+// thread streaming 64 experts' bf16 matrices of the OLMoE shape (12.6 MB each): 16.4 GB/s at
+// malloc's offset against 24 GB/s cache-line aligned, and 27 GB/s on huge pages.
+//
+// Why an arena: huge pages cut the TLB misses of a stream that touches each 4 KB page once, which
+// a VM's nested or shadow page tables make dear, and only a whole, aligned 2 MB page can be huge.
+// A buffer mapped on its own keeps its last partial 2 MB on small pages: a third of a Qwen3-shape
+// bf16 projection (3 MB), all of an int8 one (1.5 MB), and every fp32 projection that came from
+// malloc. On a paravirtualised Zen 5 guest such small-page weights made one pass over a layer in
+// three or four run at 3-9 GB/s instead of ~23 (bench/README.md, "Weights on huge pages"), while
+// weights wholly on huge pages streamed at 20-25 GB/s every pass. The arena packs every weight
+// buffer into shared huge pages, so no weight byte is left on a small page.
+//
+// The arena never moves or reuses the address range of a freed buffer: it hands the freed buffer's
+// whole 2 MB pages back to Linux (MADV_DONTNEED) at once, the rest when every buffer of its region
+// is gone (the region is unmapped). Weights are loaded once per process, so the address space this
+// leaves unused is bounded by what loading took. It is for weights only: a per-call buffer would
+// leave a hole in it on every call.
 //
 // Huge pages are advice: with /sys/kernel/mm/transparent_hugepage/enabled at "never", or when the
-// kernel has none free, the buffer is ordinary pages, still aligned.
+// kernel has none free, weight buffers are ordinary pages, still packed and aligned.
 //
-// Stateless allocators; thread-safe like std::allocator.
+// The allocator is stateful (its kind), propagated with the buffer on copy, move and swap: a copy
+// of a weight buffer is a weight buffer. Thread-safe like std::allocator.
 #ifndef MOE_COMMON_TENSOR_ALIGNED_VECTOR_H_
 #define MOE_COMMON_TENSOR_ALIGNED_VECTOR_H_
 
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 namespace moe {
@@ -27,40 +44,61 @@ namespace moe {
 inline constexpr size_t kCacheLineBytes = 64;
 inline constexpr size_t kHugePageBytes = size_t{2} << 20;
 
-// `bytes` (> 0) on a cache line; from kHugePageBytes on with `huge_pages`, a mapping of their own
-// on a huge page boundary, advised. Throws std::bad_alloc when out of memory, as operator new.
-void* AllocateAligned(size_t bytes, bool huge_pages);
-// Frees what AllocateAligned(bytes, huge_pages) returned.
-void FreeAligned(void* p, size_t bytes, bool huge_pages);
+enum class BufferKind { kScratch, kWeights };
 
-template <typename T, bool kHugePages>
+// `bytes` (> 0) on a cache line, from the heap (kScratch) or the weight arena (kWeights). Throws
+// std::bad_alloc when out of memory, as operator new.
+void* AllocateAligned(size_t bytes, BufferKind kind);
+// Frees what AllocateAligned(bytes, kind) returned.
+void FreeAligned(void* p, size_t bytes, BufferKind kind);
+
+// The weight arena's state, for tests and logs: its regions and their bytes of address space,
+// and the bytes of the buffers in it now.
+struct WeightArenaStats {
+  size_t regions = 0;
+  size_t region_bytes = 0;
+  size_t live_bytes = 0;
+};
+WeightArenaStats GetWeightArenaStats();
+
+template <typename T>
 struct AlignedAllocator {
   using value_type = T;
+  using propagate_on_container_copy_assignment = std::true_type;
+  using propagate_on_container_move_assignment = std::true_type;
+  using propagate_on_container_swap = std::true_type;
   template <typename U>
   struct rebind {
-    using other = AlignedAllocator<U, kHugePages>;
+    using other = AlignedAllocator<U>;
   };
   AlignedAllocator() = default;
+  explicit AlignedAllocator(BufferKind kind) : kind(kind) {}
   template <typename U>
-  AlignedAllocator(const AlignedAllocator<U, kHugePages>&) {}
+  AlignedAllocator(const AlignedAllocator<U>& other) : kind(other.kind) {}
 
-  T* allocate(size_t n) { return static_cast<T*>(AllocateAligned(n * sizeof(T), kHugePages)); }
-  void deallocate(T* p, size_t n) { FreeAligned(p, n * sizeof(T), kHugePages); }
+  T* allocate(size_t n) { return static_cast<T*>(AllocateAligned(n * sizeof(T), kind)); }
+  void deallocate(T* p, size_t n) { FreeAligned(p, n * sizeof(T), kind); }
 
   template <typename U>
-  bool operator==(const AlignedAllocator<U, kHugePages>&) const {
-    return true;
+  bool operator==(const AlignedAllocator<U>& other) const {
+    return kind == other.kind;
   }
   template <typename U>
-  bool operator!=(const AlignedAllocator<U, kHugePages>&) const {
-    return false;
+  bool operator!=(const AlignedAllocator<U>& other) const {
+    return kind != other.kind;
   }
+
+  BufferKind kind = BufferKind::kScratch;
 };
 
 template <typename T>
-using AlignedVector = std::vector<T, AlignedAllocator<T, false>>;
+using AlignedVector = std::vector<T, AlignedAllocator<T>>;
+
+// `n` copies of `value` in the weight arena.
 template <typename T>
-using WeightVector = std::vector<T, AlignedAllocator<T, true>>;
+AlignedVector<T> WeightBuffer(size_t n, const T& value = T()) {
+  return AlignedVector<T>(n, value, AlignedAllocator<T>(BufferKind::kWeights));
+}
 
 }  // namespace moe
 

@@ -13,7 +13,8 @@ Bf16Matrix::Bf16Matrix(int64_t rows, int64_t cols)
     : rows_(rows),
       cols_(cols),
       padded_cols_(PaddedCols(cols)),
-      packed_(static_cast<size_t>((rows + kQuadRows - 1) / kQuadRows * quad_stride()), 0) {}
+      packed_(WeightBuffer<uint16_t>(
+          static_cast<size_t>((rows + kQuadRows - 1) / kQuadRows * quad_stride()))) {}
 
 Bf16Matrix::Bf16Matrix(int64_t rows, int64_t cols, absl::Span<const uint16_t> row_major)
     : Bf16Matrix(rows, cols) {

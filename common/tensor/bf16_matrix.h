@@ -63,7 +63,8 @@ class Bf16Matrix {
   int64_t rows_ = 0;
   int64_t cols_ = 0;
   int64_t padded_cols_ = 0;
-  WeightVector<uint16_t> packed_;  // quads start on cache lines: a quad is whole chunks
+  AlignedVector<uint16_t>
+      packed_;  // in the weight arena; quads start on cache lines (whole chunks)
 };
 
 }  // namespace moe

@@ -1,5 +1,5 @@
 // Dense row-major float32 matrices: Matrix owns its storage (rows packed, stride = cols; the first
-// row on a cache line, aligned_vector.h);
+// row on a cache line, on the heap or, for weights, in the weight arena: aligned_vector.h);
 // MatrixView / ConstMatrixView borrow someone else's, rows `stride` floats apart (stride ≥ cols),
 // so a view can cover rows laid out with padding, e.g. the layout a kernel reads (see
 // SwigluInputStride). The values between cols and stride belong to the owner of the memory: a
@@ -57,6 +57,16 @@ class Matrix {
   // Copies `values` (rows × cols, row-major) into aligned storage.
   Matrix(int64_t rows, int64_t cols, const std::vector<float>& values)
       : rows_(rows), cols_(cols), values_(values.begin(), values.end()) {}
+
+  // A copy whose values live in the weight arena (WeightBuffer), for weights kept as float32.
+  Matrix CopyToWeightPages() const {
+    Matrix copy;
+    copy.rows_ = rows_;
+    copy.cols_ = cols_;
+    copy.values_ = AlignedVector<float>(values_.begin(), values_.end(),
+                                        AlignedAllocator<float>(BufferKind::kWeights));
+    return copy;
+  }
 
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
