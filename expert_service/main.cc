@@ -171,6 +171,7 @@ int main(int argc, char** argv) {
     std::cerr << "moe_expert: " << shard.status().message() << std::endl;
     return 1;
   }
+  moe::ReleaseFreedMemory();  // the loading temporaries (common/rpc/memory_policy.h)
   std::cerr << "moe_expert: " << moe::CountOf((*shard)->layers().size(), "layer", "layers") << " ("
             << absl::StrJoin((*shard)->layers(), ",") << "), experts "
             << moe::FormatExpertSet((*shard)->experts()) << ", "

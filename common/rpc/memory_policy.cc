@@ -11,4 +11,6 @@ void KeepFreedMemory() {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
+void ReleaseFreedMemory() { malloc_trim(0); }
+
 }  // namespace moe

@@ -6,12 +6,19 @@
 // up to 32 MB from its heaps and keep freed heap memory, so steady-state calls reuse pages: the
 // process holds on to its peak heap (bounded by its message size limits and threads). Call it
 // once, first thing in main. Not thread-safe.
+//
+// Loading is the exception: a checkpoint's tensors are read and widened to float32 on the heap
+// before they are copied, rounded or quantised into the weight arena (aligned_vector.h), and the
+// heap would keep that peak for good (measured: 150-230 MB of a Qwen3 half-layer shard's int8 or
+// fp32 weights). ReleaseFreedMemory() gives the heaps' free memory back (glibc's malloc_trim);
+// call it once after loading.
 #ifndef MOE_COMMON_RPC_MEMORY_POLICY_H_
 #define MOE_COMMON_RPC_MEMORY_POLICY_H_
 
 namespace moe {
 
 void KeepFreedMemory();
+void ReleaseFreedMemory();
 
 }  // namespace moe
 
