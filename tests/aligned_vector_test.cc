@@ -4,10 +4,13 @@
 #include "common/tensor/aligned_vector.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -143,6 +146,34 @@ TEST(AlignedVectorTest, FreedWeightBuffersGiveTheirMemoryBack) {
   EXPECT_EQ(after.regions, before.regions);
   EXPECT_EQ(after.live_bytes, before.live_bytes);
   EXPECT_TRUE(MappingOf(data).empty()) << "the region outlived its buffers";
+}
+
+// Shards may load experts from several threads: buffers allocated and freed concurrently never
+// overlap, and the arena ends empty.
+TEST(AlignedVectorTest, WeightBuffersFromManyThreadsDoNotOverlap) {
+  const WeightArenaStats before = GetWeightArenaStats();
+  std::vector<std::thread> threads;
+  std::atomic<int> corrupted{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([t, &corrupted] {
+      std::vector<std::pair<int, AlignedVector<int>>> held;  // each buffer's value, the buffer
+      for (int i = 0; i < 40; ++i) {
+        const int value = t * 1000 + i;
+        held.emplace_back(value,
+                          WeightBuffer<int>(static_cast<size_t>(1 + (i * 7919) % 300000), value));
+        if (i % 3 == 0) held.erase(held.begin());  // frees interleave with other threads' work
+      }
+      for (const auto& [value, v] : held) {
+        if (std::count(v.begin(), v.end(), value) != static_cast<ptrdiff_t>(v.size())) {
+          ++corrupted;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(corrupted.load(), 0) << "a buffer was written through another";
+  EXPECT_EQ(GetWeightArenaStats().live_bytes, before.live_bytes);
+  EXPECT_EQ(GetWeightArenaStats().regions, before.regions);
 }
 
 // A call's scratch is freed and allocated again on every call: from the heap, which keeps it
