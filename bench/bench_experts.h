@@ -39,7 +39,7 @@ Matrix Tokens(int64_t tokens);
 
 // Reference read bandwidth: one pass over an fp32 buffer of BandwidthBytes() (256 MB unless
 // SetBandwidthBytes chose otherwise before the first pass; it must exceed the last-level cache),
-// laid out as the bf16 and int8 weights are (WeightBuffer: cache-line aligned, huge pages), read as
+// laid out as the weights are (WeightBuffer: cache-line aligned, huge pages), read as
 //   Sum      summed in tasks of 1 MB on Pool() (the threads the FFN kernel uses), each task read
 //            as `streams` equal runs side by side (one core's read rate depends on how many
 //            streams it reads at once, by CPU: an Intel Xeon core read ~1.6x faster from four)

@@ -1,11 +1,10 @@
 // Aligned storage for what the kernels stream: AlignedVector, a std::vector whose buffer starts on
 // a 64-byte cache line and lives where its kind says:
-//
-//   kScratch (the default)  the heap, so buffers a call frees are reused
-//   (common/rpc/memory_policy.h) kWeights (WeightBuffer) the weight arena: long-lived weights
-//   packed one after another into
-//                           2 MB-aligned regions that Linux is asked (madvise MADV_HUGEPAGE) to
-//                           back with transparent huge pages
+// - kScratch (the default): the heap, so buffers a call frees are reused
+//   (common/rpc/memory_policy.h);
+// - kWeights (WeightBuffer): the weight arena, long-lived weights packed one after another into
+//   2 MB-aligned regions that Linux is asked (madvise MADV_HUGEPAGE) to back with transparent huge
+//   pages.
 //
 // Why cache lines: std::allocator hands out malloc's 16-byte alignment, so every 64-byte vector
 // load of a weight row straddled two cache lines. Measured on a 2-core AMD EPYC (Zen 5), one
@@ -17,9 +16,9 @@
 // A buffer mapped on its own keeps its last partial 2 MB on small pages: a third of a Qwen3-shape
 // bf16 projection (3 MB), all of an int8 one (1.5 MB), and every fp32 projection that came from
 // malloc. On a paravirtualised Zen 5 guest such small-page weights made one pass over a layer in
-// three or four run at 3-9 GB/s instead of ~23 (bench/README.md, "Weights on huge pages"), while
-// weights wholly on huge pages streamed at 20-25 GB/s every pass. The arena packs every weight
-// buffer into shared huge pages, so no weight byte is left on a small page.
+// two or three run at 2-9 GB/s instead of ~17-25 (README.md, "Aligned weights and huge pages"),
+// while weights wholly on huge pages streamed at 20-27 GB/s every pass. The arena packs every
+// weight buffer into shared huge pages, so no weight byte is left on a small page.
 //
 // The arena never moves or reuses the address range of a freed buffer: it hands the freed buffer's
 // whole 2 MB pages back to Linux (MADV_DONTNEED) at once, the rest when every buffer of its region
