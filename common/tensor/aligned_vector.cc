@@ -80,11 +80,7 @@ class WeightArena {
 
   WeightArenaStats Stats() ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    WeightArenaStats stats;
-    stats.regions = regions_.size();
-    for (const auto& [start, region] : regions_) stats.region_bytes += region.bytes;
-    stats.live_bytes = live_bytes_;
-    return stats;
+    return {regions_.size(), live_bytes_};
   }
 
  private:

@@ -51,11 +51,10 @@ void* AllocateAligned(size_t bytes, BufferKind kind);
 // Frees what AllocateAligned(bytes, kind) returned.
 void FreeAligned(void* p, size_t bytes, BufferKind kind);
 
-// The weight arena's state, for tests and logs: its regions and their bytes of address space,
-// and the bytes of the buffers in it now.
+// The weight arena's state, for tests: how many regions it has mapped, and the bytes of the
+// buffers in it now.
 struct WeightArenaStats {
   size_t regions = 0;
-  size_t region_bytes = 0;
   size_t live_bytes = 0;
 };
 WeightArenaStats GetWeightArenaStats();
