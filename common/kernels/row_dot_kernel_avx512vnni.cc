@@ -27,7 +27,12 @@ namespace {
 
 constexpr int kRows = Int8Matrix::kQuadRows;
 constexpr int kMaxTokens = 8;  // 2 × 8 int32 accumulators + 2 weight lines + x in 32 registers
+// Software prefetch, per stream (a quad): into L1 this far ahead, and into L2 further ahead.
+// Measured on the Intel Xeon with AMX (served Qwen3 layer, int8, one token, alternating builds):
+// the L2 prefetch 8 KB ahead read 8-12% faster than the L1 one alone (4 KB +4-7%, 16 KB as 8
+// KB); the same for the bf16 row dots (avx512 kernel) measured 5% slower, so only here.
 constexpr int64_t kPrefetchBytes = 1024;
+constexpr int64_t kPrefetchL2Bytes = 8192;
 static_assert(kRows == 4 && Int8Matrix::kChunkCols == 16);
 
 void QuantizeActivations(const float* x, int64_t ldx, int64_t tokens, int64_t k, int16_t* xq,
@@ -86,6 +91,7 @@ void Tile(const int8_t* quads, const float* scales, int num_rows, int64_t k, con
       const int8_t* line = quads + q * kRows * k + i * kRows;
       if (prefetch) {
         _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchL2Bytes, _MM_HINT_T1);
       }
       const __m512i w01 =
           _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(line)));
