@@ -53,6 +53,11 @@ bool Fanout::Settled() const {
   return AttemptsFinished();
 }
 
+absl::Time Fanout::HedgeAt(size_t work) const {
+  const Attempt& first = works_[work].attempts[0];
+  return first.started + first.replica->HedgeDelay(WorkCost(plan_.work[work]));
+}
+
 Fanout::Launch Fanout::AddAttempt(int work, std::shared_ptr<Replica> replica, bool hedge) {
   Work& w = works_[work];
   w.tried.insert(replica.get());
@@ -215,9 +220,10 @@ std::vector<absl::StatusOr<ShardCallOutput>> Fanout::Wait(
         wake = std::min(wake, absl::Now() + kClientCancelPoll);
         ask_client = true;
       }
-      for (const Work& w : works_) {
+      for (size_t i = 0; i < works_.size(); ++i) {
+        const Work& w = works_[i];
         if (!hedging_ || w.done || w.hedged || w.attempts.size() != 1) continue;
-        wake = std::min(wake, w.attempts[0].started + w.attempts[0].replica->HedgeDelay());
+        wake = std::min(wake, HedgeAt(i));
       }
       if (mu_.AwaitWithDeadline(absl::Condition(this, &Fanout::Settled), wake)) break;
       const absl::Time now = absl::Now();
@@ -229,8 +235,7 @@ std::vector<absl::StatusOr<ShardCallOutput>> Fanout::Wait(
           }
           continue;
         }
-        if (!hedging_ || w.done || w.hedged || w.attempts.size() != 1 ||
-            now < w.attempts[0].started + w.attempts[0].replica->HedgeDelay()) {
+        if (!hedging_ || w.done || w.hedged || w.attempts.size() != 1 || now < HedgeAt(i)) {
           continue;
         }
         w.hedged = true;

@@ -88,6 +88,8 @@ class Fanout {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AttemptsFinished() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Settled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // When `work`'s one attempt is due for a hedge (its replica's HedgeDelay for this work).
+  absl::Time HedgeAt(size_t work) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::shared_ptr<const ReplicaMap> replicas_;
   const int layer_index_;

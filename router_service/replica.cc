@@ -18,7 +18,7 @@ void Replica::Started(int64_t work) {
 void Replica::Succeeded(int64_t work, absl::Duration latency) {
   absl::MutexLock lock(&mu_);
   outstanding_work_ -= work;
-  latencies_[next_latency_] = latency;
+  latencies_per_work_[next_latency_] = latency / std::max<int64_t>(work, 1);
   next_latency_ = (next_latency_ + 1) % kLatencyWindow;
   num_latencies_ = std::min(num_latencies_ + 1, kLatencyWindow);
   strikes_ = 0;
@@ -60,14 +60,14 @@ int64_t Replica::outstanding_work() const {
   return outstanding_work_;
 }
 
-absl::Duration Replica::HedgeDelay() const {
+absl::Duration Replica::HedgeDelay(int64_t work) const {
   absl::MutexLock lock(&mu_);
   if (num_latencies_ == 0) return policy_.hedge_initial;
-  std::array<absl::Duration, kLatencyWindow> sorted = latencies_;
+  std::array<absl::Duration, kLatencyWindow> sorted = latencies_per_work_;
   auto end = sorted.begin() + num_latencies_;
   auto p90 = sorted.begin() + (num_latencies_ * 9) / 10;
   std::nth_element(sorted.begin(), p90, end);
-  return std::clamp(2 * *p90, policy_.hedge_min, policy_.hedge_max);
+  return std::clamp(2 * *p90 * std::max<int64_t>(work, 1), policy_.hedge_min, policy_.hedge_max);
 }
 
 bool Replica::Ejected() const {

@@ -2,8 +2,12 @@
 // units of WorkCost, for load-aware choice among holders), its recent latencies (the hedge delay)
 // and its failures (ejection). Shared by the directory and every request using it. Thread-safe.
 //
-// Policy: a call that has not answered within HedgeDelay() — twice the recent 90th-percentile
-// latency, clamped to [hedge_min, hedge_max] — is hedged on another holder. A replica whose calls
+// Policy: a call that has not answered within HedgeDelay(work) is hedged on another holder: twice
+// the recent 90th-percentile latency per unit of work (WorkCost: rows, at least one weight read
+// per expert) times the call's own work, clamped to [hedge_min, hedge_max]. Per unit of work, so
+// that a 256-token call is not hedged on a window of one-token calls that took a twentieth of
+// its time (measured before: 14 of 16 such calls hedged, every hedge lost, a quarter more CPU
+// per request; README "Resilience"). A replica whose calls
 // fail or lose hedges `eject_after` times in a row is ejected: requests avoid it until the
 // ejection time passed *and* a probe (the directory's Describe) succeeded. Each ejection in a
 // row doubles the time, from eject_min up to eject_max.
@@ -65,6 +69,7 @@ class Replica {
   const std::string& target() const { return client_->target(); }
 
   void Started(int64_t work);
+  // `work` ≥ 1, in WorkCost's units; the latency per unit of it goes into the hedge window.
   void Succeeded(int64_t work, absl::Duration latency);
   // The call failed (transport, shard error or deadline): a strike towards ejection.
   void Failed(int64_t work);
@@ -74,7 +79,9 @@ class Replica {
   void Abandoned(int64_t work);
 
   int64_t outstanding_work() const;
-  absl::Duration HedgeDelay() const;
+  // How long a call of `work` (WorkCost) may run before it is hedged; hedge_initial until a
+  // call succeeded.
+  absl::Duration HedgeDelay(int64_t work) const;
   // True from ejection until a probe succeeded (after the ejection time).
   bool Ejected() const;
   // Ejected and its time has passed: the directory should probe it.
@@ -93,7 +100,8 @@ class Replica {
   const ReplicaMetrics metrics_;
   mutable absl::Mutex mu_;
   int64_t outstanding_work_ ABSL_GUARDED_BY(mu_) = 0;
-  std::array<absl::Duration, kLatencyWindow> latencies_ ABSL_GUARDED_BY(mu_);
+  // The last kLatencyWindow successful calls' latency ÷ work.
+  std::array<absl::Duration, kLatencyWindow> latencies_per_work_ ABSL_GUARDED_BY(mu_);
   int num_latencies_ ABSL_GUARDED_BY(mu_) = 0;  // filled entries, up to kLatencyWindow
   int next_latency_ ABSL_GUARDED_BY(mu_) = 0;
   int strikes_ ABSL_GUARDED_BY(mu_) = 0;  // failures or lost hedges in a row
