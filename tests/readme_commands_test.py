@@ -253,13 +253,19 @@ def check_make_model_reuse(build, tmp):
     left = sorted(os.listdir(out))
     if left != ["config.json", "model.safetensors"]:
         fail(f"moe_make_model into a reused --out left {left}")
-    status, output = run(f"{build}/tools/moe_layer_bench --model={out} --layer=1 --requests=1",
-                         cwd=build, env=os.environ)
+    bench = f"{build}/tools/moe_layer_bench --model={out} --layer=1 --requests=1"
+    status, output = run(bench + " --warmup_seconds=0.2", cwd=build, env=os.environ)
     if status != 0:
         fail(f"the rewritten checkpoint does not load:\n{output}")
     timing = json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
     if not timing["tokens_per_s"] > 0 or not timing["cpu_ms_per_request"] > 0:
         fail(f"moe_layer_bench reported no throughput or no CPU time:\n{output}")
+    # A tiny layer's call takes well under a millisecond: 0.2 s of warm-up is many more than 2.
+    if not timing["warmup_requests"] > 2:
+        fail(f"moe_layer_bench --warmup_seconds=0.2 warmed up with too few calls:\n{output}")
+    status, output = run(bench + " --warmup_seconds=-1", cwd=build, env=os.environ)
+    if status != 2 or "--warmup_seconds from 0 to 3600" not in output:
+        fail(f"moe_layer_bench took a negative --warmup_seconds (exit {status}):\n{output}")
 
 
 def main():

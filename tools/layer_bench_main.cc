@@ -59,7 +59,13 @@ ABSL_FLAG(std::string, encoding, "f32",
           "(rounds the tokens)");
 ABSL_FLAG(std::string, tokens, "256",
           "Tokens per request; a list (1,256) times each count in turn, one JSON line each");
-ABSL_FLAG(int, requests, 20, "Timed requests per token count and round (after 2 warm-up ones)");
+ABSL_FLAG(int, requests, 20,
+          "Timed requests per token count and round (after --warmup_requests untimed ones)");
+ABSL_FLAG(int, warmup_requests, 2, "Untimed requests before the timed ones, per count and round");
+ABSL_FLAG(double, warmup_seconds, 0,
+          "... and go on warming up until this long has passed (a new client's first few dozen "
+          "requests through a router run slower than a long-lived client's: README \"Real layer "
+          "shapes\")");
 ABSL_FLAG(int, rounds, 1,
           "Rounds over the token counts, alternating them (the model is loaded once); each "
           "line's figures are over every round's requests");
@@ -107,27 +113,35 @@ std::vector<float> Tokens(int64_t n, int64_t d, int set = 0) {
 }
 
 // Times run(n) for each n of `tokens`, in --rounds rounds alternating the counts, --requests
-// timed calls per count and round after 2 warm-up calls; prints one JSON line per count, with
-// this process's CPU time per timed request (in process: the layer's whole cost; remote: the
-// client's share only).
+// timed calls per count and round after the warm-up ones (--warmup_requests, --warmup_seconds);
+// prints one JSON line per count, with this process's CPU time per timed request (in process: the
+// layer's whole cost; remote: the client's share only) and how many warm-up calls it made.
 template <typename Fn>
 int Time(const std::string& mode, const std::vector<int64_t>& tokens, size_t step_layers,
          Fn&& run) {
   std::vector<std::vector<double>> ms(tokens.size());
   std::vector<double> cpu_ms(tokens.size(), 0.0);
+  std::vector<int> warmups(tokens.size(), 0);
   for (int round = 0; round < std::max(1, absl::GetFlag(FLAGS_rounds)); ++round) {
     for (size_t k = 0; k < tokens.size(); ++k) {
-      for (int i = 0; i < absl::GetFlag(FLAGS_requests) + 2; ++i) {
+      const auto warm_until =
+          std::chrono::steady_clock::now() +
+          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+              std::chrono::duration<double>(absl::GetFlag(FLAGS_warmup_seconds)));
+      for (int i = 0; i < absl::GetFlag(FLAGS_warmup_requests) ||
+                      std::chrono::steady_clock::now() < warm_until;
+           ++i, ++warmups[k]) {
+        if (!run(tokens[k])) return 1;
+      }
+      for (int i = 0; i < absl::GetFlag(FLAGS_requests); ++i) {
         const double cpu_start = ProcessCpuMs();
         const auto start = std::chrono::steady_clock::now();
         if (!run(tokens[k])) return 1;
         const double elapsed =
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
                 .count();
-        if (i >= 2) {
-          ms[k].push_back(elapsed);
-          cpu_ms[k] += ProcessCpuMs() - cpu_start;
-        }
+        ms[k].push_back(elapsed);
+        cpu_ms[k] += ProcessCpuMs() - cpu_start;
       }
     }
   }
@@ -139,10 +153,10 @@ int Time(const std::string& mode, const std::vector<int64_t>& tokens, size_t ste
     std::printf(
         "{\"mode\": \"%s\", \"tokens\": %lld, \"step_layers\": %zu, \"requests\": %zu, "
         "\"p50_ms\": %.3f, \"p90_ms\": %.3f, \"mean_ms\": %.3f, \"tokens_per_s\": %.1f, "
-        "\"cpu_ms_per_request\": %.3f}\n",
+        "\"cpu_ms_per_request\": %.3f, \"warmup_requests\": %d}\n",
         mode.c_str(), static_cast<long long>(tokens[k]), step_layers, t.size(), median,
         t[t.size() * 9 / 10], std::accumulate(t.begin(), t.end(), 0.0) / t.size(),
-        tokens[k] / (median / 1000.0), cpu_ms[k] / t.size());
+        tokens[k] / (median / 1000.0), cpu_ms[k] / t.size(), warmups[k]);
   }
   return 0;
 }
@@ -157,6 +171,7 @@ int main(int argc, char** argv) {
       "count.\n"
       "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N[,N...]]\n"
       "                  [--requests=N] [--rounds=N] [--distinct_inputs=N]\n"
+      "                  [--warmup_requests=N] [--warmup_seconds=S]\n"
       "                  [--weights_dtype=f32|bf16|int8]\n"
       "                  [--kernel_threads=N] [--pin_kernel_threads] [--blas_threads=N]\n"
       "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]\n"
@@ -174,6 +189,14 @@ int main(int argc, char** argv) {
       return 2;
     }
     token_counts.push_back(n);
+  }
+  if (absl::GetFlag(FLAGS_requests) < 1 || absl::GetFlag(FLAGS_warmup_requests) < 0 ||
+      !(absl::GetFlag(FLAGS_warmup_seconds) >= 0 && absl::GetFlag(FLAGS_warmup_seconds) <= 3600)) {
+    std::cerr << "moe_layer_bench: --requests must be at least 1, --warmup_requests at least 0 "
+                 "and --warmup_seconds from 0 to 3600; got "
+              << absl::GetFlag(FLAGS_requests) << ", " << absl::GetFlag(FLAGS_warmup_requests)
+              << ", " << absl::GetFlag(FLAGS_warmup_seconds) << std::endl;
+    return 2;
   }
   const int64_t max_tokens = *std::max_element(token_counts.begin(), token_counts.end());
   const std::string layers_spec = absl::GetFlag(FLAGS_layers);
