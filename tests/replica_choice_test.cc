@@ -8,25 +8,10 @@
 
 #include "gtest/gtest.h"
 #include "router_service/replica_map.h"
+#include "tests/idle_shard_client.h"
 
 namespace moe {
 namespace {
-
-// A replica's client is never called by ChooseReplicas: only its target is read.
-class IdleClient final : public ShardClient {
- public:
-  explicit IdleClient(std::string target) : target_(std::move(target)) {}
-  std::shared_ptr<ShardCall> Compute(const ShardCallInput&, absl::Time, Done) override {
-    ADD_FAILURE() << "ChooseReplicas called a shard";
-    return nullptr;
-  }
-  void Describe(absl::Time, DescribeDone) override { ADD_FAILURE() << "described"; }
-  const std::string& target() const override { return target_; }
-  std::string State() const override { return "READY"; }
-
- private:
-  const std::string target_;
-};
 
 // One layer of `num_experts`; replica r holds the experts listed in holds[r].
 ReplicaMap MakeMap(int num_experts, const std::vector<std::vector<int>>& holds) {
@@ -38,8 +23,8 @@ ReplicaMap MakeMap(int num_experts, const std::vector<std::vector<int>>& holds) 
   ReplicaPolicy policy;
   policy.eject_after = 1;
   for (size_t r = 0; r < holds.size(); ++r) {
-    map.replicas.push_back(
-        std::make_shared<Replica>(std::make_unique<IdleClient>("r" + std::to_string(r)), policy));
+    map.replicas.push_back(std::make_shared<Replica>(
+        std::make_unique<IdleShardClient>("r" + std::to_string(r)), policy));
     for (int e : holds[r]) map.holders[0][e].push_back(static_cast<int>(r));
   }
   return map;

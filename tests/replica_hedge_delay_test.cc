@@ -7,27 +7,13 @@
 #include "gtest/gtest.h"
 #include "router_service/dispatch_plan.h"
 #include "router_service/replica.h"
+#include "tests/idle_shard_client.h"
 
 namespace moe {
 namespace {
 
-// Hedge delays never call the shard: only the replica's own bookkeeping is under test.
-class IdleClient final : public ShardClient {
- public:
-  std::shared_ptr<ShardCall> Compute(const ShardCallInput&, absl::Time, Done) override {
-    ADD_FAILURE() << "the replica called its shard";
-    return nullptr;
-  }
-  void Describe(absl::Time, DescribeDone) override { ADD_FAILURE() << "described"; }
-  const std::string& target() const override { return target_; }
-  std::string State() const override { return "READY"; }
-
- private:
-  const std::string target_ = "idle:1";
-};
-
 Replica MakeReplica(ReplicaPolicy policy = {}) {
-  return Replica(std::make_unique<IdleClient>(), policy);
+  return Replica(std::make_unique<IdleShardClient>("idle:1"), policy);
 }
 
 // One decode call to a shard holding half of a top-8 layer: four experts of one row each.
