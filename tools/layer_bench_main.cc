@@ -63,9 +63,9 @@ ABSL_FLAG(int, requests, 20,
           "Timed requests per token count and round (after --warmup_requests untimed ones)");
 ABSL_FLAG(int, warmup_requests, 2, "Untimed requests before the timed ones, per count and round");
 ABSL_FLAG(double, warmup_seconds, 0,
-          "... and go on warming up until this long has passed (a new client's first few dozen "
-          "requests through a router run slower than a long-lived client's: README \"Real layer "
-          "shapes\")");
+          "... and go on warming up until this long has passed (a new client process's first few "
+          "dozen requests through a router run slower than a long-lived client's: README \"Real "
+          "layer shapes\")");
 ABSL_FLAG(int, rounds, 1,
           "Rounds over the token counts, alternating them (the model is loaded once); each "
           "line's figures are over every round's requests");
