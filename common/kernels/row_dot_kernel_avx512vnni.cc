@@ -30,7 +30,7 @@ constexpr int kMaxTokens = 8;  // 2 × 8 int32 accumulators + 2 weight lines + x
 // Software prefetch, per stream (a quad): into L1 this far ahead, and, in the four-stream set
 // (Intel CPUs' default, row_dot_kernel.h), into L2 further ahead. Served layer, int8, one token,
 // alternating builds: on the Intel Xeon with AMX (four streams) the L2 prefetch 8 KB ahead read
-// 8-12% faster than the L1 one alone (4 KB +4-7%, 16 KB as 8 KB); on a Zen 5 (one stream) 3-17%
+// 8-12% faster than the L1 one alone (4 KB +4-7%, 16 KB as 8 KB); on a Zen 5 (one stream) 2-17%
 // slower (Qwen3 and OLMoE, nine pairs); in the bf16 row dots (avx512 kernel) 5% slower on the Xeon.
 constexpr int64_t kPrefetchBytes = 1024;
 constexpr int64_t kPrefetchL2Bytes = 8192;
