@@ -8,9 +8,11 @@
 // or 2 × 4); more tokens are split into even tiles that re-read the same four rows from L1 or L2,
 // never from DRAM. One token's dots read `one_token_streams` contiguous runs of weights at once
 // (OneTokenStreamsFromEnv below): 1 takes float32 rows (BF16 and int8 quads) one after the other,
-// 4 takes four of them side by side; so do the VNNI int8 dots of 2 tokens (two quads for 3-4). BF16
-// and int8 rows are widened to float32 in registers (exact), so x and all sums stay float32; an
-// int8 row's sums are multiplied by its scale at the end. The int16 sets' int8 dots (VNNI:
+// 4 takes four of them side by side; so do the VNNI int8 dots of 2 tokens (two quads for 3-4). With
+// one stream, float32 rows of 2 tokens are read one at a time too, each dotted with every token
+// (x from L1) instead of in the four-row tile. BF16 and int8 rows are widened to float32 in
+// registers (exact), so x and all sums stay float32; an int8 row's sums are multiplied by its
+// scale at the end. The int16 sets' int8 dots (VNNI:
 // vpdpwssd, AVX2: vpmaddwd) instead round the activations to int16 (per token: x ≈ x_scale · xq,
 // |xq| ≤ Int8ActivationLevels(k)) and sum q · xq exactly in int32: the activations' rounding
 // (~1/33 000 of each token's largest value) is their only error.

@@ -24,6 +24,14 @@ namespace {
 
 constexpr int kRows = 4;       // weight rows per tile (a Bf16Matrix quad)
 constexpr int kMaxTokens = 6;  // 4 × 6 accumulators + 4 weights + x fit the 32 zmm registers
+// With one stream per one-token dot (the AMD default), float32 rows of this many tokens are read
+// one at a time, more tokens in the four-row tile. Measured on a Zen 4 (moe_decode_bench, fp32,
+// two cores, weight bytes/s ÷ the read bandwidth bracketing each pass; OLMoE with the row loop
+// switched on at run time against off, Qwen3 against MOE_ONE_TOKEN_STREAMS=4, two alternating
+// pairs each): 2 tokens 0.70-0.90 against 0.54-0.58 (OLMoE) and 0.67-0.81 against 0.56-0.64
+// (Qwen3); 4 tokens a wash (0.48-0.63 against 0.49-0.51, 0.51-0.52 against 0.53-0.57); 8 tokens
+// 0.33-0.45 against 0.52-0.55 (a load of x per FMA no longer keeps up).
+constexpr int kMaxOneStreamTokens = 2;
 static_assert(Bf16Matrix::kQuadRows == kRows && Bf16Matrix::kChunkCols == 16);
 static_assert(Int8Matrix::kQuadRows == kRows && Int8Matrix::kChunkCols == 16);
 
@@ -207,6 +215,44 @@ void DotsF32OneToken(const float* w, int64_t ldw, int64_t rows, int64_t k, const
   }
 }
 
+// Few tokens (up to kMaxOneStreamTokens), one row at a time: a thread reads one stream, as
+// DotsF32OneToken does, while the tokens' x stay in L1; two sums per token. Against the four-row
+// tile (four streams 4·ldw bytes apart) this spends a load of x on every FMA, which a core with
+// one 512-bit load per cycle (Zen 4) still issues faster than DRAM delivers one stream.
+template <int T>
+void FewTokensF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
+                  float* out, int64_t ldo) {
+  const int64_t ahead = kPrefetchF32Bytes / static_cast<int64_t>(sizeof(float));
+  for (int64_t r = 0; r < rows; ++r, w += ldw) {
+    __m512 sum[T][2];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) sum[t][0] = sum[t][1] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= k; i += 32) {
+      Prefetch(w + i + ahead);
+      Prefetch(w + i + ahead + 16);
+      const __m512 w0 = _mm512_loadu_ps(w + i), w1 = _mm512_loadu_ps(w + i + 16);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        sum[t][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + t * ldx + i), sum[t][0]);
+        sum[t][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + t * ldx + i + 16), sum[t][1]);
+      }
+    }
+    for (; i < k; i += 16) {
+      const __mmask16 m = k - i >= 16 ? static_cast<__mmask16>(0xffff)
+                                      : static_cast<__mmask16>((1u << (k - i)) - 1);
+      const __m512 wv = _mm512_maskz_loadu_ps(m, w + i);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        sum[t][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + t * ldx + i), sum[t][0]);
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      out[t * ldo + r] = _mm512_reduce_add_ps(_mm512_add_ps(sum[t][0], sum[t][1]));
+    }
+  }
+}
+
 // One token, R rows side by side: R read streams per thread (OneTokenStreamsFromEnv), two sums
 // per row.
 template <int R>
@@ -297,6 +343,11 @@ void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* 
       for (; r + S <= rows; r += S) OneTokenRowsF32<S>(w + r * ldw, ldw, k, x, out + r);
     }
     return DotsF32OneToken(w + r * ldw, ldw, rows - r, k, x, out + r);
+  }
+  if (S == 1 && tokens <= kMaxOneStreamTokens) {
+    auto few = [&](auto t) { FewTokensF32<decltype(t)::value>(w, ldw, rows, k, x, ldx, out, ldo); };
+    return token_tiles_internal::WithTileSize(
+        tokens, few, std::make_integer_sequence<int, kMaxOneStreamTokens>());
   }
   Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int n) {
     F32Rows group;
