@@ -12,10 +12,10 @@
 // one stream, float32 rows of 2 tokens are read one at a time too, each dotted with every token
 // (x from L1) instead of in the four-row tile. BF16 and int8 rows are widened to float32 in
 // registers (exact), so x and all sums stay float32; an int8 row's sums are multiplied by its
-// scale at the end. The int16 sets' int8 dots (VNNI:
-// vpdpwssd, AVX2: vpmaddwd) instead round the activations to int16 (per token: x ≈ x_scale · xq,
-// |xq| ≤ Int8ActivationLevels(k)) and sum q · xq exactly in int32: the activations' rounding
-// (~1/33 000 of each token's largest value) is their only error.
+// scale at the end. The int16 sets' int8 dots (VNNI: vpdpwssd, AVX2: vpmaddwd) instead round the
+// activations to int16 (per token: x ≈ x_scale · xq, |xq| ≤ Int8ActivationLevels(k)) and sum
+// q · xq exactly in int32: the activations' rounding (~1/33 000 of each token's largest value) is
+// their only error.
 #ifndef MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 
