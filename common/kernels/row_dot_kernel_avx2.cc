@@ -171,7 +171,7 @@ void Dots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, 
 }
 
 // One token: each row on its own, one after the other, as the AVX-512 kernel does (one read
-// stream per thread instead of a tile's four; row_dot_kernel_avx512.cc).
+// stream per thread instead of a tile's four; row_streams_f32_avx512.cc).
 void DotsF32OneToken(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
                      float* out) {
   for (int64_t r = 0; r < rows; ++r, w += ldw) {

@@ -13,6 +13,7 @@
 
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/isa_target.h"
+#include "common/kernels/row_streams_f32_avx512.h"
 #include "common/kernels/silu_mul_avx512.h"
 #include "common/kernels/token_tiles.h"
 #include "common/tensor/bf16_matrix.h"
@@ -24,21 +25,10 @@ namespace {
 
 constexpr int kRows = 4;       // weight rows per tile (a Bf16Matrix quad)
 constexpr int kMaxTokens = 6;  // 4 × 6 accumulators + 4 weights + x fit the 32 zmm registers
-// With one stream per one-token dot (the AMD default), float32 rows of this many tokens are read
-// one at a time, more tokens in the four-row tile. Measured on a Zen 4 (moe_decode_bench, fp32,
-// two cores, weight bytes/s ÷ the read bandwidth bracketing each pass; OLMoE with the row loop
-// switched on at run time against off, Qwen3 against MOE_ONE_TOKEN_STREAMS=4, two alternating
-// pairs each): 2 tokens 0.70-0.90 against 0.54-0.58 (OLMoE) and 0.67-0.81 against 0.56-0.64
-// (Qwen3); 4 tokens a wash (0.48-0.63 against 0.49-0.51, 0.51-0.52 against 0.53-0.57); 8 tokens
-// 0.33-0.45 against 0.52-0.55 (a load of x per FMA no longer keeps up).
-constexpr int kMaxOneStreamTokens = 2;
 static_assert(Bf16Matrix::kQuadRows == kRows && Bf16Matrix::kChunkCols == 16);
 static_assert(Int8Matrix::kQuadRows == kRows && Int8Matrix::kChunkCols == 16);
 
-// Software prefetch distances. Measured with BM_Switch (path:1) and a tuning sweep of 512 B-32 KB,
-// T0/T1/T2/NTA hints, on the 2-core Zen 5: the choice moves results by a few percent at most
-// (the hardware prefetchers do most of the work); these were best or tied at M = 1, 4, 8.
-constexpr int64_t kPrefetchF32Bytes = 1024;   // per row: a tile's four rows, or one token's one row
+// Software prefetch distances of the quads (float32 rows: kPrefetchF32Bytes), measured as that was.
 constexpr int64_t kPrefetchBf16Bytes = 2048;  // a quad is one stream
 constexpr int64_t kPrefetchInt8Bytes = 1024;  // a quad is one stream
 
@@ -183,108 +173,6 @@ void Dots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, 
       });
 }
 
-// One token: each row on its own, one after the other, four sums per row. Rows lie back to back,
-// so a thread reads one stream instead of a tile's four rows 4·ldw bytes apart. Measured on a Zen
-// 4 (moe_decode_bench --shape=olmoe, fp32 at 1 token, alternating with the tile): one core
-// 1.35-1.42× (README "Real layer shapes").
-void DotsF32OneToken(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
-                     float* out) {
-  const int64_t ahead = kPrefetchF32Bytes / static_cast<int64_t>(sizeof(float));
-  for (int64_t r = 0; r < rows; ++r, w += ldw) {
-    __m512 sum[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                     _mm512_setzero_ps()};
-    int64_t i = 0;
-    for (; i + 64 <= k; i += 64) {
-#pragma GCC unroll 4
-      for (int c = 0; c < 4; ++c) {
-        Prefetch(w + i + ahead + 16 * c);
-        sum[c] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16 * c), _mm512_loadu_ps(x + i + 16 * c),
-                                 sum[c]);
-      }
-    }
-    for (; i + 16 <= k; i += 16) {
-      sum[0] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), sum[0]);
-    }
-    if (i < k) {
-      const __mmask16 m = static_cast<__mmask16>((1u << (k - i)) - 1);
-      sum[1] =
-          _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + i), _mm512_maskz_loadu_ps(m, x + i), sum[1]);
-    }
-    out[r] = _mm512_reduce_add_ps(
-        _mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3])));
-  }
-}
-
-// Few tokens (up to kMaxOneStreamTokens), one row at a time: a thread reads one stream, as
-// DotsF32OneToken does, while the tokens' x stay in L1; two sums per token. Against the four-row
-// tile (four streams 4·ldw bytes apart) this spends a load of x on every FMA, which a core with
-// one 512-bit load per cycle (Zen 4) still issues faster than DRAM delivers one stream.
-template <int T>
-void FewTokensF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
-                  float* out, int64_t ldo) {
-  const int64_t ahead = kPrefetchF32Bytes / static_cast<int64_t>(sizeof(float));
-  for (int64_t r = 0; r < rows; ++r, w += ldw) {
-    __m512 sum[T][2];
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) sum[t][0] = sum[t][1] = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= k; i += 32) {
-      Prefetch(w + i + ahead);
-      Prefetch(w + i + ahead + 16);
-      const __m512 w0 = _mm512_loadu_ps(w + i), w1 = _mm512_loadu_ps(w + i + 16);
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        sum[t][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + t * ldx + i), sum[t][0]);
-        sum[t][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + t * ldx + i + 16), sum[t][1]);
-      }
-    }
-    for (; i < k; i += 16) {
-      const __mmask16 m = k - i >= 16 ? static_cast<__mmask16>(0xffff)
-                                      : static_cast<__mmask16>((1u << (k - i)) - 1);
-      const __m512 wv = _mm512_maskz_loadu_ps(m, w + i);
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        sum[t][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + t * ldx + i), sum[t][0]);
-      }
-    }
-    for (int t = 0; t < T; ++t) {
-      out[t * ldo + r] = _mm512_reduce_add_ps(_mm512_add_ps(sum[t][0], sum[t][1]));
-    }
-  }
-}
-
-// One token, R rows side by side: R read streams per thread (OneTokenStreamsFromEnv), two sums
-// per row.
-template <int R>
-void OneTokenRowsF32(const float* w, int64_t ldw, int64_t k, const float* x, float* out) {
-  const int64_t ahead = kPrefetchF32Bytes / static_cast<int64_t>(sizeof(float));
-  __m512 sum[R][2];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) sum[r][0] = sum[r][1] = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 32 <= k; i += 32) {
-    const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const float* row = w + r * ldw + i;
-      Prefetch(row + ahead);
-      Prefetch(row + ahead + 16);
-      sum[r][0] = _mm512_fmadd_ps(_mm512_loadu_ps(row), x0, sum[r][0]);
-      sum[r][1] = _mm512_fmadd_ps(_mm512_loadu_ps(row + 16), x1, sum[r][1]);
-    }
-  }
-  for (; i < k; i += 16) {
-    const __mmask16 m =
-        k - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (k - i)) - 1);
-    const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      sum[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + r * ldw + i), xv, sum[r][0]);
-    }
-  }
-  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(sum[r][0], sum[r][1]));
-}
-
 // One token, Q quads (BF16 or int8) side by side: Q read streams per thread.
 template <typename Quad, int Q>
 void OneTokenQuads(const Quad (&quads)[Q], int num_rows, int64_t k, const float* x, float* out) {
@@ -337,17 +225,9 @@ void QuadDots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t toke
 template <int S>
 void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
              int64_t tokens, float* out, int64_t ldo) {
-  if (tokens == 1) {
-    int64_t r = 0;
-    if constexpr (S > 1) {
-      for (; r + S <= rows; r += S) OneTokenRowsF32<S>(w + r * ldw, ldw, k, x, out + r);
-    }
-    return DotsF32OneToken(w + r * ldw, ldw, rows - r, k, x, out + r);
-  }
+  if (tokens == 1) return OneTokenDotsF32Avx512(S, w, ldw, rows, k, x, out);
   if (S == 1 && tokens <= kMaxOneStreamTokens) {
-    auto few = [&](auto t) { FewTokensF32<decltype(t)::value>(w, ldw, rows, k, x, ldx, out, ldo); };
-    return token_tiles_internal::WithTileSize(
-        tokens, few, std::make_integer_sequence<int, kMaxOneStreamTokens>());
+    return FewTokenDotsF32Avx512(w, ldw, rows, k, x, ldx, tokens, out, ldo);
   }
   Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int n) {
     F32Rows group;
