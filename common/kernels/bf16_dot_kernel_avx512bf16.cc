@@ -9,6 +9,7 @@
 
 #include <algorithm>
 
+#include "common/kernels/few_token_prefetch.h"
 #include "common/kernels/isa_target.h"
 #include "common/kernels/token_tiles.h"
 #include "common/tensor/bf16_matrix.h"
@@ -43,10 +44,11 @@ inline __m512 Dp(__m512 acc, __m512i w, __m512i x) {
 }
 
 // out[t * ldo + r] for r < num_rows, t < T, over k columns of one quad. `prefetch` on the first
-// token tile of a quad only: later tiles find it in L1.
+// token tile of a quad only: later tiles find it in L1. With `far_l2` into L2 further ahead too
+// (few_token_prefetch.h).
 template <int T>
 void Tile(const uint16_t* quad, int num_rows, int64_t k, const uint16_t* x, int64_t ldx, float* out,
-          int64_t ldo, bool prefetch) {
+          int64_t ldo, bool prefetch, bool far_l2) {
   const char* ahead = reinterpret_cast<const char*>(quad) + kPrefetchBytes;
   const __m512i perm = Deinterleave();
   __m512 acc01[T], acc23[T];
@@ -56,6 +58,10 @@ void Tile(const uint16_t* quad, int num_rows, int64_t k, const uint16_t* x, int6
     if (prefetch) {
       _mm_prefetch(ahead, _MM_HINT_T0);
       _mm_prefetch(ahead + 64, _MM_HINT_T0);
+      if (far_l2) {
+        _mm_prefetch(ahead + kFewTokenL2PrefetchBytes, _MM_HINT_T1);
+        _mm_prefetch(ahead + kFewTokenL2PrefetchBytes + 64, _MM_HINT_T1);
+      }
       ahead += 128;
     }
     const __m512i w01 = _mm512_permutexvar_epi16(perm, _mm512_loadu_si512(quad + i * kRows));
@@ -91,10 +97,11 @@ void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed
           int64_t first_token, int64_t tokens, float* out, int64_t ldo) {
   const int64_t ldx = PackedStride(k);
   const uint16_t* x = packed + first_token * ldx;
+  const bool far_l2 = UsesFewTokenL2Prefetch(tokens);
   ForEachRowGroupTile<kMaxTokens>(
       rows, kRows, tokens, [&](auto tile, int64_t r0, int n, int64_t t) {
         Tile<decltype(tile)::value>(quads + r0 * k, n, k, x + t * ldx, ldx, out + t * ldo + r0, ldo,
-                                    t == 0);
+                                    t == 0, far_l2);
       });
 }
 

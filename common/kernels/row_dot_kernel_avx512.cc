@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <iterator>
+#include <type_traits>
 
+#include "common/kernels/few_token_prefetch.h"
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/isa_target.h"
 #include "common/kernels/row_streams_f32_avx512.h"
@@ -33,8 +35,11 @@ constexpr int64_t kPrefetchBf16Bytes = 2048;  // a quad is one stream
 constexpr int64_t kPrefetchInt8Bytes = 1024;  // a quad is one stream
 
 inline void Prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+inline void PrefetchL2(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1); }
 
-// Four row-major float32 rows (the last ones repeated when fewer remain).
+// Four row-major float32 rows (the last ones repeated when fewer remain); with kFarL2 each row is
+// also prefetched kFewTokenL2PrefetchBytes ahead into L2 (few_token_prefetch.h).
+template <bool kFarL2>
 struct F32Rows {
   static constexpr bool kPadded = false;  // k need not be a multiple of 16
   const float* w[kRows];
@@ -59,7 +64,11 @@ struct F32Rows {
     return {ahead / k * next, ahead % k};
   }
   void Prefetch16(Cursor& c) const {
-    for (int r = 0; r < kRows; ++r) Prefetch(w[r] + c.base + c.off);
+    for (int r = 0; r < kRows; ++r) {
+      const char* line = reinterpret_cast<const char*>(w[r] + c.base + c.off);
+      Prefetch(line);
+      if constexpr (kFarL2) PrefetchL2(line + kFewTokenL2PrefetchBytes);
+    }
     c.off += 16;
     if (c.off >= k) {
       c.off -= k;
@@ -229,13 +238,17 @@ void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* 
   if (S == 1 && tokens <= kMaxOneStreamTokens) {
     return FewTokenDotsF32Avx512(w, ldw, rows, k, x, ldx, tokens, out, ldo);
   }
-  Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int n) {
-    F32Rows group;
-    for (int q = 0; q < kRows; ++q) group.w[q] = w + (r0 + std::min(q, n - 1)) * ldw;
-    group.k = k;
-    group.next = kRows * ldw;
-    return group;
-  });
+  auto dots = [&](auto far_l2) {
+    Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int n) {
+      F32Rows<decltype(far_l2)::value> group;
+      for (int q = 0; q < kRows; ++q) group.w[q] = w + (r0 + std::min(q, n - 1)) * ldw;
+      group.k = k;
+      group.next = kRows * ldw;
+      return group;
+    });
+  };
+  if (S == 1 && UsesFewTokenL2Prefetch(tokens)) return dots(std::true_type());
+  dots(std::false_type());
 }
 
 template <int S>

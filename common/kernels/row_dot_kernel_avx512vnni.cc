@@ -15,7 +15,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
+#include "common/kernels/few_token_prefetch.h"
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/isa_target.h"
 #include "common/kernels/token_tiles.h"
@@ -32,6 +34,8 @@ constexpr int kMaxTokens = 8;  // 2 × 8 int32 accumulators + 2 weight lines + x
 // alternating builds: on the Intel Xeon with AMX (four streams) the L2 prefetch 8 KB ahead read
 // 8-12% faster than the L1 one alone (4 KB +4-7%, 16 KB as 8 KB); on a Zen 5 (one stream) 2-17%
 // slower (Qwen3 and OLMoE, nine pairs); in the bf16 row dots (avx512 kernel) 5% slower on the Xeon.
+// One stream per thread (the AMD default): calls of a few tokens prefetch into L2 too, further
+// ahead (few_token_prefetch.h); one token does not.
 constexpr int64_t kPrefetchBytes = 1024;
 constexpr int64_t kPrefetchL2Bytes = 8192;
 static_assert(kRows == 4 && Int8Matrix::kChunkCols == 16);
@@ -74,9 +78,9 @@ inline double SumOfLanes(__m512i v, int half) {
 
 // out[t * ldo + r] for r < num_rows, t < T, from Q quads of int8 rows that lie back to back from
 // `quads`, read side by side (Q streams), and T tokens of int16 activations. Rows from num_rows on
-// are not written. `prefetch` on the first token tile of a quad only; into L2 as well with
-// `kPrefetchL2`.
-template <int Q, int T, bool kPrefetchL2>
+// are not written. `prefetch` on the first token tile of a quad only; into L2 as well, kL2Bytes
+// ahead, unless that is 0.
+template <int Q, int T, int64_t kL2Bytes>
 void Tile(const int8_t* quads, const float* scales, int num_rows, int64_t k, const int16_t* xq,
           int64_t ldq, const float* x_scales, float* out, int64_t ldo, bool prefetch) {
   static_assert(Q * T <= kMaxTokens, "2 × Q × T int32 sums, x and two weight lines in registers");
@@ -93,8 +97,8 @@ void Tile(const int8_t* quads, const float* scales, int num_rows, int64_t k, con
       const int8_t* line = quads + q * kRows * k + i * kRows;
       if (prefetch) {
         _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
-        if constexpr (kPrefetchL2) {
-          _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchL2Bytes, _MM_HINT_T1);
+        if constexpr (kL2Bytes > 0) {
+          _mm_prefetch(reinterpret_cast<const char*>(line) + kL2Bytes, _MM_HINT_T1);
         }
       }
       const __m512i w01 =
@@ -125,51 +129,55 @@ void Tile(const int8_t* quads, const float* scales, int num_rows, int64_t k, con
 }
 
 // T tokens over Q quads side by side while Q remain, the rest one quad at a time.
-template <int Q, int T, bool kPrefetchL2>
+template <int Q, int T, int64_t kL2Bytes>
 void SideBySide(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                 const int16_t* xq, int64_t ldq, const float* x_scales, float* out, int64_t ldo) {
   int64_t r0 = 0;
   for (; r0 + Q * kRows <= rows; r0 += Q * kRows) {
-    Tile<Q, T, kPrefetchL2>(quads + r0 * k, scales + r0, Q * kRows, k, xq, ldq, x_scales, out + r0,
-                            ldo, true);
+    Tile<Q, T, kL2Bytes>(quads + r0 * k, scales + r0, Q * kRows, k, xq, ldq, x_scales, out + r0,
+                         ldo, true);
   }
   for (; r0 < rows; r0 += kRows) {
     const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
-    Tile<1, T, kPrefetchL2>(quads + r0 * k, scales + r0, n, k, xq, ldq, x_scales, out + r0, ldo,
-                            true);
+    Tile<1, T, kL2Bytes>(quads + r0 * k, scales + r0, n, k, xq, ldq, x_scales, out + r0, ldo, true);
   }
 }
 
 // S > 1 streams: calls of up to 4 tokens read S quads side by side (S / 2 from 3 tokens, so the
 // sums fit the registers); more tokens, or S = 1, one quad at a time in token tiles. Prefetched
-// into L2 as well with S > 1 (kPrefetchL2Bytes).
+// into L2 as well with S > 1 (kPrefetchL2Bytes), and with S = 1 from 2 tokens
+// (few_token_prefetch.h).
 template <int S>
 void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                        const int16_t* xq, int64_t ldq, const float* x_scales, int64_t tokens,
                        float* out, int64_t ldo) {
-  constexpr bool kPrefetchL2 = S > 1;
+  constexpr int64_t kL2Bytes = S > 1 ? kPrefetchL2Bytes : 0;
   if constexpr (S > 1) {
     switch (tokens) {
       case 1:
-        return SideBySide<S, 1, kPrefetchL2>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
+        return SideBySide<S, 1, kL2Bytes>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
       case 2:
-        return SideBySide<S, 2, kPrefetchL2>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
+        return SideBySide<S, 2, kL2Bytes>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
       case 3:
-        return SideBySide<S / 2, 3, kPrefetchL2>(quads, scales, rows, k, xq, ldq, x_scales, out,
-                                                 ldo);
+        return SideBySide<S / 2, 3, kL2Bytes>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
       case 4:
-        return SideBySide<S / 2, 4, kPrefetchL2>(quads, scales, rows, k, xq, ldq, x_scales, out,
-                                                 ldo);
+        return SideBySide<S / 2, 4, kL2Bytes>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
       default:
         break;
     }
   }
-  ForEachRowGroupTile<kMaxTokens>(
-      rows, kRows, tokens, [&](auto tile, int64_t r0, int n, int64_t t) {
-        Tile<1, decltype(tile)::value, kPrefetchL2>(quads + r0 * k, scales + r0, n, k, xq + t * ldq,
-                                                    ldq, x_scales + t, out + t * ldo + r0, ldo,
-                                                    t == 0);
-      });
+  auto tiles = [&](auto l2_bytes) {
+    ForEachRowGroupTile<kMaxTokens>(rows, kRows, tokens,
+                                    [&](auto tile, int64_t r0, int n, int64_t t) {
+                                      Tile<1, decltype(tile)::value, decltype(l2_bytes)::value>(
+                                          quads + r0 * k, scales + r0, n, k, xq + t * ldq, ldq,
+                                          x_scales + t, out + t * ldo + r0, ldo, t == 0);
+                                    });
+  };
+  if (S == 1 && UsesFewTokenL2Prefetch(tokens)) {
+    return tiles(std::integral_constant<int64_t, kFewTokenL2PrefetchBytes>());
+  }
+  tiles(std::integral_constant<int64_t, kL2Bytes>());
 }
 
 // The AVX-512 set of S streams with these int8 dots (instantiated here, inside the target).
