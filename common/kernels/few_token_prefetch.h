@@ -7,15 +7,15 @@
 // DRAM streaming meanwhile.
 //
 // Measured on a Zen 4 (`lscpu` family 25 model 17, 2 cores, KVM, 32 MB L3), `moe_decode_bench
-// --shape=olmoe --rounds=1 --clock=thread_cpu` (weight bytes/s ÷ the read bandwidth around each
-// pass), runs with and without taking turns, fraction of read bandwidth:
-//   float32, 4 tokens: 0.60-0.67 without (five runs); 0.80-0.87 at 16 KB, 0.81-0.87 at 32 KB,
-//     0.86-0.93 at 64 KB; 8 tokens 0.49-0.54 against 0.53-0.67.
-//   bf16 (AVX512-BF16), 4 tokens 0.44-0.81 against 0.72-0.96; 8 tokens 0.44-0.54 against 0.67-0.97.
-//   int8 (VNNI), 2 tokens 0.62-0.78 against 0.91-1.17; 4 tokens 0.36-0.66 against 0.78-0.82.
+// --shape=olmoe --rounds=1 --clock=thread_cpu` (weight bytes per CPU-second ÷ the read bandwidth
+// around each pass), the build before and this one taking turns, seven pairs, median fraction:
+// float32 0.62 -> 0.85 at 4 tokens, 0.48 -> 0.60 at 8; bf16 0.71 -> 0.79 at 4, 0.48 -> 0.90 at 8;
+// int8 0.79 -> 1.05 at 2, 0.57 -> 0.86 at 4. 16, 32 and 64 KB measured alike (float32 at 4 tokens
+// 0.80-0.87, 0.81-0.87, 0.86-0.93, against 0.60-0.67 without).
 // One-token int8 stays without it (2-17% slower on a Zen 5 with an 8 KB L2 prefetch). The
-// four-stream set (Intel CPUs' default) keeps its own settings: not measured there. README
-// "Weight streams at a few tokens" has the served figures.
+// four-stream set (Intel CPUs' default) keeps its own settings: not measured there. The
+// AVX512-BF16 tiles take it on any CPU (Intel CPUs with AMX run these calls on the tiles instead).
+// README "Weight streams at a few tokens" has the served figures.
 #ifndef MOE_COMMON_KERNELS_FEW_TOKEN_PREFETCH_H_
 #define MOE_COMMON_KERNELS_FEW_TOKEN_PREFETCH_H_
 
@@ -25,8 +25,8 @@ namespace moe {
 
 inline constexpr int64_t kFewTokenL2PrefetchBytes = 32 * 1024;
 
-// Calls of this many tokens stream their weights once or twice (a token tile or two) at a rate
-// the far prefetch helps; from more the tiles are compute-bound and it was not measured.
+// Calls of this many tokens read their weights from DRAM in one or two token tiles; more tokens
+// compute longer per byte read and were not measured with the far prefetch.
 inline constexpr bool UsesFewTokenL2Prefetch(int64_t tokens) { return tokens >= 2 && tokens <= 16; }
 
 }  // namespace moe
