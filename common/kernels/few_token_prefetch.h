@@ -1,21 +1,23 @@
 // How far ahead the streaming dots of a few tokens (UsesFewTokenL2Prefetch: 2-16 per dots call)
 // also prefetch their weights into L2: the float32 four-row tile and the int8 VNNI tiles of the
-// one-stream set (the AMD default, row_dot_kernel.h), and the AVX512-BF16 tiles (from their 4
-// tokens). From 2-4 tokens a tile's FMAs take about as long as its reads; with only
-// the short L1 prefetch the reads waited on the FMAs and DRAM idled (a tile at 4 tokens streamed at
-// the rate of "read, then compute" without overlap). Pulling the lines this far ahead into L2 keeps
-// DRAM streaming meanwhile.
+// AVX-512 one-stream set (the AMD default, row_dot_kernel.h), the AVX2 float32 tile, and the
+// AVX512-BF16 tiles (from their 4 tokens). From 2-4 tokens a tile's FMAs take about as long as its
+// reads; with only the short L1 prefetch the reads waited on the FMAs and DRAM idled (a tile at 4
+// tokens streamed at the rate of "read, then compute" without overlap). Pulling the lines this far
+// ahead into L2 keeps DRAM streaming meanwhile.
 //
 // Measured on a Zen 4 (`lscpu` family 25 model 17, 2 cores, KVM, 32 MB L3), `moe_decode_bench
 // --shape=olmoe --rounds=1 --clock=thread_cpu` (weight bytes per CPU-second ÷ the read bandwidth
 // around each pass), the build before and this one taking turns, seven pairs, median fraction:
 // float32 0.62 -> 0.85 at 4 tokens, 0.48 -> 0.60 at 8; bf16 0.71 -> 0.79 at 4, 0.48 -> 0.90 at 8;
-// int8 0.79 -> 1.05 at 2, 0.57 -> 0.86 at 4. 16, 32 and 64 KB measured alike (float32 at 4 tokens
-// 0.80-0.87, 0.81-0.87, 0.86-0.93, against 0.60-0.67 without).
-// One-token int8 stays without it (2-17% slower on a Zen 5 with an 8 KB L2 prefetch). The
-// four-stream set (Intel CPUs' default) keeps its own settings: not measured there. The
-// AVX512-BF16 tiles take it on any CPU (Intel CPUs with AMX run these calls on the tiles instead).
-// README "Weight streams at a few tokens" has the served figures.
+// int8 0.79 -> 1.05 at 2, 0.57 -> 0.86 at 4. The AVX2 float32 tile, on the same CPU under
+// MOE_KERNELS=avx2, three pairs: 0.45-0.52 -> 0.64-0.98 at 2 tokens, 0.30-0.44 -> 0.56-0.66 at 4,
+// 0.26-0.29 -> 0.38-0.42 at 8 (not measured on a CPU without AVX-512). 16, 32 and 64 KB measured
+// alike (float32 at 4 tokens 0.80-0.87, 0.81-0.87, 0.86-0.93, against 0.60-0.67 without). One-token
+// int8 stays without it (2-17% slower on a Zen 5 with an 8 KB L2 prefetch). The four-stream set
+// (Intel CPUs' default) keeps its own settings: not measured there. The AVX512-BF16 tiles take it
+// on any CPU (Intel CPUs with AMX run these calls on the tiles instead). README "Weight streams at
+// a few tokens" has the served figures.
 #ifndef MOE_COMMON_KERNELS_FEW_TOKEN_PREFETCH_H_
 #define MOE_COMMON_KERNELS_FEW_TOKEN_PREFETCH_H_
 

@@ -13,8 +13,10 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "common/kernels/exp_polynomial.h"
+#include "common/kernels/few_token_prefetch.h"
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/isa_target.h"
 #include "common/kernels/token_tiles.h"
@@ -50,7 +52,9 @@ inline __m256i FirstLanes(int64_t n) {
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// Four row-major float32 rows (the last ones repeated when fewer remain).
+// Four row-major float32 rows (the last ones repeated when fewer remain); with kFarL2 each row is
+// also prefetched kFewTokenL2PrefetchBytes ahead into L2 (few_token_prefetch.h).
+template <bool kFarL2>
 struct F32Rows {
   static constexpr bool kPadded = false;  // k need not be a multiple of 8
   // 12 accumulators, 3 rows and x in registers; GCC reads the fourth row from L1 in each of its
@@ -69,8 +73,11 @@ struct F32Rows {
   // Once per 64-byte line of each row (i a multiple of 8: every other step).
   void PrefetchAhead(int64_t i) const {
     if (i % 16 != 0) return;
-    for (int r = 0; r < kRows; ++r)
-      Prefetch(reinterpret_cast<const char*>(w[r] + i) + kPrefetchBytes);
+    for (int r = 0; r < kRows; ++r) {
+      const char* line = reinterpret_cast<const char*>(w[r] + i);
+      Prefetch(line + kPrefetchBytes);
+      if constexpr (kFarL2) _mm_prefetch(line + kFewTokenL2PrefetchBytes, _MM_HINT_T1);
+    }
   }
 };
 
@@ -201,11 +208,15 @@ void DotsF32OneToken(const float* w, int64_t ldw, int64_t rows, int64_t k, const
 void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
              int64_t tokens, float* out, int64_t ldo) {
   if (tokens == 1) return DotsF32OneToken(w, ldw, rows, k, x, out);
-  Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int n) {
-    F32Rows group;
-    for (int q = 0; q < kRows; ++q) group.w[q] = w + (r0 + std::min(q, n - 1)) * ldw;
-    return group;
-  });
+  auto dots = [&](auto far_l2) {
+    Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int n) {
+      F32Rows<decltype(far_l2)::value> group;
+      for (int q = 0; q < kRows; ++q) group.w[q] = w + (r0 + std::min(q, n - 1)) * ldw;
+      return group;
+    });
+  };
+  if (UsesFewTokenL2Prefetch(tokens)) return dots(std::true_type());
+  dots(std::false_type());
 }
 
 void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, int64_t ldx,
