@@ -117,26 +117,39 @@ const std::vector<SwigluWeights>& Experts(WeightStorage storage) {
 
 Matrix Tokens(int64_t tokens) { return Filled(tokens, kDModel, 1.0f, 99); }
 
-void ReadBufferBySum(int streams) {
+namespace {
+
+// The sum of one Sum task's kSumTaskFloats floats from `p`, read as `streams` runs side by side.
+// The prefetch is a template argument: a branch in the loop kept the compiler from vectorising it.
+template <bool kPrefetch>
+float SumTask(const float* p, int streams) {
+  constexpr int64_t kPrefetchFloats = 256;  // 1 KB ahead, as the kernels
+  const int64_t run = kSumTaskFloats / streams;
+  float lanes[16] = {};
+  for (int64_t i = 0; i < run; i += 16) {
+    for (int s = 0; s < streams; ++s) {
+      const float* line = p + s * run + i;
+      if constexpr (kPrefetch) __builtin_prefetch(line + kPrefetchFloats);
+      for (int l = 0; l < 16; ++l) lanes[l] += line[l];
+    }
+  }
+  float sum = 0;
+  for (float v : lanes) sum += v;
+  return sum;
+}
+
+}  // namespace
+
+void ReadBufferBySum(SumReads reads) {
   const AlignedVector<float>& buffer = BandwidthBuffer();
   const int64_t tasks = BandwidthFloats() / kSumTaskFloats;
   static std::vector<float>* partial = new std::vector<float>(tasks);
-  const int64_t run = kSumTaskFloats / streams;
-  constexpr int64_t kPrefetchFloats = 256;  // 1 KB ahead, as the kernels
   auto sum_blocks = [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; ++block) {
       const float* p = buffer.data() + block * kSumTaskFloats;
-      float lanes[16] = {};
-      for (int64_t i = 0; i < run; i += 16) {
-        for (int s = 0; s < streams; ++s) {
-          const float* line = p + s * run + i;
-          __builtin_prefetch(line + kPrefetchFloats);
-          for (int l = 0; l < 16; ++l) lanes[l] += line[l];
-        }
-      }
-      float sum = 0;
-      for (float v : lanes) sum += v;
-      (*partial)[block] = sum;  // kept, so the reads cannot be optimised away
+      // Kept, so the reads cannot be optimised away.
+      (*partial)[block] =
+          reads.prefetch ? SumTask<true>(p, reads.streams) : SumTask<false>(p, reads.streams);
     }
   };
   const KernelThreadPool::Phase phases[] = {{tasks, 1, sum_blocks}};
@@ -160,8 +173,8 @@ void ReadBufferByRowDots() {
 
 double MeasureReadBandwidth(int rounds) {
   double best = MedianSeconds([](int) { ReadBufferByRowDots(); }, 1, rounds);
-  for (int streams : kReadStreamCounts) {
-    best = std::min(best, MedianSeconds([&](int) { ReadBufferBySum(streams); }, 1, rounds));
+  for (const SumReads& reads : kSumReads) {
+    best = std::min(best, MedianSeconds([&](int) { ReadBufferBySum(reads); }, 1, rounds));
   }
   return static_cast<double>(BandwidthBytes()) / best;
 }

@@ -41,20 +41,30 @@ Matrix Tokens(int64_t tokens);
 // SetBandwidthBytes chose otherwise before the first pass; it must exceed the last-level cache),
 // laid out as the weights are (WeightBuffer: cache-line aligned, huge pages), read as
 //   Sum      summed in tasks of 1 MB on Pool() (the threads the FFN kernel uses), each task read
-//            as `streams` equal runs side by side (one core's read rate depends on how many
-//            streams it reads at once, by CPU: an Intel Xeon core read ~1.6x faster from four)
+//            as `streams` equal runs side by side, with or without a software prefetch 1 KB ahead
+//            (one core's read rate depends on both, by CPU: an Intel Xeon core read ~1.6x faster
+//            from four streams; on a Zen 5 the best pass without the prefetch, two streams at
+//            54 GB/s, beat the best with it, one stream at 47-48, by 11-17%: two runs of
+//            moe_kernels_bench --benchmark_filter=BM_ReadBandwidth, where RowDots read 45-49 and
+//            Sgemv 55-59)
 //   RowDots  a matrix-vector product [rows × 8192] by the FFN's own row-dot kernel on that pool:
 //            the same loads, without the FFN's three matrices, phases and SiLU
 //   Sgemv    OpenBLAS sgemv on the same matrix (with the current BLAS threads); the one call to
 //            OpenBLAS outside common/kernels/blas_kernels, as it measures OpenBLAS itself
 int64_t BandwidthBytes();
 void SetBandwidthBytes(int64_t bytes);  // rounded down to a multiple of 32 MB, at least 32 MB
-inline constexpr int kReadStreamCounts[] = {1, 4, 8};
-void ReadBufferBySum(int streams = 1);  // streams: 1, 2, 4 or 8
+struct SumReads {
+  int streams = 1;  // 1, 2, 4 or 8
+  bool prefetch = true;
+};
+// Every Sum pass the reference bandwidth takes the best of.
+inline constexpr SumReads kSumReads[] = {{1, true},  {2, true},  {4, true},  {8, true},
+                                         {1, false}, {2, false}, {4, false}, {8, false}};
+void ReadBufferBySum(SumReads reads = {});
 void ReadBufferByRowDots();
 void ReadBufferBySgemv();
-// The machine's read bandwidth in bytes/s: BandwidthBytes() ÷ the fastest of a Sum pass at each
-// of kReadStreamCounts and a RowDots pass, each the median of `rounds`.
+// The machine's read bandwidth in bytes/s: BandwidthBytes() ÷ the fastest of a Sum pass of each of
+// kSumReads and a RowDots pass, each the median of `rounds`.
 double MeasureReadBandwidth(int rounds);
 
 // The three sgemm calls of the FFN (x·gateᵀ, x·upᵀ, act·downᵀ) on F32 expert `e`, without the

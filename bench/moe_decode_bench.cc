@@ -9,8 +9,8 @@
 // expert, the best case of M tokens sharing their experts); the steps take the 64 experts
 // round-robin, so a pass of 8 steps reads every expert once and every call streams its weights from
 // DRAM. Each round times one pass per (M, storage), each bracketed by read-bandwidth passes over 1
-// GB on the same threads (the best of summing passes reading 1, 4 and 8 streams per task and a
-// row-dot pass); medians over rounds:
+// GB on the same threads (the best of summing passes reading 1, 2, 4 and 8 streams per task with
+// and without software prefetch, and a row-dot pass); medians over rounds:
 //
 //   tokens_per_s[storage][M]        M ÷ seconds per step
 //   bandwidth_fraction[storage][M]  weight bytes per step ÷ seconds ÷ read bandwidth
@@ -133,11 +133,13 @@ std::map<WeightStorage, std::vector<SwigluWeights>> MakeExperts() {
 }
 
 // Read bandwidth over a 1 GB buffer (SetBandwidthBytes in main) on this bench's clock: the best of
-// a summing pass at each of kReadStreamCounts and a row-dot pass.
+// a summing pass of each of kSumReads and a row-dot pass. Not OpenBLAS's sgemv: with it in the
+// bracket, the first round's one-token passes ran slower (a Zen 5, fp32 at 1 token 0.47-0.53 of
+// bandwidth against 0.69 in the median of two rounds), even with its threads let sleep first.
 double ReadBandwidth() {
   double best = Seconds([] { ReadBufferByRowDots(); });
-  for (int streams : kReadStreamCounts) {
-    best = std::min(best, Seconds([&] { ReadBufferBySum(streams); }));
+  for (const SumReads& reads : kSumReads) {
+    best = std::min(best, Seconds([&] { ReadBufferBySum(reads); }));
   }
   return static_cast<double>(BandwidthBytes()) / best;
 }

@@ -42,19 +42,17 @@ WeightStorage StorageArg(int64_t arg) {
 
 double Flops(int64_t tokens) { return 6.0 * tokens * kDModel * kWidth; }
 
-// Argument: streams each thread reads at once (kReadStreamCounts).
+// Arguments: streams each thread reads at once, and 1 to prefetch in software (kSumReads).
 void BM_ReadBandwidthSum(benchmark::State& state) {
-  const int streams = static_cast<int>(state.range(0));
-  ReadBufferBySum(streams);  // untimed: the first pass allocates and faults in the buffer
-  for (auto _ : state) ReadBufferBySum(streams);
+  const SumReads reads{static_cast<int>(state.range(0)), state.range(1) == 1};
+  ReadBufferBySum(reads);  // untimed: the first pass allocates and faults in the buffer
+  for (auto _ : state) ReadBufferBySum(reads);
   state.counters["read_Bps"] =
       Counter(static_cast<double>(BandwidthBytes()) * state.iterations(), Counter::kIsRate);
 }
 BENCHMARK(BM_ReadBandwidthSum)
-    ->ArgName("streams")
-    ->Arg(1)
-    ->Arg(4)
-    ->Arg(8)
+    ->ArgNames({"streams", "prefetch"})
+    ->ArgsProduct({{1, 2, 4, 8}, {1, 0}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

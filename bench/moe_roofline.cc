@@ -1,6 +1,7 @@
 // moe_roofline: the machine's two ceilings for an expert FFN shape, measured now, as one JSON line:
-// streaming read bandwidth (MeasureReadBandwidth: the best of summing passes reading 1, 4 and 8
-// streams per task and a row-dot pass, over a buffer larger than the last-level cache, on a
+// streaming read bandwidth (MeasureReadBandwidth: the best of summing passes reading 1, 2, 4 and 8
+// streams per task, with and without software prefetch, and a row-dot pass, over a buffer larger
+// than the last-level cache, on a
 // kernel pool of --threads) and OpenBLAS sgemm FLOP/s on the FFN's
 // three shapes (x·gateᵀ, x·upᵀ, act·downᵀ at --tokens rows; 6·M·d·h flops), with --threads BLAS
 // threads. scripts/bench divides the served layer's figures by these.
