@@ -42,8 +42,8 @@ ABSL_FLAG(std::string, weights_dtype, "f32",
           "or int8 (opt-in, a quarter of the bytes: quantised on load, one scale per output row; "
           "outputs move about 1% from f32, see README). The MOE_KERNELS environment "
           "variable caps the kernels: auto|avx512bf16|avx512|portable; MOE_ONE_TOKEN_STREAMS=1|4 "
-          "sets the weight streams a thread reads at once for one token (default: 4 on Intel "
-          "CPUs, 1 on others)");
+          "sets the weight streams a thread reads at once for one token (default: 1 on AMD CPUs "
+          "with AVX-512, 4 on others)");
 ABSL_FLAG(int, kernel_threads, 0,
           "Threads of the small-batch FFN kernel per call; 0 = every CPU this process may use, "
           "also when several "

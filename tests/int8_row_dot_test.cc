@@ -36,9 +36,10 @@ TEST(Int8RowDotTest, EveryKernelSetMatchesDoubleOnOddRowCounts) {
     }
     std::vector<const RowDotKernels*> sets = {&PortableRowDotKernels()};
     for (int streams : kOneTokenStreamChoices) {
-      if (Avx512RowDotKernels(streams) != nullptr) sets.push_back(Avx512RowDotKernels(streams));
+      for (const RowDotKernels* set : {Avx512RowDotKernels(streams), Avx2RowDotKernels(streams)}) {
+        if (set != nullptr) sets.push_back(set);
+      }
     }
-    if (Avx2RowDotKernels() != nullptr) sets.push_back(Avx2RowDotKernels());
     for (const RowDotKernels* kernels : sets) {
       SCOPED_TRACE(KernelSetName(*kernels));
       // From row 4 on: a quad boundary that is not the matrix's first.

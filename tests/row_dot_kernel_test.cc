@@ -19,13 +19,14 @@
 namespace moe {
 namespace {
 
-// The AVX-512 set twice: one and four weight streams per one-token dot.
+// The AVX-512 and AVX2 sets twice each: one and four weight streams per one-token dot.
 std::vector<const RowDotKernels*> AllKernels() {
   std::vector<const RowDotKernels*> all = {&PortableRowDotKernels()};
   for (int streams : kOneTokenStreamChoices) {
-    if (Avx512RowDotKernels(streams) != nullptr) all.push_back(Avx512RowDotKernels(streams));
+    for (const RowDotKernels* set : {Avx512RowDotKernels(streams), Avx2RowDotKernels(streams)}) {
+      if (set != nullptr) all.push_back(set);
+    }
   }
-  if (Avx2RowDotKernels() != nullptr) all.push_back(Avx2RowDotKernels());
   return all;
 }
 
@@ -152,16 +153,16 @@ TEST(RowDotKernelTest, OneTokenDotsMatchDoubleWhateverTheStreamsTake) {
   }
 }
 
-// Unset, MOE_ONE_TOKEN_STREAMS leaves the choice to the CPU: four on Intel, one on others; the
-// process's sets (BestRowDotKernels) read that many. ctest also runs this with the variable set
-// to 1, 4 and 3 (not a choice: an error naming the variable; tests/CMakeLists.txt).
+// Unset, MOE_ONE_TOKEN_STREAMS leaves the choice to the CPU: one on AMD CPUs with AVX-512, four on
+// others; the process's sets (BestRowDotKernels) read that many. ctest also runs this with the
+// variable set to 1, 4 and 3 (not a choice: an error naming the variable; tests/CMakeLists.txt).
 TEST(RowDotKernelTest, OneTokenStreamsFollowTheEnvironmentOrTheCpu) {
   const char* env = std::getenv("MOE_ONE_TOKEN_STREAMS");
   const absl::StatusOr<int> streams = OneTokenStreamsFromEnv();
   if (env == nullptr) {
     ASSERT_TRUE(streams.ok()) << streams.status();
     __builtin_cpu_init();
-    EXPECT_EQ(*streams, __builtin_cpu_is("intel") ? 4 : 1);
+    EXPECT_EQ(*streams, __builtin_cpu_is("amd") && __builtin_cpu_supports("avx512f") ? 1 : 4);
   } else if (std::string(env) == "1" || std::string(env) == "4") {
     ASSERT_TRUE(streams.ok()) << streams.status();
     EXPECT_EQ(*streams, std::stoi(env));
@@ -178,9 +179,13 @@ TEST(RowDotKernelTest, OneTokenStreamsFollowTheEnvironmentOrTheCpu) {
     EXPECT_EQ(SwigluForward(w, Matrix(1, 16), y.view()).code(), absl::StatusCode::kInvalidArgument);
     return;
   }
-  if (Avx512RowDotKernels() == nullptr) GTEST_SKIP() << "no AVX-512 here: one stream, no choice";
+  if (Avx2RowDotKernels() == nullptr) GTEST_SKIP() << "no AVX2 here: one stream, no choice";
   EXPECT_EQ(BestRowDotKernels().one_token_streams, *streams);
+  EXPECT_EQ(BestRowDotKernels(/*allow_avx512=*/false).one_token_streams, *streams);
+  EXPECT_EQ(BestRowDotKernels(false, /*allow_int16_dots=*/true).one_token_streams, *streams);
   EXPECT_EQ(Avx512RowDotKernels(3), nullptr);
+  EXPECT_EQ(Avx2RowDotKernels(3), nullptr);
+  EXPECT_EQ(Avx2Int16RowDotKernels(3), nullptr);
   const absl::StatusOr<std::string> summary = SwigluKernelSummary(WeightStorage::kF32);
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->find("4 weight streams per thread") != std::string::npos, *streams == 4)

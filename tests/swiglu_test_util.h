@@ -37,12 +37,12 @@ inline double SwigluToleranceOf(const SwigluReport& report) {
              : kSwigluTolerance;
 }
 
-// The kernel sets with int16 dots for int8 weights that this CPU runs (AVX512-VNNI with one and
-// with four weight streams per one-token dot, AVX2).
+// The kernel sets with int16 dots for int8 weights that this CPU runs (AVX512-VNNI and AVX2, each
+// with one and with four weight streams per one-token dot).
 inline std::vector<const RowDotKernels*> Int16Sets() {
   std::vector<const RowDotKernels*> sets;
-  for (const RowDotKernels* set :
-       {Avx512VnniRowDotKernels(1), Avx512VnniRowDotKernels(4), Avx2Int16RowDotKernels()}) {
+  for (const RowDotKernels* set : {Avx512VnniRowDotKernels(1), Avx512VnniRowDotKernels(4),
+                                   Avx2Int16RowDotKernels(1), Avx2Int16RowDotKernels(4)}) {
     if (set != nullptr) sets.push_back(set);
   }
   return sets;

@@ -8,14 +8,15 @@
 // or 2 × 4); more tokens are split into even tiles that re-read the same four rows from L1 or L2,
 // never from DRAM. One token's dots read `one_token_streams` contiguous runs of weights at once
 // (OneTokenStreamsFromEnv below): 1 takes float32 rows (BF16 and int8 quads) one after the other,
-// 4 takes four of them side by side; so do the VNNI int8 dots of 2 tokens (two quads for 3-4). With
-// one stream, float32 rows of 2 tokens are read one at a time too, each dotted with every token
-// (x from L1) instead of in the four-row tile. BF16 and int8 rows are widened to float32 in
-// registers (exact), so x and all sums stay float32; an int8 row's sums are multiplied by its
-// scale at the end. The int16 sets' int8 dots (VNNI: vpdpwssd, AVX2: vpmaddwd) instead round the
-// activations to int16 (per token: x ≈ x_scale · xq, |xq| ≤ Int8ActivationLevels(k)) and sum
-// q · xq exactly in int32: the activations' rounding (~1/33 000 of each token's largest value) is
-// their only error.
+// 4 takes four of them side by side (the AVX2 sets: float32 rows in the four-row tile; their BF16
+// and int8 quads are one stream either way); so do the VNNI int8 dots of 2 tokens (two quads for
+// 3-4). With one stream, the AVX-512 sets read float32 rows of 2 tokens one at a time too, each
+// dotted with every token (x from L1) instead of in the four-row tile. BF16 and int8 rows are
+// widened to float32 in registers (exact), so x and all sums stay float32; an int8 row's sums are
+// multiplied by its scale at the end. The int16 sets' int8 dots (VNNI: vpdpwssd, AVX2: vpmaddwd)
+// instead round the activations to int16 (per token: x ≈ x_scale · xq, |xq| ≤
+// Int8ActivationLevels(k)) and sum q · xq exactly in int32: the activations' rounding (~1/33 000 of
+// each token's largest value) is their only error.
 #ifndef MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 
@@ -66,16 +67,19 @@ struct RowDotKernels {
   void (*dots_int8_quantized)(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                               const int16_t* xq, int64_t ldq, const float* x_scales, int64_t tokens,
                               float* out, int64_t ldo) = nullptr;
-  // Weight streams each one-token dot reads at once (the AVX-512 sets: 1 or 4; the others: 1).
+  // Weight streams each one-token dot reads at once (the AVX-512 and AVX2 sets: 1 or 4; the
+  // portable one: 1). The AVX2 sets read BF16 and int8 quads as one stream either way.
   int one_token_streams = 1;
 };
 
-// How many weight streams a thread reads at once in a one-token dot, the AVX-512 sets' choice.
-// One core's read rate from DRAM depends on it, by CPU: a Zen 4 core read one stream of rows
-// 1.35-1.42x faster than four rows side by side; an Intel Xeon (Sapphire Rapids class) core reads
-// ~1.6x faster from four streams than from one (README "One token: weight streams per thread").
-// The environment variable MOE_ONE_TOKEN_STREAMS (1 or 4; read once per process) sets it; unset,
-// 4 on Intel CPUs and 1 on others. InvalidArgument, naming the variable, for any other value.
+// How many weight streams a thread reads at once in a one-token dot, the AVX-512 and AVX2 sets'
+// choice. One core's read rate from DRAM depends on it, by CPU: a Zen 4 core read one stream of
+// rows 1.35-1.42x faster than four rows side by side; an Intel Xeon (Sapphire Rapids class) core
+// reads ~1.6x faster from four streams than from one, and so did a Zen 3 (two cores' one-token
+// float32 dots 1.44x; README "One token: weight streams per thread"). The environment variable
+// MOE_ONE_TOKEN_STREAMS (1 or 4; read once per process) sets it; unset, 1 on AMD CPUs with
+// AVX-512 (Zen 4 and later) and 4 on others. InvalidArgument, naming the variable, for any other
+// value.
 absl::StatusOr<int> OneTokenStreamsFromEnv();
 inline constexpr int kOneTokenStreamChoices[] = {1, 4};
 
@@ -85,14 +89,15 @@ const RowDotKernels& PortableRowDotKernels();
 const RowDotKernels* Avx512RowDotKernels(int one_token_streams = 1);
 // The AVX-512 set with the int8 dots above; nullptr without AVX512-VNNI too.
 const RowDotKernels* Avx512VnniRowDotKernels(int one_token_streams = 1);
-// nullptr when this CPU (or compiler) has no AVX2 and FMA.
-const RowDotKernels* Avx2RowDotKernels();
-// The AVX2 set with int16 int8 dots as above; nullptr without AVX2 and FMA.
-const RowDotKernels* Avx2Int16RowDotKernels();
+// nullptr when this CPU (or compiler) has no AVX2 and FMA, or `one_token_streams` is not one of
+// kOneTokenStreamChoices. The default, 4, is what CPUs without AVX-512 read by default.
+const RowDotKernels* Avx2RowDotKernels(int one_token_streams = 4);
+// The AVX2 set with int16 int8 dots as above; nullptr as Avx2RowDotKernels.
+const RowDotKernels* Avx2Int16RowDotKernels(int one_token_streams = 4);
 // The fastest set this CPU runs within the caps: `allow_avx512` = false, an AVX2 set (or the
 // portable one without AVX2); `allow_avx2` = false too, the portable one. An int16 set (VNNI, or
 // below AVX-512 the AVX2 one) only with `allow_int16_dots` (they differ in the int8 dots alone,
-// which SwigluForward asks them for, for int8 weights). The AVX-512 sets read
+// which SwigluForward asks them for, for int8 weights). The AVX-512 and AVX2 sets read
 // OneTokenStreamsFromEnv()'s streams (this CPU's default if the variable is invalid).
 const RowDotKernels& BestRowDotKernels(bool allow_avx512 = true, bool allow_int16_dots = false,
                                        bool allow_avx2 = true);

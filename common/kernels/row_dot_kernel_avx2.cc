@@ -1,7 +1,7 @@
 // AVX2 build of the row-dot kernels, for x86-64 CPUs with AVX2 and FMA but no AVX-512 (AMD Zen 1-3,
 // Intel client cores, Haswell/Broadwell servers). Every function in this file is compiled for
 // AVX2 + FMA through MOE_ISA_TARGET_BEGIN below (isa_target.h), and is only reached after
-// Avx2RowDotKernels() checked the CPU at run time.
+// Avx2RowDotKernels checked the CPU at run time.
 //
 // The same scheme as the AVX-512 build (row_dot_kernel_avx512.cc) on 8-lane registers: four rows
 // at a time, each row read once per token tile of up to Rows::kMaxTokens tokens; the 16 ymm
@@ -177,10 +177,11 @@ void Dots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, 
       });
 }
 
-// One token: each row on its own, one after the other, as the AVX-512 kernel does (one read
-// stream per thread instead of a tile's four; row_streams_f32_avx512.cc).
-void DotsF32OneToken(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
-                     float* out) {
+// One token, one stream per thread (S = 1): each row on its own, one after the other, as the
+// AVX-512 one-stream set does (row_streams_f32_avx512.cc). With S = 4 one token takes the four-row
+// tile like more tokens do: four streams per thread.
+void DotsF32OneStream(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
+                      float* out) {
   for (int64_t r = 0; r < rows; ++r, w += ldw) {
     __m256 sum[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                      _mm256_setzero_ps()};
@@ -205,9 +206,10 @@ void DotsF32OneToken(const float* w, int64_t ldw, int64_t rows, int64_t k, const
   }
 }
 
+template <int S>
 void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
              int64_t tokens, float* out, int64_t ldo) {
-  if (tokens == 1) return DotsF32OneToken(w, ldw, rows, k, x, out);
+  if (S == 1 && tokens == 1) return DotsF32OneStream(w, ldw, rows, k, x, out);
   auto dots = [&](auto far_l2) {
     Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int n) {
       F32Rows<decltype(far_l2)::value> group;
@@ -301,18 +303,35 @@ void UnpackInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t 
   }
 }
 
+// The set reading S weight streams per one-token float32 dot (instantiated here, inside the
+// target). BF16 and int8 quads are one stream either way.
+template <int S>
+const RowDotKernels kAvx2Kernels = {"avx2",
+                                    &DotsF32<S>,
+                                    &DotsBf16,
+                                    &SiluMul,
+                                    &UnpackBf16,
+                                    &DotsInt8,
+                                    &UnpackInt8,
+                                    /*quantize_activations=*/nullptr,
+                                    /*dots_int8_quantized=*/nullptr,
+                                    /*one_token_streams=*/S};
+template const RowDotKernels kAvx2Kernels<1>;
+template const RowDotKernels kAvx2Kernels<4>;
+
 }  // namespace
 }  // namespace moe
 
 MOE_ISA_TARGET_END()
 
 namespace moe {
-const RowDotKernels* Avx2RowDotKernels() {
-  static const RowDotKernels kernels = {"avx2",      &DotsF32,  &DotsBf16,  &SiluMul,
-                                        &UnpackBf16, &DotsInt8, &UnpackInt8};
+const RowDotKernels* Avx2RowDotKernels(int one_token_streams) {
   __builtin_cpu_init();
   const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported ? &kernels : nullptr;
+  if (!supported) return nullptr;
+  return one_token_streams == 1   ? &kAvx2Kernels<1>
+         : one_token_streams == 4 ? &kAvx2Kernels<4>
+                                  : nullptr;
 }
 
 }  // namespace moe
@@ -320,7 +339,7 @@ const RowDotKernels* Avx2RowDotKernels() {
 #else  // not x86-64 GCC/Clang: portable only
 
 namespace moe {
-const RowDotKernels* Avx2RowDotKernels() { return nullptr; }
+const RowDotKernels* Avx2RowDotKernels(int) { return nullptr; }
 }  // namespace moe
 
 #endif

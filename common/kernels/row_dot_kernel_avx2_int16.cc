@@ -1,7 +1,7 @@
 // AVX2 build of the int8 row dots on int16 activations (RowDotKernels::quantize_activations,
 // dots_int8_quantized): what row_dot_kernel_avx512vnni.cc does with vpdpwssd, done with vpmaddwd +
 // vpaddd on CPUs with AVX2 but no AVX-512. Every function here is compiled for AVX2 + FMA through
-// MOE_ISA_TARGET_BEGIN below (isa_target.h) and only reached after Avx2Int16RowDotKernels()
+// MOE_ISA_TARGET_BEGIN below (isa_target.h) and only reached after Avx2Int16RowDotKernels
 // checked the CPU at run time.
 //
 // Why: widening int8 weights to float32 costs two instructions per 8 weights before the FMA, which
@@ -129,17 +129,18 @@ MOE_ISA_TARGET_END()
 
 namespace moe {
 
-const RowDotKernels* Avx2Int16RowDotKernels() {
-  static const RowDotKernels* const kernels = []() -> const RowDotKernels* {
-    const RowDotKernels* avx2 = Avx2RowDotKernels();
-    if (avx2 == nullptr) return nullptr;
-    static RowDotKernels set = *avx2;
+const RowDotKernels* Avx2Int16RowDotKernels(int one_token_streams) {
+  if (Avx2RowDotKernels(one_token_streams) == nullptr) return nullptr;
+  auto with_int16_dots = [](const RowDotKernels& avx2) {
+    RowDotKernels set = avx2;
     set.name = "avx2-int16";
     set.quantize_activations = &QuantizeActivations;
     set.dots_int8_quantized = &DotsInt8Quantized;
-    return &set;
-  }();
-  return kernels;
+    return set;
+  };
+  static const RowDotKernels one_stream = with_int16_dots(*Avx2RowDotKernels(1));
+  static const RowDotKernels four_streams = with_int16_dots(*Avx2RowDotKernels(4));
+  return one_token_streams == 1 ? &one_stream : &four_streams;
 }
 
 }  // namespace moe
@@ -147,7 +148,7 @@ const RowDotKernels* Avx2Int16RowDotKernels() {
 #else  // not x86-64 GCC/Clang
 
 namespace moe {
-const RowDotKernels* Avx2Int16RowDotKernels() { return nullptr; }
+const RowDotKernels* Avx2Int16RowDotKernels(int) { return nullptr; }
 }  // namespace moe
 
 #endif

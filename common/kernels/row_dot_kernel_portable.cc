@@ -102,13 +102,14 @@ void UnpackInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t 
   }
 }
 
-// Weight streams per one-token dot without MOE_ONE_TOKEN_STREAMS: 4 on Intel CPUs, 1 on others.
+// Weight streams per one-token dot without MOE_ONE_TOKEN_STREAMS: 1 on AMD CPUs with AVX-512 (Zen
+// 4 and later), 4 on others (Intel CPUs; AMD Zen 3 and older).
 int CpuDefaultOneTokenStreams() {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_is("intel")) return 4;
+  if (__builtin_cpu_is("amd") && __builtin_cpu_supports("avx512f")) return 1;
 #endif
-  return 1;
+  return 4;
 }
 
 }  // namespace
@@ -137,8 +138,8 @@ const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_int16_dots,
   static const int streams = OneTokenStreamsFromEnv().value_or(CpuDefaultOneTokenStreams());
   static const RowDotKernels* const avx512 = Avx512RowDotKernels(streams);
   static const RowDotKernels* const vnni = Avx512VnniRowDotKernels(streams);
-  static const RowDotKernels* const avx2 = Avx2RowDotKernels();
-  static const RowDotKernels* const avx2_int16 = Avx2Int16RowDotKernels();
+  static const RowDotKernels* const avx2 = Avx2RowDotKernels(streams);
+  static const RowDotKernels* const avx2_int16 = Avx2Int16RowDotKernels(streams);
   if (allow_avx512 && allow_int16_dots && vnni != nullptr) return *vnni;
   if (allow_avx512 && avx512 != nullptr) return *avx512;
   if (allow_avx2 && allow_int16_dots && avx2_int16 != nullptr) return *avx2_int16;

@@ -18,9 +18,10 @@ int64_t SwigluInputStride(int64_t d_model) { return (d_model + 15) / 16 * 16 + 1
 int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512, bool allow_avx2) {
   const RowDotKernels* kernels = &BestRowDotKernels(allow_avx512, false, allow_avx2);
   const SwigluSwitchPoint& point = kernels == &PortableRowDotKernels() ? kSwitchPortable
-                                   : kernels == Avx2RowDotKernels()    ? kSwitchAvx2
-                                   : BlasHasAvx512Kernels()            ? kSwitchAvx512VsAvx512Blas
-                                                                       : kSwitchAvx512VsAvx2Blas;
+                                   : kernels == Avx2RowDotKernels(kernels->one_token_streams)
+                                       ? kSwitchAvx2
+                                   : BlasHasAvx512Kernels() ? kSwitchAvx512VsAvx512Blas
+                                                            : kSwitchAvx512VsAvx2Blas;
   return storage == WeightStorage::kF32    ? point.f32
          : storage == WeightStorage::kBF16 ? point.bf16
                                            : point.int8;
