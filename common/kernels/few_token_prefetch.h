@@ -12,12 +12,15 @@
 // float32 0.62 -> 0.85 at 4 tokens, 0.48 -> 0.60 at 8; bf16 0.71 -> 0.79 at 4, 0.48 -> 0.90 at 8;
 // int8 0.79 -> 1.05 at 2, 0.57 -> 0.86 at 4. The AVX2 float32 tile, on the same CPU under
 // MOE_KERNELS=avx2, three pairs: 0.45-0.52 -> 0.64-0.98 at 2 tokens, 0.30-0.44 -> 0.56-0.66 at 4,
-// 0.26-0.29 -> 0.38-0.42 at 8 (not measured on a CPU without AVX-512). 16, 32 and 64 KB measured
-// alike (float32 at 4 tokens 0.80-0.87, 0.81-0.87, 0.86-0.93, against 0.60-0.67 without). One-token
-// int8 stays without it (2-17% slower on a Zen 5 with an 8 KB L2 prefetch). The four-stream set
-// (Intel CPUs' default) keeps its own settings: not measured there. The AVX512-BF16 tiles take it
-// on any CPU (Intel CPUs with AMX run these calls on the tiles instead). README "Weight streams at
-// a few tokens" has the served figures.
+// 0.26-0.29 -> 0.38-0.42 at 8; on a Zen 3 (no AVX-512; family 25 model 1), three pairs: 0.64-0.65
+// -> 0.68-0.70 at 2, 0.50-0.52 -> 0.55-0.62 at 4, 0.38-0.40 -> 0.41-0.45 at 8. On that Zen 3 the
+// AVX2 BF16 and int16 (int8 weights) tiles lost with it (2 tokens: BF16 0.75-0.78 -> 0.62-0.63,
+// int8 0.66-0.74 -> 0.52-0.56; 4 and 8 tokens alike), so they keep the L1 prefetch alone. On the
+// Zen 4, 16, 32 and 64 KB measured alike (float32 at 4 tokens 0.80-0.87, 0.81-0.87, 0.86-0.93,
+// against 0.60-0.67 without). One-token int8 stays without it (2-17% slower on a Zen 5 with an 8
+// KB L2 prefetch). The four-stream set (Intel CPUs' default) keeps its own settings: not measured
+// there. The AVX512-BF16 tiles take it on any CPU (Intel CPUs with AMX run these calls on the tiles
+// instead). README "Weight streams at a few tokens" has the served figures.
 #ifndef MOE_COMMON_KERNELS_FEW_TOKEN_PREFETCH_H_
 #define MOE_COMMON_KERNELS_FEW_TOKEN_PREFETCH_H_
 
