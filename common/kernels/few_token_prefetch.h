@@ -13,7 +13,10 @@
 // int8 0.79 -> 1.05 at 2, 0.57 -> 0.86 at 4. The AVX2 float32 tile, on the same CPU under
 // MOE_KERNELS=avx2, three pairs: 0.45-0.52 -> 0.64-0.98 at 2 tokens, 0.30-0.44 -> 0.56-0.66 at 4,
 // 0.26-0.29 -> 0.38-0.42 at 8; on a Zen 3 (no AVX-512; family 25 model 1), three pairs: 0.64-0.65
-// -> 0.68-0.70 at 2, 0.50-0.52 -> 0.55-0.62 at 4, 0.38-0.40 -> 0.41-0.45 at 8. On that Zen 3 the
+// -> 0.68-0.70 at 2, 0.50-0.52 -> 0.55-0.62 at 4, 0.38-0.40 -> 0.41-0.45 at 8, beside the tile's
+// L1 prefetch of then; since the tile does without that (faster there: row_dot_kernel_avx2.cc),
+// the far prefetch measured neutral on it (three pairs, fp32 tokens/s at 2 / 4 / 8 tokens 224-233
+// / 329-342 / 499-504 with it, 222-248 / 342-350 / 502-518 without). On that Zen 3 the
 // AVX2 BF16 and int16 (int8 weights) tiles lost with it (2 tokens: BF16 0.75-0.78 -> 0.62-0.63,
 // int8 0.66-0.74 -> 0.52-0.56; 4 and 8 tokens alike), so they keep the L1 prefetch alone. On the
 // Zen 4, 16, 32 and 64 KB measured alike (float32 at 4 tokens 0.80-0.87, 0.81-0.87, 0.86-0.93,

@@ -32,9 +32,11 @@ constexpr int kLanes = 8;  // floats per ymm register
 static_assert(Bf16Matrix::kQuadRows == kRows && Bf16Matrix::kChunkCols == 2 * kLanes);
 static_assert(Int8Matrix::kQuadRows == kRows && Int8Matrix::kChunkCols == 2 * kLanes);
 
-// How far ahead of the columns being read the rows are prefetched, in bytes of one stream.
-// Measured on a 2-core Zen 3 (bench shape, M = 1 and 4, two alternating runs of 0, 1024 and 2048):
-// bf16 at M = 1 took 1.12-1.13 ms with 1024 against 1.23-1.33 without; the rest within noise.
+// How far ahead of the columns being read the one-stream reads (BF16 and int8 quads, float32 rows
+// one at a time) prefetch into L1, in bytes of the stream. Measured on a 2-core Zen 3 (bench
+// shape, M = 1 and 4, two alternating runs of 0, 1024 and 2048): bf16 at M = 1 took 1.12-1.13 ms
+// with 1024 against 1.23-1.33 without; the rest within noise. The float32 four-row tile does
+// without (F32Rows).
 constexpr int64_t kPrefetchBytes = 1024;
 
 inline void Prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
@@ -53,7 +55,14 @@ inline __m256i FirstLanes(int64_t n) {
 }
 
 // Four row-major float32 rows (the last ones repeated when fewer remain); with kFarL2 each row is
-// also prefetched kFewTokenL2PrefetchBytes ahead into L2 (few_token_prefetch.h).
+// prefetched kFewTokenL2PrefetchBytes ahead into L2 (few_token_prefetch.h). No prefetch into L1:
+// four streams per thread are what the CPU's own prefetchers follow best. On a Zen 3 (family 25
+// model 1, KVM, 32 MB L3) the 1 KB L1 prefetch the tile had cost a fifth of the rate: two threads'
+// one-token row dots over 1 GB read 39.5 / 40.8 GB/s with it and 46.8 / 44.9 without
+// (`moe_kernels_bench --benchmark_filter=BM_ReadBandwidthRowDots`), summing passes over four
+// streams per thread 44.4 with a prefetch and 52.8 without; `moe_decode_bench --shape=olmoe
+// --rounds=1`, three alternating pairs, fp32 tokens/s at 1 token 170-205 -> 237-241, 2 tokens
+// 326-364 -> 387-412, 4 tokens 566-599 -> 605-618, 8 the same.
 template <bool kFarL2>
 struct F32Rows {
   static constexpr bool kPadded = false;  // k need not be a multiple of 8
@@ -70,13 +79,11 @@ struct F32Rows {
     for (int r = 0; r < kRows; ++r) v[r] = _mm256_maskload_ps(w[r] + i, mask);
   }
   float Finish(int, float sum) const { return sum; }
-  // Once per 64-byte line of each row (i a multiple of 8: every other step).
+  // With kFarL2, once per 64-byte line of each row (i a multiple of 8: every other step).
   void PrefetchAhead(int64_t i) const {
-    if (i % 16 != 0) return;
+    if (!kFarL2 || i % 16 != 0) return;
     for (int r = 0; r < kRows; ++r) {
-      const char* line = reinterpret_cast<const char*>(w[r] + i);
-      Prefetch(line + kPrefetchBytes);
-      if constexpr (kFarL2) _mm_prefetch(line + kFewTokenL2PrefetchBytes, _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(w[r] + i) + kFewTokenL2PrefetchBytes, _MM_HINT_T1);
     }
   }
 };
