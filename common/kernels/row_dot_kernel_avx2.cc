@@ -57,8 +57,8 @@ inline __m256i FirstLanes(int64_t n) {
 // Four row-major float32 rows (the last ones repeated when fewer remain); with kFarL2 each row is
 // prefetched kFewTokenL2PrefetchBytes ahead into L2 (few_token_prefetch.h). No prefetch into L1:
 // four streams per thread are what the CPU's own prefetchers follow best. On a Zen 3 (family 25
-// model 1, KVM, 32 MB L3) the 1 KB L1 prefetch the tile had cost a fifth of the rate: two threads'
-// one-token row dots over 1 GB read 39.5 / 40.8 GB/s with it and 46.8 / 44.9 without
+// model 1, KVM, 32 MB L3) the 1 KB L1 prefetch the tile had cost about a sixth of the rate: two
+// threads' one-token row dots over 1 GB read 39.5 / 40.8 GB/s with it and 46.8 / 44.9 without
 // (`moe_kernels_bench --benchmark_filter=BM_ReadBandwidthRowDots`), summing passes over four
 // streams per thread 44.4 with a prefetch and 52.8 without; `moe_decode_bench --shape=olmoe
 // --rounds=1`, three alternating pairs, fp32 tokens/s at 1 token 170-205 -> 237-241, 2 tokens
