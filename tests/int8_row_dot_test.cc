@@ -108,6 +108,9 @@ void ExpectInt16DotsSumTheRoundedActivations(const RowDotKernels& kernels, int64
       EXPECT_NEAR(got, rounded, 1e-6 * magnitude) << "token " << t << " row " << r;
       EXPECT_NEAR(got, exact, bound + 1e-6 * magnitude) << "token " << t << " row " << r;
     }
+    for (int64_t r = rows - 4; r < rows; ++r) {  // the output row's slots past the last dot
+      EXPECT_EQ(out[t * rows + r], 1e6f) << "token " << t << " wrote past the last row";
+    }
   }
 }
 
@@ -123,12 +126,15 @@ TEST(Int8RowDotTest, Int16DotsSumTheRoundedActivationsExactly) {
             absl::StrCat(KernelSetName(*kernels), ", ", cols, " columns, ", tokens, " tokens"));
         ExpectInt16DotsSumTheRoundedActivations(*kernels, 11, cols, tokens, rng);
       }
-      // 1-4 tokens over 37 rows: groups of four quads side by side (two quads from 3 tokens), then
-      // a whole quad and a partial one.
-      for (int64_t tokens : {1, 2, 3, 4}) {
-        SCOPED_TRACE(absl::StrCat(KernelSetName(*kernels), ", ", cols, " columns, 41 rows, ",
-                                  tokens, " tokens"));
-        ExpectInt16DotsSumTheRoundedActivations(*kernels, 41, cols, tokens, rng);
+      // 1-4 tokens over 37 rows: groups of four quads side by side (two quads from 3 tokens; the
+      // AVX2 set's one token: four parts of two quads), then a whole quad and a partial one. Over
+      // 31 rows: eight quads, the partial one last in the last part.
+      for (int64_t rows : {41, 35}) {
+        for (int64_t tokens : {1, 2, 3, 4}) {
+          SCOPED_TRACE(absl::StrCat(KernelSetName(*kernels), ", ", cols, " columns, ", rows,
+                                    " rows, ", tokens, " tokens"));
+          ExpectInt16DotsSumTheRoundedActivations(*kernels, rows, cols, tokens, rng);
+        }
       }
     }
   }

@@ -8,13 +8,14 @@
 // or 2 × 4); more tokens are split into even tiles that re-read the same four rows from L1 or L2,
 // never from DRAM. One token's dots read `one_token_streams` contiguous runs of weights at once
 // (OneTokenStreamsFromEnv below): 1 takes float32 rows (BF16 and int8 quads) one after the other,
-// 4 takes four of them side by side (the AVX2 sets: float32 rows in the four-row tile; their BF16
-// and int8 quads are one stream either way); so do the VNNI int8 dots of 2 tokens (two quads for
-// 3-4). With one stream, the AVX-512 sets read float32 rows of 2 tokens one at a time too, each
-// dotted with every token (x from L1) instead of in the four-row tile. BF16 and int8 rows are
-// widened to float32 in registers (exact), so x and all sums stay float32; an int8 row's sums are
-// multiplied by its scale at the end. The int16 sets' int8 dots (VNNI: vpdpwssd, AVX2: vpmaddwd)
-// instead round the activations to int16 (per token: x ≈ x_scale · xq, |xq| ≤
+// 4 takes four of them side by side (the AVX2 sets: float32 rows in the four-row tile, BF16 quads
+// and the int16 set's int8 quads from four parts of the call's rows, each a contiguous run; their
+// int8 quads on float32 activations are one stream either way); so do the VNNI int8 dots of 2
+// tokens (two quads for 3-4). With one stream, the AVX-512 sets read float32 rows of 2 tokens one
+// at a time too, each dotted with every token (x from L1) instead of in the four-row tile. BF16 and
+// int8 rows are widened to float32 in registers (exact), so x and all sums stay float32; an int8
+// row's sums are multiplied by its scale at the end. The int16 sets' int8 dots (VNNI: vpdpwssd,
+// AVX2: vpmaddwd) instead round the activations to int16 (per token: x ≈ x_scale · xq, |xq| ≤
 // Int8ActivationLevels(k)) and sum q · xq exactly in int32: the activations' rounding (~1/33 000 of
 // each token's largest value) is their only error.
 #ifndef MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
@@ -68,7 +69,8 @@ struct RowDotKernels {
                               const int16_t* xq, int64_t ldq, const float* x_scales, int64_t tokens,
                               float* out, int64_t ldo) = nullptr;
   // Weight streams each one-token dot reads at once (the AVX-512 and AVX2 sets: 1 or 4; the
-  // portable one: 1). The AVX2 sets read BF16 and int8 quads as one stream either way.
+  // portable one: 1). The AVX2 sets read int8 quads on float32 activations as one stream either
+  // way.
   int one_token_streams = 1;
 };
 
