@@ -15,6 +15,12 @@
 //   tokens_per_s[storage][M]        M ÷ seconds per step
 //   bandwidth_fraction[storage][M]  weight bytes per step ÷ seconds ÷ read bandwidth
 //   int8_vs_bf16_one_token          tokens/s with int8 ÷ with bf16 at M = 1 (target ≥ 1.8)
+//   one_token_streams[storage]      M = 1 with the one-token dots reading 1 and 4 weight streams
+//                                   per thread (SwigluOptions::one_token_streams) in turn, two
+//                                   passes each per round: tokens/s and four_vs_one, the median of
+//                                   the rounds' ratios (> 1: four streams are faster on this host;
+//                                   "default" is what a process here reads, MOE_ONE_TOKEN_STREAMS
+//                                   or the CPU's)
 //   error[storage]                  the layer output against f32 weights: 32 tokens, each through
 //                                   8 random experts combined with softmax weights; worst and
 //                                   median per-token relative L2, and max |Δ| ÷ max |y|
@@ -144,10 +150,13 @@ double ReadBandwidth() {
   return static_cast<double>(BandwidthBytes()) / best;
 }
 
-// Seconds per decode step of M = x.rows() tokens: one pass of steps over all the experts.
-double StepSeconds(const std::vector<SwigluWeights>& experts, const Matrix& x) {
+// Seconds per decode step of M = x.rows() tokens: one pass of steps over all the experts, the
+// one-token dots reading `one_token_streams` weight streams per thread (0: the process's).
+double StepSeconds(const std::vector<SwigluWeights>& experts, const Matrix& x,
+                   int one_token_streams = 0) {
   Matrix y(x.rows(), layer.d_model);
-  const SwigluOptions options = PoolOptions();
+  SwigluOptions options = PoolOptions();
+  options.one_token_streams = one_token_streams;
   const double seconds = Seconds([&] {
     for (int64_t e = 0; e < layer.experts; ++e) {
       if (!SwigluForward(experts[e], x, y.view(), options).ok()) std::abort();
@@ -225,7 +234,8 @@ int Run(int rounds) {
   for (int64_t m : kTokenCounts) tokens.emplace(m, GaussianMatrix(m, layer.d_model, 1.0f, 100 + m));
 
   std::vector<double> bandwidth, int8_vs_bf16;
-  std::map<WeightStorage, std::map<int64_t, std::vector<double>>> rate, fraction;
+  std::map<WeightStorage, std::map<int64_t, std::vector<double>>> rate, fraction, streams_rate;
+  std::map<WeightStorage, std::vector<double>> four_vs_one;
   ReadBufferBySum();  // untimed: the first pass allocates and faults in the read buffer
   for (int r = 0; r < rounds; ++r) {
     std::cerr << "round " << r + 1 << "/" << rounds << std::endl;
@@ -242,6 +252,18 @@ int Run(int rounds) {
       }
       if (m == 1)
         int8_vs_bf16.push_back(seconds[WeightStorage::kBF16] / seconds[WeightStorage::kInt8]);
+    }
+    // One token with 1 and 4 weight streams per thread in turn, two passes each, the order
+    // flipping every round: whatever the host's rate does meanwhile falls on both alike.
+    for (WeightStorage s : kStorages) {
+      double seconds[2] = {0, 0};  // [kOneTokenStreamChoices[i]]
+      for (int pass = 0; pass < 4; ++pass) {
+        const int i = (pass + r) % 2;
+        seconds[i] += StepSeconds(experts.at(s), tokens.at(1), kOneTokenStreamChoices[i]);
+      }
+      for (int i = 0; i < 2; ++i)
+        streams_rate[s][kOneTokenStreamChoices[i]].push_back(2 / seconds[i]);
+      four_vs_one[s].push_back(seconds[0] / seconds[1]);
     }
   }
   std::cerr << "output error" << std::endl;
@@ -262,6 +284,15 @@ int Run(int rounds) {
     }
     return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
   };
+  std::vector<std::string> streams_parts;
+  for (WeightStorage s : kStorages) {
+    streams_parts.push_back(absl::StrFormat(R"("%s": {"tokens_per_s": %s, "four_vs_one": %.3f})",
+                                            Name(s), per_m(streams_rate.at(s), 1),
+                                            Median(four_vs_one.at(s))));
+  }
+  const std::string streams_json =
+      absl::StrCat(R"({"default": )", OneTokenStreamsFromEnv().value_or(0), ", ",
+                   absl::StrJoin(streams_parts, ", "), "}");
   const double int8_ratio = Median(int8_vs_bf16);
   std::printf(
       R"({"shape": "%s", "d_model": %d, "experts": %d, "width": %d, "top_k": %d, )"
@@ -270,7 +301,7 @@ int Run(int rounds) {
       R"("layer_bytes": {"f32": %.0f, )"
       R"("bf16": %.0f, "int8": %.0f}, "read_bandwidth_GBps": %.2f, )"
       R"("read_bandwidth_GBps_min_max": [%.2f, %.2f], "tokens_per_s": %s, )"
-      R"("bandwidth_fraction": %s, "error_vs_f32": %s})"
+      R"("bandwidth_fraction": %s, "one_token_streams": %s, "error_vs_f32": %s})"
       "\n",
       layer.name, static_cast<int>(layer.d_model), static_cast<int>(layer.experts),
       static_cast<int>(layer.width), static_cast<int>(layer.top_k), int8_ratio,
@@ -281,7 +312,7 @@ int Run(int rounds) {
       layer_bytes[WeightStorage::kInt8], Median(bandwidth) / 1e9,
       *std::min_element(bandwidth.begin(), bandwidth.end()) / 1e9,
       *std::max_element(bandwidth.begin(), bandwidth.end()) / 1e9, per_storage(rate, 1).c_str(),
-      per_storage(fraction, 3).c_str(), error.c_str());
+      per_storage(fraction, 3).c_str(), streams_json.c_str(), error.c_str());
   return 0;
 }
 

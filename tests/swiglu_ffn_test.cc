@@ -116,6 +116,45 @@ TEST_P(SwigluPathTest, MatchesTripleLoopReferenceInDouble) {
 
 INSTANTIATE_TEST_SUITE_P(AllPaths, SwigluPathTest, ::testing::ValuesIn(AllCases()), CaseName);
 
+// SwigluOptions::one_token_streams picks the one-token dots' streams per call, whatever the
+// process's (MOE_ONE_TOKEN_STREAMS); both match the reference, and any other count fails.
+TEST(SwigluFfnTest, OneTokenStreamsOptionPicksTheDotsPerCall) {
+  std::mt19937 rng(5);
+  for (WeightStorage storage : {WeightStorage::kF32, WeightStorage::kBF16, WeightStorage::kInt8}) {
+    const SwigluWeights w = RandomWeights(203, 701, rng, storage);
+    const Matrix x = RandomMatrix(1, 203, 1.0f, rng);
+    const std::vector<double> want = ReferenceSwiglu(Widened(w), x);
+    // int8 weights: against their own values widened, but on activations rounded to int16
+    // (~1/33 000 of each token's largest value: row_dot_kernel.h).
+    const double tolerance = storage == WeightStorage::kInt8 ? 1e-4 : kSwigluTolerance;
+    for (Isa isa : {Isa::kAvx512, Isa::kAvx2}) {
+      if (IsaKernels(isa) == nullptr) continue;
+      for (int streams : kOneTokenStreamChoices) {
+        const std::string what = absl::StrCat(IsaName(isa), " storage ", static_cast<int>(storage),
+                                              ", ", streams, " streams");
+        Matrix y(1, 203);
+        SwigluOptions options;
+        AllowOnly(isa, options);
+        options.allow_avx512_bf16 = false;
+        options.one_token_streams = streams;
+        SwigluReport report;
+        options.report = &report;
+        ASSERT_TRUE(SwigluForward(w, x, y.view(), options).ok()) << what;
+        EXPECT_EQ(report.one_token_streams, streams) << what;
+        ExpectMatches(y, want, what, tolerance);
+      }
+    }
+    for (int streams : {-1, 2, 3, 8}) {
+      Matrix y(1, 203);
+      SwigluOptions options;
+      options.one_token_streams = streams;
+      const absl::Status status = SwigluForward(w, x, y.view(), options);
+      EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << streams;
+      EXPECT_NE(status.message().find("one_token_streams"), std::string::npos) << status;
+    }
+  }
+}
+
 // The path a call takes, as the kernel reports it. The portable kernel loses to OpenBLAS from 16
 // tokens on (kSwitchPortable), the AVX2 one from kSwitchAvx2; with AVX-512, the switch point
 // depends on OpenBLAS's kernels, so those cases check the point in effect from both sides.

@@ -100,9 +100,10 @@ const RowDotKernels* Avx2Int16RowDotKernels(int one_token_streams = 4);
 // portable one without AVX2); `allow_avx2` = false too, the portable one. An int16 set (VNNI, or
 // below AVX-512 the AVX2 one) only with `allow_int16_dots` (they differ in the int8 dots alone,
 // which SwigluForward asks them for, for int8 weights). The AVX-512 and AVX2 sets read
-// OneTokenStreamsFromEnv()'s streams (this CPU's default if the variable is invalid).
+// `one_token_streams` (one of kOneTokenStreamChoices; anything else, e.g. the default 0:
+// OneTokenStreamsFromEnv()'s streams, this CPU's default if the variable is invalid).
 const RowDotKernels& BestRowDotKernels(bool allow_avx512 = true, bool allow_int16_dots = false,
-                                       bool allow_avx2 = true);
+                                       bool allow_avx2 = true, int one_token_streams = 0);
 
 }  // namespace moe
 

@@ -134,16 +134,26 @@ absl::StatusOr<int> OneTokenStreamsFromEnv() {
   return streams;
 }
 
-const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_int16_dots, bool allow_avx2) {
-  static const int streams = OneTokenStreamsFromEnv().value_or(CpuDefaultOneTokenStreams());
-  static const RowDotKernels* const avx512 = Avx512RowDotKernels(streams);
-  static const RowDotKernels* const vnni = Avx512VnniRowDotKernels(streams);
-  static const RowDotKernels* const avx2 = Avx2RowDotKernels(streams);
-  static const RowDotKernels* const avx2_int16 = Avx2Int16RowDotKernels(streams);
-  if (allow_avx512 && allow_int16_dots && vnni != nullptr) return *vnni;
-  if (allow_avx512 && avx512 != nullptr) return *avx512;
-  if (allow_avx2 && allow_int16_dots && avx2_int16 != nullptr) return *avx2_int16;
-  if (allow_avx2 && avx2 != nullptr) return *avx2;
+const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_int16_dots, bool allow_avx2,
+                                       int one_token_streams) {
+  // This CPU's sets for each stream choice, looked up once.
+  struct Sets {
+    const RowDotKernels *avx512, *vnni, *avx2, *avx2_int16;
+  };
+  auto sets_of = [](int streams) {
+    return Sets{Avx512RowDotKernels(streams), Avx512VnniRowDotKernels(streams),
+                Avx2RowDotKernels(streams), Avx2Int16RowDotKernels(streams)};
+  };
+  static const Sets one_stream = sets_of(1), four_streams = sets_of(4);
+  static const int process_streams =
+      OneTokenStreamsFromEnv().value_or(CpuDefaultOneTokenStreams());
+  const int streams =
+      one_token_streams == 1 || one_token_streams == 4 ? one_token_streams : process_streams;
+  const Sets& sets = streams == 1 ? one_stream : four_streams;
+  if (allow_avx512 && allow_int16_dots && sets.vnni != nullptr) return *sets.vnni;
+  if (allow_avx512 && sets.avx512 != nullptr) return *sets.avx512;
+  if (allow_avx2 && allow_int16_dots && sets.avx2_int16 != nullptr) return *sets.avx2_int16;
+  if (allow_avx2 && sets.avx2 != nullptr) return *sets.avx2;
   return PortableRowDotKernels();
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "common/kernels/bf16_dot_kernel.h"
@@ -129,7 +130,15 @@ absl::StatusOr<SwigluChoice> ChooseSwiglu(const SwigluWeights& weights, int64_t 
       allow_avx512 && options.allow_avx512_bf16 && cap < SwigluKernelCap::kAvx512;
   const bool allow_int16_dots = options.allow_int16_dots && cap != SwigluKernelCap::kAvx512 &&
                                 weights.storage() == WeightStorage::kInt8;
-  const RowDotKernels& kernels = BestRowDotKernels(allow_avx512, allow_int16_dots, allow_avx2);
+  if (options.one_token_streams != 0 &&
+      std::find(std::begin(kOneTokenStreamChoices), std::end(kOneTokenStreamChoices),
+                options.one_token_streams) == std::end(kOneTokenStreamChoices)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("one_token_streams is ", options.one_token_streams,
+                     ": expected 1 or 4 weight streams per thread, or 0 for the process's"));
+  }
+  const RowDotKernels& kernels =
+      BestRowDotKernels(allow_avx512, allow_int16_dots, allow_avx2, options.one_token_streams);
   const bool allow_amx = allow_bf16_dot && options.allow_amx && cap != SwigluKernelCap::kAvx512Bf16;
   const Bf16DotKernels* dot =
       allow_bf16_dot && weights.bf16() != nullptr ? BestBf16DotKernels(allow_amx, tokens) : nullptr;
@@ -180,6 +189,7 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
   report.kernels = path == SwigluPath::kBf16Dot ? dot->name
                    : choice.int8_amx != nullptr ? choice.int8_amx->name
                                                 : kernels.name;
+  report.one_token_streams = kernels.one_token_streams;
   if (y.size() == 0 || weights.width() == 0) {
     for (int64_t t = 0; t < y.rows; ++t) std::fill(y.row(t), y.row(t) + y.cols, 0.0f);
   } else if (path == SwigluPath::kBf16Dot) {

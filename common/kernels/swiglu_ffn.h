@@ -115,6 +115,7 @@ struct SwigluReport {
   // "amx-int8" (int8 weights on AMX tiles, common/kernels/int8_dot_kernel.h), "avx512vnni" or
   // "avx2-int16" (int8 weights), "avx512", "avx2" or "portable".
   const char* kernels = "";
+  int one_token_streams = 1;  // the row-dot kernels' weight streams per thread for one token
   bool copied_input = false;  // x was copied into the streaming kernel's layout
 };
 
@@ -127,6 +128,9 @@ struct SwigluOptions {
   bool allow_avx512_bf16 = true;  // false: never the bf16-activation path
   bool allow_amx = true;          // false: no AMX tiles (bf16 activations or int8 dots)
   bool allow_int16_dots = true;   // false: int8 dots widen to float32 (no int16 activations)
+  // Weight streams per thread in one-token dots (row_dot_kernel.h): 1 or 4; 0, the process's
+  // (MOE_ONE_TOKEN_STREAMS, else this CPU's default). Anything else fails (InvalidArgument).
+  int one_token_streams = 0;
   // The streaming path's threads (the caller's plus the pool's helpers); nullptr: the calling
   // thread only. Not owned.
   KernelThreadPool* pool = nullptr;
