@@ -23,9 +23,10 @@ namespace {
 // rounding.
 TEST(Int8RowDotTest, EveryKernelSetMatchesDoubleOnOddRowCounts) {
   std::mt19937 rng(9);
-  // 41 rows: from row 4 on, two groups of four quads (one-token dots reading four streams), a
-  // whole quad and a partial one.
-  for (const auto& [rows, tokens] : {std::pair<int64_t, int64_t>{11, 7}, {41, 1}}) {
+  // From row 4 on, 41 rows: one token's four parts of two quads each (dots reading four streams),
+  // then a whole quad and a partial one; 35 rows: eight quads, the partial one last in the last
+  // part.
+  for (const auto& [rows, tokens] : {std::pair<int64_t, int64_t>{11, 7}, {41, 1}, {35, 1}}) {
     const int64_t cols = 45;
     const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
     const int64_t k = w.padded_cols();
@@ -126,9 +127,10 @@ TEST(Int8RowDotTest, Int16DotsSumTheRoundedActivationsExactly) {
             absl::StrCat(KernelSetName(*kernels), ", ", cols, " columns, ", tokens, " tokens"));
         ExpectInt16DotsSumTheRoundedActivations(*kernels, 11, cols, tokens, rng);
       }
-      // 1-4 tokens over 37 rows: groups of four quads side by side (two quads from 3 tokens; the
-      // AVX2 set's one token: four parts of two quads), then a whole quad and a partial one. Over
-      // 31 rows: eight quads, the partial one last in the last part.
+      // 1-4 tokens over 37 rows: one token reads four parts of two quads each; 2-4 tokens (the
+      // VNNI set) groups of four neighbouring quads side by side (two quads from 3 tokens); then a
+      // whole quad and a partial one. Over 31 rows: eight quads, the partial one last in the last
+      // part.
       for (int64_t rows : {41, 35}) {
         for (int64_t tokens : {1, 2, 3, 4}) {
           SCOPED_TRACE(absl::StrCat(KernelSetName(*kernels), ", ", cols, " columns, ", rows,

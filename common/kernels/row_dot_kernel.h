@@ -8,16 +8,16 @@
 // or 2 × 4); more tokens are split into even tiles that re-read the same four rows from L1 or L2,
 // never from DRAM. One token's dots read `one_token_streams` contiguous runs of weights at once
 // (OneTokenStreamsFromEnv below): 1 takes float32 rows (BF16 and int8 quads) one after the other,
-// 4 takes four of them side by side (the AVX2 sets: float32 rows in the four-row tile, BF16 quads
-// and the int16 set's int8 quads from four parts of the call's rows, each a contiguous run; their
-// int8 quads on float32 activations are one stream either way); so do the VNNI int8 dots of 2
-// tokens (two quads for 3-4). With one stream, the AVX-512 sets read float32 rows of 2 tokens one
-// at a time too, each dotted with every token (x from L1) instead of in the four-row tile. BF16 and
-// int8 rows are widened to float32 in registers (exact), so x and all sums stay float32; an int8
-// row's sums are multiplied by its scale at the end. The int16 sets' int8 dots (VNNI: vpdpwssd,
-// AVX2: vpmaddwd) instead round the activations to int16 (per token: x ≈ x_scale · xq, |xq| ≤
-// Int8ActivationLevels(k)) and sum q · xq exactly in int32: the activations' rounding (~1/33 000 of
-// each token's largest value) is their only error.
+// 4 takes four of them side by side, one from each of four parts of the call's rows, each a
+// contiguous run (but the AVX2 sets' float32 rows, read in the four-row tile, and their int8 quads
+// on float32 activations, one stream either way); the VNNI int8 dots of 2 tokens read four
+// neighbouring quads side by side (two for 3-4). With one stream, the AVX-512 sets read float32
+// rows of 2 tokens one at a time too, each dotted with every token (x from L1) instead of in the
+// four-row tile. BF16 and int8 rows are widened to float32 in registers (exact), so x and all sums
+// stay float32; an int8 row's sums are multiplied by its scale at the end. The int16 sets' int8
+// dots (VNNI: vpdpwssd, AVX2: vpmaddwd) instead round the activations to int16 (per token: x ≈
+// x_scale · xq, |xq| ≤ Int8ActivationLevels(k)) and sum q · xq exactly in int32: the activations'
+// rounding (~1/33 000 of each token's largest value) is their only error.
 #ifndef MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 
@@ -76,12 +76,12 @@ struct RowDotKernels {
 
 // How many weight streams a thread reads at once in a one-token dot, the AVX-512 and AVX2 sets'
 // choice. One core's read rate from DRAM depends on it, by CPU: a Zen 4 core read one stream of
-// rows 1.35-1.42x faster than four rows side by side; an Intel Xeon (Sapphire Rapids class) core
-// reads ~1.6x faster from four streams than from one, and so did a Zen 3 (two cores' one-token
-// float32 dots 1.44x; README "One token: weight streams per thread"). The environment variable
-// MOE_ONE_TOKEN_STREAMS (1 or 4; read once per process) sets it; unset, 1 on AMD CPUs with
-// AVX-512 (Zen 4 and later) and 4 on others. InvalidArgument, naming the variable, for any other
-// value.
+// rows 1.35-1.42x faster than four neighbouring rows side by side; an Intel Xeon (Sapphire Rapids
+// class) core read ~1.6x faster from four neighbouring streams than from one, and so did a Zen 3
+// (two cores' one-token float32 dots 1.44x); a Zen 5 read four parts 1.1-1.2x faster than one
+// stream (README "One token: weight streams per thread"). The environment variable
+// MOE_ONE_TOKEN_STREAMS (1 or 4; read once per process) sets it; unset, 1 on AMD Zen 4 (family 25
+// with AVX-512) and 4 on others. InvalidArgument, naming the variable, for any other value.
 absl::StatusOr<int> OneTokenStreamsFromEnv();
 inline constexpr int kOneTokenStreamChoices[] = {1, 4};
 

@@ -230,11 +230,11 @@ void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* 
 
 // One token, S quads side by side, each from its own part of the call's rows
 // (ForEachOneTokenPart): S contiguous runs per thread, each quad prefetched 1 KB ahead as alone.
-// Neighbouring quads side by side (the AVX-512 sets' OneTokenQuads) are not long runs: each
-// stream jumps S quads ahead after every quad. Measured on a 2-core Zen 3 (family 25 model 1,
-// KVM), a bf16 OLMoE layer at one token (`moe_decode_bench --shape=olmoe`, the variants taking
-// turns within one process, 8-12 rounds, median weight GB/s): one quad at a time 26.3 / 26.3 /
-// 28.2, four parts 28.1 / 29.0 / 30.1 (27.8 / 28.3 without the prefetch), neighbouring quads 27.3
+// Neighbouring quads side by side (what the AVX-512 sets read before they took parts too) are not
+// long runs: each stream jumps S quads ahead after every quad. Measured on a 2-core Zen 3 (family
+// 25 model 1, KVM), a bf16 OLMoE layer at one token (`moe_decode_bench --shape=olmoe`, the variants
+// taking turns within one process, 8-12 rounds, median weight GB/s): one quad at a time 26.3 / 26.3
+// / 28.2, four parts 28.1 / 29.0 / 30.1 (27.8 / 28.3 without the prefetch), neighbouring quads 27.3
 // in the third run; README "Quads from four parts at one token".
 template <int S>
 void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, int64_t ldx,

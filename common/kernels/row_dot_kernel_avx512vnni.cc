@@ -29,13 +29,14 @@ namespace {
 
 constexpr int kRows = Int8Matrix::kQuadRows;
 constexpr int kMaxTokens = 8;  // 2 × 8 int32 accumulators + 2 weight lines + x in 32 registers
-// Software prefetch, per stream (a quad): into L1 this far ahead, and, in the four-stream set
-// (Intel CPUs' default, row_dot_kernel.h), into L2 further ahead. Served layer, int8, one token,
-// alternating builds: on the Intel Xeon with AMX (four streams) the L2 prefetch 8 KB ahead read
-// 8-12% faster than the L1 one alone (4 KB +4-7%, 16 KB as 8 KB); on a Zen 5 (one stream) 2-17%
-// slower (Qwen3 and OLMoE, nine pairs); in the bf16 row dots (avx512 kernel) 5% slower on the Xeon.
-// One stream per thread (the AMD default): calls of a few tokens prefetch into L2 too, further
-// ahead (few_token_prefetch.h); one token does not.
+// Software prefetch, per stream (a quad): into L1 this far ahead, and, in the four-stream set at
+// 2-4 tokens, into L2 further ahead. Served layer, int8, one token, alternating builds, when four
+// streams read neighbouring quads at one token too: on the Intel Xeon with AMX the L2 prefetch 8 KB
+// ahead read 8-12% faster than the L1 one alone (4 KB +4-7%, 16 KB as 8 KB); on a Zen 5 (one
+// stream) 2-17% slower (Qwen3 and OLMoE, nine pairs); in the bf16 row dots (avx512 kernel) 5%
+// slower on the Xeon. One token's four parts read without it (OneTokenParts). One stream per
+// thread (Zen 4's default): calls of a few tokens prefetch into L2 too, further ahead
+// (few_token_prefetch.h); one token does not.
 constexpr int64_t kPrefetchBytes = 1024;
 constexpr int64_t kPrefetchL2Bytes = 8192;
 static_assert(kRows == 4 && Int8Matrix::kChunkCols == 16);
@@ -76,13 +77,14 @@ inline double SumOfLanes(__m512i v, int half) {
   return _mm512_reduce_add_pd(_mm512_cvtepi32_pd(lanes));
 }
 
-// out[t * ldo + r] for r < num_rows, t < T, from Q quads of int8 rows that lie back to back from
-// `quads`, read side by side (Q streams), and T tokens of int16 activations. Rows from num_rows on
-// are not written. `prefetch` on the first token tile of a quad only; into L2 as well, kL2Bytes
-// ahead, unless that is 0.
+// out[t * ldo + r], t < T, for the rows r < `rows` of Q quads read side by side (Q streams), quad
+// q holding rows first_rows[q] to first_rows[q] + 3 of `quads`, and T tokens of int16
+// activations. `prefetch` on the first token tile of a quad only; into L2 as well, kL2Bytes ahead,
+// unless that is 0.
 template <int Q, int T, int64_t kL2Bytes>
-void Tile(const int8_t* quads, const float* scales, int num_rows, int64_t k, const int16_t* xq,
-          int64_t ldq, const float* x_scales, float* out, int64_t ldo, bool prefetch) {
+void Tile(const int8_t* quads, const float* scales, const int64_t (&first_rows)[Q], int64_t rows,
+          int64_t k, const int16_t* xq, int64_t ldq, const float* x_scales, float* out, int64_t ldo,
+          bool prefetch) {
   static_assert(Q * T <= kMaxTokens, "2 × Q × T int32 sums, x and two weight lines in registers");
   // int32 lanes 0-7: the first row of the pair, 8-15: the second.
   __m512i rows01[Q][T], rows23[Q][T];
@@ -94,7 +96,7 @@ void Tile(const int8_t* quads, const float* scales, int num_rows, int64_t k, con
   for (int64_t i = 0; i < k; i += 16) {
 #pragma GCC unroll 4
     for (int q = 0; q < Q; ++q) {
-      const int8_t* line = quads + q * kRows * k + i * kRows;
+      const int8_t* line = quads + first_rows[q] * k + i * kRows;
       if (prefetch) {
         _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
         if constexpr (kL2Bytes > 0) {
@@ -120,33 +122,61 @@ void Tile(const int8_t* quads, const float* scales, int num_rows, int64_t k, con
       // lanes are summed in double, where the k products' total fits exactly.
       const double sums[kRows] = {SumOfLanes(rows01[q][t], 0), SumOfLanes(rows01[q][t], 1),
                                   SumOfLanes(rows23[q][t], 0), SumOfLanes(rows23[q][t], 1)};
-      for (int r = 0; r < kRows && q * kRows + r < num_rows; ++r) {
-        out[t * ldo + q * kRows + r] =
-            scales[q * kRows + r] * x_scales[t] * static_cast<float>(sums[r]);
+      for (int r = 0; r < kRows && first_rows[q] + r < rows; ++r) {
+        const int64_t row = first_rows[q] + r;
+        out[t * ldo + row] = scales[row] * x_scales[t] * static_cast<float>(sums[r]);
       }
     }
   }
 }
 
-// T tokens over Q quads side by side while Q remain, the rest one quad at a time.
+// One quad's T tokens (rows r0 to r0 + 3, those below `rows`).
+template <int T, int64_t kL2Bytes>
+void OneQuad(const int8_t* quads, const float* scales, int64_t r0, int64_t rows, int64_t k,
+             const int16_t* xq, int64_t ldq, const float* x_scales, float* out, int64_t ldo,
+             bool prefetch) {
+  const int64_t first_row[1] = {r0};
+  Tile<1, T, kL2Bytes>(quads, scales, first_row, rows, k, xq, ldq, x_scales, out, ldo, prefetch);
+}
+
+// T tokens over Q neighbouring quads side by side while Q remain, the rest one quad at a time.
 template <int Q, int T, int64_t kL2Bytes>
 void SideBySide(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                 const int16_t* xq, int64_t ldq, const float* x_scales, float* out, int64_t ldo) {
   int64_t r0 = 0;
   for (; r0 + Q * kRows <= rows; r0 += Q * kRows) {
-    Tile<Q, T, kL2Bytes>(quads + r0 * k, scales + r0, Q * kRows, k, xq, ldq, x_scales, out + r0,
-                         ldo, true);
+    int64_t first_rows[Q];
+    for (int q = 0; q < Q; ++q) first_rows[q] = r0 + q * kRows;
+    Tile<Q, T, kL2Bytes>(quads, scales, first_rows, rows, k, xq, ldq, x_scales, out, ldo, true);
   }
   for (; r0 < rows; r0 += kRows) {
-    const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
-    Tile<1, T, kL2Bytes>(quads + r0 * k, scales + r0, n, k, xq, ldq, x_scales, out + r0, ldo, true);
+    OneQuad<T, kL2Bytes>(quads, scales, r0, rows, k, xq, ldq, x_scales, out, ldo, true);
   }
 }
 
-// S > 1 streams: calls of up to 4 tokens read S quads side by side (S / 2 from 3 tokens, so the
-// sums fit the registers); more tokens, or S = 1, one quad at a time in token tiles. Prefetched
-// into L2 as well with S > 1 (kPrefetchL2Bytes), and with S = 1 from 2 tokens
-// (few_token_prefetch.h).
+// One token over S quads side by side, one from each of S parts of the call's rows
+// (ForEachOneTokenPart, token_tiles.h), so that each stream runs on through its part; without the
+// L2 prefetch. Measured on a 2-core Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, one token, the
+// readings taking turns in one process, 12 rounds, median weight GB/s): one quad at a time 48.6 /
+// 41.1, neighbouring quads with the L2 prefetch (what four streams read before) 41.6 / 36.4, four
+// parts 52.4 / 43.9, four parts with the L2 prefetch 8 KB ahead 45.4 / 41.7.
+template <int S>
+void OneTokenParts(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
+                   const int16_t* xq, const float* x_scale, float* out) {
+  ForEachOneTokenPart<S>(
+      rows, kRows,
+      [&](const int64_t(&first_rows)[S]) {
+        Tile<S, 1, 0>(quads, scales, first_rows, rows, k, xq, 0, x_scale, out, 0, true);
+      },
+      [&](int64_t r0, int) {
+        OneQuad<1, 0>(quads, scales, r0, rows, k, xq, 0, x_scale, out, 0, true);
+      });
+}
+
+// S > 1 streams: one token reads S parts side by side (OneTokenParts); calls of 2-4 tokens read S
+// neighbouring quads side by side (S / 2 from 3 tokens, so the sums fit the registers),
+// prefetched into L2 as well (kPrefetchL2Bytes); more tokens, or S = 1, one quad at a time in
+// token tiles, prefetched into L2 with S = 1 from 2 tokens (few_token_prefetch.h).
 template <int S>
 void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                        const int16_t* xq, int64_t ldq, const float* x_scales, int64_t tokens,
@@ -155,7 +185,7 @@ void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, i
   if constexpr (S > 1) {
     switch (tokens) {
       case 1:
-        return SideBySide<S, 1, kL2Bytes>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
+        return OneTokenParts<S>(quads, scales, rows, k, xq, x_scales, out);
       case 2:
         return SideBySide<S, 2, kL2Bytes>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
       case 3:
@@ -167,12 +197,12 @@ void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, i
     }
   }
   auto tiles = [&](auto l2_bytes) {
-    ForEachRowGroupTile<kMaxTokens>(rows, kRows, tokens,
-                                    [&](auto tile, int64_t r0, int n, int64_t t) {
-                                      Tile<1, decltype(tile)::value, decltype(l2_bytes)::value>(
-                                          quads + r0 * k, scales + r0, n, k, xq + t * ldq, ldq,
-                                          x_scales + t, out + t * ldo + r0, ldo, t == 0);
-                                    });
+    ForEachRowGroupTile<kMaxTokens>(
+        rows, kRows, tokens, [&](auto tile, int64_t r0, int, int64_t t) {
+          OneQuad<decltype(tile)::value, decltype(l2_bytes)::value>(quads, scales, r0, rows, k,
+                                                                    xq + t * ldq, ldq, x_scales + t,
+                                                                    out + t * ldo, ldo, t == 0);
+        });
   };
   if (S == 1 && UsesFewTokenL2Prefetch(tokens)) {
     return tiles(std::integral_constant<int64_t, kFewTokenL2PrefetchBytes>());

@@ -5,6 +5,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/row_dot_kernel.h"
@@ -102,12 +106,17 @@ void UnpackInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t 
   }
 }
 
-// Weight streams per one-token dot without MOE_ONE_TOKEN_STREAMS: 1 on AMD CPUs with AVX-512 (Zen
-// 4 and later), 4 on others (Intel CPUs; AMD Zen 3 and older).
+// Weight streams per one-token dot without MOE_ONE_TOKEN_STREAMS: 1 on AMD Zen 4 (family 25 with
+// AVX-512), 4 on others (Intel CPUs; AMD Zen 5, family 26, and Zen 3 and older).
 int CpuDefaultOneTokenStreams() {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_is("amd") && __builtin_cpu_supports("avx512f")) return 1;
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__builtin_cpu_is("amd") && __builtin_cpu_supports("avx512f") &&
+      __get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+    const unsigned family = ((eax >> 8) & 0xf) + ((eax >> 20) & 0xff);  // base 0xf + extended
+    if (family == 25) return 1;
+  }
 #endif
   return 4;
 }
@@ -145,8 +154,7 @@ const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_int16_dots,
                 Avx2RowDotKernels(streams), Avx2Int16RowDotKernels(streams)};
   };
   static const Sets one_stream = sets_of(1), four_streams = sets_of(4);
-  static const int process_streams =
-      OneTokenStreamsFromEnv().value_or(CpuDefaultOneTokenStreams());
+  static const int process_streams = OneTokenStreamsFromEnv().value_or(CpuDefaultOneTokenStreams());
   const int streams =
       one_token_streams == 1 || one_token_streams == 4 ? one_token_streams : process_streams;
   const Sets& sets = streams == 1 ? one_stream : four_streams;

@@ -88,20 +88,25 @@ void FewTokensF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const fl
   }
 }
 
-// One token, R rows side by side: R read streams per thread (OneTokenStreamsFromEnv), two sums
-// per row.
+// One token, R rows side by side, row first_rows[r] of `w` in each (one from each of R parts of
+// the call's rows, ForEachOneTokenPart): R long read streams per thread, two sums per row.
 template <int R>
-void OneTokenRowsF32(const float* w, int64_t ldw, int64_t k, const float* x, float* out) {
+void OneTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R], int64_t k,
+                     const float* x, float* out) {
   const int64_t ahead = kPrefetchF32Bytes / static_cast<int64_t>(sizeof(float));
+  const float* rows[R];
   __m512 sum[R][2];
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) sum[r][0] = sum[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < R; ++r) {
+    rows[r] = w + first_rows[r] * ldw;
+    sum[r][0] = sum[r][1] = _mm512_setzero_ps();
+  }
   int64_t i = 0;
   for (; i + 32 <= k; i += 32) {
     const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const float* row = w + r * ldw + i;
+      const float* row = rows[r] + i;
       Prefetch(row + ahead);
       Prefetch(row + ahead + 16);
       sum[r][0] = _mm512_fmadd_ps(_mm512_loadu_ps(row), x0, sum[r][0]);
@@ -114,21 +119,23 @@ void OneTokenRowsF32(const float* w, int64_t ldw, int64_t k, const float* x, flo
     const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      sum[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + r * ldw + i), xv, sum[r][0]);
+      sum[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, rows[r] + i), xv, sum[r][0]);
     }
   }
-  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(sum[r][0], sum[r][1]));
+  for (int r = 0; r < R; ++r) {
+    out[first_rows[r]] = _mm512_reduce_add_ps(_mm512_add_ps(sum[r][0], sum[r][1]));
+  }
 }
 
 }  // namespace
 
 void OneTokenDotsF32Avx512(int streams, const float* w, int64_t ldw, int64_t rows, int64_t k,
                            const float* x, float* out) {
-  int64_t r = 0;
-  if (streams == 4) {
-    for (; r + 4 <= rows; r += 4) OneTokenRowsF32<4>(w + r * ldw, ldw, k, x, out + r);
-  }
-  DotsF32OneToken(w + r * ldw, ldw, rows - r, k, x, out + r);
+  if (streams != 4) return DotsF32OneToken(w, ldw, rows, k, x, out);
+  ForEachOneTokenPart<4>(
+      rows, 1,
+      [&](const int64_t(&first_rows)[4]) { OneTokenRowsF32<4>(w, ldw, first_rows, k, x, out); },
+      [&](int64_t r, int) { DotsF32OneToken(w + r * ldw, ldw, 1, k, x, out + r); });
 }
 
 void FewTokenDotsF32Avx512(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,

@@ -14,7 +14,7 @@ namespace moe {
 // choice moves results by a few percent at most; this was best or tied at M = 1, 4, 8.
 inline constexpr int64_t kPrefetchF32Bytes = 1024;
 
-// With one stream per one-token dot (the AMD default), float32 rows of this many tokens are read
+// With one stream per one-token dot (Zen 4's default), float32 rows of this many tokens are read
 // one at a time, more tokens in the four-row tile. Measured on a Zen 4 (moe_decode_bench, fp32,
 // two cores, weight bytes/s ÷ the read bandwidth bracketing each pass; OLMoE with the row loop
 // switched on at run time against off, Qwen3 against MOE_ONE_TOKEN_STREAMS=4, two alternating
@@ -24,7 +24,8 @@ inline constexpr int64_t kPrefetchF32Bytes = 1024;
 inline constexpr int kMaxOneStreamTokens = 2;
 
 // out[r] = Σ_{i<k} w[r * ldw + i] · x[i] for r < rows, reading `streams` rows side by side (1 or
-// 4; OneTokenStreamsFromEnv) while that many remain, the rest one after the other.
+// 4; OneTokenStreamsFromEnv): with 4, one row from each quarter of the rows (ForEachOneTokenPart,
+// token_tiles.h), so each stream runs on through its quarter; the rows left over, one at a time.
 void OneTokenDotsF32Avx512(int streams, const float* w, int64_t ldw, int64_t rows, int64_t k,
                            const float* x, float* out);
 
