@@ -127,10 +127,9 @@ TEST(Int8RowDotTest, Int16DotsSumTheRoundedActivationsExactly) {
             absl::StrCat(KernelSetName(*kernels), ", ", cols, " columns, ", tokens, " tokens"));
         ExpectInt16DotsSumTheRoundedActivations(*kernels, 11, cols, tokens, rng);
       }
-      // 1-4 tokens over 37 rows: one token reads four parts of two quads each; 2-4 tokens (the
-      // VNNI set) groups of four neighbouring quads side by side (two quads from 3 tokens); then a
-      // whole quad and a partial one. Over 31 rows: eight quads, the partial one last in the last
-      // part.
+      // 1-4 tokens over 37 rows: one token (and two, in the VNNI set) reads four parts of two quads
+      // each, then a whole quad and a partial one; 3-4 tokens one quad at a time. Over 31 rows:
+      // eight quads, the partial one last in the last part.
       for (int64_t rows : {41, 35}) {
         for (int64_t tokens : {1, 2, 3, 4}) {
           SCOPED_TRACE(absl::StrCat(KernelSetName(*kernels), ", ", cols, " columns, ", rows,

@@ -28,14 +28,13 @@ namespace {
 
 constexpr int kRows = Int8Matrix::kQuadRows;
 constexpr int kMaxTokens = 8;  // 2 × 8 int32 accumulators + 2 weight lines + x in 32 registers
-// Software prefetch, per stream (a quad): into L1 this far ahead, and, in the four-stream set at
-// 2-4 tokens, into L2 further ahead. Served layer, int8, one token, alternating builds, when four
+// Software prefetch, per stream (a quad): into L1 this far ahead, and, in the four-stream set past
+// 4 tokens, into L2 further ahead. Served layer, int8, one token, alternating builds, when four
 // streams read neighbouring quads at one token too: on the Intel Xeon with AMX the L2 prefetch 8 KB
 // ahead read 8-12% faster than the L1 one alone (4 KB +4-7%, 16 KB as 8 KB); on a Zen 5 (one
 // stream) 2-17% slower (Qwen3 and OLMoE, nine pairs); in the bf16 row dots (avx512 kernel) 5%
-// slower on the Xeon. One token's four parts read without it (OneTokenParts). One stream per
-// thread (Zen 4's default): calls of a few tokens prefetch into L2 too, further ahead
-// (few_token_prefetch.h); one token does not.
+// slower on the Xeon. One and two tokens' four parts read without it (Parts). Calls of 2-16
+// tokens one quad at a time prefetch into L2 32 KB ahead (few_token_prefetch.h).
 constexpr int64_t kPrefetchBytes = 1024;
 constexpr int64_t kPrefetchL2Bytes = 8192;
 static_assert(kRows == 4 && Int8Matrix::kChunkCols == 16);
@@ -138,62 +137,44 @@ void OneQuad(const int8_t* quads, const float* scales, int64_t r0, int64_t rows,
   Tile<1, T, kL2Bytes>(quads, scales, first_row, rows, k, xq, ldq, x_scales, out, ldo, prefetch);
 }
 
-// T tokens over Q neighbouring quads side by side while Q remain, the rest one quad at a time.
-template <int Q, int T, int64_t kL2Bytes>
-void SideBySide(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
-                const int16_t* xq, int64_t ldq, const float* x_scales, float* out, int64_t ldo) {
-  int64_t r0 = 0;
-  for (; r0 + Q * kRows <= rows; r0 += Q * kRows) {
-    int64_t first_rows[Q];
-    for (int q = 0; q < Q; ++q) first_rows[q] = r0 + q * kRows;
-    Tile<Q, T, kL2Bytes>(quads, scales, first_rows, rows, k, xq, ldq, x_scales, out, ldo, true);
-  }
-  for (; r0 < rows; r0 += kRows) {
-    OneQuad<T, kL2Bytes>(quads, scales, r0, rows, k, xq, ldq, x_scales, out, ldo, true);
-  }
-}
-
-// One token over S quads side by side, one from each of S parts of the call's rows
+// T tokens (1 or 2) over S quads side by side, one from each of S parts of the call's rows
 // (ForEachOneTokenPart, token_tiles.h), so that each stream runs on through its part; without the
-// L2 prefetch. Measured on a 2-core Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, one token, the
-// readings taking turns in one process, 12 rounds, median weight GB/s): one quad at a time 48.6 /
-// 41.1, neighbouring quads with the L2 prefetch (what four streams read before) 41.6 / 36.4, four
-// parts 52.4 / 43.9, four parts with the L2 prefetch 8 KB ahead 45.4 / 41.7.
-template <int S>
-void OneTokenParts(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
-                   const int16_t* xq, const float* x_scale, float* out) {
+// L2 prefetch. Measured on a 2-core Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, the readings
+// taking turns in one process, median weight GB/s), one token (12 rounds): one quad at a time
+// 48.6 / 41.1, neighbouring quads with the L2 prefetch 8 KB ahead (what four streams read before)
+// 41.6 / 36.4, four parts 52.4 / 43.9, four parts with that L2 prefetch 45.4 / 41.7; two tokens
+// (10 rounds): neighbouring quads with it 35.5 / 34.3, one quad at a time 37.3 / 36.2, four parts
+// 40.3 / 38.2 (with the L2 prefetch 32 KB ahead 37.6 / 35.0).
+template <int S, int T>
+void Parts(const int8_t* quads, const float* scales, int64_t rows, int64_t k, const int16_t* xq,
+           int64_t ldq, const float* x_scales, float* out, int64_t ldo) {
   ForEachOneTokenPart<S>(
       rows, kRows,
       [&](const int64_t(&first_rows)[S]) {
-        Tile<S, 1, 0>(quads, scales, first_rows, rows, k, xq, 0, x_scale, out, 0, true);
+        Tile<S, T, 0>(quads, scales, first_rows, rows, k, xq, ldq, x_scales, out, ldo, true);
       },
       [&](int64_t r0, int) {
-        OneQuad<1, 0>(quads, scales, r0, rows, k, xq, 0, x_scale, out, 0, true);
+        OneQuad<T, 0>(quads, scales, r0, rows, k, xq, ldq, x_scales, out, ldo, true);
       });
 }
 
-// S > 1 streams: one token reads S parts side by side (OneTokenParts); calls of 2-4 tokens read S
-// neighbouring quads side by side (S / 2 from 3 tokens, so the sums fit the registers),
-// prefetched into L2 as well (kPrefetchL2Bytes); more tokens, or S = 1, one quad at a time in
-// token tiles, prefetched into L2 with S = 1 from 2 tokens (few_token_prefetch.h).
+// S > 1 streams: one and two tokens read S parts side by side (Parts). Otherwise one quad at a
+// time in token tiles, prefetched into L2 as well: from 2 tokens to 16 (and with S > 1 from 3)
+// kFewTokenL2PrefetchBytes ahead (few_token_prefetch.h); with S > 1 past 4 tokens
+// kPrefetchL2Bytes ahead instead (its setting when it read neighbouring quads at 2-4 tokens; 5 and
+// more not measured since). At 3-4 tokens, Zen 5 as above (10 rounds, 4 tokens): two neighbouring
+// quads side by side with the L2 prefetch 8 KB ahead 29.3 / 29.5 GB/s, two parts 30.7 / 31.8, one
+// quad at a time 36.2 / 33.9. The four-stream set on a Zen 4 (whose default is one stream; 8
+// rounds, OLMoE / Qwen3), side by side with the 8 KB prefetch → parts or one quad at a time: 2
+// tokens 22.9 / 23.6 → four parts 28.2 / 25.2 (one quad 34.7 / 28.1), 3 tokens 25.0 / 22.0 → one
+// quad 30.6 / 24.7 (two parts 26.5 / 23.2), 4 tokens 22.8 / 21.9 → 25.4 / 24.6 (21.8 / 22.5).
 template <int S>
 void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                        const int16_t* xq, int64_t ldq, const float* x_scales, int64_t tokens,
                        float* out, int64_t ldo) {
-  constexpr int64_t kL2Bytes = S > 1 ? kPrefetchL2Bytes : 0;
   if constexpr (S > 1) {
-    switch (tokens) {
-      case 1:
-        return OneTokenParts<S>(quads, scales, rows, k, xq, x_scales, out);
-      case 2:
-        return SideBySide<S, 2, kL2Bytes>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
-      case 3:
-        return SideBySide<S / 2, 3, kL2Bytes>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
-      case 4:
-        return SideBySide<S / 2, 4, kL2Bytes>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
-      default:
-        break;
-    }
+    if (tokens == 1) return Parts<S, 1>(quads, scales, rows, k, xq, 0, x_scales, out, 0);
+    if (tokens == 2) return Parts<S, 2>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
   }
   auto tiles = [&](auto l2_bytes) {
     ForEachRowGroupTile<kMaxTokens>(
@@ -203,10 +184,11 @@ void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, i
                                                                     out + t * ldo, ldo, t == 0);
         });
   };
-  if (S == 1 && UsesFewTokenL2Prefetch(tokens)) {
+  if (S > 1 && tokens > 4) return tiles(std::integral_constant<int64_t, kPrefetchL2Bytes>());
+  if (UsesFewTokenL2Prefetch(tokens)) {
     return tiles(std::integral_constant<int64_t, kFewTokenL2PrefetchBytes>());
   }
-  tiles(std::integral_constant<int64_t, kL2Bytes>());
+  tiles(std::integral_constant<int64_t, 0>());
 }
 
 // The AVX-512 set of S streams with these int8 dots (instantiated here, inside the target).
