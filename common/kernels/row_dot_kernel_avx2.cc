@@ -229,7 +229,7 @@ void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* 
 }
 
 // One token, S quads side by side, each from its own part of the call's rows
-// (ForEachOneTokenPart): S contiguous runs per thread, each quad prefetched 1 KB ahead as alone.
+// (ForEachRowPart): S contiguous runs per thread, each quad prefetched 1 KB ahead as alone.
 // Neighbouring quads side by side (what the AVX-512 sets read before they took parts too) are not
 // long runs: each stream jumps S quads ahead after every quad. Measured on a 2-core Zen 3 (family
 // 25 model 1, KVM), a bf16 OLMoE layer at one token (`moe_decode_bench --shape=olmoe`, the variants
@@ -243,7 +243,7 @@ void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, in
   if (S == 1 || tokens > 1) {
     return Dots(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int) { return quad_at(r0); });
   }
-  ForEachOneTokenPart<S>(
+  ForEachRowPart<S>(
       rows, kRows,
       [&](const int64_t(&first_rows)[S]) {
         __m256 acc[S][kRows];

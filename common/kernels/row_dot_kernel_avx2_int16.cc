@@ -115,7 +115,7 @@ void Tile(const int8_t* quad, const float* scales, int num_rows, int64_t k, cons
 }
 
 // One token, S quads side by side, each from its own part of the call's rows
-// (ForEachOneTokenPart): S contiguous runs per thread, without the software prefetch. Measured
+// (ForEachRowPart): S contiguous runs per thread, without the software prefetch. Measured
 // on a 2-core Zen 3 (family 25 model 1, KVM), an int8 OLMoE layer at one token (`moe_decode_bench
 // --shape=olmoe`, the variants taking turns within one process, 8-12 rounds, median weight GB/s):
 // one quad 21.1 / 24.8, four parts 23.2 / 27.4 without the prefetch and 21.7 / 24.5 with it, two
@@ -123,7 +123,7 @@ void Tile(const int8_t* quad, const float* scales, int num_rows, int64_t k, cons
 template <int S>
 void OneTokenParts(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                    const int16_t* xq, const float* x_scale, float* out) {
-  ForEachOneTokenPart<S>(
+  ForEachRowPart<S>(
       rows, kRows,
       [&](const int64_t(&first_rows)[S]) {
         __m256i acc[S][kRows];

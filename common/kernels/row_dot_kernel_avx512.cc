@@ -214,7 +214,7 @@ void OneTokenQuads(const Quad (&quads)[Q], const int64_t (&first_rows)[Q], int64
 }
 
 // Every row group's token tiles through Dots, except one token with S > 1 streams: S quads side
-// by side, one from each of S parts of the call's rows (ForEachOneTokenPart, token_tiles.h), so
+// by side, one from each of S parts of the call's rows (ForEachRowPart, token_tiles.h), so
 // that each stream runs on through its part; the quads left over one by one. Measured on a 2-core
 // Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, one token, the readings taking turns in one
 // process, 12 rounds, median weight GB/s; README "One token: weight streams per thread"): one
@@ -225,7 +225,7 @@ void QuadDots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t toke
               int64_t ldo, QuadAt quad_at) {
   if (S == 1 || tokens > 1) return Dots(rows, k, x, ldx, tokens, out, ldo, quad_at);
   using Quad = decltype(quad_at(0, 0));
-  ForEachOneTokenPart<S>(
+  ForEachRowPart<S>(
       rows, kRows,
       [&](const int64_t(&first_rows)[S]) {
         Quad parts[S];

@@ -138,7 +138,7 @@ void OneQuad(const int8_t* quads, const float* scales, int64_t r0, int64_t rows,
 }
 
 // T tokens (1 or 2) over S quads side by side, one from each of S parts of the call's rows
-// (ForEachOneTokenPart, token_tiles.h), so that each stream runs on through its part; without the
+// (ForEachRowPart, token_tiles.h), so that each stream runs on through its part; without the
 // L2 prefetch. Measured on a 2-core Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, the readings
 // taking turns in one process, median weight GB/s), one token (12 rounds): one quad at a time
 // 48.6 / 41.1, neighbouring quads with the L2 prefetch 8 KB ahead (what four streams read before)
@@ -148,7 +148,7 @@ void OneQuad(const int8_t* quads, const float* scales, int64_t r0, int64_t rows,
 template <int S, int T>
 void Parts(const int8_t* quads, const float* scales, int64_t rows, int64_t k, const int16_t* xq,
            int64_t ldq, const float* x_scales, float* out, int64_t ldo) {
-  ForEachOneTokenPart<S>(
+  ForEachRowPart<S>(
       rows, kRows,
       [&](const int64_t(&first_rows)[S]) {
         Tile<S, T, 0>(quads, scales, first_rows, rows, k, xq, ldq, x_scales, out, ldo, true);

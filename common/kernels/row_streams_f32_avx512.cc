@@ -89,7 +89,7 @@ void FewTokensF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const fl
 }
 
 // One token, R rows side by side, row first_rows[r] of `w` in each (one from each of R parts of
-// the call's rows, ForEachOneTokenPart): R long read streams per thread, two sums per row.
+// the call's rows, ForEachRowPart): R long read streams per thread, two sums per row.
 template <int R>
 void OneTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R], int64_t k,
                      const float* x, float* out) {
@@ -132,7 +132,7 @@ void OneTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R]
 void OneTokenDotsF32Avx512(int streams, const float* w, int64_t ldw, int64_t rows, int64_t k,
                            const float* x, float* out) {
   if (streams != 4) return DotsF32OneToken(w, ldw, rows, k, x, out);
-  ForEachOneTokenPart<4>(
+  ForEachRowPart<4>(
       rows, 1,
       [&](const int64_t(&first_rows)[4]) { OneTokenRowsF32<4>(w, ldw, first_rows, k, x, out); },
       [&](int64_t r, int) { DotsF32OneToken(w + r * ldw, ldw, 1, k, x, out + r); });

@@ -24,7 +24,7 @@ inline constexpr int64_t kPrefetchF32Bytes = 1024;
 inline constexpr int kMaxOneStreamTokens = 2;
 
 // out[r] = Σ_{i<k} w[r * ldw + i] · x[i] for r < rows, reading `streams` rows side by side (1 or
-// 4; OneTokenStreamsFromEnv): with 4, one row from each quarter of the rows (ForEachOneTokenPart,
+// 4; OneTokenStreamsFromEnv): with 4, one row from each quarter of the rows (ForEachRowPart,
 // token_tiles.h), so each stream runs on through its quarter; the rows left over, one at a time.
 void OneTokenDotsF32Avx512(int streams, const float* w, int64_t ldw, int64_t rows, int64_t k,
                            const float* x, float* out);
