@@ -173,7 +173,7 @@ void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, i
                        const int16_t* xq, int64_t ldq, const float* x_scales, int64_t tokens,
                        float* out, int64_t ldo) {
   if constexpr (S > 1) {
-    if (tokens == 1) return Parts<S, 1>(quads, scales, rows, k, xq, 0, x_scales, out, 0);
+    if (tokens == 1) return Parts<S, 1>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
     if (tokens == 2) return Parts<S, 2>(quads, scales, rows, k, xq, ldq, x_scales, out, ldo);
   }
   auto tiles = [&](auto l2_bytes) {
