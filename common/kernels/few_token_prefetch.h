@@ -1,9 +1,10 @@
 // How far ahead the streaming dots of a few tokens (UsesFewTokenL2Prefetch: 2-16 per dots call)
 // also prefetch their weights into L2: the float32 four-row tile and the int8 VNNI tiles of the
 // AVX-512 one-stream set (Zen 4's default, row_dot_kernel.h; the four-stream set's at 3-4 tokens
-// too), the AVX2 float32 tile, and the AVX512-BF16 tiles (from their 4 tokens). From 2-4 tokens a
-// tile's FMAs take about as long as its reads; with only the short L1 prefetch the reads waited on
-// the FMAs and DRAM idled (a tile at 4 tokens streamed at the rate of "read, then compute" without
+// too), the AVX-512 BF16 quads of both sets (measured on a Zen 5: row_dot_kernel_avx512.cc), the
+// AVX2 float32 tile, and the AVX512-BF16 tiles (from their 4 tokens). From 2-4 tokens a tile's
+// FMAs take about as long as its reads; with only the short L1 prefetch the reads waited on the
+// FMAs and DRAM idled (a tile at 4 tokens streamed at the rate of "read, then compute" without
 // overlap). Pulling the lines this far ahead into L2 keeps DRAM streaming meanwhile.
 //
 // Measured on a Zen 4 (`lscpu` family 25 model 17, 2 cores, KVM, 32 MB L3), `moe_decode_bench
@@ -21,9 +22,10 @@
 // int8 0.66-0.74 -> 0.52-0.56; 4 and 8 tokens alike), so they keep the L1 prefetch alone. On the
 // Zen 4, 16, 32 and 64 KB measured alike (float32 at 4 tokens 0.80-0.87, 0.81-0.87, 0.86-0.93,
 // against 0.60-0.67 without). One-token int8 stays without it (2-17% slower on a Zen 5 with an 8
-// KB L2 prefetch). The four-stream set (Intel CPUs' default) keeps its own settings: not measured
-// there. The AVX512-BF16 tiles take it on any CPU (Intel CPUs with AMX run these calls on the tiles
-// instead). README "Weight streams at a few tokens" has the served figures.
+// KB L2 prefetch). The four-stream set (the default of Zen 5 and Intel CPUs) otherwise keeps its
+// own settings for float32 and int8 (measured on a Zen 5: row_dot_kernel_avx512*.cc). The
+// AVX512-BF16 tiles take it on any CPU (Intel CPUs with AMX run these calls on the tiles instead).
+// README "Weight streams at a few tokens" has the served figures.
 #ifndef MOE_COMMON_KERNELS_FEW_TOKEN_PREFETCH_H_
 #define MOE_COMMON_KERNELS_FEW_TOKEN_PREFETCH_H_
 

@@ -77,7 +77,9 @@ struct F32Rows {
   }
 };
 
-// One Bf16Matrix quad: chunk i/16 is 128 contiguous bytes, quads follow each other.
+// One Bf16Matrix quad: chunk i/16 is 128 contiguous bytes, quads follow each other. With kFarL2
+// its lines are also prefetched kFewTokenL2PrefetchBytes ahead into L2 (few_token_prefetch.h).
+template <bool kFarL2>
 struct Bf16Quad {
   static constexpr bool kPadded = true;
   const uint16_t* q;
@@ -98,6 +100,10 @@ struct Bf16Quad {
   void Prefetch16(Cursor& p) const {
     Prefetch(p);
     Prefetch(p + 64);
+    if constexpr (kFarL2) {
+      PrefetchL2(p + kFewTokenL2PrefetchBytes);
+      PrefetchL2(p + kFewTokenL2PrefetchBytes + 64);
+    }
     p += 128;
   }
 };
@@ -259,11 +265,23 @@ void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* 
   dots(std::false_type());
 }
 
+// BF16 calls of 2-16 tokens (UsesFewTokenL2Prefetch) prefetch their quads into L2 as well. On the
+// 2-core paravirtualised Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, with and without taking
+// turns in one process, median weight GB/s, OLMoE / Qwen3), 8 rounds: 2 tokens 35.5 → 38.4 /
+// 34.8 → 38.5, 3 tokens 34.0 → 39.0 / 32.9 → 37.3 (an L1 prefetch 4-8 KB ahead instead: alike);
+// the AVX512-BF16 tiles off (MOE_KERNELS=avx512), 6 rounds: 4 tokens 30.1 → 34.2 / 30.2 → 34.5, 6
+// 27.9 → 31.2 / 27.9 → 31.2, 8-16 alike (21.3 → 21.5 / 21.9 → 21.6 at 8, 14.2 → 13.6 / 14.3 →
+// 14.1 at 16). The float32 tile of the four-stream set lost with it on that CPU (3-17%, 2-16
+// tokens), so it reads without. Not measured on a Zen 4 (its one-stream set reads these too).
 template <int S>
 void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, int64_t ldx,
               int64_t tokens, float* out, int64_t ldo) {
-  QuadDots<S>(rows, k, x, ldx, tokens, out, ldo,
-              [&](int64_t r0, int) { return Bf16Quad{quads + r0 * k}; });
+  auto dots = [&](auto far_l2) {
+    QuadDots<S>(rows, k, x, ldx, tokens, out, ldo,
+                [&](int64_t r0, int) { return Bf16Quad<decltype(far_l2)::value>{quads + r0 * k}; });
+  };
+  if (UsesFewTokenL2Prefetch(tokens)) return dots(std::true_type());
+  dots(std::false_type());
 }
 
 template <int S>
@@ -277,7 +295,7 @@ void DotsInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
 void UnpackBf16(const uint16_t* quads, int64_t rows, int64_t k, int64_t cols, float* out,
                 int64_t ldo) {
   for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-    const Bf16Quad quad{quads + r0 * k};
+    const Bf16Quad<false> quad{quads + r0 * k};
     const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r0));
     for (int64_t c = 0; c < cols; c += 16) {
       __m512 w[kRows];

@@ -161,13 +161,19 @@ void Parts(const int8_t* quads, const float* scales, int64_t rows, int64_t k, co
 // S > 1 streams: one and two tokens read S parts side by side (Parts). Otherwise one quad at a
 // time in token tiles, prefetched into L2 as well: from 2 tokens to 16 (and with S > 1 from 3)
 // kFewTokenL2PrefetchBytes ahead (few_token_prefetch.h); with S > 1 past 4 tokens
-// kPrefetchL2Bytes ahead instead (its setting when it read neighbouring quads at 2-4 tokens; 5 and
-// more not measured since). At 3-4 tokens, Zen 5 as above (10 rounds, 4 tokens): two neighbouring
+// kPrefetchL2Bytes ahead instead (its setting when it read neighbouring quads at 2-4 tokens; later
+// measured, below). At 3-4 tokens, Zen 5 as above (10 rounds, 4 tokens): two neighbouring
 // quads side by side with the L2 prefetch 8 KB ahead 29.3 / 29.5 GB/s, two parts 30.7 / 31.8, one
 // quad at a time 36.2 / 33.9. The four-stream set on a Zen 4 (whose default is one stream; 8
 // rounds, OLMoE / Qwen3), side by side with the 8 KB prefetch → parts or one quad at a time: 2
 // tokens 22.9 / 23.6 → four parts 28.2 / 25.2 (one quad 34.7 / 28.1), 3 tokens 25.0 / 22.0 → one
 // quad 30.6 / 24.7 (two parts 26.5 / 23.2), 4 tokens 22.8 / 21.9 → 25.4 / 24.6 (21.8 / 22.5).
+// Later, on the Zen 5 (turns in one process, OLMoE / Qwen3): one quad at a time with the L2
+// prefetch 8 KB ahead instead of 32 KB read 3 tokens at 30.4 → 32.2 / 29.8 → 31.9 GB/s and 4 at
+// 29.1 → 31.1 / 29.2 → 30.4 (12 rounds), but served in process it lost (int8, `moe_layer_bench
+// --mode=inprocess --tokens=24`, ~3 tokens per expert call, four alternating pairs: 0.95-0.99x),
+// so 3-4 tokens keep 32 KB. Past 4 tokens (8 rounds) 8 KB read 2-6% faster than 32 KB at 5-12
+// tokens, alike from 16; no L2 prefetch 4-13% slower.
 template <int S>
 void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                        const int16_t* xq, int64_t ldq, const float* x_scales, int64_t tokens,
