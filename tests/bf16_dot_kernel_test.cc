@@ -76,7 +76,7 @@ TEST_P(Bf16DotsTest, MatchLoopsInDouble) {
 std::vector<DotCase> DotCases() {
   std::vector<DotCase> cases;
   for (const std::string& name : kKernelNames) {
-    for (int64_t tokens : {1, 3, 12, 13, 16, 17, 24, 25, 33, 64, 257}) {
+    for (int64_t tokens : {1, 3, 4, 5, 6, 7, 12, 13, 16, 17, 24, 25, 33, 64, 257}) {
       for (auto [rows, k] :
            {std::pair<int64_t, int64_t>{1, 16}, {7, 100}, {33, 203}, {4, 1024}, {130, 48}}) {
         cases.push_back({name, rows, k, tokens});

@@ -8,7 +8,8 @@
 //   Lake and later): rows four at a time (a quad), each 64-byte load of a quad's two interleaved
 //   rows permuted in a register into the two rows' 16 consecutive columns, dotted with up to 12
 //   tokens at once (24 accumulators); more tokens are split into even tiles that re-read the quad
-//   from L1. Tokens are packed as plain bf16 rows.
+//   from L1. Calls of up to 6 tokens read two quads side by side, one from each half of the call's
+//   rows (two weight streams per thread). Tokens are packed as plain bf16 rows.
 // - "amx-bf16" (Intel AMX: TDPBF16PS multiplies a 16 × 32 bf16 tile by a 32 × 16 one into 16 × 16
 //   float32 sums; Sapphire Rapids and later), in place, for calls of up to 16 tokens: the weights
 //   are read in place as the left tile, one row of it per quad (that quad's rows a and b,

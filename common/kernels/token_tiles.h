@@ -29,6 +29,13 @@ inline void WithTileSize(int64_t size, Fn& fn, std::integer_sequence<int, Ts...>
 }
 }  // namespace token_tiles_internal
 
+// fn(std::integral_constant<int, tokens>{}) for 1 ≤ tokens ≤ MaxTokens: all of a call's tokens as
+// one tile whose size the kernel takes as a template argument (decltype(tile)::value).
+template <int MaxTokens, typename Fn>
+inline void WithTokenCount(int64_t tokens, Fn&& fn) {
+  token_tiles_internal::WithTileSize(tokens, fn, std::make_integer_sequence<int, MaxTokens>());
+}
+
 // Rows [0, rows) in groups of `group_rows` (the last one possibly shorter), each group's tokens in
 // tiles as ForEachTokenTile splits them: calls run_tile(tile, first_row, group_size, first_token)
 // with `tile` a std::integral_constant<int, T>, T ≤ MaxTile the tile's tokens, for kernels that
