@@ -25,8 +25,9 @@ TEST(Int8RowDotTest, EveryKernelSetMatchesDoubleOnOddRowCounts) {
   std::mt19937 rng(9);
   // From row 4 on, 41 rows: one token's four parts of two quads each (dots reading four streams),
   // then a whole quad and a partial one; 35 rows: eight quads, the partial one last in the last
-  // part.
-  for (const auto& [rows, tokens] : {std::pair<int64_t, int64_t>{11, 7}, {41, 1}, {35, 1}}) {
+  // part. At two and three tokens, two parts of five or four quads and the same ends.
+  for (const auto& [rows, tokens] :
+       {std::pair<int64_t, int64_t>{11, 7}, {41, 1}, {35, 1}, {41, 2}, {35, 3}}) {
     const int64_t cols = 45;
     const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
     const int64_t k = w.padded_cols();

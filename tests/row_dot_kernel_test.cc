@@ -129,27 +129,36 @@ TEST(RowDotKernelTest, DotsMatchDoubleForAllShapesAroundTileEdges) {
   }
 }
 
-// One token over more rows than a four-stream dot takes at once (4 float32 rows, 4 quads), with
-// the rest one by one: every row's sum, none missing, none written twice or past the end.
-TEST(RowDotKernelTest, OneTokenDotsMatchDoubleWhateverTheStreamsTake) {
+// One to three tokens over more rows than a four-stream dot takes at once (4 float32 rows; BF16
+// quads: 4 parts at one token, 2 at two or three), with the rest one by one: every row's sum,
+// none missing, none written twice or past the end.
+TEST(RowDotKernelTest, FewTokenDotsMatchDoubleWhateverTheStreamsTake) {
   std::mt19937 rng(11);
   for (const RowDotKernels* kernels : AllKernels()) {
     for (int64_t rows : {15, 16, 17, 21, 36, 67}) {
       for (int64_t k : {16, 100, 147}) {
-        const std::string what = absl::StrCat(NameOf(*kernels), " rows ", rows, " k ", k);
-        const Matrix w = RandomMatrix(rows, k, rng);
-        const std::vector<float> x = PaddedTokens(1, k, k, rng);
-        std::vector<float> out(rows + 1, -1.0f);
-        kernels->dots_f32(w.data(), k, rows, k, x.data(), k, 1, out.data(), rows);
-        ExpectDots(w, x, k, 1, out, rows, what + " f32");
-        EXPECT_EQ(out[rows], -1.0f) << what << " f32 wrote past the last row";
-        const Bf16Matrix packed = Bf16Matrix::RoundFrom(w);
-        const std::vector<float> xb = PaddedTokens(1, k, packed.padded_cols(), rng);
-        std::fill(out.begin(), out.end(), -1.0f);
-        kernels->dots_bf16(packed.quad(0), rows, packed.padded_cols(), xb.data(),
-                           packed.padded_cols(), 1, out.data(), rows);
-        ExpectDots(packed.ToF32(), xb, packed.padded_cols(), 1, out, rows, what + " bf16");
-        EXPECT_EQ(out[rows], -1.0f) << what << " bf16 wrote past the last row";
+        for (int64_t tokens : {1, 2, 3}) {
+          const std::string what =
+              absl::StrCat(NameOf(*kernels), " rows ", rows, " k ", k, " tokens ", tokens);
+          const int64_t ldo = rows + 1;
+          const Matrix w = RandomMatrix(rows, k, rng);
+          const std::vector<float> x = PaddedTokens(tokens, k, k, rng);
+          std::vector<float> out(tokens * ldo, -1.0f);
+          kernels->dots_f32(w.data(), k, rows, k, x.data(), k, tokens, out.data(), ldo);
+          ExpectDots(w, x, k, tokens, out, ldo, what + " f32");
+          for (int64_t t = 0; t < tokens; ++t) {
+            EXPECT_EQ(out[t * ldo + rows], -1.0f) << what << " f32 wrote past the last row";
+          }
+          const Bf16Matrix packed = Bf16Matrix::RoundFrom(w);
+          const int64_t ldx = packed.padded_cols();
+          const std::vector<float> xb = PaddedTokens(tokens, k, ldx, rng);
+          std::fill(out.begin(), out.end(), -1.0f);
+          kernels->dots_bf16(packed.quad(0), rows, ldx, xb.data(), ldx, tokens, out.data(), ldo);
+          ExpectDots(packed.ToF32(), xb, ldx, tokens, out, ldo, what + " bf16");
+          for (int64_t t = 0; t < tokens; ++t) {
+            EXPECT_EQ(out[t * ldo + rows], -1.0f) << what << " bf16 wrote past the last row";
+          }
+        }
       }
     }
   }

@@ -188,61 +188,89 @@ void Dots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, 
       });
 }
 
-// One token, Q quads (BF16 or int8) side by side: Q read streams per thread. Quad q holds rows
+// T tokens over Q quads (BF16 or int8) side by side: Q read streams per thread. Quad q holds rows
 // first_rows[q] to first_rows[q] + 3; those below `rows` are written.
-template <typename Quad, int Q>
-void OneTokenQuads(const Quad (&quads)[Q], const int64_t (&first_rows)[Q], int64_t rows, int64_t k,
-                   const float* x, float* out) {
-  __m512 acc[Q][kRows];
+template <typename Quad, int Q, int T>
+void PartQuads(const Quad (&quads)[Q], const int64_t (&first_rows)[Q], int64_t rows, int64_t k,
+               const float* x, int64_t ldx, float* out, int64_t ldo) {
+  __m512 acc[Q][kRows][T];
 #pragma GCC unroll 4
   for (int q = 0; q < Q; ++q) {
 #pragma GCC unroll 4
-    for (int r = 0; r < kRows; ++r) acc[q][r] = _mm512_setzero_ps();
+    for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) acc[q][r][t] = _mm512_setzero_ps();
+    }
   }
   typename Quad::Cursor cursor[Q];
   for (int q = 0; q < Q; ++q) cursor[q] = quads[q].StartPrefetch();
   for (int64_t i = 0; i < k; i += 16) {  // k is padded to whole chunks
-    const __m512 xv = _mm512_loadu_ps(x + i);
 #pragma GCC unroll 4
     for (int q = 0; q < Q; ++q) {
       quads[q].Prefetch16(cursor[q]);
       __m512 w[kRows];
       quads[q].Load(i, w);
 #pragma GCC unroll 4
-      for (int r = 0; r < kRows; ++r) acc[q][r] = _mm512_fmadd_ps(w[r], xv, acc[q][r]);
+      for (int t = 0; t < T; ++t) {
+        const __m512 xv = _mm512_loadu_ps(x + t * ldx + i);
+#pragma GCC unroll 4
+        for (int r = 0; r < kRows; ++r) acc[q][r][t] = _mm512_fmadd_ps(w[r], xv, acc[q][r][t]);
+      }
     }
   }
   for (int q = 0; q < Q; ++q) {
-    for (int r = 0; r < kRows && first_rows[q] + r < rows; ++r) {
-      out[first_rows[q] + r] = quads[q].Finish(r, _mm512_reduce_add_ps(acc[q][r]));
+    for (int t = 0; t < T; ++t) {
+      for (int r = 0; r < kRows && first_rows[q] + r < rows; ++r) {
+        out[t * ldo + first_rows[q] + r] = quads[q].Finish(r, _mm512_reduce_add_ps(acc[q][r][t]));
+      }
     }
   }
 }
 
-// Every row group's token tiles through Dots, except one token with S > 1 streams: S quads side
-// by side, one from each of S parts of the call's rows (ForEachRowPart, token_tiles.h), so
-// that each stream runs on through its part; the quads left over one by one. Measured on a 2-core
-// Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, one token, the readings taking turns in one
-// process, 12 rounds, median weight GB/s; README "One token: weight streams per thread"): one
-// quad at a time bf16 56.1 / 49.0, neighbouring quads side by side 54.7 / 51.4, four parts 58.9 /
-// 54.8.
-template <int S, typename QuadAt>
-void QuadDots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, float* out,
-              int64_t ldo, QuadAt quad_at) {
-  if (S == 1 || tokens > 1) return Dots(rows, k, x, ldx, tokens, out, ldo, quad_at);
+// The call's quads as Q parts side by side (ForEachRowPart, token_tiles.h), so that each stream
+// runs on through its part, T tokens at once; the quads left over one by one.
+template <int Q, int T, typename QuadAt>
+void Parts(int64_t rows, int64_t k, const float* x, int64_t ldx, float* out, int64_t ldo,
+           QuadAt quad_at) {
   using Quad = decltype(quad_at(0, 0));
-  ForEachRowPart<S>(
+  ForEachRowPart<Q>(
       rows, kRows,
-      [&](const int64_t(&first_rows)[S]) {
-        Quad parts[S];
-        for (int s = 0; s < S; ++s) parts[s] = quad_at(first_rows[s], kRows);
-        OneTokenQuads<Quad, S>(parts, first_rows, rows, k, x, out);
+      [&](const int64_t(&first_rows)[Q]) {
+        Quad parts[Q];
+        for (int q = 0; q < Q; ++q) parts[q] = quad_at(first_rows[q], kRows);
+        PartQuads<Quad, Q, T>(parts, first_rows, rows, k, x, ldx, out, ldo);
       },
       [&](int64_t r0, int n) {
         const Quad one[1] = {quad_at(r0, n)};
         const int64_t first_row[1] = {r0};
-        OneTokenQuads<Quad, 1>(one, first_row, rows, k, x, out);
+        PartQuads<Quad, 1, T>(one, first_row, rows, k, x, ldx, out, ldo);
       });
+}
+
+// With S > 1 streams, calls of up to this many tokens read parts (QuadDots); 2 quads × 4 rows × 3
+// tokens accumulators + 4 weights + x fit the registers.
+constexpr int kMaxPartTokens = 3;
+template <int S>
+constexpr bool ReadsParts(int64_t tokens) {
+  return S > 1 && tokens <= kMaxPartTokens;
+}
+
+// Every row group's token tiles through Dots, except with S > 1 streams: one token reads S quads
+// side by side, one from each of S parts of the call's rows, and 2-3 tokens two parts (Parts).
+// Measured on a 2-core Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, the readings taking turns in
+// one process, median weight GB/s; README "One token: weight streams per thread" and "BF16 weights
+// at 2-3 tokens on a Zen 5"): one token (12 rounds), one quad at a time bf16 56.1 / 49.0,
+// neighbouring quads side by side 54.7 / 51.4, four parts 58.9 / 54.8; 2 and 3 tokens (8 rounds),
+// one quad at a time with the far L2 prefetch 39.3 / 38.2 and 38.5 / 36.2, two parts without it
+// 48.3 / 46.6 and 44.7 / 43.5 (with it 44.4 / 42.5 and 42.3 / 40.3).
+template <int S, typename QuadAt>
+void QuadDots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, float* out,
+              int64_t ldo, QuadAt quad_at) {
+  if (!ReadsParts<S>(tokens)) return Dots(rows, k, x, ldx, tokens, out, ldo, quad_at);
+  if (tokens == 1) return Parts<S, 1>(rows, k, x, ldx, out, ldo, quad_at);
+  WithTokenCount<kMaxPartTokens>(tokens, [&](auto tile) {
+    Parts<2, decltype(tile)::value>(rows, k, x, ldx, out, ldo, quad_at);
+  });
 }
 
 template <int S>
@@ -265,14 +293,16 @@ void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* 
   dots(std::false_type());
 }
 
-// BF16 calls of 2-16 tokens (UsesFewTokenL2Prefetch) prefetch their quads into L2 as well. On the
-// 2-core paravirtualised Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, with and without taking
-// turns in one process, median weight GB/s, OLMoE / Qwen3), 8 rounds: 2 tokens 35.5 → 38.4 /
-// 34.8 → 38.5, 3 tokens 34.0 → 39.0 / 32.9 → 37.3 (an L1 prefetch 4-8 KB ahead instead: alike);
-// the AVX512-BF16 tiles off (MOE_KERNELS=avx512), 6 rounds: 4 tokens 30.1 → 34.2 / 30.2 → 34.5, 6
-// 27.9 → 31.2 / 27.9 → 31.2, 8-16 alike (21.3 → 21.5 / 21.9 → 21.6 at 8, 14.2 → 13.6 / 14.3 →
-// 14.1 at 16). The float32 tile of the four-stream set lost with it on that CPU (3-17%, 2-16
-// tokens), so it reads without. Not measured on a Zen 4 (its one-stream set reads these too).
+// BF16 calls of 2-16 tokens (UsesFewTokenL2Prefetch) that read one quad at a time (all of them
+// with one stream, from 4 tokens with S > 1) prefetch their quads into L2 as well. On the 2-core
+// paravirtualised Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, with and without taking turns in
+// one process, median weight GB/s, OLMoE / Qwen3), 8 rounds: 2 tokens 35.5 → 38.4 / 34.8 → 38.5, 3
+// tokens 34.0 → 39.0 / 32.9 → 37.3 (an L1 prefetch 4-8 KB ahead instead: alike; two parts without
+// either were faster still: QuadDots); the AVX512-BF16 tiles off (MOE_KERNELS=avx512), 6 rounds: 4
+// tokens 30.1 → 34.2 / 30.2 → 34.5, 6 27.9 → 31.2 / 27.9 → 31.2, 8-16 alike (21.3 → 21.5 / 21.9 →
+// 21.6 at 8, 14.2 → 13.6 / 14.3 → 14.1 at 16). The float32 tile of the four-stream set lost with
+// it on that CPU (3-17%, 2-16 tokens), so it reads without. Not measured on a Zen 4 (whose
+// one-stream set reads these).
 template <int S>
 void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, int64_t ldx,
               int64_t tokens, float* out, int64_t ldo) {
@@ -280,7 +310,7 @@ void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, in
     QuadDots<S>(rows, k, x, ldx, tokens, out, ldo,
                 [&](int64_t r0, int) { return Bf16Quad<decltype(far_l2)::value>{quads + r0 * k}; });
   };
-  if (UsesFewTokenL2Prefetch(tokens)) return dots(std::true_type());
+  if (UsesFewTokenL2Prefetch(tokens) && !ReadsParts<S>(tokens)) return dots(std::true_type());
   dots(std::false_type());
 }
 

@@ -51,13 +51,13 @@ inline void ForEachRowGroupTile(int64_t rows, int group_rows, int64_t tokens, Ru
   }
 }
 
-// A call's rows [0, rows) in groups of `group_rows`, read as S parts side by side (the one-token
-// dots with more than one stream per thread, and the VNNI int8 dots of two tokens): the groups
-// are split into S runs of groups / S each, and run_parts(first_rows) is called for each position
-// in a run, first_rows[s] the first row of part s's group there (the last group overall may be
-// short: rows − first_rows[s] < group_rows); then run_one(first_row, group_size) for the groups
-// left over (fewer than S). Each part is one contiguous run of the call's weights, so a thread
-// reads S long streams at once rather than one.
+// A call's rows [0, rows) in groups of `group_rows`, read as S parts side by side (the dots of
+// one to a few tokens with more than one stream per thread): the groups are split into S runs of
+// groups / S each, and run_parts(first_rows) is called for each position in a run, first_rows[s]
+// the first row of part s's group there (the last group overall may be short: rows −
+// first_rows[s] < group_rows); then run_one(first_row, group_size) for the groups left over
+// (fewer than S). Each part is one contiguous run of the call's weights, so a thread reads S long
+// streams at once rather than one.
 template <int S, typename RunParts, typename RunOne>
 inline void ForEachRowPart(int64_t rows, int group_rows, RunParts&& run_parts, RunOne&& run_one) {
   const int64_t groups = (rows + group_rows - 1) / group_rows, per_part = groups / S;
