@@ -247,7 +247,7 @@ void Parts(int64_t rows, int64_t k, const float* x, int64_t ldx, float* out, int
       });
 }
 
-// With S > 1 streams, calls of up to this many tokens read parts (QuadDots); 2 quads × 4 rows × 3
+// With S > 1 streams, calls of up to this many tokens read parts (PartDots); 2 quads × 4 rows × 3
 // tokens accumulators + 4 weights + x fit the registers.
 constexpr int kMaxPartTokens = 3;
 template <int S>
@@ -255,8 +255,8 @@ constexpr bool ReadsParts(int64_t tokens) {
   return S > 1 && tokens <= kMaxPartTokens;
 }
 
-// Every row group's token tiles through Dots, except with S > 1 streams: one token reads S quads
-// side by side, one from each of S parts of the call's rows, and 2-3 tokens two parts (Parts).
+// The calls of S > 1 streams that ReadsParts (the others take Dots' token tiles): one token reads S
+// quads side by side, one from each of S parts of the call's rows, and 2-3 tokens two parts.
 // Measured on a 2-core Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, the readings taking turns in
 // one process, median weight GB/s; README "One token: weight streams per thread" and "BF16 weights
 // at 2-3 tokens on a Zen 5"): one token (12 rounds), one quad at a time bf16 56.1 / 49.0,
@@ -264,9 +264,8 @@ constexpr bool ReadsParts(int64_t tokens) {
 // one quad at a time with the far L2 prefetch 39.3 / 38.2 and 38.5 / 36.2, two parts without it
 // 48.3 / 46.6 and 44.7 / 43.5 (with it 44.4 / 42.5 and 42.3 / 40.3).
 template <int S, typename QuadAt>
-void QuadDots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, float* out,
+void PartDots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t tokens, float* out,
               int64_t ldo, QuadAt quad_at) {
-  if (!ReadsParts<S>(tokens)) return Dots(rows, k, x, ldx, tokens, out, ldo, quad_at);
   if (tokens == 1) return Parts<S, 1>(rows, k, x, ldx, out, ldo, quad_at);
   WithTokenCount<kMaxPartTokens>(tokens, [&](auto tile) {
     Parts<2, decltype(tile)::value>(rows, k, x, ldx, out, ldo, quad_at);
@@ -298,7 +297,7 @@ void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* 
 // paravirtualised Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, with and without taking turns in
 // one process, median weight GB/s, OLMoE / Qwen3), 8 rounds: 2 tokens 35.5 → 38.4 / 34.8 → 38.5, 3
 // tokens 34.0 → 39.0 / 32.9 → 37.3 (an L1 prefetch 4-8 KB ahead instead: alike; two parts without
-// either were faster still: QuadDots); the AVX512-BF16 tiles off (MOE_KERNELS=avx512), 6 rounds: 4
+// either were faster still: PartDots); the AVX512-BF16 tiles off (MOE_KERNELS=avx512), 6 rounds: 4
 // tokens 30.1 → 34.2 / 30.2 → 34.5, 6 27.9 → 31.2 / 27.9 → 31.2, 8-16 alike (21.3 → 21.5 / 21.9 →
 // 21.6 at 8, 14.2 → 13.6 / 14.3 → 14.1 at 16). The float32 tile of the four-stream set lost with
 // it on that CPU (3-17%, 2-16 tokens), so it reads without. Not measured on a Zen 4 (whose
@@ -306,20 +305,25 @@ void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* 
 template <int S>
 void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, int64_t ldx,
               int64_t tokens, float* out, int64_t ldo) {
-  auto dots = [&](auto far_l2) {
-    QuadDots<S>(rows, k, x, ldx, tokens, out, ldo,
-                [&](int64_t r0, int) { return Bf16Quad<decltype(far_l2)::value>{quads + r0 * k}; });
+  auto quad_at = [quads, k](auto far_l2) {
+    return
+        [quads, k](int64_t r0, int) { return Bf16Quad<decltype(far_l2)::value>{quads + r0 * k}; };
   };
-  if (UsesFewTokenL2Prefetch(tokens) && !ReadsParts<S>(tokens)) return dots(std::true_type());
-  dots(std::false_type());
+  if (ReadsParts<S>(tokens)) {
+    return PartDots<S>(rows, k, x, ldx, tokens, out, ldo, quad_at(std::false_type()));
+  }
+  if (UsesFewTokenL2Prefetch(tokens)) {
+    return Dots(rows, k, x, ldx, tokens, out, ldo, quad_at(std::true_type()));
+  }
+  Dots(rows, k, x, ldx, tokens, out, ldo, quad_at(std::false_type()));
 }
 
 template <int S>
 void DotsInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t k, const float* x,
               int64_t ldx, int64_t tokens, float* out, int64_t ldo) {
-  QuadDots<S>(rows, k, x, ldx, tokens, out, ldo, [&](int64_t r0, int) {
-    return Int8Quad{quads + r0 * k, scales + r0};
-  });
+  auto quad_at = [&](int64_t r0, int) { return Int8Quad{quads + r0 * k, scales + r0}; };
+  if (ReadsParts<S>(tokens)) return PartDots<S>(rows, k, x, ldx, tokens, out, ldo, quad_at);
+  Dots(rows, k, x, ldx, tokens, out, ldo, quad_at);
 }
 
 void UnpackBf16(const uint16_t* quads, int64_t rows, int64_t k, int64_t cols, float* out,
