@@ -272,10 +272,20 @@ void PartDots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t toke
   });
 }
 
+// With S > 1 streams, float32 calls of 2-5 tokens read four rows side by side, one from each
+// quarter of the call's rows, as one token does (row_streams_f32_avx512.h), instead of the four-row
+// tile's neighbouring rows. On a 2-core Xeon with AMX (`moe_decode_bench --shape=olmoe|qwen3`, the
+// two taking turns in one process, 8 rounds, median weight GB/s; README "Float32 at 2-5 tokens in
+// four parts"): 2 tokens 29.5 → 31.9 / 27.9 → 31.8, 3 tokens 28.8 → 31.3 / 28.9 → 31.9, 4 tokens
+// 29.2 → 31.9 / 28.1 → 29.8, 5 tokens 29.0 → 31.5 / 27.9 → 30.7; at 6 tokens (24 sums) 25.2
+// against the tile's 28.7 / 27.8.
 template <int S>
 void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
              int64_t tokens, float* out, int64_t ldo) {
   if (tokens == 1) return OneTokenDotsF32Avx512(S, w, ldw, rows, k, x, out);
+  if (S > 1 && tokens <= kMaxPartTokensF32) {
+    return PartsFewTokenDotsF32Avx512(w, ldw, rows, k, x, ldx, tokens, out, ldo);
+  }
   if (S == 1 && tokens <= kMaxOneStreamTokens) {
     return FewTokenDotsF32Avx512(w, ldw, rows, k, x, ldx, tokens, out, ldo);
   }

@@ -127,7 +127,58 @@ void OneTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R]
   }
 }
 
+// T tokens (2-3), R rows side by side, row first_rows[r] of `w` in each (one from each of R parts
+// of the call's rows, ForEachRowPart): R long read streams per thread, x from L1, one sum per row
+// and token.
+template <int R, int T>
+void FewTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R], int64_t k,
+                     const float* x, int64_t ldx, float* out, int64_t ldo) {
+  const int64_t ahead = kPrefetchF32Bytes / static_cast<int64_t>(sizeof(float));
+  const float* rows[R];
+  __m512 sum[R][T];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    rows[r] = w + first_rows[r] * ldw;
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) sum[r][t] = _mm512_setzero_ps();
+  }
+  for (int64_t i = 0; i < k; i += 16) {
+    const __mmask16 m =
+        k - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (k - i)) - 1);
+    __m512 xv[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) xv[t] = _mm512_maskz_loadu_ps(m, x + t * ldx + i);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      Prefetch(rows[r] + i + ahead);
+      const __m512 wv = _mm512_maskz_loadu_ps(m, rows[r] + i);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) sum[r][t] = _mm512_fmadd_ps(wv, xv[t], sum[r][t]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) out[t * ldo + first_rows[r]] = _mm512_reduce_add_ps(sum[r][t]);
+  }
+}
+
 }  // namespace
+
+void PartsFewTokenDotsF32Avx512(const float* w, int64_t ldw, int64_t rows, int64_t k,
+                                const float* x, int64_t ldx, int64_t tokens, float* out,
+                                int64_t ldo) {
+  WithTokenCount<kMaxPartTokensF32>(tokens, [&](auto tile) {
+    constexpr int T = decltype(tile)::value;
+    ForEachRowPart<4>(
+        rows, 1,
+        [&](const int64_t(&first_rows)[4]) {
+          FewTokenRowsF32<4, T>(w, ldw, first_rows, k, x, ldx, out, ldo);
+        },
+        [&](int64_t r, int) {
+          const int64_t first_row[1] = {r};
+          FewTokenRowsF32<1, T>(w, ldw, first_row, k, x, ldx, out, ldo);
+        });
+  });
+}
 
 void OneTokenDotsF32Avx512(int streams, const float* w, int64_t ldw, int64_t rows, int64_t k,
                            const float* x, float* out) {

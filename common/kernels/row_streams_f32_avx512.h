@@ -1,7 +1,8 @@
 // The AVX-512 float32 dots that read weight rows as whole streams instead of in the four-row tile
-// (the AVX-512 sets' dots_f32, common/kernels/row_dot_kernel.h): one token, and with one stream
-// per thread a few tokens. Only for CPUs with AVX-512F/BW/VL/DQ and FMA (reached through
-// Avx512RowDotKernels(), which checks); x86-64 GCC/Clang builds only. Stateless and thread-safe.
+// (the AVX-512 sets' dots_f32, common/kernels/row_dot_kernel.h): one token, and a few tokens (with
+// one stream per thread row by row, with four in four parts). Only for CPUs with AVX-512F/BW/VL/DQ
+// and FMA (reached through Avx512RowDotKernels(), which checks); x86-64 GCC/Clang builds only.
+// Stateless and thread-safe.
 #ifndef MOE_COMMON_KERNELS_ROW_STREAMS_F32_AVX512_H_
 #define MOE_COMMON_KERNELS_ROW_STREAMS_F32_AVX512_H_
 
@@ -33,6 +34,16 @@ void OneTokenDotsF32Avx512(int streams, const float* w, int64_t ldw, int64_t row
 // 2 ≤ tokens ≤ kMaxOneStreamTokens, one row at a time.
 void FewTokenDotsF32Avx512(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
                            int64_t ldx, int64_t tokens, float* out, int64_t ldo);
+
+// With four streams per thread, float32 calls of 2 to this many tokens read four parts.
+inline constexpr int kMaxPartTokensF32 = 5;
+
+// out[t * ldo + r] = Σ_{i<k} w[r * ldw + i] · x[t * ldx + i] for r < rows and
+// 2 ≤ tokens ≤ kMaxPartTokensF32: four rows side by side, one from each quarter of the rows
+// (ForEachRowPart), each dotted with every token; the rows left over one at a time.
+void PartsFewTokenDotsF32Avx512(const float* w, int64_t ldw, int64_t rows, int64_t k,
+                                const float* x, int64_t ldx, int64_t tokens, float* out,
+                                int64_t ldo);
 
 }  // namespace moe
 
