@@ -127,9 +127,9 @@ void OneTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R]
   }
 }
 
-// T tokens (2-3), R rows side by side, row first_rows[r] of `w` in each (one from each of R parts
-// of the call's rows, ForEachRowPart): R long read streams per thread, x from L1, one sum per row
-// and token.
+// T tokens (2 to kMaxPartTokensF32), R rows side by side, row first_rows[r] of `w` in each (one
+// from each of R parts of the call's rows, ForEachRowPart): R long read streams per thread, x from
+// L1, one sum per row and token.
 template <int R, int T>
 void FewTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R], int64_t k,
                      const float* x, int64_t ldx, float* out, int64_t ldo) {
