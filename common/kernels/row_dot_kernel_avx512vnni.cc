@@ -35,7 +35,13 @@ constexpr int kMaxTokens = 8;  // 2 × 8 int32 accumulators + 2 weight lines + x
 // stream) 2-17% slower (Qwen3 and OLMoE, nine pairs); in the bf16 row dots (avx512 kernel) 5%
 // slower on the Xeon. One and two tokens' four parts read without it (Parts). Calls of 2-16
 // tokens one quad at a time prefetch into L2 32 KB ahead (few_token_prefetch.h).
-constexpr int64_t kPrefetchBytes = 1024;
+// The L1 distance of the four-stream set (S > 1), 2 KB, was measured on a Zen 5
+// (`moe_decode_bench`, the distances taking turns in one process, 8-10 rounds, median weight
+// GB/s, OLMoE / Qwen3): one token 1 KB 48.4 / 45.5, 2 KB 53.3 / 50.8, 3 KB 53.6 / 49.8, 4 KB
+// 52.1, 512 B 45.1, none 50.5; 2 tokens 39.2 / 39.5 -> 43.0 / 42.7, 4 tokens 37.4 / 36.8 -> 40.1 /
+// 39.0, 8 tokens 24.9 / 26.1 -> 25.2 / 27.1. The one-stream set (Zen 4's default) keeps 1 KB.
+template <int S>
+constexpr int64_t kPrefetchBytes = S > 1 ? 2048 : 1024;
 constexpr int64_t kPrefetchL2Bytes = 8192;
 static_assert(kRows == 4 && Int8Matrix::kChunkCols == 16);
 
@@ -77,9 +83,9 @@ inline double SumOfLanes(__m512i v, int half) {
 
 // out[t * ldo + r], t < T, for the rows r < `rows` of Q quads read side by side (Q streams), quad
 // q holding rows first_rows[q] to first_rows[q] + 3 of `quads`, and T tokens of int16
-// activations. `prefetch` on the first token tile of a quad only; into L2 as well, kL2Bytes ahead,
-// unless that is 0.
-template <int Q, int T, int64_t kL2Bytes>
+// activations. `prefetch` on the first token tile of a quad only: into L1 kL1Bytes ahead, into L2
+// as well, kL2Bytes ahead, unless that is 0.
+template <int Q, int T, int64_t kL1Bytes, int64_t kL2Bytes>
 void Tile(const int8_t* quads, const float* scales, const int64_t (&first_rows)[Q], int64_t rows,
           int64_t k, const int16_t* xq, int64_t ldq, const float* x_scales, float* out, int64_t ldo,
           bool prefetch) {
@@ -96,7 +102,7 @@ void Tile(const int8_t* quads, const float* scales, const int64_t (&first_rows)[
     for (int q = 0; q < Q; ++q) {
       const int8_t* line = quads + first_rows[q] * k + i * kRows;
       if (prefetch) {
-        _mm_prefetch(reinterpret_cast<const char*>(line) + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(line) + kL1Bytes, _MM_HINT_T0);
         if constexpr (kL2Bytes > 0) {
           _mm_prefetch(reinterpret_cast<const char*>(line) + kL2Bytes, _MM_HINT_T1);
         }
@@ -129,12 +135,13 @@ void Tile(const int8_t* quads, const float* scales, const int64_t (&first_rows)[
 }
 
 // One quad's T tokens (rows r0 to r0 + 3, those below `rows`).
-template <int T, int64_t kL2Bytes>
+template <int T, int64_t kL1Bytes, int64_t kL2Bytes>
 void OneQuad(const int8_t* quads, const float* scales, int64_t r0, int64_t rows, int64_t k,
              const int16_t* xq, int64_t ldq, const float* x_scales, float* out, int64_t ldo,
              bool prefetch) {
   const int64_t first_row[1] = {r0};
-  Tile<1, T, kL2Bytes>(quads, scales, first_row, rows, k, xq, ldq, x_scales, out, ldo, prefetch);
+  Tile<1, T, kL1Bytes, kL2Bytes>(quads, scales, first_row, rows, k, xq, ldq, x_scales, out, ldo,
+                                 prefetch);
 }
 
 // T tokens (1 or 2) over S quads side by side, one from each of S parts of the call's rows
@@ -151,10 +158,12 @@ void Parts(const int8_t* quads, const float* scales, int64_t rows, int64_t k, co
   ForEachRowPart<S>(
       rows, kRows,
       [&](const int64_t(&first_rows)[S]) {
-        Tile<S, T, 0>(quads, scales, first_rows, rows, k, xq, ldq, x_scales, out, ldo, true);
+        Tile<S, T, kPrefetchBytes<S>, 0>(quads, scales, first_rows, rows, k, xq, ldq, x_scales, out,
+                                         ldo, true);
       },
       [&](int64_t r0, int) {
-        OneQuad<T, 0>(quads, scales, r0, rows, k, xq, ldq, x_scales, out, ldo, true);
+        OneQuad<T, kPrefetchBytes<S>, 0>(quads, scales, r0, rows, k, xq, ldq, x_scales, out, ldo,
+                                         true);
       });
 }
 
@@ -185,9 +194,9 @@ void DotsInt8Quantized(const int8_t* quads, const float* scales, int64_t rows, i
   auto tiles = [&](auto l2_bytes) {
     ForEachRowGroupTile<kMaxTokens>(
         rows, kRows, tokens, [&](auto tile, int64_t r0, int, int64_t t) {
-          OneQuad<decltype(tile)::value, decltype(l2_bytes)::value>(quads, scales, r0, rows, k,
-                                                                    xq + t * ldq, ldq, x_scales + t,
-                                                                    out + t * ldo, ldo, t == 0);
+          OneQuad<decltype(tile)::value, kPrefetchBytes<S>, decltype(l2_bytes)::value>(
+              quads, scales, r0, rows, k, xq + t * ldq, ldq, x_scales + t, out + t * ldo, ldo,
+              t == 0);
         });
   };
   if (S > 1 && tokens > 4) return tiles(std::integral_constant<int64_t, kPrefetchL2Bytes>());
