@@ -144,7 +144,9 @@ template <typename Rows, int T>
 void Tile(const Rows& rows, int num_rows, int64_t k, const float* x, int64_t ldx, float* out,
           int64_t ldo, bool prefetch) {
   __m256 acc[kRows][T];
+#pragma GCC unroll 4
   for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   }
   int64_t i = 0;
@@ -152,8 +154,10 @@ void Tile(const Rows& rows, int num_rows, int64_t k, const float* x, int64_t ldx
     if (prefetch) rows.PrefetchAhead(i);
     __m256 w[kRows];
     rows.Load(i, w);
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256 xv = _mm256_loadu_ps(x + t * ldx + i);
+#pragma GCC unroll 4
       for (int r = 0; r < kRows; ++r) acc[r][t] = _mm256_fmadd_ps(w[r], xv, acc[r][t]);
     }
   }
@@ -161,13 +165,21 @@ void Tile(const Rows& rows, int num_rows, int64_t k, const float* x, int64_t ldx
     const __m256i mask = FirstLanes(k - i);
     __m256 w[kRows];
     rows.LoadTail(i, mask, w);
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256 xv = _mm256_maskload_ps(x + t * ldx + i, mask);
+#pragma GCC unroll 4
       for (int r = 0; r < kRows; ++r) acc[r][t] = _mm256_fmadd_ps(w[r], xv, acc[r][t]);
     }
   }
+  // Indices the compiler can see (loops unrolled, the row count a guard): the sums stay in
+  // registers through the loop above instead of being stored to the stack at every step.
+#pragma GCC unroll 8
   for (int t = 0; t < T; ++t) {
-    for (int r = 0; r < num_rows; ++r) out[t * ldo + r] = rows.Finish(r, ReduceAdd(acc[r][t]));
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) {
+      if (r < num_rows) out[t * ldo + r] = rows.Finish(r, ReduceAdd(acc[r][t]));
+    }
   }
 }
 
@@ -247,23 +259,30 @@ void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, in
       rows, kRows,
       [&](const int64_t(&first_rows)[S]) {
         __m256 acc[S][kRows];
+#pragma GCC unroll 4
         for (int s = 0; s < S; ++s) {
+#pragma GCC unroll 4
           for (int r = 0; r < kRows; ++r) acc[s][r] = _mm256_setzero_ps();
         }
         Bf16Quad part[S];
         for (int s = 0; s < S; ++s) part[s] = quad_at(first_rows[s]);
         for (int64_t i = 0; i < k; i += kLanes) {  // k is padded to whole chunks
           const __m256 xv = _mm256_loadu_ps(x + i);
+#pragma GCC unroll 4
           for (int s = 0; s < S; ++s) {
             part[s].PrefetchAhead(i);
             __m256 w[kRows];
             part[s].Load(i, w);
+#pragma GCC unroll 4
             for (int r = 0; r < kRows; ++r) acc[s][r] = _mm256_fmadd_ps(w[r], xv, acc[s][r]);
           }
         }
+    // Unrolled with a guard, so that the sums stay in registers (as in Tile).
+#pragma GCC unroll 4
         for (int s = 0; s < S; ++s) {
-          for (int r = 0; r < kRows && first_rows[s] + r < rows; ++r) {
-            out[first_rows[s] + r] = ReduceAdd(acc[s][r]);
+#pragma GCC unroll 4
+          for (int r = 0; r < kRows; ++r) {
+            if (first_rows[s] + r < rows) out[first_rows[s] + r] = ReduceAdd(acc[s][r]);
           }
         }
       },

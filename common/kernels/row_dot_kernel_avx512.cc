@@ -69,9 +69,13 @@ void Tile(const Rows& rows, int num_rows, int64_t k, const float* x, int64_t ldx
       for (int r = 0; r < kRows; ++r) acc[r][t] = _mm512_fmadd_ps(w[r], xv, acc[r][t]);
     }
   }
+  // Indices the compiler can see (loops unrolled, the row count a guard): the sums stay in
+  // registers through the loop above instead of being stored to the stack at every step.
+#pragma GCC unroll 8
   for (int t = 0; t < T; ++t) {
-    for (int r = 0; r < num_rows; ++r) {
-      out[t * ldo + r] = rows.Finish(r, _mm512_reduce_add_ps(acc[r][t]));
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) {
+      if (r < num_rows) out[t * ldo + r] = rows.Finish(r, _mm512_reduce_add_ps(acc[r][t]));
     }
   }
 }
@@ -120,9 +124,13 @@ void PartQuads(const Quad (&quads)[Q], const int64_t (&first_rows)[Q], int64_t r
       }
     }
   }
+#pragma GCC unroll 4
   for (int q = 0; q < Q; ++q) {
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) {
-      for (int r = 0; r < kRows && first_rows[q] + r < rows; ++r) {
+#pragma GCC unroll 4
+      for (int r = 0; r < kRows; ++r) {
+        if (first_rows[q] + r >= rows) continue;
         out[t * ldo + first_rows[q] + r] = quads[q].Finish(r, _mm512_reduce_add_ps(acc[q][r][t]));
       }
     }

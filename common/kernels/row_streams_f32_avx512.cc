@@ -122,6 +122,7 @@ void OneTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R]
       sum[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, rows[r] + i), xv, sum[r][0]);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     out[first_rows[r]] = _mm512_reduce_add_ps(_mm512_add_ps(sum[r][0], sum[r][1]));
   }
@@ -129,7 +130,9 @@ void OneTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R]
 
 // T tokens (2 to kMaxPartTokensF32), R rows side by side, row first_rows[r] of `w` in each (one
 // from each of R parts of the call's rows, ForEachRowPart): R long read streams per thread, x from
-// L1, one sum per row and token.
+// L1, one sum per row and token. Every loop over r and t is unrolled whole: with an index the
+// compiler cannot see (the last loops not unrolled), GCC 12 kept the sums on the stack and stored
+// all R × T of them at every step of the main loop.
 template <int R, int T>
 void FewTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R], int64_t k,
                      const float* x, int64_t ldx, float* out, int64_t ldo) {
@@ -139,24 +142,26 @@ void FewTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R]
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     rows[r] = w + first_rows[r] * ldw;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) sum[r][t] = _mm512_setzero_ps();
   }
   for (int64_t i = 0; i < k; i += 16) {
     const __mmask16 m =
         k - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (k - i)) - 1);
     __m512 xv[T];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) xv[t] = _mm512_maskz_loadu_ps(m, x + t * ldx + i);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       Prefetch(rows[r] + i + ahead);
       const __m512 wv = _mm512_maskz_loadu_ps(m, rows[r] + i);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t) sum[r][t] = _mm512_fmadd_ps(wv, xv[t], sum[r][t]);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) out[t * ldo + first_rows[r]] = _mm512_reduce_add_ps(sum[r][t]);
   }
 }
