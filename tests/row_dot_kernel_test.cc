@@ -129,16 +129,16 @@ TEST(RowDotKernelTest, DotsMatchDoubleForAllShapesAroundTileEdges) {
   }
 }
 
-// One to six tokens over more rows than a four-stream dot takes at once (float32: 4 parts at 1-5
-// tokens, the four-row tile at 6; BF16 quads: 4 parts at one token, 2 at two or three, one at a
-// time past that), with the rest one by one: every row's sum, none missing, none written twice or
-// past the end.
+// One to thirteen tokens over more rows than a four-stream dot takes at once (float32: 4 parts
+// at 1-12 tokens, in passes of at most 5 tokens from 6, the four-row tile at 13; BF16 quads: 4
+// parts at one token, 2 at two or three, one at a time past that), with the rest one by one: every
+// row's sum, none missing, none written twice or past the end.
 TEST(RowDotKernelTest, FewTokenDotsMatchDoubleWhateverTheStreamsTake) {
   std::mt19937 rng(11);
   for (const RowDotKernels* kernels : AllKernels()) {
     for (int64_t rows : {15, 16, 17, 21, 36, 67}) {
       for (int64_t k : {16, 100, 147}) {
-        for (int64_t tokens : {1, 2, 3, 4, 5, 6}) {
+        for (int64_t tokens : {1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13}) {
           const std::string what =
               absl::StrCat(NameOf(*kernels), " rows ", rows, " k ", k, " tokens ", tokens);
           const int64_t ldo = rows + 1;

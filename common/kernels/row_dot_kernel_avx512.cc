@@ -188,7 +188,11 @@ void PartDots(int64_t rows, int64_t k, const float* x, int64_t ldx, int64_t toke
 // two taking turns in one process, 8 rounds, median weight GB/s; README "Float32 at 2-5 tokens in
 // four parts"): 2 tokens 29.5 → 31.9 / 27.9 → 31.8, 3 tokens 28.8 → 31.3 / 28.9 → 31.9, 4 tokens
 // 29.2 → 31.9 / 28.1 → 29.8, 5 tokens 29.0 → 31.5 / 27.9 → 30.7; at 6 tokens (24 sums) 25.2
-// against the tile's 28.7 / 27.8.
+// against the tile's 28.7 / 27.8. Past 5 tokens the parts take passes of at most 5 tokens over
+// each row (the later passes from L1/L2): on the paravirtualised Zen 5 (the same harness, 5
+// rounds, OLMoE / Qwen3) 6 tokens 44.1 → 47.7 / 47.0 → 46.4, 7 tokens 37.7 → 45.7 / 38.3 → 45.7,
+// 8 tokens 38.2 → 43.2 / 39.7 → 43.6, 10 tokens 34.1 → 37.4 / 35.8 → 39.9, 12 tokens 33.1 → 34.8
+// / 31.5 → 34.2; 16 tokens alike, so the tile keeps calls of 13 tokens and more.
 template <int S>
 void DotsF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
              int64_t tokens, float* out, int64_t ldo) {

@@ -6,6 +6,7 @@
 
 #include <immintrin.h>
 
+#include <type_traits>
 #include <utility>
 
 #include "common/kernels/isa_target.h"
@@ -128,7 +129,7 @@ void OneTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R]
   }
 }
 
-// T tokens (2 to kMaxPartTokensF32), R rows side by side, row first_rows[r] of `w` in each (one
+// T tokens (1 to kPartTileTokensF32), R rows side by side, row first_rows[r] of `w` in each (one
 // from each of R parts of the call's rows, ForEachRowPart): R long read streams per thread, x from
 // L1, one sum per row and token. Every loop over r and t is unrolled whole: with an index the
 // compiler cannot see (the last loops not unrolled), GCC 12 kept the sums on the stack and stored
@@ -171,18 +172,21 @@ void FewTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R]
 void PartsFewTokenDotsF32Avx512(const float* w, int64_t ldw, int64_t rows, int64_t k,
                                 const float* x, int64_t ldx, int64_t tokens, float* out,
                                 int64_t ldo) {
-  WithTokenCount<kMaxPartTokensF32>(tokens, [&](auto tile) {
-    constexpr int T = decltype(tile)::value;
-    ForEachRowPart<4>(
-        rows, 1,
-        [&](const int64_t(&first_rows)[4]) {
-          FewTokenRowsF32<4, T>(w, ldw, first_rows, k, x, ldx, out, ldo);
-        },
-        [&](int64_t r, int) {
-          const int64_t first_row[1] = {r};
-          FewTokenRowsF32<1, T>(w, ldw, first_row, k, x, ldx, out, ldo);
-        });
-  });
+  auto tiles = [&](const auto& first_rows) {
+    constexpr int R = std::extent_v<std::remove_reference_t<decltype(first_rows)>>;
+    ForEachTokenTile(tokens, kPartTileTokensF32, [&](int64_t t0, int64_t n) {
+      WithTokenCount<kPartTileTokensF32>(n, [&](auto tile) {
+        FewTokenRowsF32<R, decltype(tile)::value>(w, ldw, first_rows, k, x + t0 * ldx, ldx,
+                                                  out + t0 * ldo, ldo);
+      });
+    });
+  };
+  ForEachRowPart<4>(
+      rows, 1, [&](const int64_t(&first_rows)[4]) { tiles(first_rows); },
+      [&](int64_t r, int) {
+        const int64_t first_row[1] = {r};
+        tiles(first_row);
+      });
 }
 
 void OneTokenDotsF32Avx512(int streams, const float* w, int64_t ldw, int64_t rows, int64_t k,

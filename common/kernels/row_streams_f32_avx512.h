@@ -35,12 +35,16 @@ void OneTokenDotsF32Avx512(int streams, const float* w, int64_t ldw, int64_t row
 void FewTokenDotsF32Avx512(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
                            int64_t ldx, int64_t tokens, float* out, int64_t ldo);
 
-// With four streams per thread, float32 calls of 2 to this many tokens read four parts.
-inline constexpr int kMaxPartTokensF32 = 5;
+// With four streams per thread, float32 calls of 2 to kMaxPartTokensF32 tokens read four parts,
+// dotting up to kPartTileTokensF32 tokens per pass over a row (5 tokens' 20 sums, their x and a
+// row's weights fill the 32 registers); more tokens take passes of balanced tiles
+// (ForEachTokenTile), the later ones finding the rows in L1/L2.
+inline constexpr int kPartTileTokensF32 = 5;
+inline constexpr int kMaxPartTokensF32 = 12;
 
 // out[t * ldo + r] = Σ_{i<k} w[r * ldw + i] · x[t * ldx + i] for r < rows and
 // 2 ≤ tokens ≤ kMaxPartTokensF32: four rows side by side, one from each quarter of the rows
-// (ForEachRowPart), each dotted with every token; the rows left over one at a time.
+// (ForEachRowPart), each dotted with every token, tile by tile; the rows left over one at a time.
 void PartsFewTokenDotsF32Avx512(const float* w, int64_t ldw, int64_t rows, int64_t k,
                                 const float* x, int64_t ldx, int64_t tokens, float* out,
                                 int64_t ldo);
