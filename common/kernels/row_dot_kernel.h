@@ -13,13 +13,14 @@
 // on float32 activations, one stream either way); the VNNI int8 dots of 2 tokens read their
 // four parts too, and 3 or more one quad at a time in either set; with 4, the AVX-512 sets' BF16
 // and int8 quads of 2-3 tokens read two parts side by side, and their float32 rows of 2-12 tokens
-// four parts, each row dotted with every token (x from L1; past 5 tokens in passes of at most 5). With one stream, the AVX-512 sets
-// read float32 rows of 2 tokens one at a time too, each dotted with every token (x from L1) instead
-// of in the four-row tile. BF16 and int8 rows are widened to float32 in registers (exact), so x and
-// all sums stay float32; an int8 row's sums are multiplied by its scale at the end. The int16 sets'
-// int8 dots (VNNI: vpdpwssd, AVX2: vpmaddwd) instead round the activations to int16 (per token: x ≈
-// x_scale · xq, |xq| ≤ Int8ActivationLevels(k)) and sum q · xq exactly in int32: the activations'
-// rounding (~1/33 000 of each token's largest value) is their only error.
+// four parts, each row dotted with every token (x from L1; past 5 tokens in passes of at most 5).
+// With one stream, the AVX-512 sets read float32 rows of 2 tokens one at a time too, each dotted
+// with every token (x from L1) instead of in the four-row tile. BF16 and int8 rows are widened to
+// float32 in registers (exact), so x and all sums stay float32; an int8 row's sums are multiplied
+// by its scale at the end. The int16 sets' int8 dots (VNNI: vpdpwssd, AVX2: vpmaddwd) instead round
+// the activations to int16 (per token: x ≈ x_scale · xq, |xq| ≤ Int8ActivationLevels(k)) and sum q
+// · xq exactly in int32: the activations' rounding (~1/33 000 of each token's largest value) is
+// their only error.
 #ifndef MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 #define MOE_COMMON_KERNELS_ROW_DOT_KERNEL_H_
 

@@ -277,11 +277,10 @@ void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, in
             for (int r = 0; r < kRows; ++r) acc[s][r] = _mm256_fmadd_ps(w[r], xv, acc[s][r]);
           }
         }
-    // Unrolled with a guard, so that the sums stay in registers (as in Tile).
 #pragma GCC unroll 4
         for (int s = 0; s < S; ++s) {
 #pragma GCC unroll 4
-          for (int r = 0; r < kRows; ++r) {
+          for (int r = 0; r < kRows; ++r) {  // a guard, not a bound: the sums stay in registers
             if (first_rows[s] + r < rows) out[first_rows[s] + r] = ReduceAdd(acc[s][r]);
           }
         }
