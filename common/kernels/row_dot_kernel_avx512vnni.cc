@@ -120,18 +120,13 @@ void Tile(const int8_t* quads, const float* scales, const int64_t (&first_rows)[
       }
     }
   }
-  // Unrolled whole, the row count a guard: indices the compiler sees keep the sums in registers.
-#pragma GCC unroll 4
   for (int q = 0; q < Q; ++q) {
-#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       // Each lane holds k / 8 products (Int8ActivationLevels keeps it inside int32); a row's 8
       // lanes are summed in double, where the k products' total fits exactly.
       const double sums[kRows] = {SumOfLanes(rows01[q][t], 0), SumOfLanes(rows01[q][t], 1),
                                   SumOfLanes(rows23[q][t], 0), SumOfLanes(rows23[q][t], 1)};
-#pragma GCC unroll 4
-      for (int r = 0; r < kRows; ++r) {
-        if (first_rows[q] + r >= rows) continue;
+      for (int r = 0; r < kRows && first_rows[q] + r < rows; ++r) {
         const int64_t row = first_rows[q] + r;
         out[t * ldo + row] = scales[row] * x_scales[t] * static_cast<float>(sums[r]);
       }
