@@ -15,10 +15,10 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "common/kernels/exp_polynomial.h"
 #include "common/kernels/few_token_prefetch.h"
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/isa_target.h"
+#include "common/kernels/silu_mul_avx2.h"
 #include "common/kernels/token_tiles.h"
 #include "common/tensor/bf16_matrix.h"
 
@@ -297,42 +297,6 @@ void DotsInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
   });
 }
 
-// e^x to about 1 ulp (Cephes expf's polynomial). x is clamped to [−87, 88] so that 2^n, built
-// in the exponent bits, stays a normal float: e^−87 is already negligible beside the 1 it is
-// added to in SiluMul8, and e^88 (1.65e38) is finite.
-inline __m256 Exp(__m256 x) {
-  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(exp_polynomial::kLog2E)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(exp_polynomial::kLn2High), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(exp_polynomial::kLn2Low), r);
-  __m256 p = _mm256_set1_ps(exp_polynomial::kP[0]);
-#pragma GCC unroll 5
-  for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_polynomial::kP[i]));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23)));
-}
-
-inline __m256 SiluMul8(__m256 g, __m256 u) {
-  const __m256 denom =
-      _mm256_add_ps(_mm256_set1_ps(1.0f), Exp(_mm256_sub_ps(_mm256_setzero_ps(), g)));
-  return _mm256_div_ps(_mm256_mul_ps(g, u), denom);
-}
-
-void SiluMul(const float* gate, const float* up, float* act, int64_t n) {
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    _mm256_storeu_ps(act + i, SiluMul8(_mm256_loadu_ps(gate + i), _mm256_loadu_ps(up + i)));
-  }
-  if (i < n) {
-    const __m256i mask = FirstLanes(n - i);
-    _mm256_maskstore_ps(
-        act + i, mask,
-        SiluMul8(_mm256_maskload_ps(gate + i, mask), _mm256_maskload_ps(up + i, mask)));
-  }
-}
-
 // Rows [r0, r0 + 4) of `quad` as float32, each multiplied by scale(r): out[(r0 + r) * ldo + c].
 template <typename Quad, typename Scale>
 void UnpackQuad(const Quad& quad, int n, int64_t cols, Scale scale, float* out, int64_t ldo) {
@@ -373,7 +337,7 @@ template <int S>
 const RowDotKernels kAvx2Kernels = {"avx2",
                                     &DotsF32<S>,
                                     &DotsBf16<S>,
-                                    &SiluMul,
+                                    &SiluMulAvx2,
                                     &UnpackBf16,
                                     &DotsInt8,
                                     &UnpackInt8,
