@@ -89,64 +89,43 @@ void FewTokensF32(const float* w, int64_t ldw, int64_t rows, int64_t k, const fl
   }
 }
 
-// One token, R rows side by side, row first_rows[r] of `w` in each (one from each of R parts of
-// the call's rows, ForEachRowPart): R long read streams per thread, two sums per row.
-template <int R>
-void OneTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R], int64_t k,
-                     const float* x, float* out) {
-  const int64_t ahead = kPrefetchF32Bytes / static_cast<int64_t>(sizeof(float));
-  const float* rows[R];
-  __m512 sum[R][2];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    rows[r] = w + first_rows[r] * ldw;
-    sum[r][0] = sum[r][1] = _mm512_setzero_ps();
-  }
-  int64_t i = 0;
-  for (; i + 32 <= k; i += 32) {
-    const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const float* row = rows[r] + i;
-      Prefetch(row + ahead);
-      Prefetch(row + ahead + 16);
-      sum[r][0] = _mm512_fmadd_ps(_mm512_loadu_ps(row), x0, sum[r][0]);
-      sum[r][1] = _mm512_fmadd_ps(_mm512_loadu_ps(row + 16), x1, sum[r][1]);
-    }
-  }
-  for (; i < k; i += 16) {
-    const __mmask16 m =
-        k - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (k - i)) - 1);
-    const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      sum[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, rows[r] + i), xv, sum[r][0]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    out[first_rows[r]] = _mm512_reduce_add_ps(_mm512_add_ps(sum[r][0], sum[r][1]));
-  }
-}
-
 // T tokens (1 to kPartTileTokensF32), R rows side by side, row first_rows[r] of `w` in each (one
 // from each of R parts of the call's rows, ForEachRowPart): R long read streams per thread, x from
-// L1, one sum per row and token. Every loop over r and t is unrolled whole: with an index the
-// compiler cannot see (the last loops not unrolled), GCC 12 kept the sums on the stack and stored
-// all R × T of them at every step of the main loop.
+// L1. One token keeps two sums per row, 32 columns a step (the one-token dots of
+// OneTokenDotsF32Avx512); more tokens one sum per row and token, 16 columns a step. Every loop over
+// r and t is unrolled whole: with an index the compiler cannot see (the last loops not unrolled),
+// GCC 12 kept the sums on the stack and stored all R × T of them at every step of the main loop.
 template <int R, int T>
 void FewTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R], int64_t k,
                      const float* x, int64_t ldx, float* out, int64_t ldo) {
+  constexpr int kSums = T == 1 ? 2 : 1;  // per row and token
   const int64_t ahead = kPrefetchF32Bytes / static_cast<int64_t>(sizeof(float));
   const float* rows[R];
-  __m512 sum[R][T];
+  __m512 sum[R][T][kSums];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     rows[r] = w + first_rows[r] * ldw;
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) sum[r][t] = _mm512_setzero_ps();
+    for (int t = 0; t < T; ++t) {
+#pragma GCC unroll 2
+      for (int s = 0; s < kSums; ++s) sum[r][t][s] = _mm512_setzero_ps();
+    }
   }
-  for (int64_t i = 0; i < k; i += 16) {
+  int64_t i = 0;
+  if constexpr (kSums == 2) {
+    for (; i + 32 <= k; i += 32) {
+      const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const float* row = rows[r] + i;
+        Prefetch(row + ahead);
+        Prefetch(row + ahead + 16);
+        sum[r][0][0] = _mm512_fmadd_ps(_mm512_loadu_ps(row), x0, sum[r][0][0]);
+        sum[r][0][1] = _mm512_fmadd_ps(_mm512_loadu_ps(row + 16), x1, sum[r][0][1]);
+      }
+    }
+  }
+  for (; i < k; i += 16) {
     const __mmask16 m =
         k - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (k - i)) - 1);
     __m512 xv[T];
@@ -154,16 +133,20 @@ void FewTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R]
     for (int t = 0; t < T; ++t) xv[t] = _mm512_maskz_loadu_ps(m, x + t * ldx + i);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      Prefetch(rows[r] + i + ahead);
+      if constexpr (kSums == 1) Prefetch(rows[r] + i + ahead);
       const __m512 wv = _mm512_maskz_loadu_ps(m, rows[r] + i);
 #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) sum[r][t] = _mm512_fmadd_ps(wv, xv[t], sum[r][t]);
+      for (int t = 0; t < T; ++t) sum[r][t][0] = _mm512_fmadd_ps(wv, xv[t], sum[r][t][0]);
     }
   }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) out[t * ldo + first_rows[r]] = _mm512_reduce_add_ps(sum[r][t]);
+    for (int t = 0; t < T; ++t) {
+      __m512 total = sum[r][t][0];
+      if constexpr (kSums == 2) total = _mm512_add_ps(total, sum[r][t][1]);
+      out[t * ldo + first_rows[r]] = _mm512_reduce_add_ps(total);
+    }
   }
 }
 
@@ -194,7 +177,9 @@ void OneTokenDotsF32Avx512(int streams, const float* w, int64_t ldw, int64_t row
   if (streams != 4) return DotsF32OneToken(w, ldw, rows, k, x, out);
   ForEachRowPart<4>(
       rows, 1,
-      [&](const int64_t(&first_rows)[4]) { OneTokenRowsF32<4>(w, ldw, first_rows, k, x, out); },
+      [&](const int64_t(&first_rows)[4]) {
+        FewTokenRowsF32<4, 1>(w, ldw, first_rows, k, x, k, out, rows);
+      },
       [&](int64_t r, int) { DotsF32OneToken(w + r * ldw, ldw, 1, k, x, out + r); });
 }
 
