@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/config.h"
 #include "absl/time/time.h"
 #include "moe/v1/expert.grpc.pb.h"
 #include "moe/v1/router.grpc.pb.h"
@@ -38,6 +39,14 @@ v1::ExpertInfo ExpertInfoOf(const std::string& target);
 
 // VmRSS of a process in KiB (0 if unreadable).
 int64_t ResidentKb(int pid);
+
+// Whether VmRSS overstates what a process holds: under AddressSanitizer its shadow memory and its
+// quarantine of freed blocks (a shard's load buffers) count too, so resident-memory bounds skip.
+#ifdef ABSL_HAVE_ADDRESS_SANITIZER
+inline constexpr bool kResidentMemoryInflated = true;
+#else
+inline constexpr bool kResidentMemoryInflated = false;
+#endif
 
 // Options of Cluster::WholeModel.
 struct WholeModelOptions {

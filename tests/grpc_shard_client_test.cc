@@ -9,6 +9,8 @@
 
 #include <cmath>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -27,6 +29,15 @@ using ::testing::HasSubstr;
 // These tests therefore never destroy their servers and clients (each test is its own process)
 // and keep the library initialised.
 const bool kGrpcKeptAlive = (grpc_init(), true);
+
+// A T that lives, never destroyed, until the process exits: held from a static list, so
+// LeakSanitizer finds it reachable rather than leaked.
+template <typename T, typename... Args>
+T& KeptAlive(Args&&... args) {
+  static auto* const kept = new std::vector<std::unique_ptr<T>>();
+  kept->push_back(std::make_unique<T>(std::forward<Args>(args)...));
+  return *kept->back();
+}
 
 enum class Reply { kDouble, kWrongOutputCount, kWrongShape, kNaN, kOverflow, kHold, kHuge };
 
@@ -146,8 +157,8 @@ absl::StatusOr<ShardCallOutput> Call(ShardClient& client, const Work& work) {
 }
 
 TEST(GrpcShardClientTest, SendsEachNeededRowOnceAndReturnsEveryGroup) {
-  TestServer& server = *new TestServer(Reply::kDouble);
-  GrpcShardClient& client = *new GrpcShardClient(server.target(), 1);
+  TestServer& server = KeptAlive<TestServer>(Reply::kDouble);
+  GrpcShardClient& client = KeptAlive<GrpcShardClient>(server.target(), 1);
   const Work work;
   auto output = Call(client, work);
   ASSERT_TRUE(output.ok()) << output.status();
@@ -166,8 +177,8 @@ TEST(GrpcShardClientTest, SendsEachNeededRowOnceAndReturnsEveryGroup) {
 }
 
 TEST(GrpcShardClientTest, WeightedCallToAShardWithoutSumsSendsValuesAndSumsItself) {
-  TestServer& server = *new TestServer(Reply::kDouble);
-  GrpcShardClient& client = *new GrpcShardClient(server.target(), 1);
+  TestServer& server = KeptAlive<TestServer>(Reply::kDouble);
+  GrpcShardClient& client = KeptAlive<GrpcShardClient>(server.target(), 1);
   auto output = Call(client, Weighted());
   ASSERT_TRUE(output.ok()) << output.status();
   const v1::ComputeRequest& sent = server.service.last_request_;
@@ -186,10 +197,10 @@ TEST(GrpcShardClientTest, WeightedCallToAShardWithoutSumsSendsValuesAndSumsItsel
 }
 
 TEST(GrpcShardClientTest, ShardWhoseInfoReadsBytesGetsTheConfiguredEncoding) {
-  TestServer& server = *new TestServer(Reply::kDouble, /*reads_bytes=*/true);
+  TestServer& server = KeptAlive<TestServer>(Reply::kDouble, /*reads_bytes=*/true);
   for (bool bf16 : {false, true}) {
-    GrpcShardClient& client =
-        *new GrpcShardClient(server.target(), 1, ChannelSecurity::Plaintext(), {bf16});
+    GrpcShardClient& client = KeptAlive<GrpcShardClient>(
+        server.target(), 1, ChannelSecurity::Plaintext(), ShardWireOptions{bf16});
     absl::Notification described;
     client.Describe(absl::Now() + absl::Seconds(10), [&](absl::StatusOr<ShardDescription> d) {
       EXPECT_TRUE(d.ok()) << d.status();
@@ -210,8 +221,8 @@ TEST(GrpcShardClientTest, ShardWhoseInfoReadsBytesGetsTheConfiguredEncoding) {
 
 TEST(GrpcShardClientTest, MalformedRepliesAreInternalNamingTheShard) {
   for (Reply bad : {Reply::kWrongOutputCount, Reply::kWrongShape, Reply::kNaN}) {
-    TestServer& server = *new TestServer(bad);
-    GrpcShardClient& client = *new GrpcShardClient(server.target(), 1);
+    TestServer& server = KeptAlive<TestServer>(bad);
+    GrpcShardClient& client = KeptAlive<GrpcShardClient>(server.target(), 1);
     auto output = Call(client, Work());
     EXPECT_EQ(output.status().code(), absl::StatusCode::kInternal) << static_cast<int>(bad);
     EXPECT_THAT(std::string(output.status().message()), HasSubstr(server.target()));
@@ -219,25 +230,25 @@ TEST(GrpcShardClientTest, MalformedRepliesAreInternalNamingTheShard) {
 }
 
 TEST(GrpcShardClientTest, AReplyLargerThanAnyValidOneIsInternalNamingTheShard) {
-  TestServer& server = *new TestServer(Reply::kHuge);  // 2 MiB of values
+  TestServer& server = KeptAlive<TestServer>(Reply::kHuge);  // 2 MiB of values
   ShardWireOptions wire;
   wire.max_reply_bytes = MaxValidReplyBytes(4, 2, false, 3);  // 1 MiB and 96 bytes
   GrpcShardClient& client =
-      *new GrpcShardClient(server.target(), 1, ChannelSecurity::Plaintext(), wire);
+      KeptAlive<GrpcShardClient>(server.target(), 1, ChannelSecurity::Plaintext(), wire);
   auto output = Call(client, Work());
   EXPECT_EQ(output.status().code(), absl::StatusCode::kInternal) << output.status();
   EXPECT_THAT(std::string(output.status().message()),
               HasSubstr("shard " + server.target() + " sent a reply larger than any valid one"));
   // The same shard's valid replies pass the same bound.
-  TestServer& valid = *new TestServer(Reply::kDouble);
+  TestServer& valid = KeptAlive<TestServer>(Reply::kDouble);
   GrpcShardClient& bounded =
-      *new GrpcShardClient(valid.target(), 1, ChannelSecurity::Plaintext(), wire);
+      KeptAlive<GrpcShardClient>(valid.target(), 1, ChannelSecurity::Plaintext(), wire);
   EXPECT_TRUE(Call(bounded, Work()).ok());
 }
 
 TEST(GrpcShardClientTest, OverflowReportIsInvalidArgumentNamingTheRequestToken) {
-  TestServer& server = *new TestServer(Reply::kOverflow);
-  GrpcShardClient& client = *new GrpcShardClient(server.target(), 1);
+  TestServer& server = KeptAlive<TestServer>(Reply::kOverflow);
+  GrpcShardClient& client = KeptAlive<GrpcShardClient>(server.target(), 1);
   auto output = Call(client, Work());
   EXPECT_EQ(output.status().code(), absl::StatusCode::kInvalidArgument);
   // Row 1 of the shard's request is row 3 of the router's request.
@@ -246,8 +257,8 @@ TEST(GrpcShardClientTest, OverflowReportIsInvalidArgumentNamingTheRequestToken) 
 }
 
 TEST(GrpcShardClientTest, DescribeReportsLayersExpertsAndIdentitySorted) {
-  TestServer& server = *new TestServer(Reply::kDouble);
-  GrpcShardClient& client = *new GrpcShardClient(server.target(), 1);
+  TestServer& server = KeptAlive<TestServer>(Reply::kDouble);
+  GrpcShardClient& client = KeptAlive<GrpcShardClient>(server.target(), 1);
   absl::StatusOr<ShardDescription> description;
   absl::Notification done;
   client.Describe(absl::Now() + absl::Seconds(10), [&](absl::StatusOr<ShardDescription> d) {
@@ -263,8 +274,8 @@ TEST(GrpcShardClientTest, DescribeReportsLayersExpertsAndIdentitySorted) {
 }
 
 TEST(GrpcShardClientTest, CancelEndsACallTheShardHolds) {
-  TestServer& server = *new TestServer(Reply::kHold);
-  GrpcShardClient& client = *new GrpcShardClient(server.target(), 1);
+  TestServer& server = KeptAlive<TestServer>(Reply::kHold);
+  GrpcShardClient& client = KeptAlive<GrpcShardClient>(server.target(), 1);
   const Work work;
   absl::StatusOr<ShardCallOutput> result;
   absl::Notification done;
@@ -282,7 +293,7 @@ TEST(GrpcShardClientTest, CancelEndsACallTheShardHolds) {
 
 TEST(GrpcShardClientTest, UnreachableTargetIsUnavailableNamingIt) {
   // Port 1 on loopback: nothing listens there, so the connection is refused at once.
-  GrpcShardClient& client = *new GrpcShardClient("127.0.0.1:1", 1);
+  GrpcShardClient& client = KeptAlive<GrpcShardClient>("127.0.0.1:1", 1);
   auto output = Call(client, Work());
   EXPECT_EQ(output.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(output.status().message()), HasSubstr("127.0.0.1:1"));

@@ -1,5 +1,7 @@
 #include "common/kernels/thread_pool.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -43,6 +45,7 @@ KernelThreadPool::KernelThreadPool(int threads, std::chrono::microseconds helper
   for (int i = 1; i < threads; ++i) {
     const int cpu = i < static_cast<int>(cpus_.size()) ? cpus_[i] : -1;  // -1: not pinned
     helpers_.emplace_back([this, cpu] { HelperLoop(cpu); });
+    pthread_setname_np(helpers_.back().native_handle(), kHelperThreadName);  // named on return
   }
 }
 
