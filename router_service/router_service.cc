@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <regex>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/rpc/cancellation_poll.h"
+#include "common/rpc/connection_error.h"
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/status/status_macros.h"
@@ -16,12 +16,11 @@
 namespace moe {
 namespace {
 
-// `text` with the shard's target and the addresses gRPC's messages carry ("ipv4:10.0.0.7:50061")
-// replaced, for an Info that must not reveal the topology.
-std::string WithoutAddresses(const std::string& text, const std::string& target) {
-  static const std::regex* address = new std::regex(R"((ipv4|ipv6|unix|dns):[^\s,;()]+)");
-  std::string out = target.empty() ? text : absl::StrReplaceAll(text, {{target, "<shard>"}});
-  return std::regex_replace(out, *address, "<address>");
+// `problem` with the shard's target and the addresses in gRPC's words replaced, for an Info that
+// must not reveal the topology.
+std::string WithoutTopology(const std::string& problem, const std::string& target) {
+  return WithoutAddresses(target.empty() ? problem
+                                         : absl::StrReplaceAll(problem, {{target, "<shard>"}}));
 }
 
 }  // namespace
@@ -133,7 +132,7 @@ grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest
       shard->add_targets(status.target);
       shard->set_problem(status.problem);
     } else {
-      shard->set_problem(WithoutAddresses(status.problem, status.target));
+      shard->set_problem(WithoutTopology(status.problem, status.target));
     }
     ejections += status.counters.ejections;
   }

@@ -6,12 +6,15 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/types/span.h"
 #include "common/status/status_macros.h"
 
@@ -232,6 +235,42 @@ absl::Status WriteCheckpointTensors(const std::string& dir,
                                          "\n  },\n  \"weight_map\": {\n",
                                          absl::StrJoin(weight_map_lines, ",\n"), "\n  }\n}\n");
   return WriteFileAtomically(absl::StrCat(dir, "/", kIndexFile), index);
+}
+
+bool IsCheckpointFileName(absl::string_view file_name) {
+  if (file_name == "config.json" || file_name == kSingleFile || file_name == kIndexFile) {
+    return true;
+  }
+  if (!absl::ConsumePrefix(&file_name, "model-") ||
+      !absl::ConsumeSuffix(&file_name, ".safetensors")) {
+    return false;
+  }
+  const size_t of = file_name.find("-of-");
+  if (of == absl::string_view::npos) return false;
+  const auto is_number = [](absl::string_view digits) {
+    return !digits.empty() &&
+           std::all_of(digits.begin(), digits.end(), [](char c) { return absl::ascii_isdigit(c); });
+  };
+  return is_number(file_name.substr(0, of)) && is_number(file_name.substr(of + 4));
+}
+
+absl::StatusOr<int> RemoveCheckpointFiles(const std::string& dir) {
+  std::error_code code;
+  std::filesystem::directory_iterator it(dir, code);
+  if (code) return 0;  // no directory yet: nothing to remove
+  int removed = 0;
+  for (const std::filesystem::directory_entry& entry : it) {
+    if (!entry.is_regular_file(code) || !IsCheckpointFileName(entry.path().filename().string())) {
+      continue;
+    }
+    const bool was_there = std::filesystem::remove(entry.path(), code);
+    if (code) {
+      return absl::InternalError(
+          absl::StrCat("cannot remove ", entry.path().string(), ": ", code.message()));
+    }
+    removed += was_there;
+  }
+  return removed;
 }
 
 }  // namespace moe

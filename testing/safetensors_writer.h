@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/tensor/dtype.h"
 
 namespace moe {
@@ -34,6 +36,15 @@ absl::Status WriteSafetensorsFile(const std::string& path,
 // Tensors are spread over shards in name order, balanced by bytes; no shard is left empty.
 absl::Status WriteCheckpointTensors(const std::string& dir,
                                     const std::vector<TensorToWrite>& tensors, int num_shards);
+
+// Whether `file_name` is one WriteCheckpointTensors or a config writer would leave in a checkpoint
+// directory: config.json, model.safetensors, model.safetensors.index.json or
+// model-NNNNN-of-NNNNN.safetensors.
+bool IsCheckpointFileName(absl::string_view file_name);
+
+// Removes the checkpoint files (IsCheckpointFileName) of an earlier write from `dir`, leaving
+// every other file; returns how many it removed (0 if `dir` does not exist).
+absl::StatusOr<int> RemoveCheckpointFiles(const std::string& dir);
 
 }  // namespace moe
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint/json.h"
 #include "gmock/gmock.h"
@@ -96,6 +97,24 @@ TEST_F(CheckpointTest, ShardedCheckpointRoundTrips) {
   auto checkpoint = Checkpoint::Open(dir_);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   ExpectReadsSampleTensors(**checkpoint);
+}
+
+TEST_F(CheckpointTest, RemovingAnEarlierCheckpointLeavesOtherFiles) {
+  ASSERT_TRUE(WriteCheckpointTensors(dir_, SampleTensors(), 3).ok());
+  WriteText("config.json", "{}");
+  const std::vector<std::string> others = {"notes.txt", "model-a-of-3.safetensors",
+                                           "model-00001-of-00003.safetensors.tmp", "model.bin"};
+  for (const std::string& name : others) WriteText(name, "keep");
+
+  absl::StatusOr<int> removed = RemoveCheckpointFiles(dir_);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 5);  // three shards, the index, config.json
+  std::vector<std::string> left;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+    left.push_back(entry.path().filename().string());
+  }
+  EXPECT_THAT(left, ::testing::UnorderedElementsAreArray(others));
+  EXPECT_EQ(RemoveCheckpointFiles(Path("no-such-dir")).value_or(-1), 0);
 }
 
 TEST_F(CheckpointTest, ShardIndexRecordsTotalSizeAndEveryTensor) {

@@ -1,16 +1,16 @@
 // moe_make_model: writes a deterministic synthetic checkpoint in the Hugging Face layout.
 //
 //   moe_make_model --preset=NAME --out=DIR [--seed=S] [--dtype=f32|bf16|f16] [--files=N]
-#include <filesystem>
 #include <iostream>
 #include <optional>
-#include <regex>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "common/cli/parse_flags.h"
+#include "testing/safetensors_writer.h"
 #include "testing/synthetic_model.h"
 
 ABSL_FLAG(std::string, preset, "tiny", "Model preset; --list_presets shows them");
@@ -24,33 +24,6 @@ ABSL_FLAG(std::string, dtype, "",
           "real-shape *-layer presets, f32 otherwise)");
 ABSL_FLAG(int, files, 1, "Number of safetensors files (>1 writes an index, as large HF models)");
 ABSL_FLAG(bool, list_presets, false, "List the presets and exit");
-
-namespace {
-
-// Removes the files of a checkpoint written earlier into `dir` (config.json, model.safetensors,
-// model-NNNNN-of-NNNNN.safetensors, model.safetensors.index.json): a stale index left next to a
-// new single file would name tensors that are no longer there. Returns how many were removed.
-int RemoveOldCheckpoint(const std::string& dir, std::string* error) {
-  static const std::regex owned(
-      R"(config\.json|model\.safetensors|model\.safetensors\.index\.json|)"
-      R"(model-[0-9]+-of-[0-9]+\.safetensors)");
-  std::error_code code;
-  std::filesystem::directory_iterator it(dir, code);
-  if (code) return 0;  // no directory yet: nothing to clean
-  int removed = 0;
-  for (const auto& entry : it) {
-    if (!entry.is_regular_file(code)) continue;
-    if (!std::regex_match(entry.path().filename().string(), owned)) continue;
-    if (!std::filesystem::remove(entry.path(), code)) {
-      *error = "cannot remove " + entry.path().string() + ": " + code.message();
-      return -1;
-    }
-    ++removed;
-  }
-  return removed;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -88,14 +61,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.dtype = *dtype;
-  std::string error;
-  const int removed = RemoveOldCheckpoint(out, &error);
-  if (removed < 0) {
-    std::cerr << "moe_make_model: " << error << std::endl;
+  // A stale index left next to a new single file would name tensors that are no longer there.
+  absl::StatusOr<int> removed = moe::RemoveCheckpointFiles(out);
+  if (!removed.ok()) {
+    std::cerr << "moe_make_model: " << removed.status().message() << std::endl;
     return 1;
   }
-  if (removed > 0) {
-    std::cout << "removed " << removed << (removed == 1 ? " file" : " files")
+  if (*removed > 0) {
+    std::cout << "removed " << *removed << (*removed == 1 ? " file" : " files")
               << " of an earlier checkpoint from " << out << std::endl;
   }
   absl::Status written = moe::WriteSyntheticModel(*preset, options, out);

@@ -53,4 +53,30 @@ std::string ExplainStatus(const grpc::Status& status, bool tls, const std::strin
   return absl::StrCat(cause, " (", status.error_message(), ")");
 }
 
+std::string WithoutAddresses(absl::string_view text) {
+  constexpr absl::string_view kSchemes[] = {"ipv4:", "ipv6:", "unix:", "dns:"};
+  constexpr absl::string_view kEnds = " \t\n\r\f\v,;()";
+  std::string out;
+  out.reserve(text.size());
+  while (!text.empty()) {
+    size_t address_length = 0;
+    for (absl::string_view scheme : kSchemes) {
+      if (!absl::StartsWith(text, scheme)) continue;
+      const size_t end = text.find_first_of(kEnds, scheme.size());
+      size_t length = end == absl::string_view::npos ? text.size() : end;
+      while (length > scheme.size() && text[length - 1] == ':') --length;  // "ipv4:...:50061: ..."
+      if (length > scheme.size()) address_length = length;  // a scheme alone is not an address
+      break;
+    }
+    if (address_length > 0) {
+      out += "<address>";
+      text.remove_prefix(address_length);
+    } else {
+      out += text.front();
+      text.remove_prefix(1);
+    }
+  }
+  return out;
+}
+
 }  // namespace moe

@@ -3,6 +3,7 @@
 // ...") followed by the transport's own words (OpenSSL's, for TLS), and a server that rejects a
 // client certificate shows up only as "Socket closed". This turns those into a cause a user can
 // act on, naming the flags to check (`flag_prefix`, e.g. "--shard_tls_" → "--shard_tls_ca").
+// It also takes the addresses out of gRPC's messages, for answers that must not show the topology.
 #ifndef MOE_COMMON_RPC_CONNECTION_ERROR_H_
 #define MOE_COMMON_RPC_CONNECTION_ERROR_H_
 
@@ -10,12 +11,20 @@
 
 #include <string>
 
+#include "absl/strings/string_view.h"
+
 namespace moe {
 
 // The cause of `status` if it is a connection failure this recognises, else "". `tls`: whether
 // this side connected with TLS. The cause never contains an address.
 std::string ConnectionFailureCause(const grpc::Status& status, bool tls,
                                    const std::string& flag_prefix);
+
+// `text` with every address gRPC's messages carry ("ipv4:10.0.0.7:50061", "ipv6:[::1]:50061",
+// "unix:/run/shard.sock", "dns:shard-0:50061") replaced by "<address>": an address runs from its
+// scheme to the next space, ',', ';', '(' or ')', less a trailing ':'. For messages that must not
+// reveal the topology.
+std::string WithoutAddresses(absl::string_view text);
 
 // `status`'s message, prefixed with its cause when there is one: "<cause> (<message>)".
 std::string ExplainStatus(const grpc::Status& status, bool tls, const std::string& flag_prefix);
