@@ -165,6 +165,4 @@ std::string KernelsReport() {
 
 void SetBlasThreads(int threads) { openblas_set_num_threads(threads < 1 ? 1 : threads); }
 
-int BlasThreads() { return openblas_get_num_threads(); }
-
 }  // namespace moe

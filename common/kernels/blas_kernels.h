@@ -56,7 +56,6 @@ std::string KernelsReport();
 
 // Threads OpenBLAS may use per call, for the whole process (see above); < 1 means 1.
 void SetBlasThreads(int threads);
-int BlasThreads();
 
 }  // namespace moe
 

@@ -1,4 +1,6 @@
-// absl::Status ↔ grpc::Status, in one place. Codes map one to one (both follow google.rpc.Code).
+// absl::Status → grpc::Status for the services' answers. Codes map one to one (both follow
+// google.rpc.Code); the shard client turns gRPC's statuses back itself, naming the shard
+// (GrpcShardClient::FromGrpc).
 #ifndef MOE_COMMON_RPC_GRPC_STATUS_H_
 #define MOE_COMMON_RPC_GRPC_STATUS_H_
 
@@ -9,7 +11,6 @@
 namespace moe {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
-absl::Status FromGrpcStatus(const grpc::Status& status);
 
 }  // namespace moe
 
