@@ -2,6 +2,7 @@
 // model.safetensors.index.json). Used by moe_make_model and by tests that build checkpoints.
 // Output is deterministic: tensors are laid out in name order, the header is padded to 8 bytes.
 // Files are streamed to disk in chunks (a temporary name, renamed when complete).
+// RemoveCheckpointFiles clears what an earlier write left before a new one.
 #ifndef MOE_TESTING_SAFETENSORS_WRITER_H_
 #define MOE_TESTING_SAFETENSORS_WRITER_H_
 
