@@ -52,9 +52,11 @@ absl::StatusOr<std::vector<int>> CheckComputeWork(const ExpertShard& shard,
     const v1::ExpertGroup& group = request.groups(g);
     const int ffn = shard.FfnId(request.layer(), group.expert());
     if (ffn < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("groups[", g, "]: expert ", group.expert(),
-                                                     " is not held by this shard (it holds ",
-                                                     FormatExpertSet(shard.experts()), ")"));
+      // The caller's map of who holds what is out of date (this shard restarted with other
+      // experts), not its request: another replica may hold the expert.
+      return absl::FailedPreconditionError(absl::StrCat("groups[", g, "]: expert ", group.expert(),
+                                                        " is not held by this shard (it holds ",
+                                                        FormatExpertSet(shard.experts()), ")"));
     }
     if (request.sum_groups() && group.weights_size() != group.rows_size()) {
       return absl::InvalidArgumentError(absl::StrCat("groups[", g, "] has ", group.weights_size(),

@@ -4,7 +4,8 @@
 // one weight per row when the request asks for sum_groups,
 // at most one group per FFN held for the layer, and at most `max_rows` rows across all groups.
 // A request outside these bounds is INVALID_ARGUMENT naming the group, row or limit: every
-// replica would refuse it alike, so the router must not retry it elsewhere.
+// replica would refuse it alike, so the router must not retry it elsewhere. An expert not held
+// here is FAILED_PRECONDITION instead: the caller's map is stale, and another replica may hold it.
 #ifndef MOE_EXPERT_SERVICE_COMPUTE_BOUNDS_H_
 #define MOE_EXPERT_SERVICE_COMPUTE_BOUNDS_H_
 

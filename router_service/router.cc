@@ -42,11 +42,14 @@ std::string DescribeExperts(const ShardWork& work) {
 
 // Gives a failed shard call's status the experts it held and decides the request's code: the
 // shard's own code when it says what the caller should do (retry later, wait, send less, fix the
-// input), else Internal.
+// input), Unavailable when the shard no longer holds what the map says (restarted with other
+// experts or layers: try again once the map has caught up), else Internal.
 absl::Status ShardFailure(const ShardWork& work, const absl::Status& status) {
   const std::string context =
       absl::StrCat(DescribeExperts(work), " could not be computed: ", status.message());
   switch (status.code()) {
+    case absl::StatusCode::kFailedPrecondition:
+      return absl::UnavailableError(context);
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kDeadlineExceeded:
     case absl::StatusCode::kCancelled:

@@ -97,6 +97,15 @@ absl::Status ShardDirectory::Judge(const ShardTarget& spec,
         ", another ", DescribeAnswer(*second), "; give each expert set its own target"));
   }
   if (absl::Status same = CheckIdentity(model_, first->identity); !same.ok()) return same;
+  // The map is indexed by these ids: a shard's word is not enough.
+  const std::vector<int>& ids = first->experts.ids;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= model_.num_experts || (i > 0 && ids[i] == ids[i - 1])) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "reports expert ", ids[i], ids[i] >= 0 && ids[i] < model_.num_experts ? " twice" : "",
+          "; the model's experts are 0-", model_.num_experts - 1, ", each held once"));
+    }
+  }
   if (spec.declared.has_value() && !(*spec.declared == first->experts)) {
     return absl::FailedPreconditionError(
         absl::StrCat("declared as experts ", FormatExpertSet(*spec.declared),

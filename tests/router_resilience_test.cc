@@ -42,6 +42,50 @@ TEST_F(RouterTest, ShardHoldingOtherThanDeclaredIsRejected) {
   EXPECT_THAT(router->directory().Gaps(), HasSubstr("experts 4-7"));
 }
 
+TEST_F(RouterTest, ShardReportingExpertsOutsideTheModelIsRejected) {
+  for (const std::vector<int>& ids :
+       std::vector<std::vector<int>>{{4, 5, 6, 8}, {-1, 4, 5, 6, 7}, {4, 5, 5, 6, 7}}) {
+    auto router = MakeRouter("a:1,b:2", {{"a:1", {Behaviour::kCompute, "0-3"}},
+                                         {"b:2", {Behaviour::kCompute, "", "", ids}}});
+    EXPECT_THAT(router->directory().Gaps(), HasSubstr("experts 4-7"));
+    for (const TargetStatus& status : router->directory().Status()) {
+      if (status.target != "b:2") continue;
+      EXPECT_EQ(status.state, "REJECTED");
+      EXPECT_THAT(status.problem, HasSubstr("the model's experts are 0-7, each held once"));
+    }
+    const std::vector<float> tokens = testing::RandomTokens(32, 256, 4);
+    Matrix out;
+    EXPECT_EQ(Forward(*router, tokens, out).status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_EQ(fakes_["b:2"]->calls(), 0);
+  }
+}
+
+TEST_F(RouterTest, ShardRestartedWithOtherExpertsIsRetriedElsewhereUntilTheMapCatchesUp) {
+  // Until the next refresh the map says a:1 holds every expert; it answers that it does not.
+  RouterOptions options;
+  options.directory.replica.eject_after = 1000;
+  auto router = MakeRouter("a:1,b:2", {}, options);
+  fakes_["a:1"]->SetBehaviour(Behaviour::kRestaffed);
+  const std::vector<float> tokens = testing::RandomTokens(32, 256, 4);
+  auto reference = testing::ReferenceLayer::Load(*model_dir_, 0);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  const std::vector<double> expected = reference->Forward(tokens, 32).output;
+  for (int request = 0; request < 4; ++request) {
+    Matrix out;
+    auto result = Forward(*router, tokens, out);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_LT(MaxRelativeError(out, expected), 1e-5);
+  }
+  EXPECT_GT(fakes_["a:1"]->calls(), 0);  // it was asked, refused, and the call went to b:2
+  // With no other replica the request is UNAVAILABLE (try again once the map is current), not
+  // INVALID_ARGUMENT (do not retry) nor INTERNAL.
+  fakes_["b:2"]->SetBehaviour(Behaviour::kRestaffed);
+  Matrix out;
+  auto result = Forward(*router, tokens, out);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("is not held by this shard"));
+}
+
 TEST_F(RouterTest, UnreachableShardIsUnavailableNamingExpertsAndTarget) {
   // Refused at discovery: never usable, named in the request's error and in the status.
   auto refusing = MakeRouter(kTwoShards, {{"b:2", {Behaviour::kUnavailable}}});

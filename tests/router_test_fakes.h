@@ -27,6 +27,7 @@ enum class Behaviour {
   kUnavailable,  // refuses every call (a dead replica)
   kHang,         // never answers; the call ends at its deadline or when cancelled (SIGSTOP)
   kDeferred,     // holds calls until the test releases them
+  kRestaffed,    // restarted holding other experts than its Info said: refuses every call
 };
 
 // What a shard call carried: the rows sent and each group's (expert, row count).
@@ -104,6 +105,10 @@ class FakeShard final : public ShardClient {
       case Behaviour::kUnavailable:
         std::move(done)(absl::UnavailableError("shard " + target_ + ": connection refused"));
         return std::make_shared<NoCall>();
+      case Behaviour::kRestaffed:
+        std::move(done)(absl::FailedPreconditionError(
+            "shard " + target_ + ": groups[0]: expert 0 is not held by this shard (it holds 9)"));
+        return std::make_shared<NoCall>();
       case Behaviour::kHang: {
         auto call = std::make_shared<HungCall>(deadline, std::move(done));
         absl::MutexLock lock(&mu_);
@@ -176,8 +181,9 @@ class FakeShard final : public ShardClient {
 // How each fake target behaves and what it says it holds.
 struct FakeSpec {
   Behaviour behaviour = Behaviour::kCompute;
-  std::string experts = "";      // "" → what --shards declares, or all
-  std::string fingerprint = "";  // "" → the real one
+  std::string experts = "";          // "" → what --shards declares, or all
+  std::string fingerprint = "";      // "" → the real one
+  std::vector<int> expert_ids = {};  // non-empty: reported as they are, unchecked (a faulty shard)
 };
 
 class RouterTest : public ::testing::Test {
@@ -207,6 +213,7 @@ class RouterTest : public ::testing::Test {
         if (t.target == target && t.declared.has_value()) description.experts = *t.declared;
       }
       if (!spec.experts.empty()) description.experts = *ParseExpertSet(spec.experts, 8, false);
+      if (!spec.expert_ids.empty()) description.experts.ids = spec.expert_ids;
       if (!spec.fingerprint.empty()) description.identity.fingerprint = spec.fingerprint;
       auto fake = std::make_unique<FakeShard>(target, description, shard_, spec.behaviour);
       fakes_[target] = fake.get();
