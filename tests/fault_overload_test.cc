@@ -3,7 +3,9 @@
 // "overloaded") or DEADLINE_EXCEEDED, and leave the cluster serving at once; SIGTERM under
 // load exits within --drain_s + 1 s and every call in flight ends with a clear status. After
 // large calls, the router still serves a small call whose deadline a large call would miss (its
-// admission judges each call by what calls of its size take).
+// admission judges each call by what calls of its size take), and after calls that hung on a
+// stopped shard until their deadline, a call with a shorter one (an idle router runs every call
+// that can start).
 #include <signal.h>
 
 #include <algorithm>
@@ -149,11 +151,42 @@ TEST(FaultOverloadTest, AfterLargeCallsASmallCallIsJudgedByWhatSmallCallsTake) {
     served += status.ok();
   }
   EXPECT_GT(served, 0);
-  // A large call with the same deadline is refused at once, for what large calls take.
-  const grpc::Status refused = cluster.Forward(large, &response, deadline);
-  EXPECT_EQ(refused.error_code(), grpc::DEADLINE_EXCEEDED);
-  EXPECT_THAT(refused.error_message(),
-              ::testing::HasSubstr("less than what a call of 3000 tokens takes"));
+  // A large call with the same deadline runs too, the router being idle (an estimate is never a
+  // reason to refuse a call that can start), and ends at its deadline.
+  const grpc::Status late = cluster.Forward(large, &response, deadline);
+  EXPECT_EQ(late.error_code(), grpc::DEADLINE_EXCEEDED);
+  EXPECT_THAT(late.error_message(), ::testing::Not(::testing::HasSubstr("less than what")));
+}
+
+TEST(FaultOverloadTest, CallsThatHungOnAStoppedShardDoNotGetLaterCallsRefused) {
+  testing::Cluster cluster(fault::TinyModel(), 0, {"0-3", "4-7"});
+  ASSERT_GT(cluster.router_server().port, 0);
+  const v1::ForwardRequest request =
+      testing::MakeRequest(testing::RandomTokens(8, fault::kTinyD, 7), 8, fault::kTinyD);
+  v1::ForwardResponse response;
+  ASSERT_TRUE(cluster.Forward(request, &response, absl::Seconds(5)).ok());
+  // Its only shard for experts 4-7 stopped, a call runs until its deadline or until keepalive
+  // gives the shard up (~1.5 s)...
+  const pid_t stopped = cluster.expert(1).process->pid();
+  kill(stopped, SIGSTOP);
+  const absl::Time start = absl::Now();
+  const grpc::Status hung = cluster.Forward(request, &response, absl::Seconds(4));
+  const absl::Duration took = absl::Now() - start;
+  kill(stopped, SIGCONT);
+  EXPECT_FALSE(hung.ok());
+  ASSERT_GT(took, absl::Seconds(1)) << hung.error_message();
+  // ...which leaves the router's estimate for such calls above 1/8 of that, over 100 ms. The
+  // shard is back; a call with a 100 ms deadline on the idle router runs, and is served once
+  // the router has reconnected (before, each was refused at once: "less than what a call of 8
+  // tokens takes").
+  const bool served = PollUntil(
+      [&] {
+        const grpc::Status status = cluster.Forward(request, &response, absl::Milliseconds(100));
+        EXPECT_THAT(status.error_message(), ::testing::Not(::testing::HasSubstr("less than what")));
+        return status.ok();
+      },
+      absl::Seconds(10));
+  EXPECT_TRUE(served);
 }
 
 TEST(FaultOverloadTest, SigtermUnderLoadExitsWithinDrainPlusOneSecondAndEveryCallEndsClearly) {

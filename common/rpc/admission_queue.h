@@ -20,9 +20,11 @@
 // it. Without this, a queue as long as the deadline makes every admitted call expire (a 200 ms
 // deadline behind 48 calls at ~130 calls/s), and the cluster computes answers nobody waits for.
 //
-// A call that can start at once (nothing queued, a place free) is never refused for load: it runs,
-// unless its remaining deadline is shorter than its expected service time, when it is refused
-// with DEADLINE_EXCEEDED (what it would end in anyway, said before any work is done for it).
+// A call that can start at once (nothing queued, a place free) runs, whatever the estimate says
+// (DEADLINE_EXCEEDED only if its deadline has already passed): the estimate can be stale (calls
+// that hung until their deadline count too), and an idle server refusing on it would never run
+// the calls that would measure it again. Refusals for time are made only while calls run, whose
+// run times keep the estimate current.
 //
 // A queue at least as deep as the clients' concurrency matters under a flood: a call refused at
 // once comes straight back (a closed-loop client such as ghz has no backoff), and refusing it
@@ -103,8 +105,8 @@ class AdmissionQueue {
   AdmissionQueue& operator=(const AdmissionQueue&) = delete;
 
   // Blocks until the call may run (a ticket), or returns RESOURCE_EXHAUSTED naming the calls
-  // queued and why, or DEADLINE_EXCEEDED when it could start at once but its deadline leaves less
-  // than a call of its size takes. `deadline` absl::InfiniteFuture(): never refused for time.
+  // queued and why, or DEADLINE_EXCEEDED when its deadline passed before it could start.
+  // `deadline` absl::InfiniteFuture(): never refused for time.
   absl::StatusOr<Ticket> Enter(absl::Time deadline, CallSize size = {});
 
   AdmissionQueueStats stats() const;
