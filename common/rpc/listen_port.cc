@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -55,6 +56,15 @@ std::string WhyCannotListen(const std::string& listen) {
     error = BindErrno(reinterpret_cast<sockaddr*>(&a4), sizeof(a4));
   }
   return error == 0 ? kHint : std::strerror(error);
+}
+
+bool OnlyThisHostCanReach(const std::string& listen) {
+  if (absl::StartsWith(listen, "unix:")) return true;
+  const absl::string_view host = absl::string_view(listen).substr(0, listen.rfind(':'));
+  if (host == "localhost" || host == "[::1]") return true;
+  in_addr a4{};
+  const std::string ipv4(host);
+  return inet_pton(AF_INET, ipv4.c_str(), &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
 }
 
 }  // namespace moe

@@ -1,4 +1,5 @@
-// The reason an address cannot be bound (gRPC's ServerBuilder only says that it failed).
+// What a listen address means: the reason it cannot be bound (gRPC's ServerBuilder only says that
+// it failed), and whether only this host can reach it.
 #ifndef MOE_COMMON_RPC_LISTEN_PORT_H_
 #define MOE_COMMON_RPC_LISTEN_PORT_H_
 
@@ -10,6 +11,11 @@ namespace moe {
 // "Address already in use", found by binding a plain socket to it; a generic hint when HOST is
 // a name or binding now succeeds.
 std::string WhyCannotListen(const std::string& listen);
+
+// True when only this host can connect to `listen`: a Unix socket (unix:PATH), localhost,
+// 127.0.0.0/8 or [::1]. Every other address (0.0.0.0, [::], an interface's address, a name) may
+// be reachable from other machines.
+bool OnlyThisHostCanReach(const std::string& listen);
 
 }  // namespace moe
 

@@ -87,6 +87,13 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   }
   std::cerr << options.name << ": serving on port " << port << " (" << options.listen << ")"
             << std::endl;
+  if (options.credentials == nullptr && !OnlyThisHostCanReach(options.listen)) {
+    std::cerr << options.name << ": warning: plaintext on " << options.listen
+              << ", which other machines may reach: anyone who can connect may call it and read "
+                 "its traffic. Serve mutual TLS (--tls_cert, --tls_key, --tls_ca) unless only "
+                 "trusted peers share this network."
+              << std::endl;
+  }
   return self;
 }
 
