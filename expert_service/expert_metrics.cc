@@ -44,6 +44,15 @@ absl::StatusOr<std::unique_ptr<ExpertMetrics>> ExpertMetrics::Create(MetricRegis
                    registry->AddHistogram("moe_expert_compute_seconds",
                                           "Wall time of one expert FFN call.", {}, seconds));
   ASSIGN_OR_RETURN(m->batcher_.compute_seconds, compute->WithLabels({}));
+  ASSIGN_OR_RETURN(CounterFamily * calls,
+                   registry->AddCounter("moe_expert_calls_total",
+                                        "Compute calls finished, by gRPC status code.", {"code"}));
+  ASSIGN_OR_RETURN(m->calls_, ResolveCodeCounters(calls, {}));
+  ASSIGN_OR_RETURN(
+      HistogramFamily * call_duration,
+      registry->AddHistogram("moe_expert_call_duration_seconds",
+                             "Compute latency from receipt to reply, every outcome.", {}, seconds));
+  ASSIGN_OR_RETURN(m->call_duration_, call_duration->WithLabels({}));
   ASSIGN_OR_RETURN(
       CounterFamily * rejected,
       registry->AddCounter("moe_expert_rejected_total",

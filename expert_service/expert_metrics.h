@@ -1,7 +1,7 @@
 // An expert shard's Prometheus metrics (README "Metrics"), registered once at startup with every
 // series resolved up front, so that each exists (at 0) before its first event and hot paths only
 // touch lock-free cells: tokens per (layer, expert) held, FFN batch sizes, compute time, queue
-// wait, refused calls, resident weight bytes.
+// wait, Compute calls by code and their latency, refused calls, resident weight bytes.
 //
 // Thread-safe after Create. The registry must outlive this object. Plain C++: no gRPC.
 #ifndef MOE_EXPERT_SERVICE_EXPERT_METRICS_H_
@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/metrics/code_counters.h"
 #include "common/metrics/metric_registry.h"
 #include "expert_service/expert_batcher.h"
 #include "expert_service/expert_shard.h"
@@ -26,8 +28,12 @@ class ExpertMetrics {
 
   // `rows` tokens of FFN `ffn` (ExpertShard::FfnId) were computed.
   void TokensComputed(int ffn, int64_t rows) { tokens_[ffn]->Increment(rows); }
-  // A Compute call was refused (overloaded: RESOURCE_EXHAUSTED).
-  void Rejected() { rejected_->Increment(); }
+  // A Compute call ended with `code` after `latency` (from receipt to reply).
+  void CallFinished(absl::StatusCode code, absl::Duration latency) {
+    CountCode(calls_, code);
+    call_duration_->ObserveDuration(latency);
+    if (code == absl::StatusCode::kResourceExhausted) rejected_->Increment();
+  }
   // The cells the batcher observes (BatchingOptions::metrics).
   const BatcherMetrics* batcher() const { return &batcher_; }
 
@@ -35,6 +41,8 @@ class ExpertMetrics {
   ExpertMetrics() = default;
 
   std::vector<Counter*> tokens_;  // by FFN id
+  CodeCounters calls_{};
+  Histogram* call_duration_ = nullptr;
   Counter* rejected_ = nullptr;
   BatcherMetrics batcher_;
 };

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "common/checkpoint/model_config.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/rpc/cancellation_poll.h"
@@ -164,6 +165,7 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
 grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext* context,
                                         const v1::ComputeRequest* request,
                                         v1::ComputeResponse* response) {
+  const absl::Time received = absl::Now();
   absl::StatusOr<AdmissionGate::Ticket> ticket = gate_->TryEnter();
   absl::Status status = ticket.status();
   if (ticket.ok()) {
@@ -180,9 +182,7 @@ grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext* context,
     }
     status = RunGroups(*request, limits, response);
   }
-  if (metrics_ != nullptr && status.code() == absl::StatusCode::kResourceExhausted) {
-    metrics_->Rejected();
-  }
+  if (metrics_ != nullptr) metrics_->CallFinished(status.code(), absl::Now() - received);
   return ToGrpcStatus(status);
 }
 

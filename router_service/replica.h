@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/metrics/code_counters.h"
 #include "common/metrics/metric_cells.h"
 #include "router_service/shard_client.h"
 
@@ -44,10 +45,6 @@ struct ReplicaCounters {
   int64_t ejections = 0;
 };
 
-// gRPC status codes are absl's, 0-16: one counter per code.
-inline constexpr int kNumStatusCodes = 17;
-using CodeCounters = std::array<Counter*, kNumStatusCodes>;
-
 // A replica's metric cells (router_service/router_metrics.h); all null when metrics are off.
 struct ReplicaMetrics {
   CodeCounters calls{};           // moe_router_shard_calls_total{replica, code}
@@ -62,7 +59,7 @@ class Replica {
   // A call attempt ended (answered, failed or cancelled) after `latency`: for the metrics only.
   void Observe(absl::StatusCode code, absl::Duration latency) const {
     if (metrics_.duration == nullptr) return;
-    metrics_.calls[static_cast<int>(code) % kNumStatusCodes]->Increment();
+    CountCode(metrics_.calls, code);
     metrics_.duration->ObserveDuration(latency);
   }
 

@@ -53,9 +53,9 @@ class RequestBatcher {
     absl::Time deadline = absl::InfiniteFuture();
     std::function<bool()> cancelled;  // may be empty; called under the batcher's lock
     absl::Status status;              // set by the run function
+    absl::Time queued_at;             // set by Run: when it joined its layer's queue
    private:
     friend class RequestBatcher;
-    absl::Time queued_at;
     bool taken = false;  // in a leader's batch
     bool done = false;
   };

@@ -13,17 +13,6 @@ constexpr absl::Duration kImbalanceWindow = absl::Seconds(10);
 
 std::vector<double> LatencyBuckets() { return ExponentialBuckets(1e-4, 2, 18); }
 
-absl::StatusOr<CodeCounters> ResolveCodeCounters(CounterFamily* family,
-                                                 std::vector<std::string> prefix_labels) {
-  CodeCounters counters{};
-  prefix_labels.push_back("");
-  for (int code = 0; code < kNumStatusCodes; ++code) {
-    prefix_labels.back() = absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
-    ASSIGN_OR_RETURN(counters[code], family->WithLabels(prefix_labels));
-  }
-  return counters;
-}
-
 absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(MetricRegistry* registry,
                                                                      const std::vector<int>& layers,
                                                                      int num_experts) {
@@ -78,6 +67,13 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(MetricRegis
                                           "Requests per fan-out (cross-request batches).", {},
                                           ExponentialBuckets(1, 2, 10)));
   ASSIGN_OR_RETURN(m->batch_requests_, batch->WithLabels({}));
+  ASSIGN_OR_RETURN(HistogramFamily * wait,
+                   registry->AddHistogram("moe_router_queue_wait_seconds",
+                                          "Time a Forward call waited in each queue: for a place "
+                                          "to run (admission), for its layer's batch (batch).",
+                                          {"queue"}, LatencyBuckets()));
+  ASSIGN_OR_RETURN(m->admission_wait_, wait->WithLabels({"admission"}));
+  ASSIGN_OR_RETURN(m->batch_wait_, wait->WithLabels({"batch"}));
   ASSIGN_OR_RETURN(m->shard_calls_,
                    registry->AddCounter("moe_router_shard_calls_total",
                                         "Shard Compute attempts by outcome (a retried or hedged "
@@ -96,7 +92,7 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(MetricRegis
 
 void RouterMetrics::RequestFinished(absl::StatusCode code, absl::Duration latency) {
   inflight_->Decrement();
-  requests_[static_cast<int>(code) % kNumStatusCodes]->Increment();
+  CountCode(requests_, code);
   request_duration_->ObserveDuration(latency);
 }
 

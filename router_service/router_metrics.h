@@ -2,7 +2,7 @@
 // series that can be known then resolved up front, so that each exists (at 0) before its first
 // event and hot paths only touch lock-free cells: requests by code, request latency, requests in
 // flight, tokens per (layer, expert) with a per-layer load-imbalance window, hedges, requests
-// per batch. Per-replica
+// per batch, queue waits. Per-replica
 // series (shard call latency and outcomes, ejections) are resolved when the directory creates the
 // replica (ReplicaMetricsFor), since targets come and go.
 //
@@ -10,7 +10,6 @@
 #ifndef MOE_ROUTER_SERVICE_ROUTER_METRICS_H_
 #define MOE_ROUTER_SERVICE_ROUTER_METRICS_H_
 
-#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/metrics/code_counters.h"
 #include "common/metrics/load_imbalance_window.h"
 #include "common/metrics/metric_registry.h"
 #include "router_service/replica.h"
@@ -46,6 +46,10 @@ class RouterMetrics {
   void Hedged(int sent, int won);
   // One fan-out carried `requests` requests (router_service/request_batcher.h).
   void Batched(int64_t requests) { batch_requests_->Observe(static_cast<double>(requests)); }
+  // A Forward call waited this long for a place to run (the admission queue), or for its
+  // layer's batch to go out (the request batcher).
+  void AdmissionWaited(absl::Duration wait) { admission_wait_->ObserveDuration(wait); }
+  void BatchWaited(absl::Duration wait) { batch_wait_->ObserveDuration(wait); }
   // The cells of one replica's series; resolved once per target (may fail only on a bad label).
   absl::StatusOr<ReplicaMetrics> ReplicaMetricsFor(const std::string& target);
 
@@ -60,14 +64,12 @@ class RouterMetrics {
   Counter* hedges_sent_ = nullptr;
   Counter* hedges_won_ = nullptr;
   Histogram* batch_requests_ = nullptr;
+  Histogram* admission_wait_ = nullptr;
+  Histogram* batch_wait_ = nullptr;
   CounterFamily* shard_calls_ = nullptr;
   HistogramFamily* shard_call_duration_ = nullptr;
   CounterFamily* ejections_ = nullptr;
 };
-
-// Resolves `family`'s series {prefix labels..., code} for every status code.
-absl::StatusOr<CodeCounters> ResolveCodeCounters(CounterFamily* family,
-                                                 std::vector<std::string> prefix_labels);
 
 }  // namespace moe
 

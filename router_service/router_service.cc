@@ -63,9 +63,11 @@ absl::Status RouterServiceImpl::AdmitAndForward(const v1::ForwardRequest& reques
   if (admission_ == nullptr) return DoForward(request, deadline, client_cancelled, response);
   // Malformed shapes are refused by DoForward; here they only count as zero tokens.
   const int64_t tokens = request.tokens().shape_size() > 0 ? request.tokens().shape(0) : 0;
+  const absl::Time arrived = absl::Now();
   ASSIGN_OR_RETURN(AdmissionQueue::Ticket ticket,
                    admission_->Enter(deadline, {std::max<int64_t>(tokens, 0),
                                                 static_cast<int64_t>(request.ByteSizeLong())}));
+  if (router_->metrics() != nullptr) router_->metrics()->AdmissionWaited(absl::Now() - arrived);
   return DoForward(request, deadline, client_cancelled, response);
 }
 

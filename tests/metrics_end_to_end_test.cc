@@ -131,6 +131,11 @@ TEST_F(MetricsEndToEndTest, EverySeriesExistsAtZeroBeforeTheFirstRequest) {
   EXPECT_EQ(Sum(router, "moe_router_inflight_requests", "moe_router_inflight_requests"), 0);
   EXPECT_EQ(router.at("moe_router_request_duration_seconds").type, "histogram");
   EXPECT_EQ(Sum(router, "moe_router_batch_requests", "moe_router_batch_requests_count"), 0);
+  for (const char* queue : {"admission", "batch"}) {
+    EXPECT_EQ(Sum(router, "moe_router_queue_wait_seconds", "moe_router_queue_wait_seconds_count",
+                  {{"queue", queue}}),
+              0);
+  }
   for (const Metered& expert : experts_) {
     // Each replica's series exist from the moment the router knows the target.
     EXPECT_EQ(
@@ -145,6 +150,9 @@ TEST_F(MetricsEndToEndTest, EverySeriesExistsAtZeroBeforeTheFirstRequest) {
   EXPECT_EQ(shard.at("moe_expert_tokens_total").samples.size(), 4u);  // experts 0-3 of layer 0
   EXPECT_GT(Sum(shard, "moe_expert_resident_bytes", "moe_expert_resident_bytes"), 0);
   EXPECT_EQ(Sum(shard, "moe_expert_rejected_total", "moe_expert_rejected_total"), 0);
+  EXPECT_EQ(shard.at("moe_expert_calls_total").samples.size(), 17u);  // one per code
+  EXPECT_EQ(
+      Sum(shard, "moe_expert_call_duration_seconds", "moe_expert_call_duration_seconds_count"), 0);
 }
 
 TEST_F(MetricsEndToEndTest, CountersAddUpToTheRequestsSent) {
@@ -189,6 +197,17 @@ TEST_F(MetricsEndToEndTest, CountersAddUpToTheRequestsSent) {
   // One after the other: every valid request went out alone (the invalid one never went out).
   EXPECT_EQ(Sum(router, "moe_router_batch_requests", "moe_router_batch_requests_count"), kRequests);
   EXPECT_EQ(Sum(router, "moe_router_batch_requests", "moe_router_batch_requests_sum"), kRequests);
+  // Every call waited for admission (the invalid one too: its shape is checked once admitted);
+  // the valid ones for their batch, which an idle layer sends at once.
+  EXPECT_EQ(Sum(router, "moe_router_queue_wait_seconds", "moe_router_queue_wait_seconds_count",
+                {{"queue", "admission"}}),
+            kRequests + 1);
+  EXPECT_EQ(Sum(router, "moe_router_queue_wait_seconds", "moe_router_queue_wait_seconds_count",
+                {{"queue", "batch"}}),
+            kRequests);
+  EXPECT_LT(Sum(router, "moe_router_queue_wait_seconds", "moe_router_queue_wait_seconds_sum",
+                {{"queue", "batch"}}),
+            1.0);
 
   // Shards: the same tokens, each expert's on the shard holding it; one shard call per Compute.
   double shard_calls = 0;
@@ -216,6 +235,13 @@ TEST_F(MetricsEndToEndTest, CountersAddUpToTheRequestsSent) {
                   "moe_router_shard_call_duration_seconds_count",
                   {{"replica", experts_[s].server.target()}}),
               calls);
+    // The shard saw the same calls end the same way.
+    EXPECT_EQ(Sum(shard, "moe_expert_calls_total", "moe_expert_calls_total", {{"code", "OK"}}),
+              calls);
+    EXPECT_EQ(Sum(shard, "moe_expert_calls_total", "moe_expert_calls_total"), calls);
+    EXPECT_EQ(
+        Sum(shard, "moe_expert_call_duration_seconds", "moe_expert_call_duration_seconds_count"),
+        calls);
     shard_calls += calls;
   }
   EXPECT_LE(shard_calls, 2 * kRequests);  // at most one call per shard per request
