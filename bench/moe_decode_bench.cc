@@ -50,6 +50,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "bench/bench_experts.h"
+#include "common/cli/parse_flags.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "common/kernels/swiglu_ffn.h"
 
@@ -319,7 +320,15 @@ int Run(int rounds) {
 }  // namespace
 }  // namespace moe::bench
 
+constexpr char kUsage[] =
+    "usage: moe_decode_bench [--shape=olmoe|qwen3] [--rounds=N] [--kernel_threads=N] "
+    "[--clock=wall|thread_cpu]";
+
 int main(int argc, char** argv) {
+  if (moe::AsksForHelp(argc, argv)) {
+    std::cout << kUsage << std::endl;
+    return 0;
+  }
   int rounds = 7, threads = 0;  // threads 0: one per core
   std::string shape = "olmoe";
   for (int i = 1; i < argc; ++i) {
@@ -335,9 +344,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--clock=wall") {
       moe::bench::thread_cpu_clock = false;
     } else {
-      std::cerr << "usage: moe_decode_bench [--shape=olmoe|qwen3] [--rounds=N] "
-                   "[--kernel_threads=N] [--clock=wall|thread_cpu]"
-                << std::endl;
+      std::cerr << "moe_decode_bench: unknown argument " << arg << "\n" << kUsage << std::endl;
       return 2;
     }
   }

@@ -30,6 +30,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "bench/bench_experts.h"
+#include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
 
@@ -192,7 +193,13 @@ int Run(int rounds, int sweep_rounds) {
 }  // namespace
 }  // namespace moe::bench
 
+constexpr char kUsage[] = "usage: moe_kernel_ratios [--rounds=N] [--sweep_rounds=N]";
+
 int main(int argc, char** argv) {
+  if (moe::AsksForHelp(argc, argv)) {
+    std::cout << kUsage << std::endl;
+    return 0;
+  }
   moe::UseBestBlasKernels(argv);
   int rounds = 9, sweep_rounds = 3;
   for (int i = 1; i < argc; ++i) {
@@ -202,7 +209,7 @@ int main(int argc, char** argv) {
     } else if (arg.rfind("--sweep_rounds=", 0) == 0) {
       sweep_rounds = std::max(1, std::atoi(arg.c_str() + 15));
     } else {
-      std::cerr << "usage: moe_kernel_ratios [--rounds=N] [--sweep_rounds=N]" << std::endl;
+      std::cerr << "moe_kernel_ratios: unknown argument " << arg << "\n" << kUsage << std::endl;
       return 2;
     }
   }

@@ -33,6 +33,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_experts.h"
+#include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
 
@@ -159,7 +160,15 @@ int Run(const Shape& shape, const std::vector<int64_t>& token_counts, int rounds
 }  // namespace
 }  // namespace moe::bench
 
+constexpr char kUsage[] =
+    "usage: moe_layer_kernels_bench [--shape=bench|olmoe|qwen3] [--tokens=16,64,256] "
+    "[--rounds=8] [--kernel_threads=N] [--clock=wall|cpu]";
+
 int main(int argc, char** argv) {
+  if (moe::AsksForHelp(argc, argv)) {
+    std::cout << kUsage << std::endl;
+    return 0;
+  }
   std::string shape_name = "bench";
   std::vector<int64_t> tokens = {16, 64, 256};
   int rounds = 8, threads = 0;
@@ -199,10 +208,8 @@ int main(int argc, char** argv) {
         return 2;
       }
     } else {
-      std::cerr << "unknown argument " << arg
-                << "; usage: moe_layer_kernels_bench [--shape=bench|olmoe|qwen3] "
-                   "[--tokens=16,64,256] [--rounds=8] [--kernel_threads=N] [--clock=wall|cpu]"
-                << std::endl;
+      std::cerr << "moe_layer_kernels_bench: unknown argument " << arg << "\n"
+                << kUsage << std::endl;
       return 2;
     }
   }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "bench/bench_experts.h"
+#include "common/cli/parse_flags.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/row_dot_kernel.h"
 
@@ -30,6 +31,10 @@ struct Flags {
   int threads = 0, rounds = 5;
   bool best_blas = true, report_only = false;
 };
+
+constexpr char kUsage[] =
+    "usage: moe_roofline [--d_model=N] [--width=N] [--tokens=N] [--threads=N] [--rounds=N] "
+    "[--buffer_mb=N] [--blas_kernels=best|as_loaded] [--report_only]";
 
 bool Parse(int argc, char** argv, Flags* flags) {
   for (int i = 1; i < argc; ++i) {
@@ -54,10 +59,7 @@ bool Parse(int argc, char** argv, Flags* flags) {
     } else if (arg == "--report_only") {
       flags->report_only = true;
     } else {
-      std::cerr << "moe_roofline: unknown argument " << arg
-                << "\nusage: moe_roofline [--d_model=N] [--width=N] [--tokens=N] [--threads=N] "
-                   "[--rounds=N] [--buffer_mb=N] [--blas_kernels=best|as_loaded] [--report_only]"
-                << std::endl;
+      std::cerr << "moe_roofline: unknown argument " << arg << "\n" << kUsage << std::endl;
       return false;
     }
   }
@@ -129,6 +131,10 @@ int Run(const Flags& f) {
 
 int main(int argc, char** argv) {
   moe::bench::Flags flags;
+  if (moe::AsksForHelp(argc, argv)) {
+    std::cout << moe::bench::kUsage << std::endl;
+    return 0;
+  }
   if (!moe::bench::Parse(argc, argv, &flags)) return 2;
   if (flags.best_blas) moe::UseBestBlasKernels(argv);
   return moe::bench::Run(flags);

@@ -47,7 +47,10 @@ BINARIES = {
     "moe_client": "tools/moe_client",
     "moe_health": "tools/moe_health",
     "moe_layer_bench": "tools/moe_layer_bench",
+    "moe_placement": "tools/placement/moe_placement",
 }
+# Benchmarks that parse their own arguments: --help prints a usage line and exits 0.
+BENCHMARKS = ["moe_roofline", "moe_decode_bench", "moe_layer_kernels_bench", "moe_kernel_ratios"]
 SCRIPTS = ["bench", "bench-tls", "build", "build-images", "check-clang", "compose-up",
            "metrics-overhead", "placement-bench",
            "flood-threads", "fuzz", "go-tool", "loadtest", "make-certs", "run-local", "setup", "test"]
@@ -214,6 +217,10 @@ def check_help_and_tables(source, build, readme):
             elif normalise_default(documented[name]) != flags[name].strip('"'):
                 fail(f"{binary} --{name}: README says default {documented[name]!r}, --help says "
                      f"{flags[name]}")
+    for bench in BENCHMARKS:
+        status, output = run(f"{build}/bench/{bench} --help", cwd=build, env=os.environ)
+        if status != 0 or not output.startswith("usage: " + bench):
+            fail(f"{bench} --help: exit {status}, not a usage line:\n{output[:300]}")
     for script in SCRIPTS:
         status, output = run(f"scripts/{script} --help", cwd=source, env=os.environ)
         if status != 0 or not output.lower().startswith("usage: scripts/" + script):

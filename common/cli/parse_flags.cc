@@ -22,15 +22,6 @@ namespace {
 // of our binaries is one of ours.
 bool IsOwnFlagFile(absl::string_view filename) { return !absl::StrContains(filename, "absl/"); }
 
-bool AsksForHelp(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const absl::string_view arg = argv[i];
-    if (arg == "--") return false;
-    if (arg == "-h" || arg == "--help" || arg == "-help") return true;
-  }
-  return false;
-}
-
 // Wraps `text` at about `width` columns, every line indented by `indent`.
 void WriteWrapped(std::ostream& out, absl::string_view text, absl::string_view indent,
                   size_t width) {
@@ -47,6 +38,15 @@ void WriteWrapped(std::ostream& out, absl::string_view text, absl::string_view i
 }
 
 }  // namespace
+
+bool AsksForHelp(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--") return false;
+    if (arg == "-h" || arg == "--help" || arg == "-help") return true;
+  }
+  return false;
+}
 
 void PrintFlagsHelp(std::ostream& out) {
   out << absl::ProgramUsageMessage() << "\n\nFlags:\n";

@@ -19,6 +19,10 @@ namespace moe {
 // positional arguments, argv[0] first. Exits 0 after printing the help when asked for it.
 std::vector<char*> ParseFlags(int argc, char** argv);
 
+// True when -h, --help or -help comes before any bare "--": for binaries that parse their own
+// arguments (the benchmarks) and print their usage then.
+bool AsksForHelp(int argc, char** argv);
+
 // Writes the help ParseFlags prints for --help: the usage message, then the binary's flags
 // sorted by name, each with its default and meaning.
 void PrintFlagsHelp(std::ostream& out);

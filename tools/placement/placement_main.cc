@@ -6,13 +6,13 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/cli/parse_flags.h"
 #include "tools/placement/expert_load.h"
 #include "tools/placement/http_get.h"
 #include "tools/placement/placement.h"
@@ -84,10 +84,11 @@ absl::StatusOr<std::string> Run(const Options& o) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Prints a placement of experts on shards that replicates hot experts and balances load.\n"
-      "  moe_placement --load=http://router:9090/metrics --shards=4 --slots=5 "
-      "[--targets=h0:50061,...]\n"
-      "  moe_placement --load=counts.txt --shards=4 --slots=5   (lines: expert count)");
-  absl::ParseCommandLine(argc, argv);
+      "  moe_placement --load=SOURCE --shards=N --slots=K [--targets=T0,T1,...] [--layer=L|all]\n"
+      "                [--num_experts=E] [--metric=NAME] [--timeout_ms=MS]\n"
+      "  e.g. --load=http://router:9090/metrics --shards=4 --slots=5, or --load=counts.txt\n"
+      "  (lines: expert count)");
+  moe::ParseFlags(argc, argv);
   moe::Options o;
   o.load = absl::GetFlag(FLAGS_load);
   o.metric = absl::GetFlag(FLAGS_metric);
