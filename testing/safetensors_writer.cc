@@ -201,12 +201,17 @@ absl::Status WriteSafetensorsFile(const std::string& path,
   return WriteSorted(path, sorted);
 }
 
+absl::Status CheckShardCount(size_t tensors, int num_shards) {
+  if (num_shards < 1 || (num_shards > 1 && static_cast<size_t>(num_shards) > tensors)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot split ", tensors, " tensors into ", num_shards, " non-empty shards"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WriteCheckpointTensors(const std::string& dir,
                                     const std::vector<TensorToWrite>& tensors, int num_shards) {
-  if (num_shards < 1 || (num_shards > 1 && static_cast<size_t>(num_shards) > tensors.size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot split ", tensors.size(), " tensors into ", num_shards, " non-empty shards"));
-  }
+  RETURN_IF_ERROR(CheckShardCount(tensors.size(), num_shards));
   ASSIGN_OR_RETURN(std::vector<const TensorToWrite*> sorted, SortedByName(tensors));
   if (num_shards == 1) return WriteSorted(absl::StrCat(dir, "/", kSingleFile), sorted);
 

@@ -37,6 +37,9 @@ absl::Status WriteSafetensorsFile(const std::string& path,
 // Tensors are spread over shards in name order, balanced by bytes; no shard is left empty.
 absl::Status WriteCheckpointTensors(const std::string& dir,
                                     const std::vector<TensorToWrite>& tensors, int num_shards);
+// InvalidArgument unless `tensors` tensors can be written as `num_shards` files (1, or 2 up to one
+// file per tensor): what WriteCheckpointTensors checks first.
+absl::Status CheckShardCount(size_t tensors, int num_shards);
 
 // Whether `file_name` is one WriteCheckpointTensors or a config writer would leave in a checkpoint
 // directory: config.json, model.safetensors, model.safetensors.index.json or

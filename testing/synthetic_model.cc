@@ -342,6 +342,8 @@ absl::Status WriteSyntheticModel(const ModelPreset& p, const SyntheticModelOptio
       }
     }
   }
+  RETURN_IF_ERROR(CheckShardCount(tensors.size(), options.num_shards));
+  if (options.before_writing) RETURN_IF_ERROR(options.before_writing());
   RETURN_IF_ERROR(WriteCheckpointTensors(dir, tensors, options.num_shards));
   std::ofstream out(dir + "/config.json");
   out << config_text;

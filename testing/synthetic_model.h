@@ -23,6 +23,7 @@
 #define MOE_TESTING_SYNTHETIC_MODEL_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,9 @@ struct SyntheticModelOptions {
   uint64_t seed = 1;
   DType dtype = DType::kF32;
   int num_shards = 1;  // >1 writes model-0000i-of-0000n.safetensors + index
+  // Runs once the tensors are made and num_shards is known to fit them, before any file is
+  // written (moe_make_model removes an earlier checkpoint there); an error stops the write.
+  std::function<absl::Status()> before_writing;
 };
 
 // Writes config.json and the tensors into `dir` (created if missing).

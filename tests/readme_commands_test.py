@@ -260,6 +260,14 @@ def check_make_model_reuse(build, tmp):
     left = sorted(os.listdir(out))
     if left != ["config.json", "model.safetensors"]:
         fail(f"moe_make_model into a reused --out left {left}")
+    # A --files the tensors cannot fill is refused before the checkpoint there is touched.
+    for files in ("0", "100000"):
+        status, output = run(f"{make} --files={files}", cwd=build, env=os.environ)
+        if status == 0 or "non-empty shards" not in output:
+            fail(f"moe_make_model --files={files} should be refused:\n{output}")
+        if sorted(os.listdir(out)) != left:
+            fail(f"moe_make_model --files={files} changed the checkpoint there: "
+                 f"{sorted(os.listdir(out))}")
     bench = f"{build}/tools/moe_layer_bench --model={out} --layer=1 --requests=1"
     status, output = run(bench + " --warmup_seconds=0.2", cwd=build, env=os.environ)
     if status != 0:

@@ -62,15 +62,16 @@ int main(int argc, char** argv) {
   }
   options.dtype = *dtype;
   // A stale index left next to a new single file would name tensors that are no longer there.
-  absl::StatusOr<int> removed = moe::RemoveCheckpointFiles(out);
-  if (!removed.ok()) {
-    std::cerr << "moe_make_model: " << removed.status().message() << std::endl;
-    return 1;
-  }
-  if (*removed > 0) {
-    std::cout << "removed " << *removed << (*removed == 1 ? " file" : " files")
-              << " of an earlier checkpoint from " << out << std::endl;
-  }
+  // Removed only once the new checkpoint is known to be writable (e.g. --files fits the tensors).
+  options.before_writing = [&out]() -> absl::Status {
+    absl::StatusOr<int> removed = moe::RemoveCheckpointFiles(out);
+    if (!removed.ok()) return removed.status();
+    if (*removed > 0) {
+      std::cout << "removed " << *removed << (*removed == 1 ? " file" : " files")
+                << " of an earlier checkpoint from " << out << std::endl;
+    }
+    return absl::OkStatus();
+  };
   absl::Status written = moe::WriteSyntheticModel(*preset, options, out);
   if (!written.ok()) {
     std::cerr << "moe_make_model: " << written.message() << std::endl;
