@@ -381,6 +381,11 @@ int main(int argc, char** argv) {
 
   // Requests in flight get --drain_s; then their shard calls are cancelled, so a hung shard
   // cannot hold the exit.
-  return moe::DrainOnShutdownSignal(**server, absl::Seconds(absl::GetFlag(FLAGS_drain_s)),
-                                    [&router] { (*router)->CancelAll(); });
+  const int exit_code = moe::DrainOnShutdownSignal(
+      **server, absl::Seconds(absl::GetFlag(FLAGS_drain_s)), [&router] { (*router)->CancelAll(); });
+  // The refresher reads `file` and the coverage callback uses `server`, both destroyed before
+  // the router (which would otherwise stop them only in its destructor).
+  (*router)->directory().StopRefreshing();
+  (*router)->directory().SetCoverageCallback(nullptr);
+  return exit_code;
 }

@@ -39,7 +39,9 @@ ShardDirectory::ShardDirectory(ModelIdentity model, std::vector<int> layers, boo
   Rebuild();
 }
 
-ShardDirectory::~ShardDirectory() {
+ShardDirectory::~ShardDirectory() { StopRefreshing(); }
+
+void ShardDirectory::StopRefreshing() {
   std::shared_ptr<Round> round;
   {
     absl::MutexLock lock(&mu_);
@@ -185,7 +187,11 @@ void ShardDirectory::Refresh() {
       }
       entry.asked = true;
       if (answers[2 * a].ok()) entry.description = *answers[2 * a];
-      if (entry.problem.ok() && entry.replica->NeedsProbe(now)) entry.replica->ProbeSucceeded();
+      // This Describe is an ejected replica's probe: only an answer brings it back (a first miss
+      // keeps entry.problem OK above, but proves nothing about the replica).
+      if (!unanswered && entry.problem.ok() && entry.replica->NeedsProbe(now)) {
+        entry.replica->ProbeSucceeded();
+      }
     }
     notice = Rebuild();
   }

@@ -73,8 +73,12 @@ class ShardDirectory {
   // Describes every target and probes ejected replicas once; returns when each answered or timed
   // out, with the snapshot rebuilt.
   void Refresh();
-  // Polls `source` (may be null) and refreshes every refresh_interval until destruction.
+  // Polls `source` (may be null) and refreshes every refresh_interval until StopRefreshing or
+  // destruction.
   void StartRefreshing(TargetSource source);
+  // Stops the refresher (for good) and waits for it: after this neither `source` nor the coverage
+  // callback is called by it. Idempotent.
+  void StopRefreshing();
 
   std::shared_ptr<const ReplicaMap> replica_map() const;
   // "" when covered, else what is missing.

@@ -184,6 +184,33 @@ TEST_F(RouterTest, HungReplicaIsHedgedThenEjected) {
   EXPECT_TRUE(ejected);
 }
 
+TEST_F(RouterTest, AnEjectedReplicaComesBackOnlyWhenItsProbeIsAnswered) {
+  RouterOptions options;
+  options.directory.replica.eject_after = 1;
+  options.directory.replica.eject_min = absl::ZeroDuration();  // probed at the next refresh
+  auto router = MakeRouter("0-7@a:1,0-7@b:2", {}, options);
+  fakes_["a:1"]->SetBehaviour(Behaviour::kHang);  // its calls and its Describe go unanswered
+  auto state_of_a = [&router] {
+    for (const TargetStatus& status : router->directory().Status()) {
+      if (status.target == "a:1") return status.state;
+    }
+    return std::string("missing");
+  };
+  const std::vector<float> tokens = testing::RandomTokens(4, 256, 7);
+  for (int i = 0; i < 12 && state_of_a() != "EJECTED"; ++i) {
+    Matrix out;
+    ASSERT_TRUE(Forward(*router, tokens, out, absl::Now() + absl::Seconds(5)).ok());
+  }
+  ASSERT_EQ(state_of_a(), "EJECTED");
+  // Its first missed refresh leaves it in the map (one miss may be a starved process), but as a
+  // probe it failed: still ejected.
+  router->directory().Refresh();
+  EXPECT_EQ(state_of_a(), "EJECTED");
+  fakes_["a:1"]->SetBehaviour(Behaviour::kCompute);
+  router->directory().Refresh();
+  EXPECT_EQ(state_of_a(), "SERVING");
+}
+
 TEST_F(RouterTest, PartialAnswerRenormalisesOverExpertsThatAnswered) {
   RouterOptions options;
   options.allow_partial = true;
