@@ -8,6 +8,7 @@
 // calls take.
 #include "common/rpc/admission_queue.h"
 
+#include <limits>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -190,6 +191,23 @@ TEST(AdmissionQueueTest, AStaleEstimateIsMeasuredAgainByTheCallsItLetsRun) {
   waits.Join();
   EXPECT_TRUE(waits.status().ok()) << waits.status();
   EXPECT_EQ(queue.stats().refused, 0);
+}
+
+TEST(AdmissionQueueTest, AClaimOfHugelyManyTokensWaitsLikeAnyCallOverTheBound) {
+  // A client sets the token count; the request's shape is checked only once admitted.
+  AdmissionQueue queue({/*max_running=*/4, /*max_queued=*/4, /*max_queued_bytes=*/0,
+                        /*max_running_tokens=*/512});
+  auto running = queue.Enter(absl::InfiniteFuture(), {/*tokens=*/100});
+  ASSERT_TRUE(running.ok());
+  // Counted as 512, it must wait for the running call (an overflowing sum admitted it at once).
+  auto huge =
+      queue.Enter(absl::Now() + absl::Milliseconds(50), {std::numeric_limits<int64_t>::max()});
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted) << huge.status();
+  EXPECT_EQ(queue.stats().admitted, 1);
+  { auto leave = std::move(*running); }
+  auto alone = queue.Enter(absl::InfiniteFuture(), {std::numeric_limits<int64_t>::max()});
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_FALSE(queue.Enter(absl::Now() + absl::Milliseconds(50), {/*tokens=*/1}).ok());
 }
 
 TEST(AdmissionQueueTest, JudgesACallsDeadlineByWhatCallsOfItsSizeTake) {

@@ -17,6 +17,10 @@ namespace {
 // of what the cluster serves at concurrency 8.
 constexpr int kServiceMargin = 2;
 
+// The most tokens one call counts for when no bound is set: far above any real request, and
+// small enough that the running calls' sum cannot overflow.
+constexpr int64_t kMaxCountedTokens = int64_t{1} << 32;
+
 // "a call of 3 tokens", or "a call" when the size is not known.
 std::string CallOfSize(int64_t tokens) {
   if (tokens <= 0) return "a call";
@@ -49,6 +53,11 @@ void AdmissionQueue::Admit(int64_t tokens) {
 }
 
 absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline, CallSize size) {
+  // The count is the client's claim, checked only once admitted: it counts at most the bound (a
+  // larger call runs alone anyway), so that no claim overflows the sums of running tokens.
+  size.tokens = std::clamp<int64_t>(
+      size.tokens, 0,
+      options_.max_running_tokens > 0 ? options_.max_running_tokens : kMaxCountedTokens);
   absl::MutexLock lock(&mu_);
   const absl::Time now = absl::Now();
   const absl::Duration service = service_times_.For(size.tokens);
