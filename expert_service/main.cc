@@ -134,6 +134,13 @@ int main(int argc, char** argv) {
     std::cerr << "moe_expert: --model and --experts are required (see --help)" << std::endl;
     return 2;
   }
+  // gRPC's message limit is an int of bytes.
+  const int max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
+  if (max_message_mb < 0 || max_message_mb > 2047) {
+    std::cerr << "moe_expert: --max_message_mb must be 0 (automatic) to 2047, got "
+              << max_message_mb << std::endl;
+    return 2;
+  }
   const absl::StatusOr<moe::WeightStorage> storage =
       moe::ParseWeightStorage(absl::GetFlag(FLAGS_weights_dtype));
   if (!storage.ok()) {
@@ -217,8 +224,8 @@ int main(int argc, char** argv) {
   serve.listen = absl::GetFlag(FLAGS_listen);
   serve.port_file = absl::GetFlag(FLAGS_port_file);
   serve.credentials = *credentials;
-  serve.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) > 0
-                                ? absl::GetFlag(FLAGS_max_message_mb) << 20
+  serve.max_message_bytes = max_message_mb > 0
+                                ? max_message_mb << 20
                                 : static_cast<int>(moe::MessageBytesForRows(**shard, max_rows));
   serve.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_s));
   serve.max_threads = max_threads;

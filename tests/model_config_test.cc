@@ -231,6 +231,16 @@ TEST(ModelConfigTest, IntegersBeyond32BitsAreAnErrorNamingTheKeyAndValue) {
                     "first_k_dense_replace");
 }
 
+TEST(ModelConfigTest, CountsSizedIntoVectorsAtLoadAreBounded) {
+  // Each would have the loader allocate gigabytes before reading a tensor.
+  ExpectErrorNaming(
+      Edit(kMixtral, R"("num_local_experts": 8,)", R"("num_local_experts": 2147483647,)"),
+      "the expert count is 2147483647; this reader accepts at most 65536");
+  ExpectErrorNaming(
+      Edit(kMixtral, R"("num_hidden_layers": 32,)", R"("num_hidden_layers": 2147483647,)"),
+      "\"num_hidden_layers\" is 2147483647; this reader accepts at most 65536");
+}
+
 TEST(ModelConfigTest, ExpertsNotDivisibleIntoGroupsIsAnErrorNamingNGroup) {
   ExpectErrorNaming(Edit(kDeepseekV3, R"("n_routed_experts": 256,)", R"("n_routed_experts": 250,)"),
                     "n_group");

@@ -111,5 +111,21 @@ TEST(StartupErrorsTest, CorruptSafetensorsFileIsNamed) {
   ExpectStartupFailure(testing::ExpertBinary(), ExpertArgs(model), "model-00003-of-00003");
 }
 
+TEST(StartupErrorsTest, HugeNumHiddenLayersIsRefusedBeforeAnythingIsAllocated) {
+  const std::string model = DeepseekModel();
+  ReplaceInFile(model + "/config.json", "\"num_hidden_layers\": 4",
+                "\"num_hidden_layers\": 2147483647");
+  ExpectStartupFailure(testing::ExpertBinary(),
+                       {"--model=" + model, "--layers=all", "--experts=all"},
+                       "\"num_hidden_layers\" is 2147483647; this reader accepts at most 65536");
+}
+
+TEST(StartupErrorsTest, MessageLimitBeyondWhatGrpcTakesIsRefused) {
+  std::vector<std::string> args = ExpertArgs(DeepseekModel());
+  args.push_back("--max_message_mb=4096");
+  ExpectStartupFailure(testing::ExpertBinary(), args,
+                       "--max_message_mb must be 0 (automatic) to 2047, got 4096");
+}
+
 }  // namespace
 }  // namespace moe

@@ -20,6 +20,12 @@ struct FamilyEntry {
   Family family;
 };
 
+// Layer and expert counts are sized into vectors at load (every layer of --layers=all, every
+// expert of --experts=all) before any tensor is read: a config.json past these is refused rather
+// than allocated for. Real models have tens of layers and at most a few hundred experts.
+constexpr int64_t kMaxLayers = 1 << 16;
+constexpr int64_t kMaxExperts = 1 << 16;
+
 constexpr FamilyEntry kFamilies[] = {
     {"mixtral", Family::kMixtral},        {"qwen2_moe", Family::kQwen2Moe},
     {"qwen3_moe", Family::kQwen3Moe},     {"olmoe", Family::kOlmoe},
@@ -212,6 +218,10 @@ absl::Status ReadDeepseek(const ConfigReader& cfg, ModelConfig& model) {
 }
 
 absl::Status ValidateRouting(const ConfigReader& cfg, const RoutingConfig& r) {
+  if (r.num_experts > kMaxExperts) {
+    return cfg.Error(absl::StrCat("the expert count is ", r.num_experts,
+                                  "; this reader accepts at most ", kMaxExperts));
+  }
   if (r.top_k > r.num_experts) {
     return cfg.Error(absl::StrCat("key \"num_experts_per_tok\" (", r.top_k,
                                   ") exceeds the expert count (", r.num_experts, ")"));
@@ -294,6 +304,10 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json, absl::strin
   model.family = entry->family;
   ASSIGN_OR_RETURN(model.d_model, cfg.RequiredInt("hidden_size", "the model width d_model"));
   ASSIGN_OR_RETURN(int64_t layers, cfg.Int("num_hidden_layers", 0));
+  if (layers > kMaxLayers) {
+    return cfg.Error(absl::StrCat("key \"num_hidden_layers\" is ", layers,
+                                  "; this reader accepts at most ", kMaxLayers));
+  }
   model.num_hidden_layers = static_cast<int>(layers);
   ASSIGN_OR_RETURN(int64_t top_k,
                    cfg.RequiredInt("num_experts_per_tok", "experts chosen per token"));
