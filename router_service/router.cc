@@ -254,12 +254,7 @@ void Router::RunAlone(PendingForward& request) const {
 void Router::RunBatch(absl::Span<RequestBatcher::Request* const> batch) const {
   auto pending = [&batch](size_t i) { return static_cast<PendingForward*>(batch[i]); };
   batches_.fetch_add(1, std::memory_order_relaxed);
-  if (metrics_ != nullptr) {
-    metrics_->Batched(static_cast<int64_t>(batch.size()));
-    const absl::Time now = absl::Now();
-    for (const RequestBatcher::Request* request : batch)
-      metrics_->BatchWaited(now - request->queued_at);
-  }
+  if (metrics_ != nullptr) metrics_->Batched(batch, absl::Now());
   if (batch.size() == 1) return RunAlone(*pending(0));
   // One fan-out for all, cancelled when every request is, and given until the latest deadline
   // so that none is cut short by another's.

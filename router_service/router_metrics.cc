@@ -96,6 +96,13 @@ void RouterMetrics::RequestFinished(absl::StatusCode code, absl::Duration latenc
   request_duration_->ObserveDuration(latency);
 }
 
+void RouterMetrics::Batched(absl::Span<RequestBatcher::Request* const> batch, absl::Time now) {
+  batch_requests_->Observe(static_cast<double>(batch.size()));
+  for (const RequestBatcher::Request* request : batch) {
+    batch_wait_->ObserveDuration(now - request->queued_at);
+  }
+}
+
 void RouterMetrics::Hedged(int sent, int won) {
   if (sent > 0) hedges_sent_->Increment(sent);
   if (won > 0) hedges_won_->Increment(won);

@@ -17,10 +17,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "common/metrics/code_counters.h"
 #include "common/metrics/load_imbalance_window.h"
 #include "common/metrics/metric_registry.h"
 #include "router_service/replica.h"
+#include "router_service/request_batcher.h"
 
 namespace moe {
 
@@ -44,12 +46,11 @@ class RouterMetrics {
     imbalance_[layer_index]->MaybeRoll(now);
   }
   void Hedged(int sent, int won);
-  // One fan-out carried `requests` requests (router_service/request_batcher.h).
-  void Batched(int64_t requests) { batch_requests_->Observe(static_cast<double>(requests)); }
-  // A Forward call waited this long for a place to run (the admission queue), or for its
-  // layer's batch to go out (the request batcher).
+  // A Forward call waited this long for a place to run (the admission queue).
   void AdmissionWaited(absl::Duration wait) { admission_wait_->ObserveDuration(wait); }
-  void BatchWaited(absl::Duration wait) { batch_wait_->ObserveDuration(wait); }
+  // One fan-out carries `batch` (router_service/request_batcher.h), going out at `now`: its size,
+  // and how long each request waited for it.
+  void Batched(absl::Span<RequestBatcher::Request* const> batch, absl::Time now);
   // The cells of one replica's series; resolved once per target (may fail only on a bad label).
   absl::StatusOr<ReplicaMetrics> ReplicaMetricsFor(const std::string& target);
 
