@@ -61,12 +61,15 @@ absl::Status RouterServiceImpl::AdmitAndForward(const v1::ForwardRequest& reques
                                                 const std::function<bool()>& client_cancelled,
                                                 v1::ForwardResponse* response) {
   if (admission_ == nullptr) return DoForward(request, deadline, client_cancelled, response);
-  // Malformed shapes are refused by DoForward; here they only count as zero tokens.
-  const int64_t tokens = request.tokens().shape_size() > 0 ? request.tokens().shape(0) : 0;
+  // The shape first (no copy, no pass over the values): a malformed request is told what is
+  // wrong even when the router is overloaded, and admission counts its real tokens.
+  ASSIGN_OR_RETURN(const int64_t tokens,
+                   CheckTensorShape(request.tokens(), -1, router_->config().d_model, "tokens",
+                                    /*bf16_accepted=*/true));
   const absl::Time arrived = absl::Now();
-  ASSIGN_OR_RETURN(AdmissionQueue::Ticket ticket,
-                   admission_->Enter(deadline, {std::max<int64_t>(tokens, 0),
-                                                static_cast<int64_t>(request.ByteSizeLong())}));
+  ASSIGN_OR_RETURN(
+      AdmissionQueue::Ticket ticket,
+      admission_->Enter(deadline, {tokens, static_cast<int64_t>(request.ByteSizeLong())}));
   if (router_->metrics() != nullptr) router_->metrics()->AdmissionWaited(absl::Now() - arrived);
   return DoForward(request, deadline, client_cancelled, response);
 }

@@ -115,6 +115,21 @@ TEST(TensorProtoTest, MalformedEncodingsAreInvalidArgumentNamingTheField) {
               HasSubstr("token 1, feature 1"));
 }
 
+TEST(TensorProtoTest, TheShapeAloneIsCheckedWithoutReadingTheValues) {
+  v1::Tensor nan;
+  Matrix m = Sample();
+  m.data()[4] = NAN;
+  WriteProtoTensor(m.view(), TensorEncoding::kBf16, &nan);
+  // What admission needs before the values are read: the row count of a well-formed shape.
+  absl::StatusOr<int64_t> rows = CheckTensorShape(nan, -1, 3, "tokens", /*bf16_accepted=*/true);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(*rows, 2);
+  EXPECT_THAT(std::string(CheckTensorShape(nan, -1, 4, "tokens", true).status().message()),
+              HasSubstr("d_model 3, expected 4"));
+  EXPECT_THAT(std::string(CheckTensorShape(nan, -1, 3, "tokens", false).status().message()),
+              HasSubstr("bf16_data, which is not accepted here"));
+}
+
 TEST(TensorProtoTest, WeightedComputeFieldsSurviveTheWire) {
   v1::ComputeRequest request;
   request.set_sum_groups(true);

@@ -5,6 +5,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status/status_macros.h"
 #include "common/tensor/dtype.h"
 #include "common/tensor/finite.h"
 
@@ -96,9 +97,9 @@ TensorEncoding EncodingOf(const v1::Tensor& tensor) {
   return TensorEncoding::kValues;
 }
 
-absl::StatusOr<ConstMatrixView> MatrixFromProto(const v1::Tensor& tensor, int64_t expected_rows,
-                                                int64_t expected_cols, absl::string_view what,
-                                                std::vector<float>* scratch) {
+absl::StatusOr<int64_t> CheckTensorShape(const v1::Tensor& tensor, int64_t expected_rows,
+                                         int64_t expected_cols, absl::string_view what,
+                                         bool bf16_accepted) {
   const std::string expected = expected_rows >= 0
                                    ? absl::StrCat("[", expected_rows, ", ", expected_cols, "]")
                                    : absl::StrCat("[num_tokens, ", expected_cols, "]");
@@ -108,7 +109,7 @@ absl::StatusOr<ConstMatrixView> MatrixFromProto(const v1::Tensor& tensor, int64_
         what, " sets more than one of values, f32_data and bf16_data; expected exactly one"));
   }
   const TensorEncoding encoding = EncodingOf(tensor);
-  if (encoding == TensorEncoding::kBf16 && scratch == nullptr) {
+  if (encoding == TensorEncoding::kBf16 && !bf16_accepted) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, " is bf16_data, which is not accepted here; send values or f32_data"));
   }
@@ -142,6 +143,16 @@ absl::StatusOr<ConstMatrixView> MatrixFromProto(const v1::Tensor& tensor, int64_
                                                    "); shape ", shape, " needs ", rows, " x ",
                                                    cols));
   }
+  return rows;
+}
+
+absl::StatusOr<ConstMatrixView> MatrixFromProto(const v1::Tensor& tensor, int64_t expected_rows,
+                                                int64_t expected_cols, absl::string_view what,
+                                                std::vector<float>* scratch) {
+  ASSIGN_OR_RETURN(const int64_t rows, CheckTensorShape(tensor, expected_rows, expected_cols, what,
+                                                        /*bf16_accepted=*/scratch != nullptr));
+  const int64_t cols = expected_cols;
+  const int64_t count = rows * cols;
   std::vector<float> unused;
   const float* values = Float32Values(tensor, count, scratch != nullptr ? scratch : &unused);
   if (!unused.empty()) {

@@ -31,6 +31,13 @@ absl::StatusOr<ConstMatrixView> MatrixFromProto(const v1::Tensor& tensor, int64_
                                                 int64_t expected_cols, absl::string_view what,
                                                 std::vector<float>* scratch = nullptr);
 
+// The checks of MatrixFromProto short of reading the values (encoding, rank, shape, value
+// count), for a caller that needs the row count first; returns it. `bf16_accepted` false: a bf16
+// tensor is InvalidArgument.
+absl::StatusOr<int64_t> CheckTensorShape(const v1::Tensor& tensor, int64_t expected_rows,
+                                         int64_t expected_cols, absl::string_view what,
+                                         bool bf16_accepted);
+
 // The Tensor field an encoding fills: "values", "f32_data" or "bf16_data".
 absl::string_view FieldName(TensorEncoding encoding);
 
