@@ -66,11 +66,12 @@ absl::Status RouterServiceImpl::AdmitAndForward(const v1::ForwardRequest& reques
   ASSIGN_OR_RETURN(const int64_t tokens,
                    CheckTensorShape(request.tokens(), -1, router_->config().d_model, "tokens",
                                     /*bf16_accepted=*/true));
-  const absl::Time arrived = absl::Now();
+  RouterMetrics* const metrics = router_->metrics();
+  const absl::Time arrived = metrics != nullptr ? absl::Now() : absl::InfinitePast();
   ASSIGN_OR_RETURN(
       AdmissionQueue::Ticket ticket,
       admission_->Enter(deadline, {tokens, static_cast<int64_t>(request.ByteSizeLong())}));
-  if (router_->metrics() != nullptr) router_->metrics()->AdmissionWaited(absl::Now() - arrived);
+  if (metrics != nullptr) metrics->AdmissionWaited(absl::Now() - arrived);
   return DoForward(request, deadline, client_cancelled, response);
 }
 

@@ -53,14 +53,13 @@ void AdmissionQueue::Admit(int64_t tokens) {
 }
 
 absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline, CallSize size) {
-  // The count is the client's claim, checked only once admitted: it counts at most the bound (a
-  // larger call runs alone anyway), so that no claim overflows the sums of running tokens.
+  // A call counts at most the token bound (a larger call runs alone anyway), so that no count a
+  // caller passes overflows the sums of running tokens.
   size.tokens = std::clamp<int64_t>(
       size.tokens, 0,
       options_.max_running_tokens > 0 ? options_.max_running_tokens : kMaxCountedTokens);
   absl::MutexLock lock(&mu_);
   const absl::Time now = absl::Now();
-  const absl::Duration service = service_times_.For(size.tokens);
   if (waiting_.empty() && HasPlaceFor(size.tokens)) {
     // It can start now, so load is not what stands in its way. Nor is the estimate, which may
     // be stale (calls that hung on a shard until their deadline, or ran during an overload): an
@@ -78,7 +77,7 @@ absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline
         absl::StrCat("overloaded: ", waiting_.size(), " calls queued, ", running_,
                      " running; the deadline leaves ", absl::FormatDuration(deadline - now),
                      ", less than twice what ", CallOfSize(size.tokens), " takes (",
-                     absl::FormatDuration(service), ")"));
+                     absl::FormatDuration(service_times_.For(size.tokens)), ")"));
   }
   if (static_cast<int>(waiting_.size()) >= options_.max_queued) {
     ++stats_.refused;
