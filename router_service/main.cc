@@ -119,6 +119,10 @@ ABSL_FLAG(int, batch_wait_us, 20000,
           "client never waits)");
 ABSL_FLAG(int, batches_in_flight, 1,
           "Batches of one layer fanning out at once (with --max_batch_tokens > 0)");
+ABSL_FLAG(int, batch_stall_ms, 1000,
+          "A batch still fanning out after this long (a shard call unanswered, with no replica "
+          "to hedge on) stops counting against --batches_in_flight, so its layer's next batch "
+          "starts beside it; 0: a batch counts until it ends");
 ABSL_FLAG(int, max_queued, -1,
           "Most Forward calls waiting for a place; beyond, RESOURCE_EXHAUSTED at once. A waiting "
           "call is refused (RESOURCE_EXHAUSTED) as soon as its deadline leaves less than twice "
@@ -211,6 +215,7 @@ int main(int argc, char** argv) {
       "             [--drain_s=S] [--max_threads=N] [--max_inflight=N] [--max_queued=N]\n"
       "             [--max_inflight_tokens=N] [--max_queued_mb=MB]\n"
       "             [--max_batch_tokens=N] [--batch_wait_us=US] [--batches_in_flight=N]\n"
+      "             [--batch_stall_ms=MS]\n"
       "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
   moe::ParseFlags(argc, argv);
   moe::UseServingMutexes();
@@ -230,12 +235,15 @@ int main(int argc, char** argv) {
   options.batching.max_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.batching.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_batch_wait_us));
   options.batching.in_flight = absl::GetFlag(FLAGS_batches_in_flight);
-  if (options.batching.max_tokens < 0 || absl::GetFlag(FLAGS_batch_wait_us) < 0 ||
+  const int stall_ms = absl::GetFlag(FLAGS_batch_stall_ms);
+  options.batching.stalled_after =
+      stall_ms == 0 ? absl::InfiniteDuration() : absl::Milliseconds(stall_ms);
+  if (options.batching.max_tokens < 0 || absl::GetFlag(FLAGS_batch_wait_us) < 0 || stall_ms < 0 ||
       options.batching.in_flight < 1) {
-    std::cerr << "moe_router: --max_batch_tokens and --batch_wait_us must be >= 0 and "
-                 "--batches_in_flight >= 1; got "
+    std::cerr << "moe_router: --max_batch_tokens, --batch_wait_us and --batch_stall_ms must be "
+                 ">= 0 and --batches_in_flight >= 1; got "
               << options.batching.max_tokens << ", " << absl::GetFlag(FLAGS_batch_wait_us) << ", "
-              << options.batching.in_flight << std::endl;
+              << stall_ms << ", " << options.batching.in_flight << std::endl;
     return 2;
   }
   const std::string wire_dtype = absl::GetFlag(FLAGS_shard_wire_dtype);

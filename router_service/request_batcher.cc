@@ -1,6 +1,7 @@
 #include "router_service/request_batcher.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -50,31 +51,48 @@ absl::Status RequestBatcher::Run(int key, Request& request) {
     // Still the leader: first in line, so no other request can lead meanwhile.
     if (hooks_.before_linger && linger_until > absl::Now()) hooks_.before_linger(key);
     std::vector<Request*> batch;
+    absl::Time start;
     {
       absl::MutexLock lock(&mu_);
       batch = LingerAndTake(*queue, linger_until);
       if (batch.empty()) continue;
-      ++queue->running;
+      start = absl::Now();
+      queue->running.insert(start);
     }
-    const absl::Time start = absl::Now();
     run_(batch);
     absl::MutexLock lock(&mu_);
     Finish(*queue, batch, start);
   }
 }
 
+int RequestBatcher::Unstalled(const Queue& queue, absl::Time now) const {
+  return static_cast<int>(
+      std::distance(queue.running.upper_bound(now - options_.stalled_after), queue.running.end()));
+}
+
 bool RequestBatcher::AwaitLead(Queue& queue, Request& request) {
   const int in_flight = std::max(1, options_.in_flight);
-  auto ready = [&queue, &request, in_flight] {
-    return request.done || (queue.running < in_flight && !queue.pending.empty() &&
-                            queue.pending.front() == &request);
+  auto ready = [this, &queue, &request, in_flight]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return request.done || (!queue.pending.empty() && queue.pending.front() == &request &&
+                            Unstalled(queue, absl::Now()) < in_flight);
   };
-  if (!mu_.AwaitWithDeadline(absl::Condition(&ready), request.deadline) && !request.taken) {
+  // A slot frees when a batch ends (under the lock, which wakes the wait) or when one stalls
+  // (a time, which does not): wake then too and look again.
+  while (true) {
+    const auto next_to_stall = queue.running.upper_bound(absl::Now() - options_.stalled_after);
+    const absl::Time stalls = next_to_stall == queue.running.end()
+                                  ? absl::InfiniteFuture()
+                                  : *next_to_stall + options_.stalled_after;
+    if (mu_.AwaitWithDeadline(absl::Condition(&ready), std::min(request.deadline, stalls)) ||
+        request.taken) {
+      break;
+    }
+    if (absl::Now() < request.deadline) continue;
     queue.pending.erase(std::find(queue.pending.begin(), queue.pending.end(), &request));
     request.status = absl::ResourceExhaustedError(absl::StrCat(
         "overloaded: waited ", absl::FormatDuration(absl::Now() - request.queued_at),
-        " for a batch of its layer to start (", queue.running, " running, ", queue.pending.size(),
-        " other requests queued) and the request's deadline passed"));
+        " for a batch of its layer to start (", queue.running.size(), " running, ",
+        queue.pending.size(), " other requests queued) and the request's deadline passed"));
     request.done = true;
     return false;
   }
@@ -123,7 +141,7 @@ std::vector<RequestBatcher::Request*> RequestBatcher::LingerAndTake(Queue& queue
 }
 
 void RequestBatcher::Finish(Queue& queue, const std::vector<Request*>& batch, absl::Time start) {
-  --queue.running;
+  queue.running.erase(queue.running.find(start));
   queue.last_run = absl::Now() - start;
   queue.expected = static_cast<int>(batch.size() + queue.pending.size());
   queue.last_finished = start + queue.last_run;

@@ -14,6 +14,11 @@
 // most max_wait, and at most half of the time the last batch ran, so that the shards idle for no
 // more than a third of the time.
 //
+// A batch still running after stalled_after (a shard call that does not answer and has no
+// replica to be hedged on) stops holding its layer's slot: the next batch starts beside it, so a
+// hung shard keeps waiting only the requests already in that batch, not every later request of
+// the layer.
+//
 // A request carries its deadline and a cancellation check: waiting in the queue ends at the
 // deadline (RESOURCE_EXHAUSTED "overloaded: ..."), and a leader leaves out requests that expired
 // (DEADLINE_EXCEEDED) or were cancelled (CANCELLED) instead of running them. A request taken into
@@ -28,6 +33,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <set>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -42,6 +48,9 @@ struct RequestBatchingOptions {
   int in_flight = 1;     // batches of one layer running at once
   // How long after a batch finished its requests are awaited back (see above); 0: never linger.
   absl::Duration max_wait = absl::Milliseconds(20);
+  // After this long a running batch no longer counts against in_flight (see above); infinite:
+  // it counts until it ends.
+  absl::Duration stalled_after = absl::Seconds(1);
 };
 
 class RequestBatcher {
@@ -81,12 +90,14 @@ class RequestBatcher {
  private:
   struct Queue {
     std::deque<Request*> pending;
-    int running = 0;   // batches in flight
+    std::multiset<absl::Time> running;  // when each batch in flight started
     int expected = 0;  // requests of the last batch that finished, and those queued then
     absl::Time last_finished = absl::InfinitePast();  // when it finished
     absl::Duration last_run;                          // how long it ran
   };
 
+  // Batches in flight at `now` that are not stalled yet.
+  int Unstalled(const Queue& queue, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits until `request` is done (false) or may lead (true): it is first in line and a batch
   // slot is free. At its deadline a request not yet taken leaves the queue, done.
   bool AwaitLead(Queue& queue, Request& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

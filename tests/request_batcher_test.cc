@@ -117,15 +117,17 @@ void AnswerBehindAFirstBatch(RequestBatcher& batcher, Recorder& recorder,
   for (auto& caller : queued) EXPECT_TRUE(caller->status().ok());
 }
 
-// Lingering bounded only by half of the last batch's time.
+// Lingering bounded only by half of the last batch's time. Batches held by a test never stall
+// (however long a loaded machine takes to queue the requests behind them).
 RequestBatchingOptions LongLinger() {
   RequestBatchingOptions options;
   options.max_wait = absl::Hours(1);
+  options.stalled_after = absl::InfiniteDuration();
   return options;
 }
 
 RequestBatchingOptions NoLinger() {
-  RequestBatchingOptions options;
+  RequestBatchingOptions options = LongLinger();
   options.max_wait = absl::ZeroDuration();
   return options;
 }
@@ -213,6 +215,25 @@ TEST(RequestBatcherTest, ARequestThatCannotStartBeforeItsDeadlineIsRefusedAsOver
   recorder.Release();
   EXPECT_TRUE(first.status().ok());
   EXPECT_THAT(recorder.batches(), ElementsAre(ElementsAre("first")));  // never run
+}
+
+TEST(RequestBatcherTest, ABatchThatStalledNoLongerHoldsItsLayersSlot) {
+  // A batch whose shard call never answers: after stalled_after the next request of the layer
+  // runs beside it instead of waiting for it until its own deadline.
+  Recorder recorder;
+  recorder.Hold("hung");
+  RequestBatchingOptions options = NoLinger();
+  options.stalled_after = absl::Milliseconds(100);
+  RequestBatcher batcher(recorder.Fn(), options);
+  const absl::Time before = absl::Now();
+  Caller hung(batcher, 0, "hung");
+  recorder.AwaitRunning(1);
+  const absl::Status next = Caller(batcher, 0, "next", 1, absl::Now() + absl::Seconds(20)).status();
+  EXPECT_TRUE(next.ok()) << next;
+  EXPECT_GE(absl::Now() - before, absl::Milliseconds(100));  // it did wait until the stall
+  EXPECT_THAT(recorder.batches(), ElementsAre(ElementsAre("hung"), ElementsAre("next")));
+  recorder.Release();
+  EXPECT_TRUE(hung.status().ok());
 }
 
 TEST(RequestBatcherTest, ACancelledRequestIsLeftOutOfItsBatch) {

@@ -160,5 +160,26 @@ TEST_F(RouterBatchingTest, AShardFailureFailsEveryRequestOfTheBatch) {
   }
 }
 
+TEST_F(RouterBatchingTest, ARequestDoesNotWaitForABatchWhoseShardCallHangs) {
+  // The layer's one batch slot is held by a call the shard does not answer; once it has run
+  // --batch_stall_ms, a later request of the layer goes out beside it.
+  RouterOptions options;
+  options.batching.stalled_after = absl::Milliseconds(100);
+  auto router = MakeRouter("0-7@a:1", {{"a:1", {Behaviour::kDeferred}}}, options);
+  PendingCall hung(*router, testing::RandomTokens(8, 256, 100));
+  ASSERT_TRUE(fakes_["a:1"]->AwaitCalls(1, absl::Seconds(30)));
+  fakes_["a:1"]->SetBehaviour(Behaviour::kCompute);  // later calls are answered
+  Matrix out(2, 256);
+  const std::vector<float> tokens = testing::RandomTokens(2, 256, 9);
+  const absl::StatusOr<ForwardResult> next =
+      router->Forward(std::nullopt, ConstMatrixView{tokens.data(), 2, 256},
+                      absl::Now() + absl::Seconds(20), out.view());
+  EXPECT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(fakes_["a:1"]->calls(), 2);  // the hung call is still out
+  fakes_["a:1"]->RunDeferred();
+  hung.Join();
+  EXPECT_TRUE(hung.result.ok()) << hung.result.status();
+}
+
 }  // namespace
 }  // namespace moe::router_test
