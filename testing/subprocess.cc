@@ -73,6 +73,22 @@ int Subprocess::Stop(int signal) {
   return wait_status_;
 }
 
+int RunTool(const std::string& tool, const std::vector<std::string>& args, std::string* log,
+            absl::Duration timeout) {
+  std::vector<std::string> argv = {BuildBinary(tool)};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto process = Subprocess::Start(argv, MakeTempDir("tool") + "/log");
+  if (!process.ok()) {
+    *log = std::string(process.status().message());
+    return -1;
+  }
+  const absl::Time give_up = absl::Now() + timeout;
+  while ((*process)->Running() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(20));
+  const int status = (*process)->Stop(SIGKILL);
+  *log = (*process)->Log();
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 std::string Subprocess::Log() const {
   std::ifstream in(log_path_);
   std::stringstream text;

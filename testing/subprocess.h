@@ -39,6 +39,11 @@ class Subprocess {
   int wait_status_ = 0;
 };
 
+// Runs a binary of this build (e.g. "tools/moe_health") to completion, killed after `timeout`;
+// returns its exit code (-1 if killed or not started) and its output in `log`.
+int RunTool(const std::string& tool, const std::vector<std::string>& args, std::string* log,
+            absl::Duration timeout = absl::Seconds(30));
+
 // A server binary started with --listen=127.0.0.1:0 --port_file=...: waits until it reports its
 // port. Fails with its log if it exits first or takes longer than `timeout`.
 struct Server {

@@ -220,7 +220,7 @@ log "the router still answers with one expert-1 replica: $(tail -n 1 "$work/afte
 log "mutual TLS: the same deployment with deploy/docker-compose.tls.yml"
 certs=$work/certs
 scripts/make-certs "$certs" >/dev/null
-chmod 0644 "$certs"/*.key   # throwaway test keys; the containers run as uid 10001
+chgrp 10001 "$certs"/*.key && chmod 0640 "$certs"/*.key   # as the README says (root here)
 scripts/compose-up --no-build --project="$project" --port="$port" --prometheus-port="$prometheus_port" \
   --tls="$certs"
 tls=(--tls_ca="$certs/ca.pem" --tls_cert="$certs/client.pem" --tls_key="$certs/client.key")

@@ -1,6 +1,7 @@
 // Router health and shard identity against the real binaries: the only replica down and back on
 // the same port (NOT_SERVING while down, serving within about a second of listening again), a
-// shard of another checkpoint (rejected by fingerprint, never called), every shard down.
+// shard of another checkpoint (rejected by fingerprint, never called), every shard down (and
+// moe_health's readiness and --live answers then).
 #include <signal.h>
 
 #include <fstream>
@@ -11,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/cluster.h"
+#include "testing/subprocess.h"
 #include "tests/fault_common.h"
 
 namespace moe {
@@ -120,6 +122,11 @@ TEST(FaultHealthTest, EveryShardDownIsNotServingAndForwardIsUnavailableNamingExp
                         absl::Seconds(10)));
   std::cout << "every shard killed: health NOT_SERVING " << absl::Now() - killed << " later"
             << std::endl;
+  // moe_health: readiness fails, liveness holds (restarting the router would not bring shards).
+  std::string log;
+  EXPECT_EQ(testing::RunTool("tools/moe_health", {"--target=" + router}, &log), 1) << log;
+  EXPECT_THAT(log, HasSubstr("NOT_SERVING"));
+  EXPECT_EQ(testing::RunTool("tools/moe_health", {"--target=" + router, "--live"}, &log), 0) << log;
   v1::ForwardResponse response;
   const grpc::Status status = cluster.Forward(Request(), &response, absl::Seconds(5));
   EXPECT_EQ(status.error_code(), grpc::UNAVAILABLE);

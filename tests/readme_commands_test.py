@@ -11,7 +11,8 @@ and `/tmp/` a private temporary directory. A command fails the test when it exit
 prints an error (an `error`/`failed` line, a non-OK ghz status, a nonzero loadtest error count).
 
 Then the first-hour checks a README cannot show: clients name gRPC codes, the README's flag
-tables match every binary's --help (names and defaults), every usage line lists every flag,
+tables match every binary's --help (names and defaults), every usage line lists every flag, every
+flag deploy/'s compose files and Kubernetes manifests pass is one the binary accepts,
 scripts' --help print written usage texts, and moe_make_model into a reused directory leaves a
 checkpoint that loads.
 
@@ -229,6 +230,47 @@ def check_help_and_tables(source, build, readme):
             fail(f"scripts/{script} --help prints its own source")
 
 
+def check_deploy_flags(source, build):
+    """Every flag a compose file or Kubernetes manifest passes to a binary is one it accepts."""
+    import yaml  # python3-yaml (scripts/setup)
+    helps = {}
+
+    def flags_of(binary):
+        if binary not in helps:
+            helps[binary] = parse_help(run(f"{build}/{BINARIES[binary]} --help", cwd=build,
+                                           env=os.environ)[1])[1]
+        return helps[binary]
+
+    def commands(node):
+        if isinstance(node, dict):
+            for value in node.values():
+                yield from commands(value)
+        elif isinstance(node, list):
+            names = [os.path.basename(v) if isinstance(v, str) else None for v in node]
+            for i, name in enumerate(names):
+                if name in BINARIES:
+                    yield name, [v for v in node[i + 1:] if isinstance(v, str)]
+                    break
+            else:
+                for value in node:
+                    yield from commands(value)
+
+    checked = 0
+    for root, _, files in os.walk(os.path.join(source, "deploy")):
+        for file in sorted(f for f in files if f.endswith((".yml", ".yaml"))):
+            path = os.path.join(root, file)
+            with open(path) as f:
+                documents = list(yaml.safe_load_all(f))
+            for binary, args in commands(documents):
+                checked += 1
+                for arg in args:
+                    name = arg[2:].split("=")[0]
+                    if arg.startswith("--") and name not in flags_of(binary):
+                        fail(f"{os.path.relpath(path, source)}: {binary} has no flag --{name}")
+    if checked < 10:
+        fail(f"deploy/: found only {checked} commands of the project's binaries to check")
+
+
 def check_clients(build, router, env):
     client = f"{build}/tools/moe_client --router={router}"
     status, output = run(f"{client} --tokens=0", cwd=build, env=env)
@@ -245,9 +287,11 @@ def check_clients(build, router, env):
     for wanted in ("2 shard groups", "latency over 1 call of 1 token:"):
         if wanted not in output:
             fail(f"moe_client --tokens=1: expected {wanted!r} in:\n{output}")
-    status, output = run(f"{build}/tools/moe_health --target=127.0.0.1:1", cwd=build, env=env)
-    if status == 0 or "UNAVAILABLE: " not in output:
-        fail(f"moe_health against a closed port should say UNAVAILABLE:\n{output}")
+    for live in ("", " --live"):  # nothing answers: not alive either
+        status, output = run(f"{build}/tools/moe_health --target=127.0.0.1:1{live}", cwd=build,
+                             env=env)
+        if status == 0 or "UNAVAILABLE: " not in output:
+            fail(f"moe_health{live} against a closed port should say UNAVAILABLE:\n{output}")
 
 
 def check_make_model_reuse(build, tmp):
@@ -332,6 +376,7 @@ def main():
                 check_command(f"README.md:{line}", local, status, output)
         check_clients(build, router, env)
         check_help_and_tables(source, build, readme)
+        check_deploy_flags(source, build)
         check_make_model_reuse(build, tmp)
     except RuntimeError as e:
         fail(str(e))

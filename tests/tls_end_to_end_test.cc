@@ -4,9 +4,7 @@
 // and a router trusting the wrong CA for its shards says the TLS handshake is why they are
 // unavailable.
 #include <grpcpp/grpcpp.h>
-#include <sys/wait.h>
 
-#include <csignal>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -19,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/cluster.h"
+#include "testing/subprocess.h"
 #include "testing/test_models.h"
 
 namespace moe {
@@ -84,19 +83,6 @@ grpc::Status ExpertInfo(const std::shared_ptr<grpc::Channel>& channel) {
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
   v1::ExpertInfo info;
   return v1::Expert::NewStub(channel)->Info(&context, v1::ExpertInfoRequest(), &info);
-}
-
-// Runs a tool to completion (bounded: 30 s) and returns its exit code; its output goes to `log`.
-int RunTool(const std::string& tool, const std::vector<std::string>& args, std::string* log) {
-  std::vector<std::string> argv = {testing::BuildBinary(tool)};
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto process = testing::Subprocess::Start(argv, testing::MakeTempDir("tool") + "/log");
-  EXPECT_TRUE(process.ok());
-  if (!process.ok()) return -1;
-  for (int i = 0; i < 300 && (*process)->Running(); ++i) absl::SleepFor(absl::Milliseconds(100));
-  const int status = (*process)->Stop(SIGKILL);
-  *log = (*process)->Log();
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 class TlsEndToEndTest : public ::testing::Test {
@@ -285,23 +271,23 @@ TEST_F(TlsEndToEndTest, ToolsSpeakMutualTls) {
   std::string log;
   std::vector<std::string> client = {"--router=" + router_->target(), "--tokens=2"};
   client.insert(client.end(), tls.begin(), tls.end());
-  EXPECT_EQ(RunTool("tools/moe_client", client, &log), 0) << log;
+  EXPECT_EQ(testing::RunTool("tools/moe_client", client, &log), 0) << log;
   EXPECT_THAT(log, ::testing::ContainsRegex("router stats: [1-9][0-9]* requests?, "));
   std::vector<std::string> expert_info = {"--expert=" + shards_->front().target()};
   expert_info.insert(expert_info.end(), tls.begin(), tls.end());
-  EXPECT_EQ(RunTool("tools/moe_client", expert_info, &log), 0) << log;
+  EXPECT_EQ(testing::RunTool("tools/moe_client", expert_info, &log), 0) << log;
   EXPECT_THAT(log, HasSubstr("compute calls"));
   EXPECT_THAT(log, ::testing::ContainsRegex("kernels: [^(]"));  // the shard reports its kernels
   std::vector<std::string> health = {"--target=" + shards_->front().target()};
   health.insert(health.end(), tls.begin(), tls.end());
-  EXPECT_EQ(RunTool("tools/moe_health", health, &log), 0) << log;
+  EXPECT_EQ(testing::RunTool("tools/moe_health", health, &log), 0) << log;
   EXPECT_THAT(log, HasSubstr("SERVING"));
 
   // Without a certificate: refused, and the tool says TLS is the likely cause.
-  EXPECT_EQ(RunTool("tools/moe_health",
-                    {"--target=" + shards_->front().target(), "--tls_ca=" + certs_->ca(),
-                     "--timeout_ms=5000"},
-                    &log),
+  EXPECT_EQ(testing::RunTool("tools/moe_health",
+                             {"--target=" + shards_->front().target(), "--tls_ca=" + certs_->ca(),
+                              "--timeout_ms=5000"},
+                             &log),
             1);
   EXPECT_THAT(log, HasSubstr("TLS handshake failed"));
 }

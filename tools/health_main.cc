@@ -1,7 +1,8 @@
-// moe_health: exits 0 when a server reports SERVING on grpc.health.v1, 1 otherwise. Made for
-// exec-form container healthchecks and readiness probes (the images have no shell).
+// moe_health: exits 0 when a server reports SERVING on grpc.health.v1, 1 otherwise; with --live,
+// 0 when it answers at all. Made for exec-form container healthchecks and readiness and liveness
+// probes (the images have no shell).
 //
-//   moe_health --target=127.0.0.1:50051 [--service=NAME] [--timeout_ms=1000]
+//   moe_health --target=127.0.0.1:50051 [--service=NAME] [--timeout_ms=1000] [--live]
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -19,6 +20,9 @@
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server to check");
 ABSL_FLAG(std::string, service, "", "Service name to check; empty means the whole server");
 ABSL_FLAG(int, timeout_ms, 1000, "Give up after this long");
+ABSL_FLAG(bool, live, false,
+          "Exit 0 when the server answers, SERVING or not: for liveness checks, which should "
+          "restart a process that does not answer, not a router saying its shards are down");
 ABSL_FLAG(std::string, tls_ca, "", "Connect over TLS, trusting this PEM CA (default: plaintext)");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM client certificate for servers that require one (with --tls_key)");
@@ -28,8 +32,9 @@ ABSL_FLAG(std::string, tls_server_name, "",
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Checks a gRPC server's health (grpc.health.v1); exits 0 when SERVING, 1 otherwise.\n"
-      "  moe_health [--target=HOST:PORT] [--service=NAME] [--timeout_ms=MS]\n"
+      "Checks a gRPC server's health (grpc.health.v1); exits 0 when SERVING (with --live: when it\n"
+      "answers at all), 1 otherwise.\n"
+      "  moe_health [--target=HOST:PORT] [--service=NAME] [--timeout_ms=MS] [--live]\n"
       "             [--tls_ca=PEM [--tls_cert=PEM --tls_key=PEM] [--tls_server_name=NAME]]");
   moe::ParseFlags(argc, argv);
   moe::TlsFiles tls;
@@ -63,5 +68,5 @@ int main(int argc, char** argv) {
   std::cout << absl::GetFlag(FLAGS_target) << ": "
             << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
             << std::endl;
-  return serving ? 0 : 1;
+  return serving || absl::GetFlag(FLAGS_live) ? 0 : 1;
 }

@@ -6,8 +6,8 @@
 #
 #   deploy/swarm/smoke-test.sh [--port=50071] [--build-dir=build]
 #
-# Not part of ctest: swarm mode changes engine-wide state. Needs the moe-serving:latest image
-# (scripts/build-images), jq, and ghz (scripts/loadtest installs it).
+# Not part of ctest: swarm mode changes engine-wide state. Needs the moe-serving:latest and
+# moe-prometheus:latest images (scripts/build-images), jq, and ghz (scripts/loadtest installs it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,19 +24,22 @@ done
 export BUILD_DIR=$build_dir MOE_ROUTER_PORT=$port
 log() { echo "swarm smoke-test: $*"; }
 
-image=${MOE_IMAGE:-moe-serving:latest}
-docker image inspect "$image" >/dev/null 2>&1 ||
-  { log "image $image is missing; run scripts/build-images" >&2; exit 1; }
+for image in "${MOE_IMAGE:-moe-serving:latest}" "${MOE_PROMETHEUS_IMAGE:-moe-prometheus:latest}"; do
+  docker image inspect "$image" >/dev/null 2>&1 ||
+    { log "image $image is missing; run scripts/build-images" >&2; exit 1; }
+done
 
 stack=moe-swarm-$$
 initialised=0
 had_gwbridge=0
 docker network inspect docker_gwbridge >/dev/null 2>&1 && had_gwbridge=1
 work=$(mktemp -d /tmp/moe-swarm.XXXXXX)
+loadtest=
 
 cleanup() {
   local code=$?
   trap - EXIT INT TERM
+  if [[ -n $loadtest ]]; then kill "$loadtest" 2>/dev/null || true; wait "$loadtest" 2>/dev/null || true; fi
   if docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx "$stack"; then
     docker stack rm "$stack" >/dev/null || true
     for _ in $(seq 1 60); do
@@ -96,9 +99,11 @@ loadtest=$!
 sleep 3
 victim=$(docker ps -q --filter "label=com.docker.stack.namespace=$stack" \
   --filter "label=com.docker.swarm.service.name=${stack}_expert-1" | head -n 1)
+[[ -n $victim ]] || { log "FAILED: no running expert-1 replica to kill" >&2; exit 1; }
 docker kill "$victim" >/dev/null
 log "killed expert-1 replica $victim during the second run"
 wait "$loadtest"
+loadtest=
 errors=$(errors_of "$work/ghz-kill/ghz.json")
 log "KILLED REPLICA RESULT: $errors errors of $(jq .count "$work/ghz-kill/ghz.json") calls"
 sleep 5
