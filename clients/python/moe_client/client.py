@@ -8,12 +8,15 @@ status raises at once. Failures raise MoEError subclasses (errors.py) carrying t
 """
 
 import dataclasses
+import os
 import random
+import ssl
 import time
 from typing import Any, Optional, Tuple, Union
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from . import convert, wire
 from ._stubs import router_pb2, router_pb2_grpc
@@ -26,7 +29,9 @@ _FORWARD = "/moe.v1.Router/Forward"
 class TLSConfig:
     """TLS (and mutual TLS) settings; paths of PEM files.
 
-    root_certificates: CA bundle that signed the router's certificate (None: system roots).
+    root_certificates: CA bundle that signed the router's certificate (None: the system's CA
+        bundle, $SSL_CERT_FILE or the file Python's ssl module finds, e.g.
+        /etc/ssl/certs/ca-certificates.crt; grpcio's own bundled roots only where there is none).
     certificate_chain, private_key: the client's own certificate and key, for mutual TLS.
     server_name: the name to verify in the router's certificate when it differs from the
         target's host (gRPC's ssl_target_name_override).
@@ -44,7 +49,8 @@ class TLSConfig:
                 return f.read()
         if (self.certificate_chain is None) != (self.private_key is None):
             raise ValueError("mutual TLS needs both certificate_chain and private_key")
-        return grpc.ssl_channel_credentials(root_certificates=read(self.root_certificates),
+        roots = self.root_certificates or _system_ca_bundle()
+        return grpc.ssl_channel_credentials(root_certificates=read(roots),
                                             private_key=read(self.private_key),
                                             certificate_chain=read(self.certificate_chain))
 
@@ -67,6 +73,17 @@ class ForwardResult:
     missing_experts: Tuple[int, ...] = ()
 
 
+def _system_ca_bundle() -> Optional[str]:
+    """The system's CA bundle file, as OpenSSL and Python's ssl module find it, or None. (Given
+    no roots, grpcio uses a copy of its own, not the system's: a CA added to the system store,
+    e.g. with update-ca-certificates, would not be trusted.)"""
+    paths = ssl.get_default_verify_paths()
+    for path in (os.environ.get("SSL_CERT_FILE"), paths.cafile, paths.openssl_cafile):
+        if path and os.path.isfile(path):
+            return path
+    return None
+
+
 def _tls_config(tls) -> Optional[TLSConfig]:
     if tls is None or tls is False:
         return None
@@ -87,14 +104,15 @@ class MoEClient:
 
     Args:
       target: gRPC target of the router, e.g. "127.0.0.1:50051" or "dns:///router:50051".
-      tls: None for plaintext (loopback development); True for TLS with the system roots; a CA
-        bundle path; or a TLSConfig (mutual TLS, server name override).
+      tls: None for plaintext (loopback development); True for TLS trusting the system's CA
+        bundle (see TLSConfig); a CA bundle path; or a TLSConfig (mutual TLS, server name
+        override).
       timeout: default deadline of a call in seconds, all retries included (None: no deadline;
         the router still applies its own --default_timeout_ms to shard calls).
       retries_unavailable: how many times a call failing UNAVAILABLE is retried (0: never).
       backoff_initial, backoff_max: the first retry waits backoff_initial seconds (±20 %
         jitter), each next one twice as long, never more than backoff_max, never past the
-        deadline.
+        deadline; 0 < backoff_initial <= backoff_max.
       max_message_bytes: largest request or reply (default 256 MiB, the shards' default; the
         router derives its own limit from --max_tokens × d_model).
       channel_options: extra gRPC channel arguments, e.g. [("grpc.keepalive_time_ms", 10000)].
@@ -112,13 +130,17 @@ class MoEClient:
             raise ValueError("retries_unavailable must be >= 0")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be > 0 seconds (or None)")
+        if not 0 < backoff_initial <= backoff_max:
+            raise ValueError("backoff needs 0 < backoff_initial <= backoff_max seconds, got "
+                             f"{backoff_initial} and {backoff_max}")
         self.target = target
         self.timeout = timeout
         self.retries_unavailable = retries_unavailable
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.accept_partial = accept_partial
-        reconnect_ms = max(1, int(backoff_initial * 1000 / 2))
+        # Never below 20 ms: a dead router is redialled at this rate while calls wait.
+        reconnect_ms = max(20, int(backoff_initial * 1000 / 2))
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -140,6 +162,7 @@ class MoEClient:
         # Forward moves raw bytes: wire.py encodes and decodes the tensors with numpy.
         self._forward = self._channel.unary_unary(_FORWARD)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
+        self._closed = False
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -163,23 +186,27 @@ class MoEClient:
             header.layer = int(layer)
         request = header.SerializeToString() + wire.encode_field(
             1, wire.encode_tensor(converted.rows))
-        reply = self._call(self._forward, request, "moe.v1.Router/Forward", timeout)
-        return self._forward_result(reply, converted, return_routing)
+        reply, attempts = self._call(self._forward, request, "moe.v1.Router/Forward", timeout)
+        return self._forward_result(reply, converted, return_routing, attempts)
 
     def info(self, *, timeout: Union[float, None, str] = "default"):
         """The router's ModelInfo message (d_model, num_experts, top_k, family, layer, routing
         settings, shards and their states); see proto/moe/v1/router.proto."""
         return self._call(self._stub.Info, router_pb2.InfoRequest(), "moe.v1.Router/Info",
-                          timeout)
+                          timeout)[0]
 
     def wait_ready(self, timeout: float = 10.0):
         """Waits until the router answers Info (at most `timeout` seconds) and returns it."""
+        if self._closed:
+            raise RuntimeError(f"MoEClient for {self.target} is closed")
         try:
             return self._stub.Info(router_pb2.InfoRequest(), timeout=timeout, wait_for_ready=True)
         except grpc.RpcError as error:
             raise from_rpc_error(error, "moe.v1.Router/Info", self.target) from error
 
     def close(self):
+        """Closes the channel; later calls raise RuntimeError."""
+        self._closed = True
         self._channel.close()
 
     def __enter__(self):
@@ -191,6 +218,9 @@ class MoEClient:
     # -- internals -------------------------------------------------------------------------------
 
     def _call(self, method, request, name, timeout):
+        """The reply and how many attempts it took."""
+        if self._closed:
+            raise RuntimeError(f"MoEClient for {self.target} is closed")
         timeout = self.timeout if timeout == "default" else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = self.backoff_initial
@@ -203,7 +233,7 @@ class MoEClient:
                                             f"deadline of {timeout} s passed before attempt "
                                             f"{attempt}", name, self.target, attempt - 1)
             try:
-                return method(request, timeout=remaining)
+                return method(request, timeout=remaining), attempt
             except grpc.RpcError as error:
                 retry = (error.code() == grpc.StatusCode.UNAVAILABLE
                          and attempt <= self.retries_unavailable)
@@ -215,43 +245,41 @@ class MoEClient:
                 time.sleep(pause)  # backoff between attempts, not synchronisation
                 delay *= 2
 
-    def _forward_result(self, reply, converted, return_routing):
+    def _malformed(self, message, attempts):
+        return InternalError(grpc.StatusCode.INTERNAL, message, "moe.v1.Router/Forward",
+                             self.target, attempts)
+
+    def _forward_result(self, reply, converted, return_routing, attempts):
         try:
             spans, rest = wire.split_field(reply, 1)
             if len(spans) != 1:
                 raise wire.WireError(f"expected one output tensor, got {len(spans)}")
             shape, rows = wire.decode_tensor(reply, *spans[0])
-        except wire.WireError as error:
-            raise InternalError(grpc.StatusCode.INTERNAL, f"malformed ForwardResponse: {error}",
-                                "moe.v1.Router/Forward", self.target) from error
+            others = router_pb2.ForwardResponse.FromString(rest)  # routing, missing_experts
+        except (wire.WireError, DecodeError) as error:
+            raise self._malformed(f"malformed ForwardResponse: {error}", attempts) from error
         if shape != converted.rows.shape:
-            raise InternalError(grpc.StatusCode.INTERNAL,
-                                f"the router answered shape {list(shape)} for input "
-                                f"{list(converted.rows.shape)}", "moe.v1.Router/Forward",
-                                self.target)
-        others = router_pb2.ForwardResponse.FromString(rest)  # routing, missing_experts
+            raise self._malformed(f"the router answered shape {list(shape)} for input "
+                                  f"{list(converted.rows.shape)}", attempts)
         routing = None
         if return_routing:
-            routing = self._routing(others.routing, rows.shape[0], converted)
+            routing = self._routing(others.routing, rows.shape[0], converted, attempts)
         result = ForwardResult(converted.output(rows), routing, tuple(others.missing_experts))
         if result.missing_experts and not self.accept_partial:
-            raise PartialResultError(result, "moe.v1.Router/Forward", self.target)
+            raise PartialResultError(result, "moe.v1.Router/Forward", self.target, attempts)
         return result
 
-    def _routing(self, tokens, num_tokens, converted):
+    def _routing(self, tokens, num_tokens, converted, attempts):
         if len(tokens) != num_tokens:
-            raise InternalError(grpc.StatusCode.INTERNAL,
-                                f"routing for {len(tokens)} tokens, expected {num_tokens}",
-                                "moe.v1.Router/Forward", self.target)
+            raise self._malformed(f"routing for {len(tokens)} tokens, expected {num_tokens}",
+                                  attempts)
         k = max((len(t.experts) for t in tokens), default=0)
         experts = np.full((num_tokens, k), -1, dtype=np.int64)  # -1 / 0 pad a short row
         weights = np.zeros((num_tokens, k), dtype=np.float32)
         for t, token in enumerate(tokens):
             if len(token.weights) != len(token.experts):
-                raise InternalError(grpc.StatusCode.INTERNAL,
-                                    f"token {t}: {len(token.experts)} experts but "
-                                    f"{len(token.weights)} weights", "moe.v1.Router/Forward",
-                                    self.target)
+                raise self._malformed(f"token {t}: {len(token.experts)} experts but "
+                                      f"{len(token.weights)} weights", attempts)
             experts[t, :len(token.experts)] = token.experts
             weights[t, :len(token.weights)] = token.weights
         return Routing(converted.index_array(experts), converted.index_array(weights))

@@ -23,7 +23,8 @@ class RemoteMoE(torch.nn.Module):
     """The MoE block of model layer `layer`, computed by the router behind `client`.
 
     Args:
-      client: a MoEClient (shared by every block of a model), or a router target string.
+      client: a MoEClient (shared by every block of a model), or a router target string (the
+        block then makes a client of its own, closed by close()).
       layer: the model layer (None: the one layer the router serves).
       return_router_logits: return (hidden_states, None) like transformers' Mixtral and
         Qwen-MoE blocks, which return (hidden_states, router_logits). The router does not send
@@ -37,7 +38,8 @@ class RemoteMoE(torch.nn.Module):
     def __init__(self, client, layer=None, *, return_router_logits=False, record_routing=False,
                  timeout="default"):
         super().__init__()
-        self.client = client if isinstance(client, MoEClient) else MoEClient(client)
+        self._owns_client = not isinstance(client, MoEClient)
+        self.client = MoEClient(client) if self._owns_client else client
         self.layer = layer
         self.return_router_logits = return_router_logits
         self.record_routing = record_routing
@@ -61,6 +63,11 @@ class RemoteMoE(torch.nn.Module):
             return result.output, None
         return result.output
 
+    def close(self):
+        """Closes the client this block made from a target string (a shared one is left)."""
+        if self._owns_client:
+            self.client.close()
+
     def extra_repr(self):
         return f"target={self.client.target!r}, layer={self.layer}"
 
@@ -68,23 +75,40 @@ class RemoteMoE(torch.nn.Module):
 def replace_moe_blocks(model, client, **kwargs):
     """Replaces every MoE block of `model` with a RemoteMoE of the same layer, in place.
 
-    client: one MoEClient for every layer (a router serving them all), or a mapping
-      {layer: MoEClient} / a callable layer -> MoEClient when each layer has its own router
-      (today's routers serve one layer each). A layer the mapping lacks raises KeyError before
-      anything is replaced.
+    client: one MoEClient or router target string for every layer (a router serving them all),
+      or a mapping {layer: MoEClient or target} / a callable layer -> MoEClient or target when
+      layers have routers of their own. A target string becomes one MoEClient shared by every
+      block of that target. A layer the mapping lacks raises KeyError before anything is
+      replaced.
     A block is a submodule named `...layers.<L>.block_sparse_moe` or `...layers.<L>.mlp` that has
     an `experts` attribute (dense MLPs have none, and stay local). return_router_logits is
     taken from the block replaced: its own `return_router_logits` attribute if it has one,
     else True for transformers' blocks that return a tuple (Mixtral, Qwen2/3-MoE, OLMoE);
     pass return_router_logits= to override. Returns the list of layers replaced.
     """
-    if isinstance(client, MoEClient):
-        def client_for(_):
+    if isinstance(client, (MoEClient, str)):
+        def given(_):
             return client
     elif callable(client):
-        client_for = client
+        given = client
+    elif hasattr(client, "__getitem__"):
+        given = client.__getitem__
     else:
-        client_for = client.__getitem__
+        raise TypeError("client must be a MoEClient, a target string, a mapping or a callable, "
+                        f"got {type(client).__name__}")
+    by_target = {}
+
+    def client_for(layer):
+        chosen = given(layer)
+        if isinstance(chosen, str):
+            if chosen not in by_target:
+                by_target[chosen] = MoEClient(chosen)
+            return by_target[chosen]
+        if not isinstance(chosen, MoEClient):
+            raise TypeError(f"layer {layer}: expected a MoEClient or a target string, got "
+                            f"{type(chosen).__name__}")
+        return chosen
+
     found = []
     for name, module in model.named_modules():
         match = _BLOCK_NAME.search(name)

@@ -2,10 +2,12 @@
 
 Python's protobuf copies a repeated float field one element at a time (about 1 s per million
 floats each way with python3-protobuf 3.21), which would dwarf the call itself. A ``Tensor`` on
-the wire is only a packed int64 ``shape`` (field 1) and a packed float ``values`` (field 2), so
-this module writes and reads those bytes directly with numpy, and leaves every other field
-(return_routing, layer, routing) to the generated classes. Protobuf merges fields in any order,
-so a request is the generated message's bytes followed by the hand-written ``tokens`` field.
+the wire is a packed int64 ``shape`` (field 1) and its values as a packed float ``values``
+(field 2), or as little-endian ``f32_data`` (3) or ``bf16_data`` (4) bytes, so this module writes
+(``values``) and reads (any of the three) those bytes directly with numpy, and leaves every
+other field (return_routing, layer, routing) to the generated classes. Protobuf merges fields in
+any order, so a request is the generated message's bytes followed by the hand-written ``tokens``
+field.
 """
 
 import numpy as np
@@ -89,7 +91,8 @@ def decode_tensor(buf, pos=0, end=None):
     buf = memoryview(buf)
     end = len(buf) if end is None else end
     shape = []
-    chunks = []
+    chunks = []  # of packed or unpacked values
+    data = {}    # field number -> bytes of f32_data (3) or bf16_data (4)
     while pos < end:
         key, pos = _read_varint(buf, pos, end)
         field, wire_type = key >> 3, key & 7
@@ -115,9 +118,25 @@ def decode_tensor(buf, pos=0, end=None):
                 raise WireError("truncated float value")
             chunks.append(np.frombuffer(buf[pos:pos + 4], dtype="<f4"))
             pos += 4
+        elif field in (3, 4) and wire_type == _LEN:  # f32_data, bf16_data: the last one counts
+            length, pos = _read_varint(buf, pos, end)
+            width = 4 if field == 3 else 2
+            if pos + length > end or length % width:
+                raise WireError(f"truncated or misaligned {'f32' if field == 3 else 'bf16'}_data")
+            data[field] = buf[pos:pos + length]
+            pos += length
         else:
             pos = _skip(buf, pos, end, wire_type)
-    values = np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
+    encodings = [name for name, present in (("values", chunks), ("f32_data", data.get(3)),
+                                            ("bf16_data", data.get(4))) if present]
+    if len(encodings) > 1:
+        raise WireError(f"the tensor carries {' and '.join(encodings)}; expected one of them")
+    if 3 in data:
+        chunks = [np.frombuffer(data[3], dtype="<f4")]
+    elif 4 in data:  # bfloat16: the upper half of a float32
+        chunks = [(np.frombuffer(data[4], dtype="<u2").astype(np.uint32) << 16).view(np.float32)]
+    values = (np.concatenate(chunks) if len(chunks) > 1 else
+              chunks[0] if chunks else np.empty(0, dtype=np.float32))
     if any(dim < 0 for dim in shape):
         raise WireError(f"negative dimension in shape {shape}")
     count = int(np.prod(shape, dtype=np.int64)) if shape else 0

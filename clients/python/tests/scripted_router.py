@@ -13,8 +13,9 @@ from moe_client._stubs import router_pb2
 class ScriptedRouter:
     """A moe.v1.Router whose Forward answers per call from `script`: a grpc.StatusCode to abort
     with, "echo" to answer output = 2 × input (built with the generated classes), "stall" to
-    block until release() (bounded), "bad_shape" to answer a wrong shape, or "partial" to echo
-    with missing_experts [5, 6] (as a router run with --allow_partial would)."""
+    block until release() (bounded), "bad_shape" to answer a wrong shape, "partial" to echo
+    with missing_experts [5, 6] (as a router run with --allow_partial would), "f32_data" or
+    "bf16_data" to echo in that encoding, or "no_values" to answer a shape without values."""
 
     def __init__(self, script, server_credentials=None, port=0):
         self.script = list(script)
@@ -55,6 +56,13 @@ class ScriptedRouter:
         if step == "bad_shape":
             shape = [shape[0], shape[1] + 1]
             values = np.zeros(shape[0] * shape[1], dtype=np.float32)
-        return router_pb2.ForwardResponse(
-            output=router_pb2.Tensor(shape=shape, values=2 * values),
-            missing_experts=[5, 6] if step == "partial" else [])
+        output = router_pb2.Tensor(shape=shape)
+        if step == "f32_data":
+            output.f32_data = (2 * values).astype("<f4").tobytes()
+        elif step == "bf16_data":  # exact for the values the tests send (see test_wire.py)
+            output.bf16_data = ((2 * values).astype("<f4").view("<u4") >> 16).astype(
+                "<u2").tobytes()
+        elif step != "no_values":
+            output.values.extend(2 * values)
+        return router_pb2.ForwardResponse(output=output,
+                                          missing_experts=[5, 6] if step == "partial" else [])

@@ -124,3 +124,20 @@ def test_replace_moe_blocks_with_a_router_per_layer(family_served, family_block)
     assert replace_moe_blocks(model, {family_served.layer: family_served.client}) == [
         family_served.layer]
     assert model.model.layers[family_served.layer].mlp.client is family_served.client
+
+
+def test_replace_moe_blocks_with_a_target_string(family_served, family_block):
+    d = family_block.config.d_model
+    model = Decoderish(family_block, family_served.layer, d).eval()
+    x = hidden(2, 3, d, seed=16)
+    with torch.inference_mode():
+        local_out = model(x)
+    with pytest.raises(TypeError, match="MoEClient"):
+        replace_moe_blocks(model, {family_served.layer: 42})
+    target = family_served.client.target
+    assert replace_moe_blocks(model, target) == [family_served.layer]
+    remote = model.model.layers[family_served.layer].mlp
+    assert remote.client.target == target and remote.client is not family_served.client
+    with torch.inference_mode():
+        assert_rows_close(model(x), local_out)
+    remote.client.close()

@@ -145,3 +145,43 @@ def test_a_complete_result_has_no_missing_experts():
     with ScriptedRouter(["echo"]) as router:
         with MoEClient(router.target) as client:
             assert client.forward(random_tokens((1, 8), seed=8)).missing_experts == ()
+
+
+def test_replies_in_the_bytes_encodings_decode():
+    rows = np.array([[1.5, -2.0, 0.375, 1024.0]], dtype=np.float32)  # 2x: exact in bfloat16
+    with ScriptedRouter(["f32_data", "bf16_data"]) as router:
+        with MoEClient(router.target) as client:
+            for _ in range(2):
+                np.testing.assert_array_equal(client.forward(rows).output, 2 * rows)
+
+
+def test_a_reply_without_values_is_internal_not_a_value_error():
+    with ScriptedRouter(["no_values"]) as router:
+        with pytest.raises(InternalError, match="malformed ForwardResponse") as caught:
+            MoEClient(router.target).forward(random_tokens((2, 8), seed=9))
+    assert not isinstance(caught.value, ValueError)  # not mistaken for bad input
+
+
+def test_errors_after_retries_count_every_attempt():
+    with ScriptedRouter([grpc.StatusCode.UNAVAILABLE, "partial"]) as router:
+        with MoEClient(router.target, backoff_initial=0.01, backoff_max=0.01) as client:
+            with pytest.raises(PartialResultError) as caught:
+                client.forward(random_tokens((1, 8), seed=10))
+    assert caught.value.attempts == 2 and "after 2 attempts" in str(caught.value)
+
+
+@pytest.mark.parametrize("initial, maximum", [(-0.1, 1.0), (0.0, 1.0), (0.5, 0.1)])
+def test_backoff_settings_are_checked(initial, maximum):
+    with pytest.raises(ValueError, match="backoff_initial"):
+        MoEClient("127.0.0.1:1", backoff_initial=initial, backoff_max=maximum)
+
+
+def test_a_closed_client_says_so():
+    with ScriptedRouter(["echo"]) as router:
+        client = MoEClient(router.target)
+        client.close()
+        for call in (lambda: client.forward(np.ones((1, 8), np.float32)), client.info,
+                     client.wait_ready):
+            with pytest.raises(RuntimeError, match="is closed"):
+                call()
+        assert router.calls == 0

@@ -51,6 +51,14 @@ def test_tls_with_a_ca_bundle(pki):
         echo_works(MoEClient(router.target, tls=str(pki / "ca.pem")))
 
 
+def test_tls_true_trusts_the_system_ca_bundle(pki, monkeypatch):
+    # A CA the system trusts (SSL_CERT_FILE, as OpenSSL reads it), not in grpcio's own roots.
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki / "ca.pem"))
+    with ScriptedRouter(["echo"], server_credentials(pki, False)) as router:
+        with MoEClient(router.target, tls=True) as client:
+            echo_works(client)
+
+
 def test_tls_server_name_override(pki):
     with ScriptedRouter(["echo"], server_credentials(pki, False)) as router:
         target = f"localhost:{router.port}"  # not in the certificate

@@ -45,3 +45,22 @@ def test_unpacked_fields_decode():
 def test_malformed_tensors_are_wire_errors(data):
     with pytest.raises(wire.WireError):
         wire.decode_tensor(data)
+
+
+def test_bytes_encodings_decode():
+    values = np.array([1.5, -2.0, 0.375, 1024.0], dtype=np.float32)  # exact in bfloat16 too
+    f32 = router_pb2.Tensor(shape=[2, 2], f32_data=values.astype("<f4").tobytes())
+    bf16 = router_pb2.Tensor(
+        shape=[2, 2], bf16_data=(values.view("<u4") >> 16).astype("<u2").tobytes())
+    for tensor in (f32, bf16):
+        shape, decoded = wire.decode_tensor(tensor.SerializeToString())
+        assert shape == (2, 2)
+        np.testing.assert_array_equal(decoded, values.reshape(2, 2))
+
+
+def test_a_tensor_with_two_encodings_or_none_is_a_wire_error():
+    both = router_pb2.Tensor(shape=[1], values=[1.0], f32_data=np.float32(1).tobytes())
+    with pytest.raises(wire.WireError, match="values and f32_data"):
+        wire.decode_tensor(both.SerializeToString())
+    with pytest.raises(wire.WireError, match="needs 2 values, the tensor has 0"):
+        wire.decode_tensor(router_pb2.Tensor(shape=[1, 2]).SerializeToString())
