@@ -9,6 +9,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/cli/flag_ranges.h"
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
 #include "common/cli/serving_mutexes.h"
@@ -134,11 +135,30 @@ int main(int argc, char** argv) {
     std::cerr << "moe_expert: --model and --experts are required (see --help)" << std::endl;
     return 2;
   }
-  // gRPC's message limit is an int of bytes.
+  // Before the weights load, so a bad value is refused at once. gRPC's message limit is an int
+  // of bytes (--max_message_mb < 2048).
   const int max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
-  if (max_message_mb < 0 || max_message_mb > 2047) {
-    std::cerr << "moe_expert: --max_message_mb must be 0 (automatic) to 2047, got "
-              << max_message_mb << std::endl;
+  const int max_threads = absl::GetFlag(FLAGS_max_threads);
+  const int max_inflight = absl::GetFlag(FLAGS_max_inflight);
+  if (absl::Status ranges = moe::CheckFlagRanges({
+          {"max_message_mb", max_message_mb, 0, 2047},
+          {"kernel_threads", absl::GetFlag(FLAGS_kernel_threads), 0, 1024},
+          {"blas_threads", absl::GetFlag(FLAGS_blas_threads), 0, 1024},
+          {"max_tokens_per_call", absl::GetFlag(FLAGS_max_tokens_per_call), 0, 1 << 24},
+          {"max_batch_tokens", absl::GetFlag(FLAGS_max_batch_tokens), 0, 1 << 20},
+          {"max_connection_age_s", absl::GetFlag(FLAGS_max_connection_age_s), 0, 1 << 24},
+          {"concurrent_ffn", absl::GetFlag(FLAGS_concurrent_ffn), 0, 1024},
+          {"batch_wait_us", absl::GetFlag(FLAGS_batch_wait_us), 0, 10'000'000},
+          {"drain_s", absl::GetFlag(FLAGS_drain_s), 0, 24 * 3600},
+          {"max_threads", max_threads, 0, 1 << 16},
+          {"max_inflight", max_inflight, 0, 1 << 16},
+      });
+      !ranges.ok()) {
+    std::cerr << "moe_expert: " << ranges.message() << std::endl;
+    return 2;
+  }
+  if (absl::Status limits = moe::CheckAdmissionLimit(max_inflight, max_threads); !limits.ok()) {
+    std::cerr << "moe_expert: --max_inflight / --max_threads: " << limits.message() << std::endl;
     return 2;
   }
   const absl::StatusOr<moe::WeightStorage> storage =
@@ -192,12 +212,6 @@ int main(int argc, char** argv) {
   batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   batching.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_batch_wait_us));
   batching.concurrent_ffn = absl::GetFlag(FLAGS_concurrent_ffn);
-  const int max_threads = absl::GetFlag(FLAGS_max_threads);
-  const int max_inflight = absl::GetFlag(FLAGS_max_inflight);
-  if (absl::Status limits = moe::CheckAdmissionLimit(max_inflight, max_threads); !limits.ok()) {
-    std::cerr << "moe_expert: --max_inflight / --max_threads: " << limits.message() << std::endl;
-    return 2;
-  }
   moe::MetricRegistry registry;
   std::unique_ptr<moe::ExpertMetrics> metrics;
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {

@@ -2,13 +2,10 @@
 // on shards it discovers and checks.
 //
 //   moe_router --model=DIR --layers=all --shards=TARGET[,TARGET...] --listen=HOST:PORT
-#include <sys/stat.h>
 
 #include <algorithm>
-#include <fstream>
 #include <iostream>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -16,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "common/checkpoint/checkpoint.h"
 #include "common/checkpoint/model_config.h"
+#include "common/cli/flag_ranges.h"
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
 #include "common/cli/serving_mutexes.h"
@@ -31,7 +29,7 @@
 #include "router_service/grpc_shard_client.h"
 #include "router_service/router.h"
 #include "router_service/router_service.h"
-#include "router_service/shard_targets.h"
+#include "router_service/shards_file.h"
 
 ABSL_FLAG(std::string, model, "",
           "Required: Hugging Face checkpoint directory (config.json + safetensors)");
@@ -153,49 +151,6 @@ int64_t MaxReplyBytes(const moe::RouterOptions& options) {
                                  config->d_model);
 }
 
-// Reads the shards file when its modification time changed since the last call.
-class ShardsFile {
- public:
-  ShardsFile(std::string path, int num_experts, bool has_shared)
-      : path_(std::move(path)), num_experts_(num_experts), has_shared_(has_shared) {}
-
-  // The file's contents as a --shards list ("" when unreadable).
-  static std::string Read(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream text;
-    text << in.rdbuf();
-    std::string list = text.str();
-    for (char& c : list) {
-      if (c == '\n' || c == '\r') c = ',';
-    }
-    return list;
-  }
-
-  std::optional<std::vector<moe::ShardTarget>> Changed() {
-    struct stat info;
-    if (stat(path_.c_str(), &info) != 0) return std::nullopt;
-    if (info.st_mtim.tv_sec == last_.tv_sec && info.st_mtim.tv_nsec == last_.tv_nsec) {
-      return std::nullopt;
-    }
-    last_ = info.st_mtim;
-    auto targets = moe::ParseShardTargets(Read(path_), num_experts_, has_shared_);
-    if (!targets.ok()) {
-      std::cerr << "moe_router: " << path_ << ": " << targets.status().message()
-                << "; keeping the previous shard list" << std::endl;
-      return std::nullopt;
-    }
-    std::cerr << "moe_router: " << path_
-              << " changed: " << moe::CountOf(targets->size(), "target", "targets") << std::endl;
-    return *targets;
-  }
-
- private:
-  const std::string path_;
-  const int num_experts_;
-  const bool has_shared_;
-  timespec last_{};
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -225,8 +180,19 @@ int main(int argc, char** argv) {
   options.layers = absl::GetFlag(FLAGS_layer) >= 0 ? std::to_string(absl::GetFlag(FLAGS_layer))
                                                    : absl::GetFlag(FLAGS_layers);
   const std::string shards_file = absl::GetFlag(FLAGS_shards_file);
-  options.shards =
-      shards_file.empty() ? absl::GetFlag(FLAGS_shards) : ShardsFile::Read(shards_file);
+  options.shards = absl::GetFlag(FLAGS_shards);
+  if (!shards_file.empty()) {
+    absl::StatusOr<std::string> listed = moe::ShardsFile::Read(shards_file);
+    if (!listed.ok()) {
+      std::cerr << "moe_router: --shards_file: " << listed.status().message() << std::endl;
+      return 2;
+    }
+    if (!options.shards.empty()) {
+      std::cerr << "moe_router: give --shards or --shards_file, not both" << std::endl;
+      return 2;
+    }
+    options.shards = *listed;
+  }
   options.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   options.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_default_timeout_ms));
   options.hedging = absl::GetFlag(FLAGS_hedging);
@@ -238,12 +204,45 @@ int main(int argc, char** argv) {
   const int stall_ms = absl::GetFlag(FLAGS_batch_stall_ms);
   options.batching.stalled_after =
       stall_ms == 0 ? absl::InfiniteDuration() : absl::Milliseconds(stall_ms);
-  if (options.batching.max_tokens < 0 || absl::GetFlag(FLAGS_batch_wait_us) < 0 || stall_ms < 0 ||
-      options.batching.in_flight < 1) {
-    std::cerr << "moe_router: --max_batch_tokens, --batch_wait_us and --batch_stall_ms must be "
-                 ">= 0 and --batches_in_flight >= 1; got "
-              << options.batching.max_tokens << ", " << absl::GetFlag(FLAGS_batch_wait_us) << ", "
-              << stall_ms << ", " << options.batching.in_flight << std::endl;
+  constexpr int64_t kDayMs = 24 * 3600 * 1000;
+  const int max_threads = absl::GetFlag(FLAGS_max_threads);
+  moe::AdmissionQueueOptions admission;
+  admission.max_running = absl::GetFlag(FLAGS_max_inflight);
+  admission.max_queued = absl::GetFlag(FLAGS_max_queued);
+  if (absl::Status ranges = moe::CheckFlagRanges({
+          {"max_tokens", options.max_tokens, 1, 1 << 24},
+          {"default_timeout_ms", absl::GetFlag(FLAGS_default_timeout_ms), 1, kDayMs},
+          {"max_batch_tokens", options.batching.max_tokens, 0, 1 << 20},
+          {"batch_wait_us", absl::GetFlag(FLAGS_batch_wait_us), 0, 10'000'000},
+          {"batch_stall_ms", stall_ms, 0, kDayMs},
+          {"batches_in_flight", options.batching.in_flight, 1, 1024},
+          {"refresh_ms", absl::GetFlag(FLAGS_refresh_ms), 10, 3'600'000},
+          {"blas_threads", absl::GetFlag(FLAGS_blas_threads), 1, 1024},
+          {"channels_per_shard", absl::GetFlag(FLAGS_channels_per_shard), 1, 64},
+          {"drain_s", absl::GetFlag(FLAGS_drain_s), 0, 24 * 3600},
+          {"max_threads", max_threads, 0, 1 << 16},
+          {"max_inflight", admission.max_running, 0, 1 << 16},
+          {"max_queued", admission.max_queued, -1, 1 << 20},  // -1: automatic
+          {"max_queued_mb", absl::GetFlag(FLAGS_max_queued_mb), 0, 1 << 20},
+          {"max_inflight_tokens", absl::GetFlag(FLAGS_max_inflight_tokens), 0, INT32_MAX},
+      });
+      !ranges.ok()) {
+    std::cerr << "moe_router: " << ranges.message() << std::endl;
+    return 2;
+  }
+  if (admission.max_running == 0) {
+    admission.max_queued = 0;
+  } else if (admission.max_queued == -1) {
+    admission.max_queued =
+        std::max(max_threads - moe::kReservedServerThreads - admission.max_running, 0);
+  }
+  admission.max_queued_bytes = int64_t{absl::GetFlag(FLAGS_max_queued_mb)} << 20;
+  admission.max_running_tokens = absl::GetFlag(FLAGS_max_inflight_tokens);
+  if (absl::Status limits =
+          moe::CheckAdmissionLimit(admission.max_running + admission.max_queued, max_threads);
+      !limits.ok()) {
+    std::cerr << "moe_router: --max_inflight + --max_queued / --max_threads: " << limits.message()
+              << std::endl;
     return 2;
   }
   const std::string wire_dtype = absl::GetFlag(FLAGS_shard_wire_dtype);
@@ -260,10 +259,6 @@ int main(int argc, char** argv) {
     std::cerr << "moe_router: --model and one of --shards or --shards_file are required (see "
                  "--help)"
               << std::endl;
-    return 2;
-  }
-  if (!shards_file.empty() && !absl::GetFlag(FLAGS_shards).empty()) {
-    std::cerr << "moe_router: give --shards or --shards_file, not both" << std::endl;
     return 2;
   }
   moe::TlsFiles server_tls;
@@ -307,40 +302,6 @@ int main(int argc, char** argv) {
             << ", shards: " << moe::ClientTlsMode(shard_tls)
             << "; kernels: " << moe::KernelsReport() << std::endl;
 
-  const int max_threads = absl::GetFlag(FLAGS_max_threads);
-  moe::AdmissionQueueOptions admission;
-  admission.max_running = absl::GetFlag(FLAGS_max_inflight);
-  admission.max_queued = absl::GetFlag(FLAGS_max_queued);
-  if (admission.max_queued < -1) {
-    std::cerr << "moe_router: --max_queued must be >= 0 (or -1: automatic), got "
-              << admission.max_queued << std::endl;
-    return 2;
-  }
-  if (admission.max_running <= 0) {
-    admission.max_queued = 0;
-  } else if (admission.max_queued == -1) {
-    admission.max_queued =
-        std::max(max_threads - moe::kReservedServerThreads - admission.max_running, 0);
-  }
-  if (absl::GetFlag(FLAGS_max_queued_mb) < 0) {
-    std::cerr << "moe_router: --max_queued_mb must be >= 0 (0: no byte bound), got "
-              << absl::GetFlag(FLAGS_max_queued_mb) << std::endl;
-    return 2;
-  }
-  admission.max_queued_bytes = int64_t{absl::GetFlag(FLAGS_max_queued_mb)} << 20;
-  if (absl::GetFlag(FLAGS_max_inflight_tokens) < 0) {
-    std::cerr << "moe_router: --max_inflight_tokens must be >= 0 (0: no token bound), got "
-              << absl::GetFlag(FLAGS_max_inflight_tokens) << std::endl;
-    return 2;
-  }
-  admission.max_running_tokens = absl::GetFlag(FLAGS_max_inflight_tokens);
-  if (absl::Status limits =
-          moe::CheckAdmissionLimit(admission.max_running + admission.max_queued, max_threads);
-      !limits.ok()) {
-    std::cerr << "moe_router: --max_inflight + --max_queued / --max_threads: " << limits.message()
-              << std::endl;
-    return 2;
-  }
   auto metrics_http = moe::MetricsHttpServer::StartIfConfigured(
       {absl::GetFlag(FLAGS_metrics_listen), absl::GetFlag(FLAGS_metrics_port_file)}, &registry);
   if (!metrics_http.ok()) {
@@ -379,7 +340,7 @@ int main(int argc, char** argv) {
       server->SetServing(name, gaps.empty());
     }
   });
-  std::optional<ShardsFile> file;
+  std::optional<moe::ShardsFile> file;
   if (!shards_file.empty()) {
     file.emplace(shards_file, config.routing.num_experts, config.shared.width > 0);
   }

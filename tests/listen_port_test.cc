@@ -21,6 +21,17 @@ TEST(OnlyThisHostCanReachTest, LoopbackAndUnixSocketsOnly) {
   }
 }
 
+TEST(PortInRangeTest, PortsBeyond65535AreRefusedNotWrapped) {
+  for (const char* fine : {"127.0.0.1:0", "0.0.0.0:65535", "[::1]:50051", "unix:/tmp/a:99999",
+                           "localhost:http", "no-port"}) {
+    EXPECT_TRUE(PortInRange(fine)) << fine;
+  }
+  for (const char* wrapped :
+       {"127.0.0.1:65536", "127.0.0.1:99999", "[::]:-1", "0.0.0.0:18446744073709551617"}) {
+    EXPECT_FALSE(PortInRange(wrapped)) << wrapped;
+  }
+}
+
 TEST(WhyCannotListenTest, NamesWhatTheKernelSaid) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);

@@ -123,8 +123,36 @@ TEST(StartupErrorsTest, HugeNumHiddenLayersIsRefusedBeforeAnythingIsAllocated) {
 TEST(StartupErrorsTest, MessageLimitBeyondWhatGrpcTakesIsRefused) {
   std::vector<std::string> args = ExpertArgs(DeepseekModel());
   args.push_back("--max_message_mb=4096");
-  ExpectStartupFailure(testing::ExpertBinary(), args,
-                       "--max_message_mb must be 0 (automatic) to 2047, got 4096");
+  ExpectStartupFailure(testing::ExpertBinary(), args, "--max_message_mb=4096: expected 0 to 2047");
+}
+
+TEST(StartupErrorsTest, AMissingCheckpointFileIsNamedWithWhyItIsNeeded) {
+  const std::string model = DeepseekModel();
+  std::filesystem::remove(model + "/model-00001-of-00003.safetensors");
+  for (const std::string& binary : {testing::ExpertBinary(), testing::RouterBinary()}) {
+    ExpectStartupFailure(binary,
+                         binary == testing::ExpertBinary() ? ExpertArgs(model) : RouterArgs(model),
+                         "every file the checkpoint's index lists must be present");
+  }
+}
+
+TEST(StartupErrorsTest, FlagsOutOfRangeAreRefusedBeforeTheModelLoads) {
+  // The model does not exist: a flag checked only after loading would be reported after the
+  // model's error, or never (100 000 kernel threads aborted the shard once its weights loaded).
+  const std::string missing = "--model=/nonexistent/model";
+  ExpectStartupFailure(testing::ExpertBinary(),
+                       {missing, "--experts=all", "--kernel_threads=100000"},
+                       "--kernel_threads=100000: expected 0 to 1024");
+  ExpectStartupFailure(testing::ExpertBinary(), {missing, "--experts=all", "--drain_s=-1"},
+                       "--drain_s=-1: expected 0 to 86400");
+  ExpectStartupFailure(testing::RouterBinary(),
+                       {missing, "--shards=all@127.0.0.1:1", "--refresh_ms=0"},
+                       "--refresh_ms=0: expected 10 to 3600000");  // was a busy loop
+  ExpectStartupFailure(testing::RouterBinary(),
+                       {missing, "--shards=all@127.0.0.1:1", "--default_timeout_ms=0"},
+                       "--default_timeout_ms=0: expected 1 to 86400000");
+  ExpectStartupFailure(testing::RouterBinary(), {missing, "--shards_file=/nonexistent/shards"},
+                       "--shards_file: cannot read /nonexistent/shards: No such file");
 }
 
 }  // namespace

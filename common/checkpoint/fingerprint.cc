@@ -40,8 +40,12 @@ absl::StatusOr<std::string> CheckpointFingerprint(Checkpoint& checkpoint) {
   for (const std::string& name : checkpoint.TensorNames()) {
     absl::StatusOr<const SafetensorsFile*> opened = checkpoint.FileFor(name);
     if (!opened.ok()) {
-      return absl::Status(opened.status().code(),
-                          absl::StrCat("tensor '", name, "': ", opened.status().message()));
+      return absl::Status(
+          opened.status().code(),
+          absl::StrCat("tensor '", name, "': ", opened.status().message(),
+                       " (every file the checkpoint's index lists must be present: its "
+                       "fingerprint samples a few bytes of every tensor, so that router and "
+                       "shards agree they serve the same weights)"));
     }
     const SafetensorsFile* file = *opened;
     const TensorInfo* info = file->Find(name);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "absl/strings/match.h"
@@ -30,6 +31,16 @@ int BindErrno(const sockaddr* address, socklen_t length) {
 }
 
 }  // namespace
+
+bool PortInRange(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  if (absl::StartsWith(listen, "unix:") || colon == std::string::npos) return true;
+  const std::string port = listen.substr(colon + 1);
+  // Not a number (a service name, nothing): gRPC resolves it or fails, naming it.
+  if (port.empty() || port.find_first_not_of("-0123456789") != std::string::npos) return true;
+  int64_t number = 0;
+  return absl::SimpleAtoi(port, &number) && number >= 0 && number <= 65535;
+}
 
 std::string WhyCannotListen(const std::string& listen) {
   const size_t colon = listen.rfind(':');

@@ -1,11 +1,15 @@
-// What a listen address means: the reason it cannot be bound (gRPC's ServerBuilder only says that
-// it failed), and whether only this host can reach it.
+// What a listen address means: whether its port is one at all, the reason it cannot be bound
+// (gRPC's ServerBuilder only says that it failed), and whether only this host can reach it.
 #ifndef MOE_COMMON_RPC_LISTEN_PORT_H_
 #define MOE_COMMON_RPC_LISTEN_PORT_H_
 
 #include <string>
 
 namespace moe {
+
+// False when `listen` ends in ":N" with N outside 0-65535, which gRPC would silently take modulo
+// 65536 (":99999" served on port 34463). Unix sockets (unix:PATH) have no port: true.
+bool PortInRange(const std::string& listen);
 
 // Why `listen` (HOST:PORT, HOST a numeric IPv4 or [IPv6] address) cannot be bound, e.g.
 // "Address already in use", found by binding a plain socket to it; a generic hint when HOST is

@@ -25,6 +25,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   // links it in and registers grpc.health.v1, so reflection clients (grpcurl) can describe it.
   grpc::health::v1::HealthCheckRequest::descriptor();
 
+  if (!PortInRange(options.listen)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot listen on ", options.listen, ": the port must be 0 to 65535"));
+  }
   grpc::ServerBuilder builder;
   AddReflection(&builder);
   int port = 0;
