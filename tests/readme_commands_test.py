@@ -287,6 +287,24 @@ def check_clients(build, router, env):
     for wanted in ("2 shard groups", "latency over 1 call of 1 token:"):
         if wanted not in output:
             fail(f"moe_client --tokens=1: expected {wanted!r} in:\n{output}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for encoding in ("values", "f32", "bf16"):  # the answer comes back in the same one
+            out = os.path.join(tmp, f"out-{encoding}")
+            status, output = run(f"{client} --tokens=3 --encoding={encoding} --output={out}",
+                                 cwd=build, env=env)
+            rows = open(out).read().split("\n")[:-1] if os.path.exists(out) else []
+            if status != 0 or len(rows) != 3 or any(len(r.split()) < 2 for r in rows):
+                fail(f"moe_client --encoding={encoding} --output: exit {status}, {len(rows)} "
+                     f"rows written, expected 3:\n{output}")
+        status, output = run(f"{client} --tokens=1 --output={tmp}/missing/out", cwd=build,
+                             env=env)
+        if status == 0 or f"cannot write --output={tmp}/missing/out" not in output:
+            fail(f"moe_client --output into a missing directory should fail saying so:\n{output}")
+        with open(os.path.join(tmp, "bad-input"), "w") as f:
+            f.write("1 2 3 garbage\n")
+        status, output = run(f"{client} --input={tmp}/bad-input", cwd=build, env=env)
+        if status == 0 or "value 4 is 'garbage', expected a float32 number" not in output:
+            fail(f"moe_client --input with a word among the numbers should name it:\n{output}")
     for live in ("", " --live"):  # nothing answers: not alive either
         status, output = run(f"{build}/tools/moe_health --target=127.0.0.1:1{live}", cwd=build,
                              env=env)

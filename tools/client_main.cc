@@ -6,9 +6,11 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -91,13 +93,21 @@ bool ReadTokens(const std::string& path, int64_t d_model, moe::v1::Tensor* tenso
   }
   std::string line;
   int64_t rows = 0;
-  while (std::getline(in, line)) {
+  for (int64_t number = 1; std::getline(in, line); ++number) {
     std::istringstream fields(line);
     int64_t count = 0;
     float value;
     while (fields >> value) {
       tensor->add_values(value);
       ++count;
+    }
+    if (!fields.eof()) {  // a field that is not a float32 (text, or out of range: 1e39)
+      fields.clear();
+      std::string bad;
+      fields >> bad;
+      std::cerr << "moe_client: line " << number << " of " << path << ": value " << count + 1
+                << " is '" << bad << "', expected a float32 number" << std::endl;
+      return false;
     }
     if (count == 0) continue;
     if (count != d_model) {
@@ -339,11 +349,22 @@ int main(int argc, char** argv) {
   if (GetRouterInfo(*stub, &after)) PrintRouterStats(after.stats());
 
   if (!absl::GetFlag(FLAGS_output).empty()) {
+    std::vector<float> scratch;  // the output in any encoding (values, f32_data, bf16_data)
+    auto output = moe::MatrixFromProto(response.output(), request.tokens().shape(0), info.d_model(),
+                                       "output", &scratch);
     std::ofstream out(absl::GetFlag(FLAGS_output));
     out << std::setprecision(9);
-    const auto& values = response.output().values();
-    const int64_t d = info.d_model();
-    for (int i = 0; i < values.size(); ++i) out << values[i] << ((i + 1) % d == 0 ? "\n" : " ");
+    for (int64_t r = 0; output.ok() && r < output->rows; ++r) {
+      for (int64_t c = 0; c < output->cols; ++c) {
+        out << output->row(r)[c] << (c + 1 == output->cols ? "\n" : " ");
+      }
+    }
+    out.close();
+    if (!output.ok() || !out) {
+      std::cerr << "moe_client: cannot write --output=" << absl::GetFlag(FLAGS_output) << ": "
+                << (output.ok() ? std::strerror(errno) : output.status().message()) << std::endl;
+      return 1;
+    }
   }
   return 0;
 }
