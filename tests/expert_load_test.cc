@@ -35,6 +35,11 @@ TEST(ExpertLoadTest, CountsFileErrorsNameTheLine) {
   EXPECT_THAT(ParseExpertCounts("5 1\n", 4).status().message(),
               HasSubstr("counts expert 5 but the layer has 4 experts"));
   EXPECT_THAT(ParseExpertCounts("# nothing\n", 0).status().message(), HasSubstr("no expert"));
+  // Ids are bounded before a vector is sized by them (2147483647 aborted; 3e8 took 2.3 GB).
+  EXPECT_THAT(ParseExpertCounts("2147483647 1\n", 0).status().message(),
+              HasSubstr("counts expert 2147483647: expert ids go up to 65535"));
+  EXPECT_THAT(ParseExpertCounts("0 1\n", -1).status().message(),
+              HasSubstr("--num_experts=-1: expected 0"));
 }
 
 // The router's exposition, written by the real registry, read back per layer.

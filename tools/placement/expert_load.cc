@@ -27,7 +27,16 @@ absl::StatusOr<std::vector<double>> Densify(const std::map<int, double>& counts,
                                             absl::string_view source) {
   if (counts.empty())
     return absl::InvalidArgumentError(absl::StrCat("no expert counts in ", source));
+  constexpr int kMaxExpertId = 65535;  // config.json holds at most 65 536 experts
   const int largest = counts.rbegin()->first;
+  if (num_experts < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--num_experts=", num_experts, ": expected 0 (one more than the largest id seen) or more"));
+  }
+  if (largest > kMaxExpertId) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, " counts expert ", largest, ": expert ids go up to ", kMaxExpertId));
+  }
   if (num_experts == 0) num_experts = largest + 1;
   if (largest >= num_experts) {
     return absl::InvalidArgumentError(absl::StrCat(source, " counts expert ", largest,

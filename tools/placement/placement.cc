@@ -117,10 +117,19 @@ absl::StatusOr<Placement> BalancedPlacement(const std::vector<double>& expert_lo
         "every expert's load is 0: nothing to balance (did the router serve any tokens?)");
   }
 
-  return PackReplicas(
+  absl::StatusOr<Placement> packed = PackReplicas(
       expert_load,
       Replicate(expert_load, layout.num_shards * layout.slots_per_shard, layout.num_shards),
       layout);
+  // The greedy packing can predict worse than the naive layout on a few skewed loads (say 0, 100,
+  // 100, 100 over 3 shards of 3 slots); then the naive one is the better answer.
+  absl::StatusOr<Placement> naive = ContiguousPlacement(num_experts, layout);
+  if (packed.ok() && naive.ok() &&
+      MaxOverMean(PredictShardLoads(*naive, expert_load)) <
+          MaxOverMean(PredictShardLoads(*packed, expert_load))) {
+    return naive;
+  }
+  return packed;
 }
 
 absl::StatusOr<Placement> PackReplicas(const std::vector<double>& expert_load,

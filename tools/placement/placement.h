@@ -34,10 +34,11 @@ absl::Status CheckLayout(int num_experts, const SlotLayout& layout);
 // num_experts % num_shards shards get one more), no replicas.
 absl::StatusOr<Placement> ContiguousPlacement(int num_experts, const SlotLayout& layout);
 
-// Fills every slot. 1) Replication: each expert gets one slot, and each remaining slot goes to
-// the expert with the highest load per replica (ties: lower id), never more replicas than shards.
-// 2) Packing: replicas, heaviest per-replica load first, each to the least-loaded shard with a
-// free slot that does not hold that expert yet (ties: fewer experts, then lower index).
+// Fills every slot, unless the naive placement predicts a lower max ÷ mean load, which it then
+// returns (a few skewed loads). 1) Replication: each expert gets one slot, and each remaining slot
+// goes to the expert with the highest load per replica (ties: lower id), never more replicas than
+// shards. 2) Packing: replicas, heaviest per-replica load first, each to the least-loaded shard
+// with a free slot that does not hold that expert yet (ties: fewer experts, then lower index).
 absl::StatusOr<Placement> BalancedPlacement(const std::vector<double>& expert_load,
                                             const SlotLayout& layout);
 
