@@ -27,6 +27,7 @@ RequestBatcher::RequestBatcher(RunFn run, RequestBatchingOptions options)
     : run_(std::move(run)), options_(options) {}
 
 absl::Status RequestBatcher::Run(int key, Request& request) {
+  request.queued_at = absl::Now();  // a request that goes alone waits for nothing
   if (options_.max_tokens <= 0 || request.tokens * 4 >= options_.max_tokens) {
     Request* alone[] = {&request};
     run_(alone);
@@ -36,7 +37,6 @@ absl::Status RequestBatcher::Run(int key, Request& request) {
   {
     absl::MutexLock lock(&mu_);
     queue = &queues_[key];  // std::map: stays put while other keys come and go
-    request.queued_at = absl::Now();
     queue->pending.push_back(&request);
   }
   // Each round finds the request done (by a leader, or dropped) or leads one batch, which holds

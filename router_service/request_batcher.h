@@ -62,7 +62,7 @@ class RequestBatcher {
     absl::Time deadline = absl::InfiniteFuture();
     std::function<bool()> cancelled;  // may be empty; called under the batcher's lock
     absl::Status status;              // set by the run function
-    absl::Time queued_at;             // set by Run: when it joined its layer's queue
+    absl::Time queued_at;             // set by Run: when it came to the batcher
    private:
     friend class RequestBatcher;
     bool taken = false;  // in a leader's batch

@@ -247,6 +247,17 @@ TEST_F(MetricsEndToEndTest, CountersAddUpToTheRequestsSent) {
   EXPECT_LE(shard_calls, 2 * kRequests);  // at most one call per shard per request
   EXPECT_EQ(Sum(router, "moe_router_shard_calls_total", "moe_router_shard_calls_total"),
             shard_calls);  // and none failed
+
+  // A request of a quarter of --max_batch_tokens or more goes alone, past the queue: it waited
+  // for nothing (it once counted the time since 1970).
+  ASSERT_TRUE(Forward(MakeRequest(testing::RandomTokens(64, kD, 60), 64, kD), &response).ok());
+  const auto after_large = Scrape(router_.metrics_port);
+  EXPECT_EQ(Sum(after_large, "moe_router_queue_wait_seconds", "moe_router_queue_wait_seconds_count",
+                {{"queue", "batch"}}),
+            kRequests + 1);
+  EXPECT_LT(Sum(after_large, "moe_router_queue_wait_seconds", "moe_router_queue_wait_seconds_sum",
+                {{"queue", "batch"}}),
+            1.0);
 }
 
 // A call whose client cancels it while it waits in its expert's queue is dropped when its batch is

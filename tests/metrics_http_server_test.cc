@@ -54,6 +54,19 @@ TEST_F(MetricsHttpServerTest, ServesTheRegistryOnAFreeLoopbackPort) {
   EXPECT_EQ(other->status, 404);
 }
 
+TEST_F(MetricsHttpServerTest, ALargeRequestBodyIsRefusedNotRead) {
+  auto server = MetricsHttpServer::Start({"127.0.0.1:0", ""}, &registry_);
+  ASSERT_TRUE(server.ok()) << server.status();
+  httplib::Client client("127.0.0.1", (*server)->port());
+  const std::string body(1 << 20, 'x');  // without a bound, held whole by the server
+  httplib::Result post = client.Post("/metrics", body, "text/plain");
+  ASSERT_TRUE(post) << httplib::to_string(post.error());
+  EXPECT_EQ(post->status, 413);  // Payload Too Large, not a 404 after reading it all
+  httplib::Result scrape = client.Get("/metrics");
+  ASSERT_TRUE(scrape);
+  EXPECT_EQ(scrape->status, 200);
+}
+
 TEST_F(MetricsHttpServerTest, StopClosesTheListenerAndIsIdempotent) {
   auto server = MetricsHttpServer::Start({"127.0.0.1:0", ""}, &registry_);
   ASSERT_TRUE(server.ok()) << server.status();

@@ -18,6 +18,9 @@ namespace {
 constexpr size_t kServerThreads = 2;
 // Idle keep-alive connections hold a worker (and so Stop()) at most this long.
 constexpr time_t kKeepAliveSeconds = 1;
+// Scrapes are GETs without a body: a longer one is refused (413) and its body discarded as it
+// arrives, never held (httplib's default reads any body whole into memory, even for a 404).
+constexpr size_t kMaxBodyBytes = 4096;
 
 struct HostPort {
   std::string host;
@@ -59,6 +62,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
 
   auto server = std::make_unique<httplib::Server>();
   server->set_keep_alive_timeout(kKeepAliveSeconds);
+  server->set_payload_max_length(kMaxBodyBytes);
   // httplib's default also sets SO_REUSEPORT, which lets a second process bind the same port and
   // silently take half the scrapes; keep only SO_REUSEADDR (restart without TIME_WAIT trouble).
   server->set_socket_options([](socket_t sock) {
