@@ -247,5 +247,15 @@ TEST_F(CheckpointTest, ReadConfigTextReturnsTheFileOrNotFound) {
   EXPECT_EQ(*text, R"({"hidden_size": 3})");
 }
 
+TEST_F(CheckpointTest, AConfigThatNeverEndsIsRefusedNotReadForever) {
+  ASSERT_TRUE(WriteCheckpointTensors(dir_, SampleTensors(), 1).ok());
+  std::filesystem::create_symlink("/dev/zero", dir_ + "/config.json");
+  auto checkpoint = Checkpoint::Open(dir_);
+  ASSERT_TRUE(checkpoint.ok());
+  const absl::Status status = (*checkpoint)->ReadConfigText().status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("larger than 64 MiB"));
+}
+
 }  // namespace
 }  // namespace moe

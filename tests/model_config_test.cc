@@ -238,7 +238,13 @@ TEST(ModelConfigTest, CountsSizedIntoVectorsAtLoadAreBounded) {
       "the expert count is 2147483647; this reader accepts at most 65536");
   ExpectErrorNaming(
       Edit(kMixtral, R"("num_hidden_layers": 32,)", R"("num_hidden_layers": 2147483647,)"),
-      "\"num_hidden_layers\" is 2147483647; this reader accepts at most 65536");
+      "\"num_hidden_layers\" is 2147483647; expected 0 to 65536");
+  // A negative count was read as "absent" ("--layers=all needs num_hidden_layers").
+  ExpectErrorNaming(Edit(kMixtral, R"("num_hidden_layers": 32,)", R"("num_hidden_layers": -3,)"),
+                    "\"num_hidden_layers\" is -3; expected 0 to 65536");
+  // A fraction where a count belongs: named without a meaningless floor.
+  ExpectErrorNaming(Edit(kMixtral, R"("hidden_size": 4096,)", R"("hidden_size": 256.5,)"),
+                    "must be a whole number, got 256.5");
 }
 
 TEST(ModelConfigTest, ExpertsNotDivisibleIntoGroupsIsAnErrorNamingNGroup) {

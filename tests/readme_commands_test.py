@@ -271,8 +271,15 @@ def check_deploy_flags(source, build):
         fail(f"deploy/: found only {checked} commands of the project's binaries to check")
 
 
-def check_clients(build, router, env):
+def check_clients(build, router, shard, env):
     client = f"{build}/tools/moe_client --router={router}"
+    # A shard where a router was meant: gRPC's UNIMPLEMENTED says nothing; the client does.
+    status, output = run(f"{build}/tools/moe_client --router={shard}", cwd=build, env=env)
+    if status == 0 or "does not offer this method" not in output:
+        fail(f"moe_client pointed at a shard should say it is the wrong kind of server:\n{output}")
+    status, output = run(f"{client} --tokens=100000000", cwd=build, env=env)  # was bad_alloc
+    if status != 2 or "more than one gRPC message holds" not in output:
+        fail(f"moe_client --tokens=100000000 should be refused before allocating:\n{output}")
     status, output = run(f"{client} --tokens=0", cwd=build, env=env)
     if status == 0 or "Forward failed: INVALID_ARGUMENT: " not in output:
         fail(f"moe_client --tokens=0 should fail naming INVALID_ARGUMENT:\n{output}")
@@ -392,7 +399,7 @@ def main():
                 local = localise(command, router, build, tmp)
                 status, output = run(local, cwd=source, env=env)
                 check_command(f"README.md:{line}", local, status, output)
-        check_clients(build, router, env)
+        check_clients(build, router, shard0, env)
         check_help_and_tables(source, build, readme)
         check_deploy_flags(source, build)
         check_make_model_reuse(build, tmp)

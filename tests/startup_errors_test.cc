@@ -117,13 +117,19 @@ TEST(StartupErrorsTest, HugeNumHiddenLayersIsRefusedBeforeAnythingIsAllocated) {
                 "\"num_hidden_layers\": 2147483647");
   ExpectStartupFailure(testing::ExpertBinary(),
                        {"--model=" + model, "--layers=all", "--experts=all"},
-                       "\"num_hidden_layers\" is 2147483647; this reader accepts at most 65536");
+                       "\"num_hidden_layers\" is 2147483647; expected 0 to 65536");
 }
 
 TEST(StartupErrorsTest, MessageLimitBeyondWhatGrpcTakesIsRefused) {
   std::vector<std::string> args = ExpertArgs(DeepseekModel());
   args.push_back("--max_message_mb=4096");
   ExpectStartupFailure(testing::ExpertBinary(), args, "--max_message_mb=4096: expected 0 to 2047");
+}
+
+TEST(StartupErrorsTest, ALayerBeyondTheModelIsNamedAsALayer) {
+  const std::string model = DeepseekModel();  // 4 layers
+  ExpectStartupFailure(testing::ExpertBinary(), {"--model=" + model, "--layers=9", "--experts=all"},
+                       "layer 9 is out of range: the model has 4 layers (num_hidden_layers)");
 }
 
 TEST(StartupErrorsTest, AMissingCheckpointFileIsNamedWithWhyItIsNeeded) {

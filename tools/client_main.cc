@@ -290,6 +290,13 @@ int main(int argc, char** argv) {
             << " experts, top-" << info.top_k() << ", "
             << moe::CountOf(info.shards_size(), "shard group", "shard groups") << "\n";
 
+  // A request must fit one gRPC message (2 GiB): 2^29 float32 values at most.
+  if (int64_t{absl::GetFlag(FLAGS_tokens)} * std::max<int64_t>(info.d_model(), 1) > (1 << 29)) {
+    std::cerr << "moe_client: --tokens=" << absl::GetFlag(FLAGS_tokens) << " of d_model "
+              << info.d_model() << " is more than one gRPC message holds (2^29 floats)"
+              << std::endl;
+    return 2;
+  }
   moe::v1::ForwardRequest request;
   request.set_return_routing(absl::GetFlag(FLAGS_request_json).empty());
   if (absl::GetFlag(FLAGS_layer) >= 0) request.set_layer(absl::GetFlag(FLAGS_layer));

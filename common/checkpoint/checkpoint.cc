@@ -33,13 +33,24 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
     if (err == ENOENT) return absl::NotFoundError(message);
     return absl::UnavailableError(message);
   }
+  // config.json and the index are kilobytes (a large index a few MB); a bound keeps a wrong
+  // file (a symlink to /dev/zero, a weights file by mistake) from being read without end.
+  constexpr size_t kMaxTextBytes = 64 << 20;
   std::string text;
   char buffer[1 << 16];
   size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), f)) > 0) text.append(buffer, n);
-  const bool failed = std::ferror(f) != 0;
+  while (text.size() <= kMaxTextBytes && (n = std::fread(buffer, 1, sizeof(buffer), f)) > 0) {
+    text.append(buffer, n);
+  }
+  const int err = std::ferror(f) != 0 ? errno : 0;
   std::fclose(f);
-  if (failed) return absl::UnavailableError(absl::StrCat("error reading ", path));
+  if (err != 0) {
+    return absl::UnavailableError(absl::StrCat("error reading ", path, ": ", std::strerror(err)));
+  }
+  if (text.size() > kMaxTextBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is larger than ", kMaxTextBytes >> 20, " MiB: not a JSON file"));
+  }
   return text;
 }
 

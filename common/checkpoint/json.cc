@@ -71,8 +71,10 @@ absl::StatusOr<Json> ParseJsonObject(absl::string_view text, absl::string_view w
 
 absl::StatusOr<int64_t> JsonToInt(const Json& value, int64_t min_value, absl::string_view what) {
   auto invalid = [&](const std::string& got) {
+    // The floor of a key with no floor of its own (INT64_MIN / 2, JsonInt) is not worth naming.
+    const std::string floor = min_value > INT64_MIN / 2 ? absl::StrCat(" >= ", min_value) : "";
     return absl::InvalidArgumentError(
-        absl::StrCat(what, " must be a whole number >= ", min_value, ", got ", got));
+        absl::StrCat(what, " must be a whole number", floor, ", got ", got));
   };
   if (value.is_number_unsigned()) {
     const uint64_t u = value.get<uint64_t>();

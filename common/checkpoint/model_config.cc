@@ -263,8 +263,8 @@ absl::StatusOr<std::vector<int>> ResolveMoeLayers(const ModelConfig& config,
     }
     return layers;
   }
-  const int limit = config.num_hidden_layers > 0 ? config.num_hidden_layers : 1 << 20;
-  absl::StatusOr<ExpertSet> ids = ParseExpertSet(spec, limit, /*allow_shared=*/false);
+  // Any id parses; CheckMoeLayer below names one beyond the model's layers as a layer.
+  absl::StatusOr<ExpertSet> ids = ParseExpertSet(spec, 1 << 20, /*allow_shared=*/false);
   if (!ids.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--layers=", spec, ": ", ids.status().message(),
@@ -304,9 +304,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json, absl::strin
   model.family = entry->family;
   ASSIGN_OR_RETURN(model.d_model, cfg.RequiredInt("hidden_size", "the model width d_model"));
   ASSIGN_OR_RETURN(int64_t layers, cfg.Int("num_hidden_layers", 0));
-  if (layers > kMaxLayers) {
-    return cfg.Error(absl::StrCat("key \"num_hidden_layers\" is ", layers,
-                                  "; this reader accepts at most ", kMaxLayers));
+  if (layers < 0 || layers > kMaxLayers) {
+    return cfg.Error(absl::StrCat("key \"num_hidden_layers\" is ", layers, "; expected 0 to ",
+                                  kMaxLayers, " (0 or absent: unknown)"));
   }
   model.num_hidden_layers = static_cast<int>(layers);
   ASSIGN_OR_RETURN(int64_t top_k,

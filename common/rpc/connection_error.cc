@@ -48,6 +48,11 @@ std::string ConnectionFailureCause(const grpc::Status& status, bool tls,
 }
 
 std::string ExplainStatus(const grpc::Status& status, bool tls, const std::string& flag_prefix) {
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED && status.error_message().empty()) {
+    // What gRPC answers for a service the server does not have, in no words at all.
+    return "the server does not offer this method: is the target another kind of server (a "
+           "shard where a router was meant, or the reverse)?";
+  }
   const std::string cause = ConnectionFailureCause(status, tls, flag_prefix);
   if (cause.empty()) return status.error_message();
   return absl::StrCat(cause, " (", status.error_message(), ")");

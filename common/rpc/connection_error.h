@@ -26,7 +26,8 @@ std::string ConnectionFailureCause(const grpc::Status& status, bool tls,
 // reveal the topology.
 std::string WithoutAddresses(absl::string_view text);
 
-// `status`'s message, prefixed with its cause when there is one: "<cause> (<message>)".
+// `status`'s message, prefixed with its cause when there is one: "<cause> (<message>)"; for
+// gRPC's wordless UNIMPLEMENTED (a method the server does not have), what that likely means.
 std::string ExplainStatus(const grpc::Status& status, bool tls, const std::string& flag_prefix);
 
 }  // namespace moe
