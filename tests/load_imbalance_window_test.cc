@@ -45,6 +45,22 @@ TEST_F(LoadImbalanceWindowTest, PublishesMaxOverMeanOfTheLastWindowOnly) {
   EXPECT_EQ(gauge_->Value(), 0);
 }
 
+TEST_F(LoadImbalanceWindowTest, AWindowThatOverranAWholeLengthIsIdleNotImbalanced) {
+  LoadImbalanceWindow window(Counters(), gauge_, absl::Seconds(10), t0_);
+  for (Counter* c : experts_) c->Increment(10);
+  window.MaybeRoll(t0_ + absl::Seconds(10));
+  EXPECT_EQ(gauge_->Value(), 1.0);
+  // Ten idle minutes, then one request choosing one expert: not an imbalance of 4.
+  experts_[2]->Increment(1);
+  window.MaybeRoll(t0_ + absl::Minutes(10));
+  EXPECT_EQ(gauge_->Value(), 0);
+  // Busy again: the next window measures as before.
+  experts_[0]->Increment(30);
+  experts_[1]->Increment(10);
+  window.MaybeRoll(t0_ + absl::Minutes(10) + absl::Seconds(10));
+  EXPECT_EQ(gauge_->Value(), 3.0);  // 30 / (40 / 4)
+}
+
 TEST_F(LoadImbalanceWindowTest, ConcurrentCallersCloseAWindowOnce) {
   LoadImbalanceWindow window(Counters(), gauge_, absl::Seconds(10), t0_);
   experts_[3]->Increment(8);

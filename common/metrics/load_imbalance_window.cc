@@ -23,6 +23,10 @@ void LoadImbalanceWindow::MaybeRoll(absl::Time now) {
 }
 
 void LoadImbalanceWindow::Roll(absl::Time now) {
+  // No call for a whole window length past its end: the process was idle, and what the window
+  // holds is the call that ended the idleness, not a recent distribution of load.
+  const bool idle = absl::ToUnixNanos(now) - window_end_ns_.load(std::memory_order_relaxed) >=
+                    absl::ToInt64Nanoseconds(window_);
   uint64_t total = 0;
   uint64_t largest = 0;
   for (size_t i = 0; i < counters_.size(); ++i) {
@@ -32,7 +36,7 @@ void LoadImbalanceWindow::Roll(absl::Time now) {
     total += delta;
     largest = std::max(largest, delta);
   }
-  gauge_->Set(total == 0
+  gauge_->Set(total == 0 || idle
                   ? 0.0
                   : static_cast<double>(largest) * counters_.size() / static_cast<double>(total));
   window_end_ns_.store(absl::ToUnixNanos(now + window_), std::memory_order_relaxed);

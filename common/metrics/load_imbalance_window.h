@@ -6,7 +6,9 @@
 // ends; then exactly one caller (the others skip, they never wait) reads the counters, sets the
 // gauge and starts the next window. The counters and the gauge must outlive this object (they
 // belong to a MetricRegistry). Windows advance only when MaybeRoll() is called, so an idle
-// process keeps showing its last busy window.
+// process keeps showing its last busy window; the first call after a whole window length without
+// any closes the idle window as 0 (its few tokens, one request's, say nothing of the load: a lone
+// one-token request once read as max ÷ mean 4).
 #ifndef MOE_COMMON_METRICS_LOAD_IMBALANCE_WINDOW_H_
 #define MOE_COMMON_METRICS_LOAD_IMBALANCE_WINDOW_H_
 
