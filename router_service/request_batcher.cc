@@ -27,8 +27,9 @@ RequestBatcher::RequestBatcher(RunFn run, RequestBatchingOptions options)
     : run_(std::move(run)), options_(options) {}
 
 absl::Status RequestBatcher::Run(int key, Request& request) {
-  request.queued_at = absl::Now();  // a request that goes alone waits for nothing
+  request.queued_at = absl::Now();
   if (options_.max_tokens <= 0 || request.tokens * 4 >= options_.max_tokens) {
+    Waited(request, request.queued_at);  // alone: it waits for nothing
     Request* alone[] = {&request};
     run_(alone);
     return request.status;
@@ -93,6 +94,7 @@ bool RequestBatcher::AwaitLead(Queue& queue, Request& request) {
         "overloaded: waited ", absl::FormatDuration(absl::Now() - request.queued_at),
         " for a batch of its layer to start (", queue.running.size(), " running, ",
         queue.pending.size(), " other requests queued) and the request's deadline passed"));
+    Waited(request, absl::Now());
     request.done = true;
     return false;
   }
@@ -126,6 +128,7 @@ std::vector<RequestBatcher::Request*> RequestBatcher::LingerAndTake(Queue& queue
   while (!queue.pending.empty()) {
     Request* request = queue.pending.front();
     if (absl::Status unwanted = Unwanted(*request, now); !unwanted.ok()) {
+      Waited(*request, now);
       queue.pending.pop_front();
       request->status = std::move(unwanted);
       request->done = true;
@@ -133,11 +136,16 @@ std::vector<RequestBatcher::Request*> RequestBatcher::LingerAndTake(Queue& queue
     }
     if (tokens + request->tokens > options_.max_tokens) break;
     tokens += request->tokens;
+    Waited(*request, now);
     request->taken = true;
     batch.push_back(request);
     queue.pending.pop_front();
   }
   return batch;
+}
+
+void RequestBatcher::Waited(const Request& request, absl::Time now) const {
+  if (options_.waited) options_.waited(now - request.queued_at);
 }
 
 void RequestBatcher::Finish(Queue& queue, const std::vector<Request*>& batch, absl::Time start) {

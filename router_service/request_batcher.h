@@ -51,6 +51,10 @@ struct RequestBatchingOptions {
   // After this long a running batch no longer counts against in_flight (see above); infinite:
   // it counts until it ends.
   absl::Duration stalled_after = absl::Seconds(1);
+  // If set, told once per request how long it waited for its batch, when it stops waiting:
+  // taken into a batch, refused or dropped (the overload tail too), or sent alone (zero). Called
+  // under the batcher's lock: it must not call back into the batcher.
+  std::function<void(absl::Duration)> waited;
 };
 
 class RequestBatcher {
@@ -110,6 +114,8 @@ class RequestBatcher {
   // requests nobody wants any more.
   std::vector<Request*> LingerAndTake(Queue& queue, absl::Time until)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reports `request`'s wait (options_.waited) as it stops waiting at `now`.
+  void Waited(const Request& request, absl::Time now) const;
   // Ends a batch that started running at `start`.
   void Finish(Queue& queue, const std::vector<Request*>& batch, absl::Time start)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -96,7 +96,7 @@ Router::Router(RouterOptions options, ModelConfig config, std::vector<Layer> lay
       pool_(std::make_unique<KernelThreadPool>(kernel_threads)),
       batcher_(std::make_unique<RequestBatcher>(
           [this](absl::Span<RequestBatcher::Request* const> batch) { RunBatch(batch); },
-          options_.batching)) {}
+          RouterMetrics::ReportingWaits(options_.batching, metrics_.get()))) {}
 
 Router::~Router() = default;
 
@@ -254,7 +254,7 @@ void Router::RunAlone(PendingForward& request) const {
 void Router::RunBatch(absl::Span<RequestBatcher::Request* const> batch) const {
   auto pending = [&batch](size_t i) { return static_cast<PendingForward*>(batch[i]); };
   batches_.fetch_add(1, std::memory_order_relaxed);
-  if (metrics_ != nullptr) metrics_->Batched(batch, absl::Now());
+  if (metrics_ != nullptr) metrics_->Batched(batch.size());
   if (batch.size() == 1) return RunAlone(*pending(0));
   // One fan-out for all, cancelled when every request is, and given until the latest deadline
   // so that none is cut short by another's.

@@ -96,11 +96,12 @@ void RouterMetrics::RequestFinished(absl::StatusCode code, absl::Duration latenc
   request_duration_->ObserveDuration(latency);
 }
 
-void RouterMetrics::Batched(absl::Span<RequestBatcher::Request* const> batch, absl::Time now) {
-  batch_requests_->Observe(static_cast<double>(batch.size()));
-  for (const RequestBatcher::Request* request : batch) {
-    batch_wait_->ObserveDuration(now - request->queued_at);
+RequestBatchingOptions RouterMetrics::ReportingWaits(RequestBatchingOptions options,
+                                                     RouterMetrics* metrics) {
+  if (metrics != nullptr) {
+    options.waited = [metrics](absl::Duration wait) { metrics->BatchWaited(wait); };
   }
+  return options;
 }
 
 void RouterMetrics::Hedged(int sent, int won) {

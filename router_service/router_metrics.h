@@ -48,9 +48,13 @@ class RouterMetrics {
   void Hedged(int sent, int won);
   // A Forward call waited this long for a place to run (the admission queue).
   void AdmissionWaited(absl::Duration wait) { admission_wait_->ObserveDuration(wait); }
-  // One fan-out carries `batch` (router_service/request_batcher.h), going out at `now`: its size,
-  // and how long each request waited for it.
-  void Batched(absl::Span<RequestBatcher::Request* const> batch, absl::Time now);
+  // One fan-out carries `requests` requests (router_service/request_batcher.h).
+  void Batched(size_t requests) { batch_requests_->Observe(static_cast<double>(requests)); }
+  // A request waited this long for its batch (refused and dropped ones too).
+  void BatchWaited(absl::Duration wait) { batch_wait_->ObserveDuration(wait); }
+  // `options` reporting every request's batch wait to `metrics` (unchanged when it is null).
+  static RequestBatchingOptions ReportingWaits(RequestBatchingOptions options,
+                                               RouterMetrics* metrics);
   // The cells of one replica's series; resolved once per target (may fail only on a bad label).
   absl::StatusOr<ReplicaMetrics> ReplicaMetricsFor(const std::string& target);
 

@@ -60,18 +60,22 @@ absl::Status RouterServiceImpl::AdmitAndForward(const v1::ForwardRequest& reques
                                                 absl::Time deadline,
                                                 const std::function<bool()>& client_cancelled,
                                                 v1::ForwardResponse* response) {
-  if (admission_ == nullptr) return DoForward(request, deadline, client_cancelled, response);
   // The shape first (no copy, no pass over the values): a malformed request is told what is
   // wrong even when the router is overloaded, and admission counts its real tokens.
   ASSIGN_OR_RETURN(const int64_t tokens,
                    CheckTensorShape(request.tokens(), -1, router_->config().d_model, "tokens",
                                     /*bf16_accepted=*/true));
   RouterMetrics* const metrics = router_->metrics();
+  if (admission_ == nullptr) {  // --max_inflight=0: a place is always free
+    if (metrics != nullptr) metrics->AdmissionWaited(absl::ZeroDuration());
+    return DoForward(request, deadline, client_cancelled, response);
+  }
   const absl::Time arrived = metrics != nullptr ? absl::Now() : absl::InfinitePast();
-  ASSIGN_OR_RETURN(
-      AdmissionQueue::Ticket ticket,
-      admission_->Enter(deadline, {tokens, static_cast<int64_t>(request.ByteSizeLong())}));
+  absl::StatusOr<AdmissionQueue::Ticket> ticket =
+      admission_->Enter(deadline, {tokens, static_cast<int64_t>(request.ByteSizeLong())});
+  // Refused waits too: they are the overload tail.
   if (metrics != nullptr) metrics->AdmissionWaited(absl::Now() - arrived);
+  RETURN_IF_ERROR(ticket.status());
   return DoForward(request, deadline, client_cancelled, response);
 }
 

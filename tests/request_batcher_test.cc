@@ -204,7 +204,14 @@ TEST(RequestBatcherTest, InFlightBoundsTheBatchesOfALayerRunningAtOnce) {
 TEST(RequestBatcherTest, ARequestThatCannotStartBeforeItsDeadlineIsRefusedAsOverloaded) {
   Recorder recorder;
   recorder.Hold("first");
-  RequestBatcher batcher(recorder.Fn(), NoLinger());
+  RequestBatchingOptions options = NoLinger();
+  absl::Mutex mu;
+  std::vector<absl::Duration> waits;  // as the router's batch-wait histogram sees them
+  options.waited = [&](absl::Duration wait) {
+    absl::MutexLock lock(&mu);
+    waits.push_back(wait);
+  };
+  RequestBatcher batcher(recorder.Fn(), options);
   Caller first(batcher, 0, "first");
   recorder.AwaitRunning(1);
   const absl::Status late =
@@ -215,6 +222,12 @@ TEST(RequestBatcherTest, ARequestThatCannotStartBeforeItsDeadlineIsRefusedAsOver
   recorder.Release();
   EXPECT_TRUE(first.status().ok());
   EXPECT_THAT(recorder.batches(), ElementsAre(ElementsAre("first")));  // never run
+  // Both waits are reported: the first request's (it found the layer idle), and the refused
+  // one's, which waited until its deadline.
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(waits.size(), 2u);
+  EXPECT_LT(waits[0], absl::Milliseconds(50));
+  EXPECT_GE(waits[1], absl::Milliseconds(45));
 }
 
 TEST(RequestBatcherTest, ABatchThatStalledNoLongerHoldsItsLayersSlot) {
