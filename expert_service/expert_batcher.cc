@@ -40,6 +40,13 @@ void ExpertBatcher::Drop(Queue& queue, Call& call, absl::Status status) {
   call.status = std::move(status);
   call.done = true;
   ++stats_.dropped;
+  WaitEnded(call);
+}
+
+void ExpertBatcher::WaitEnded(const Call& call) const {
+  if (options_.metrics != nullptr) {
+    options_.metrics->queue_wait_seconds->ObserveDuration(absl::Now() - call.queued_at);
+  }
 }
 
 std::vector<ExpertBatcher::Call*> ExpertBatcher::TakeBatch(Queue& queue) {
@@ -144,11 +151,13 @@ absl::Status ExpertBatcher::ComputeAlone(int expert, Call& call, int slots) {
     absl::MutexLock lock(&mu_);
     if (!AcquireSlot(call.limits->deadline, slots)) {
       ++stats_.dropped;
+      WaitEnded(call);
       return SlotTimeout(call);
     }
     if (absl::Status unwanted = Unwanted(*call.limits, absl::Now()); !unwanted.ok()) {
       running_ -= slots;
       ++stats_.dropped;
+      WaitEnded(call);
       return unwanted;
     }
   }

@@ -54,7 +54,7 @@ namespace moe {
 struct BatcherMetrics {
   Histogram* batch_tokens = nullptr;        // tokens per FFN call
   Histogram* compute_seconds = nullptr;     // wall time of one FFN call
-  Histogram* queue_wait_seconds = nullptr;  // per call: arrival until its batch's FFN starts
+  Histogram* queue_wait_seconds = nullptr;  // per call: arrival until its FFN starts or it ends
 };
 
 struct BatchingOptions {
@@ -174,6 +174,8 @@ class ExpertBatcher {
   std::vector<Call*> TakeBatch(Queue& queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a waiting call without computing it: out of `queue`, done with `status`.
   void Drop(Queue& queue, Call& call, absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Observes the queue wait of a call that ends without being computed (the overload tail).
+  void WaitEnded(const Call& call) const;
   // Gathers the batch's rows once into the compute layout, runs one FFN call, scatters y back.
   absl::Status RunBatch(int expert, const std::vector<Call*>& batch) const;
   // Releases the slot, hands `status` to every call of the batch and counts it.

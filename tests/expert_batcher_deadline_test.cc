@@ -41,20 +41,27 @@ CallLimits Within(absl::Duration timeout) {
 TEST(ExpertBatcherTest, ExpiredOrCancelledCallIsDroppedWithoutComputing) {
   for (int max_batch_tokens : {64, 0}) {
     std::atomic<int> computed{0};
+    const std::vector<double> bounds = {1e-3, 1.0};
+    Histogram batch_tokens(&bounds), compute_seconds(&bounds), queue_wait(&bounds);
+    const BatcherMetrics metrics{&batch_tokens, &compute_seconds, &queue_wait};
+    BatchingOptions options{max_batch_tokens};
+    options.metrics = &metrics;
     ExpertBatcher batcher(
         [&](int e, ConstMatrixView x, MatrixView y) {
           ++computed;
           return FakeExpert(e, x, y);
         },
-        kStride, {max_batch_tokens});
+        kStride, options);
     Request a(2, 4, 0), b(2, 4, 0);
     EXPECT_EQ(a.Run(batcher, 0, Expired()).code(), absl::StatusCode::kDeadlineExceeded);
     EXPECT_EQ(b.Run(batcher, 0, Cancelled()).code(), absl::StatusCode::kCancelled);
     EXPECT_EQ(computed.load(), 0) << "max_batch_tokens=" << max_batch_tokens;
     EXPECT_EQ(batcher.stats().dropped, 2);
+    EXPECT_EQ(queue_wait.Read().count, 2u) << "dropped calls' waits are observed too";
     Request c(2, 4, 0);
     EXPECT_TRUE(c.Run(batcher, 0).ok()) << "the expert stays usable";
     EXPECT_TRUE(c.Computed(0));
+    EXPECT_EQ(queue_wait.Read().count, 3u);
   }
 }
 
