@@ -322,13 +322,15 @@ TEST(EndToEndStartupTest, RouterRefusesToStartWithUncoveredExperts) {
 
 TEST(EndToEndStartupTest, RouterRefusesBadBatchingFlagsNamingThem) {
   const std::string model = testing::WriteTestModel("tiny");
-  for (const char* flag :
-       {"--max_batch_tokens=-1", "--batch_wait_us=-5", "--batches_in_flight=0"}) {
+  for (const auto& [flag, expected] : {std::pair{"--max_batch_tokens=-1", "expected 0 to 1048576"},
+                                       {"--batch_wait_us=-5", "expected 0 to 10000000"},
+                                       {"--batches_in_flight=0", "expected 1 to 1024"},
+                                       {"--batch_stall_ms=-1", "expected 0 to 86400000"}}) {
     auto router =
         testing::StartServer(RouterBinary(), {"--model=" + model, "--shards=127.0.0.1:1", flag});
     ASSERT_FALSE(router.ok()) << flag;
-    EXPECT_THAT(std::string(router.status().message()), HasSubstr("--batches_in_flight >= 1; got"))
-        << flag;
+    EXPECT_THAT(std::string(router.status().message()),
+                HasSubstr(absl::StrCat(flag, ": ", expected)));
   }
 }
 
