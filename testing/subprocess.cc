@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -71,6 +72,26 @@ int Subprocess::Stop(int signal) {
     reaped_ = true;
   }
   return wait_status_;
+}
+
+bool StopAndAwaitStopped(pid_t pid, absl::Duration timeout) {
+  if (kill(pid, SIGSTOP) != 0) return false;
+  const std::string tasks = absl::StrCat("/proc/", pid, "/task");
+  const absl::Time give_up = absl::Now() + timeout;
+  while (absl::Now() < give_up) {
+    bool all_stopped = true;
+    std::error_code error;
+    for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
+      std::ifstream in(task.path() / "stat");
+      std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const size_t name_end = stat.rfind(')');  // the state follows the command name
+      const char state = name_end + 2 < stat.size() ? stat[name_end + 2] : '?';
+      if (state != 'T' && state != 't') all_stopped = false;
+    }
+    if (!error && all_stopped) return true;
+    absl::SleepFor(absl::Milliseconds(1));  // the kernel offers no event for "stopped"
+  }
+  return false;
 }
 
 int RunTool(const std::string& tool, const std::vector<std::string>& args, std::string* log,

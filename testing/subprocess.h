@@ -39,6 +39,11 @@ class Subprocess {
   int wait_status_ = 0;
 };
 
+// Sends SIGSTOP to `pid` and waits until every one of its threads is stopped: the signal takes
+// effect asynchronously, and on a loaded machine threads went on for up to ~10 ms, long enough to
+// answer a call sent "after" the stop. False if that has not happened within `timeout`.
+bool StopAndAwaitStopped(pid_t pid, absl::Duration timeout = absl::Seconds(5));
+
 // Runs a binary of this build (e.g. "tools/moe_health") to completion, killed after `timeout`;
 // returns its exit code (-1 if killed or not started) and its output in `log`.
 int RunTool(const std::string& tool, const std::vector<std::string>& args, std::string* log,

@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "testing/cluster.h"
 #include "testing/load_loop.h"
+#include "testing/subprocess.h"
 #include "tests/fault_common.h"
 
 namespace moe {
@@ -168,7 +169,7 @@ TEST(FaultOverloadTest, CallsThatHungOnAStoppedShardDoNotGetLaterCallsRefused) {
   // Its only shard for experts 4-7 stopped, a call runs until its deadline or until keepalive
   // gives the shard up (~1.5 s)...
   const pid_t stopped = cluster.expert(1).process->pid();
-  kill(stopped, SIGSTOP);
+  ASSERT_TRUE(testing::StopAndAwaitStopped(stopped));
   const absl::Time start = absl::Now();
   const grpc::Status hung = cluster.Forward(request, &response, absl::Seconds(4));
   const absl::Duration took = absl::Now() - start;

@@ -73,7 +73,9 @@ bool RequestWaitsAt(pid_t pid, int port) {
 
 TEST(ServingRuntimeEndToEndTest, SigtermWithHungShardsExitsWithinDrainPlusOneSecond) {
   testing::Cluster cluster(TinyModel(), 0, {"0-3", "4-7"}, {"--drain_s=1"});
-  for (int i = 0; i < 2; ++i) kill(cluster.expert(i).process->pid(), SIGSTOP);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(testing::StopAndAwaitStopped(cluster.expert(i).process->pid()));
+  }
   // A Forward that can only wait: every shard is stopped.
   const std::vector<float> values = testing::RandomTokens(2, 256, 1);
   const v1::ForwardRequest request = testing::MakeRequest(values, 2, 256);
