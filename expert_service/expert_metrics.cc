@@ -28,12 +28,13 @@ absl::StatusOr<std::unique_ptr<ExpertMetrics>> ExpertMetrics::Create(MetricRegis
                                                                     : absl::StrCat(expert)}));
     }
   }
+  // Up to 16384: one expert may get every token of a request (at most 8192 by default).
   ASSIGN_OR_RETURN(HistogramFamily * batch,
                    registry->AddHistogram("moe_expert_batch_tokens",
                                           "Tokens per expert FFN call (cross-request batches).", {},
-                                          ExponentialBuckets(1, 2, 13)));
+                                          ExponentialBuckets(1, 2, 15)));
   ASSIGN_OR_RETURN(m->batcher_.batch_tokens, batch->WithLabels({}));
-  const std::vector<double> seconds = ExponentialBuckets(1e-4, 2, 18);
+  const std::vector<double> seconds = LatencyBuckets();
   ASSIGN_OR_RETURN(HistogramFamily * wait,
                    registry->AddHistogram("moe_expert_queue_wait_seconds",
                                           "Time a call's expert group waited for its expert and "

@@ -165,7 +165,6 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
 grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext* context,
                                         const v1::ComputeRequest* request,
                                         v1::ComputeResponse* response) {
-  const absl::Time received = metrics_ != nullptr ? absl::Now() : absl::InfinitePast();
   absl::StatusOr<AdmissionGate::Ticket> ticket = gate_->TryEnter();
   absl::Status status = ticket.status();
   if (ticket.ok()) {
@@ -182,7 +181,6 @@ grpc::Status ExpertServiceImpl::Compute(grpc::ServerContext* context,
     }
     status = RunGroups(*request, limits, response);
   }
-  if (metrics_ != nullptr) metrics_->CallFinished(status.code(), absl::Now() - received);
   return ToGrpcStatus(status);
 }
 
@@ -207,6 +205,14 @@ grpc::Status ExpertServiceImpl::Info(grpc::ServerContext*, const v1::ExpertInfoR
   response->set_ffn_tokens(stats.tokens);
   response->set_largest_batch(stats.largest_batch);
   return grpc::Status::OK;
+}
+
+CallObservers ComputeCallObservers(ExpertMetrics* metrics) {
+  if (metrics == nullptr) return {};
+  return {{absl::StrCat("/", v1::Expert::service_full_name(), "/Compute"),
+           {nullptr, [metrics](absl::StatusCode code, absl::Duration latency) {
+              metrics->CallFinished(code, latency);
+            }}}};
 }
 
 }  // namespace moe

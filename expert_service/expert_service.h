@@ -14,6 +14,7 @@
 #include <atomic>
 
 #include "common/rpc/admission_gate.h"
+#include "common/rpc/call_outcome_interceptor.h"
 #include "expert_service/expert_batcher.h"
 #include "expert_service/expert_metrics.h"
 #include "expert_service/expert_shard.h"
@@ -24,8 +25,9 @@ namespace moe {
 class ExpertServiceImpl final : public v1::Expert::Service {
  public:
   // `gate` may be null: no admission limit. `max_rows_per_call` ≤ 0: no cap beyond the
-  // request's own size. `metrics` may be null: none; else it must outlive the service (its
-  // batcher cells are observed unless `batching` names others).
+  // request's own size. `metrics` may be null: none; else it must outlive the service (tokens
+  // computed, and its batcher cells unless `batching` names others; calls are counted by the
+  // server, ComputeCallObservers).
   ExpertServiceImpl(const ExpertShard* shard, BatchingOptions batching,
                     AdmissionGate* gate = nullptr, int64_t max_rows_per_call = 0,
                     ExpertMetrics* metrics = nullptr);
@@ -47,6 +49,10 @@ class ExpertServiceImpl final : public v1::Expert::Service {
   ExpertBatcher batcher_;
   std::atomic<int64_t> compute_calls_{0};
 };
+
+// For ServeOptions::call_observers: every Compute call's code and latency into `metrics`, also
+// the calls gRPC refuses before Compute runs. None when `metrics` is null.
+CallObservers ComputeCallObservers(ExpertMetrics* metrics);
 
 }  // namespace moe
 

@@ -244,6 +244,7 @@ int main(int argc, char** argv) {
   serve.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_s));
   serve.max_threads = max_threads;
   serve.health_services = {moe::v1::Expert::service_full_name()};
+  serve.call_observers = moe::ComputeCallObservers(metrics.get());
   auto server = moe::GrpcServer::Start(serve, {&service});
   if (!server.ok()) {
     std::cerr << "moe_expert: " << server.status().message() << std::endl;

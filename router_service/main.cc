@@ -325,6 +325,7 @@ int main(int argc, char** argv) {
   serve.health_services = {moe::v1::Router::service_full_name()};
   // Health is SERVING only while every expert of every served layer has a serving shard.
   serve.serving_at_start = false;
+  serve.call_observers = moe::ForwardCallObservers((*router)->metrics());
   auto server = moe::GrpcServer::Start(serve, {&service});
   if (!server.ok()) {
     std::cerr << "moe_router: " << server.status().message() << std::endl;

@@ -11,8 +11,6 @@ constexpr absl::Duration kImbalanceWindow = absl::Seconds(10);
 
 }  // namespace
 
-std::vector<double> LatencyBuckets() { return ExponentialBuckets(1e-4, 2, 18); }
-
 absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(MetricRegistry* registry,
                                                                      const std::vector<int>& layers,
                                                                      int num_experts) {

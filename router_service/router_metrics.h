@@ -26,9 +26,6 @@
 
 namespace moe {
 
-// Latency buckets of every _seconds histogram: 100 µs × 2^k, up to ~13 s.
-std::vector<double> LatencyBuckets();
-
 class RouterMetrics {
  public:
   // `layers`: the served MoE layers; every (layer, expert < num_experts) series is resolved.

@@ -82,9 +82,7 @@ absl::Status RouterServiceImpl::AdmitAndForward(const v1::ForwardRequest& reques
 grpc::Status RouterServiceImpl::Forward(grpc::ServerContext* context,
                                         const v1::ForwardRequest* request,
                                         v1::ForwardResponse* response) {
-  RouterMetrics* const metrics = router_->metrics();
   const absl::Time received = absl::Now();
-  if (metrics != nullptr) metrics->RequestStarted();
   const auto client_deadline = context->deadline();
   // No client deadline arrives as time_point::max(): the router's default timeout applies, to
   // the queue wait too.
@@ -98,7 +96,6 @@ grpc::Status RouterServiceImpl::Forward(grpc::ServerContext* context,
   const std::function<bool()> client_cancelled = [&client_gone] { return client_gone.Cancelled(); };
   const absl::Status status = AdmitAndForward(*request, deadline, client_cancelled, response);
   if (!status.ok()) response->Clear();
-  if (metrics != nullptr) metrics->RequestFinished(status.code(), absl::Now() - received);
   return ToGrpcStatus(status);
 }
 
@@ -156,6 +153,15 @@ grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest
   stats->set_ejections(ejections);
   stats->set_batches(counters.batches);
   return grpc::Status::OK;
+}
+
+CallObservers ForwardCallObservers(RouterMetrics* metrics) {
+  if (metrics == nullptr) return {};
+  return {{absl::StrCat("/", v1::Router::service_full_name(), "/Forward"),
+           {[metrics] { metrics->RequestStarted(); },
+            [metrics](absl::StatusCode code, absl::Duration latency) {
+              metrics->RequestFinished(code, latency);
+            }}}};
 }
 
 }  // namespace moe

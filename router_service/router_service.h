@@ -9,8 +9,10 @@
 #include <functional>
 
 #include "common/rpc/admission_queue.h"
+#include "common/rpc/call_outcome_interceptor.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router_service/router.h"
+#include "router_service/router_metrics.h"
 
 namespace moe {
 
@@ -39,6 +41,10 @@ class RouterServiceImpl final : public v1::Router::Service {
   const bool show_targets_;
   AdmissionQueue* const admission_;  // may be null
 };
+
+// For ServeOptions::call_observers: Forward calls in flight, and every one's code and latency,
+// into `metrics`, also the calls gRPC refuses before Forward runs. None when `metrics` is null.
+CallObservers ForwardCallObservers(RouterMetrics* metrics);
 
 }  // namespace moe
 

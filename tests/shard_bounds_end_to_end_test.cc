@@ -2,7 +2,6 @@
 // rows, more groups than experts held, more rows than --max_tokens_per_call, a gzip request that
 // inflates past the message limit, bytes that are no ComputeRequest. Each test checks the status
 // and the shard's peak memory (VmHWM) after the refusal.
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <fstream>
@@ -11,12 +10,12 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "moe/v1/expert.grpc.pb.h"
 #include "testing/cluster.h"
+#include "testing/raw_call.h"
 #include "testing/subprocess.h"
 #include "testing/test_models.h"
 
@@ -165,28 +164,10 @@ TEST_F(ShardBoundsTest, RequestOverTheDerivedLimitIsResourceExhausted) {
   std::cout << "20 MB request: \"" << status.error_message() << "\"" << std::endl;
 }
 
-// Bytes that are no ComputeRequest: what a raw client sees.
-grpc::Status SendRaw(grpc::Channel* channel, const std::string& method, const std::string& bytes) {
-  grpc::GenericStub stub(channel->shared_from_this());
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-  grpc::Slice slice(bytes);
-  grpc::ByteBuffer request(&slice, 1), response;
-  absl::Notification done;
-  grpc::Status result;
-  stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
-                 [&](grpc::Status status) {
-                   result = std::move(status);
-                   done.Notify();
-                 });
-  done.WaitForNotification();
-  return result;
-}
-
 TEST_F(ShardBoundsTest, UnparseableBytesAreInvalidArgumentSayingSo) {
   StartShard();
-  const grpc::Status status =
-      SendRaw(channel_.get(), "/moe.v1.Expert/Compute", std::string("\xff\xff\xff\xff\xff", 5));
+  const grpc::Status status = testing::SendRawBytes(channel_.get(), "/moe.v1.Expert/Compute",
+                                                    std::string("\xff\xff\xff\xff\xff", 5));
   std::cout << "garbage to Compute: " << status.error_code() << " \"" << status.error_message()
             << "\"" << std::endl;
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
@@ -197,8 +178,8 @@ TEST(RouterParseErrorTest, UnparseableBytesAreInvalidArgumentSayingSo) {
   testing::Cluster cluster(testing::WriteTestModel("tiny"), 0, {"all"});
   auto channel =
       grpc::CreateChannel(cluster.router_server().target(), grpc::InsecureChannelCredentials());
-  const grpc::Status status =
-      SendRaw(channel.get(), "/moe.v1.Router/Forward", std::string("\xff\xff\xff\xff\xff", 5));
+  const grpc::Status status = testing::SendRawBytes(channel.get(), "/moe.v1.Router/Forward",
+                                                    std::string("\xff\xff\xff\xff\xff", 5));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
   EXPECT_THAT(status.error_message(), HasSubstr("not a valid moe.v1.ForwardRequest"));
 }

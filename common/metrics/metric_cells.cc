@@ -15,4 +15,6 @@ std::vector<double> LinearBuckets(double start, double width, int count) {
   return bounds;
 }
 
+std::vector<double> LatencyBuckets() { return ExponentialBuckets(1e-4, 2, 20); }
+
 }  // namespace moe

@@ -100,6 +100,9 @@ class Histogram {
 // start, start+width, ... Arguments are the caller's constants; the registry validates the result.
 std::vector<double> ExponentialBuckets(double start, double factor, int count);
 std::vector<double> LinearBuckets(double start, double width, int count);
+// The buckets of every _seconds latency histogram: 100 µs × 2^k up to 52 s, past the services'
+// default deadline of 30 s, so that no wait a call can have lands only in +Inf.
+std::vector<double> LatencyBuckets();
 
 }  // namespace moe
 

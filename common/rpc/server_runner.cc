@@ -70,6 +70,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   }
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(MakeParseErrorInterceptorFactory());
+  // After the parse-error interceptor: statuses are sent through the interceptors in order, so
+  // this one sees the status the client gets.
+  interceptors.push_back(MakeCallOutcomeInterceptorFactory(options.call_observers));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/rpc/call_outcome_interceptor.h"
 
 namespace moe {
 
@@ -53,6 +54,9 @@ struct ServeOptions {
   std::vector<std::string> health_services;
   // Health of "" and health_services at start; false for a process that must first become ready.
   bool serving_at_start = true;
+  // Told how every call of these methods ended, refusals by gRPC itself included
+  // (call_outcome_interceptor.h); the services' request counters and latency histograms.
+  CallObservers call_observers;
 };
 
 class GrpcServer {
