@@ -66,21 +66,22 @@ absl::Status RequestBatcher::Run(int key, Request& request) {
   }
 }
 
-int RequestBatcher::Unstalled(const Queue& queue, absl::Time now) const {
-  return static_cast<int>(
-      std::distance(queue.running.upper_bound(now - options_.stalled_after), queue.running.end()));
+std::multiset<absl::Time>::const_iterator RequestBatcher::FirstUnstalled(const Queue& queue,
+                                                                         absl::Time now) const {
+  return queue.running.upper_bound(now - options_.stalled_after);
 }
 
 bool RequestBatcher::AwaitLead(Queue& queue, Request& request) {
   const int in_flight = std::max(1, options_.in_flight);
   auto ready = [this, &queue, &request, in_flight]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return request.done || (!queue.pending.empty() && queue.pending.front() == &request &&
-                            Unstalled(queue, absl::Now()) < in_flight);
+    return request.done ||
+           (!queue.pending.empty() && queue.pending.front() == &request &&
+            std::distance(FirstUnstalled(queue, absl::Now()), queue.running.end()) < in_flight);
   };
   // A slot frees when a batch ends (under the lock, which wakes the wait) or when one stalls
   // (a time, which does not): wake then too and look again.
   while (true) {
-    const auto next_to_stall = queue.running.upper_bound(absl::Now() - options_.stalled_after);
+    const auto next_to_stall = FirstUnstalled(queue, absl::Now());
     const absl::Time stalls = next_to_stall == queue.running.end()
                                   ? absl::InfiniteFuture()
                                   : *next_to_stall + options_.stalled_after;

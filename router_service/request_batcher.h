@@ -100,8 +100,10 @@ class RequestBatcher {
     absl::Duration last_run;                          // how long it ran
   };
 
-  // Batches in flight at `now` that are not stalled yet.
-  int Unstalled(const Queue& queue, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The first of `queue.running` not stalled at `now`: it and those after it (which started
+  // later) still count against in_flight.
+  std::multiset<absl::Time>::const_iterator FirstUnstalled(const Queue& queue, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits until `request` is done (false) or may lead (true): it is first in line and a batch
   // slot is free. At its deadline a request not yet taken leaves the queue, done.
   bool AwaitLead(Queue& queue, Request& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
