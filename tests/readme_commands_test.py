@@ -329,11 +329,14 @@ def check_make_model_reuse(build, tmp):
     left = sorted(os.listdir(out))
     if left != ["config.json", "model.safetensors"]:
         fail(f"moe_make_model into a reused --out left {left}")
-    # A --files the tensors cannot fill is refused before the checkpoint there is touched.
-    for files in ("0", "100000"):
+    # A --files the tensors cannot fill is refused before the checkpoint there is touched; 0 is a
+    # flag error (exit 2, as every other).
+    for files, status_wanted, says in (("0", 2, "--files=0: expected 1 to"),
+                                       ("100000", 1, "non-empty shards")):
         status, output = run(f"{make} --files={files}", cwd=build, env=os.environ)
-        if status == 0 or "non-empty shards" not in output:
-            fail(f"moe_make_model --files={files} should be refused:\n{output}")
+        if status != status_wanted or says not in output:
+            fail(f"moe_make_model --files={files} should be refused with exit {status_wanted} "
+                 f"saying {says!r}, got exit {status}:\n{output}")
         if sorted(os.listdir(out)) != left:
             fail(f"moe_make_model --files={files} changed the checkpoint there: "
                  f"{sorted(os.listdir(out))}")
@@ -350,6 +353,14 @@ def check_make_model_reuse(build, tmp):
     status, output = run(bench + " --warmup_seconds=-1", cwd=build, env=os.environ)
     if status != 2 or "--warmup_seconds from 0 to 3600" not in output:
         fail(f"moe_layer_bench took a negative --warmup_seconds (exit {status}):\n{output}")
+    # Token sets that cannot fit are refused before they are allocated (once bad_alloc).
+    for flags, says in (("--tokens=4294967297", "--tokens must be counts from 1 to 16777216"),
+                        ("--tokens=16777216 --distinct_inputs=4096", "GiB of tokens; at most 8"),
+                        ("--distinct_inputs=0", "--distinct_inputs=0: expected 1 to 4096")):
+        status, output = run(f"{bench} {flags}", cwd=build, env=os.environ)
+        if status != 2 or says not in output:
+            fail(f"moe_layer_bench {flags} should be refused (exit 2) saying {says!r}, "
+                 f"got exit {status}:\n{output}")
 
 
 def main():

@@ -282,6 +282,18 @@ TEST_F(TlsEndToEndTest, ToolsSpeakMutualTls) {
   health.insert(health.end(), tls.begin(), tls.end());
   EXPECT_EQ(testing::RunTool("tools/moe_health", health, &log), 0) << log;
   EXPECT_THAT(log, HasSubstr("SERVING"));
+  std::vector<std::string> bench = {"--mode=remote", "--router=" + router_->target(), "--tokens=2",
+                                    "--requests=2"};
+  bench.insert(bench.end(), tls.begin(), tls.end());
+  EXPECT_EQ(testing::RunTool("tools/moe_layer_bench", bench, &log), 0) << log;
+  EXPECT_THAT(log, HasSubstr("\"tokens_per_s\""));
+  // moe_layer_bench without a certificate: refused, naming TLS as the likely cause.
+  EXPECT_EQ(testing::RunTool("tools/moe_layer_bench",
+                             {"--mode=remote", "--router=" + router_->target(),
+                              "--tls_ca=" + certs_->ca(), "--requests=1"},
+                             &log),
+            1);
+  EXPECT_THAT(log, HasSubstr("TLS handshake failed"));
 
   // Without a certificate: refused, and the tool says TLS is the likely cause.
   EXPECT_EQ(testing::RunTool("tools/moe_health",

@@ -29,6 +29,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "moe/v1/expert.grpc.pb.h"
 #include "moe/v1/router.grpc.pb.h"
+#include "tools/client_tls_flags.h"
 
 ABSL_FLAG(std::string, router, "127.0.0.1:50051", "Router target");
 ABSL_FLAG(std::string, expert, "",
@@ -47,12 +48,6 @@ ABSL_FLAG(int, show_routing, 8, "Print the routing of at most this many tokens")
 ABSL_FLAG(std::string, request_json, "",
           "Write the request as JSON to this file and exit without calling Forward (a request "
           "file for ghz -D)");
-ABSL_FLAG(std::string, tls_ca, "", "Connect over TLS, trusting this PEM CA (default: plaintext)");
-ABSL_FLAG(std::string, tls_cert, "",
-          "PEM client certificate for servers that require one (mutual TLS; with --tls_key)");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
-ABSL_FLAG(std::string, tls_server_name, "",
-          "Name to expect in the server's certificate instead of the target's host");
 ABSL_FLAG(std::string, encoding, "values",
           "How the tokens travel (router.proto's Tensor): values (repeated float), f32 "
           "(f32_data bytes; the router answers in f32_data too) or bf16 (bf16_data: rounds the "
@@ -63,21 +58,12 @@ ABSL_FLAG(int, request_json_count, 1,
 
 namespace {
 
-moe::TlsFiles TlsFlags() {
-  moe::TlsFiles tls;
-  tls.cert = absl::GetFlag(FLAGS_tls_cert);
-  tls.key = absl::GetFlag(FLAGS_tls_key);
-  tls.ca = absl::GetFlag(FLAGS_tls_ca);
-  tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
-  return tls;
-}
-
 // "INVALID_ARGUMENT: tokens has 3 dimensions, ...": the code's name, as the README's error table
 // and grpc::StatusCode spell it (gRPC and absl::StatusCode share the numbering); a connection
 // failure's cause (e.g. TLS) comes first.
 std::string Describe(const grpc::Status& status) {
   return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())) + ": " +
-         moe::ExplainStatus(status, TlsFlags().enabled(), "--tls_");
+         moe::ExplainStatus(status, moe::ClientTlsFlags().enabled(), "--tls_");
 }
 
 std::chrono::system_clock::time_point Deadline() {
@@ -213,7 +199,7 @@ int WriteRequestJson(moe::v1::ForwardRequest request, int64_t d_model, moe::Tens
 
 // A channel to `target` with the --tls_* flags' credentials; exits with a message if they are bad.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
-  auto security = moe::MakeChannelSecurity(TlsFlags());
+  auto security = moe::MakeChannelSecurity(moe::ClientTlsFlags());
   if (!security.ok()) {
     std::cerr << "moe_client: " << security.status().message() << std::endl;
     std::exit(2);

@@ -16,6 +16,7 @@
 #include "common/rpc/connection_error.h"
 #include "common/rpc/tls_credentials.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "tools/client_tls_flags.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server to check");
 ABSL_FLAG(std::string, service, "", "Service name to check; empty means the whole server");
@@ -23,12 +24,6 @@ ABSL_FLAG(int, timeout_ms, 1000, "Give up after this long");
 ABSL_FLAG(bool, live, false,
           "Exit 0 when the server answers, SERVING or not: for liveness checks, which should "
           "restart a process that does not answer, not a router saying its shards are down");
-ABSL_FLAG(std::string, tls_ca, "", "Connect over TLS, trusting this PEM CA (default: plaintext)");
-ABSL_FLAG(std::string, tls_cert, "",
-          "PEM client certificate for servers that require one (with --tls_key)");
-ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
-ABSL_FLAG(std::string, tls_server_name, "",
-          "Name to expect in the server's certificate instead of the target's host");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -37,11 +32,7 @@ int main(int argc, char** argv) {
       "  moe_health [--target=HOST:PORT] [--service=NAME] [--timeout_ms=MS] [--live]\n"
       "             [--tls_ca=PEM [--tls_cert=PEM --tls_key=PEM] [--tls_server_name=NAME]]");
   moe::ParseFlags(argc, argv);
-  moe::TlsFiles tls;
-  tls.cert = absl::GetFlag(FLAGS_tls_cert);
-  tls.key = absl::GetFlag(FLAGS_tls_key);
-  tls.ca = absl::GetFlag(FLAGS_tls_ca);
-  tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  const moe::TlsFiles tls = moe::ClientTlsFlags();
   auto security = moe::MakeChannelSecurity(tls);
   if (!security.ok()) {
     std::cerr << "moe_health: " << security.status().message() << std::endl;

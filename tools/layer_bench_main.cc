@@ -29,19 +29,24 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/cli/flag_ranges.h"
 #include "common/cli/parse_flags.h"
 #include "common/cli/serving_mutexes.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/cpu_affinity.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/routing/expert_set.h"
+#include "common/rpc/connection_error.h"
 #include "common/rpc/memory_policy.h"
 #include "common/rpc/tensor_proto.h"
+#include "common/rpc/tls_credentials.h"
 #include "expert_service/expert_shard.h"
 #include "moe/v1/router.grpc.pb.h"
 #include "router_service/local_shard_client.h"
 #include "router_service/router.h"
+#include "tools/client_tls_flags.h"
 
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory (required by the inprocess and dense modes)");
@@ -112,6 +117,19 @@ std::vector<float> Tokens(int64_t n, int64_t d, int set = 0) {
   return values;
 }
 
+// The token sets of every count are all held at once: refused above 8 GiB (a typo such as
+// --tokens=4294967297 ended in bad_alloc).
+bool TokenSetsFit(const std::vector<int64_t>& counts, int sets, int64_t d) {
+  double bytes = 0;
+  for (int64_t n : counts) bytes += static_cast<double>(n) * sets * d * sizeof(float);
+  if (bytes <= static_cast<double>(int64_t{8} << 30)) return true;
+  std::cerr << "moe_layer_bench: --tokens=" << absl::GetFlag(FLAGS_tokens)
+            << " --distinct_inputs=" << sets << " of d_model " << d << " need "
+            << absl::StrFormat("%.1f", bytes / (1 << 30))
+            << " GiB of tokens; at most 8 GiB: fewer tokens or distinct inputs" << std::endl;
+  return false;
+}
+
 // Times run(n) for each n of `tokens`, in --rounds rounds alternating the counts, --requests
 // timed calls per count and round after the warm-up ones (--warmup_requests, --warmup_seconds);
 // prints one JSON line per count, with this process's CPU time per timed request (in process: the
@@ -176,6 +194,7 @@ int main(int argc, char** argv) {
       "                  [--kernel_threads=N] [--pin_kernel_threads] [--blas_threads=N]\n"
       "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]\n"
       "                  [--encoding=f32|values|bf16]\n"
+      "                  [--tls_ca=PEM [--tls_cert=PEM --tls_key=PEM] [--tls_server_name=NAME]]\n"
       "  moe_layer_bench ... --layers=all|SPEC   (time model steps: one call per layer)");
   moe::ParseFlags(argc, argv);
   moe::UseServingMutexes();
@@ -183,12 +202,19 @@ int main(int argc, char** argv) {
   std::vector<int64_t> token_counts;
   for (absl::string_view count : absl::StrSplit(absl::GetFlag(FLAGS_tokens), ',')) {
     int64_t n = 0;
-    if (!absl::SimpleAtoi(count, &n) || n < 1) {
-      std::cerr << "moe_layer_bench: --tokens must be positive counts separated by commas, got "
+    if (!absl::SimpleAtoi(count, &n) || n < 1 || n > (1 << 24)) {
+      std::cerr << "moe_layer_bench: --tokens must be counts from 1 to 16777216 (the router's "
+                   "--max_tokens range) separated by commas, got "
                 << absl::GetFlag(FLAGS_tokens) << std::endl;
       return 2;
     }
     token_counts.push_back(n);
+  }
+  if (absl::Status ranges = moe::CheckFlagRanges(
+          {{"distinct_inputs", absl::GetFlag(FLAGS_distinct_inputs), 1, 4096}});
+      !ranges.ok()) {
+    std::cerr << "moe_layer_bench: " << ranges.message() << std::endl;
+    return 2;
   }
   if (absl::GetFlag(FLAGS_requests) < 1 || absl::GetFlag(FLAGS_warmup_requests) < 0 ||
       !(absl::GetFlag(FLAGS_warmup_seconds) >= 0 && absl::GetFlag(FLAGS_warmup_seconds) <= 3600)) {
@@ -201,7 +227,7 @@ int main(int argc, char** argv) {
   const int64_t max_tokens = *std::max_element(token_counts.begin(), token_counts.end());
   const std::string layers_spec = absl::GetFlag(FLAGS_layers);
   const bool step = !layers_spec.empty();
-  const int sets = std::max(1, absl::GetFlag(FLAGS_distinct_inputs));
+  const int sets = absl::GetFlag(FLAGS_distinct_inputs);
   int next_set = 0;  // the token set of the next request
   if (step && mode == "dense") {
     std::cerr << "moe_layer_bench: --layers (model steps) takes --mode=inprocess or remote"
@@ -216,20 +242,28 @@ int main(int argc, char** argv) {
       std::cerr << "moe_layer_bench: " << encoding.status().message() << std::endl;
       return 2;
     }
+    auto security = moe::MakeChannelSecurity(moe::ClientTlsFlags());
+    if (!security.ok()) {
+      std::cerr << "moe_layer_bench: " << security.status().message() << std::endl;
+      return 2;
+    }
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
-    auto stub = moe::v1::Router::NewStub(grpc::CreateCustomChannel(
-        absl::GetFlag(FLAGS_router), grpc::InsecureChannelCredentials(), args));
+    security->Apply(&args);
+    auto stub = moe::v1::Router::NewStub(
+        grpc::CreateCustomChannel(absl::GetFlag(FLAGS_router), security->credentials, args));
     moe::v1::ModelInfo info;
     {
       grpc::ClientContext context;
       grpc::Status status = stub->Info(&context, moe::v1::InfoRequest(), &info);
       if (!status.ok()) {
         std::cerr << "moe_layer_bench: Info failed: " << CodeName(status) << ": "
-                  << status.error_message() << std::endl;
+                  << moe::ExplainStatus(status, moe::ClientTlsFlags().enabled(), "--tls_")
+                  << std::endl;
         return 1;
       }
     }
+    if (!TokenSetsFit(token_counts, sets, info.d_model())) return 2;
     std::map<int64_t, std::vector<moe::v1::ForwardRequest>> requests;  // by token count
     for (int64_t n : token_counts) {
       requests[n].resize(sets);
@@ -332,6 +366,7 @@ int main(int argc, char** argv) {
       }
     }
   }
+  if (!TokenSetsFit(token_counts, sets, d)) return 2;
   std::map<int64_t, std::vector<std::vector<float>>> token_sets;  // by token count
   for (int64_t n : token_counts) {
     for (int set = 0; set < sets; ++set) token_sets[n].push_back(Tokens(n, d, set));

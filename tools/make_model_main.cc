@@ -1,6 +1,7 @@
 // moe_make_model: writes a deterministic synthetic checkpoint in the Hugging Face layout.
 //
 //   moe_make_model --preset=NAME --out=DIR [--seed=S] [--dtype=f32|bf16|f16] [--files=N]
+#include <cstdint>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -9,6 +10,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
+#include "common/cli/flag_ranges.h"
 #include "common/cli/parse_flags.h"
 #include "testing/safetensors_writer.h"
 #include "testing/synthetic_model.h"
@@ -47,6 +49,12 @@ int main(int argc, char** argv) {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
     std::cerr << "moe_make_model: --out=DIR is required" << std::endl;
+    return 2;
+  }
+  if (absl::Status ranges =
+          moe::CheckFlagRanges({{"files", absl::GetFlag(FLAGS_files), 1, INT32_MAX}});
+      !ranges.ok()) {
+    std::cerr << "moe_make_model: " << ranges.message() << std::endl;
     return 2;
   }
   moe::SyntheticModelOptions options;
