@@ -351,8 +351,13 @@ def check_make_model_reuse(build, tmp):
     if not timing["warmup_requests"] > 2:
         fail(f"moe_layer_bench --warmup_seconds=0.2 warmed up with too few calls:\n{output}")
     status, output = run(bench + " --warmup_seconds=-1", cwd=build, env=os.environ)
-    if status != 2 or "--warmup_seconds from 0 to 3600" not in output:
+    if status != 2 or "--warmup_seconds and --timed_seconds from 0 to 3600" not in output:
         fail(f"moe_layer_bench took a negative --warmup_seconds (exit {status}):\n{output}")
+    # --timed_seconds times requests beyond --requests=1 until it passed: many, on a tiny layer.
+    status, output = run(bench + " --timed_seconds=0.2", cwd=build, env=os.environ)
+    timed = json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
+    if status != 0 or not timed["requests"] > 2:
+        fail(f"moe_layer_bench --timed_seconds=0.2 timed too few requests:\n{output}")
     # Token sets that cannot fit are refused before they are allocated (once bad_alloc).
     for flags, says in (("--tokens=4294967297", "--tokens must be counts from 1 to 16777216"),
                         ("--tokens=16777216 --distinct_inputs=4096", "GiB of tokens; at most 8"),

@@ -67,6 +67,10 @@ ABSL_FLAG(std::string, tokens, "256",
 ABSL_FLAG(int, requests, 20,
           "Timed requests per token count and round (after --warmup_requests untimed ones)");
 ABSL_FLAG(int, warmup_requests, 2, "Untimed requests before the timed ones, per count and round");
+ABSL_FLAG(double, timed_seconds, 0,
+          "... and go on timing requests until this long has passed, per count and round (one "
+          "token's 16 requests take tens of milliseconds, within one swing of a host's read "
+          "rate)");
 ABSL_FLAG(double, warmup_seconds, 0,
           "... and go on warming up until this long has passed (a new client process's first few "
           "dozen requests through a router run slower than a long-lived client's: README \"Real "
@@ -131,7 +135,8 @@ bool TokenSetsFit(const std::vector<int64_t>& counts, int sets, int64_t d) {
 }
 
 // Times run(n) for each n of `tokens`, in --rounds rounds alternating the counts, --requests
-// timed calls per count and round after the warm-up ones (--warmup_requests, --warmup_seconds);
+// timed calls per count and round (and more until --timed_seconds passed) after the warm-up ones
+// (--warmup_requests, --warmup_seconds);
 // prints one JSON line per count, with this process's CPU time per timed request (in process: the
 // layer's whole cost; remote: the client's share only) and how many warm-up calls it made.
 template <typename Fn>
@@ -151,7 +156,12 @@ int Time(const std::string& mode, const std::vector<int64_t>& tokens, size_t ste
            ++i, ++warmups[k]) {
         if (!run(tokens[k])) return 1;
       }
-      for (int i = 0; i < absl::GetFlag(FLAGS_requests); ++i) {
+      const auto timed_until = std::chrono::steady_clock::now() +
+                               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                   std::chrono::duration<double>(absl::GetFlag(FLAGS_timed_seconds)));
+      for (int i = 0; i < absl::GetFlag(FLAGS_requests) ||
+                      std::chrono::steady_clock::now() < timed_until;
+           ++i) {
         const double cpu_start = ProcessCpuMs();
         const auto start = std::chrono::steady_clock::now();
         if (!run(tokens[k])) return 1;
@@ -189,7 +199,7 @@ int main(int argc, char** argv) {
       "count.\n"
       "  moe_layer_bench --model=DIR [--mode=inprocess|dense] [--layer=N] [--tokens=N[,N...]]\n"
       "                  [--requests=N] [--rounds=N] [--distinct_inputs=N]\n"
-      "                  [--warmup_requests=N] [--warmup_seconds=S]\n"
+      "                  [--warmup_requests=N] [--warmup_seconds=S] [--timed_seconds=S]\n"
       "                  [--weights_dtype=f32|bf16|int8]\n"
       "                  [--kernel_threads=N] [--pin_kernel_threads] [--blas_threads=N]\n"
       "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]\n"
@@ -217,11 +227,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (absl::GetFlag(FLAGS_requests) < 1 || absl::GetFlag(FLAGS_warmup_requests) < 0 ||
-      !(absl::GetFlag(FLAGS_warmup_seconds) >= 0 && absl::GetFlag(FLAGS_warmup_seconds) <= 3600)) {
+      !(absl::GetFlag(FLAGS_warmup_seconds) >= 0 && absl::GetFlag(FLAGS_warmup_seconds) <= 3600) ||
+      !(absl::GetFlag(FLAGS_timed_seconds) >= 0 && absl::GetFlag(FLAGS_timed_seconds) <= 3600)) {
     std::cerr << "moe_layer_bench: --requests must be at least 1, --warmup_requests at least 0 "
-                 "and --warmup_seconds from 0 to 3600; got "
+                 "and --warmup_seconds and --timed_seconds from 0 to 3600; got "
               << absl::GetFlag(FLAGS_requests) << ", " << absl::GetFlag(FLAGS_warmup_requests)
-              << ", " << absl::GetFlag(FLAGS_warmup_seconds) << std::endl;
+              << ", " << absl::GetFlag(FLAGS_warmup_seconds) << ", "
+              << absl::GetFlag(FLAGS_timed_seconds) << std::endl;
     return 2;
   }
   const int64_t max_tokens = *std::max_element(token_counts.begin(), token_counts.end());
