@@ -156,11 +156,12 @@ int Time(const std::string& mode, const std::vector<int64_t>& tokens, size_t ste
            ++i, ++warmups[k]) {
         if (!run(tokens[k])) return 1;
       }
-      const auto timed_until = std::chrono::steady_clock::now() +
-                               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                   std::chrono::duration<double>(absl::GetFlag(FLAGS_timed_seconds)));
-      for (int i = 0; i < absl::GetFlag(FLAGS_requests) ||
-                      std::chrono::steady_clock::now() < timed_until;
+      const auto timed_until =
+          std::chrono::steady_clock::now() +
+          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+              std::chrono::duration<double>(absl::GetFlag(FLAGS_timed_seconds)));
+      for (int i = 0;
+           i < absl::GetFlag(FLAGS_requests) || std::chrono::steady_clock::now() < timed_until;
            ++i) {
         const double cpu_start = ProcessCpuMs();
         const auto start = std::chrono::steady_clock::now();
