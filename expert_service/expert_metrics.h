@@ -28,7 +28,8 @@ class ExpertMetrics {
 
   // `rows` tokens of FFN `ffn` (ExpertShard::FfnId) were computed.
   void TokensComputed(int ffn, int64_t rows) { tokens_[ffn]->Increment(rows); }
-  // A Compute call ended with `code` after `latency` (from receipt to reply).
+  // A Compute call ended with `code` after `latency` (from the server taking it up to its
+  // status); called by the server's call observer (ComputeCallObservers).
   void CallFinished(absl::StatusCode code, absl::Duration latency) {
     CountCode(calls_, code);
     call_duration_->ObserveDuration(latency);

@@ -33,7 +33,8 @@ class RouterMetrics {
                                                                const std::vector<int>& layers,
                                                                int num_experts);
 
-  // A Forward call, from receipt to reply.
+  // A Forward call, from the server taking it up to its status; called by the server's call
+  // observer (ForwardCallObservers), so for calls gRPC refuses before the handler too.
   void RequestStarted() { inflight_->Increment(); }
   void RequestFinished(absl::StatusCode code, absl::Duration latency);
   // One token chose `expert` of the layer at `layer_index` (index into the served layers).

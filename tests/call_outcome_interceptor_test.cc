@@ -127,65 +127,65 @@ TEST(CallOutcomeInterceptorTest, CallsGrpcRefusesForWantOfThreadsAreObservedWith
   EXPECT_EQ(tally.started(), kCalls);
 }
 
-TEST(CallOutcomeInterceptorTest, UnparseableBytesAreObservedAsTheInvalidArgumentSent) {
-  testing::BlockingExpert service;
-  service.Release();
-  Tally tally;
-  std::unique_ptr<GrpcServer> server = StartObserved(&service, &tally, /*max_threads=*/16);
-  ASSERT_NE(server, nullptr);
-  auto channel = Connect(*server);
+// A server whose Compute answers at once (OK), observed; Info is not implemented.
+class CallOutcomeAnsweringServerTest : public ::testing::Test {
+ protected:
+  void Start(int max_message_bytes = 64 << 20) {
+    service_.Release();
+    server_ = StartObserved(&service_, &tally_, /*max_threads=*/16, max_message_bytes);
+    ASSERT_NE(server_, nullptr);
+    channel_ = Connect(*server_);
+    stub_ = v1::Expert::NewStub(channel_);
+  }
 
+  testing::BlockingExpert service_;
+  Tally tally_;
+  std::unique_ptr<GrpcServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Expert::Stub> stub_;
+};
+
+TEST_F(CallOutcomeAnsweringServerTest, UnparseableBytesAreObservedAsTheInvalidArgumentSent) {
+  Start();
   const grpc::Status garbage =
-      testing::SendRawBytes(channel.get(), kCompute, std::string("\xff\xff\xff\xff\xff", 5));
+      testing::SendRawBytes(channel_.get(), kCompute, std::string("\xff\xff\xff\xff\xff", 5));
   EXPECT_EQ(garbage.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << garbage.error_message();
-  auto stub = v1::Expert::NewStub(channel);
   grpc::ClientContext context;
   v1::ComputeResponse response;
-  EXPECT_TRUE(stub->Compute(&context, v1::ComputeRequest(), &response).ok());
+  EXPECT_TRUE(stub_->Compute(&context, v1::ComputeRequest(), &response).ok());
 
   const std::map<absl::StatusCode, int> expected = {{absl::StatusCode::kInvalidArgument, 1},
                                                     {absl::StatusCode::kOk, 1}};
-  EXPECT_EQ(tally.finished(), expected);
-  EXPECT_EQ(tally.started(), 2);
+  EXPECT_EQ(tally_.finished(), expected);
+  EXPECT_EQ(tally_.started(), 2);
 }
 
 // The documented limit (call_outcome_interceptor.h): gRPC's core refuses a message over the size
 // limit before the server takes the call up, so no interceptor, and no counter, sees it.
-TEST(CallOutcomeInterceptorTest, AMessageOverTheSizeLimitIsRefusedBeforeAnyInterceptor) {
-  testing::BlockingExpert service;
-  service.Release();
-  Tally tally;
-  std::unique_ptr<GrpcServer> server =
-      StartObserved(&service, &tally, /*max_threads=*/16, /*max_message_bytes=*/1024);
-  ASSERT_NE(server, nullptr);
-  auto stub = v1::Expert::NewStub(Connect(*server));
+TEST_F(CallOutcomeAnsweringServerTest, AMessageOverTheSizeLimitIsRefusedBeforeAnyInterceptor) {
+  Start(/*max_message_bytes=*/1024);
   v1::ComputeRequest large;
   large.mutable_tokens()->mutable_values()->Resize(1024, 0.5f);  // 4 kB
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
   v1::ComputeResponse response;
-  const grpc::Status status = stub->Compute(&context, large, &response);
+  const grpc::Status status = stub_->Compute(&context, large, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
   grpc::ClientContext small_context;
-  EXPECT_TRUE(stub->Compute(&small_context, v1::ComputeRequest(), &response).ok());
+  EXPECT_TRUE(stub_->Compute(&small_context, v1::ComputeRequest(), &response).ok());
   const std::map<absl::StatusCode, int> only_the_small_one = {{absl::StatusCode::kOk, 1}};
-  EXPECT_EQ(tally.finished(), only_the_small_one);
+  EXPECT_EQ(tally_.finished(), only_the_small_one);
 }
 
-TEST(CallOutcomeInterceptorTest, MethodsWithoutAnObserverAreNotObserved) {
-  testing::BlockingExpert service;
-  service.Release();
-  Tally tally;
-  std::unique_ptr<GrpcServer> server = StartObserved(&service, &tally, /*max_threads=*/16);
-  ASSERT_NE(server, nullptr);
-  auto stub = v1::Expert::NewStub(Connect(*server));
+TEST_F(CallOutcomeAnsweringServerTest, MethodsWithoutAnObserverAreNotObserved) {
+  Start();
   grpc::ClientContext context;
   v1::ExpertInfo info;
   // BlockingExpert does not implement Info: gRPC answers UNIMPLEMENTED, unobserved.
-  EXPECT_EQ(stub->Info(&context, v1::ExpertInfoRequest(), &info).error_code(),
+  EXPECT_EQ(stub_->Info(&context, v1::ExpertInfoRequest(), &info).error_code(),
             grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(tally.started(), 0);
-  EXPECT_TRUE(tally.finished().empty());
+  EXPECT_EQ(tally_.started(), 0);
+  EXPECT_TRUE(tally_.finished().empty());
 }
 
 }  // namespace
