@@ -15,6 +15,7 @@ from .errors import (CancelledError, DeadlineExceededError, InternalError, Inval
 
 __all__ = [
     "MoEClient", "ForwardResult", "Routing", "TLSConfig", "RemoteMoE", "replace_moe_blocks",
+    "close_remote_moe",
     "MoEError", "InvalidArgumentError", "ResourceExhaustedError", "UnavailableError",
     "DeadlineExceededError", "PartialResultError", "InternalError", "CancelledError", "UnimplementedError",
     "error_class",
@@ -22,7 +23,7 @@ __all__ = [
 
 
 def __getattr__(name):  # torch is imported only when RemoteMoE is used
-    if name in ("RemoteMoE", "replace_moe_blocks"):
+    if name in ("RemoteMoE", "replace_moe_blocks", "close_remote_moe"):
         from . import remote_moe
         return getattr(remote_moe, name)
     raise AttributeError(f"module 'moe_client' has no attribute {name!r}")

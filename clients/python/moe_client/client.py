@@ -205,7 +205,9 @@ class MoEClient:
             raise from_rpc_error(error, "moe.v1.Router/Info", self.target) from error
 
     def close(self):
-        """Closes the channel; later calls raise RuntimeError."""
+        """Closes the channel; later calls raise RuntimeError. Closing again does nothing."""
+        if self._closed:
+            return
         self._closed = True
         self._channel.close()
 

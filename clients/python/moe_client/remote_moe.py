@@ -40,6 +40,9 @@ class RemoteMoE(torch.nn.Module):
         super().__init__()
         self._owns_client = not isinstance(client, MoEClient)
         self.client = MoEClient(client) if self._owns_client else client
+        # Set by replace_moe_blocks on blocks whose client it made from a target string, shared
+        # with the other blocks of that target: close_remote_moe(model) closes it, close() not.
+        self._client_made_by_replace = False
         self.layer = layer
         self.return_router_logits = return_router_logits
         self.record_routing = record_routing
@@ -122,5 +125,23 @@ def replace_moe_blocks(model, client, **kwargs):
                 module, "return_router_logits", type(module).__name__ in _TUPLE_BLOCKS))
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, RemoteMoE(layer_client, layer, **options))
+        remote = RemoteMoE(layer_client, layer, **options)
+        remote._client_made_by_replace = any(layer_client is made for made in by_target.values())
+        setattr(parent, child, remote)
     return [layer for _, layer, _, _ in found]
+
+
+def close_remote_moe(model):
+    """Closes the clients of `model`'s RemoteMoE blocks that were made from target strings (by
+    replace_moe_blocks, shared by a target's blocks, or by a block itself), each once; clients the
+    caller passed in are the caller's to close. The blocks cannot be called after. Returns how
+    many such clients the model had (closing one again does nothing)."""
+    closed = []
+    for module in model.modules():
+        if not isinstance(module, RemoteMoE):
+            continue
+        if (module._owns_client or module._client_made_by_replace) and not any(
+                module.client is c for c in closed):
+            module.client.close()
+            closed.append(module.client)
+    return len(closed)

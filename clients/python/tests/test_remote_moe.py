@@ -8,7 +8,7 @@ from torch import nn
 
 from conftest import FAMILY_PRESETS, PRESETS
 from helpers import assert_rows_close, random_tokens
-from moe_client import RemoteMoE, replace_moe_blocks
+from moe_client import RemoteMoE, close_remote_moe, replace_moe_blocks
 from moe_client.reference import LocalMoE, load_config
 
 
@@ -140,4 +140,19 @@ def test_replace_moe_blocks_with_a_target_string(family_served, family_block):
     assert remote.client.target == target and remote.client is not family_served.client
     with torch.inference_mode():
         assert_rows_close(model(x), local_out)
-    remote.client.close()
+    # The client replace_moe_blocks made is closed by close_remote_moe, once; the block cannot
+    # be called after.
+    assert close_remote_moe(model) == 1
+    with pytest.raises(RuntimeError), torch.inference_mode():
+        model(x)
+    assert close_remote_moe(model) == 1  # closing again is harmless
+
+
+def test_close_remote_moe_leaves_a_client_the_caller_passed(family_served, family_block):
+    d = family_block.config.d_model
+    model = Decoderish(family_block, family_served.layer, d).eval()
+    x = hidden(2, 3, d, seed=17)
+    replace_moe_blocks(model, family_served.client)
+    assert close_remote_moe(model) == 0
+    with torch.inference_mode():
+        model(x)  # still open
