@@ -68,8 +68,8 @@ ABSL_FLAG(int, requests, 20,
           "Timed requests per token count and round (after --warmup_requests untimed ones)");
 ABSL_FLAG(int, warmup_requests, 2, "Untimed requests before the timed ones, per count and round");
 ABSL_FLAG(double, timed_seconds, 0,
-          "... and go on timing requests until this long has passed, per count and round (one "
-          "token's 16 requests take tens of milliseconds, within one swing of a host's read "
+          "Time more requests than --requests until this long has passed, per count and round "
+          "(one token's 16 requests take tens of milliseconds, within one swing of a host's read "
           "rate)");
 ABSL_FLAG(double, warmup_seconds, 0,
           "... and go on warming up until this long has passed (a new client process's first few "
