@@ -13,14 +13,10 @@
 //   moe_layer_bench --model=DIR --mode=inprocess --layers=all --tokens=1      (a step in process)
 //   moe_layer_bench --mode=remote --layers=all --tokens=1                     (a step via router)
 #include <grpcpp/grpcpp.h>
-#include <sys/resource.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cstdio>
 #include <iostream>
 #include <map>
-#include <numeric>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +43,7 @@
 #include "router_service/local_shard_client.h"
 #include "router_service/router.h"
 #include "tools/client_tls_flags.h"
+#include "tools/layer_bench_timing.h"
 
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory (required by the inprocess and dense modes)");
@@ -100,27 +97,6 @@ std::string CodeName(const grpc::Status& status) {
   return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
 }
 
-// User + system CPU time of this process so far, all threads.
-double ProcessCpuMs() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  auto ms = [](const timeval& t) { return t.tv_sec * 1e3 + t.tv_usec / 1e3; };
-  return ms(usage.ru_utime) + ms(usage.ru_stime);
-}
-
-// Token set `set` (0, 1, ...) of n × d values in [-1, 1).
-std::vector<float> Tokens(int64_t n, int64_t d, int set = 0) {
-  std::vector<float> values(n * d);
-  uint64_t state = 0x2545F4914F6CDD1Dull + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(set);
-  for (float& v : values) {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    v = static_cast<float>(state >> 40) / float(1 << 23) - 1.0f;
-  }
-  return values;
-}
-
 // The token sets of every count are all held at once: refused above 8 GiB (a typo such as
 // --tokens=4294967297 ended in bad_alloc).
 bool TokenSetsFit(const std::vector<int64_t>& counts, int sets, int64_t d) {
@@ -134,60 +110,15 @@ bool TokenSetsFit(const std::vector<int64_t>& counts, int sets, int64_t d) {
   return false;
 }
 
-// Times run(n) for each n of `tokens`, in --rounds rounds alternating the counts, --requests
-// timed calls per count and round (and more until --timed_seconds passed) after the warm-up ones
-// (--warmup_requests, --warmup_seconds);
-// prints one JSON line per count, with this process's CPU time per timed request (in process: the
-// layer's whole cost; remote: the client's share only) and how many warm-up calls it made.
-template <typename Fn>
-int Time(const std::string& mode, const std::vector<int64_t>& tokens, size_t step_layers,
-         Fn&& run) {
-  std::vector<std::vector<double>> ms(tokens.size());
-  std::vector<double> cpu_ms(tokens.size(), 0.0);
-  std::vector<int> warmups(tokens.size(), 0);
-  for (int round = 0; round < std::max(1, absl::GetFlag(FLAGS_rounds)); ++round) {
-    for (size_t k = 0; k < tokens.size(); ++k) {
-      const auto warm_until =
-          std::chrono::steady_clock::now() +
-          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-              std::chrono::duration<double>(absl::GetFlag(FLAGS_warmup_seconds)));
-      for (int i = 0; i < absl::GetFlag(FLAGS_warmup_requests) ||
-                      std::chrono::steady_clock::now() < warm_until;
-           ++i, ++warmups[k]) {
-        if (!run(tokens[k])) return 1;
-      }
-      const auto timed_until =
-          std::chrono::steady_clock::now() +
-          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-              std::chrono::duration<double>(absl::GetFlag(FLAGS_timed_seconds)));
-      for (int i = 0;
-           i < absl::GetFlag(FLAGS_requests) || std::chrono::steady_clock::now() < timed_until;
-           ++i) {
-        const double cpu_start = ProcessCpuMs();
-        const auto start = std::chrono::steady_clock::now();
-        if (!run(tokens[k])) return 1;
-        const double elapsed =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                .count();
-        ms[k].push_back(elapsed);
-        cpu_ms[k] += ProcessCpuMs() - cpu_start;
-      }
-    }
-  }
-  for (size_t k = 0; k < tokens.size(); ++k) {
-    std::vector<double>& t = ms[k];
-    std::sort(t.begin(), t.end());
-    const double median = t[t.size() / 2];
-    // With step_layers > 0 a "request" is a step of that many calls and the times are per step.
-    std::printf(
-        "{\"mode\": \"%s\", \"tokens\": %lld, \"step_layers\": %zu, \"requests\": %zu, "
-        "\"p50_ms\": %.3f, \"p90_ms\": %.3f, \"mean_ms\": %.3f, \"tokens_per_s\": %.1f, "
-        "\"cpu_ms_per_request\": %.3f, \"warmup_requests\": %d}\n",
-        mode.c_str(), static_cast<long long>(tokens[k]), step_layers, t.size(), median,
-        t[t.size() * 9 / 10], std::accumulate(t.begin(), t.end(), 0.0) / t.size(),
-        tokens[k] / (median / 1000.0), cpu_ms[k] / t.size(), warmups[k]);
-  }
-  return 0;
+// TimingOptions from the flags.
+moe::TimingOptions TimingFlags() {
+  moe::TimingOptions options;
+  options.rounds = absl::GetFlag(FLAGS_rounds);
+  options.requests = absl::GetFlag(FLAGS_requests);
+  options.timed_seconds = absl::GetFlag(FLAGS_timed_seconds);
+  options.warmup_requests = absl::GetFlag(FLAGS_warmup_requests);
+  options.warmup_seconds = absl::GetFlag(FLAGS_warmup_seconds);
+  return options;
 }
 
 }  // namespace
@@ -281,7 +212,7 @@ int main(int argc, char** argv) {
     for (int64_t n : token_counts) {
       requests[n].resize(sets);
       for (int set = 0; set < sets; ++set) {
-        const std::vector<float> tokens = Tokens(n, info.d_model(), set);
+        const std::vector<float> tokens = moe::BenchTokens(n, info.d_model(), set);
         moe::WriteProtoTensor(moe::ConstMatrixView{tokens.data(), n, info.d_model()}, *encoding,
                               requests[n][set].mutable_tokens());
       }
@@ -314,7 +245,7 @@ int main(int argc, char** argv) {
       }
       return status.ok();
     };
-    return Time(mode, token_counts, layers.size(), [&](int64_t n) {
+    return moe::TimeTokenCounts(mode, token_counts, layers.size(), TimingFlags(), [&](int64_t n) {
       bool ok = true;
       if (layers.empty()) ok = call(n, std::nullopt);
       for (size_t i = 0; ok && i < layers.size(); ++i) ok = call(n, layers[i]);
@@ -365,7 +296,7 @@ int main(int argc, char** argv) {
   // a serving shard has read before: on the PVM Zen 5 of README "Kernel threads on their own
   // CPUs" the first pass over freshly loaded bf16 weights ran ~6x slower than later ones.
   {
-    const std::vector<float> one = Tokens(1, d, 0);
+    const std::vector<float> one = moe::BenchTokens(1, d, 0);
     moe::Matrix out(1, d);
     for (int l : experts.layers()) {
       std::vector<int> ids = experts.experts().ids;
@@ -382,14 +313,14 @@ int main(int argc, char** argv) {
   if (!TokenSetsFit(token_counts, sets, d)) return 2;
   std::map<int64_t, std::vector<std::vector<float>>> token_sets;  // by token count
   for (int64_t n : token_counts) {
-    for (int set = 0; set < sets; ++set) token_sets[n].push_back(Tokens(n, d, set));
+    for (int set = 0; set < sets; ++set) token_sets[n].push_back(moe::BenchTokens(n, d, set));
   }
   auto input = [&](int64_t n) {
     return moe::ConstMatrixView{token_sets[n][next_set].data(), n, d};
   };
   moe::Matrix output_rows(max_tokens, d);
   if (mode == "dense") {
-    return Time(mode, token_counts, 0, [&](int64_t n) {
+    return moe::TimeTokenCounts(mode, token_counts, 0, TimingFlags(), [&](int64_t n) {
       for (int e = 0; e < experts.config().routing.num_experts; ++e) {
         absl::Status status =
             experts.Compute(layer, e, input(n), moe::MatrixView{output_rows.data(), n, d});
@@ -426,18 +357,19 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::vector<int> layers = step ? experts.layers() : std::vector<int>{layer};
-  return Time(mode, token_counts, step ? layers.size() : 0, [&](int64_t n) {
-    const moe::ConstMatrixView x = input(n);
-    next_set = (next_set + 1) % sets;
-    for (int l : layers) {
-      auto routing = (*router)->Forward(l, x, absl::InfiniteFuture(),
-                                        moe::MatrixView{output_rows.data(), n, d});
-      if (!routing.ok()) {
-        std::cerr << "moe_layer_bench: layer " << l << ": " << routing.status().message()
-                  << std::endl;
-        return false;
-      }
-    }
-    return true;
-  });
+  return moe::TimeTokenCounts(
+      mode, token_counts, step ? layers.size() : 0, TimingFlags(), [&](int64_t n) {
+        const moe::ConstMatrixView x = input(n);
+        next_set = (next_set + 1) % sets;
+        for (int l : layers) {
+          auto routing = (*router)->Forward(l, x, absl::InfiniteFuture(),
+                                            moe::MatrixView{output_rows.data(), n, d});
+          if (!routing.ok()) {
+            std::cerr << "moe_layer_bench: layer " << l << ": " << routing.status().message()
+                      << std::endl;
+            return false;
+          }
+        }
+        return true;
+      });
 }
