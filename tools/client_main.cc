@@ -23,7 +23,6 @@
 #include "absl/status/status.h"
 #include "common/cli/human_units.h"
 #include "common/cli/parse_flags.h"
-#include "common/rpc/connection_error.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/rpc/tls_credentials.h"
 #include "google/protobuf/util/json_util.h"
@@ -57,14 +56,6 @@ ABSL_FLAG(int, request_json_count, 1,
           "tokens (seeds --seed, --seed+1, ...); ghz sends them round-robin");
 
 namespace {
-
-// "INVALID_ARGUMENT: tokens has 3 dimensions, ...": the code's name, as the README's error table
-// and grpc::StatusCode spell it (gRPC and absl::StatusCode share the numbering); a connection
-// failure's cause (e.g. TLS) comes first.
-std::string Describe(const grpc::Status& status) {
-  return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())) + ": " +
-         moe::ExplainStatus(status, moe::ClientTlsFlags().enabled(), "--tls_");
-}
 
 std::chrono::system_clock::time_point Deadline() {
   return std::chrono::system_clock::now() +
@@ -217,7 +208,7 @@ int PrintExpertInfo(const std::string& target) {
   moe::v1::ExpertInfo info;
   grpc::Status status = stub->Info(&context, moe::v1::ExpertInfoRequest(), &info);
   if (!status.ok()) {
-    std::cerr << "moe_client: Info failed: " << Describe(status) << std::endl;
+    std::cerr << "moe_client: Info failed: " << moe::DescribeCallFailure(status) << std::endl;
     return 1;
   }
   std::cout << "expert shard " << target << ": " << info.family() << " layer " << info.layer()
@@ -237,7 +228,8 @@ bool GetRouterInfo(moe::v1::Router::Stub& stub, moe::v1::ModelInfo* info) {
   grpc::ClientContext context;
   context.set_deadline(Deadline());
   grpc::Status status = stub.Info(&context, moe::v1::InfoRequest(), info);
-  if (!status.ok()) std::cerr << "moe_client: Info failed: " << Describe(status) << std::endl;
+  if (!status.ok())
+    std::cerr << "moe_client: Info failed: " << moe::DescribeCallFailure(status) << std::endl;
   return status.ok();
 }
 
@@ -313,7 +305,7 @@ int main(int argc, char** argv) {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
             .count());
     if (!status.ok()) {
-      std::cerr << "moe_client: Forward failed: " << Describe(status) << std::endl;
+      std::cerr << "moe_client: Forward failed: " << moe::DescribeCallFailure(status) << std::endl;
       return 1;
     }
   }

@@ -3,6 +3,8 @@
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/status/status.h"
+#include "common/rpc/connection_error.h"
 
 ABSL_FLAG(std::string, tls_ca, "", "Connect over TLS, trusting this PEM CA (default: plaintext)");
 ABSL_FLAG(std::string, tls_cert, "",
@@ -20,6 +22,11 @@ TlsFiles ClientTlsFlags() {
   tls.key = absl::GetFlag(FLAGS_tls_key);
   tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
   return tls;
+}
+
+std::string DescribeCallFailure(const grpc::Status& status) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())) + ": " +
+         ExplainStatus(status, ClientTlsFlags().enabled(), "--tls_");
 }
 
 }  // namespace moe

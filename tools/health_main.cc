@@ -13,7 +13,6 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "common/cli/parse_flags.h"
-#include "common/rpc/connection_error.h"
 #include "common/rpc/tls_credentials.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tools/client_tls_flags.h"
@@ -32,8 +31,7 @@ int main(int argc, char** argv) {
       "  moe_health [--target=HOST:PORT] [--service=NAME] [--timeout_ms=MS] [--live]\n"
       "             [--tls_ca=PEM [--tls_cert=PEM --tls_key=PEM] [--tls_server_name=NAME]]");
   moe::ParseFlags(argc, argv);
-  const moe::TlsFiles tls = moe::ClientTlsFlags();
-  auto security = moe::MakeChannelSecurity(tls);
+  auto security = moe::MakeChannelSecurity(moe::ClientTlsFlags());
   if (!security.ok()) {
     std::cerr << "moe_health: " << security.status().message() << std::endl;
     return 2;
@@ -51,8 +49,7 @@ int main(int argc, char** argv) {
   grpc::Status status = stub->Check(&context, request, &response);
   if (!status.ok()) {
     std::cerr << "moe_health: " << absl::GetFlag(FLAGS_target) << ": "
-              << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))
-              << ": " << moe::ExplainStatus(status, tls.enabled(), "--tls_") << std::endl;
+              << moe::DescribeCallFailure(status) << std::endl;
     return 1;
   }
   const bool serving = response.status() == grpc::health::v1::HealthCheckResponse::SERVING;

@@ -34,7 +34,6 @@
 #include "common/kernels/cpu_affinity.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/routing/expert_set.h"
-#include "common/rpc/connection_error.h"
 #include "common/rpc/memory_policy.h"
 #include "common/rpc/tensor_proto.h"
 #include "common/rpc/tls_credentials.h"
@@ -201,8 +200,7 @@ int main(int argc, char** argv) {
       grpc::ClientContext context;
       grpc::Status status = stub->Info(&context, moe::v1::InfoRequest(), &info);
       if (!status.ok()) {
-        std::cerr << "moe_layer_bench: Info failed: " << CodeName(status) << ": "
-                  << moe::ExplainStatus(status, moe::ClientTlsFlags().enabled(), "--tls_")
+        std::cerr << "moe_layer_bench: Info failed: " << moe::DescribeCallFailure(status)
                   << std::endl;
         return 1;
       }
