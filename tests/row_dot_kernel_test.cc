@@ -2,11 +2,11 @@
 // Bf16Matrix layout they read.
 #include "common/kernels/row_dot_kernel.h"
 
-#include <cpuid.h>
-
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <limits>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -165,21 +165,57 @@ TEST(RowDotKernelTest, FewTokenDotsMatchDoubleWhateverTheStreamsTake) {
   }
 }
 
-// Unset, MOE_ONE_TOKEN_STREAMS leaves the choice to the CPU: one on AMD Zen 4 (family 25 with
-// AVX-512), four on others; the process's sets (BestRowDotKernels) read that many. ctest also runs
-// this with the variable set to 1, 4 and 3 (not a choice: an error naming the variable;
-// tests/CMakeLists.txt).
+// The CPUs the default was measured on (README "One token: weight streams per thread"), as CPUID
+// describes them: one stream on Zen 4 cores only, whether or not the hypervisor shows AVX-512.
+TEST(RowDotKernelTest, OneStreamByDefaultOnZen4CoresOnly) {
+  struct Case {
+    const char* cpu;
+    CpuIdentity id;
+    int streams;
+  };
+  const Case cases[] = {
+      {"Zen 4 EPYC (Genoa), AVX-512 shown", {true, 25, 0x11, true}, 1},
+      {"Zen 4 EPYC (Genoa), AVX-512 hidden by the hypervisor", {true, 25, 0x11, false}, 1},
+      {"Zen 4 Ryzen 7000 (Raphael)", {true, 25, 0x61, true}, 1},
+      {"Zen 4c EPYC (Bergamo)", {true, 25, 0xa0, true}, 1},
+      {"Zen 3 EPYC (Milan)", {true, 25, 0x01, false}, 4},
+      {"Zen 3 Ryzen 5000 (Vermeer)", {true, 25, 0x21, false}, 4},
+      {"Zen 5 EPYC (Turin)", {true, 26, 0x02, true}, 4},
+      {"Zen 2 EPYC (Rome)", {true, 23, 0x31, false}, 4},
+      {"Intel Xeon (Sapphire Rapids)", {false, 6, 0x8f, true}, 4},
+      {"Intel Xeon (Emerald Rapids), family 6 model 207", {false, 6, 0xcf, true}, 4},
+  };
+  for (const Case& c : cases) EXPECT_EQ(DefaultOneTokenStreams(c.id), c.streams) << c.cpu;
+}
+
+// ThisCpu reads what the kernel reports in /proc/cpuinfo (Linux x86-64).
+TEST(RowDotKernelTest, ThisCpuMatchesProcCpuinfo) {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  if (!cpuinfo) GTEST_SKIP() << "no /proc/cpuinfo here";
+  std::map<std::string, std::string> fields;
+  for (std::string line; std::getline(cpuinfo, line) && !line.empty();) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string key = line.substr(0, colon);
+    key.erase(key.find_last_not_of(" \t") + 1);
+    fields[key] = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
+  }
+  const CpuIdentity cpu = ThisCpu();
+  EXPECT_EQ(cpu.amd, fields["vendor_id"] == "AuthenticAMD");
+  EXPECT_EQ(std::to_string(cpu.family), fields["cpu family"]);
+  EXPECT_EQ(std::to_string(cpu.model), fields["model"]);
+  EXPECT_EQ(cpu.avx512f, (" " + fields["flags"] + " ").find(" avx512f ") != std::string::npos);
+}
+
+// Unset, MOE_ONE_TOKEN_STREAMS leaves the choice to the CPU (DefaultOneTokenStreams); the
+// process's sets (BestRowDotKernels) read that many. ctest also runs this with the variable set to
+// 1, 4 and 3 (not a choice: an error naming the variable; tests/CMakeLists.txt).
 TEST(RowDotKernelTest, OneTokenStreamsFollowTheEnvironmentOrTheCpu) {
   const char* env = std::getenv("MOE_ONE_TOKEN_STREAMS");
   const absl::StatusOr<int> streams = OneTokenStreamsFromEnv();
   if (env == nullptr) {
     ASSERT_TRUE(streams.ok()) << streams.status();
-    __builtin_cpu_init();
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    __get_cpuid(1, &eax, &ebx, &ecx, &edx);
-    const unsigned family = ((eax >> 8) & 0xf) + ((eax >> 20) & 0xff);
-    const bool zen4 = __builtin_cpu_is("amd") && __builtin_cpu_supports("avx512f") && family == 25;
-    EXPECT_EQ(*streams, zen4 ? 1 : 4);
+    EXPECT_EQ(*streams, DefaultOneTokenStreams(ThisCpu()));
   } else if (std::string(env) == "1" || std::string(env) == "4") {
     ASSERT_TRUE(streams.ok()) << streams.status();
     EXPECT_EQ(*streams, std::stoi(env));

@@ -79,13 +79,25 @@ struct RowDotKernels {
 
 // How many weight streams a thread reads at once in a one-token dot, the AVX-512 and AVX2 sets'
 // choice. One core's read rate from DRAM depends on it, by CPU: a Zen 4 core read one stream of
-// rows 1.35-1.42x faster than four neighbouring rows side by side; an Intel Xeon (Sapphire Rapids
-// class) core read ~1.6x faster from four neighbouring streams than from one, and so did a Zen 3
-// (two cores' one-token float32 dots 1.44x); a Zen 5 read four parts 1.1-1.2x faster than one
-// stream (README "One token: weight streams per thread"). The environment variable
-// MOE_ONE_TOKEN_STREAMS (1 or 4; read once per process) sets it; unset, 1 on AMD Zen 4 (family 25
-// with AVX-512) and 4 on others. InvalidArgument, naming the variable, for any other value.
+// rows 1.35-1.42x faster than four neighbouring rows side by side, with the AVX-512 kernels as with
+// the AVX2 ones (a Zen 4 guest whose hypervisor hides AVX-512: 1.30-1.41x); an Intel Xeon (Sapphire
+// Rapids class) core read ~1.6x faster from four neighbouring streams than from one, and so did a
+// Zen 3 (two cores' one-token float32 dots 1.44x); a Zen 5 read four parts 1.1-1.2x faster than
+// one stream (README "One token: weight streams per thread"). The environment variable
+// MOE_ONE_TOKEN_STREAMS (1 or 4; read once per process) sets it; unset, DefaultOneTokenStreams of
+// this CPU. InvalidArgument, naming the variable, for any other value.
 absl::StatusOr<int> OneTokenStreamsFromEnv();
+// What CPUID says of a CPU, as far as the default above needs it.
+struct CpuIdentity {
+  bool amd = false;
+  unsigned family = 0;  // base family + extended family
+  unsigned model = 0;   // extended model << 4 | base model
+  bool avx512f = false;
+};
+CpuIdentity ThisCpu();
+// 1 on AMD Zen 4 cores (family 25 with AVX-512, or a Zen 4 model number: 0x10-0x1f, 0x60-0x7f,
+// 0xa0-0xaf, since a hypervisor may hide AVX-512 from a guest), 4 on every other CPU.
+int DefaultOneTokenStreams(const CpuIdentity& cpu);
 inline constexpr int kOneTokenStreamChoices[] = {1, 4};
 
 const RowDotKernels& PortableRowDotKernels();

@@ -106,23 +106,6 @@ void UnpackInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t 
   }
 }
 
-// Weight streams per one-token dot without MOE_ONE_TOKEN_STREAMS: 1 on AMD Zen 4 (family 25 with
-// AVX-512), 4 on others (Intel CPUs; AMD Zen 5, family 26, and Zen 3 and older). On a Zen 4, four
-// parts against one stream (moe_decode_bench's four_vs_one, fp32 / bf16 / int8): OLMoE 1.01 /
-// 0.92 / 0.91, Qwen3 1.01 / 0.89 / 0.96.
-int CpuDefaultOneTokenStreams() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  __builtin_cpu_init();
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (__builtin_cpu_is("amd") && __builtin_cpu_supports("avx512f") &&
-      __get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
-    const unsigned family = ((eax >> 8) & 0xf) + ((eax >> 20) & 0xff);  // base 0xf + extended
-    if (family == 25) return 1;
-  }
-#endif
-  return 4;
-}
-
 }  // namespace
 
 const RowDotKernels& PortableRowDotKernels() {
@@ -131,10 +114,39 @@ const RowDotKernels& PortableRowDotKernels() {
   return kernels;
 }
 
+CpuIdentity ThisCpu() {
+  CpuIdentity cpu;
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+    const unsigned base_family = (eax >> 8) & 0xf, base_model = (eax >> 4) & 0xf;
+    cpu.family = base_family == 0xf ? base_family + ((eax >> 20) & 0xff) : base_family;
+    cpu.model =
+        base_family == 0xf || base_family == 6 ? ((eax >> 16) & 0xf) << 4 | base_model : base_model;
+  }
+  cpu.amd = __builtin_cpu_is("amd");
+  cpu.avx512f = __builtin_cpu_supports("avx512f");
+#endif
+  return cpu;
+}
+
+// On a Zen 4, four parts against one stream (moe_decode_bench's four_vs_one, fp32 / bf16 / int8):
+// with AVX-512, OLMoE 1.01 / 0.92 / 0.91, Qwen3 1.01 / 0.89 / 0.96; with AVX-512 hidden (model 17,
+// the AVX2 kernels), OLMoE 0.81-0.83 / 0.92-0.96 / 0.91-1.00 and Qwen3 0.88 / 0.95 / 0.93, one core
+// (--clock=thread_cpu) 0.77 / 0.97 / 0.99 and 0.71 / 0.99 / 1.03.
+int DefaultOneTokenStreams(const CpuIdentity& cpu) {
+  if (!cpu.amd || cpu.family != 25) return 4;
+  const unsigned m = cpu.model;
+  const bool zen4_model =
+      (m >= 0x10 && m <= 0x1f) || (m >= 0x60 && m <= 0x7f) || (m >= 0xa0 && m <= 0xaf);
+  return cpu.avx512f || zen4_model ? 1 : 4;
+}
+
 absl::StatusOr<int> OneTokenStreamsFromEnv() {
   static const absl::StatusOr<int> streams = []() -> absl::StatusOr<int> {
     const char* env = std::getenv("MOE_ONE_TOKEN_STREAMS");
-    if (env == nullptr || *env == '\0') return CpuDefaultOneTokenStreams();
+    if (env == nullptr || *env == '\0') return DefaultOneTokenStreams(ThisCpu());
     for (int choice : kOneTokenStreamChoices) {
       if (std::to_string(choice) == env) return choice;
     }
@@ -156,7 +168,8 @@ const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_int16_dots,
                 Avx2RowDotKernels(streams), Avx2Int16RowDotKernels(streams)};
   };
   static const Sets one_stream = sets_of(1), four_streams = sets_of(4);
-  static const int process_streams = OneTokenStreamsFromEnv().value_or(CpuDefaultOneTokenStreams());
+  static const int process_streams =
+      OneTokenStreamsFromEnv().value_or(DefaultOneTokenStreams(ThisCpu()));
   const int streams =
       one_token_streams == 1 || one_token_streams == 4 ? one_token_streams : process_streams;
   const Sets& sets = streams == 1 ? one_stream : four_streams;
