@@ -1,14 +1,25 @@
 // The /metrics endpoint over real loopback HTTP (cpp-httplib's client against our server).
 #include "common/metrics/metrics_http_server.h"
 
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/metrics/text_format.h"
 #include "tests/prometheus_text_parser.h"
 
@@ -65,6 +76,93 @@ TEST_F(MetricsHttpServerTest, ALargeRequestBodyIsRefusedNotRead) {
   httplib::Result scrape = client.Get("/metrics");
   ASSERT_TRUE(scrape);
   EXPECT_EQ(scrape->status, 200);
+}
+
+// Established TCP connections on local port `port` whose socket is a descriptor of this process:
+// the server's side of its accepted connections (not the clients' sockets, nor connections the
+// kernel completed that nobody accepted yet).
+int AcceptedConnections(int port) {
+  std::set<std::string> inodes;
+  std::ifstream tcp("/proc/net/tcp");
+  std::string line;
+  std::getline(tcp, line);  // header
+  while (std::getline(tcp, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state, skip, inode;
+    fields >> slot >> local >> remote >> state;
+    for (int i = 0; i < 5; ++i) fields >> skip;  // tx/rx queues, timer, retransmits, uid, timeout
+    fields >> inode;
+    if (state == "01" && std::stoi(local.substr(local.find(':') + 1), nullptr, 16) == port) {
+      inodes.insert(absl::StrCat("socket:[", inode, "]"));
+    }
+  }
+  int count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code error;
+    const std::filesystem::path target = std::filesystem::read_symlink(entry.path(), error);
+    if (!error && inodes.count(target.string()) > 0) ++count;
+  }
+  return count;
+}
+
+// `count` sockets connecting to 127.0.0.1:port that never send a byte.
+std::vector<int> ConnectSilently(int port, int count) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::vector<int> sockets;
+  for (int i = 0; i < count; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0) break;
+    connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address));  // EINPROGRESS
+    sockets.push_back(fd);
+  }
+  return sockets;
+}
+
+// A flood of idle connections must not take the process's descriptors (which gRPC needs too): the
+// server accepts at most 16 at once, the rest wait in the kernel; after the flood it serves again.
+TEST_F(MetricsHttpServerTest, AConnectionFloodHoldsAtMostSixteenConnections) {
+  auto server = MetricsHttpServer::Start({"127.0.0.1:0", ""}, &registry_);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  std::vector<int> flood = ConnectSilently(port, 300);
+  ASSERT_EQ(flood.size(), 300u);
+  // Watched for 3 s, long enough for the clients' SYN retries to reach an unbounded listener.
+  int most = 0;
+  for (const absl::Time until = absl::Now() + absl::Seconds(3); absl::Now() < until;) {
+    most = std::max(most, AcceptedConnections(port));
+    absl::SleepFor(absl::Milliseconds(20));  // sampling, not waiting for an event
+  }
+  EXPECT_GT(most, 2) << "the flood never reached the server";
+  EXPECT_LE(most, 16);
+  for (int fd : flood) close(fd);
+
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(30);
+  client.set_read_timeout(30);
+  httplib::Result scrape = client.Get("/metrics");
+  ASSERT_TRUE(scrape) << httplib::to_string(scrape.error());
+  EXPECT_EQ(scrape->status, 200);
+}
+
+// The listener waits while the queue is full; Stop() must still end it within about a timeout.
+TEST_F(MetricsHttpServerTest, StopDuringAConnectionFloodReturns) {
+  auto server = MetricsHttpServer::Start({"127.0.0.1:0", ""}, &registry_);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  std::vector<int> flood = ConnectSilently(port, 100);
+  bool busy = false;  // the workers hold connections and more are queued
+  for (const absl::Time until = absl::Now() + absl::Seconds(10); !busy && absl::Now() < until;) {
+    busy = AcceptedConnections(port) > 2;
+    if (!busy) absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_TRUE(busy) << "the flood never reached the server";
+  const absl::Time start = absl::Now();
+  (*server)->Stop();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(8));
+  for (int fd : flood) close(fd);
 }
 
 TEST_F(MetricsHttpServerTest, StopClosesTheListenerAndIsIdempotent) {

@@ -4,10 +4,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <functional>
 #include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/cli/port_file.h"
 #include "common/metrics/text_format.h"
 
@@ -16,11 +18,47 @@ namespace {
 
 // Scrapes are small and rare; two threads let one slow scraper not block another.
 constexpr size_t kServerThreads = 2;
+// Accepted connections held at most: queued or being served, and the one the listener accepted
+// and waits to queue. Further connections wait in the kernel's listen backlog (or are refused
+// there) and hold no descriptor of this process.
+constexpr size_t kMaxConnections = 16;
 // Idle keep-alive connections hold a worker (and so Stop()) at most this long.
 constexpr time_t kKeepAliveSeconds = 1;
 // Scrapes are GETs without a body: a longer one is refused (413) and its body discarded as it
 // arrives, never held (httplib's default reads any body whole into memory, even for a 404).
 constexpr size_t kMaxBodyBytes = 4096;
+
+// httplib's ThreadPool queues every accepted connection without bound, each holding a file
+// descriptor: a flood of connections to the metrics port would take the whole process to its
+// descriptor limit, and then gRPC could accept no connection either. This queue makes the listener
+// wait while kMaxConnections - 1 are queued or being served. A waiting connection costs a worker at
+// most its keep-alive or read timeout; once stop() has closed the listener, queued ones close at
+// once, so Stop() still returns within about one timeout.
+class BoundedConnectionQueue final : public httplib::TaskQueue {
+ public:
+  void enqueue(std::function<void()> serve_connection) override {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(this, &BoundedConnectionQueue::HasRoom));
+      ++connections_;
+    }
+    pool_.enqueue([this, serve_connection = std::move(serve_connection)] {
+      serve_connection();
+      absl::MutexLock lock(&mu_);
+      --connections_;
+    });
+  }
+  void shutdown() override { pool_.shutdown(); }
+
+ private:
+  bool HasRoom() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return connections_ + 1 < kMaxConnections;
+  }
+
+  httplib::ThreadPool pool_{kServerThreads};
+  absl::Mutex mu_;
+  size_t connections_ ABSL_GUARDED_BY(mu_) = 0;
+};
 
 struct HostPort {
   std::string host;
@@ -92,7 +130,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
       absl::MutexLock lock(&raw->mu_);
       raw->accepting_ = true;
     }
-    return new httplib::ThreadPool(kServerThreads);
+    return new BoundedConnectionQueue;
   };
   raw->thread_ = std::thread([raw] {
     raw->server_->listen_after_bind();
