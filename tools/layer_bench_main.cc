@@ -92,10 +92,6 @@ ABSL_FLAG(int, blas_threads, 0,
 
 namespace {
 
-std::string CodeName(const grpc::Status& status) {
-  return absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
-}
-
 // The token sets of every count are all held at once: refused above 8 GiB (a typo such as
 // --tokens=4294967297 ended in bad_alloc).
 bool TokenSetsFit(const std::vector<int64_t>& counts, int sets, int64_t d) {
@@ -238,8 +234,8 @@ int main(int argc, char** argv) {
       if (layer.has_value()) request.set_layer(*layer);
       grpc::Status status = stub->Forward(&context, request, &response);
       if (!status.ok()) {
-        std::cerr << "moe_layer_bench: Forward failed: " << CodeName(status) << ": "
-                  << status.error_message() << std::endl;
+        std::cerr << "moe_layer_bench: Forward failed: " << moe::DescribeCallFailure(status)
+                  << std::endl;
       }
       return status.ok();
     };
