@@ -107,7 +107,8 @@ const RowDotKernels* Avx512RowDotKernels(int one_token_streams = 1);
 // The AVX-512 set with the int8 dots above; nullptr without AVX512-VNNI too.
 const RowDotKernels* Avx512VnniRowDotKernels(int one_token_streams = 1);
 // nullptr when this CPU (or compiler) has no AVX2 and FMA, or `one_token_streams` is not one of
-// kOneTokenStreamChoices. The default, 4, is what CPUs without AVX-512 read by default.
+// kOneTokenStreamChoices. The default, 4, is what CPUs without AVX-512 read by default (Zen 4
+// cores whose AVX-512 a hypervisor hides read 1: DefaultOneTokenStreams).
 const RowDotKernels* Avx2RowDotKernels(int one_token_streams = 4);
 // The AVX2 set with int16 int8 dots as above; nullptr as Avx2RowDotKernels.
 const RowDotKernels* Avx2Int16RowDotKernels(int one_token_streams = 4);

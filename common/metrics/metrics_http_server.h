@@ -1,6 +1,7 @@
 // Serves a MetricRegistry on HTTP `GET /metrics` (Prometheus text format 0.0.4), for
 // --metrics_listen. Uses Debian's cpp-httplib with a small pool of its own threads and at most 16
-// connections accepted at once (more wait in the kernel's listen backlog); other paths answer 404. Plain HTTP: Prometheus scrapes it on the internal network.
+// connections accepted at once (more wait in the kernel's listen backlog); other paths answer
+// 404. Plain HTTP: Prometheus scrapes it on the internal network.
 //
 // Start() returns once the server accepts connections; port() is the bound port (useful with
 // port 0). Stop() (also run by the destructor) closes the listener, lets scrapes in flight finish
