@@ -20,6 +20,7 @@
 #include "common/metrics/metrics_http_server.h"
 #include "common/rpc/admission_gate.h"
 #include "common/rpc/memory_policy.h"
+#include "common/rpc/open_file_limit.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "common/rpc/tls_credentials.h"
@@ -125,6 +126,7 @@ int main(int argc, char** argv) {
       "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
   moe::ParseFlags(argc, argv);
   moe::UseServingMutexes();
+  moe::RaiseOpenFileLimitForServer("moe_expert");  // common/rpc/open_file_limit.h
 
   moe::ExpertShardOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);

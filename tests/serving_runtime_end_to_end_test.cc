@@ -1,8 +1,9 @@
 // The serving runtime of the real binaries: a taken port is a start-up error naming the address,
-// SIGTERM drains and exits (within --drain_s + 1 s even while shards hang), and bad admission
-// flags are refused at start.
+// SIGTERM drains and exits (within --drain_s + 1 s even while shards hang), bad admission
+// flags are refused at start, and the servers raise their open file limit.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <fstream>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
@@ -151,6 +153,43 @@ TEST(ServingRuntimeEndToEndTest, AdmissionLimitAtTheThreadCapIsAStartupError) {
                                       "--max_threads=16", "--max_inflight=16"});
   ASSERT_FALSE(server.ok()) << "started with no threads left to refuse calls with";
   EXPECT_THAT(std::string(server.status().message()), HasSubstr("--max_inflight / --max_threads"));
+}
+
+// The soft limit on open files in /proc/PID/limits ("Max open files  SOFT  HARD  files").
+std::string SoftOpenFileLimit(pid_t pid) {
+  std::ifstream limits("/proc/" + std::to_string(pid) + "/limits");
+  for (std::string line; std::getline(limits, line);) {
+    if (!absl::StartsWith(line, "Max open files")) continue;
+    std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    return fields.size() >= 5 ? fields[3] : "";
+  }
+  return "";
+}
+
+// Started with a low soft limit (inherited from this test), both servers raise it to the hard
+// limit and say so: every connection is a descriptor (common/rpc/open_file_limit.h).
+TEST(ServingRuntimeEndToEndTest, ServersRaiseTheirOpenFileLimitToTheHardOne) {
+  rlimit limit{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
+  if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max <= 256) {
+    GTEST_SKIP() << "hard open file limit " << limit.rlim_max << ": nothing to raise to";
+  }
+  const rlimit saved = limit;
+  limit.rlim_cur = 256;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &limit), 0);
+  testing::Server expert = testing::MustStart(
+      testing::ExpertBinary(), {"--model=" + TinyModel(), "--layer=0", "--experts=0-7"});
+  testing::Server router =
+      testing::MustStart(testing::RouterBinary(),
+                         {"--model=" + TinyModel(), "--layer=0", "--shards=" + expert.target()});
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+
+  const std::string hard =
+      limit.rlim_max == RLIM_INFINITY ? "unlimited" : std::to_string(limit.rlim_max);
+  for (testing::Server* server : {&expert, &router}) {
+    EXPECT_EQ(SoftOpenFileLimit(server->process->pid()), hard) << server->process->Log();
+    EXPECT_THAT(server->process->Log(), HasSubstr("open file limit raised from 256 to "));
+  }
 }
 
 }  // namespace
