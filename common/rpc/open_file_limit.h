@@ -16,8 +16,8 @@
 namespace moe {
 
 // Lifts RLIMIT_NOFILE's soft limit to its hard one. Logs "PROGRAM: open file limit raised from A
-// to B" on stderr when it changed, or a warning naming the error
-// when the limits cannot be read or set (the server runs on).
+// to B" on stderr when it changed, or a warning naming the error when the limits cannot be read
+// or set (the server runs on).
 void RaiseOpenFileLimitForServer(absl::string_view program);
 
 }  // namespace moe
