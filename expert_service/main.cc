@@ -21,7 +21,6 @@
 #include "common/rpc/admission_gate.h"
 #include "common/rpc/memory_policy.h"
 #include "common/rpc/open_file_limit.h"
-#include "common/rpc/server_flags.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "common/rpc/tls_credentials.h"
@@ -29,12 +28,15 @@
 #include "expert_service/expert_service.h"
 #include "expert_service/expert_shard.h"
 
+ABSL_FLAG(std::string, model, "",
+          "Required: Hugging Face checkpoint directory (config.json + safetensors)");
 ABSL_FLAG(std::string, layers, "all",
           "MoE layers whose experts to hold: all (dense layers skipped), or e.g. 3, 1-15, 1,3,5");
 ABSL_FLAG(int, layer, -1, "Same as --layers=N (kept for compatibility); -1: use --layers");
 ABSL_FLAG(std::string, experts, "",
           "Required: experts to hold, 0-3 | 0,2,5 | all; add 'shared' for the shared expert");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50061", "Address to serve on (port 0 picks a free port)");
+ABSL_FLAG(std::string, port_file, "", "If set, write the bound port to this file once serving");
 ABSL_FLAG(std::string, weights_dtype, "f32",
           "Expert weights in memory: f32; bf16 (half the bytes: small batches, bound by memory "
           "bandwidth, run up to 2x faster; f32 checkpoints are rounded to nearest bf16; on CPUs "
@@ -75,7 +77,21 @@ ABSL_FLAG(int, concurrent_ffn, 1,
           "queue and their batches grow. 0: unlimited");
 ABSL_FLAG(int, batch_wait_us, 0,
           "How long an idle expert lingers for more tokens before computing (0: never waits)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Serve TLS with this PEM certificate chain (with --tls_key); default: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Mutual TLS: callers (routers) must present a certificate signed by this PEM CA");
 
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics on HTTP GET /metrics at this HOST:PORT (port 0 picks a free "
+          "port); empty: no metrics");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, write the bound metrics port to this file once serving");
+
+ABSL_FLAG(int, drain_s, 5,
+          "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
+          "this many seconds to finish (then they are cancelled), then exit");
 ABSL_FLAG(int, max_threads, 64,
           "Most gRPC server threads (handlers and pollers; a thread whose call finished waits for "
           "the next); 0 = unbounded (with --max_inflight=0)");
@@ -154,7 +170,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.weight_storage = *storage;
-  const moe::TlsFiles tls = moe::ServerTlsFlags();
+  moe::TlsFiles tls;
+  tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  tls.key = absl::GetFlag(FLAGS_tls_key);
+  tls.ca = absl::GetFlag(FLAGS_tls_ca);
   auto credentials = moe::MakeServerCredentials(tls);
   if (!credentials.ok()) {
     std::cerr << "moe_expert: " << credentials.status().message() << std::endl;
@@ -195,10 +214,9 @@ int main(int argc, char** argv) {
   batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   batching.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_batch_wait_us));
   batching.concurrent_ffn = absl::GetFlag(FLAGS_concurrent_ffn);
-  const moe::MetricsHttpServerOptions metrics_options = moe::MetricsFlags();
   moe::MetricRegistry registry;
   std::unique_ptr<moe::ExpertMetrics> metrics;
-  if (!metrics_options.listen.empty()) {
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     auto created = moe::ExpertMetrics::Create(&registry, **shard);
     if (!created.ok()) {
       std::cerr << "moe_expert: metrics: " << created.status().message() << std::endl;
@@ -206,7 +224,8 @@ int main(int argc, char** argv) {
     }
     metrics = std::move(*created);
   }
-  auto metrics_http = moe::MetricsHttpServer::StartIfConfigured(metrics_options, &registry);
+  auto metrics_http = moe::MetricsHttpServer::StartIfConfigured(
+      {absl::GetFlag(FLAGS_metrics_listen), absl::GetFlag(FLAGS_metrics_port_file)}, &registry);
   if (!metrics_http.ok()) {
     std::cerr << "moe_expert: --metrics_listen: " << metrics_http.status().message() << std::endl;
     return 1;

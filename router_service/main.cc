@@ -24,7 +24,6 @@
 #include "common/rpc/admission_queue.h"
 #include "common/rpc/memory_policy.h"
 #include "common/rpc/open_file_limit.h"
-#include "common/rpc/server_flags.h"
 #include "common/rpc/server_runner.h"
 #include "common/rpc/shutdown_signal.h"
 #include "common/rpc/tls_credentials.h"
@@ -33,6 +32,8 @@
 #include "router_service/router_service.h"
 #include "router_service/shards_file.h"
 
+ABSL_FLAG(std::string, model, "",
+          "Required: Hugging Face checkpoint directory (config.json + safetensors)");
 ABSL_FLAG(std::string, layers, "all",
           "MoE layers to serve: all (dense layers skipped), or e.g. 3, 1-15, 1,3,5");
 ABSL_FLAG(int, layer, -1, "Same as --layers=N (kept for compatibility); -1: use --layers");
@@ -46,6 +47,7 @@ ABSL_FLAG(std::string, shards_file, "",
           "A file holding the --shards list (commas or newlines between entries), re-read when it "
           "changes: add or drain shard hosts without restarting the router");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "Address to serve on (port 0 picks a free port)");
+ABSL_FLAG(std::string, port_file, "", "If set, write the bound port to this file once serving");
 ABSL_FLAG(int, max_tokens, 8192, "Most tokens accepted in one request");
 ABSL_FLAG(int, default_timeout_ms, 30000,
           "Deadline of a request whose client set none (a client deadline is used as it is)");
@@ -68,6 +70,11 @@ ABSL_FLAG(std::string, shard_wire_dtype, "f32",
 ABSL_FLAG(int, refresh_ms, 1000,
           "How often to ask every shard what it serves (discovery, identity checks, probes)");
 
+ABSL_FLAG(std::string, tls_cert, "",
+          "Serve TLS with this PEM certificate chain (with --tls_key); default: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Mutual TLS: clients must present a certificate signed by this PEM CA");
 ABSL_FLAG(std::string, shard_tls_ca, "",
           "Call shards over TLS, trusting this PEM CA; default: plaintext (with only "
           "--shard_tls_cert/--shard_tls_key: TLS with the system's roots)");
@@ -79,6 +86,14 @@ ABSL_FLAG(std::string, shard_tls_server_name, "",
 ABSL_FLAG(bool, info_shows_topology, false,
           "Info lists each shard's target (internal addresses); off by default so the public "
           "API does not reveal them");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics on HTTP GET /metrics at this HOST:PORT (port 0 picks a free "
+          "port); empty: no metrics");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, write the bound metrics port to this file once serving");
+ABSL_FLAG(int, drain_s, 5,
+          "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
+          "this many seconds to finish (then they are cancelled), then exit");
 ABSL_FLAG(int, max_threads, 512,
           "Most gRPC server threads (handlers and pollers; a queued Forward call holds one; a "
           "thread whose call finished waits for the next); 0 = unbounded (with --max_inflight=0)");
@@ -248,7 +263,10 @@ int main(int argc, char** argv) {
               << std::endl;
     return 2;
   }
-  const moe::TlsFiles server_tls = moe::ServerTlsFlags();
+  moe::TlsFiles server_tls;
+  server_tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  server_tls.key = absl::GetFlag(FLAGS_tls_key);
+  server_tls.ca = absl::GetFlag(FLAGS_tls_ca);
   auto server_credentials = moe::MakeServerCredentials(server_tls);
   moe::TlsFiles shard_tls;
   shard_tls.cert = absl::GetFlag(FLAGS_shard_tls_cert);
@@ -265,9 +283,8 @@ int main(int argc, char** argv) {
   }
   moe::SetBlasThreads(absl::GetFlag(FLAGS_blas_threads));
   // Outlives the router, which registers its metrics here.
-  const moe::MetricsHttpServerOptions metrics_options = moe::MetricsFlags();
   moe::MetricRegistry registry;
-  if (!metrics_options.listen.empty()) options.metrics = &registry;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) options.metrics = &registry;
 
   const int channels = absl::GetFlag(FLAGS_channels_per_shard);
   auto router = moe::Router::Create(
@@ -287,7 +304,8 @@ int main(int argc, char** argv) {
             << ", shards: " << moe::ClientTlsMode(shard_tls)
             << "; kernels: " << moe::KernelsReport() << std::endl;
 
-  auto metrics_http = moe::MetricsHttpServer::StartIfConfigured(metrics_options, &registry);
+  auto metrics_http = moe::MetricsHttpServer::StartIfConfigured(
+      {absl::GetFlag(FLAGS_metrics_listen), absl::GetFlag(FLAGS_metrics_port_file)}, &registry);
   if (!metrics_http.ok()) {
     std::cerr << "moe_router: --metrics_listen: " << metrics_http.status().message() << std::endl;
     return 1;
