@@ -6,15 +6,18 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -145,6 +148,65 @@ TEST_F(MetricsHttpServerTest, AConnectionFloodHoldsAtMostSixteenConnections) {
   httplib::Result scrape = client.Get("/metrics");
   ASSERT_TRUE(scrape) << httplib::to_string(scrape.error());
   EXPECT_EQ(scrape->status, 200);
+}
+
+// Clients that send a request a byte at a time and never finish it: one more than the server has
+// workers. Each is cut off at the request deadline, counted from when a worker takes it (httplib's
+// per-read timeout alone let each hold a worker for as long as it kept trickling), and a scrape
+// sent meanwhile is answered once a worker is free.
+TEST_F(MetricsHttpServerTest, ClientsTricklingARequestAreCutOffAtTheDeadline) {
+  MetricsHttpServerOptions options{"127.0.0.1:0", ""};
+  options.request_deadline = absl::Seconds(2);
+  auto server = MetricsHttpServer::Start(options, &registry_);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  const absl::Time start = absl::Now();
+  std::vector<int> tricklers = ConnectSilently(port, 3);
+  ASSERT_EQ(tricklers.size(), 3u);
+  std::thread scraper([&] {
+    httplib::Client client("127.0.0.1", port);
+    client.set_read_timeout(30);
+    httplib::Result scrape = client.Get("/metrics");
+    ASSERT_TRUE(scrape) << httplib::to_string(scrape.error());
+    EXPECT_EQ(scrape->status, 200);
+    EXPECT_EQ(scrape->body, registry_.TextExposition());
+  });
+
+  // One byte to each open client, then a wait of up to 100 ms for the server to close any of them.
+  const std::string request = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+  const std::string endless_header = "X-Pad: a\r\n";
+  std::vector<size_t> sent(tricklers.size(), 0);
+  std::vector<absl::Duration> closed_after(tricklers.size(), absl::InfiniteDuration());
+  while (absl::Now() - start < absl::Seconds(12)) {
+    std::vector<pollfd> watched;
+    for (size_t i = 0; i < tricklers.size(); ++i) {
+      if (closed_after[i] != absl::InfiniteDuration()) continue;
+      const size_t at = sent[i];
+      const char next = at < request.size()
+                            ? request[at]
+                            : endless_header[(at - request.size()) % endless_header.size()];
+      if (send(tricklers[i], &next, 1, MSG_NOSIGNAL) == 1) ++sent[i];  // else not connected yet
+      watched.push_back({tricklers[i], POLLIN, 0});
+    }
+    if (watched.empty()) break;
+    if (poll(watched.data(), watched.size(), /*timeout_ms=*/100) <= 0) continue;
+    for (const pollfd& socket : watched) {
+      if (socket.revents == 0) continue;
+      char reply[256];
+      const ssize_t got = recv(socket.fd, reply, sizeof(reply), MSG_DONTWAIT);
+      if (got > 0 || (got < 0 && errno == EAGAIN)) continue;
+      const size_t i = std::find(tricklers.begin(), tricklers.end(), socket.fd) - tricklers.begin();
+      closed_after[i] = absl::Now() - start;
+    }
+  }
+  scraper.join();
+  // Two workers take two clients at once and the third when one is free (the scrape may go first);
+  // a cut-off connection closes at once, without the keep-alive wait (1 s) for a next request.
+  std::sort(closed_after.begin(), closed_after.end());
+  EXPECT_GE(closed_after[0], absl::Seconds(2));
+  EXPECT_LT(closed_after[1], absl::Seconds(2.8));
+  EXPECT_LT(closed_after[2], absl::Seconds(5.5));
+  for (int fd : tricklers) close(fd);
 }
 
 // The listener waits while the queue is full; Stop() must still end it within about a timeout.

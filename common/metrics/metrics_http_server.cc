@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/cli/port_file.h"
+#include "common/metrics/deadline_http_server.h"
 #include "common/metrics/text_format.h"
 
 namespace moe {
@@ -31,9 +32,9 @@ constexpr size_t kMaxBodyBytes = 4096;
 // httplib's ThreadPool queues every accepted connection without bound, each holding a file
 // descriptor: a flood of connections to the metrics port would take the whole process to its
 // descriptor limit, and then gRPC could accept no connection either. This queue makes the listener
-// wait while kMaxConnections - 1 are queued or being served. A waiting connection costs a worker at
-// most its keep-alive or read timeout; once stop() has closed the listener, queued ones close at
-// once, so Stop() still returns within about one timeout.
+// wait while kMaxConnections - 1 are queued or being served. A connection holds a worker at most
+// a request deadline (then between requests the keep-alive timeout); once stop() has closed the
+// listener, queued ones close at once, so Stop() still returns within about one deadline.
 class BoundedConnectionQueue final : public httplib::TaskQueue {
  public:
   void enqueue(std::function<void()> serve_connection) override {
@@ -98,7 +99,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   absl::StatusOr<HostPort> address = ParseListen(options.listen);
   if (!address.ok()) return address.status();
 
-  auto server = std::make_unique<httplib::Server>();
+  auto server = std::make_unique<DeadlineHttpServer>(options.request_deadline);
   server->set_keep_alive_timeout(kKeepAliveSeconds);
   server->set_payload_max_length(kMaxBodyBytes);
   // httplib's default also sets SO_REUSEPORT, which lets a second process bind the same port and

@@ -1,7 +1,8 @@
 // Serves a MetricRegistry on HTTP `GET /metrics` (Prometheus text format 0.0.4), for
 // --metrics_listen. Uses Debian's cpp-httplib with a small pool of its own threads and at most 16
-// connections accepted at once (more wait in the kernel's listen backlog); other paths answer
-// 404. Plain HTTP: Prometheus scrapes it on the internal network.
+// connections accepted at once (more wait in the kernel's listen backlog); a request not read and
+// answered within `request_deadline` is cut off, so slow or stalled clients cannot hold the
+// workers. Other paths answer 404. Plain HTTP: Prometheus scrapes it on the internal network.
 //
 // Start() returns once the server accepts connections; port() is the bound port (useful with
 // port 0). Stop() (also run by the destructor) closes the listener, lets scrapes in flight finish
@@ -24,6 +25,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/metrics/metric_registry.h"
 
 namespace httplib {
@@ -38,6 +40,9 @@ struct MetricsHttpServerOptions {
   std::string listen;
   // If set, the bound port is written here (atomically, by rename) once serving.
   std::string port_file;
+  // Reading a request and writing its response end this long after the server starts on it
+  // (common/metrics/deadline_http_server.h). Also about how long Stop() waits for scrapes.
+  absl::Duration request_deadline = absl::Seconds(5);
 };
 
 class MetricsHttpServer {
