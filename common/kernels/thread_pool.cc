@@ -104,9 +104,18 @@ bool KernelThreadPool::TryRun(absl::Span<const Phase> phases) {
   wake_.notify_all();
   Work(job, threads());
   {
-    std::unique_lock<std::mutex> lock(mu_);
-    job_ = nullptr;
-    idle_.wait(lock, [this] { return active_ == 0; });
+    std::lock_guard<std::mutex> lock(mu_);
+    job_ = nullptr;  // no helper joins from here on
+  }
+  // Helpers still inside finish their last chunk within microseconds: poll for them as a helper
+  // polls for work, and sleep only if one is late (descheduled).
+  const auto until = std::chrono::steady_clock::now() + helper_poll_;
+  for (int spins = 0; active_.load(std::memory_order_acquire) != 0;) {
+    Backoff(spins);
+    if (spins % kSpinsPerYield == 0 && std::chrono::steady_clock::now() >= until) {
+      std::unique_lock<std::mutex> lock(mu_);
+      idle_.wait(lock, [this] { return active_.load(std::memory_order_acquire) == 0; });
+    }
   }
   busy_.store(false, std::memory_order_release);
   return true;
@@ -135,11 +144,13 @@ void KernelThreadPool::HelperLoop(int cpu) {
       seen = generation_.load(std::memory_order_relaxed);
       if (job_ == nullptr) continue;  // woke after that job was finished
       job = job_;
-      ++active_;
+      active_.fetch_add(1, std::memory_order_relaxed);
     }
     Work(*job, threads());
-    std::lock_guard<std::mutex> lock(mu_);
-    if (--active_ == 0) idle_.notify_all();
+    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mu_);  // the caller may be between its check and its wait
+      idle_.notify_all();
+    }
   }
 }
 

@@ -15,8 +15,10 @@
 // FFN call (the next expert of a request, or the next one-token request) start on every thread at
 // once; waking a sleeping helper costs a futex wake and, in a VM, often the wake-up of a halted
 // vCPU, during which the caller streams alone. Yielding lets another process's threads (a second
-// shard on the same cores) run meanwhile. README "Kernel threads between calls" has the
-// measurements.
+// shard on the same cores) run meanwhile. Likewise a caller whose share is done polls for the
+// helpers still finishing their last chunk (up to `helper_poll`) rather than sleeping on a
+// condition variable at once, and a helper leaves a job without the mutex. README "Kernel threads
+// between calls" has the measurements.
 //
 // Pinned (`cpus` given, common/kernels/cpu_affinity.h): helper i runs on cpus[i] for good. The
 // caller is left where the OS puts it: moving it to cpus[0] for each Run measured slower than
@@ -97,8 +99,10 @@ class KernelThreadPool {
   std::condition_variable wake_;  // a job was posted, or stop_
   std::condition_variable idle_;  // active_ dropped to 0
   Job* job_ = nullptr;            // guarded by mu_: the posted job, until its caller finished it
-  int active_ = 0;                // guarded by mu_: helpers inside job_
-  bool stop_ = false;             // guarded by mu_
+  // Helpers inside job_: raised under mu_ as one takes job_, lowered without it once done (the
+  // caller polls it; the last helper out notifies idle_ under mu_).
+  std::atomic<int> active_{0};
+  bool stop_ = false;  // guarded by mu_
 };
 
 }  // namespace moe
