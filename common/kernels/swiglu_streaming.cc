@@ -17,6 +17,15 @@ namespace {
 // d = 1024) in phase 1; 16 down rows (176 KB fp32 at width 2816) in phase 2.
 constexpr int64_t kMinHiddenQuadsPerChunk = 8;
 constexpr int64_t kMinOutputQuadsPerChunk = 4;
+// ... and 4× as many for one token, whose dots read four weight streams per thread, each started
+// anew at every chunk: fewer, longer streams. One token through 64 OLMoE-shape experts in process
+// on the PVM Zen 5 (family 26 model 2, 2 threads), 4× against 1× alternating within a process:
+// bf16 1.032-1.037× (medians of 8-10 paired rounds), Qwen3-shape bf16 1.033×, OLMoE fp32 1.037×;
+// 2× 1.003×, 8× 1.029×, 16× 1.039× with a wider spread (one round at 0.82). Two shards of an
+// OLMoE bf16 layer sharing the two cores, one-token requests through a router, 4× against 1×
+// alternating over 6 rounds: 0.91-1.06×, median 1.03×.
+constexpr int64_t kOneTokenMinHiddenQuadsPerChunk = 4 * kMinHiddenQuadsPerChunk;
+constexpr int64_t kOneTokenMinOutputQuadsPerChunk = 4 * kMinOutputQuadsPerChunk;
 // Phase 1 computes this many hidden units at a time, so their sums fit a stack buffer.
 constexpr int64_t kHiddenPerBlock = 32;
 // ... and this many for one token (its sums fill a quarter of that buffer): each projection is read
@@ -224,10 +233,12 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
     down.Dots(o0, o1 - o0, in, 0, tokens, y.data + o0, y.stride);
   };
 
+  const bool one_token = tokens == 1;
   const KernelThreadPool::Phase phases[] = {
-      {(h + 3) / 4, kMinHiddenQuadsPerChunk, gate_up},
+      {(h + 3) / 4, one_token ? kOneTokenMinHiddenQuadsPerChunk : kMinHiddenQuadsPerChunk, gate_up},
       {round_activations ? tokens : 0, 1, round_hidden},
-      {(d + 3) / 4, kMinOutputQuadsPerChunk, project_down},
+      {(d + 3) / 4, one_token ? kOneTokenMinOutputQuadsPerChunk : kMinOutputQuadsPerChunk,
+       project_down},
   };
   if (pool != nullptr && pool->threads() > 1 && weights.bytes() >= kMinParallelBytes) {
     pool->Run(phases);
