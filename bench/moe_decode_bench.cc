@@ -10,10 +10,15 @@
 // round-robin, so a pass of 8 steps reads every expert once and every call streams its weights from
 // DRAM. Each round times one pass per (M, storage), each bracketed by read-bandwidth passes over 1
 // GB on the same threads (the best of summing passes reading 1, 2, 4 and 8 streams per task with
-// and without software prefetch, and a row-dot pass); medians over rounds:
+// and without software prefetch, and a row-dot pass). The timed pass follows an untimed one over
+// the same experts, as a shard under steady load reads them: on a paravirtualised Zen 5 the first
+// pass after any pause of the kernel (the bracket, other work, sleep) read 15-25% slower than the
+// next (README "The first pass after a pause"). Medians over rounds:
 //
 //   tokens_per_s[storage][M]        M ÷ seconds per step
 //   bandwidth_fraction[storage][M]  weight bytes per step ÷ seconds ÷ read bandwidth
+//   first_pass_fraction[storage]    the same for the untimed pass at M = 1, the first after the
+//                                   bracket: what a pause of the kernel costs the pass after it
 //   int8_vs_bf16_one_token          tokens/s with int8 ÷ with bf16 at M = 1 (target ≥ 1.8)
 //   one_token_streams[storage]      M = 1 with the one-token dots reading 1 and 4 weight streams
 //                                   per thread (SwigluOptions::one_token_streams) in turn, two
@@ -236,6 +241,7 @@ int Run(int rounds) {
 
   std::vector<double> bandwidth, int8_vs_bf16;
   std::map<WeightStorage, std::map<int64_t, std::vector<double>>> rate, fraction, streams_rate;
+  std::map<WeightStorage, std::vector<double>> first_pass_fraction;
   std::map<WeightStorage, std::vector<double>> four_vs_one;
   ReadBufferBySum();  // untimed: the first pass allocates and faults in the read buffer
   for (int r = 0; r < rounds; ++r) {
@@ -245,11 +251,14 @@ int Run(int rounds) {
       for (WeightStorage s : kStorages) {
         // The machine's bandwidth drifts within seconds (a shared host): bracket each pass.
         const double before = ReadBandwidth();
+        const double first_pass = StepSeconds(experts.at(s), tokens.at(m));
         seconds[s] = StepSeconds(experts.at(s), tokens.at(m));
         const double bw = (before + ReadBandwidth()) / 2;
         bandwidth.push_back(bw);
+        const double step_bytes = layer_bytes[s] / (layer.experts / layer.top_k);
         rate[s][m].push_back(m / seconds[s]);
-        fraction[s][m].push_back(layer_bytes[s] / (layer.experts / layer.top_k) / seconds[s] / bw);
+        fraction[s][m].push_back(step_bytes / seconds[s] / bw);
+        if (m == 1) first_pass_fraction[s].push_back(step_bytes / first_pass / bw);
       }
       if (m == 1)
         int8_vs_bf16.push_back(seconds[WeightStorage::kBF16] / seconds[WeightStorage::kInt8]);
@@ -285,8 +294,10 @@ int Run(int rounds) {
     }
     return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
   };
-  std::vector<std::string> streams_parts;
+  std::vector<std::string> streams_parts, first_pass_parts;
   for (WeightStorage s : kStorages) {
+    first_pass_parts.push_back(
+        absl::StrFormat(R"("%s": %.3f)", Name(s), Median(first_pass_fraction.at(s))));
     streams_parts.push_back(absl::StrFormat(R"("%s": {"tokens_per_s": %s, "four_vs_one": %.3f})",
                                             Name(s), per_m(streams_rate.at(s), 1),
                                             Median(four_vs_one.at(s))));
@@ -302,7 +313,8 @@ int Run(int rounds) {
       R"("layer_bytes": {"f32": %.0f, )"
       R"("bf16": %.0f, "int8": %.0f}, "read_bandwidth_GBps": %.2f, )"
       R"("read_bandwidth_GBps_min_max": [%.2f, %.2f], "tokens_per_s": %s, )"
-      R"("bandwidth_fraction": %s, "one_token_streams": %s, "error_vs_f32": %s})"
+      R"("bandwidth_fraction": %s, "first_pass_fraction": {%s}, "one_token_streams": %s, )"
+      R"("error_vs_f32": %s})"
       "\n",
       layer.name, static_cast<int>(layer.d_model), static_cast<int>(layer.experts),
       static_cast<int>(layer.width), static_cast<int>(layer.top_k), int8_ratio,
@@ -313,7 +325,8 @@ int Run(int rounds) {
       layer_bytes[WeightStorage::kInt8], Median(bandwidth) / 1e9,
       *std::min_element(bandwidth.begin(), bandwidth.end()) / 1e9,
       *std::max_element(bandwidth.begin(), bandwidth.end()) / 1e9, per_storage(rate, 1).c_str(),
-      per_storage(fraction, 3).c_str(), streams_json.c_str(), error.c_str());
+      per_storage(fraction, 3).c_str(), absl::StrJoin(first_pass_parts, ", ").c_str(),
+      streams_json.c_str(), error.c_str());
   return 0;
 }
 
