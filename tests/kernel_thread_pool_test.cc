@@ -90,11 +90,11 @@ TEST_P(KernelThreadPoolTest, ConcurrentCallersAllFinishWithTheirOwnWork) {
 
 TEST(KernelThreadPoolTryRunTest, RunsOnTheHelpersOrRunsNothing) {
   KernelThreadPool alone(1);  // no helpers
-  int ran = 0;
+  std::atomic<int> ran{0};    // the caller and the helper both count
   auto count = [&](int64_t begin, int64_t end) { ran += static_cast<int>(end - begin); };
   const KernelThreadPool::Phase counted[] = {{4, 1, count}};
   EXPECT_FALSE(alone.TryRun(counted));
-  EXPECT_EQ(ran, 0);
+  EXPECT_EQ(ran.load(), 0);
 
   KernelThreadPool pool(2);
   // A job whose every unit waits until both threads are inside it: it only ends because the
@@ -111,14 +111,14 @@ TEST(KernelThreadPoolTryRunTest, RunsOnTheHelpersOrRunsNothing) {
   inside = 0;
   std::atomic<bool> refused{false};
   auto try_meanwhile = [&](int64_t, int64_t) {
-    if (inside.fetch_add(1) == 0) refused = !pool.TryRun(counted) && ran == 0;
+    if (inside.fetch_add(1) == 0) refused = !pool.TryRun(counted) && ran.load() == 0;
     while (inside.load() < 2) std::this_thread::yield();
   };
   const KernelThreadPool::Phase probe[] = {{2, 1, try_meanwhile}};
   ASSERT_TRUE(pool.TryRun(probe));
   EXPECT_TRUE(refused.load());
   ASSERT_TRUE(pool.TryRun(counted));
-  EXPECT_EQ(ran, 4);
+  EXPECT_EQ(ran.load(), 4);
 }
 
 TEST(KernelThreadPoolPinTest, PinnedHelpersRunOnTheirCpusAndTheCallerStaysFree) {
