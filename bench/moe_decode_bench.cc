@@ -12,8 +12,8 @@
 // GB on the same threads (the best of summing passes reading 1, 2, 4 and 8 streams per task with
 // and without software prefetch, and a row-dot pass). The timed pass follows an untimed one over
 // the same experts, as a shard under steady load reads them: on a paravirtualised Zen 5 the first
-// pass after any pause of the kernel (the bracket, other work, sleep) read 15-25% slower than the
-// next (README "The first pass after a pause"). Medians over rounds:
+// pass after a pause of the kernel (the bracket, other work, at times sleep) read 15-25% slower
+// than the next (README "The first pass after a pause"). Medians over rounds:
 //
 //   tokens_per_s[storage][M]        M ÷ seconds per step
 //   bandwidth_fraction[storage][M]  weight bytes per step ÷ seconds ÷ read bandwidth
