@@ -233,6 +233,11 @@ void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, in
     return
         [quads, k](int64_t r0, int) { return Bf16Quad<decltype(far_l2)::value>{quads + r0 * k}; };
   };
+  if (ReadsParts<S>(tokens) && tokens == 1) {
+    return PartDots<S>(rows, k, x, ldx, tokens, out, ldo, [quads, k](int64_t r0, int) {
+      return Bf16Quad<false>{quads + r0 * k, avx512_rows::kPrefetchBf16OneTokenBytes};
+    });
+  }
   if (ReadsParts<S>(tokens)) {
     return PartDots<S>(rows, k, x, ldx, tokens, out, ldo, quad_at(std::false_type()));
   }

@@ -24,6 +24,17 @@ static_assert(Int8Matrix::kQuadRows == kRows && Int8Matrix::kChunkCols == 16);
 
 // Software prefetch distances of the quads (float32 rows: kPrefetchF32Bytes), measured as that was.
 constexpr int64_t kPrefetchBf16Bytes = 2048;  // a quad is one stream
+// ... and for one token's four parts (the four-stream set's one-token dots, row_dot_kernel.h). On
+// the 2-core paravirtualised Zen 5 (family 26 model 2), one token through the 64 experts of an
+// OLMoE-shape layer in bf16, the distances taking turns in one process (a throwaway harness, each
+// timed pass after an untimed one, median weight GB/s): with each thread computing whole experts,
+// as the layer in process does at one token, 2048 B 64.6, 65.2 and 65.4 against 1024 B 71.9, 70.8
+// and 70.3 (20, 16 and 16 rounds, the last in steps of 8 experts; 768 B 71.0, 1280 B 69.4, 1536 B
+// 66.7, 4096 B 56.6, 512 B 68.6, 0 B 67.0, an added L2 prefetch 16 KB ahead 51.1); with each
+// expert split over both threads, as moe_decode_bench does, 59.1 against 65.0 (10 rounds) and 57.9
+// against 58.6 (20). Two and three tokens' two parts keep 2048 B (50.0 and 48.9 against 46.9 and
+// 45.6 with 1024 B, 10 rounds). Not measured on an Intel CPU, whose default is four streams too.
+constexpr int64_t kPrefetchBf16OneTokenBytes = 1024;
 constexpr int64_t kPrefetchInt8Bytes = 1024;  // a quad is one stream
 
 inline void Prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
@@ -75,6 +86,7 @@ template <bool kFarL2>
 struct Bf16Quad {
   static constexpr bool kPadded = true;
   const uint16_t* q;
+  int64_t prefetch_bytes = kPrefetchBf16Bytes;  // how far ahead Prefetch16 reads into L1
 
   void Load(int64_t i, __m512 (&v)[kRows]) const {
     const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
@@ -88,7 +100,7 @@ struct Bf16Quad {
   float Finish(int, float sum) const { return sum; }
   void LoadTail(int64_t, __mmask16, __m512 (&)[kRows]) const {}  // never: k is padded
   using Cursor = const char*;
-  Cursor StartPrefetch() const { return reinterpret_cast<const char*>(q) + kPrefetchBf16Bytes; }
+  Cursor StartPrefetch() const { return reinterpret_cast<const char*>(q) + prefetch_bytes; }
   void Prefetch16(Cursor& p) const {
     Prefetch(p);
     Prefetch(p + 64);
