@@ -233,13 +233,12 @@ void DotsBf16(const uint16_t* quads, int64_t rows, int64_t k, const float* x, in
     return
         [quads, k](int64_t r0, int) { return Bf16Quad<decltype(far_l2)::value>{quads + r0 * k}; };
   };
-  if (ReadsParts<S>(tokens) && tokens == 1) {
-    return PartDots<S>(rows, k, x, ldx, tokens, out, ldo, [quads, k](int64_t r0, int) {
-      return Bf16Quad<false>{quads + r0 * k, avx512_rows::kPrefetchBf16OneTokenBytes};
-    });
-  }
   if (ReadsParts<S>(tokens)) {
-    return PartDots<S>(rows, k, x, ldx, tokens, out, ldo, quad_at(std::false_type()));
+    const int64_t ahead =
+        tokens == 1 ? avx512_rows::kPrefetchBf16OneTokenBytes : avx512_rows::kPrefetchBf16Bytes;
+    return PartDots<S>(rows, k, x, ldx, tokens, out, ldo, [quads, k, ahead](int64_t r0, int) {
+      return Bf16Quad<false>{quads + r0 * k, ahead};
+    });
   }
   if (UsesFewTokenL2Prefetch(tokens)) {
     return Dots(rows, k, x, ldx, tokens, out, ldo, quad_at(std::true_type()));
