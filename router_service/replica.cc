@@ -6,8 +6,20 @@
 
 namespace moe {
 
-Replica::Replica(std::unique_ptr<ShardClient> client, ReplicaPolicy policy, ReplicaMetrics metrics)
-    : client_(std::move(client)), policy_(policy), metrics_(metrics) {}
+Replica::Replica(std::unique_ptr<ShardClient> client, ReplicaPolicy policy)
+    : client_(std::move(client)), policy_(policy) {}
+
+void Replica::SetMetrics(ReplicaMetrics metrics) {
+  absl::MutexLock lock(&mu_);
+  metrics_ = metrics;
+}
+
+void Replica::Observe(absl::StatusCode code, absl::Duration latency) const {
+  absl::MutexLock lock(&mu_);
+  if (metrics_.duration == nullptr) return;
+  CountCode(metrics_.calls, code);
+  metrics_.duration->ObserveDuration(latency);
+}
 
 void Replica::Started(int64_t work) {
   absl::MutexLock lock(&mu_);

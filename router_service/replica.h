@@ -45,23 +45,23 @@ struct ReplicaCounters {
   int64_t ejections = 0;
 };
 
-// A replica's metric cells (router_service/router_metrics.h); all null when metrics are off.
+// A replica's metric cells (router_service/router_metrics.h); all null when metrics are off, and
+// until the directory learned what the target holds (its shard group).
 struct ReplicaMetrics {
-  CodeCounters calls{};           // moe_router_shard_calls_total{replica, code}
-  Histogram* duration = nullptr;  // moe_router_shard_call_duration_seconds{replica}
+  CodeCounters calls{};           // moe_router_shard_calls_total{shard_group, replica, code}
+  Histogram* duration = nullptr;  // moe_router_shard_call_duration_seconds{shard_group, replica}
   Counter* ejections = nullptr;   // moe_router_replica_ejections_total{replica}
 };
 
 class Replica {
  public:
-  Replica(std::unique_ptr<ShardClient> client, ReplicaPolicy policy, ReplicaMetrics metrics = {});
+  Replica(std::unique_ptr<ShardClient> client, ReplicaPolicy policy);
 
+  // Where this replica's calls and ejections are counted from now on: set by the directory when
+  // it learns the target's shard group, and again if the target comes back holding other experts.
+  void SetMetrics(ReplicaMetrics metrics);
   // A call attempt ended (answered, failed or cancelled) after `latency`: for the metrics only.
-  void Observe(absl::StatusCode code, absl::Duration latency) const {
-    if (metrics_.duration == nullptr) return;
-    CountCode(metrics_.calls, code);
-    metrics_.duration->ObserveDuration(latency);
-  }
+  void Observe(absl::StatusCode code, absl::Duration latency) const;
 
   ShardClient& client() const { return *client_; }
   const std::string& target() const { return client_->target(); }
@@ -95,8 +95,8 @@ class Replica {
 
   const std::unique_ptr<ShardClient> client_;
   const ReplicaPolicy policy_;
-  const ReplicaMetrics metrics_;
   mutable absl::Mutex mu_;
+  ReplicaMetrics metrics_ ABSL_GUARDED_BY(mu_);
   int64_t outstanding_work_ ABSL_GUARDED_BY(mu_) = 0;
   // The last kLatencyWindow successful calls' latency ÷ work.
   std::array<absl::Duration, kLatencyWindow> latencies_per_work_ ABSL_GUARDED_BY(mu_);

@@ -145,9 +145,10 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
   if (options.metrics != nullptr) {
     ASSIGN_OR_RETURN(metrics,
                      RouterMetrics::Create(options.metrics, layer_ids, config.routing.num_experts));
-    directory_options.replica_metrics = [m = metrics.get()](const std::string& target) {
+    directory_options.replica_metrics = [m = metrics.get()](const std::string& target,
+                                                            const std::string& shard_group) {
       // A label value cannot be invalid, so this cannot fail; stay unmetered if it ever did.
-      return m->ReplicaMetricsFor(target).value_or(ReplicaMetrics{});
+      return m->ReplicaMetricsFor(target, shard_group).value_or(ReplicaMetrics{});
     };
   }
   auto directory = std::make_unique<ShardDirectory>(*identity, layer_ids, shared_on_shards,

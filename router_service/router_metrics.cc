@@ -76,11 +76,11 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(MetricRegis
                    registry->AddCounter("moe_router_shard_calls_total",
                                         "Shard Compute attempts by outcome (a retried or hedged "
                                         "call counts once per replica tried).",
-                                        {"replica", "code"}));
-  ASSIGN_OR_RETURN(
-      m->shard_call_duration_,
-      registry->AddHistogram("moe_router_shard_call_duration_seconds",
-                             "Shard Compute latency per attempt.", {"replica"}, LatencyBuckets()));
+                                        {"shard_group", "replica", "code"}));
+  ASSIGN_OR_RETURN(m->shard_call_duration_,
+                   registry->AddHistogram("moe_router_shard_call_duration_seconds",
+                                          "Shard Compute latency per attempt.",
+                                          {"shard_group", "replica"}, LatencyBuckets()));
   ASSIGN_OR_RETURN(
       m->ejections_,
       registry->AddCounter("moe_router_replica_ejections_total",
@@ -107,10 +107,11 @@ void RouterMetrics::Hedged(int sent, int won) {
   if (won > 0) hedges_won_->Increment(won);
 }
 
-absl::StatusOr<ReplicaMetrics> RouterMetrics::ReplicaMetricsFor(const std::string& target) {
+absl::StatusOr<ReplicaMetrics> RouterMetrics::ReplicaMetricsFor(const std::string& target,
+                                                                const std::string& shard_group) {
   ReplicaMetrics m;
-  ASSIGN_OR_RETURN(m.calls, ResolveCodeCounters(shard_calls_, {target}));
-  ASSIGN_OR_RETURN(m.duration, shard_call_duration_->WithLabels({target}));
+  ASSIGN_OR_RETURN(m.calls, ResolveCodeCounters(shard_calls_, {shard_group, target}));
+  ASSIGN_OR_RETURN(m.duration, shard_call_duration_->WithLabels({shard_group, target}));
   ASSIGN_OR_RETURN(m.ejections, ejections_->WithLabels({target}));
   return m;
 }

@@ -3,8 +3,9 @@
 // event and hot paths only touch lock-free cells: requests by code, request latency, requests in
 // flight, tokens per (layer, expert) with a per-layer load-imbalance window, hedges, requests
 // per batch, queue waits. Per-replica
-// series (shard call latency and outcomes, ejections) are resolved when the directory creates the
-// replica (ReplicaMetricsFor), since targets come and go.
+// series (shard call latency and outcomes per shard group and replica, ejections per replica) are
+// resolved when the directory finds a target serving a shard group (ReplicaMetricsFor), since
+// targets come, go and change what they hold.
 //
 // Thread-safe after Create. The registry must outlive this object. Plain C++: no gRPC.
 #ifndef MOE_ROUTER_SERVICE_ROUTER_METRICS_H_
@@ -53,8 +54,10 @@ class RouterMetrics {
   // `options` reporting every request's batch wait to `metrics` (unchanged when it is null).
   static RequestBatchingOptions ReportingWaits(RequestBatchingOptions options,
                                                RouterMetrics* metrics);
-  // The cells of one replica's series; resolved once per target (may fail only on a bad label).
-  absl::StatusOr<ReplicaMetrics> ReplicaMetricsFor(const std::string& target);
+  // The cells of one replica's series while it serves `shard_group` (ShardGroupName); may fail
+  // only on a bad label.
+  absl::StatusOr<ReplicaMetrics> ReplicaMetricsFor(const std::string& target,
+                                                   const std::string& shard_group);
 
  private:
   RouterMetrics() = default;

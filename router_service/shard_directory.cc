@@ -16,8 +16,7 @@ constexpr int kRefreshesToDrop = 2;
 constexpr absl::Duration kUncoveredRefresh = absl::Milliseconds(200);
 
 std::string DescribeAnswer(const ShardDescription& d) {
-  return absl::StrCat("layers ", absl::StrJoin(d.layers, ","), " experts ",
-                      FormatExpertSet(d.experts), " (", d.identity.fingerprint, ")");
+  return absl::StrCat(ShardGroupName(d), " (", d.identity.fingerprint, ")");
 }
 
 bool SameAnswer(const ShardDescription& a, const ShardDescription& b) {
@@ -27,6 +26,11 @@ bool SameAnswer(const ShardDescription& a, const ShardDescription& b) {
 }
 
 }  // namespace
+
+std::string ShardGroupName(const ShardDescription& description) {
+  return absl::StrCat("layers ", FormatExpertIds(description.layers), " experts ",
+                      FormatExpertSet(description.experts));
+}
 
 ShardDirectory::ShardDirectory(ModelIdentity model, std::vector<int> layers, bool shared_on_shards,
                                ClientFactory make_client, DirectoryOptions options)
@@ -67,9 +71,7 @@ void ShardDirectory::SetTargets(std::vector<ShardTarget> targets) {
         continue;
       }
       Entry entry;
-      entry.replica = std::make_shared<Replica>(
-          make_client_(spec.target), options_.replica,
-          options_.replica_metrics ? options_.replica_metrics(spec.target) : ReplicaMetrics{});
+      entry.replica = std::make_shared<Replica>(make_client_(spec.target), options_.replica);
       entry.spec = std::move(spec);
       entries.emplace(entry.spec.target, std::move(entry));
     }
@@ -187,6 +189,14 @@ void ShardDirectory::Refresh() {
       }
       entry.asked = true;
       if (answers[2 * a].ok()) entry.description = *answers[2 * a];
+      if (entry.problem.ok() && entry.description.has_value() && options_.replica_metrics) {
+        // Metered by the group it serves: a new series when it comes back holding other experts.
+        std::string group = ShardGroupName(*entry.description);
+        if (group != entry.shard_group) {
+          entry.replica->SetMetrics(options_.replica_metrics(ask.spec.target, group));
+          entry.shard_group = std::move(group);
+        }
+      }
       // This Describe is an ejected replica's probe: only an answer brings it back (a first miss
       // keeps entry.problem OK above, but proves nothing about the replica).
       if (!unanswered && entry.problem.ok() && entry.replica->NeedsProbe(now)) {

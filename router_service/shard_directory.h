@@ -37,9 +37,15 @@ struct DirectoryOptions {
   absl::Duration refresh_interval = absl::Seconds(1);
   absl::Duration describe_timeout = absl::Seconds(2);
   ReplicaPolicy replica;
-  // The metric cells of a new replica's target (router_service/router_metrics.h); unset: none.
-  std::function<ReplicaMetrics(const std::string& target)> replica_metrics;
+  // The metric cells of a target serving a shard group (ShardGroupName; router_metrics.h), asked
+  // for when a target is first found serving and whenever it comes back holding other experts;
+  // unset: none.
+  std::function<ReplicaMetrics(const std::string& target, const std::string& shard_group)>
+      replica_metrics;
 };
+
+// A shard group's name, for metric labels: what its replicas hold, "layers 0-3 experts 4-7".
+std::string ShardGroupName(const ShardDescription& description);
 
 // A target's state for Info and logs.
 struct TargetStatus {
@@ -106,6 +112,7 @@ class ShardDirectory {
     absl::Status problem = absl::UnavailableError("not described yet");
     bool asked = false;        // Describe was tried at least once
     int failed_refreshes = 0;  // unanswered refreshes in a row
+    std::string shard_group;   // what its replica's metric cells are labelled with; "" for none
   };
 
   // The state a pair of Describe answers puts a target in.

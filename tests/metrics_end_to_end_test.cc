@@ -2,6 +2,7 @@
 // by the strict test parser: what the services count must be what the requests did.
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <fstream>
@@ -33,6 +34,8 @@ using testing_prom::Family;
 constexpr int64_t kD = 256;  // the tiny preset: mixtral, 8 experts, top-2, layer 0
 constexpr int kExperts = 8;
 constexpr int kTopK = 2;
+// The shard groups of the fixture's two shards (router_service/shard_directory.h ShardGroupName).
+const char* const kGroups[] = {"layers 0 experts 0-3", "layers 0 experts 4-7"};
 
 // A server started with --metrics_listen=127.0.0.1:0; `metrics_port` read from its port file
 // (written before the gRPC port, which StartServer waited for).
@@ -69,24 +72,32 @@ std::map<std::string, Family> Scrape(int port) {
   return families;
 }
 
-// The value of the sample `name` whose labels include `labels`, summed over the matches.
-double Sum(const std::map<std::string, Family>& families, const std::string& family,
-           const std::string& name, const std::map<std::string, std::string>& labels = {}) {
+// The samples `name` of `family` whose labels include `labels`.
+std::vector<testing_prom::Sample> Matching(const std::map<std::string, Family>& families,
+                                           const std::string& family, const std::string& name,
+                                           const std::map<std::string, std::string>& labels) {
   auto it = families.find(family);
   if (it == families.end()) {
     ADD_FAILURE() << "no family " << family;
-    return -1;
+    return {};
   }
-  double sum = 0;
+  std::vector<testing_prom::Sample> matching;
   for (const testing_prom::Sample& s : it->second.samples) {
-    if (s.name != name) continue;
-    bool match = true;
+    bool match = s.name == name;
     for (const auto& [k, v] : labels) {
       auto l = s.labels.find(k);
       match = match && l != s.labels.end() && l->second == v;
     }
-    if (match) sum += s.value;
+    if (match) matching.push_back(s);
   }
+  return matching;
+}
+
+// The value of the sample `name` whose labels include `labels`, summed over the matches.
+double Sum(const std::map<std::string, Family>& families, const std::string& family,
+           const std::string& name, const std::map<std::string, std::string>& labels = {}) {
+  double sum = 0;
+  for (const testing_prom::Sample& s : Matching(families, family, name, labels)) sum += s.value;
   return sum;
 }
 
@@ -155,12 +166,16 @@ TEST_F(MetricsEndToEndTest, EverySeriesExistsAtZeroBeforeTheFirstRequest) {
                   {{"queue", queue}}),
               0);
   }
-  for (const Metered& expert : experts_) {
-    // Each replica's series exist from the moment the router knows the target.
-    EXPECT_EQ(
-        Sum(router, "moe_router_shard_call_duration_seconds",
-            "moe_router_shard_call_duration_seconds_count", {{"replica", expert.server.target()}}),
-        0);
+  for (size_t s = 0; s < experts_.size(); ++s) {
+    const Metered& expert = experts_[s];
+    // Each replica's series exist from the moment the router knows what the target holds.
+    EXPECT_EQ(Sum(router, "moe_router_shard_call_duration_seconds",
+                  "moe_router_shard_call_duration_seconds_count",
+                  {{"shard_group", kGroups[s]}, {"replica", expert.server.target()}}),
+              0);
+    EXPECT_EQ(Sum(router, "moe_router_shard_calls_total", "moe_router_shard_calls_total",
+                  {{"shard_group", kGroups[s]}, {"replica", expert.server.target()}}),
+              0);
     EXPECT_EQ(Sum(router, "moe_router_replica_ejections_total",
                   "moe_router_replica_ejections_total", {{"replica", expert.server.target()}}),
               0);
@@ -259,12 +274,13 @@ TEST_F(MetricsEndToEndTest, CountersAddUpToTheRequestsSent) {
               ffn_calls);
     EXPECT_GE(Sum(shard, "moe_expert_queue_wait_seconds", "moe_expert_queue_wait_seconds_count"),
               ffn_calls);
-    const double calls = Sum(router, "moe_router_shard_calls_total", "moe_router_shard_calls_total",
-                             {{"replica", experts_[s].server.target()}, {"code", "OK"}});
+    const double calls = Sum(
+        router, "moe_router_shard_calls_total", "moe_router_shard_calls_total",
+        {{"shard_group", kGroups[s]}, {"replica", experts_[s].server.target()}, {"code", "OK"}});
     EXPECT_GT(calls, 0);
     EXPECT_EQ(Sum(router, "moe_router_shard_call_duration_seconds",
                   "moe_router_shard_call_duration_seconds_count",
-                  {{"replica", experts_[s].server.target()}}),
+                  {{"shard_group", kGroups[s]}, {"replica", experts_[s].server.target()}}),
               calls);
     // The shard saw the same calls end the same way.
     EXPECT_EQ(Sum(shard, "moe_expert_calls_total", "moe_expert_calls_total", {{"code", "OK"}}),
@@ -390,6 +406,70 @@ TEST(ShardCancellationTest, DropsACallItsClientCancelledWhileItWaitedInTheQueue)
         << status.error_message();
     EXPECT_EQ(computed, cancel ? 0 : kRows);
   }
+}
+
+// Shard calls are counted per shard group and replica (DESIGN §11): over bare targets the router
+// learns each target's group from its Info, and a target that comes back holding other experts is
+// counted under its new group from then on, its old group's series kept as they were.
+TEST_F(MetricsEndToEndTest, ShardCallSeriesFollowTheGroupATargetServes) {
+  const std::string a = experts_[0].server.target(), b = experts_[1].server.target();
+  Metered router = StartMetered(
+      RouterBinary(),
+      {"--model=" + model_, "--layer=0", "--shards=" + a + "," + b, "--refresh_ms=200"},
+      dir_ + "/bare-router.port");
+  auto stub = v1::Router::NewStub(
+      grpc::CreateChannel(router.server.target(), grpc::InsecureChannelCredentials()));
+  auto forward = [&stub](int seed) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::ForwardResponse response;
+    return stub->Forward(&context, MakeRequest(testing::RandomTokens(8, kD, seed), 8, kD),
+                         &response);
+  };
+  const std::map<std::string, std::string> old_b = {{"shard_group", kGroups[1]}, {"replica", b}};
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(forward(70 + i).ok());
+  const double before = Sum(Scrape(router.metrics_port), "moe_router_shard_call_duration_seconds",
+                            "moe_router_shard_call_duration_seconds_count", old_b);
+  EXPECT_GT(before, 0);  // 32 tokens × top-2 chose some of experts 4-7
+
+  experts_[1].server.process->Stop(SIGKILL);
+  experts_[1] = StartMetered(ExpertBinary(),
+                             {"--model=" + model_, "--layer=0", "--experts=0-7",
+                              absl::StrCat("--listen=127.0.0.1:", experts_[1].server.port)},
+                             dir_ + "/expert-0-7.port");
+  ASSERT_EQ(experts_[1].server.target(), b);
+  const std::map<std::string, std::string> new_b = {{"shard_group", "layers 0 experts 0-7"},
+                                                    {"replica", b}};
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        return !Matching(Scrape(router.metrics_port), "moe_router_shard_call_duration_seconds",
+                         "moe_router_shard_call_duration_seconds_count", new_b)
+                    .empty();
+      },
+      absl::Seconds(10)))
+      << "no series for " << b << " holding experts 0-7";
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(forward(80 + i).ok());
+  const auto after = Scrape(router.metrics_port);
+  // Experts 4-7 have one holder now, b: its calls count under the new group only.
+  const double calls =
+      Sum(after, "moe_router_shard_calls_total", "moe_router_shard_calls_total",
+          {{"shard_group", "layers 0 experts 0-7"}, {"replica", b}, {"code", "OK"}});
+  EXPECT_GT(calls, 0);
+  EXPECT_EQ(Sum(after, "moe_router_shard_call_duration_seconds",
+                "moe_router_shard_call_duration_seconds_count", new_b),
+            calls);
+  EXPECT_EQ(Sum(after, "moe_router_shard_call_duration_seconds",
+                "moe_router_shard_call_duration_seconds_count", old_b),
+            before);
+  // The restarted shard saw exactly those calls.
+  EXPECT_EQ(Sum(Scrape(experts_[1].metrics_port), "moe_expert_calls_total",
+                "moe_expert_calls_total", {{"code", "OK"}}),
+            calls);
+  // Ejections stay per replica: one series for b, whatever it held.
+  EXPECT_EQ(Matching(after, "moe_router_replica_ejections_total",
+                     "moe_router_replica_ejections_total", {{"replica", b}})
+                .size(),
+            1u);
 }
 
 }  // namespace
