@@ -10,6 +10,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/checkpoint/checkpoint.h"
 #include "common/checkpoint/model_config.h"
@@ -257,6 +258,20 @@ int main(int argc, char** argv) {
   wire.bf16 = wire_dtype == "bf16";
   wire.max_reply_bytes = MaxReplyBytes(options);
   options.directory.refresh_interval = absl::Milliseconds(absl::GetFlag(FLAGS_refresh_ms));
+  // Each target's transitions, one line each: "shard 10.0.0.7:50061 SERVING layers 0-15 experts
+  // 0-31", "shard ... UNREACHABLE (layers ...): <why>".
+  options.directory.target_changed = [](const moe::TargetStatus& status) {
+    const std::string group =
+        status.description ? moe::ShardGroupName(*status.description) : std::string();
+    std::string line = absl::StrCat("moe_router: shard ", status.target, " ", status.state);
+    if (status.state == "SERVING") {
+      absl::StrAppend(&line, " ", group);
+    } else {
+      if (!group.empty()) absl::StrAppend(&line, " (", group, ")");
+      absl::StrAppend(&line, ": ", status.problem);
+    }
+    std::cerr << line + "\n" << std::flush;
+  };
   if (options.model_dir.empty() || (options.shards.empty() && shards_file.empty())) {
     std::cerr << "moe_router: --model and one of --shards or --shards_file are required (see "
                  "--help)"

@@ -60,7 +60,7 @@ void ShardDirectory::StopRefreshing() {
 }
 
 void ShardDirectory::SetTargets(std::vector<ShardTarget> targets) {
-  CoverageNotice notice;
+  Notice notice;
   {
     absl::MutexLock lock(&mu_);
     std::map<std::string, Entry> entries;
@@ -169,7 +169,7 @@ void ShardDirectory::Refresh() {
     answers = round->answers;
   }
 
-  CoverageNotice notice;
+  Notice notice;
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
@@ -229,7 +229,7 @@ void ShardDirectory::StartRefreshing(TargetSource source) {
 }
 
 void ShardDirectory::ReplicasChanged() {
-  CoverageNotice notice;
+  Notice notice;
   {
     absl::MutexLock lock(&mu_);
     notice = Rebuild();
@@ -237,11 +237,31 @@ void ShardDirectory::ReplicasChanged() {
   notice.Deliver();
 }
 
-void ShardDirectory::CoverageNotice::Deliver() const {
-  if (callback) callback(gaps);
+void ShardDirectory::Notice::Deliver() const {
+  for (const TargetStatus& status : changed) target_changed(status);
+  if (coverage) coverage(gaps);
 }
 
-ShardDirectory::CoverageNotice ShardDirectory::Rebuild() {
+ShardDirectory::Notice ShardDirectory::Rebuild() {
+  Notice notice;
+  if (options_.target_changed) {
+    notice.target_changed = options_.target_changed;
+    for (auto& [target, entry] : entries_) {
+      TargetStatus status;
+      status.target = target;
+      status.declared = entry.spec.declared;
+      status.description = entry.description;
+      FillState(entry, &status);
+      std::string reported =
+          status.state == "UNKNOWN"
+              ? ""
+              : absl::StrCat(status.state, " ",
+                             entry.description ? ShardGroupName(*entry.description) : "");
+      if (reported == entry.reported) continue;
+      entry.reported = std::move(reported);
+      if (!entry.reported.empty()) notice.changed.push_back(std::move(status));
+    }
+  }
   auto map = std::make_shared<ReplicaMap>();
   map->layers = layers_;
   map->num_experts = model_.num_experts;
@@ -266,9 +286,12 @@ ShardDirectory::CoverageNotice ShardDirectory::Rebuild() {
   }
   const std::string gaps = map->Gaps();
   replicas_ = std::move(map);
-  if (gaps == gaps_) return {};
-  gaps_ = gaps;
-  return {on_coverage_, gaps_};
+  if (gaps != gaps_) {
+    gaps_ = gaps;
+    notice.coverage = on_coverage_;
+    notice.gaps = gaps_;
+  }
+  return notice;
 }
 
 std::shared_ptr<const ReplicaMap> ShardDirectory::replica_map() const {
@@ -316,22 +339,26 @@ std::vector<TargetStatus> ShardDirectory::Status() const {
     status.description = entry.description;
     status.counters = entry.replica->counters();
     status.connectivity = entry.replica->client().State();
-    if (!entry.problem.ok()) {
-      if (entry.problem.code() == absl::StatusCode::kFailedPrecondition) {
-        status.state = "REJECTED";
-      } else {
-        status.state = entry.asked ? "UNREACHABLE" : "UNKNOWN";
-      }
-      status.problem = std::string(entry.problem.message());
-    } else if (entry.replica->Ejected()) {
-      status.state = "EJECTED";
-      status.problem = "ejected after repeated failures or timeouts; probed back when it answers";
-    } else {
-      status.state = "SERVING";
-    }
+    FillState(entry, &status);
     statuses.push_back(std::move(status));
   }
   return statuses;
+}
+
+void ShardDirectory::FillState(const Entry& entry, TargetStatus* status) {
+  if (!entry.problem.ok()) {
+    if (entry.problem.code() == absl::StatusCode::kFailedPrecondition) {
+      status->state = "REJECTED";
+    } else {
+      status->state = entry.asked ? "UNREACHABLE" : "UNKNOWN";
+    }
+    status->problem = std::string(entry.problem.message());
+  } else if (entry.replica->Ejected()) {
+    status->state = "EJECTED";
+    status->problem = "ejected after repeated failures or timeouts; probed back when it answers";
+  } else {
+    status->state = "SERVING";
+  }
 }
 
 }  // namespace moe

@@ -33,17 +33,6 @@
 
 namespace moe {
 
-struct DirectoryOptions {
-  absl::Duration refresh_interval = absl::Seconds(1);
-  absl::Duration describe_timeout = absl::Seconds(2);
-  ReplicaPolicy replica;
-  // The metric cells of a target serving a shard group (ShardGroupName; router_metrics.h), asked
-  // for when a target is first found serving and whenever it comes back holding other experts;
-  // unset: none.
-  std::function<ReplicaMetrics(const std::string& target, const std::string& shard_group)>
-      replica_metrics;
-};
-
 // A shard group's name, for metric labels: what its replicas hold, "layers 0-3 experts 4-7".
 std::string ShardGroupName(const ShardDescription& description);
 
@@ -56,6 +45,21 @@ struct TargetStatus {
   std::string problem;  // why it is not SERVING
   ReplicaCounters counters;
   std::string connectivity;  // the channel's, e.g. READY
+};
+
+struct DirectoryOptions {
+  absl::Duration refresh_interval = absl::Seconds(1);
+  absl::Duration describe_timeout = absl::Seconds(2);
+  ReplicaPolicy replica;
+  // The metric cells of a target serving a shard group (ShardGroupName; router_metrics.h), asked
+  // for when a target is first found serving and whenever it comes back holding other experts;
+  // unset: none.
+  std::function<ReplicaMetrics(const std::string& target, const std::string& shard_group)>
+      replica_metrics;
+  // Told a target's status whenever its state or shard group changes (not UNKNOWN, the state
+  // before its first answer), outside the directory's lock, before the coverage callback; for
+  // the router's log. Unset: nothing.
+  std::function<void(const TargetStatus&)> target_changed;
 };
 
 class ShardDirectory {
@@ -113,18 +117,23 @@ class ShardDirectory {
     bool asked = false;        // Describe was tried at least once
     int failed_refreshes = 0;  // unanswered refreshes in a row
     std::string shard_group;   // what its replica's metric cells are labelled with; "" for none
+    std::string reported;      // the state and shard group last told to target_changed
   };
+  // Status()'s state and problem for `entry`.
+  static void FillState(const Entry& entry, TargetStatus* status);
 
   // The state a pair of Describe answers puts a target in.
   absl::Status Judge(const ShardTarget& spec, const absl::StatusOr<ShardDescription>& first,
                      const absl::StatusOr<ShardDescription>& second) const;
-  // What to tell the coverage callback after a rebuild, delivered once the lock is released.
-  struct CoverageNotice {
-    CoverageCallback callback;  // empty: nothing changed
+  // What to tell the callbacks after a rebuild, delivered once the lock is released.
+  struct Notice {
+    std::function<void(const TargetStatus&)> target_changed;
+    std::vector<TargetStatus> changed;  // targets whose state or shard group changed
+    CoverageCallback coverage;          // empty: coverage unchanged
     std::string gaps;
     void Deliver() const;
   };
-  CoverageNotice Rebuild() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Notice Rebuild() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ModelIdentity model_;
   const std::vector<int> layers_;

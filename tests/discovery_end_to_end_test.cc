@@ -91,6 +91,18 @@ class DiscoveryTest : public ::testing::Test {
     return request;
   }
 
+  // True once the router's log holds `first` and, after it, `then` (bounded poll: the lines are
+  // written as the directory's state changes, which Info may show a moment earlier).
+  static bool LogShows(Server& router, const std::string& first, const std::string& then) {
+    return testing::WaitFor(
+        [&] {
+          const std::string log = router.process->Log();
+          const size_t at = log.find(first);
+          return at != std::string::npos && log.find(then, at) != std::string::npos;
+        },
+        kDiscovery);
+  }
+
   static std::string* model_;
 };
 
@@ -140,6 +152,10 @@ TEST_F(DiscoveryTest, ShardStartedAfterTheRouterIsDiscoveredAndUsed) {
     EXPECT_TRUE(status.ok()) << "layer " << layer << ": " << status.error_message();
   }
   EXPECT_GT(testing::ExpertInfoOf(late_target).compute_calls(), 0) << "the late shard was not used";
+  // The router logged both transitions of the late target, in order.
+  EXPECT_TRUE(LogShows(router, "moe_router: shard " + late_target + " UNREACHABLE: ",
+                       "moe_router: shard " + late_target + " SERVING layers 0-3 experts 4-7\n"))
+      << router.process->Log();
 }
 
 TEST_F(DiscoveryTest, ShardRestartedWithOtherExpertsOnTheSamePortIsRemapped) {
@@ -165,6 +181,10 @@ TEST_F(DiscoveryTest, ShardRestartedWithOtherExpertsOnTheSamePortIsRemapped) {
   EXPECT_EQ(testing::HealthOf(cluster->router_server().target()), "SERVING");
   ExpectEveryLayerCorrect(*cluster);
   EXPECT_GT(testing::ExpertInfoOf(target).compute_calls(), 0);
+  EXPECT_TRUE(LogShows(cluster->router_server(),
+                       "moe_router: shard " + target + " SERVING layers 0-3 experts 6-7\n",
+                       "moe_router: shard " + target + " SERVING layers 0-3 experts 2-7\n"))
+      << cluster->router_server().process->Log();
 }
 
 TEST_F(DiscoveryTest, TargetAddedToShardsFileIsUsedWithoutRestart) {
