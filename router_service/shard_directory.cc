@@ -247,11 +247,7 @@ ShardDirectory::Notice ShardDirectory::Rebuild() {
   if (options_.target_changed) {
     notice.target_changed = options_.target_changed;
     for (auto& [target, entry] : entries_) {
-      TargetStatus status;
-      status.target = target;
-      status.declared = entry.spec.declared;
-      status.description = entry.description;
-      FillState(entry, &status);
+      TargetStatus status = StatusOf(target, entry);
       std::string reported =
           status.state == "UNKNOWN"
               ? ""
@@ -333,32 +329,33 @@ std::vector<TargetStatus> ShardDirectory::Status() const {
   absl::MutexLock lock(&mu_);
   std::vector<TargetStatus> statuses;
   for (const auto& [target, entry] : entries_) {
-    TargetStatus status;
-    status.target = target;
-    status.declared = entry.spec.declared;
-    status.description = entry.description;
+    TargetStatus status = StatusOf(target, entry);
     status.counters = entry.replica->counters();
     status.connectivity = entry.replica->client().State();
-    FillState(entry, &status);
     statuses.push_back(std::move(status));
   }
   return statuses;
 }
 
-void ShardDirectory::FillState(const Entry& entry, TargetStatus* status) {
+TargetStatus ShardDirectory::StatusOf(const std::string& target, const Entry& entry) {
+  TargetStatus status;
+  status.target = target;
+  status.declared = entry.spec.declared;
+  status.description = entry.description;
   if (!entry.problem.ok()) {
     if (entry.problem.code() == absl::StatusCode::kFailedPrecondition) {
-      status->state = "REJECTED";
+      status.state = "REJECTED";
     } else {
-      status->state = entry.asked ? "UNREACHABLE" : "UNKNOWN";
+      status.state = entry.asked ? "UNREACHABLE" : "UNKNOWN";
     }
-    status->problem = std::string(entry.problem.message());
+    status.problem = std::string(entry.problem.message());
   } else if (entry.replica->Ejected()) {
-    status->state = "EJECTED";
-    status->problem = "ejected after repeated failures or timeouts; probed back when it answers";
+    status.state = "EJECTED";
+    status.problem = "ejected after repeated failures or timeouts; probed back when it answers";
   } else {
-    status->state = "SERVING";
+    status.state = "SERVING";
   }
+  return status;
 }
 
 }  // namespace moe

@@ -119,8 +119,8 @@ class ShardDirectory {
     std::string shard_group;   // what its replica's metric cells are labelled with; "" for none
     std::string reported;      // the state and shard group last told to target_changed
   };
-  // Status()'s state and problem for `entry`.
-  static void FillState(const Entry& entry, TargetStatus* status);
+  // Status() of `entry` without its counters and connectivity.
+  static TargetStatus StatusOf(const std::string& target, const Entry& entry);
 
   // The state a pair of Describe answers puts a target in.
   absl::Status Judge(const ShardTarget& spec, const absl::StatusOr<ShardDescription>& first,
