@@ -1,16 +1,10 @@
 // /metrics of the real moe_router and moe_expert binaries on loopback (--metrics_listen), parsed
 // by the strict test parser: what the services count must be what the requests did.
 #include <grpcpp/grpcpp.h>
-#include <httplib.h>
-#include <signal.h>
 
-#include <algorithm>
-#include <fstream>
-#include <map>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/rpc/tensor_proto.h"
@@ -19,104 +13,25 @@
 #include "testing/cluster.h"
 #include "testing/raw_call.h"
 #include "testing/test_models.h"
-#include "tests/prometheus_text_parser.h"
+#include "tests/metrics_scrape.h"
 
 namespace moe {
 namespace {
 
 using testing::ExpertBinary;
 using testing::MakeRequest;
-using testing::MustStart;
 using testing::RouterBinary;
-using testing::Server;
-using testing_prom::Family;
+using testing_metrics::LargestFiniteBound;
+using testing_metrics::Metered;
+using testing_metrics::Scrape;
+using testing_metrics::StartMetered;
+using testing_metrics::Sum;
 
 constexpr int64_t kD = 256;  // the tiny preset: mixtral, 8 experts, top-2, layer 0
 constexpr int kExperts = 8;
 constexpr int kTopK = 2;
 // The shard groups of the fixture's two shards (router_service/shard_directory.h ShardGroupName).
 const char* const kGroups[] = {"layers 0 experts 0-3", "layers 0 experts 4-7"};
-
-// A server started with --metrics_listen=127.0.0.1:0; `metrics_port` read from its port file
-// (written before the gRPC port, which StartServer waited for).
-struct Metered {
-  Server server;
-  int metrics_port = 0;
-};
-
-Metered StartMetered(const std::string& binary, std::vector<std::string> args,
-                     const std::string& port_file) {
-  args.push_back("--metrics_listen=127.0.0.1:0");
-  args.push_back("--metrics_port_file=" + port_file);
-  Metered m;
-  m.server = MustStart(binary, std::move(args));
-  std::ifstream in(port_file);
-  std::string text;
-  EXPECT_TRUE(in >> text && absl::SimpleAtoi(text, &m.metrics_port)) << port_file;
-  return m;
-}
-
-// Scrapes and parses; fails the test on a malformed exposition.
-std::map<std::string, Family> Scrape(int port) {
-  httplib::Client client("127.0.0.1", port);
-  httplib::Result result = client.Get("/metrics");
-  EXPECT_TRUE(result) << httplib::to_string(result.error());
-  if (!result) return {};
-  EXPECT_EQ(result->status, 200);
-  auto parsed = testing_prom::ParseText(result->body);
-  EXPECT_TRUE(parsed.ok()) << parsed.status() << "\n" << result->body;
-  std::map<std::string, Family> families;
-  if (parsed.ok()) {
-    for (Family& f : *parsed) families[f.name] = std::move(f);
-  }
-  return families;
-}
-
-// The samples `name` of `family` whose labels include `labels`.
-std::vector<testing_prom::Sample> Matching(const std::map<std::string, Family>& families,
-                                           const std::string& family, const std::string& name,
-                                           const std::map<std::string, std::string>& labels) {
-  auto it = families.find(family);
-  if (it == families.end()) {
-    ADD_FAILURE() << "no family " << family;
-    return {};
-  }
-  std::vector<testing_prom::Sample> matching;
-  for (const testing_prom::Sample& s : it->second.samples) {
-    bool match = s.name == name;
-    for (const auto& [k, v] : labels) {
-      auto l = s.labels.find(k);
-      match = match && l != s.labels.end() && l->second == v;
-    }
-    if (match) matching.push_back(s);
-  }
-  return matching;
-}
-
-// The value of the sample `name` whose labels include `labels`, summed over the matches.
-double Sum(const std::map<std::string, Family>& families, const std::string& family,
-           const std::string& name, const std::map<std::string, std::string>& labels = {}) {
-  double sum = 0;
-  for (const testing_prom::Sample& s : Matching(families, family, name, labels)) sum += s.value;
-  return sum;
-}
-
-// The largest finite bucket bound ("le") of histogram `family`, or -1.
-double LargestFiniteBound(const std::map<std::string, Family>& families,
-                          const std::string& family) {
-  double largest = -1;
-  auto it = families.find(family);
-  if (it == families.end()) return largest;
-  for (const testing_prom::Sample& s : it->second.samples) {
-    auto le = s.labels.find("le");
-    double bound = 0;
-    if (s.name == family + "_bucket" && le != s.labels.end() && le->second != "+Inf" &&
-        absl::SimpleAtod(le->second, &bound)) {
-      largest = std::max(largest, bound);
-    }
-  }
-  return largest;
-}
 
 class MetricsEndToEndTest : public ::testing::Test {
  protected:
@@ -406,70 +321,6 @@ TEST(ShardCancellationTest, DropsACallItsClientCancelledWhileItWaitedInTheQueue)
         << status.error_message();
     EXPECT_EQ(computed, cancel ? 0 : kRows);
   }
-}
-
-// Shard calls are counted per shard group and replica (DESIGN §11): over bare targets the router
-// learns each target's group from its Info, and a target that comes back holding other experts is
-// counted under its new group from then on, its old group's series kept as they were.
-TEST_F(MetricsEndToEndTest, ShardCallSeriesFollowTheGroupATargetServes) {
-  const std::string a = experts_[0].server.target(), b = experts_[1].server.target();
-  Metered router = StartMetered(
-      RouterBinary(),
-      {"--model=" + model_, "--layer=0", "--shards=" + a + "," + b, "--refresh_ms=200"},
-      dir_ + "/bare-router.port");
-  auto stub = v1::Router::NewStub(
-      grpc::CreateChannel(router.server.target(), grpc::InsecureChannelCredentials()));
-  auto forward = [&stub](int seed) {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-    v1::ForwardResponse response;
-    return stub->Forward(&context, MakeRequest(testing::RandomTokens(8, kD, seed), 8, kD),
-                         &response);
-  };
-  const std::map<std::string, std::string> old_b = {{"shard_group", kGroups[1]}, {"replica", b}};
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(forward(70 + i).ok());
-  const double before = Sum(Scrape(router.metrics_port), "moe_router_shard_call_duration_seconds",
-                            "moe_router_shard_call_duration_seconds_count", old_b);
-  EXPECT_GT(before, 0);  // 32 tokens × top-2 chose some of experts 4-7
-
-  experts_[1].server.process->Stop(SIGKILL);
-  experts_[1] = StartMetered(ExpertBinary(),
-                             {"--model=" + model_, "--layer=0", "--experts=0-7",
-                              absl::StrCat("--listen=127.0.0.1:", experts_[1].server.port)},
-                             dir_ + "/expert-0-7.port");
-  ASSERT_EQ(experts_[1].server.target(), b);
-  const std::map<std::string, std::string> new_b = {{"shard_group", "layers 0 experts 0-7"},
-                                                    {"replica", b}};
-  ASSERT_TRUE(testing::WaitFor(
-      [&] {
-        return !Matching(Scrape(router.metrics_port), "moe_router_shard_call_duration_seconds",
-                         "moe_router_shard_call_duration_seconds_count", new_b)
-                    .empty();
-      },
-      absl::Seconds(10)))
-      << "no series for " << b << " holding experts 0-7";
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(forward(80 + i).ok());
-  const auto after = Scrape(router.metrics_port);
-  // Experts 4-7 have one holder now, b: its calls count under the new group only.
-  const double calls =
-      Sum(after, "moe_router_shard_calls_total", "moe_router_shard_calls_total",
-          {{"shard_group", "layers 0 experts 0-7"}, {"replica", b}, {"code", "OK"}});
-  EXPECT_GT(calls, 0);
-  EXPECT_EQ(Sum(after, "moe_router_shard_call_duration_seconds",
-                "moe_router_shard_call_duration_seconds_count", new_b),
-            calls);
-  EXPECT_EQ(Sum(after, "moe_router_shard_call_duration_seconds",
-                "moe_router_shard_call_duration_seconds_count", old_b),
-            before);
-  // The restarted shard saw exactly those calls.
-  EXPECT_EQ(Sum(Scrape(experts_[1].metrics_port), "moe_expert_calls_total",
-                "moe_expert_calls_total", {{"code", "OK"}}),
-            calls);
-  // Ejections stay per replica: one series for b, whatever it held.
-  EXPECT_EQ(Matching(after, "moe_router_replica_ejections_total",
-                     "moe_router_replica_ejections_total", {{"replica", b}})
-                .size(),
-            1u);
 }
 
 }  // namespace
