@@ -259,7 +259,8 @@ int main(int argc, char** argv) {
   wire.max_reply_bytes = MaxReplyBytes(options);
   options.directory.refresh_interval = absl::Milliseconds(absl::GetFlag(FLAGS_refresh_ms));
   // Each target's transitions, one line each: "shard 10.0.0.7:50061 SERVING layers 0-15 experts
-  // 0-31", "shard ... UNREACHABLE (layers ...): <why>".
+  // 0-31", "shard ... UNREACHABLE (layers ...): <why>", "shard ... REMOVED (layers ...): no longer
+  // listed" (gone from --shards_file).
   options.directory.target_changed = [](const moe::TargetStatus& status) {
     const std::string group =
         status.description ? moe::ShardGroupName(*status.description) : std::string();

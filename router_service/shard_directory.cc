@@ -75,8 +75,18 @@ void ShardDirectory::SetTargets(std::vector<ShardTarget> targets) {
       entry.spec = std::move(spec);
       entries.emplace(entry.spec.target, std::move(entry));
     }
+    // Targets no longer listed leave with their replicas; the log says so first.
+    std::vector<TargetStatus> removed;
+    for (const auto& [target, entry] : entries_) {
+      if (!options_.target_changed || entries.count(target) != 0) continue;
+      TargetStatus status = StatusOf(target, entry);
+      status.state = "REMOVED";
+      status.problem = "no longer listed";
+      removed.push_back(std::move(status));
+    }
     entries_ = std::move(entries);
     notice = Rebuild();
+    notice.changed.insert(notice.changed.begin(), removed.begin(), removed.end());
   }
   notice.Deliver();
 }

@@ -41,7 +41,8 @@ struct TargetStatus {
   std::string target;
   std::optional<ExpertSet> declared;
   std::optional<ShardDescription> description;  // the last answer, if any
-  std::string state;    // SERVING | UNKNOWN | UNREACHABLE | REJECTED | EJECTED
+  // SERVING | UNKNOWN | UNREACHABLE | REJECTED | EJECTED; REMOVED only to target_changed.
+  std::string state;
   std::string problem;  // why it is not SERVING
   ReplicaCounters counters;
   std::string connectivity;  // the channel's, e.g. READY
@@ -57,8 +58,8 @@ struct DirectoryOptions {
   std::function<ReplicaMetrics(const std::string& target, const std::string& shard_group)>
       replica_metrics;
   // Told a target's status whenever its state or shard group changes (not UNKNOWN, the state
-  // before its first answer), outside the directory's lock, before the coverage callback; for
-  // the router's log. Unset: nothing.
+  // before its first answer), and as REMOVED when SetTargets drops it from the list; outside the
+  // directory's lock, before the coverage callback; for the router's log. Unset: nothing.
   std::function<void(const TargetStatus&)> target_changed;
 };
 

@@ -1,6 +1,7 @@
 // Discovery with real processes: a router serving every MoE layer of mixtral-tiny (4 layers, 8
 // experts) learns its shards from bare targets and keeps its map current while shards start
-// late, restart with other experts, are added to --shards_file, or disagree behind one target.
+// late, restart with other experts, are added to or removed from --shards_file, or disagree
+// behind one target.
 // Every wait is a bounded poll on an observable condition (health, Info), never a sleep.
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
@@ -205,6 +206,34 @@ TEST_F(DiscoveryTest, TargetAddedToShardsFileIsUsedWithoutRestart) {
   EXPECT_TRUE(cluster->router_server().process->Running());
   ExpectEveryLayerCorrect(*cluster);
   EXPECT_GT(testing::ExpertInfoOf(added.target()).compute_calls(), 0);
+}
+
+TEST_F(DiscoveryTest, TargetRemovedFromShardsFileIsDroppedLoggedAndTakenBackWhenListedAgain) {
+  testing::WholeModelOptions options;
+  options.shards_file = true;
+  options.router_flags = kRouterFlags;
+  auto cluster = Cluster::WholeModel(*model_, {"0-3", "4-7"}, options);
+  const std::string router = cluster->router_server().target();
+  const std::string kept = cluster->expert(0).target(), removed = cluster->expert(1).target();
+
+  cluster->SetShardsFile({kept});
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return testing::HealthOf(router) == "NOT_SERVING"; }, kDiscovery));
+  EXPECT_THAT(cluster->Info().coverage_gaps(), ::testing::HasSubstr("4-7"));
+  EXPECT_TRUE(LogShows(
+      cluster->router_server(),
+      "moe_router: shard " + removed + " SERVING layers 0-3 experts 4-7\n",
+      "moe_router: shard " + removed + " REMOVED (layers 0-3 experts 4-7): no longer listed\n"))
+      << cluster->router_server().process->Log();
+  EXPECT_TRUE(cluster->expert(1).process->Running());  // dropped by the router, not stopped
+
+  cluster->SetShardsFile({kept, removed});
+  ASSERT_TRUE(testing::WaitFor([&] { return testing::HealthOf(router) == "SERVING"; }, kDiscovery))
+      << cluster->Info().DebugString();
+  EXPECT_TRUE(LogShows(cluster->router_server(), " REMOVED (layers 0-3 experts 4-7)",
+                       "moe_router: shard " + removed + " SERVING layers 0-3 experts 4-7\n"))
+      << cluster->router_server().process->Log();
+  ExpectEveryLayerCorrect(*cluster);
 }
 
 TEST_F(DiscoveryTest, BackendsDisagreeingBehindOneTargetAreReportedAndNotUsed) {
