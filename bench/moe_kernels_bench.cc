@@ -120,18 +120,16 @@ BENCHMARK(BM_Switch)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
-// The switch points of int8 weights: the streaming path's int16 dots on AMX-INT8 tiles (amx 1)
-// or on AVX512-VNNI (amx 0: the tiles forced off), against the BLAS path (dequantised blocks).
+// The switch points of int8 weights: the automatic path (path 0: with AMX, the staged AMX-BF16
+// tiles from kInt8StagedMinTokens), the streaming path's int16 dots (path 1: AVX512-VNNI) and the
+// BLAS path (path 2: dequantised blocks).
 void BM_Int8Switch(benchmark::State& state) {
-  const int64_t tokens = state.range(0);
-  SwigluOptions options =
-      PoolOptions(state.range(1) == 1 ? SwigluPath::kStreaming : SwigluPath::kBlas);
-  options.allow_amx = state.range(2) == 1;
-  TimeSwiglu(state, WeightStorage::kInt8, tokens, options);
+  const SwigluPath paths[] = {SwigluPath::kAuto, SwigluPath::kStreaming, SwigluPath::kBlas};
+  TimeSwiglu(state, WeightStorage::kInt8, state.range(0), PoolOptions(paths[state.range(1)]));
 }
 BENCHMARK(BM_Int8Switch)
-    ->ArgNames({"M", "path", "amx"})
-    ->ArgsProduct({{2, 4, 8, 12, 16, 24, 32, 64, 128, 192, 256, 512, 1024}, {1, 2}, {0, 1}})
+    ->ArgNames({"M", "path"})
+    ->ArgsProduct({{2, 4, 8, 12, 16, 24, 32, 64, 128, 192, 256, 512, 1024}, {0, 1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

@@ -1,15 +1,18 @@
 // The bf16 dot kernels (common/kernels/bf16_dot_kernel.h), each of them (AVX512-BF16 and
-// AMX-BF16; a kernel this CPU lacks is skipped, saying so): the dots against loops in double, and
-// the packing's rounding. The FFN path built on them: swiglu_bf16_path_test.cc.
+// AMX-BF16; a kernel this CPU lacks is skipped, saying so): the dots against loops in double, over
+// bf16 weights and, for the staged AMX kernel, int8 ones, and the packing's rounding. The FFN path
+// built on them: swiglu_bf16_path_test.cc.
 #include "common/kernels/bf16_dot_kernel.h"
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/kernels/int8_matrix.h"
 #include "common/tensor/bf16_matrix.h"
 #include "common/tensor/dtype.h"
 #include "gtest/gtest.h"
@@ -32,6 +35,36 @@ std::vector<uint16_t> Packed(const Bf16DotKernels& kernels, const Matrix& x, int
   return packed;
 }
 
+// Runs dots(first, count, out, ldo) for every token range a caller may ask for (all of them, and
+// past 16 from the second group on) and checks every sum against Σ_i weight(r, i) · bf16(x_t[i])
+// in double, within `roundings` float32 roundings of Σ|products|, and that nothing past `rows` of
+// a token's output was written.
+void ExpectDotsMatchDouble(
+    int64_t rows, const Matrix& xf, int64_t roundings,
+    const std::function<void(int64_t first, int64_t count, float* out, int64_t ldo)>& dots,
+    const std::function<double(int64_t r, int64_t i)>& weight) {
+  const int64_t tokens = xf.rows(), k = xf.cols();
+  for (const int64_t first : {int64_t{0}, kBf16DotTokenAlign}) {
+    if (first >= tokens) continue;
+    const int64_t count = tokens - first, ldo = rows + 3;
+    std::vector<float> out(count * ldo, -7.0f);
+    dots(first, count, out.data(), ldo);
+    for (int64_t t = 0; t < count; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        double want = 0, magnitude = 0;
+        for (int64_t i = 0; i < k; ++i) {
+          const double p = weight(r, i) * Bf16ToF32(F32ToBf16(xf.row(first + t)[i]));
+          want += p;
+          magnitude += std::abs(p);
+        }
+        ASSERT_NEAR(out[t * ldo + r], want, roundings * kE * magnitude + 1e-30)
+            << "row " << r << " token " << first + t << " (from token " << first << ")";
+      }
+      for (int64_t r = rows; r < ldo; ++r) ASSERT_EQ(out[t * ldo + r], -7.0f) << "wrote past rows";
+    }
+  }
+}
+
 // ---- The dots alone: bf16 × bf16 products are exact in float32, so only the sums round. ----
 
 struct DotCase {
@@ -41,7 +74,6 @@ struct DotCase {
 
 class Bf16DotsTest : public ::testing::TestWithParam<DotCase> {};
 
-// Every token range a caller may ask for: all of them, and (past 8) from the second group on.
 TEST_P(Bf16DotsTest, MatchLoopsInDouble) {
   const auto& [name, rows, k, tokens] = GetParam();
   const Bf16DotKernels* kernels = KernelsNamed(name);
@@ -51,26 +83,12 @@ TEST_P(Bf16DotsTest, MatchLoopsInDouble) {
   const int64_t kp = w.padded_cols();
   const Matrix xf = RandomMatrix(tokens, k, 1.0f, rng);
   const std::vector<uint16_t> packed = Packed(*kernels, xf, kp, /*split=*/5);
-  for (const int64_t first : {int64_t{0}, kBf16DotTokenAlign}) {
-    if (first >= tokens) continue;
-    const int64_t count = tokens - first, ldo = rows + 3;
-    std::vector<float> out(count * ldo, -7.0f);
-    kernels->dots(w.quad(0), rows, kp, packed.data(), first, count, out.data(), ldo);
-    for (int64_t t = 0; t < count; ++t) {
-      for (int64_t r = 0; r < rows; ++r) {
-        double want = 0, magnitude = 0;
-        for (int64_t i = 0; i < k; ++i) {
-          const double p =
-              static_cast<double>(w.at(r, i)) * Bf16ToF32(F32ToBf16(xf.row(first + t)[i]));
-          want += p;
-          magnitude += std::abs(p);
-        }
-        ASSERT_NEAR(out[t * ldo + r], want, (kp + 2) * kE * magnitude + 1e-30)
-            << "row " << r << " token " << first + t << " (from token " << first << ")";
-      }
-      for (int64_t r = rows; r < ldo; ++r) ASSERT_EQ(out[t * ldo + r], -7.0f) << "wrote past rows";
-    }
-  }
+  ExpectDotsMatchDouble(
+      rows, xf, kp + 2,
+      [&](int64_t first, int64_t count, float* out, int64_t ldo) {
+        kernels->dots(w.quad(0), rows, kp, packed.data(), first, count, out, ldo);
+      },
+      [&](int64_t r, int64_t i) { return static_cast<double>(w.at(r, i)); });
 }
 
 std::vector<DotCase> DotCases() {
@@ -92,6 +110,59 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Bf16DotsTest, ::testing::ValuesIn(DotCases()),
                                                info.param.rows, "_k", info.param.k, "_M",
                                                info.param.tokens);
                          });
+
+// ---- Over int8 weights (dots_int8, the staged AMX kernel): q exact in bf16, the scale after. ----
+
+class Int8Bf16DotsTest : public ::testing::TestWithParam<DotCase> {};
+
+TEST_P(Int8Bf16DotsTest, MatchLoopsInDouble) {
+  const auto& [name, rows, k, tokens] = GetParam();
+  const Bf16DotKernels* kernels = KernelsNamed(name);
+  SKIP_WITHOUT(kernels, name);
+  ASSERT_NE(kernels->dots_int8, nullptr);
+  std::mt19937 rng(static_cast<unsigned>(rows * 1000 + k + tokens + 7));
+  Matrix values = RandomMatrix(rows, k, 1.0f, rng);
+  for (int64_t c = 0; c < k; ++c) values.row(0)[c] *= 1e-3f;  // rows of their own scales
+  const Int8Matrix w = Int8Matrix::Quantize(values);
+  const int64_t kp = w.padded_cols();
+  const Matrix xf = RandomMatrix(tokens, k, 1.0f, rng);
+  const std::vector<uint16_t> packed = Packed(*kernels, xf, kp, /*split=*/5);
+  // One more rounding than bf16 weights': the sum times the row's scale.
+  ExpectDotsMatchDouble(
+      rows, xf, kp + 3,
+      [&](int64_t first, int64_t count, float* out, int64_t ldo) {
+        kernels->dots_int8(w.quad(0), w.scales(0), rows, kp, packed.data(), first, count, out, ldo);
+      },
+      [&](int64_t r, int64_t i) { return static_cast<double>(w.scale(r)) * w.q(r, i); });
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Int8Bf16DotsTest, ::testing::ValuesIn([] {
+                           std::vector<DotCase> cases;
+                           for (const DotCase& c : DotCases()) {
+                             if (c.kernels == "amx-bf16-staged") cases.push_back(c);
+                           }
+                           return cases;
+                         }()),
+                         [](const ::testing::TestParamInfo<DotCase>& info) {
+                           return absl::StrCat(Identifier(info.param.kernels), "_rows",
+                                               info.param.rows, "_k", info.param.k, "_M",
+                                               info.param.tokens);
+                         });
+
+// Only the staged AMX kernel takes int8 weights.
+TEST(Int8Bf16DotsTest, OnlyTheStagedAmxKernelTakesInt8Weights) {
+  for (const std::string& name : kKernelNames) {
+    const Bf16DotKernels* kernels = KernelsNamed(name);
+    if (kernels == nullptr) continue;
+    const bool staged = name == "amx-bf16-staged";
+    EXPECT_EQ(kernels->dots_int8 != nullptr, staged) << name;
+    EXPECT_EQ(kernels->int8_min_tokens, staged ? kInt8StagedMinTokens : 0) << name;
+  }
+  EXPECT_EQ(Int8Bf16DotKernels(/*allow_amx=*/true, kInt8StagedMinTokens),
+            AmxBf16StagedDotKernels());
+  EXPECT_EQ(Int8Bf16DotKernels(/*allow_amx=*/true, kInt8StagedMinTokens - 1), nullptr);
+  EXPECT_EQ(Int8Bf16DotKernels(/*allow_amx=*/false, 1024), nullptr);
+}
 
 class Bf16PackTest : public ::testing::TestWithParam<std::string> {};
 

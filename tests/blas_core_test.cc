@@ -9,7 +9,6 @@
 
 #include "absl/strings/str_join.h"
 #include "common/kernels/bf16_dot_kernel.h"
-#include "common/kernels/int8_dot_kernel.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -53,8 +52,8 @@ constexpr char kAvx512Cores[] = "(SkylakeX|Cooperlake|SapphireRapids)";
 std::string CpuNote() {
   std::vector<std::string> notes;
   if (Avx512VnniRowDotKernels() != nullptr) {
-    notes.push_back(AmxInt8DotKernels() != nullptr ? "int8 dots: avx512vnni + amx-int8"
-                                                   : "int8 dots: avx512vnni");
+    notes.push_back(AmxBf16StagedDotKernels() != nullptr ? "int8 dots: avx512vnni + amx-bf16-staged"
+                                                         : "int8 dots: avx512vnni");
   } else if (Avx512RowDotKernels() == nullptr && Avx2Int16RowDotKernels() != nullptr) {
     notes.push_back("int8 dots: avx2-int16");
   }

@@ -2,8 +2,8 @@
 // FFN on int8 weights on every path (streaming, BLAS, chosen by token count) and ISA (AVX512-VNNI,
 // AVX-512, AVX2 with int16 dots, AVX2 and portable forced) against a triple-loop reference in
 // double — tightly against the dequantised weights (within the int16 rounding of the activations
-// for VNNI), loosely (the documented quantisation error) against the original float32 ones. The
-// row dots alone: int8_row_dot_test.cc.
+// for VNNI, the bf16 rounding on the AMX tiles), loosely (the documented quantisation error)
+// against the original float32 ones. The row dots alone: int8_row_dot_test.cc.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/kernels/int8_dot_kernel.h"
+#include "common/kernels/bf16_dot_kernel.h"
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "common/kernels/swiglu_ffn.h"
@@ -31,10 +31,10 @@ namespace {
 // ref computed on the original float32 weights (README, "int8 weights"). Random uniform weights
 // give about 0.6% here (measured: printed by the test); the bound leaves room for other seeds.
 constexpr double kInt8RelativeL2 = 0.02;
-enum class Kernels { kAmxInt8, kAvx512Vnni, kAvx512, kAvx2Int16, kAvx2, kPortable };
+enum class Kernels { kAmx, kAvx512Vnni, kAvx512, kAvx2Int16, kAvx2, kPortable };
 
 const char* KernelsName(Kernels kernels) {
-  return kernels == Kernels::kAmxInt8      ? "amx-int8"
+  return kernels == Kernels::kAmx          ? "amx-bf16-staged"
          : kernels == Kernels::kAvx512Vnni ? "avx512vnni"
          : kernels == Kernels::kAvx512     ? "avx512"
          : kernels == Kernels::kAvx2Int16  ? "avx2-int16"
@@ -43,7 +43,8 @@ const char* KernelsName(Kernels kernels) {
 }
 
 bool Available(Kernels kernels) {
-  return kernels == Kernels::kAmxInt8      ? AmxInt8DotKernels() != nullptr
+  return kernels == Kernels::kAmx
+             ? AmxBf16StagedDotKernels() != nullptr && Avx512VnniRowDotKernels() != nullptr
          : kernels == Kernels::kAvx512Vnni ? Avx512VnniRowDotKernels() != nullptr
          : kernels == Kernels::kAvx512     ? Avx512RowDotKernels() != nullptr
          : kernels == Kernels::kAvx2Int16  ? Avx2Int16RowDotKernels() != nullptr
@@ -137,7 +138,7 @@ std::string CaseName(const ::testing::TestParamInfo<Int8Case>& info) {
 std::vector<Int8Case> AllCases() {
   std::vector<Int8Case> cases;
   for (SwigluPath path : {SwigluPath::kAuto, SwigluPath::kStreaming, SwigluPath::kBlas}) {
-    for (Kernels kernels : {Kernels::kAmxInt8, Kernels::kAvx512Vnni, Kernels::kAvx512,
+    for (Kernels kernels : {Kernels::kAmx, Kernels::kAvx512Vnni, Kernels::kAvx512,
                             Kernels::kAvx2Int16, Kernels::kAvx2, Kernels::kPortable}) {
       // Odd sizes (not multiples of 16 or 4); the larger one is above the pool's threshold.
       for (auto [d, h] : {std::pair<int64_t, int64_t>{100, 200}, {203, 701}}) {
@@ -165,26 +166,26 @@ TEST_P(Int8SwigluTest, MatchesDequantisedReferenceAndStaysNearFloat32) {
 
   SwigluOptions options;
   options.path = c.path;
-  const bool amx = c.kernels == Kernels::kAmxInt8;
+  const bool amx = c.kernels == Kernels::kAmx;
   options.allow_avx512 = amx || c.kernels == Kernels::kAvx512Vnni || c.kernels == Kernels::kAvx512;
   options.allow_avx2 = c.kernels != Kernels::kPortable;
   options.allow_int16_dots =
       amx || c.kernels == Kernels::kAvx512Vnni || c.kernels == Kernels::kAvx2Int16;
-  options.allow_amx = amx;  // forced off: the AMX-INT8 dots fall back to the VNNI ones
+  options.allow_amx = amx;  // forced off: the tiles' calls fall back to the VNNI dots
   SwigluReport report;
   options.report = &report;
   ASSERT_TRUE(SwigluForward(*int8, x, y.view(), options).ok());
   if (c.path != SwigluPath::kAuto) {
     EXPECT_EQ(report.path, c.path);
   }
-  // AMX-INT8 takes streaming calls from its min_tokens; fewer tokens, or the BLAS path, run on
-  // the VNNI set it is built beside.
-  const bool tile_dots = report.path == SwigluPath::kStreaming &&
-                         c.tokens >= (amx ? AmxInt8DotKernels()->min_tokens : 0);
-  EXPECT_STREQ(report.kernels, amx && !tile_dots ? "avx512vnni" : KernelsName(c.kernels));
+  // The AMX tiles take the automatic path's calls from kInt8StagedMinTokens; fewer tokens, or a
+  // path asked for by name, run on the VNNI set they are built beside.
+  const bool tiles = amx && c.path == SwigluPath::kAuto && c.tokens >= kInt8StagedMinTokens;
+  EXPECT_EQ(report.path == SwigluPath::kBf16Dot, tiles);
+  EXPECT_STREQ(report.kernels, amx && !tiles ? "avx512vnni" : KernelsName(c.kernels));
 
   // Tight: the kernels add only float32 rounding to the dequantised weights' exact result (and
-  // the int16 streaming dots the activations' int16 rounding).
+  // the int16 streaming dots the activations' int16 rounding, the tiles their bf16 rounding).
   ExpectMatches(y, ReferenceSwiglu(Widened(*int8), x), CaseName({c, 0}), SwigluToleranceOf(report));
 
   // Loose: the quantisation error against the original weights, per token.
@@ -206,12 +207,14 @@ TEST_P(Int8SwigluTest, MatchesDequantisedReferenceAndStaysNearFloat32) {
 
 INSTANTIATE_TEST_SUITE_P(AllPaths, Int8SwigluTest, ::testing::ValuesIn(AllCases()), CaseName);
 
-// With AMX-INT8, int8 calls stream at every token count: the VNNI dots below the tiles' min_tokens,
-// the tiles from it on, never OpenBLAS; with the tiles forced off (or capped by MOE_KERNELS, the
-// same choice) the VNNI dots take every call (int8 has no switch point on AVX-512).
+// With AMX, int8 calls take the staged AMX-BF16 tiles from kInt8StagedMinTokens and the VNNI dots
+// below it, never OpenBLAS; with AMX forced off (or capped by MOE_KERNELS, the same choice) the
+// VNNI dots take every call (int8 has no switch point on AVX-512). The tiles' path asked for by
+// name below the switch point is refused, saying why.
 TEST(Int8SwigluAmxTest, TilesFromTheirMinTokensAndNeverBlas) {
-  const Int8AmxDotKernels* amx = AmxInt8DotKernels();
-  if (amx == nullptr) GTEST_SKIP() << "this CPU (or Linux) gives no AMX-INT8";
+  if (AmxBf16StagedDotKernels() == nullptr || Avx512VnniRowDotKernels() == nullptr) {
+    GTEST_SKIP() << "this CPU (or Linux) gives no AMX-BF16 with AVX512-VNNI";
+  }
   std::mt19937 rng(13);
   // Past kMinParallelBytes of int8 weights, so the pool's helpers take part.
   const SwigluWeights f32 = RandomWeights(48, 4096, rng);
@@ -220,7 +223,8 @@ TEST(Int8SwigluAmxTest, TilesFromTheirMinTokensAndNeverBlas) {
   ASSERT_TRUE(int8.ok()) << int8.status();
   const int64_t blas_from = SwigluBlasMinTokens(WeightStorage::kInt8);
   KernelThreadPool pool(3);  // the phases' chunks (and so the tile dots) on several threads
-  for (int64_t tokens : {int64_t{1}, amx->min_tokens - 1, amx->min_tokens, int64_t{1024}}) {
+  for (int64_t tokens :
+       {int64_t{1}, kInt8StagedMinTokens - 1, kInt8StagedMinTokens, int64_t{1024}}) {
     for (bool allow_amx : {true, false}) {
       SCOPED_TRACE(absl::StrCat(tokens, " tokens, AMX ", allow_amx ? "allowed" : "off"));
       const Matrix x = RandomMatrix(tokens, 48, 1.0f, rng);
@@ -231,13 +235,22 @@ TEST(Int8SwigluAmxTest, TilesFromTheirMinTokensAndNeverBlas) {
       SwigluReport report;
       options.report = &report;
       ASSERT_TRUE(SwigluForward(*int8, x, y.view(), options).ok());
+      const bool tiles = allow_amx && tokens >= kInt8StagedMinTokens;
       const bool blas = !allow_amx && tokens >= blas_from;
-      EXPECT_EQ(report.path, blas ? SwigluPath::kBlas : SwigluPath::kStreaming);
-      EXPECT_STREQ(report.kernels,
-                   allow_amx && tokens >= amx->min_tokens ? "amx-int8" : "avx512vnni");
+      EXPECT_EQ(report.path, tiles  ? SwigluPath::kBf16Dot
+                             : blas ? SwigluPath::kBlas
+                                    : SwigluPath::kStreaming);
+      EXPECT_STREQ(report.kernels, tiles ? "amx-bf16-staged" : "avx512vnni");
       ExpectMatches(y, ReferenceSwiglu(Widened(*int8), x), "", SwigluToleranceOf(report));
     }
   }
+  const Matrix x = RandomMatrix(kInt8StagedMinTokens - 1, 48, 1.0f, rng);
+  Matrix y(x.rows(), 48);
+  SwigluOptions options;
+  options.path = SwigluPath::kBf16Dot;
+  const absl::Status refused = SwigluForward(*int8, x, y.view(), options);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.message()), ::testing::HasSubstr("int8 weights and AMX-BF16"));
 }
 
 // y = FFN(x) on the streaming path, with or without the int16 dots; `kernels` names those run.

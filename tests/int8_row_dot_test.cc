@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/kernels/int8_dot_kernel.h"
 #include "common/kernels/int8_matrix.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "common/tensor/matrix.h"
@@ -185,107 +184,6 @@ TEST(Int8RowDotTest, Int16RoundingRefusesANanAmongFiniteValues) {
       bool finite = true;
       kernels->quantize_activations(x.data(), k, 1, k, xq.data(), k, &x_scale, &finite);
       EXPECT_FALSE(finite);
-    }
-  }
-}
-
-// ---- The AMX-INT8 dots (int8_dot_kernel.h): the VNNI dots' exact sums, bit for bit. ----
-
-// `rows` rows of a random int8 matrix against `tokens` token rows rounded to int16 (packed in two
-// calls, split mid-way), through the AMX dots from token 0 and from token 16: equal to the VNNI
-// dots of the same rounded activations bit for bit, within float32 rounding of the sum in double,
-// and nothing written past `rows`.
-void ExpectAmxDotsEqualVnni(int64_t rows, int64_t cols, int64_t tokens, std::mt19937& rng) {
-  const Int8AmxDotKernels& amx = *AmxInt8DotKernels();
-  const RowDotKernels& vnni = *Avx512VnniRowDotKernels(1);
-  const Int8Matrix w = Int8Matrix::Quantize(RandomMatrix(rows, cols, 1.0f, rng));
-  const int64_t k = w.padded_cols();
-  Matrix x(tokens, k);  // zeros past cols
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int64_t i = 0; i < cols; ++i) {
-      x.row(t)[i] = std::uniform_real_distribution<float>(-1, 1)(rng) * (t % 5 + 1);
-    }
-  }
-  std::vector<int16_t> xq(tokens * k);
-  std::vector<float> x_scales(tokens);
-  bool finite = false;
-  vnni.quantize_activations(x.data(), k, tokens, k, xq.data(), k, x_scales.data(), &finite);
-  ASSERT_TRUE(finite);
-  std::vector<uint8_t> packed(amx.packed_bytes(tokens, k));
-  const int64_t split = tokens / 2;
-  amx.pack(xq.data(), k, 0, split, k, packed.data());
-  amx.pack(xq.data(), k, split, tokens - split, k, packed.data());
-  for (const int64_t first : {int64_t{0}, kInt8AmxTokenAlign}) {
-    if (first >= tokens) continue;
-    const int64_t count = tokens - first, ldo = rows + 3;
-    std::vector<float> got(count * ldo, -7.0f), want(count * ldo, -7.0f);
-    amx.dots(w.quad(0), w.scales(0), rows, k, packed.data(), x_scales.data(), first, count,
-             got.data(), ldo);
-    vnni.dots_int8_quantized(w.quad(0), w.scales(0), rows, k, xq.data() + first * k, k,
-                             x_scales.data() + first, count, want.data(), ldo);
-    for (int64_t t = 0; t < count; ++t) {
-      for (int64_t r = 0; r < ldo; ++r) {
-        ASSERT_EQ(got[t * ldo + r], want[t * ldo + r])
-            << "row " << r << " token " << first + t << " (from token " << first << ")";
-      }
-      for (int64_t r = 0; r < rows; ++r) {
-        double sum = 0, magnitude = 0;
-        for (int64_t i = 0; i < cols; ++i) {
-          const double p =
-              double{w.scale(r)} * w.q(r, i) * x_scales[first + t] * xq[(first + t) * k + i];
-          sum += p;
-          magnitude += std::abs(p);
-        }
-        ASSERT_NEAR(got[t * ldo + r], sum, 1e-6 * magnitude)
-            << "row " << r << " token " << first + t;
-      }
-    }
-  }
-}
-
-// Rows not a multiple of four or of a tile's 64, odd columns, a long row, and token counts from
-// one to past a tile's 16 (from the first group and from the second).
-TEST(Int8AmxDotTest, SumsEqualTheVnniDotsBitForBitAndMatchDouble) {
-  if (AmxInt8DotKernels() == nullptr) GTEST_SKIP() << "this CPU (or Linux) gives no AMX-INT8";
-  std::mt19937 rng(12);
-  for (int64_t tokens : {1, 3, 16, 17, 64, 257}) {
-    for (auto [rows, cols] :
-         {std::pair<int64_t, int64_t>{1, 16}, {7, 100}, {33, 203}, {130, 48}, {70, 1024}}) {
-      SCOPED_TRACE(absl::StrCat(rows, " rows, ", cols, " columns, ", tokens, " tokens"));
-      ExpectAmxDotsEqualVnni(rows, cols, tokens, rng);
-    }
-  }
-}
-
-// Every weight and activation at its extreme, one sign: the total (127 · 16 383 · k) is far past
-// int32, which the split into lo and hi halves, each summed in int32, must not feel.
-TEST(Int8AmxDotTest, SumsPastInt32AreExact) {
-  if (AmxInt8DotKernels() == nullptr) GTEST_SKIP() << "this CPU (or Linux) gives no AMX-INT8";
-  const Int8AmxDotKernels& amx = *AmxInt8DotKernels();
-  for (const int64_t k : {int64_t{8192}, int64_t{20000}}) {
-    SCOPED_TRACE(absl::StrCat("k ", k));
-    Matrix ones(4, k);
-    std::fill(ones.data(), ones.data() + ones.size(), 1.0f);
-    for (int64_t c = 0; c < k; ++c) ones.row(3)[c] = -1.0f;
-    const Int8Matrix w = Int8Matrix::Quantize(ones);  // q = ±127, scale 1/127
-    const int64_t tokens = 2;
-    Matrix x(tokens, k);
-    std::fill(x.data(), x.data() + x.size(), 2.5f);
-    std::vector<int16_t> xq(tokens * k);
-    std::vector<float> x_scales(tokens);
-    bool finite = false;
-    Avx512VnniRowDotKernels()->quantize_activations(x.data(), k, tokens, k, xq.data(), k,
-                                                    x_scales.data(), &finite);
-    ASSERT_TRUE(finite);
-    ASSERT_EQ(xq[0], Int8ActivationLevels(k));
-    std::vector<uint8_t> packed(amx.packed_bytes(tokens, k));
-    amx.pack(xq.data(), k, 0, tokens, k, packed.data());
-    std::vector<float> out(tokens * 4);
-    amx.dots(w.quad(0), w.scales(0), 4, k, packed.data(), x_scales.data(), 0, tokens, out.data(),
-             4);
-    for (int64_t t = 0; t < tokens; ++t) {
-      for (int r = 0; r < 3; ++r) EXPECT_NEAR(out[t * 4 + r], 2.5 * k, 1e-5 * 2.5 * k) << r;
-      EXPECT_NEAR(out[t * 4 + 3], -2.5 * k, 1e-5 * 2.5 * k);
     }
   }
 }

@@ -4,8 +4,10 @@
 //
 // Error bound of the path, element by element (u = 2^-9, the relative rounding error of a bf16
 // round-to-nearest; e = 2^-24, float32's). Weights are bf16 already (the reference uses them
-// exactly). x is rounded to bf16, so each product w·x gains a relative error ≤ u, and the float32
-// sums of k exact bf16 products add ≤ (k + 2)·e of Σ|w·x|:
+// exactly), or int8 on the staged AMX kernel (the reference uses scale · q; the kernel multiplies
+// the exact q by bf16 x and scales the float32 sum, one more rounding of e, within the slack). x is
+// rounded to bf16, so each product w·x gains a relative error ≤ u, and the float32 sums of k exact
+// bf16 products add ≤ (k + 2)·e of Σ|w·x|:
 //   |Δg_j| ≤ (u + (d + 2)·e) · Σ_i |gate_ji · x_i|        (the same for up, Δu_j)
 // silu's slope is at most 1.1 in magnitude, so silu(g)·u moves by ≤ 1.1·|Δg|·(|u| + |Δu|) +
 // (|silu(g)| + 1.1·|Δg|)·|Δu|; its float32 evaluation adds a few e and the rounding of the
@@ -79,6 +81,7 @@ struct FfnCase {
   std::string kernels;
   int64_t d_model, width, tokens;
   int threads;
+  WeightStorage storage = WeightStorage::kBF16;  // kInt8: the staged AMX kernel's dots_int8
 };
 
 class SwigluBf16DotTest : public ::testing::TestWithParam<FfnCase> {};
@@ -87,7 +90,7 @@ TEST_P(SwigluBf16DotTest, WithinTheStatedBoundOfTheReferenceInDouble) {
   const FfnCase& c = GetParam();
   SKIP_WITHOUT(KernelsNamed(c.kernels), c.kernels);
   std::mt19937 rng(static_cast<unsigned>(77 + c.tokens + c.d_model + c.width));
-  const SwigluWeights w = RandomWeights(c.d_model, c.width, rng, WeightStorage::kBF16);
+  const SwigluWeights w = RandomWeights(c.d_model, c.width, rng, c.storage);
   const Matrix x = RandomMatrix(c.tokens, c.d_model, 1.0f, rng);
   // y at a stride wider than d_model: the path writes its rows in place.
   Matrix y_storage(c.tokens, c.d_model + 9);
@@ -96,7 +99,7 @@ TEST_P(SwigluBf16DotTest, WithinTheStatedBoundOfTheReferenceInDouble) {
   KernelThreadPool pool(c.threads);
   SwigluOptions options;
   options.path = SwigluPath::kBf16Dot;
-  options.allow_amx = c.kernels == "amx-bf16";  // in place up to 16 tokens, staged past that
+  options.allow_amx = c.kernels != "avx512bf16";  // in place up to 16 tokens, staged past that
   options.pool = &pool;
   SwigluReport report;
   options.report = &report;
@@ -147,13 +150,25 @@ std::vector<FfnCase> FfnCases() {
     for (int64_t tokens : {21, 40}) cases.push_back({name, 203, 701, tokens, 1});
     cases.push_back({name, 1000, 300, 70, 2});
   }
+  // Int8 weights on the staged AMX kernel (from kInt8StagedMinTokens), the reference on the
+  // dequantised weights: the same bound, the weights being exact.
+  for (int64_t tokens : {16, 21, 40, 64, 257}) {
+    for (auto [d, h] : {std::pair<int64_t, int64_t>{100, 200}, {203, 701}, {35, 33}}) {
+      cases.push_back({"amx-bf16-staged", d, h, tokens, 1, WeightStorage::kInt8});
+    }
+  }
+  for (int64_t tokens : {16, 257}) {
+    cases.push_back({"amx-bf16-staged", 203, 701, tokens, 2, WeightStorage::kInt8});
+  }
+  cases.push_back({"amx-bf16-staged", 1000, 300, 70, 2, WeightStorage::kInt8});
   return cases;
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, SwigluBf16DotTest, ::testing::ValuesIn(FfnCases()),
                          [](const ::testing::TestParamInfo<FfnCase>& info) {
                            const FfnCase& c = info.param;
-                           return absl::StrCat(Identifier(c.kernels), "_d", c.d_model, "_h",
+                           return absl::StrCat(c.storage == WeightStorage::kInt8 ? "int8_" : "",
+                                               Identifier(c.kernels), "_d", c.d_model, "_h",
                                                c.width, "_M", c.tokens, "_threads", c.threads);
                          });
 

@@ -16,12 +16,11 @@ bool Leaf7EdxBit(int bit) {
   return (edx >> bit & 1) != 0;
 }
 
-constexpr int kAmxBf16Bit = 22, kAmxTileBit = 24, kAmxInt8Bit = 25;
+constexpr int kAmxBf16Bit = 22, kAmxTileBit = 24;
 
 }  // namespace
 
 bool CpuHasAmxBf16() { return Leaf7EdxBit(kAmxTileBit) && Leaf7EdxBit(kAmxBf16Bit); }
-bool CpuHasAmxInt8() { return Leaf7EdxBit(kAmxTileBit) && Leaf7EdxBit(kAmxInt8Bit); }
 
 bool AmxTileStateGranted() {
   static const bool granted = [] {
@@ -39,7 +38,6 @@ bool AmxTileStateGranted() {
 
 namespace moe {
 bool CpuHasAmxBf16() { return false; }
-bool CpuHasAmxInt8() { return false; }
 bool AmxTileStateGranted() { return false; }
 }  // namespace moe
 

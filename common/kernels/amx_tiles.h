@@ -1,4 +1,4 @@
-// What the AMX kernels (bf16_dot_kernel_amx*.cc, int8_dot_kernel_amx.cc) share: the tile
+// What the AMX kernels (bf16_dot_kernel_amx*.cc) share: the tile
 // configuration they load, and whether this process may run AMX tile instructions at all.
 //
 // Linux (5.16+) gives a process the AMX tile data state only on request (arch_prctl
@@ -27,9 +27,8 @@ struct alignas(64) AmxTileConfig {
   }
 };
 
-// CPUID leaf 7: AMX-TILE with AMX-BF16, and AMX-TILE with AMX-INT8. False off x86-64.
+// CPUID leaf 7: AMX-TILE with AMX-BF16. False off x86-64.
 bool CpuHasAmxBf16();
-bool CpuHasAmxInt8();
 
 // Whether Linux granted this process the AMX tile data state (asked on the first call).
 bool AmxTileStateGranted();

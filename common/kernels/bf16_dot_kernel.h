@@ -26,7 +26,8 @@
 //   left tiles of 16 whole rows; tokens are packed 16 per right tile, a pair of columns per tile
 //   row, so every product is wanted. A pass sums 32 rows against 32 tokens (four tiles of sums);
 //   more tokens take further passes over the staged rows, from L2. Staging makes a single
-//   pass 7-13% slower per core (README.md, "bf16 activations"), hence two kernels.
+//   pass 7-13% slower per core (README.md, "bf16 activations"), hence two kernels. It also takes
+//   int8 weights (dots_int8), widening each value exactly to bf16 as it stages it.
 // Linux grants the AMX tile state per process (arch_prctl ARCH_REQ_XCOMP_PERM); AmxBf16DotKernels()
 // asks once and returns nullptr if refused, and so does AmxBf16StagedDotKernels().
 #ifndef MOE_COMMON_KERNELS_BF16_DOT_KERNEL_H_
@@ -57,6 +58,14 @@ struct Bf16DotKernels {
   // quad `quads`, k = its padded_cols(), and x_t is packed token row t. Sums in float32.
   void (*dots)(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed,
                int64_t first_token, int64_t tokens, float* out, int64_t ldo);
+  // Int8 weights, from this many tokens per call (0: this kernel does not take them): the same
+  // as `dots` over the `rows` rows of an Int8Matrix from quad `quads` (every value an integer of
+  // 7 bits, exact in bf16), each sum times its row's scale: out[...] = scales[r] · Σ q[r][i] ·
+  // x_t[i].
+  int64_t int8_min_tokens;
+  void (*dots_int8)(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
+                    const uint16_t* packed, int64_t first_token, int64_t tokens, float* out,
+                    int64_t ldo);
 };
 
 // nullptr when this CPU (or compiler) has no AVX512-BF16 (with AVX-512F/BW/VL/DQ).
@@ -66,6 +75,13 @@ const Bf16DotKernels* Avx512Bf16DotKernels();
 const Bf16DotKernels* AmxBf16DotKernels();
 const Bf16DotKernels* AmxBf16StagedDotKernels();
 
+// From this many tokens per call int8 weights take the staged AMX kernel (bf16 activations)
+// instead of the VNNI streaming dots. Measured on a 2-core Xeon with AMX (the served layer in
+// process, alternating builds; README "int8 weights"): from 2 tokens the tiles lost at 2-8 tokens
+// per call on average (0.68-0.88 at 4, 0.85-1.03 at 8) and won from 12 (1.0-1.18); from 10 they
+// beat from 16 by 1.03-1.16 at 12-32 tokens per call on average.
+inline constexpr int64_t kInt8StagedMinTokens = 10;
+
 // For a call of `tokens` tokens: AMX where this process has it and `allow_amx` (staged from its
 // min_tokens on), else AVX512-BF16; nullptr without either.
 inline const Bf16DotKernels* BestBf16DotKernels(bool allow_amx, int64_t tokens) {
@@ -74,6 +90,15 @@ inline const Bf16DotKernels* BestBf16DotKernels(bool allow_amx, int64_t tokens) 
     return tokens >= staged->min_tokens ? staged : AmxBf16DotKernels();
   }
   return Avx512Bf16DotKernels();
+}
+
+// For int8 weights in a call of `tokens` tokens: the staged AMX kernel where this process has it,
+// `allow_amx` and tokens ≥ its int8_min_tokens, else nullptr.
+inline const Bf16DotKernels* Int8Bf16DotKernels(bool allow_amx, int64_t tokens) {
+  const Bf16DotKernels* staged = allow_amx ? AmxBf16StagedDotKernels() : nullptr;
+  return staged != nullptr && staged->int8_min_tokens > 0 && tokens >= staged->int8_min_tokens
+             ? staged
+             : nullptr;
 }
 
 }  // namespace moe

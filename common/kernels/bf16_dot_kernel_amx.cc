@@ -201,7 +201,9 @@ const Bf16DotKernels* AmxBf16DotKernels() {
                                        /*min_tokens=*/2,
                                        &PackedValues,
                                        &Pack,
-                                       &Dots};
+                                       &Dots,
+                                       /*int8_min_tokens=*/0,
+                                       /*dots_int8=*/nullptr};
     const bool supported = Avx512Bf16DotKernels() != nullptr && CpuHasAmxBf16();
     return supported && AmxTileStateGranted() ? &amx : nullptr;
   }();

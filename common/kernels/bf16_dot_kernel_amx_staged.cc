@@ -13,9 +13,11 @@
 // a blend per 64 bytes, one chunk ahead of the tile loads that read it): word 2i of a staged row is
 // column i of the chunk, word 2i + 1 column 16 + i, and tokens are packed in the same order. Where
 // one pass covers a call's tokens (up to 32) the staging is a ring of 4 chunks (8 KB, in L1);
-// otherwise it keeps every chunk (2 KB each, from L2) for the further passes. Each dots call loads
-// its tile configuration and releases the tiles on return, so no thread keeps the 8 KB of tile
-// state past a call.
+// otherwise it keeps every chunk (2 KB each, from L2) for the further passes. Int8 weights
+// (dots_int8: an Int8Matrix's quads, the same layout with one byte per value) are staged the same
+// way, each value widened exactly to bf16, and every sum is then multiplied by its row's scale.
+// Each dots call loads its tile configuration and releases the tiles on return, so no thread keeps
+// the 8 KB of tile state past a call.
 #include "common/kernels/bf16_dot_kernel.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -43,7 +45,8 @@ static_assert(kBf16DotTokenAlign == kTile);
 // How far ahead of its loads the first pass over a quad warms that quad's stream (one quad is a
 // contiguous run of memory; eight of them stream side by side).
 constexpr int64_t kPrefetchBytes = 2048;
-constexpr int64_t kRingChunks = 4;  // staged chunks a single pass keeps (8 KB)
+constexpr int64_t kRingChunks = 4;       // staged chunks a single pass keeps (8 KB)
+constexpr int64_t kChunkBytesInt8 = 16;  // one row's bytes in a 16-column Int8Matrix chunk
 
 // Every tile 16 rows of 64 bytes.
 AmxTileConfig FullTiles() {
@@ -103,41 +106,70 @@ void Pack(const float* in, int64_t ld, int64_t rows, int64_t n, int64_t first_to
   }
 }
 
-// The weights of one pass: `quads` (1..8) quads from `first`, each `quad_values` apart, k columns.
+// The weights of one pass: `quads` (1..8) quads from `first`, each `quad_values` apart, k columns;
+// Q is uint16_t for a Bf16Matrix's quads, int8_t for an Int8Matrix's.
+template <typename Q>
 struct PassRows {
-  const uint16_t* first;
+  const Q* first;
   int64_t quad_values;
   int quads;
   int64_t k;
 };
 
+// One quad's rows a, b, c, d of a 32-column chunk (at `src`; `whole`: else only its first 16
+// columns exist) into four staged rows at `dst`, kTileCols apart, prefetching the quad's stream.
+void StageQuad(const uint16_t* src, bool whole, uint16_t* dst) {
+  const char* ahead = reinterpret_cast<const char*>(src) + kPrefetchBytes;
+  for (int line = 0; line < 4; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
+  const __m512i ab0 = _mm512_load_si512(src), cd0 = _mm512_load_si512(src + 32);
+  const __m512i ab1 = whole ? _mm512_load_si512(src + 64) : _mm512_setzero_si512();
+  const __m512i cd1 = whole ? _mm512_load_si512(src + 96) : _mm512_setzero_si512();
+  // Row a: the low word of each of ab0's pairs, ab1's moved up beside it; row b: the high words
+  // of ab0's pairs moved down, beside ab1's.
+  constexpr __mmask32 kHigh = 0xAAAAAAAA;
+  _mm512_store_si512(dst, _mm512_mask_blend_epi16(kHigh, ab0, _mm512_slli_epi32(ab1, 16)));
+  _mm512_store_si512(dst + kTileCols,
+                     _mm512_mask_blend_epi16(kHigh, _mm512_srli_epi32(ab0, 16), ab1));
+  _mm512_store_si512(dst + 2 * kTileCols,
+                     _mm512_mask_blend_epi16(kHigh, cd0, _mm512_slli_epi32(cd1, 16)));
+  _mm512_store_si512(dst + 3 * kTileCols,
+                     _mm512_mask_blend_epi16(kHigh, _mm512_srli_epi32(cd0, 16), cd1));
+}
+
+// 16 int8 values as the bits of their float32s (exact), whose top halves are their bf16s.
+__m512i Float32Bits(const int8_t* values) {
+  return _mm512_castps_si512(_mm512_cvtepi32_ps(
+      _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(values)))));
+}
+
+// The same for int8 weights: a 32-column chunk of a quad is two 64-byte lines (16 columns of rows
+// a, b, c, d each); every value is an integer of at most 7 bits, exact in bf16, whose bits are
+// the top half of its float32's, so a staged pair (column i, column 16 + i) is the float32 bits of
+// column 16 + i with those of column i shifted down into the low half.
+void StageQuad(const int8_t* src, bool whole, uint16_t* dst) {
+  const char* ahead = reinterpret_cast<const char*>(src) + kPrefetchBytes;
+  for (int line = 0; line < 2; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
+  for (int r = 0; r < 4; ++r) {
+    const __m512i low = Float32Bits(src + kChunkBytesInt8 * r);
+    const __m512i high = whole ? Float32Bits(src + (4 + r) * kChunkBytesInt8)  // next chunk
+                               : _mm512_setzero_si512();
+    _mm512_store_si512(dst + r * kTileCols, _mm512_or_si512(high, _mm512_srli_epi32(low, 16)));
+  }
+}
+
 // Chunk c of a pass's rows into its two left tiles at `left` (quad i → tile i / 4, rows
 // 4 · (i % 4) .. + 3); rows of absent quads, and columns past k, are zero.
-void Stage(const PassRows& w, int64_t c, uint16_t* left) {
+template <typename Q>
+void Stage(const PassRows<Q>& w, int64_t c, uint16_t* left) {
   const bool whole = kTileCols * (c + 1) <= w.k;             // else only columns 32c..32c+15 exist
   const int staged_quads = w.quads > 4 ? kQuadsPerPass : 4;  // one left tile or two
   for (int i = 0; i < staged_quads; ++i) {
     uint16_t* dst = left + i / 4 * kTileValues + i % 4 * 4 * kTileCols;
-    if (i >= w.quads) {
+    if (i < w.quads) {
+      StageQuad(w.first + i * w.quad_values + c * 4 * kTileCols, whole, dst);
+    } else {
       for (int r = 0; r < 4; ++r) _mm512_store_si512(dst + r * kTileCols, _mm512_setzero_si512());
-      continue;
     }
-    const uint16_t* src = w.first + i * w.quad_values + c * 4 * kTileCols;
-    const char* ahead = reinterpret_cast<const char*>(src) + kPrefetchBytes;
-    for (int line = 0; line < 4; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
-    const __m512i ab0 = _mm512_load_si512(src), cd0 = _mm512_load_si512(src + 32);
-    const __m512i ab1 = whole ? _mm512_load_si512(src + 64) : _mm512_setzero_si512();
-    const __m512i cd1 = whole ? _mm512_load_si512(src + 96) : _mm512_setzero_si512();
-    // Row a: the low word of each of ab0's pairs, ab1's moved up beside it; row b: the high words
-    // of ab0's pairs moved down, beside ab1's.
-    constexpr __mmask32 kHigh = 0xAAAAAAAA;
-    _mm512_store_si512(dst, _mm512_mask_blend_epi16(kHigh, ab0, _mm512_slli_epi32(ab1, 16)));
-    _mm512_store_si512(dst + kTileCols,
-                       _mm512_mask_blend_epi16(kHigh, _mm512_srli_epi32(ab0, 16), ab1));
-    _mm512_store_si512(dst + 2 * kTileCols,
-                       _mm512_mask_blend_epi16(kHigh, cd0, _mm512_slli_epi32(cd1, 16)));
-    _mm512_store_si512(dst + 3 * kTileCols,
-                       _mm512_mask_blend_epi16(kHigh, _mm512_srli_epi32(cd0, 16), cd1));
   }
 }
 
@@ -145,9 +177,9 @@ void Stage(const PassRows& w, int64_t c, uint16_t* left) {
 // group after group), summed over every chunk into sums[2 · row tile + group] ([weight
 // row][token]). With `rows` non-null (the first pass over them) the chunks are staged from the
 // weights as the pass goes; otherwise `staging` already holds them.
-template <int Rows, int Groups>
-void Pass(const PassRows* rows, uint16_t* staging, int64_t slots, const uint16_t* b, int64_t chunks,
-          float (*sums)[kTile][kTile]) {
+template <int Rows, int Groups, typename Q>
+void Pass(const PassRows<Q>* rows, uint16_t* staging, int64_t slots, const uint16_t* b,
+          int64_t chunks, float (*sums)[kTile][kTile]) {
   _tile_zero(0);
   if constexpr (Groups == 2) _tile_zero(1);
   if constexpr (Rows == 2) _tile_zero(2);
@@ -184,8 +216,11 @@ uint16_t* Staging(int64_t chunks) {
   return staging.data();
 }
 
-void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed,
-          int64_t first_token, int64_t tokens, float* out, int64_t ldo) {
+// out = (scales[r] ·) Σ w[r][i] · x_t[i] over the quads of a Bf16Matrix (Q = uint16_t, scales
+// nullptr) or an Int8Matrix (Q = int8_t, its row scales).
+template <typename Q>
+void DotsOf(const Q* quads, const float* scales, int64_t rows, int64_t k, const uint16_t* packed,
+            int64_t first_token, int64_t tokens, float* out, int64_t ldo) {
   const int64_t chunks = Chunks(k), quad_values = 4 * k;
   const int64_t total_quads = (rows + 3) / 4;
   const int64_t first_group = first_token / kTile;
@@ -198,12 +233,12 @@ void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed
   const AmxTileConfig config = FullTiles();
   _tile_loadconfig(&config);
   for (int64_t q0 = 0; q0 < total_quads; q0 += kQuadsPerPass) {
-    const PassRows pass_rows = {
+    const PassRows<Q> pass_rows = {
         quads + q0 * quad_values, quad_values,
         static_cast<int>(std::min<int64_t>(kQuadsPerPass, total_quads - q0)), k};
     const bool two_row_tiles = pass_rows.quads > 4;
     for (int64_t g = first_group; g < end_group; g += 2) {
-      const PassRows* stage = g == first_group ? &pass_rows : nullptr;
+      const PassRows<Q>* stage = g == first_group ? &pass_rows : nullptr;
       const uint16_t* b = packed + g * chunks * kTileValues;
       const bool two_groups = end_group - g >= 2;
       if (two_row_tiles) {
@@ -223,13 +258,28 @@ void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed
           const float(*s)[kTile] = sums[2 * tile + group];
           for (int64_t t = t0; t < t1; ++t) {
             float* row = out + (t - first_token) * ldo + r0;
-            for (int64_t r = 0; r < n; ++r) row[r] = s[r][t % kTile];
+            if (scales == nullptr) {
+              for (int64_t r = 0; r < n; ++r) row[r] = s[r][t % kTile];
+            } else {
+              for (int64_t r = 0; r < n; ++r) row[r] = scales[r0 + r] * s[r][t % kTile];
+            }
           }
         }
       }
     }
   }
   _tile_release();
+}
+
+void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed,
+          int64_t first_token, int64_t tokens, float* out, int64_t ldo) {
+  DotsOf(quads, nullptr, rows, k, packed, first_token, tokens, out, ldo);
+}
+
+void DotsInt8(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
+              const uint16_t* packed, int64_t first_token, int64_t tokens, float* out,
+              int64_t ldo) {
+  DotsOf(quads, scales, rows, k, packed, first_token, tokens, out, ldo);
 }
 
 }  // namespace
@@ -246,7 +296,9 @@ const Bf16DotKernels* AmxBf16StagedDotKernels() {
                                         /*min_tokens=*/17,
                                         &PackedValues,
                                         &Pack,
-                                        &Dots};
+                                        &Dots,
+                                        /*int8_min_tokens=*/kInt8StagedMinTokens,
+                                        &DotsInt8};
   return AmxBf16DotKernels() != nullptr ? &staged : nullptr;
 }
 

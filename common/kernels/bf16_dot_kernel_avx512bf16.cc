@@ -177,7 +177,8 @@ namespace moe {
 const Bf16DotKernels* Avx512Bf16DotKernels() {
   // Ahead of the streaming kernel from 4 tokens per call on a 2-core Zen 5 (bench/README.md).
   static const Bf16DotKernels kernels = {
-      "avx512bf16", /*rows_per_block=*/32, /*min_tokens=*/4, &PackedValues, &Pack, &Dots};
+      "avx512bf16",          /*rows_per_block=*/32, /*min_tokens=*/4, &PackedValues, &Pack, &Dots,
+      /*int8_min_tokens=*/0, /*dots_int8=*/nullptr};
   __builtin_cpu_init();
   const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&

@@ -15,7 +15,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/kernels/bf16_dot_kernel.h"
-#include "common/kernels/int8_dot_kernel.h"
 #include "common/kernels/row_dot_kernel.h"
 
 namespace moe {
@@ -148,8 +147,10 @@ std::string KernelsReport() {
   if (const RowDotKernels& int8 = BestRowDotKernels(true, /*allow_int16_dots=*/true);
       int8.quantize_activations != nullptr) {
     extras.push_back(absl::StrCat("int8 dots: ", int8.name));
-    if (AmxInt8DotKernels() != nullptr)
-      absl::StrAppend(&extras.back(), " + ", AmxInt8DotKernels()->name);
+    if (const Bf16DotKernels* staged = AmxBf16StagedDotKernels();
+        staged != nullptr && staged->dots_int8 != nullptr) {
+      absl::StrAppend(&extras.back(), " + ", staged->name);
+    }
   }
   if (AmxBf16DotKernels() != nullptr) {
     extras.push_back(absl::StrCat("bf16 activations: ", AmxBf16DotKernels()->name, " + ",

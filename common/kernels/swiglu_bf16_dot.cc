@@ -24,11 +24,19 @@ static_assert(kTokenChunk % kBf16DotTokenAlign == 0, "token chunks start on a pa
 
 int64_t Blocks(int64_t rows, int64_t per_block) { return (rows + per_block - 1) / per_block; }
 
-}  // namespace
+// Sums of the `n` rows of `m` from row r0 (a multiple of 4) against packed tokens.
+void BlockDots(const Bf16DotKernels& dot, const Bf16Matrix& m, int64_t r0, int64_t n,
+               const uint16_t* packed, int64_t t0, int64_t tokens, float* out, int64_t ldo) {
+  dot.dots(m.quad(r0 / 4), n, m.padded_cols(), packed, t0, tokens, out, ldo);
+}
+void BlockDots(const Bf16DotKernels& dot, const Int8Matrix& m, int64_t r0, int64_t n,
+               const uint16_t* packed, int64_t t0, int64_t tokens, float* out, int64_t ldo) {
+  dot.dots_int8(m.quad(r0 / 4), m.scales(r0), n, m.padded_cols(), packed, t0, tokens, out, ldo);
+}
 
-void SwigluBf16Dot(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y,
-                   const Bf16DotKernels& dot, const RowDotKernels& kernels,
-                   KernelThreadPool* pool) {
+template <typename Projections>
+void Forward(const Projections& w, ConstMatrixView x, MatrixView y, const Bf16DotKernels& dot,
+             const RowDotKernels& kernels, KernelThreadPool* pool) {
   const int64_t d = w.gate.cols(), h = w.gate.rows(), tokens = x.rows;
   const int64_t kx = w.gate.padded_cols(), kh = w.down.padded_cols();
   const int64_t hidden_per_block = std::min(dot.rows_per_block, kMaxHiddenPerBlock);
@@ -49,8 +57,8 @@ void SwigluBf16Dot(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y
       const int64_t n = std::min(hidden_per_block, h - j0);
       for (int64_t t0 = 0; t0 < tokens; t0 += kTokenChunk) {
         const int64_t m = std::min(kTokenChunk, tokens - t0);
-        dot.dots(w.gate.quad(j0 / 4), n, kx, xb.data(), t0, m, sums, 2 * n);
-        dot.dots(w.up.quad(j0 / 4), n, kx, xb.data(), t0, m, sums + n, 2 * n);
+        BlockDots(dot, w.gate, j0, n, xb.data(), t0, m, sums, 2 * n);
+        BlockDots(dot, w.up, j0, n, xb.data(), t0, m, sums + n, 2 * n);
         for (int64_t t = 0; t < m; ++t) {
           kernels.silu_mul(sums + t * 2 * n, sums + t * 2 * n + n, hidden + t * n, n);
         }
@@ -65,8 +73,7 @@ void SwigluBf16Dot(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y
       const int64_t n = std::min(kOutputPerBlock, d - o0);
       for (int64_t t0 = 0; t0 < tokens; t0 += kTokenChunk) {
         const int64_t m = std::min(kTokenChunk, tokens - t0);
-        dot.dots(w.down.quad(o0 / 4), n, kh, act.data(), t0, m, y.data + t0 * y.stride + o0,
-                 y.stride);
+        BlockDots(dot, w.down, o0, n, act.data(), t0, m, y.data + t0 * y.stride + o0, y.stride);
       }
     }
   };
@@ -80,6 +87,18 @@ void SwigluBf16Dot(const SwigluWeights::Bf16& w, ConstMatrixView x, MatrixView y
     pool->Run(phases);
   } else {
     for (const KernelThreadPool::Phase& phase : phases) phase.run(0, phase.units);
+  }
+}
+
+}  // namespace
+
+void SwigluBf16Dot(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
+                   const Bf16DotKernels& dot, const RowDotKernels& kernels,
+                   KernelThreadPool* pool) {
+  if (const SwigluWeights::Int8* int8 = weights.int8(); int8 != nullptr) {
+    Forward(*int8, x, y, dot, kernels, pool);
+  } else {
+    Forward(*weights.bf16(), x, y, dot, kernels, pool);
   }
 }
 

@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/kernels/bf16_dot_kernel.h"
 #include "common/kernels/blas_kernels.h"
-#include "common/kernels/int8_dot_kernel.h"
 #include "common/kernels/row_dot_kernel.h"
 #include "common/kernels/swiglu_paths.h"
 #include "common/status/status_macros.h"
@@ -82,11 +81,11 @@ absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
       absl::StrAppend(&summary, ", ", AmxBf16StagedDotKernels()->name, " from ",
                       AmxBf16StagedDotKernels()->min_tokens);
     }
-  } else if (const Int8AmxDotKernels* amx = AmxInt8DotKernels();
-             amx != nullptr && int16_dots && cap == SwigluKernelCap::kAuto &&
-             streaming.dots_int8_quantized != nullptr) {
-    absl::StrAppend(&summary, "; ", amx->name, " (int8 weights) from ", amx->min_tokens,
-                    " tokens per call, never OpenBLAS");
+  } else if (const Bf16DotKernels* staged =
+                 Int8Bf16DotKernels(int16_dots && cap == SwigluKernelCap::kAuto, kSwigluNeverBlas);
+             staged != nullptr && streaming.dots_int8_quantized != nullptr) {
+    absl::StrAppend(&summary, "; ", staged->name, " (int8 weights, bf16 activations) from ",
+                    staged->int8_min_tokens, " tokens per call, never OpenBLAS");
   } else if (blas_from != kSwigluNeverBlas) {
     absl::StrAppend(&summary, "; OpenBLAS (", BlasCoreName(), ") from ", blas_from,
                     " tokens per call");
@@ -102,23 +101,7 @@ struct SwigluChoice {
   SwigluPath path;
   const RowDotKernels* kernels;  // the streaming kernels (also SiLU⊙ on the other paths)
   const Bf16DotKernels* dot;     // set on kBf16Dot
-  const Int8AmxDotKernels* int8_amx = nullptr;  // set on kStreaming when int8 dots run on AMX
 };
-
-// AMX-INT8 dots for int8 weights where this process has them and they are allowed, else nullptr:
-// the int16 dots' activations (`kernels`), AMX not capped, every projection's k within its bound.
-// They take a call from their min_tokens on.
-const Int8AmxDotKernels* Int8AmxFor(const SwigluWeights& weights, const RowDotKernels& kernels,
-                                    bool allow_amx) {
-  const Int8AmxDotKernels* amx = AmxInt8DotKernels();
-  if (!allow_amx || amx == nullptr || weights.int8() == nullptr ||
-      kernels.dots_int8_quantized == nullptr) {
-    return nullptr;
-  }
-  const bool fits = weights.int8()->gate.padded_cols() <= kInt8AmxMaxCols &&
-                    weights.int8()->down.padded_cols() <= kInt8AmxMaxCols;
-  return fits ? amx : nullptr;
-}
 
 absl::StatusOr<SwigluChoice> ChooseSwiglu(const SwigluWeights& weights, int64_t tokens,
                                           const SwigluOptions& options) {
@@ -140,28 +123,28 @@ absl::StatusOr<SwigluChoice> ChooseSwiglu(const SwigluWeights& weights, int64_t 
   const RowDotKernels& kernels =
       BestRowDotKernels(allow_avx512, allow_int16_dots, allow_avx2, options.one_token_streams);
   const bool allow_amx = allow_bf16_dot && options.allow_amx && cap != SwigluKernelCap::kAvx512Bf16;
-  const Bf16DotKernels* dot =
-      allow_bf16_dot && weights.bf16() != nullptr ? BestBf16DotKernels(allow_amx, tokens) : nullptr;
+  // Int8 weights take the AMX tiles with the int16 dots they are built beside (the same cap).
+  const bool allow_int8_amx = allow_int16_dots && allow_amx && cap == SwigluKernelCap::kAuto;
+  const Bf16DotKernels* dot = !allow_bf16_dot             ? nullptr
+                              : weights.bf16() != nullptr ? BestBf16DotKernels(allow_amx, tokens)
+                              : weights.int8() != nullptr
+                                  ? Int8Bf16DotKernels(allow_int8_amx, tokens)
+                                  : nullptr;
   if (options.path == SwigluPath::kBf16Dot && dot == nullptr) {
     return absl::FailedPreconditionError(
-        "the bf16-activation path needs BF16 weights and a CPU with AVX512-BF16 (and kernels not "
-        "capped below it)");
+        "the bf16-activation path needs BF16 weights and a CPU with AVX512-BF16, or int8 weights "
+        "and AMX-BF16 from its switch point (and kernels not capped below it)");
   }
-  const bool allow_int8_amx =
-      allow_int16_dots && options.allow_amx && cap == SwigluKernelCap::kAuto;
-  // The tiles come with the int16 dots, whose int8 weights never switch to OpenBLAS.
-  const Int8AmxDotKernels* int8_amx = Int8AmxFor(weights, kernels, allow_int8_amx);
   SwigluPath path = options.path;
   if (path == SwigluPath::kAuto) {
-    path = dot != nullptr && tokens >= dot->min_tokens ? SwigluPath::kBf16Dot
+    // (Int8Bf16DotKernels returned the tiles only from their int8_min_tokens on.)
+    path = dot != nullptr && (weights.int8() != nullptr || tokens >= dot->min_tokens)
+               ? SwigluPath::kBf16Dot
            : tokens < SwigluBlasMinTokens(weights.storage(), allow_avx512, allow_avx2)
                ? SwigluPath::kStreaming
                : SwigluPath::kBlas;
   }
-  const bool tile_dots =
-      path == SwigluPath::kStreaming && int8_amx != nullptr && tokens >= int8_amx->min_tokens;
-  return SwigluChoice{path, &kernels, path == SwigluPath::kBf16Dot ? dot : nullptr,
-                      tile_dots ? int8_amx : nullptr};
+  return SwigluChoice{path, &kernels, path == SwigluPath::kBf16Dot ? dot : nullptr};
 }
 
 }  // namespace
@@ -186,16 +169,14 @@ absl::Status SwigluForward(const SwigluWeights& weights, ConstMatrixView x, Matr
   const Bf16DotKernels* dot = choice.dot;
   SwigluReport report;
   report.path = path;
-  report.kernels = path == SwigluPath::kBf16Dot ? dot->name
-                   : choice.int8_amx != nullptr ? choice.int8_amx->name
-                                                : kernels.name;
+  report.kernels = path == SwigluPath::kBf16Dot ? dot->name : kernels.name;
   report.one_token_streams = kernels.one_token_streams;
   if (y.size() == 0 || weights.width() == 0) {
     for (int64_t t = 0; t < y.rows; ++t) std::fill(y.row(t), y.row(t) + y.cols, 0.0f);
   } else if (path == SwigluPath::kBf16Dot) {
-    SwigluBf16Dot(*weights.bf16(), x, y, *dot, kernels, options.pool);
+    SwigluBf16Dot(weights, x, y, *dot, kernels, options.pool);
   } else if (path == SwigluPath::kStreaming) {
-    SwigluStreaming(weights, x, y, kernels, choice.int8_amx, options.pool, &report.copied_input);
+    SwigluStreaming(weights, x, y, kernels, options.pool, &report.copied_input);
   } else {
     RETURN_IF_ERROR(SwigluBlas(weights, x, y, kernels));
   }

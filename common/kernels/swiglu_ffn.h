@@ -78,9 +78,9 @@ inline constexpr SwigluSwitchPoint kSwitchPortable = {16, 16, 16};
 
 // The switch point in effect in this process for `storage`: by which streaming kernels run
 // (BestRowDotKernels(allow_avx512, false, allow_avx2)) and whether OpenBLAS runs AVX-512 sgemm.
-// Int8 weights on a CPU with AMX-INT8 (int8_dot_kernel.h; AMX not capped or disallowed) never
-// switch either: SwigluForward streams them on the tiles at every token count, 1.7-2.1x the BLAS
-// path's rate at 256-1024 tokens on a 2-core Xeon (bench/README.md).
+// Int8 weights on a CPU with AMX (AMX not capped or disallowed) never switch either: from
+// kInt8StagedMinTokens tokens SwigluForward takes the bf16-activation path on the staged AMX-BF16
+// tiles (bf16_dot_kernel.h), below that it streams them.
 int64_t SwigluBlasMinTokens(WeightStorage storage, bool allow_avx512 = true,
                             bool allow_avx2 = true);
 
@@ -111,9 +111,9 @@ enum class SwigluPath { kAuto, kStreaming, kBlas, kBf16Dot };
 // What one SwigluForward call did, for tests and benchmarks.
 struct SwigluReport {
   SwigluPath path = SwigluPath::kAuto;  // the path taken: kStreaming, kBlas or kBf16Dot
-  // The kernels used: "amx-bf16" or "avx512bf16" on kBf16Dot, else the row-dot kernels:
-  // "amx-int8" (int8 weights on AMX tiles, common/kernels/int8_dot_kernel.h), "avx512vnni" or
-  // "avx2-int16" (int8 weights), "avx512", "avx2" or "portable".
+  // The kernels used: "amx-bf16", "amx-bf16-staged" (also int8 weights) or "avx512bf16" on
+  // kBf16Dot, else the row-dot kernels: "avx512vnni" or "avx2-int16" (int8 weights), "avx512",
+  // "avx2" or "portable".
   const char* kernels = "";
   int one_token_streams = 1;  // the row-dot kernels' weight streams per thread for one token
   bool copied_input = false;  // x was copied into the streaming kernel's layout

@@ -4,7 +4,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "common/kernels/int8_dot_kernel.h"
 #include "common/kernels/swiglu_ffn.h"
 #include "common/kernels/swiglu_paths.h"
 #include "common/tensor/aligned_vector.h"
@@ -65,14 +64,12 @@ bool ReadableInPlace(ConstMatrixView x) {
 }
 
 // A projection's input rows: float32, and for the VNNI set's int8 dots the same rows rounded to
-// int16 (RowDotKernels::quantize_activations; xq null when not rounded), also packed for the AMX
-// int8 dots where they run (packed null otherwise).
+// int16 (RowDotKernels::quantize_activations; xq null when not rounded).
 struct Activations {
   const float* x;
   int64_t ld;
   const int16_t* xq = nullptr;  // [tokens, ld]
   const float* x_scales = nullptr;
-  const uint8_t* packed = nullptr;  // xq in Int8AmxDotKernels' layout
 };
 
 // Rounds `rows` of `in` (tokens t0 ≤ t < t1, k values each) into `xq` and `x_scales`; sets
@@ -91,16 +88,13 @@ void RoundRows(const RowDotKernels& kernels, const float* x, int64_t ld, int64_t
 class RowBlocks {
  public:
   RowBlocks(const Matrix* f32, const Bf16Matrix* bf16, const Int8Matrix* int8,
-            const RowDotKernels& kernels, const Int8AmxDotKernels* int8_amx)
-      : f32_(f32), bf16_(bf16), int8_(int8), kernels_(kernels), int8_amx_(int8_amx) {}
+            const RowDotKernels& kernels)
+      : f32_(f32), bf16_(bf16), int8_(int8), kernels_(kernels) {}
 
   void Dots(int64_t first_row, int64_t rows, const Activations& in, int64_t t0, int64_t tokens,
             float* out, int64_t ldo) const {
     const float* x = in.x + t0 * in.ld;
-    if (int8_ != nullptr && in.packed != nullptr) {
-      int8_amx_->dots(int8_->quad(first_row / Int8Matrix::kQuadRows), int8_->scales(first_row),
-                      rows, int8_->padded_cols(), in.packed, in.x_scales, t0, tokens, out, ldo);
-    } else if (int8_ != nullptr && in.xq != nullptr) {
+    if (int8_ != nullptr && in.xq != nullptr) {
       kernels_.dots_int8_quantized(int8_->quad(first_row / Int8Matrix::kQuadRows),
                                    int8_->scales(first_row), rows, int8_->padded_cols(),
                                    in.xq + t0 * in.ld, in.ld, in.x_scales + t0, tokens, out, ldo);
@@ -121,40 +115,36 @@ class RowBlocks {
   const Bf16Matrix* bf16_;
   const Int8Matrix* int8_;
   const RowDotKernels& kernels_;
-  const Int8AmxDotKernels* int8_amx_;  // set where `in.packed` may be
 };
 
 struct Projections {
   RowBlocks gate, up, down;
 };
 
-Projections BlocksOf(const SwigluWeights& weights, const RowDotKernels& kernels,
-                     const Int8AmxDotKernels* int8_amx) {
+Projections BlocksOf(const SwigluWeights& weights, const RowDotKernels& kernels) {
   if (const SwigluWeights::Bf16* w = weights.bf16()) {
-    return {{nullptr, &w->gate, nullptr, kernels, nullptr},
-            {nullptr, &w->up, nullptr, kernels, nullptr},
-            {nullptr, &w->down, nullptr, kernels, nullptr}};
+    return {{nullptr, &w->gate, nullptr, kernels},
+            {nullptr, &w->up, nullptr, kernels},
+            {nullptr, &w->down, nullptr, kernels}};
   }
   if (const SwigluWeights::Int8* w = weights.int8()) {
-    return {{nullptr, nullptr, &w->gate, kernels, int8_amx},
-            {nullptr, nullptr, &w->up, kernels, int8_amx},
-            {nullptr, nullptr, &w->down, kernels, int8_amx}};
+    return {{nullptr, nullptr, &w->gate, kernels},
+            {nullptr, nullptr, &w->up, kernels},
+            {nullptr, nullptr, &w->down, kernels}};
   }
   const SwigluWeights::F32& w = *weights.f32();
-  return {{&w.gate, nullptr, nullptr, kernels, nullptr},
-          {&w.up, nullptr, nullptr, kernels, nullptr},
-          {&w.down, nullptr, nullptr, kernels, nullptr}};
+  return {{&w.gate, nullptr, nullptr, kernels},
+          {&w.up, nullptr, nullptr, kernels},
+          {&w.down, nullptr, nullptr, kernels}};
 }
 
 }  // namespace
 
 void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView y,
-                     const RowDotKernels& kernels, const Int8AmxDotKernels* int8_amx,
-                     KernelThreadPool* pool, bool* copied_input) {
+                     const RowDotKernels& kernels, KernelThreadPool* pool, bool* copied_input) {
   const bool round_activations =
       weights.int8() != nullptr && kernels.dots_int8_quantized != nullptr;
-  if (!round_activations) int8_amx = nullptr;
-  const Projections blocks = BlocksOf(weights, kernels, int8_amx);
+  const Projections blocks = BlocksOf(weights, kernels);
   const RowBlocks &gate = blocks.gate, &up = blocks.up, &down = blocks.down;
   const int64_t d = weights.d_model(), h = weights.width(), tokens = x.rows;
   const int64_t ldx = SwigluInputStride(d), ldact = ActivationStride(h);
@@ -169,13 +159,11 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
   AlignedVector<float> act(tokens * ldact);  // zeros past h
 
   // The int16 int8 dots read activations rounded to int16: x once here, the hidden activations in
-  // a phase of their own once phase 1 wrote them (and packed for the AMX dots, where they run). A
-  // token with a non-finite value (an overflow the caller reports) keeps the float dots for its
-  // phase.
+  // a phase of their own once phase 1 wrote them. A token with a non-finite value (an overflow the
+  // caller reports) keeps the float dots for its phase.
   const int64_t kx = (d + 15) / 16 * 16, kact = (h + 15) / 16 * 16;
   Activations input{xp, ldx}, hidden{act.data(), ldact};
   AlignedVector<int16_t> xq, actq;
-  AlignedVector<uint8_t> x_packed, act_packed;
   std::vector<float> x_scales, act_scales;
   std::vector<uint8_t> x_finite(tokens), act_finite(tokens);
   if (round_activations) {
@@ -187,13 +175,7 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
     if (std::all_of(x_finite.begin(), x_finite.end(), [](uint8_t ok) { return ok; })) {
       input.xq = xq.data();
       input.x_scales = x_scales.data();
-      if (int8_amx != nullptr) {
-        x_packed.resize(int8_amx->packed_bytes(tokens, kx));
-        int8_amx->pack(xq.data(), ldx, 0, tokens, kx, x_packed.data());
-        input.packed = x_packed.data();
-      }
     }
-    if (int8_amx != nullptr) act_packed.resize(int8_amx->packed_bytes(tokens, kact));
   }
 
   // Phase 1 over hidden quads [q0, q1): blocks of per_block hidden units, one after the
@@ -217,8 +199,6 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
   // With rounded activations: the hidden ones, tokens [t0, t1).
   auto round_hidden = [&](int64_t t0, int64_t t1) {
     RoundRows(kernels, act.data(), ldact, kact, t0, t1, actq.data(), act_scales.data(), act_finite);
-    if (int8_amx != nullptr)
-      int8_amx->pack(actq.data(), ldact, t0, t1 - t0, kact, act_packed.data());
   };
   // Phase 2 over output quads [q0, q1).
   auto project_down = [&](int64_t q0, int64_t q1) {
@@ -228,7 +208,6 @@ void SwigluStreaming(const SwigluWeights& weights, ConstMatrixView x, MatrixView
         std::all_of(act_finite.begin(), act_finite.end(), [](uint8_t ok) { return ok; })) {
       in.xq = actq.data();
       in.x_scales = act_scales.data();
-      if (int8_amx != nullptr) in.packed = act_packed.data();
     }
     down.Dots(o0, o1 - o0, in, 0, tokens, y.data + o0, y.stride);
   };
