@@ -75,7 +75,8 @@ struct DotCase {
 class Bf16DotsTest : public ::testing::TestWithParam<DotCase> {};
 
 TEST_P(Bf16DotsTest, MatchLoopsInDouble) {
-  const auto& [name, rows, k, tokens] = GetParam();
+  const std::string& name = GetParam().kernels;  // (not a structured binding: lambdas use rows)
+  const int64_t rows = GetParam().rows, k = GetParam().k, tokens = GetParam().tokens;
   const Bf16DotKernels* kernels = KernelsNamed(name);
   SKIP_WITHOUT(kernels, name);
   std::mt19937 rng(static_cast<unsigned>(rows * 1000 + k + tokens));
@@ -116,7 +117,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Bf16DotsTest, ::testing::ValuesIn(DotCases()),
 class Int8Bf16DotsTest : public ::testing::TestWithParam<DotCase> {};
 
 TEST_P(Int8Bf16DotsTest, MatchLoopsInDouble) {
-  const auto& [name, rows, k, tokens] = GetParam();
+  const std::string& name = GetParam().kernels;  // (not a structured binding: lambdas use rows)
+  const int64_t rows = GetParam().rows, k = GetParam().k, tokens = GetParam().tokens;
   const Bf16DotKernels* kernels = KernelsNamed(name);
   SKIP_WITHOUT(kernels, name);
   ASSERT_NE(kernels->dots_int8, nullptr);
