@@ -251,6 +251,12 @@ TEST(Int8SwigluAmxTest, TilesFromTheirMinTokensAndNeverBlas) {
   const absl::Status refused = SwigluForward(*int8, x, y.view(), options);
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(refused.message()), ::testing::HasSubstr("int8 weights and AMX-BF16"));
+  // What the shard's startup line and Info say.
+  const absl::StatusOr<std::string> summary = SwigluKernelSummary(WeightStorage::kInt8);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_THAT(*summary, ::testing::HasSubstr(absl::StrCat(
+                            "amx-bf16-staged (int8 weights, bf16 activations) from ",
+                            kInt8StagedMinTokens, " tokens per call, never OpenBLAS")));
 }
 
 // y = FFN(x) on the streaming path, with or without the int16 dots; `kernels` names those run.

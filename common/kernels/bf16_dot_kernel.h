@@ -58,10 +58,10 @@ struct Bf16DotKernels {
   // quad `quads`, k = its padded_cols(), and x_t is packed token row t. Sums in float32.
   void (*dots)(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed,
                int64_t first_token, int64_t tokens, float* out, int64_t ldo);
-  // Int8 weights, from this many tokens per call (0: this kernel does not take them): the same
-  // as `dots` over the `rows` rows of an Int8Matrix from quad `quads` (every value an integer of
-  // 7 bits, exact in bf16), each sum times its row's scale: out[...] = scales[r] · Σ q[r][i] ·
-  // x_t[i].
+  // Int8 weights (dots_int8 null: this kernel does not take them), from int8_min_tokens tokens per
+  // call: the same as `dots` over the `rows` rows of an Int8Matrix from quad `quads` (every value
+  // an integer of 7 bits, exact in bf16), each sum times its row's scale:
+  // out[...] = scales[r] · Σ q[r][i] · x_t[i].
   int64_t int8_min_tokens;
   void (*dots_int8)(const int8_t* quads, const float* scales, int64_t rows, int64_t k,
                     const uint16_t* packed, int64_t first_token, int64_t tokens, float* out,
@@ -96,7 +96,7 @@ inline const Bf16DotKernels* BestBf16DotKernels(bool allow_amx, int64_t tokens) 
 // `allow_amx` and tokens ≥ its int8_min_tokens, else nullptr.
 inline const Bf16DotKernels* Int8Bf16DotKernels(bool allow_amx, int64_t tokens) {
   const Bf16DotKernels* staged = allow_amx ? AmxBf16StagedDotKernels() : nullptr;
-  return staged != nullptr && staged->int8_min_tokens > 0 && tokens >= staged->int8_min_tokens
+  return staged != nullptr && staged->dots_int8 != nullptr && tokens >= staged->int8_min_tokens
              ? staged
              : nullptr;
 }

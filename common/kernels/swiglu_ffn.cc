@@ -82,8 +82,9 @@ absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
                       AmxBf16StagedDotKernels()->min_tokens);
     }
   } else if (const Bf16DotKernels* staged =
-                 Int8Bf16DotKernels(int16_dots && cap == SwigluKernelCap::kAuto, kSwigluNeverBlas);
-             staged != nullptr && streaming.dots_int8_quantized != nullptr) {
+                 int16_dots && cap == SwigluKernelCap::kAuto ? AmxBf16StagedDotKernels() : nullptr;
+             staged != nullptr && staged->dots_int8 != nullptr &&
+             streaming.dots_int8_quantized != nullptr) {
     absl::StrAppend(&summary, "; ", staged->name, " (int8 weights, bf16 activations) from ",
                     staged->int8_min_tokens, " tokens per call, never OpenBLAS");
   } else if (blas_from != kSwigluNeverBlas) {
@@ -123,8 +124,8 @@ absl::StatusOr<SwigluChoice> ChooseSwiglu(const SwigluWeights& weights, int64_t 
   const RowDotKernels& kernels =
       BestRowDotKernels(allow_avx512, allow_int16_dots, allow_avx2, options.one_token_streams);
   const bool allow_amx = allow_bf16_dot && options.allow_amx && cap != SwigluKernelCap::kAvx512Bf16;
-  // Int8 weights take the AMX tiles with the int16 dots they are built beside (the same cap).
-  const bool allow_int8_amx = allow_int16_dots && allow_amx && cap == SwigluKernelCap::kAuto;
+  // Int8 weights take the AMX tiles with the int16 dots they are built beside (the same caps).
+  const bool allow_int8_amx = allow_int16_dots && allow_amx;
   const Bf16DotKernels* dot = !allow_bf16_dot             ? nullptr
                               : weights.bf16() != nullptr ? BestBf16DotKernels(allow_amx, tokens)
                               : weights.int8() != nullptr
