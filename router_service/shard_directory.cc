@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/time/clock.h"
 
@@ -358,7 +359,9 @@ TargetStatus ShardDirectory::StatusOf(const std::string& target, const Entry& en
     } else {
       status.state = entry.asked ? "UNREACHABLE" : "UNKNOWN";
     }
-    status.problem = std::string(entry.problem.message());
+    // Without the "shard <target>: " a failed call's error starts with: the status names it.
+    status.problem =
+        std::string(absl::StripPrefix(entry.problem.message(), absl::StrCat("shard ", target, ": ")));
   } else if (entry.replica->Ejected()) {
     status.state = "EJECTED";
     status.problem = "ejected after repeated failures or timeouts; probed back when it answers";

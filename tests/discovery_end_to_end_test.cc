@@ -26,6 +26,8 @@ namespace {
 
 using testing::Cluster;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::Server;
 
 constexpr int64_t kD = 128;                          // mixtral-tiny
@@ -157,6 +159,8 @@ TEST_F(DiscoveryTest, ShardStartedAfterTheRouterIsDiscoveredAndUsed) {
   EXPECT_TRUE(LogShows(router, "moe_router: shard " + late_target + " UNREACHABLE: ",
                        "moe_router: shard " + late_target + " SERVING layers 0-3 experts 4-7\n"))
       << router.process->Log();
+  // The problem after the state does not name the shard a second time.
+  EXPECT_THAT(router.process->Log(), Not(HasSubstr("UNREACHABLE: shard ")));
 }
 
 TEST_F(DiscoveryTest, ShardRestartedWithOtherExpertsOnTheSamePortIsRemapped) {
@@ -197,7 +201,7 @@ TEST_F(DiscoveryTest, TargetAddedToShardsFileIsUsedWithoutRestart) {
   const std::string router = cluster->router_server().target();
   ASSERT_TRUE(
       testing::WaitFor([&] { return testing::HealthOf(router) == "NOT_SERVING"; }, kDiscovery));
-  EXPECT_THAT(cluster->Info().coverage_gaps(), ::testing::HasSubstr("4-7"));
+  EXPECT_THAT(cluster->Info().coverage_gaps(), HasSubstr("4-7"));
 
   Server added = cluster->StartShard("4-7");
   cluster->SetShardsFile({cluster->expert(0).target(), added.target()});
@@ -219,7 +223,7 @@ TEST_F(DiscoveryTest, TargetRemovedFromShardsFileIsDroppedLoggedAndTakenBackWhen
   cluster->SetShardsFile({kept});
   ASSERT_TRUE(
       testing::WaitFor([&] { return testing::HealthOf(router) == "NOT_SERVING"; }, kDiscovery));
-  EXPECT_THAT(cluster->Info().coverage_gaps(), ::testing::HasSubstr("4-7"));
+  EXPECT_THAT(cluster->Info().coverage_gaps(), HasSubstr("4-7"));
   EXPECT_TRUE(LogShows(
       cluster->router_server(),
       "moe_router: shard " + removed + " SERVING layers 0-3 experts 4-7\n",
@@ -271,7 +275,7 @@ TEST_F(DiscoveryTest, BackendsDisagreeingBehindOneTargetAreReportedAndNotUsed) {
         return false;
       },
       kDiscovery));
-  EXPECT_THAT(reported.problem(), ::testing::HasSubstr("disagree"));
+  EXPECT_THAT(reported.problem(), HasSubstr("disagree"));
   EXPECT_EQ(testing::HealthOf(router.target()), "NOT_SERVING");
   for (int i = 0; i < 4; ++i) {
     grpc::ClientContext context;
