@@ -13,6 +13,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
@@ -76,10 +77,31 @@ void QuantizeActivations(const float* x, int64_t ldx, int64_t tokens, int64_t k,
   }
 }
 
-// The sum of int32 lanes 0-7 (half 0) or 8-15 (half 1) of `v`, exactly.
-inline double SumOfLanes(__m512i v, int half) {
-  const __m256i lanes = half == 0 ? _mm512_castsi512_si256(v) : _mm512_extracti64x4_epi64(v, 1);
-  return _mm512_reduce_add_pd(_mm512_cvtepi32_pd(lanes));
+// The low four lanes of v plus its high four.
+inline __m256d HalvesAdded(__m512d v) {
+  return _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
+}
+
+// A quad's four row sums (rows01: lanes 0-7 row 0, 8-15 row 1; rows23 likewise). Each lane holds
+// k / 8 products (Int8ActivationLevels keeps it inside int32); a row's eight lanes are added in
+// double, where the k products' total is exact, then rounded to float32 once.
+inline __m128 QuadSums(__m512i rows01, __m512i rows23) {
+  const __m512d r0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(rows01));
+  const __m512d r1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(rows01, 1));
+  const __m512d r2 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(rows23));
+  const __m512d r3 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(rows23, 1));
+  // Four lanes each (HalvesAdded), then two (hadd pairs rows), then one.
+  const __m256d rows_01 = _mm256_hadd_pd(HalvesAdded(r0), HalvesAdded(r1));  // r0 r1 r0 r1
+  const __m256d rows_23 = _mm256_hadd_pd(HalvesAdded(r2), HalvesAdded(r3));  // r2 r3 r2 r3
+  const __m256d sums = _mm256_add_pd(_mm256_permute2f128_pd(rows_01, rows_23, 0x20),
+                                     _mm256_permute2f128_pd(rows_01, rows_23, 0x31));
+  return _mm256_cvtpd_ps(sums);
+}
+
+// sums += the pairwise products of w and x (vpdpwssd), in place: GCC 12's _mm512_dpwssd_epi32
+// copies every accumulator through another register and back each round.
+inline void AccumulateDots(__m512i& sums, __m512i w, __m512i x) {
+  asm("vpdpwssd %2, %1, %0" : "+v"(sums) : "v"(w), "v"(x));
 }
 
 // out[t * ldo + r], t < T, for the rows r < `rows` of Q quads read side by side (Q streams), quad
@@ -98,10 +120,13 @@ void Tile(const int8_t* quads, const float* scales, const int64_t (&first_rows)[
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) rows01[q][t] = rows23[q][t] = _mm512_setzero_si512();
   }
+  const int8_t* starts[Q];  // each quad's first line
+#pragma GCC unroll 8
+  for (int q = 0; q < Q; ++q) starts[q] = quads + first_rows[q] * k;
   for (int64_t i = 0; i < k; i += 16) {
 #pragma GCC unroll 4
     for (int q = 0; q < Q; ++q) {
-      const int8_t* line = quads + first_rows[q] * k + i * kRows;
+      const int8_t* line = starts[q] + i * kRows;
       if (prefetch) {
         _mm_prefetch(reinterpret_cast<const char*>(line) + kL1Bytes, _MM_HINT_T0);
         if constexpr (kL2Bytes > 0) {
@@ -116,21 +141,22 @@ void Tile(const int8_t* quads, const float* scales, const int64_t (&first_rows)[
       for (int t = 0; t < T; ++t) {
         const __m512i xv = _mm512_broadcast_i64x4(
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * ldq + i)));
-        rows01[q][t] = _mm512_dpwssd_epi32(rows01[q][t], w01, xv);
-        rows23[q][t] = _mm512_dpwssd_epi32(rows23[q][t], w23, xv);
+        AccumulateDots(rows01[q][t], w01, xv);
+        AccumulateDots(rows23[q][t], w23, xv);
       }
     }
   }
+#pragma GCC unroll 8
   for (int q = 0; q < Q; ++q) {
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      // Each lane holds k / 8 products (Int8ActivationLevels keeps it inside int32); a row's 8
-      // lanes are summed in double, where the k products' total fits exactly.
-      const double sums[kRows] = {SumOfLanes(rows01[q][t], 0), SumOfLanes(rows01[q][t], 1),
-                                  SumOfLanes(rows23[q][t], 0), SumOfLanes(rows23[q][t], 1)};
-      for (int r = 0; r < kRows && first_rows[q] + r < rows; ++r) {
-        const int64_t row = first_rows[q] + r;
-        out[t * ldo + row] = scales[row] * x_scales[t] * static_cast<float>(sums[r]);
-      }
+      const int64_t row = first_rows[q];
+      const __mmask8 valid =
+          static_cast<__mmask8>((1u << std::min<int64_t>(kRows, rows - row)) - 1);
+      const __m128 sums = QuadSums(rows01[q][t], rows23[q][t]);
+      const __m128 row_scales = _mm_maskz_loadu_ps(valid, scales + row);
+      _mm_mask_storeu_ps(out + t * ldo + row, valid,
+                         _mm_mul_ps(_mm_mul_ps(row_scales, _mm_set1_ps(x_scales[t])), sums));
     }
   }
 }
