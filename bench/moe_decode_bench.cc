@@ -37,8 +37,12 @@
 // while the thread is descheduled and keeps running while it stalls on memory: one core's rates,
 // free of preemption, for kernel and read passes alike.
 //
-//   build/bench/moe_decode_bench [--shape=olmoe|qwen3] [--rounds=7] [--kernel_threads=N]
-//                                [--clock=wall|thread_cpu]
+//   build/bench/moe_decode_bench [--shape=olmoe|qwen3] [--rounds=7] [--tokens=1,2,4,8]
+//                                [--kernel_threads=N] [--clock=wall|thread_cpu]
+//
+// --tokens: the token counts M (1 to 64; 1 is always measured). M is the tokens each expert
+// computes at once, so it also stands for a batch of concurrent one-token requests: the router's
+// batch of 32 on a top-8-of-64 layer gives each of ~63 experts 1-10 tokens, ~4 on average.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -48,12 +52,16 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "bench/bench_experts.h"
 #include "common/cli/parse_flags.h"
 #include "common/kernels/row_dot_kernel.h"
@@ -86,7 +94,9 @@ double Seconds(const std::function<void()>& fn) {
   fn();
   return Now() - start;
 }
-constexpr int64_t kTokenCounts[] = {1, 2, 4, 8};
+// Token counts M measured (--tokens); 1 always among them (int8 ÷ bf16 and the streams need it).
+std::vector<int64_t> token_counts = {1, 2, 4, 8};
+constexpr int64_t kMaxTokens = 64;
 constexpr WeightStorage kStorages[] = {WeightStorage::kF32, WeightStorage::kBF16,
                                        WeightStorage::kInt8};
 
@@ -237,7 +247,7 @@ int Run(int rounds) {
     for (const SwigluWeights& w : experts.at(s)) layer_bytes[s] += static_cast<double>(w.bytes());
   }
   std::map<int64_t, Matrix> tokens;
-  for (int64_t m : kTokenCounts) tokens.emplace(m, GaussianMatrix(m, layer.d_model, 1.0f, 100 + m));
+  for (int64_t m : token_counts) tokens.emplace(m, GaussianMatrix(m, layer.d_model, 1.0f, 100 + m));
 
   std::vector<double> bandwidth, int8_vs_bf16;
   std::map<WeightStorage, std::map<int64_t, std::vector<double>>> rate, fraction, streams_rate;
@@ -246,7 +256,7 @@ int Run(int rounds) {
   ReadBufferBySum();  // untimed: the first pass allocates and faults in the read buffer
   for (int r = 0; r < rounds; ++r) {
     std::cerr << "round " << r + 1 << "/" << rounds << std::endl;
-    for (int64_t m : kTokenCounts) {
+    for (int64_t m : token_counts) {
       std::map<WeightStorage, double> seconds;
       for (WeightStorage s : kStorages) {
         // The machine's bandwidth drifts within seconds (a shared host): bracket each pass.
@@ -334,8 +344,8 @@ int Run(int rounds) {
 }  // namespace moe::bench
 
 constexpr char kUsage[] =
-    "usage: moe_decode_bench [--shape=olmoe|qwen3] [--rounds=N] [--kernel_threads=N] "
-    "[--clock=wall|thread_cpu]";
+    "usage: moe_decode_bench [--shape=olmoe|qwen3] [--rounds=N] [--tokens=M[,M...]] "
+    "[--kernel_threads=N] [--clock=wall|thread_cpu]";
 
 int main(int argc, char** argv) {
   if (moe::AsksForHelp(argc, argv)) {
@@ -350,6 +360,19 @@ int main(int argc, char** argv) {
       shape = arg.substr(8);
     } else if (arg.rfind("--rounds=", 0) == 0) {
       rounds = std::max(1, std::atoi(arg.c_str() + 9));
+    } else if (arg.rfind("--tokens=", 0) == 0) {
+      std::set<int64_t> counts = {1};
+      for (absl::string_view part : absl::StrSplit(arg.substr(9), ',')) {
+        int64_t m = 0;
+        if (!absl::SimpleAtoi(part, &m) || m < 1 || m > moe::bench::kMaxTokens) {
+          std::cerr << "moe_decode_bench: --tokens takes token counts from 1 to "
+                    << moe::bench::kMaxTokens << " separated by commas, got \"" << part << "\""
+                    << std::endl;
+          return 2;
+        }
+        counts.insert(m);
+      }
+      moe::bench::token_counts.assign(counts.begin(), counts.end());
     } else if (arg.rfind("--kernel_threads=", 0) == 0) {
       threads = std::atoi(arg.c_str() + 17);
     } else if (arg == "--clock=thread_cpu") {

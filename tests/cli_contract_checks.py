@@ -82,6 +82,10 @@ def check_help_and_tables(source, build, readme):
         status, output = run(f"{build}/bench/{bench} --help", cwd=build, env=os.environ)
         if status != 0 or not output.startswith("usage: " + bench):
             fail(f"{bench} --help: exit {status}, not a usage line:\n{output[:300]}")
+    # A bad value is refused before the benchmark makes gigabytes of weights.
+    status, output = run(f"{build}/bench/moe_decode_bench --tokens=3,0", cwd=build, env=os.environ)
+    if status != 2 or "--tokens takes token counts from 1 to 64" not in output:
+        fail(f"moe_decode_bench --tokens=3,0: exit {status}, not the --tokens error:\n{output[:300]}")
     for script in SCRIPTS:
         status, output = run(f"scripts/{script} --help", cwd=source, env=os.environ)
         if status != 0 or not output.lower().startswith("usage: scripts/" + script):
