@@ -85,7 +85,8 @@ def check_help_and_tables(source, build, readme):
     # A bad value is refused before the benchmark makes gigabytes of weights.
     status, output = run(f"{build}/bench/moe_decode_bench --tokens=3,0", cwd=build, env=os.environ)
     if status != 2 or "--tokens takes token counts from 1 to 64" not in output:
-        fail(f"moe_decode_bench --tokens=3,0: exit {status}, not the --tokens error:\n{output[:300]}")
+        fail(f"moe_decode_bench --tokens=3,0: exit {status}, not the --tokens error:\n"
+             f"{output[:300]}")
     for script in SCRIPTS:
         status, output = run(f"scripts/{script} --help", cwd=source, env=os.environ)
         if status != 0 or not output.lower().startswith("usage: scripts/" + script):
