@@ -84,7 +84,7 @@ void Fanout::Run(Launch launch) {
     Attempt& attempt = works_[launch.work].attempts[launch.attempt];
     attempt.call = call;
     attempt.launched = true;
-    cancel = !attempt.finished && (works_[launch.work].done || cancelled_);
+    cancel = !attempt.finished && (works_[launch.work].done || cancelled_ || past_grace_);
   }
   if (cancel) call->Cancel();
 }
@@ -215,21 +215,25 @@ std::vector<absl::StatusOr<ShardCallOutput>> Fanout::Wait(
     bool ask_client = false;
     {
       absl::MutexLock lock(&mu_);
-      absl::Time wake = deadline_ + kDeadlineGrace;
+      absl::Time wake = past_grace_ ? absl::InfiniteFuture() : deadline_ + kDeadlineGrace;
       if (client_cancelled && !cancelled_) {
         wake = std::min(wake, absl::Now() + kClientCancelPoll);
         ask_client = true;
       }
       for (size_t i = 0; i < works_.size(); ++i) {
         const Work& w = works_[i];
-        if (!hedging_ || w.done || w.hedged || w.attempts.size() != 1) continue;
+        if (!hedging_ || past_grace_ || w.done || w.hedged || w.attempts.size() != 1) continue;
         wake = std::min(wake, HedgeAt(i));
       }
       if (mu_.AwaitWithDeadline(absl::Condition(this, &Fanout::Settled), wake)) break;
       const absl::Time now = absl::Now();
+      const bool cancel_at_grace = !past_grace_ && now >= deadline_ + kDeadlineGrace;
+      past_grace_ = past_grace_ || cancel_at_grace;
       for (size_t i = 0; i < works_.size(); ++i) {
         Work& w = works_[i];
-        if (now >= deadline_ + kDeadlineGrace) {
+        if (past_grace_) {
+          // Once; Run cancels a call whose Compute was still starting then.
+          if (!cancel_at_grace) continue;
           for (Attempt& attempt : w.attempts) {
             if (!attempt.finished && attempt.call != nullptr) to_cancel.push_back(attempt.call);
           }

@@ -44,7 +44,8 @@ class Fanout {
   // Blocks until every work item has an answer or a final error, hedging meanwhile; result[i]
   // answers plan.work[i]. `client_cancelled`, if set, is asked every 50 ms while calls run: once
   // it says the request's client went away, every call is cancelled (as Cancel() does), so the
-  // shards stop computing an answer nobody waits for.
+  // shards stop computing an answer nobody waits for. A call still running a second after the
+  // deadline (a client that does not end its calls there) is cancelled, once, and awaited.
   std::vector<absl::StatusOr<ShardCallOutput>> Wait(
       const std::function<bool()>& client_cancelled = nullptr);
   // Ends every call in flight with Cancelled (shutdown).
@@ -100,6 +101,9 @@ class Fanout {
   mutable absl::Mutex mu_;
   std::vector<Work> works_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  // The calls still running at deadline_ + the grace were cancelled; Wait now only awaits their
+  // CANCELLED answers (asking again would spin until they come).
+  bool past_grace_ ABSL_GUARDED_BY(mu_) = false;
   FanoutStats stats_ ABSL_GUARDED_BY(mu_);
 };
 
