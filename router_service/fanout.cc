@@ -227,19 +227,18 @@ std::vector<absl::StatusOr<ShardCallOutput>> Fanout::Wait(
       }
       if (mu_.AwaitWithDeadline(absl::Condition(this, &Fanout::Settled), wake)) break;
       const absl::Time now = absl::Now();
-      const bool cancel_at_grace = !past_grace_ && now >= deadline_ + kDeadlineGrace;
-      past_grace_ = past_grace_ || cancel_at_grace;
-      for (size_t i = 0; i < works_.size(); ++i) {
-        Work& w = works_[i];
-        if (past_grace_) {
-          // Once; Run cancels a call whose Compute was still starting then.
-          if (!cancel_at_grace) continue;
-          for (Attempt& attempt : w.attempts) {
+      if (!past_grace_ && now >= deadline_ + kDeadlineGrace) {
+        past_grace_ = true;  // once; Run cancels a call whose Compute was still starting then
+        for (const Work& w : works_) {
+          for (const Attempt& attempt : w.attempts) {
             if (!attempt.finished && attempt.call != nullptr) to_cancel.push_back(attempt.call);
           }
-          continue;
         }
-        if (!hedging_ || w.done || w.hedged || w.attempts.size() != 1 || now < HedgeAt(i)) {
+      }
+      for (size_t i = 0; i < works_.size(); ++i) {
+        Work& w = works_[i];
+        if (!hedging_ || past_grace_ || w.done || w.hedged || w.attempts.size() != 1 ||
+            now < HedgeAt(i)) {
           continue;
         }
         w.hedged = true;
