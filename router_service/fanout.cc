@@ -229,11 +229,7 @@ std::vector<absl::StatusOr<ShardCallOutput>> Fanout::Wait(
       const absl::Time now = absl::Now();
       if (!past_grace_ && now >= deadline_ + kDeadlineGrace) {
         past_grace_ = true;  // once; Run cancels a call whose Compute was still starting then
-        for (const Work& w : works_) {
-          for (const Attempt& attempt : w.attempts) {
-            if (!attempt.finished && attempt.call != nullptr) to_cancel.push_back(attempt.call);
-          }
-        }
+        to_cancel = RunningCalls();
       }
       for (size_t i = 0; i < works_.size(); ++i) {
         Work& w = works_[i];
@@ -263,13 +259,19 @@ void Fanout::Cancel() {
   {
     absl::MutexLock lock(&mu_);
     cancelled_ = true;
-    for (Work& w : works_) {
-      for (Attempt& attempt : w.attempts) {
-        if (!attempt.finished && attempt.call != nullptr) to_cancel.push_back(attempt.call);
-      }
-    }
+    to_cancel = RunningCalls();
   }
   for (const std::shared_ptr<ShardCall>& call : to_cancel) call->Cancel();
+}
+
+std::vector<std::shared_ptr<ShardCall>> Fanout::RunningCalls() const {
+  std::vector<std::shared_ptr<ShardCall>> calls;
+  for (const Work& w : works_) {
+    for (const Attempt& attempt : w.attempts) {
+      if (!attempt.finished && attempt.call != nullptr) calls.push_back(attempt.call);
+    }
+  }
+  return calls;
 }
 
 FanoutStats Fanout::stats() const {

@@ -87,6 +87,8 @@ class Fanout {
   std::shared_ptr<Replica> Alternative(int work) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::shared_ptr<Replica> Alternative(int work, bool allow_ejected) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every attempt's call that has started and not finished, to be cancelled outside the lock.
+  std::vector<std::shared_ptr<ShardCall>> RunningCalls() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AttemptsFinished() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Settled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // When `work`'s one attempt is due for a hedge (its replica's HedgeDelay for this work).
