@@ -1,11 +1,15 @@
-// FirstNonFinite (common/tensor/finite.h): against std::isfinite value by value, for every kind of
-// non-finite value at the edges of its blocks and of the array.
+// FirstNonFinite and FirstNonFiniteAsBf16 (common/tensor/finite.h): against std::isfinite value by
+// value, for every kind of non-finite value at the edges of its blocks and of the array, and
+// against what F32ToBf16 makes of the values around bf16's largest one.
 #include "common/tensor/finite.h"
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
+#include "common/tensor/dtype.h"
 #include "gtest/gtest.h"
 
 namespace moe {
@@ -24,6 +28,8 @@ TEST(FirstNonFiniteTest, FindsTheFirstNanOrInfinityWhereverItIs) {
         if (at + 1 < n) values[n - 1] = kInf;  // a later one does not hide the first
         EXPECT_EQ(FirstNonFinite(values), static_cast<int64_t>(at))
             << "n " << n << ", " << value << " at " << at;
+        EXPECT_EQ(FirstNonFiniteAsBf16(values), static_cast<int64_t>(at))
+            << "n " << n << ", " << value << " at " << at;
       }
     }
   }
@@ -39,6 +45,29 @@ TEST(FirstNonFiniteTest, TheLargestSmallestAndSubnormalValuesAreFinite) {
   EXPECT_EQ(FirstNonFinite(values), -1);
   EXPECT_EQ(FirstNonFinite({}), -1);
   EXPECT_EQ(FirstNonFinite(std::vector<float>(10000, -3.0f)), -1);
+}
+
+// The float32 values that bf16 rounds to ±infinity are what the bf16 scan finds, and only those:
+// walked bit pattern by bit pattern across the rounding edge, either sign, anywhere in a block.
+TEST(FirstNonFiniteTest, AsBf16FindsExactlyTheFiniteValuesThatRoundToInfinity) {
+  int rounded_to_infinity = 0;
+  for (uint32_t bits = 0x7f7f0000u; bits <= 0x7f800000u; bits += 0x100u) {
+    for (const float sign : {1.0f, -1.0f}) {
+      float value;
+      std::memcpy(&value, &bits, sizeof(value));
+      value *= sign;
+      const bool infinite_as_bf16 = std::isinf(Bf16ToF32(F32ToBf16(value)));
+      rounded_to_infinity += infinite_as_bf16 && std::isfinite(value);
+      for (const size_t at : {size_t{0}, size_t{300}}) {
+        std::vector<float> values(512, 2.0f);
+        values[at] = value;
+        EXPECT_EQ(FirstNonFiniteAsBf16(values), infinite_as_bf16 ? static_cast<int64_t>(at) : -1)
+            << value << " (bits " << std::hex << bits << ")";
+        EXPECT_EQ(FirstNonFinite(values), std::isfinite(value) ? -1 : static_cast<int64_t>(at));
+      }
+    }
+  }
+  EXPECT_GT(rounded_to_infinity, 0);  // the walk crossed the edge
 }
 
 }  // namespace

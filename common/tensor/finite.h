@@ -15,6 +15,12 @@ namespace moe {
 // The index of the first value of `values` that is NaN or ±infinity, or -1 when every value is
 // finite (an empty span included).
 int64_t FirstNonFinite(absl::Span<const float> values);
+// The same for the values as bf16 would hold them (F32ToBf16): also the finite float32 values
+// too large for bf16 (|v| ≥ 3.39617e38, halfway from its largest value to 2^128), which round
+// to ±infinity.
+int64_t FirstNonFiniteAsBf16(absl::Span<const float> values);
+// The same over bf16 bit patterns (the top halves of float32 ones).
+int64_t FirstNonFiniteBf16Bits(absl::Span<const uint16_t> bits);
 
 }  // namespace moe
 
