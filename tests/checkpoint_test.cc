@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -163,6 +165,29 @@ TEST_F(CheckpointTest, ReadMatrixReportsStoredAndExpectedShape) {
   EXPECT_THAT(std::string(matrix.status().message()),
               HasSubstr(absl::StrCat("tensor embed in ", Path("model.safetensors"),
                                      " has shape [4, 3], expected [3, 4]")));
+}
+
+TEST_F(CheckpointTest, ReadRefusesANanOrInfinityNamingItsPlace) {
+  const float inf = std::numeric_limits<float>::infinity();
+  ASSERT_TRUE(WriteCheckpointTensors(dir_,
+                                     {{"f32", DType::kF32, {2, 3}, {0, 1, 2, 3, std::nanf(""), 5}},
+                                      {"f16", DType::kF16, {2, 2}, {0, 1, 2, -inf}},
+                                      {"bf16", DType::kBF16, {3}, {0, inf, 2}},
+                                      {"fine", DType::kF32, {2}, {-1e30f, 1e30f}}},
+                                     1)
+                  .ok());
+  auto checkpoint = Checkpoint::Open(dir_);
+  ASSERT_TRUE(checkpoint.ok());
+  const std::string file = Path("model.safetensors");
+  auto f32 = (*checkpoint)->ReadMatrix("f32", 2, 3);
+  EXPECT_EQ(f32.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(f32.status().message()),
+              HasSubstr(absl::StrCat("tensor f32 in ", file, " holds nan at [1, 1]")));
+  EXPECT_THAT(std::string((*checkpoint)->ReadMatrix("f16", 2, 2).status().message()),
+              HasSubstr(absl::StrCat("tensor f16 in ", file, " holds -inf at [1, 1]")));
+  EXPECT_THAT(std::string((*checkpoint)->ReadVector("bf16", 3).status().message()),
+              HasSubstr(absl::StrCat("tensor bf16 in ", file, " holds inf at [1]")));
+  EXPECT_TRUE((*checkpoint)->ReadVector("fine", 2).ok());
 }
 
 TEST_F(CheckpointTest, ReadVectorRejectsAMatrix) {

@@ -4,10 +4,15 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <limits>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/checkpoint/layer_loader.h"
+#include "common/checkpoint/safetensors_file.h"
 #include "common/kernels/cpu_affinity.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -172,6 +177,85 @@ TEST_F(ExpertShardTest, MissingShardFileIsAnErrorNamingIt) {
   auto shard = ExpertShard::Create({dir, "0", "all"});
   EXPECT_FALSE(shard.ok());
   EXPECT_THAT(std::string(shard.status().message()), HasSubstr("model-00003-of-00003"));
+}
+
+// Overwrites element [row, col] of `tensor` in DIR/model.safetensors with the bits of `value` in
+// the tensor's stored dtype (F32 or BF16), as a corrupt download or a broken conversion would.
+void OverwriteElement(const std::string& dir, const std::string& tensor, int64_t row, int64_t col,
+                      float value) {
+  const std::string path = dir + "/model.safetensors";
+  auto file = SafetensorsFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const TensorInfo* info = (*file)->Find(tensor);
+  ASSERT_NE(info, nullptr) << tensor;
+  uint64_t header_bytes = 0;
+  std::ifstream(path, std::ios::binary).read(reinterpret_cast<char*>(&header_bytes), 8);
+  const int64_t element_bytes = info->dtype == DType::kBF16 ? 2 : 4;
+  ASSERT_TRUE(info->dtype == DType::kBF16 || info->dtype == DType::kF32);
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  const uint16_t bf16_bits = static_cast<uint16_t>(bits >> 16);  // NaN and ±inf stay so
+  std::fstream out(path, std::ios::binary | std::ios::in | std::ios::out);
+  out.seekp(static_cast<std::streamoff>(8 + header_bytes + info->begin +
+                                        (row * info->shape[1] + col) * element_bytes));
+  out.write(element_bytes == 2 ? reinterpret_cast<const char*>(&bf16_bits)
+                               : reinterpret_cast<const char*>(&bits),
+            element_bytes);
+  ASSERT_TRUE(out.good());
+}
+
+// A NaN or infinity in an expert's weights (stored as F32 or BF16) stops a shard that loads that
+// expert, in every weight storage, naming the tensor, the file and the element; a shard that does
+// not hold that expert starts. (Served, it would answer every token routed there as an overflow of
+// the client's input.)
+TEST(ExpertShardCheckpointTest, RefusesAnExpertWhoseWeightsHoldANanOrInfinity) {
+  const std::string tensor = "model.layers.0.block_sparse_moe.experts.3.w2.weight";
+  for (const DType stored : {DType::kF32, DType::kBF16}) {
+    for (const float bad : {std::nanf(""), -std::numeric_limits<float>::infinity()}) {
+      SyntheticModelOptions options;
+      options.dtype = stored;
+      const std::string dir = testing::WriteTestModel("tiny", options);
+      OverwriteElement(dir, tensor, 1, 2, bad);
+      for (const WeightStorage storage :
+           {WeightStorage::kF32, WeightStorage::kBF16, WeightStorage::kInt8}) {
+        ExpertShardOptions all{dir, "0", "all"};
+        all.weight_storage = storage;
+        auto shard = ExpertShard::Create(all);
+        const std::string context = absl::StrCat("stored ", DTypeName(stored), ", value ", bad,
+                                                 ", storage ", static_cast<int>(storage));
+        EXPECT_EQ(shard.status().code(), absl::StatusCode::kInvalidArgument) << context;
+        EXPECT_THAT(std::string(shard.status().message()),
+                    HasSubstr(absl::StrCat("tensor ", tensor, " in ", dir,
+                                           "/model.safetensors holds ", bad, " at [1, 2]")))
+            << context;
+        ExpertShardOptions others{dir, "0", "0-2,4-7"};
+        others.weight_storage = storage;
+        EXPECT_TRUE(ExpertShard::Create(others).ok()) << context;
+      }
+    }
+  }
+}
+
+// A float32 weight too large for bf16 (finite, but rounding to infinity) stops a shard that would
+// keep it as bf16, and no other.
+TEST(ExpertShardCheckpointTest, RefusesBf16StorageOfAWeightThatBf16RoundsToInfinity) {
+  const std::string tensor = "model.layers.0.block_sparse_moe.experts.3.w1.weight";
+  const std::string dir = testing::WriteTestModel("tiny");
+  OverwriteElement(dir, tensor, 0, 5, 3.3962e38f);
+  for (const WeightStorage storage :
+       {WeightStorage::kF32, WeightStorage::kBF16, WeightStorage::kInt8}) {
+    ExpertShardOptions options{dir, "0", "3"};
+    options.weight_storage = storage;
+    auto shard = ExpertShard::Create(options);
+    if (storage != WeightStorage::kBF16) {
+      EXPECT_TRUE(shard.ok()) << shard.status();
+      continue;
+    }
+    EXPECT_EQ(shard.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(shard.status().message()),
+                HasSubstr(absl::StrCat("tensor ", tensor, " in ", dir, "/model.safetensors holds ",
+                                       3.3962e38f, " at [0, 5], which bf16 rounds to infinity")));
+  }
 }
 
 TEST(MultiLayerShardTest, HoldsItsExpertsOfEveryMoeLayerAndNothingElse) {

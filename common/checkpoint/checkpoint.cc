@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "common/checkpoint/json.h"
 #include "common/status/status_macros.h"
+#include "common/tensor/finite.h"
 
 namespace moe {
 namespace {
@@ -88,6 +89,18 @@ absl::StatusOr<std::map<std::string, std::string>> ParseIndex(const std::string&
 
 std::string ShapeString(absl::Span<const int64_t> shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// A NaN or infinity in a weight would make every token that meets it fail as an overflow of the
+// client's input; refused here, naming where it is. One vectorised pass over values just read.
+absl::Status CheckFinite(absl::string_view name, const std::string& path,
+                         absl::Span<const float> values, int64_t cols, bool matrix) {
+  const int64_t i = FirstNonFinite(values);
+  if (i < 0) return absl::OkStatus();
+  const std::string at =
+      matrix ? absl::StrCat("[", i / cols, ", ", i % cols, "]") : absl::StrCat("[", i, "]");
+  return absl::InvalidArgumentError(absl::StrCat(
+      "tensor ", name, " in ", path, " holds ", values[i], " at ", at, ": weights must be finite"));
 }
 
 }  // namespace
@@ -176,6 +189,7 @@ absl::StatusOr<Matrix> Checkpoint::ReadMatrix(absl::string_view name, int64_t ro
                                                    ShapeString({rows, cols})));
   }
   ASSIGN_OR_RETURN(std::vector<float> values, file->ReadF32(name));
+  RETURN_IF_ERROR(CheckFinite(name, file->path(), values, cols, /*matrix=*/true));
   return Matrix(rows, cols, values);
 }
 
@@ -187,7 +201,9 @@ absl::StatusOr<std::vector<float>> Checkpoint::ReadVector(absl::string_view name
                                                    " has shape ", ShapeString(shape), ", expected ",
                                                    ShapeString({size})));
   }
-  return file->ReadF32(name);
+  ASSIGN_OR_RETURN(std::vector<float> values, file->ReadF32(name));
+  RETURN_IF_ERROR(CheckFinite(name, file->path(), values, size, /*matrix=*/false));
+  return values;
 }
 
 }  // namespace moe

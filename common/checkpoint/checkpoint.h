@@ -2,8 +2,9 @@
 // DIR/model.safetensors.index.json naming the shard file of every tensor. Shard files are opened
 // (mapped) on first use, so reading one layer touches only the files and bytes that hold it.
 //
-// Read* check the stored shape against the expected one and convert F16/BF16 to float32. Errors
-// name the tensor, the file and, for shapes, both the stored and the expected shape.
+// Read* check the stored shape against the expected one, convert F16/BF16 to float32 and refuse
+// a NaN or an infinity (every tensor read is a weight). Errors name the tensor, the file and, for
+// shapes, both the stored and the expected shape, for values the first non-finite one's place.
 // Not thread-safe: load from one thread, then drop the Checkpoint.
 #ifndef MOE_COMMON_CHECKPOINT_CHECKPOINT_H_
 #define MOE_COMMON_CHECKPOINT_CHECKPOINT_H_

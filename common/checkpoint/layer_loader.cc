@@ -7,6 +7,8 @@
 #include "absl/strings/str_join.h"
 #include "common/checkpoint/fingerprint.h"
 #include "common/status/status_macros.h"
+#include "common/tensor/dtype.h"
+#include "common/tensor/finite.h"
 
 namespace moe {
 
@@ -51,7 +53,14 @@ absl::StatusOr<Bf16Matrix> LayerLoader::ReadBf16Matrix(const std::string& name, 
                                                        int64_t cols) {
   ASSIGN_OR_RETURN(const SafetensorsFile* file, checkpoint_->FileFor(name));
   if (file->Find(name)->dtype != DType::kBF16) {
-    ASSIGN_OR_RETURN(Matrix values, checkpoint_->ReadMatrix(name, rows, cols));
+    ASSIGN_OR_RETURN(Matrix values, checkpoint_->ReadMatrix(name, rows, cols));  // finite
+    if (const int64_t i = FirstNonFiniteAsBf16(values.values()); i >= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor ", name, " in ", file->path(), " holds ", values.values()[i],
+                       " at [", i / cols, ", ", i % cols,
+                       "], which bf16 rounds to infinity: --weights_dtype=bf16 needs weights "
+                       "of magnitude below 3.3961e38"));
+    }
     return Bf16Matrix::RoundFrom(values);
   }
   // Stored as BF16 already: keep the bits.
@@ -64,6 +73,11 @@ absl::StatusOr<Bf16Matrix> LayerLoader::ReadBf16Matrix(const std::string& name, 
   ASSIGN_OR_RETURN(absl::Span<const uint8_t> raw, file->RawData(name));
   std::vector<uint16_t> bits(static_cast<size_t>(rows * cols));
   std::memcpy(bits.data(), raw.data(), bits.size() * sizeof(uint16_t));  // little-endian host
+  if (const int64_t i = FirstNonFiniteBf16Bits(bits); i >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " in ", file->path(), " holds ",
+                                                   Bf16ToF32(bits[i]), " at [", i / cols, ", ",
+                                                   i % cols, "]: weights must be finite"));
+  }
   return Bf16Matrix(rows, cols, bits);
 }
 

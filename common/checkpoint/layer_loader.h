@@ -1,6 +1,7 @@
 // Loads the weights of one layer's MoE block from a checkpoint directory, piece by piece, so a
 // router reads only the gate (and shared expert) and a shard only its own experts.
-// Errors name the tensor and file (missing, wrong shape, bad file) or the config key.
+// Errors name the tensor and file (missing, wrong shape, a NaN or infinity, bad file) or the
+// config key.
 // Not thread-safe; drop it once loading is done (it keeps the checkpoint files mapped).
 #ifndef MOE_COMMON_CHECKPOINT_LAYER_LOADER_H_
 #define MOE_COMMON_CHECKPOINT_LAYER_LOADER_H_
