@@ -88,11 +88,15 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
   // Each group's output: straight into the reply when it goes there as float32, else here.
   Matrix sum(sum_groups ? tokens.rows : 0, d);
   const bool staged_outputs = sum_groups || encoding == TensorEncoding::kBf16;
+  // Where the values the reply carries first cannot be read back: a NaN or an infinity, and in
+  // bf16 also a finite float32 too large for it (F32ToBf16 rounds it to infinity).
+  int64_t (*const first_unreadable)(absl::Span<const float>) =
+      encoding == TensorEncoding::kBf16 ? FirstNonFiniteAsBf16 : FirstNonFinite;
   // The groups go to the batcher in waves that join their experts' queues at once, so other
   // calls' batches can take any of them (ExpertBatcher::ComputeGroups). A decode call's groups
   // are one wave; a large call's staged outputs stay within about its input's size per wave.
   const int64_t staged_rows_per_wave = std::max<int64_t>(tokens.rows, kMinStagedRowsPerWave);
-  bool sum_finite = true;  // no wave so far left a NaN or an infinity in the sum
+  bool sum_finite = true;  // no wave so far left an unreadable value in the sum
   for (int g0 = 0, g1 = 0; g0 < request.groups_size(); g0 = g1) {
     int64_t rows = 0;
     while (g1 < request.groups_size() &&
@@ -116,15 +120,16 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
     }
     // The batcher gathers the rows (once, into the kernel's layout) when it computes them.
     RETURN_IF_ERROR(batcher_.ComputeGroups(tokens, work, limits));
-    // Finite input, non-finite output: the input is too large for that expert. The first such
-    // group (in request order) is reported so the router can name the token to its caller,
-    // instead of a malformed reply. Summed groups are scanned only when the sum is not finite:
+    // Finite input, output the reply cannot carry (not finite, or in bf16 too large for it): the
+    // input is too large for that expert. The first such group (in request order) is reported so
+    // the router can name the token to its caller, instead of a malformed reply (or, in bf16, an
+    // infinity the router would take for one). Summed groups are scanned only when the sum is not:
     // a NaN or infinity in a group's output always reaches the sum (w · ±∞ and 0 · ∞ are not
     // finite), so a finite sum clears every group summed into it.
-    auto report_first_non_finite_group = [&] {
+    auto report_first_group_where = [&](int64_t (*first_bad)(absl::Span<const float>)) {
       for (int g = g0; g < g1; ++g) {
         const ConstMatrixView y = work[g - g0].y;
-        if (const int64_t i = FirstNonFinite(absl::MakeConstSpan(y.data, y.size())); i >= 0) {
+        if (const int64_t i = first_bad(absl::MakeConstSpan(y.data, y.size())); i >= 0) {
           ReportOverflow(request.groups(g).rows(i / d), request.groups(g).expert(),
                          /*in_sum=*/false, response);
           return true;
@@ -136,7 +141,7 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
       for (int g = g0; g < g1; ++g)
         metrics_->TokensComputed(ffns[g], request.groups(g).rows_size());
     }
-    if (!sum_groups && report_first_non_finite_group()) return absl::OkStatus();
+    if (!sum_groups && report_first_group_where(first_unreadable)) return absl::OkStatus();
     for (int g = g0; g < g1; ++g) {
       const v1::ExpertGroup& group = request.groups(g);
       const ConstMatrixView y = work[g - g0].y;
@@ -147,13 +152,13 @@ absl::Status ExpertServiceImpl::RunGroups(const v1::ComputeRequest& request,
       }
     }
     if (sum_groups) {
-      sum_finite = sum_finite && FirstNonFinite(absl::MakeConstSpan(sum.data(), sum.size())) < 0;
-      if (!sum_finite && report_first_non_finite_group()) return absl::OkStatus();
+      sum_finite = sum_finite && first_unreadable(absl::MakeConstSpan(sum.data(), sum.size())) < 0;
+      if (!sum_finite && report_first_group_where(FirstNonFinite)) return absl::OkStatus();
     }
   }
   if (sum_groups) {
     if (!sum_finite) {  // with every group's output finite: the weighted sum itself overflowed
-      const int64_t i = FirstNonFinite(absl::MakeConstSpan(sum.data(), sum.size()));
+      const int64_t i = first_unreadable(absl::MakeConstSpan(sum.data(), sum.size()));
       ReportOverflow(static_cast<int>(i / d), 0, /*in_sum=*/true, response);
       return absl::OkStatus();
     }

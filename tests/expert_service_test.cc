@@ -141,6 +141,54 @@ TEST_F(ExpertServiceTest, ReportsASumThatOverflowsInsteadOfSendingIt) {
   }
 }
 
+// A sum that float32 holds but bf16 rounds to infinity is reported in a bf16 reply, not sent as
+// an infinity that the router would take for a malformed reply; float32 replies carry it.
+TEST_F(ExpertServiceTest, ReportsASumTooLargeForABf16Reply) {
+  auto shard = ExpertShard::Create({*model_, "0", "all"});
+  ASSERT_TRUE(shard.ok());
+  ExpertServiceImpl service(shard->get(), BatchingOptions());
+  constexpr int kTokens = 2, kD = 256;
+  std::vector<float> x = testing::RandomTokens(kTokens, kD, 9);
+  for (int i = 0; i < kD; ++i) x[kD + i] *= 50;
+  Matrix y(kTokens, kD);
+  ASSERT_TRUE((*shard)->Compute(0, 0, ConstMatrixView{x.data(), kTokens, kD}, y.view()).ok());
+  float largest = 0;
+  for (int i = 0; i < kD; ++i) largest = std::max(largest, std::abs(y.row(1)[i]));
+  ASSERT_GT(largest, 1.0f);                      // so its weight below is a finite float32
+  constexpr float kTooLargeForBf16 = 3.399e38f;  // bf16's largest finite value is 3.3895e38
+  v1::ComputeRequest request;
+  MatrixView tokens = ResizeProtoTensor(request.mutable_tokens(), kTokens, kD);
+  std::copy(x.begin(), x.end(), tokens.data);
+  request.set_sum_groups(true);
+  v1::ExpertGroup* group = request.add_groups();
+  group->set_expert(0);
+  group->add_rows(0);
+  group->add_weights(0.5f);
+  group->add_rows(1);
+  group->add_weights(kTooLargeForBf16 / largest);
+  for (const v1::TensorEncoding encoding :
+       {v1::TENSOR_ENCODING_VALUES, v1::TENSOR_ENCODING_F32, v1::TENSOR_ENCODING_BF16}) {
+    SCOPED_TRACE(v1::TensorEncoding_Name(encoding));
+    request.set_reply_encoding(encoding);
+    v1::ComputeResponse response;
+    ASSERT_TRUE(service.Compute(nullptr, &request, &response).ok());
+    if (encoding == v1::TENSOR_ENCODING_BF16) {
+      EXPECT_FALSE(response.has_sum());
+      ASSERT_EQ(response.overflows_size(), 1);
+      EXPECT_EQ(response.overflows(0).row(), 1);
+      EXPECT_TRUE(response.overflows(0).in_sum());
+      continue;
+    }
+    EXPECT_EQ(response.overflows_size(), 0);
+    std::vector<float> scratch;
+    auto sum = MatrixFromProto(response.sum(), kTokens, kD, "sum", &scratch);
+    ASSERT_TRUE(sum.ok()) << sum.status();
+    float sum_largest = 0;
+    for (int i = 0; i < kD; ++i) sum_largest = std::max(sum_largest, std::abs(sum->row(1)[i]));
+    EXPECT_NEAR(sum_largest, kTooLargeForBf16, 1e33f);
+  }
+}
+
 // `tokens` tokens of width 256 where token `huge` is 1e30 everywhere (finite, but every expert's
 // output for it overflows float32), and groups of (expert, rows, weight per row).
 v1::ComputeRequest RequestWithAHugeToken(
