@@ -210,6 +210,20 @@ std::shared_ptr<ShardCall> GrpcShardClient::Compute(const ShardCallInput& input,
   const TensorEncoding encoding = !bytes       ? TensorEncoding::kValues
                                   : wire_.bf16 ? TensorEncoding::kBf16
                                                : TensorEncoding::kF32;
+  if (encoding == TensorEncoding::kBf16) {
+    // bf16 would carry such a value as an infinity, which the shard would refuse as one.
+    for (const int64_t row : input.rows) {
+      const float* x = input.tokens.row(row);
+      if (const int64_t c = FirstNonFiniteAsBf16(absl::MakeConstSpan(x, input.tokens.cols));
+          c >= 0) {
+        std::move(done)(absl::InvalidArgumentError(absl::StrCat(
+            "token ", row, ": value ", x[c], " at column ", c,
+            " is too large for the shards' bf16 wire (--shard_wire_dtype=bf16 carries magnitudes "
+            "below 3.3961e38)")));
+        return std::make_shared<FinishedShardCall>();
+      }
+    }
+  }
   WriteProtoTensorRows(input.tokens, input.rows, encoding, call->request.mutable_tokens());
   call->request.set_reply_encoding(!bytes       ? v1::TENSOR_ENCODING_VALUES
                                    : wire_.bf16 ? v1::TENSOR_ENCODING_BF16

@@ -24,18 +24,12 @@ absl::Status CheckFinite(const Matrix& y, const ShardCallInput& input,
                    " overflows float32 (the input is finite but too large)"));
 }
 
-// Local calls finish before Compute returns: there is nothing left to cancel.
-class FinishedCall final : public ShardCall {
- public:
-  void Cancel() override {}
-};
-
 }  // namespace
 
 std::shared_ptr<ShardCall> LocalShardClient::Compute(const ShardCallInput& input,
                                                      absl::Time deadline, Done done) {
   Run(input, deadline, std::move(done));
-  return std::make_shared<FinishedCall>();
+  return std::make_shared<FinishedShardCall>();  // local calls end before Compute returns
 }
 
 void LocalShardClient::Run(const ShardCallInput& input, absl::Time deadline, Done done) {

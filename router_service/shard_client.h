@@ -68,6 +68,12 @@ class ShardCall {
   virtual void Cancel() = 0;
 };
 
+// A call that ended (its Done ran) before Compute returned: nothing is left to cancel.
+class FinishedShardCall final : public ShardCall {
+ public:
+  void Cancel() override {}
+};
+
 class ShardClient {
  public:
   using Done = absl::AnyInvocable<void(absl::StatusOr<ShardCallOutput>) &&>;

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/rpc/tensor_proto.h"
@@ -216,6 +217,34 @@ TEST(GrpcShardClientTest, ShardWhoseInfoReadsBytesGetsTheConfiguredEncoding) {
     EXPECT_EQ(sent.tokens().bf16_data().size(), bf16 ? 6 * sizeof(uint16_t) : 0u);
     EXPECT_EQ(sent.reply_encoding(), bf16 ? v1::TENSOR_ENCODING_BF16 : v1::TENSOR_ENCODING_F32);
     EXPECT_EQ(output->sum.row(1)[2], 320.0f);
+  }
+}
+
+// A token value that bf16 rounds to infinity (finite in float32) is refused before the call, as
+// the input's fault, instead of reaching the shard as an infinity nobody sent; float32 sends it.
+TEST(GrpcShardClientTest, AValueTooLargeForTheBf16WireIsInvalidArgumentAndNotSent) {
+  Work work;
+  work.values[3 * 3 + 1] = 3.397e38f;  // token 3, column 1
+  for (bool bf16 : {true, false}) {
+    TestServer& server = KeptAlive<TestServer>(Reply::kDouble, /*reads_bytes=*/true);
+    GrpcShardClient& client = KeptAlive<GrpcShardClient>(
+        server.target(), 1, ChannelSecurity::Plaintext(), ShardWireOptions{bf16});
+    absl::Notification described;
+    client.Describe(absl::Now() + absl::Seconds(10), [&](absl::StatusOr<ShardDescription> d) {
+      EXPECT_TRUE(d.ok()) << d.status();
+      described.Notify();
+    });
+    described.WaitForNotification();
+    auto output = Call(client, work);
+    if (!bf16) {  // sent (the fake's doubled reply then overflows: not what is tested here)
+      EXPECT_EQ(server.service.last_request_.groups_size(), 2);
+      continue;
+    }
+    EXPECT_EQ(output.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(output.status().message()),
+                HasSubstr(absl::StrCat("token 3: value ", 3.397e38f,
+                                       " at column 1 is too large for the shards' bf16 wire")));
+    EXPECT_EQ(server.service.last_request_.groups_size(), 0);  // nothing was sent
   }
 }
 
