@@ -53,9 +53,26 @@ bool Fanout::Settled() const {
   return AttemptsFinished();
 }
 
+bool Fanout::WaitHasNews() const { return replan_ || Settled(); }
+
+const Fanout::Attempt* Fanout::LoneRunning(const Work& w) {
+  const Attempt* running = nullptr;
+  for (const Attempt& attempt : w.attempts) {
+    if (attempt.finished) continue;
+    if (running != nullptr) return nullptr;
+    running = &attempt;
+  }
+  return running;
+}
+
+bool Fanout::MayHedge(const Work& w) const {
+  return hedging_ && !past_grace_ && !cancelled_ && !w.done && !w.hedged &&
+         LoneRunning(w) != nullptr;
+}
+
 absl::Time Fanout::HedgeAt(size_t work) const {
-  const Attempt& first = works_[work].attempts[0];
-  return first.started + first.replica->HedgeDelay(WorkCost(plan_.work[work]));
+  const Attempt& running = *LoneRunning(works_[work]);
+  return running.started + running.replica->HedgeDelay(WorkCost(plan_.work[work]));
 }
 
 Fanout::Launch Fanout::AddAttempt(int work, std::shared_ptr<Replica> replica, bool hedge) {
@@ -200,6 +217,12 @@ void Fanout::OnReply(int work, int attempt_index, absl::StatusOr<ShardCallOutput
         w.done = true;
         w.result = absl::Status(status.code(), w.errors);
       }
+      if (!w.done) {
+        // The retry, or the call still running beside the one that failed (a late call whose
+        // hedge failed), is now the work's one hope: it is hedged in its turn when it runs late.
+        w.hedged = false;
+        replan_ = true;
+      }
     }
     if (replica.Ejected()) stats_.ejections = true;
   }
@@ -221,11 +244,12 @@ std::vector<absl::StatusOr<ShardCallOutput>> Fanout::Wait(
         ask_client = true;
       }
       for (size_t i = 0; i < works_.size(); ++i) {
-        const Work& w = works_[i];
-        if (!hedging_ || past_grace_ || w.done || w.hedged || w.attempts.size() != 1) continue;
-        wake = std::min(wake, HedgeAt(i));
+        if (MayHedge(works_[i])) wake = std::min(wake, HedgeAt(i));
       }
-      if (mu_.AwaitWithDeadline(absl::Condition(this, &Fanout::Settled), wake)) break;
+      if (mu_.AwaitWithDeadline(absl::Condition(this, &Fanout::WaitHasNews), wake) && Settled()) {
+        break;
+      }
+      replan_ = false;
       const absl::Time now = absl::Now();
       if (!past_grace_ && now >= deadline_ + kDeadlineGrace) {
         past_grace_ = true;  // once; Run cancels a call whose Compute was still starting then
@@ -233,10 +257,7 @@ std::vector<absl::StatusOr<ShardCallOutput>> Fanout::Wait(
       }
       for (size_t i = 0; i < works_.size(); ++i) {
         Work& w = works_[i];
-        if (!hedging_ || past_grace_ || w.done || w.hedged || w.attempts.size() != 1 ||
-            now < HedgeAt(i)) {
-          continue;
-        }
+        if (!MayHedge(w) || now < HedgeAt(i)) continue;
         w.hedged = true;
         if (std::shared_ptr<Replica> other = Alternative(static_cast<int>(i)); other != nullptr) {
           ++stats_.hedges;

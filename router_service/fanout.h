@@ -4,6 +4,7 @@
 // other call is cancelled (inference is side-effect free; gRPC C++ has no hedging of its own).
 // A failed call is retried on another such replica while the deadline allows (an UNAVAILABLE one
 // with no other replica, once on the same target: a DNS name may resolve to several backends);
+// a retry is hedged as a first call is, and a late call whose hedge failed is hedged again;
 // InvalidArgument (the input overflowed an expert) and DeadlineExceeded are final. Replicas learn
 // every outcome (latency, failure, lost hedge), which drives their hedge delay and ejection.
 //
@@ -66,7 +67,8 @@ class Fanout {
   struct Work {
     std::vector<Attempt> attempts;
     std::set<const Replica*> tried;
-    bool hedged = false;  // a hedge was considered (sent or no replica to send it to)
+    // A hedge was considered (sent or no replica to send it to) for the attempt now running.
+    bool hedged = false;
     int same_target_retries = 0;
     bool done = false;
     absl::StatusOr<ShardCallOutput> result;
@@ -91,7 +93,15 @@ class Fanout {
   std::vector<std::shared_ptr<ShardCall>> RunningCalls() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AttemptsFinished() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Settled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // When `work`'s one attempt is due for a hedge (its replica's HedgeDelay for this work).
+  // Settled, or replan_: what Wait sleeps until (or its next hedge, poll or grace time).
+  bool WaitHasNews() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `w`'s one unfinished attempt; nullptr when none is, or more than one.
+  static const Attempt* LoneRunning(const Work& w);
+  // Whether `w` is to be hedged once its lone running attempt runs late: not while another
+  // attempt runs beside it, once it was hedged, or once the request was cancelled or past grace.
+  bool MayHedge(const Work& w) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // When `work`'s lone running attempt is due for a hedge (its replica's HedgeDelay for this
+  // work, from that attempt's start). Only where MayHedge.
   absl::Time HedgeAt(size_t work) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::shared_ptr<const ReplicaMap> replicas_;
@@ -106,6 +116,9 @@ class Fanout {
   // The calls still running at deadline_ + the grace were cancelled; Wait now only awaits their
   // CANCELLED answers (asking again would spin until they come).
   bool past_grace_ ABSL_GUARDED_BY(mu_) = false;
+  // A reply left a work with a new lone running attempt to hedge in time: Wait's wake-up time
+  // (computed before) is stale.
+  bool replan_ ABSL_GUARDED_BY(mu_) = false;
   FanoutStats stats_ ABSL_GUARDED_BY(mu_);
 };
 
