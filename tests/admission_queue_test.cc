@@ -253,6 +253,40 @@ TEST(AdmissionQueueTest, AWaitingCallIsShedOnceItsDeadlineCanNoLongerBeMet) {
   EXPECT_EQ(queue.stats().shed, 1);
 }
 
+// A call that gives up waiting (its deadline too near) hands on what it was holding up: the call
+// queued behind it, which fits beside the running one, starts then, not when a call leaves.
+TEST(AdmissionQueueTest, ACallQueuedBehindOneThatGaveUpStartsOnceThereIsRoomForIt) {
+  AdmissionQueue queue({/*max_running=*/4, /*max_queued=*/8, /*max_queued_bytes=*/0,
+                        /*max_running_tokens=*/10});
+  auto running = queue.Enter(absl::InfiniteFuture(), {8, 0});
+  ASSERT_TRUE(running.ok());
+  queue.TEST_SetExpectedService(absl::Milliseconds(100), /*tokens=*/8);
+  queue.TEST_SetExpectedService(absl::Milliseconds(1), /*tokens=*/1);
+  // 8 more tokens do not fit beside the running call: it waits, then gives up 200 ms before its
+  // deadline (twice what a call of its size takes).
+  std::thread gives_up([&queue] {
+    EXPECT_EQ(queue.Enter(absl::Now() + absl::Milliseconds(300), {8, 0}).status().code(),
+              absl::StatusCode::kResourceExhausted);
+  });
+  queue.TEST_AwaitQueued(1);
+  absl::Mutex mu;
+  std::vector<int> order;
+  Caller fits(queue, 1, absl::InfiniteFuture(), order, mu, CallSize{1, 0});  // queued behind it
+  gives_up.join();
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(
+                                        +[](std::vector<int>* o) { return !o->empty(); }, &order),
+                                    absl::Seconds(10)))
+        << "the call that fits still waits for the running one to leave";
+  }
+  { auto leave = std::move(*running); }
+  fits.Release();
+  fits.Join();
+  EXPECT_TRUE(fits.status().ok()) << fits.status();
+  EXPECT_EQ(queue.stats().shed, 1);
+}
+
 TEST(AdmissionQueueTest, TakesTheOldestWhileTheQueueKeepsUp) {
   AdmissionQueue queue({/*max_running=*/1, /*max_queued=*/4});
   auto running = queue.Enter(absl::InfiniteFuture());

@@ -106,6 +106,7 @@ absl::StatusOr<AdmissionQueue::Ticket> AdmissionQueue::Enter(absl::Time deadline
       Dequeue(&waiter);
       waiter.shed = true;
       ++stats_.shed;
+      GrantPlaces(absl::Now());  // the calls queued behind it may fit now
     }
   }
   if (waiter.shed) {
