@@ -1,8 +1,8 @@
 #include "expert_service/compute_bounds.h"
 
-#include <algorithm>
 #include <climits>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 
 namespace moe {
@@ -48,6 +48,7 @@ absl::StatusOr<std::vector<int>> CheckComputeWork(const ExpertShard& shard,
   ffns.reserve(groups);
   // last_group[row] = the last group that named the row: finds a repeat in one pass per group.
   std::vector<int> last_group(static_cast<size_t>(token_rows), -1);
+  absl::flat_hash_map<int, int> group_of_ffn;
   for (int g = 0; g < groups; ++g) {
     const v1::ExpertGroup& group = request.groups(g);
     const int ffn = shard.FfnId(request.layer(), group.expert());
@@ -57,6 +58,11 @@ absl::StatusOr<std::vector<int>> CheckComputeWork(const ExpertShard& shard,
       return absl::FailedPreconditionError(absl::StrCat("groups[", g, "]: expert ", group.expert(),
                                                         " is not held by this shard (it holds ",
                                                         FormatExpertSet(shard.experts()), ")"));
+    }
+    if (const auto [earlier, first] = group_of_ffn.try_emplace(ffn, g); !first) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("groups[", g, "] names expert ", group.expert(), " again (groups[",
+                       earlier->second, "] did); at most one group per expert"));
     }
     if (request.sum_groups() && group.weights_size() != group.rows_size()) {
       return absl::InvalidArgumentError(absl::StrCat("groups[", g, "] has ", group.weights_size(),

@@ -2,7 +2,8 @@
 // allocated for its outputs: each group names an expert held here and rows inside the request's
 // tokens, a row at most once per group (so a group is never larger than the request's tokens),
 // one weight per row when the request asks for sum_groups,
-// at most one group per FFN held for the layer, and at most `max_rows` rows across all groups.
+// at most one group per FFN held for the layer (no expert named twice), and at most `max_rows`
+// rows across all groups.
 // A request outside these bounds is INVALID_ARGUMENT naming the group, row or limit: every
 // replica would refuse it alike, so the router must not retry it elsewhere. An expert not held
 // here is FAILED_PRECONDITION instead: the caller's map is stale, and another replica may hold it.

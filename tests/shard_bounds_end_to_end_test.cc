@@ -110,6 +110,12 @@ TEST_F(ShardBoundsTest, RequestRepeatingARowIsRefusedAtOnceWithoutMemory) {
   status = Call(Request(3, {{1, {0, 1}}, {0, {2, 1, 2}}}), &reply);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("groups[1].rows[2] = 2 repeats a row"));
+  // So is an expert named by two groups.
+  status = Call(Request(3, {{1, {0}}, {0, {1}}, {1, {2}}}), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("groups[2] names expert 1 again (groups[0] did); at most one group per "
+                        "expert"));
 }
 
 TEST_F(ShardBoundsTest, MoreRowsThanTheCapOrMoreGroupsThanExpertsAreRefused) {
