@@ -227,6 +227,26 @@ TEST_F(MetricsHttpServerTest, StopDuringAConnectionFloodReturns) {
   for (int fd : flood) close(fd);
 }
 
+// A client that connects and sends nothing is let go at Stop(), not held to its request deadline
+// (30 s here): a binary's stop is not held up by an idle connection to its metrics port.
+TEST_F(MetricsHttpServerTest, StopLetsGoOfAConnectedClientThatSendsNothing) {
+  auto server = MetricsHttpServer::Start({"127.0.0.1:0", "", absl::Seconds(30)}, &registry_);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  std::vector<int> idle = ConnectSilently(port, 1);
+  bool accepted = false;
+  for (const absl::Time until = absl::Now() + absl::Seconds(10);
+       !accepted && absl::Now() < until;) {
+    accepted = AcceptedConnections(port) == 1;
+    if (!accepted) absl::SleepFor(absl::Milliseconds(5));  // polling /proc, no event to wait on
+  }
+  ASSERT_TRUE(accepted) << "the connection never reached the server";
+  const absl::Time start = absl::Now();
+  (*server)->Stop();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  for (int fd : idle) close(fd);
+}
+
 TEST_F(MetricsHttpServerTest, StopClosesTheListenerAndIsIdempotent) {
   auto server = MetricsHttpServer::Start({"127.0.0.1:0", ""}, &registry_);
   ASSERT_TRUE(server.ok()) << server.status();

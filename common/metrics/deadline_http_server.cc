@@ -111,7 +111,18 @@ class DeadlineSocketStream final : public httplib::Stream {
 
 }  // namespace
 
+void DeadlineHttpServer::StopReading() {
+  absl::MutexLock lock(&mu_);
+  stop_reading_ = true;
+  for (socket_t sock : serving_) shutdown(sock, SHUT_RD);
+}
+
 bool DeadlineHttpServer::process_and_close_socket(socket_t sock) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_reading_) shutdown(sock, SHUT_RD);
+    serving_.insert(sock);
+  }
   DeadlineSocketStream stream(sock);
   bool open = true;
   // As httplib's own loop: up to keep_alive_max_count_ requests, none once stop() has closed the
@@ -129,6 +140,10 @@ bool DeadlineHttpServer::process_and_close_socket(socket_t sock) {
     // deadline) and reports it served: the connection ends all the same.
     open = process_request(stream, last, client_closes, /*setup_request=*/nullptr) &&
            !client_closes && !stream.timed_out();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    serving_.erase(sock);  // before close: StopReading must not reach the number's next owner
   }
   shutdown(sock, SHUT_RDWR);
   close(sock);

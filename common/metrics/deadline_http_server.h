@@ -10,7 +10,9 @@
 //
 // Everything else is httplib::Server's: routes, payload limit, keep-alive count and timeout,
 // socket options, task queue; connections accepted but still queued when stop() closes the
-// listener are closed unserved, as httplib's own do.
+// listener are closed unserved, as httplib's own do. StopReading() before stop() lets the clients
+// that are only connected (idle, trickling a request, between kept-alive requests) go at once,
+// so a stop waits only for responses being written, not for those clients' deadlines.
 //
 //   DeadlineHttpServer server(absl::Seconds(5));
 //   server.Get("/metrics", handler);
@@ -20,6 +22,10 @@
 
 #include <httplib.h>
 
+#include <set>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace moe {
@@ -29,12 +35,20 @@ class DeadlineHttpServer final : public httplib::Server {
   explicit DeadlineHttpServer(absl::Duration request_deadline)
       : request_deadline_(request_deadline) {}
 
+  // Ends reading on every connection being served (shutdown(SHUT_RD): a wait for request bytes
+  // ends as if the client had closed) and on every one a worker takes from now on; responses
+  // being written finish. Thread-safe; call it before stop().
+  void StopReading();
+
  private:
   // httplib's listener calls this on a worker for each accepted socket (a private virtual of
   // httplib::Server, which C++ lets a derived class override); it serves and closes `sock`.
   bool process_and_close_socket(socket_t sock) override;
 
   const absl::Duration request_deadline_;
+  absl::Mutex mu_;
+  std::set<socket_t> serving_ ABSL_GUARDED_BY(mu_);  // open, a worker on each
+  bool stop_reading_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace moe

@@ -85,7 +85,7 @@ absl::StatusOr<HostPort> ParseListen(absl::string_view listen) {
 
 }  // namespace
 
-MetricsHttpServer::MetricsHttpServer(std::unique_ptr<httplib::Server> server, int port)
+MetricsHttpServer::MetricsHttpServer(std::unique_ptr<DeadlineHttpServer> server, int port)
     : server_(std::move(server)), port_(port) {}
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::StartIfConfigured(
@@ -162,6 +162,7 @@ void MetricsHttpServer::Stop() {
     if (stopped_) return;
     stopped_ = true;
   }
+  server_->StopReading();
   server_->stop();
   if (thread_.joinable()) thread_.join();
 }

@@ -5,9 +5,10 @@
 // workers. Other paths answer 404. Plain HTTP: Prometheus scrapes it on the internal network.
 //
 // Start() returns once the server accepts connections; port() is the bound port (useful with
-// port 0). Stop() (also run by the destructor) closes the listener, lets scrapes in flight finish
-// and joins the serving thread; it is idempotent but must not race with itself. The registry must
-// outlive the server.
+// port 0). Stop() (also run by the destructor) closes the listener, lets the responses being
+// written finish, lets go at once of clients that are only connected (idle, or still sending a
+// request) and joins the serving thread; it is idempotent but must not race with itself. The
+// registry must outlive the server.
 //
 // In a binary's main, with --metrics_listen off when empty:
 //   MetricRegistry registry;  // handed to the service core, which registers its metrics
@@ -28,11 +29,9 @@
 #include "absl/time/time.h"
 #include "common/metrics/metric_registry.h"
 
-namespace httplib {
-class Server;
-}
-
 namespace moe {
+
+class DeadlineHttpServer;
 
 struct MetricsHttpServerOptions {
   // HOST:PORT ("127.0.0.1:9090", "0.0.0.0:0", "[::1]:9090", ":9090" = all IPv4 addresses);
@@ -41,7 +40,8 @@ struct MetricsHttpServerOptions {
   // If set, the bound port is written here (atomically, by rename) once serving.
   std::string port_file;
   // Reading a request and writing its response end this long after the server starts on it
-  // (common/metrics/deadline_http_server.h). Also about how long Stop() waits for scrapes.
+  // (common/metrics/deadline_http_server.h). Also about how long Stop() waits for a response
+  // being written.
   absl::Duration request_deadline = absl::Seconds(5);
 };
 
@@ -63,12 +63,12 @@ class MetricsHttpServer {
   void Stop();
 
  private:
-  MetricsHttpServer(std::unique_ptr<httplib::Server> server, int port);
+  MetricsHttpServer(std::unique_ptr<DeadlineHttpServer> server, int port);
   bool LoopStartedOrEnded() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return accepting_ || finished_;
   }
 
-  const std::unique_ptr<httplib::Server> server_;
+  const std::unique_ptr<DeadlineHttpServer> server_;
   const int port_;
   mutable absl::Mutex mu_;
   bool accepting_ ABSL_GUARDED_BY(mu_) = false;  // the listener loop has started
