@@ -105,15 +105,19 @@ TEST(GrpcServerTest, ATakenPortIsAnErrorNamingTheAddress) {
               HasSubstr("cannot listen on " + options.listen + ": Address already in use"));
 }
 
-TEST(GrpcServerTest, APortBeyond65535IsRefusedNotWrapped) {
-  ServeOptions options = LoopbackOptions();
-  options.listen = "127.0.0.1:99999";  // gRPC alone served it on 99999 - 65536 = 34463
-  testing::BlockingExpert service;
-  auto server = GrpcServer::Start(options, {&service});
-  ASSERT_FALSE(server.ok()) << "served on port " << (*server)->port();
-  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(server.status().message()),
-              HasSubstr("cannot listen on 127.0.0.1:99999: the port must be 0 to 65535"));
+TEST(GrpcServerTest, APortBeyond65535OrNoPortIsRefusedNotWrappedOrDefaulted) {
+  // gRPC alone served 127.0.0.1:99999 on 99999 - 65536 = 34463, and 127.0.0.1 on 443.
+  for (const std::string listen : {"127.0.0.1:99999", "127.0.0.1"}) {
+    ServeOptions options = LoopbackOptions();
+    options.listen = listen;
+    testing::BlockingExpert service;
+    auto server = GrpcServer::Start(options, {&service});
+    ASSERT_FALSE(server.ok()) << listen << " served on port " << (*server)->port();
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(server.status().message()),
+                HasSubstr("cannot listen on " + listen +
+                          ": expected HOST:PORT with a port from 0 to 65535"));
+  }
 }
 
 TEST(GrpcServerTest, ControlWithGrpcDefaultsTwoServersShareAPort) {

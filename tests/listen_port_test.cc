@@ -22,13 +22,20 @@ TEST(OnlyThisHostCanReachTest, LoopbackAndUnixSocketsOnly) {
 }
 
 TEST(PortInRangeTest, PortsBeyond65535AreRefusedNotWrapped) {
-  for (const char* fine : {"127.0.0.1:0", "0.0.0.0:65535", "[::1]:50051", "unix:/tmp/a:99999",
-                           "localhost:http", "no-port"}) {
+  for (const char* fine :
+       {"127.0.0.1:0", "0.0.0.0:65535", "[::1]:50051", "unix:/tmp/a:99999", "localhost:http"}) {
     EXPECT_TRUE(PortInRange(fine)) << fine;
   }
   for (const char* wrapped :
        {"127.0.0.1:65536", "127.0.0.1:99999", "[::]:-1", "0.0.0.0:18446744073709551617"}) {
     EXPECT_FALSE(PortInRange(wrapped)) << wrapped;
+  }
+}
+
+// gRPC would serve an address without a port on 443.
+TEST(PortInRangeTest, AnAddressWithoutAPortIsRefused) {
+  for (const char* portless : {"127.0.0.1", "127.0.0.1:", "[::1]", "localhost", "no-port"}) {
+    EXPECT_FALSE(PortInRange(portless)) << portless;
   }
 }
 

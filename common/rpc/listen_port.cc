@@ -33,11 +33,15 @@ int BindErrno(const sockaddr* address, socklen_t length) {
 }  // namespace
 
 bool PortInRange(const std::string& listen) {
+  if (absl::StartsWith(listen, "unix:")) return true;
   const size_t colon = listen.rfind(':');
-  if (absl::StartsWith(listen, "unix:") || colon == std::string::npos) return true;
+  // No port at all ("127.0.0.1", "[::1]", "host:"): gRPC would serve on https's 443.
+  if (colon == std::string::npos || colon + 1 == listen.size() || listen.back() == ']') {
+    return false;
+  }
   const std::string port = listen.substr(colon + 1);
-  // Not a number (a service name, nothing): gRPC resolves it or fails, naming it.
-  if (port.empty() || port.find_first_not_of("-0123456789") != std::string::npos) return true;
+  // Not a number (a service name): gRPC resolves it or fails, naming it.
+  if (port.find_first_not_of("-0123456789") != std::string::npos) return true;
   int64_t number = 0;
   return absl::SimpleAtoi(port, &number) && number >= 0 && number <= 65535;
 }

@@ -8,7 +8,8 @@
 namespace moe {
 
 // False when `listen` ends in ":N" with N outside 0-65535, which gRPC would silently take modulo
-// 65536 (":99999" served on port 34463). Unix sockets (unix:PATH) have no port: true.
+// 65536 (":99999" served on port 34463), or names no port ("127.0.0.1", "[::1]", "host:"), for
+// which gRPC would serve on 443. Unix sockets (unix:PATH) have no port: true.
 bool PortInRange(const std::string& listen);
 
 // Why `listen` (HOST:PORT, HOST a numeric IPv4 or [IPv6] address) cannot be bound, e.g.

@@ -27,7 +27,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
 
   if (!PortInRange(options.listen)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot listen on ", options.listen, ": the port must be 0 to 65535"));
+        absl::StrCat("cannot listen on ", options.listen,
+                     ": expected HOST:PORT with a port from 0 to 65535 (0: any free port)"));
   }
   grpc::ServerBuilder builder;
   AddReflection(&builder);
