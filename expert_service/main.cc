@@ -2,6 +2,7 @@
 //
 //   moe_expert --model=DIR --layers=all --experts=SPEC --listen=HOST:PORT
 #include <algorithm>
+#include <cstdint>
 #include <iostream>
 #include <string>
 
@@ -148,7 +149,9 @@ int main(int argc, char** argv) {
           {"blas_threads", absl::GetFlag(FLAGS_blas_threads), 0, 1024},
           {"max_tokens_per_call", absl::GetFlag(FLAGS_max_tokens_per_call), 0, 1 << 24},
           {"max_batch_tokens", absl::GetFlag(FLAGS_max_batch_tokens), 0, 1 << 20},
-          {"max_connection_age_s", absl::GetFlag(FLAGS_max_connection_age_s), 0, 1 << 24},
+          // gRPC takes the age as an int of milliseconds: 24.8 days at most.
+          {"max_connection_age_s", absl::GetFlag(FLAGS_max_connection_age_s), 0, INT32_MAX / 1000},
+          {"layer", absl::GetFlag(FLAGS_layer), -1, 65535},
           {"concurrent_ffn", absl::GetFlag(FLAGS_concurrent_ffn), 0, 1024},
           {"batch_wait_us", absl::GetFlag(FLAGS_batch_wait_us), 0, 10'000'000},
           {"drain_s", absl::GetFlag(FLAGS_drain_s), 0, 24 * 3600},

@@ -214,6 +214,7 @@ int main(int argc, char** argv) {
   admission.max_queued = absl::GetFlag(FLAGS_max_queued);
   if (absl::Status ranges = moe::CheckFlagRanges({
           {"max_tokens", options.max_tokens, 1, 1 << 24},
+          {"layer", absl::GetFlag(FLAGS_layer), -1, 65535},
           {"default_timeout_ms", absl::GetFlag(FLAGS_default_timeout_ms), 1, kDayMs},
           {"max_batch_tokens", options.batching.max_tokens, 0, 1 << 20},
           {"batch_wait_us", absl::GetFlag(FLAGS_batch_wait_us), 0, 10'000'000},

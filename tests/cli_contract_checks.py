@@ -66,6 +66,11 @@ def check_help_and_tables(source, build, readme):
         usage, flags = parse_help(output)
         if not flags:
             fail(f"{binary} --help lists no flags:\n{output}")
+        # "--allow_partial false" would turn the flag on and drop the "false" unnoticed.
+        status, output = run(f"{build}/{path} stray", cwd=build, env=os.environ)
+        if status != 2 or "unexpected argument 'stray'" not in output:
+            fail(f"{binary} stray: exit {status}, not the unexpected-argument error:\n"
+                 f"{output[:300]}")
         for name, default in flags.items():
             if f"--{name}" not in usage:
                 fail(f"{binary}: the usage line does not list --{name}")

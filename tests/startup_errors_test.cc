@@ -159,6 +159,24 @@ TEST(StartupErrorsTest, FlagsOutOfRangeAreRefusedBeforeTheModelLoads) {
                        "--default_timeout_ms=0: expected 1 to 86400000");
   ExpectStartupFailure(testing::RouterBinary(), {missing, "--shards_file=/nonexistent/shards"},
                        "--shards_file: cannot read /nonexistent/shards: No such file");
+  // gRPC takes it as an int of milliseconds: 4 294 968 s wrapped to 704 ms of connection age.
+  ExpectStartupFailure(testing::ExpertBinary(),
+                       {missing, "--experts=all", "--max_connection_age_s=4294968"},
+                       "--max_connection_age_s=4294968: expected 0 to 2147483");
+  ExpectStartupFailure(testing::ExpertBinary(), {missing, "--experts=all", "--layer=-7"},
+                       "--layer=-7: expected -1 to 65535");  // was taken as "all layers"
+  ExpectStartupFailure(testing::RouterBinary(), {missing, "--shards=all@127.0.0.1:1", "--layer=-2"},
+                       "--layer=-2: expected -1 to 65535");
+}
+
+// "--allow_partial false" turned the flag on and dropped the "false": every partial answer the
+// user meant to refuse was served.
+TEST(StartupErrorsTest, AnArgumentThatIsNotAFlagIsRefusedNotIgnored) {
+  ExpectStartupFailure(
+      testing::RouterBinary(),
+      {"--model=/nonexistent/model", "--shards=all@127.0.0.1:1", "--allow_partial", "false"},
+      "unexpected argument 'false': flags take the form --name=value (a boolean "
+      "flag --name or --name=false)");
 }
 
 }  // namespace

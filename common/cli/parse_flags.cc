@@ -67,7 +67,7 @@ void PrintFlagsHelp(std::ostream& out) {
   out << "\n--helpfull also lists Abseil's own flags (--flagfile, --fromenv, ...).\n";
 }
 
-std::vector<char*> ParseFlags(int argc, char** argv) {
+void ParseFlags(int argc, char** argv) {
   absl::FlagsUsageConfig config;
   config.contains_help_flags = IsOwnFlagFile;
   config.contains_helpshort_flags = IsOwnFlagFile;
@@ -77,7 +77,13 @@ std::vector<char*> ParseFlags(int argc, char** argv) {
     PrintFlagsHelp(std::cout);
     std::exit(0);
   }
-  return absl::ParseCommandLine(argc, argv);
+  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() > 1) {
+    std::cerr << argv[0] << ": unexpected argument '" << positional[1]
+              << "': flags take the form --name=value (a boolean flag --name or --name=false)"
+              << std::endl;
+    std::exit(2);
+  }
 }
 
 }  // namespace moe

@@ -15,9 +15,10 @@
 
 namespace moe {
 
-// Parses argv as absl::ParseCommandLine does (exiting on unknown flags) and returns the
-// positional arguments, argv[0] first. Exits 0 after printing the help when asked for it.
-std::vector<char*> ParseFlags(int argc, char** argv);
+// Parses argv as absl::ParseCommandLine does (exiting on unknown flags). Exits 0 after printing
+// the help when asked for it, and 2 naming the first argument that is not a flag: no binary here
+// takes any, and "--allow_partial false" would otherwise turn the flag on and drop the "false".
+void ParseFlags(int argc, char** argv);
 
 // True when -h, --help or -help comes before any bare "--": for binaries that parse their own
 // arguments (the benchmarks) and print their usage then.

@@ -42,7 +42,8 @@ struct ServeOptions {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   int max_message_bytes = 64 << 20;
   // Close client connections after this long (with a grace period for calls in flight), so
-  // clients re-resolve DNS and spread over replicas that appeared since. Zero: never.
+  // clients re-resolve DNS and spread over replicas that appeared since. Zero: never. gRPC takes
+  // it as an int of milliseconds: longer is taken as 24.8 days (INT32_MAX ms), not wrapped.
   absl::Duration max_connection_age = absl::ZeroDuration();
   // Most threads of the sync server (handlers, pollers); 0: unbounded (gRPC's default). Calls
   // beyond it are refused by gRPC ("Server Threadpool Exhausted"); keep an AdmissionGate's limit
