@@ -5,7 +5,6 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/rpc/cancellation_poll.h"
 #include "common/rpc/connection_error.h"
@@ -14,16 +13,7 @@
 #include "common/status/status_macros.h"
 
 namespace moe {
-namespace {
-
-// `problem` with the shard's target and the addresses in gRPC's words replaced, for an Info that
-// must not reveal the topology.
-std::string WithoutTopology(const std::string& problem, const std::string& target) {
-  return WithoutAddresses(target.empty() ? problem
-                                         : absl::StrReplaceAll(problem, {{target, "<shard>"}}));
-}
-
-}  // namespace
+namespace {}  // namespace
 
 absl::Status RouterServiceImpl::DoForward(const v1::ForwardRequest& request, absl::Time deadline,
                                           const std::function<bool()>& client_cancelled,
@@ -139,7 +129,7 @@ grpc::Status RouterServiceImpl::Info(grpc::ServerContext*, const v1::InfoRequest
       shard->add_targets(status.target);
       shard->set_problem(status.problem);
     } else {
-      shard->set_problem(WithoutTopology(status.problem, status.target));
+      shard->set_problem(WithoutTarget(status.problem, status.target));
     }
     ejections += status.counters.ejections;
   }

@@ -1,8 +1,14 @@
 #include "common/rpc/connection_error.h"
 
+#include <algorithm>
+#include <utility>
+#include <vector>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 
 namespace moe {
 
@@ -82,6 +88,30 @@ std::string WithoutAddresses(absl::string_view text) {
     }
   }
   return out;
+}
+
+std::string WithoutTarget(absl::string_view problem, absl::string_view target) {
+  // "dns:///host:port", "dns://authority/host:port", "dns:host:port", "ipv4:host:port", ... or
+  // "host:port".
+  absl::string_view host_port = target;
+  if (const size_t slashes = host_port.find("://"); slashes != absl::string_view::npos) {
+    host_port.remove_prefix(slashes + 3);
+    host_port.remove_prefix(std::min(host_port.size(), host_port.find('/') + 1));
+  } else {
+    for (absl::string_view scheme : {"dns:", "ipv4:", "ipv6:", "unix:"}) {
+      if (absl::ConsumePrefix(&host_port, scheme)) break;
+    }
+  }
+  absl::string_view host = host_port.substr(0, host_port.rfind(':'));
+  if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
+    host = host.substr(1, host.size() - 2);
+  }
+  std::vector<std::pair<absl::string_view, absl::string_view>> forms;
+  for (absl::string_view form : {target, host_port, host}) {
+    if (!form.empty()) forms.emplace_back(form, "<shard>");
+  }
+  // One pass, the longest form where several start at one place: "<shard>" is not rewritten.
+  return WithoutAddresses(absl::StrReplaceAll(problem, forms));
 }
 
 }  // namespace moe

@@ -26,6 +26,12 @@ std::string ConnectionFailureCause(const grpc::Status& status, bool tls,
 // reveal the topology.
 std::string WithoutAddresses(absl::string_view text);
 
+// `problem` (a shard's, in gRPC's words) without its gRPC `target` in any form gRPC writes it:
+// whole, as host:port without the scheme ("dns:///shard-0.internal:50061": a DNS failure names
+// "shard-0.internal:50061") and as the bare host (c-ares: "name=shard-0.internal"), each replaced
+// by "<shard>"; then WithoutAddresses. For an Info that must not reveal the topology.
+std::string WithoutTarget(absl::string_view problem, absl::string_view target);
+
 // `status`'s message, prefixed with its cause when there is one: "<cause> (<message>)"; for
 // gRPC's wordless UNIMPLEMENTED (a method the server does not have), what that likely means.
 std::string ExplainStatus(const grpc::Status& status, bool tls, const std::string& flag_prefix);
