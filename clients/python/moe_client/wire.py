@@ -10,6 +10,8 @@ any order, so a request is the generated message's bytes followed by the hand-wr
 field.
 """
 
+import math
+
 import numpy as np
 
 _LEN = 2      # wire types
@@ -37,17 +39,18 @@ def _varint(value):
 
 def _read_varint(buf, pos, end):
     result = 0
-    shift = 0
-    for _ in range(10):  # a varint has at most 10 bytes
+    for shift in range(0, 70, 7):  # a varint has at most 10 bytes
         if pos >= end:
             raise WireError("truncated varint")
         byte = buf[pos]
         pos += 1
+        # The 10th byte holds bit 63 alone: anything more is a value past 64 bits (which numpy
+        # cannot hold and protobuf rejects) or an 11th byte.
+        if shift == 63 and byte > 1:
+            raise WireError("varint longer than 64 bits")
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return result, pos
-        shift += 7
-    raise WireError("varint longer than 10 bytes")
 
 
 def _signed64(value):
@@ -137,12 +140,17 @@ def decode_tensor(buf, pos=0, end=None):
         chunks = [(np.frombuffer(data[4], dtype="<u2").astype(np.uint32) << 16).view(np.float32)]
     values = (np.concatenate(chunks) if len(chunks) > 1 else
               chunks[0] if chunks else np.empty(0, dtype=np.float32))
+    if not shape:
+        raise WireError("the tensor has no shape")
     if any(dim < 0 for dim in shape):
         raise WireError(f"negative dimension in shape {shape}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 0
+    count = math.prod(shape)  # Python ints: numpy's int64 product wraps around silently
     if count != values.size:
         raise WireError(f"shape {shape} needs {count} values, the tensor has {values.size}")
-    return tuple(shape), values.astype(np.float32, copy=True).reshape(shape)
+    try:
+        return tuple(shape), values.astype(np.float32, copy=True).reshape(shape)
+    except ValueError as error:  # a shape numpy cannot hold: over 32 dims, or [0, 2**62]
+        raise WireError(f"shape {shape}: {error}") from error
 
 
 def split_field(buf, field_number):

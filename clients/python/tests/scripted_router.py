@@ -10,12 +10,17 @@ import numpy as np
 from moe_client._stubs import router_pb2
 
 
+def _serialize(reply):
+    return reply if isinstance(reply, bytes) else reply.SerializeToString()
+
+
 class ScriptedRouter:
     """A moe.v1.Router whose Forward answers per call from `script`: a grpc.StatusCode to abort
     with, "echo" to answer output = 2 × input (built with the generated classes), "stall" to
     block until release() (bounded), "bad_shape" to answer a wrong shape, "partial" to echo
     with missing_experts [5, 6] (as a router run with --allow_partial would), "f32_data" or
-    "bf16_data" to echo in that encoding, or "no_values" to answer a shape without values."""
+    "bf16_data" to echo in that encoding, "no_values" to answer a shape without values, or
+    bytes to answer exactly those bytes (a reply the generated classes cannot build)."""
 
     def __init__(self, script, server_credentials=None, port=0):
         self.script = list(script)
@@ -26,7 +31,7 @@ class ScriptedRouter:
         handler = grpc.method_handlers_generic_handler("moe.v1.Router", {
             "Forward": grpc.unary_unary_rpc_method_handler(
                 self._forward, request_deserializer=router_pb2.ForwardRequest.FromString,
-                response_serializer=router_pb2.ForwardResponse.SerializeToString)})
+                response_serializer=_serialize)})
         self.server.add_generic_rpc_handlers((handler,))
         if server_credentials is None:
             self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
@@ -48,6 +53,8 @@ class ScriptedRouter:
             self.calls += 1
         if isinstance(step, grpc.StatusCode):
             context.abort(step, f"scripted {step.name}")
+        if isinstance(step, bytes):
+            return step
         if step == "stall":
             self.released.wait(timeout=30)  # bounded; released at teardown
             context.abort(grpc.StatusCode.INTERNAL, "stalled call released")

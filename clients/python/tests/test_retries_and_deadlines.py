@@ -12,6 +12,7 @@ from helpers import random_tokens
 from moe_client import (DeadlineExceededError, InternalError, InvalidArgumentError, MoEClient,
                         MoEError, PartialResultError, ResourceExhaustedError, UnavailableError,
                         error_class)
+from moe_client._stubs import router_pb2
 from scripted_router import ScriptedRouter
 
 
@@ -159,6 +160,24 @@ def test_a_reply_without_values_is_internal_not_a_value_error():
     with ScriptedRouter(["no_values"]) as router:
         with pytest.raises(InternalError, match="malformed ForwardResponse") as caught:
             MoEClient(router.target).forward(random_tokens((2, 8), seed=9))
+    assert not isinstance(caught.value, ValueError)  # not mistaken for bad input
+
+
+# Replies that once escaped as the ValueError or OverflowError of numpy or Python ints.
+MALFORMED_REPLIES = {
+    "empty output tensor": b"\x0a\x00",  # output present, with no shape and no values
+    "shape past int64": router_pb2.ForwardResponse(
+        output=router_pb2.Tensor(shape=[2**62, 4])).SerializeToString(),
+    # output whose shape is one unpacked varint of 10 bytes holding 70 bits, then a 4
+    "overlong varint": b"\x0a\x0d" + b"\x08" + b"\xff" * 9 + b"\x7f" + b"\x08\x04",
+}
+
+
+@pytest.mark.parametrize("reply", MALFORMED_REPLIES.values(), ids=MALFORMED_REPLIES.keys())
+def test_a_malformed_reply_is_internal_not_a_value_error(reply):
+    with ScriptedRouter([reply]) as router:
+        with pytest.raises(InternalError, match="malformed ForwardResponse") as caught:
+            MoEClient(router.target).forward(random_tokens((2, 4), seed=11))
     assert not isinstance(caught.value, ValueError)  # not mistaken for bad input
 
 

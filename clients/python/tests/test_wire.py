@@ -40,11 +40,25 @@ def test_unpacked_fields_decode():
     np.testing.assert_array_equal(values, [[1.5], [-2.0]])
 
 
-@pytest.mark.parametrize("data", [b"\x0a\x05\x01", b"\x12\x03abc", b"\x0a\x01\x03\x12\x04abcd",
-                                  b"\x08"])
+@pytest.mark.parametrize("data", [
+    b"\x0a\x05\x01", b"\x12\x03abc", b"\x0a\x01\x03\x12\x04abcd", b"\x08",
+    b"",                                                      # no shape
+    b"\x15" + np.float32(1).tobytes(),                        # a value but no shape
+    router_pb2.Tensor(shape=[2**62, 4]).SerializeToString(),  # 2**64 values: int64 wraps to 0
+    router_pb2.Tensor(shape=[0, 2**62]).SerializeToString(),  # 0 values, but too big for numpy
+    router_pb2.Tensor(shape=[1] * 33, values=[1]).SerializeToString(),  # numpy's limit is 32
+    b"\x08" + b"\xff" * 9 + b"\x02",                          # a 10-byte varint past 64 bits
+    b"\x08" + b"\xff" * 10 + b"\x01",                         # an 11-byte varint
+])
 def test_malformed_tensors_are_wire_errors(data):
     with pytest.raises(wire.WireError):
         wire.decode_tensor(data)
+
+
+def test_a_ten_byte_varint_of_64_bits_decodes():
+    encoded = wire._varint(-1)  # int64 -1 travels as 2**64 - 1, ten bytes
+    assert len(encoded) == 10
+    assert wire._read_varint(encoded, 0, len(encoded)) == (2**64 - 1, 10)
 
 
 def test_bytes_encodings_decode():
