@@ -239,7 +239,8 @@ class MoEClient:
             except grpc.RpcError as error:
                 retry = (error.code() == grpc.StatusCode.UNAVAILABLE
                          and attempt <= self.retries_unavailable)
-                pause = min(delay, self.backoff_max) * random.uniform(0.8, 1.2)
+                # Jitter first, then the cap: backoff_max bounds every pause, as documented.
+                pause = min(delay * random.uniform(0.8, 1.2), self.backoff_max)
                 if retry and deadline is not None and time.monotonic() + pause >= deadline:
                     retry = False  # no time left for another attempt: report the real cause
                 if not retry:

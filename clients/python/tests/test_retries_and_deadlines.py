@@ -3,6 +3,7 @@ scripted in-process gRPC server (answers chosen per call, so every case is deter
 
 import socket
 import time
+from types import SimpleNamespace
 
 import grpc
 import numpy as np
@@ -12,6 +13,7 @@ from helpers import random_tokens
 from moe_client import (DeadlineExceededError, InternalError, InvalidArgumentError, MoEClient,
                         MoEError, PartialResultError, ResourceExhaustedError, UnavailableError,
                         error_class)
+from moe_client import client as client_module
 from moe_client._stubs import router_pb2
 from scripted_router import ScriptedRouter
 
@@ -187,6 +189,19 @@ def test_errors_after_retries_count_every_attempt():
             with pytest.raises(PartialResultError) as caught:
                 client.forward(random_tokens((1, 8), seed=10))
     assert caught.value.attempts == 2 and "after 2 attempts" in str(caught.value)
+
+
+def test_jittered_pauses_double_and_never_exceed_backoff_max(monkeypatch):
+    pauses = []  # the client's view of random and time only: gRPC's and pytest's are untouched
+    monkeypatch.setattr(client_module, "random", SimpleNamespace(
+        uniform=lambda low, high: high))  # the largest jitter, +20 %
+    monkeypatch.setattr(client_module, "time", SimpleNamespace(
+        sleep=pauses.append, monotonic=time.monotonic))  # record the pauses, do not wait
+    with MoEClient(f"127.0.0.1:{unused_port()}", timeout=None, retries_unavailable=4,
+                   backoff_initial=0.25, backoff_max=1.0) as client:
+        with pytest.raises(UnavailableError):
+            client.info()
+    assert pauses == pytest.approx([0.3, 0.6, 1.0, 1.0])
 
 
 @pytest.mark.parametrize("initial, maximum", [(-0.1, 1.0), (0.0, 1.0), (0.5, 0.1)])
