@@ -1,7 +1,8 @@
 """The command-line contract a README cannot show by running it: the README's flag tables match
 every binary's --help (names and defaults), every usage line lists every flag, benchmarks and
-scripts print usage texts, and every flag deploy/'s compose files and Kubernetes manifests pass is
-one the binary accepts. Failures go to runner_processes.fail.
+scripts print usage texts, every flag deploy/'s compose files and Kubernetes manifests pass is
+one the binary accepts, and every server name they expect is in scripts/make-certs' certificates.
+Failures go to runner_processes.fail.
 """
 import os
 import re
@@ -100,10 +101,23 @@ def check_help_and_tables(source, build, readme):
             fail(f"scripts/{script} --help prints its own source")
 
 
+def make_certs_default_names(source):
+    """The names scripts/make-certs puts in every server certificate (its `san=` line)."""
+    with open(os.path.join(source, "scripts", "make-certs")) as f:
+        found = re.search(r'^san="([^"]+)"$', f.read(), re.M)
+    if not found:
+        fail("scripts/make-certs: no san=\"...\" line with the default names")
+        return set()
+    return {entry.split(":", 1)[1] for entry in found.group(1).split(",")}
+
+
 def check_deploy_flags(source, build):
-    """Every flag a compose file or Kubernetes manifest passes to a binary is one it accepts."""
+    """Every flag a compose file or Kubernetes manifest passes to a binary is one it accepts, and
+    every server name it expects is one make-certs always puts in the certificate: another name
+    fails TLS with the documented certificates (a probe that fails gets its pod restarted)."""
     import yaml  # python3-yaml (scripts/setup)
     helps = {}
+    cert_names = make_certs_default_names(source)
 
     def flags_of(binary):
         if binary not in helps:
@@ -137,5 +151,9 @@ def check_deploy_flags(source, build):
                     name = arg[2:].split("=")[0]
                     if arg.startswith("--") and name not in flags_of(binary):
                         fail(f"{os.path.relpath(path, source)}: {binary} has no flag --{name}")
+                    if (name in ("tls_server_name", "shard_tls_server_name")
+                            and arg.partition("=")[2] not in cert_names):
+                        fail(f"{os.path.relpath(path, source)}: {binary} {arg}: scripts/make-certs"
+                             f" names only {', '.join(sorted(cert_names))} unless given --san")
     if checked < 10:
         fail(f"deploy/: found only {checked} commands of the project's binaries to check")
