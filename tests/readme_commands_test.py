@@ -10,9 +10,10 @@ commands `127.0.0.1:50051` becomes the router's address, a leading `build/` the 
 and `/tmp/` a private temporary directory. A command fails the test when it exits non-zero or
 prints an error (an `error`/`failed` line, a non-OK ghz status, a nonzero loadtest error count).
 
-Then the first-hour checks a README cannot show: clients name gRPC codes, moe_make_model into a
-reused directory leaves a checkpoint that loads, and the command-line contract of
-cli_contract_checks.py (flag tables against --help, usage texts, deploy/'s flags).
+Then the first-hour checks a README cannot show: clients name gRPC codes, scripts/loadtest against
+a router serving several layers, moe_make_model into a reused directory leaves a checkpoint that
+loads, and the command-line contract of cli_contract_checks.py (flag tables against --help, usage
+texts, deploy/'s flags and server names).
 
 ghz and grpcurl come from scripts/go-tool (installed, pinned, when missing). Exit 77 (ctest's
 SKIP_RETURN_CODE) only when one of them cannot be installed, said loudly. Every process started
@@ -128,6 +129,47 @@ def check_clients(build, router, shard, env):
             fail(f"moe_health{live} against a closed port should say UNAVAILABLE:\n{output}")
 
 
+def check_loadtest_layers(source, build, cluster, tmp, env):
+    """scripts/loadtest against a router serving several layers, as scripts/run-local starts one:
+    with --layer every call succeeds; without it the router refuses every call, and the script
+    fails saying so (it once exited 0, printing the refusals' rate as its rps, and a `head:`
+    error where the plot would have been)."""
+    model = os.path.join(tmp, "mixtral-tiny")  # 4 MoE layers
+    status, output = run(f"{build}/tools/moe_make_model --preset=mixtral-tiny --out={model}",
+                         cwd=build, env=env)
+    if status != 0:
+        fail(f"moe_make_model --preset=mixtral-tiny: {output}")
+        return
+    shard = cluster.start("layers-expert", [
+        f"{build}/expert_service/moe_expert", f"--model={model}", "--experts=all",
+        "--kernel_threads=1", "--blas_threads=1"])
+    router = cluster.start("layers-router", [f"{build}/router_service/moe_router",
+                                             f"--model={model}", f"--shards={shard}"])
+    # SERVING once the router has learned the shard's layers (bounded, like scripts/run-local).
+    status, output = run(f"for _ in $(seq 100); do {build}/tools/moe_health --target={router} "
+                         "&& exit 0; sleep 0.1; done; exit 1", cwd=build, env=env)
+    if status != 0:
+        fail(f"a router of every mixtral-tiny layer did not become SERVING:\n{output}")
+        return
+    loadtest = f"scripts/loadtest --target={router} --concurrency=2 --duration=1s --out={tmp}"
+    status, output = run(f"{loadtest}/loadtest-layer-2 --layer=2", cwd=source, env=env)
+    print(f"$ loadtest --layer=2\n{output.rstrip()}\n(exit {status})\n", flush=True)
+    layers = set()
+    request_file = os.path.join(tmp, "loadtest-layer-2", "request.json")
+    if os.path.exists(request_file):  # loadtest removes it when it fails before ghz runs
+        with open(request_file) as f:
+            layers = {request.get("layer") for request in json.load(f)}
+    if status != 0 or not re.search(r", 0 errors of [1-9][0-9]* calls", output) or layers != {2}:
+        fail(f"scripts/loadtest --layer=2 against every layer: exit {status}, requests naming "
+             f"layers {layers}, expected exit 0, layer 2 and no errors:\n{output}")
+    status, output = run(f"{loadtest}/loadtest-no-layer", cwd=source, env=env)
+    print(f"$ loadtest (no --layer)\n{output.rstrip()}\n(exit {status})\n", flush=True)
+    if (status != 1 or "say which one" not in output or "every call failed" not in output
+            or "head:" in output):
+        fail(f"scripts/loadtest without --layer against every layer should fail saying every call"
+             f" failed and why (exit {status}):\n{output}")
+
+
 def check_make_model_reuse(build, tmp):
     out = os.path.join(tmp, "reused")
     make = f"{build}/tools/moe_make_model --preset=mixtral-tiny --out={out}"
@@ -225,6 +267,7 @@ def main():
                 status, output = run(local, cwd=source, env=env)
                 check_command(f"README.md:{line}", local, status, output)
         check_clients(build, router, shard0, env)
+        check_loadtest_layers(source, build, cluster, tmp, env)
         check_help_and_tables(source, build, readme)
         check_deploy_flags(source, build)
         check_make_model_reuse(build, tmp)
