@@ -1,7 +1,9 @@
 // Bad TLS flags stop every binary at start-up with a message naming the flag and the file:
-// a missing or unreadable file, a file that is not PEM, a certificate without its key (or the
-// reverse), and a server CA without the server's own certificate.
+// a missing or unreadable file, a file that is not PEM or whose blocks do not parse, a key that is
+// not the certificate's, a certificate without its key (or the reverse), and a server CA without
+// the server's own certificate.
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -81,6 +83,40 @@ TEST_F(TlsStartupErrorsTest, CertificateWithoutKeyAndTheReverse) {
 TEST_F(TlsStartupErrorsTest, ServerCaWithoutServerCertificate) {
   ExpectServerFails(testing::ExpertBinary(), {"--tls_ca=" + Cert("ca.pem")},
                     HasSubstr("--tls_ca needs --tls_cert and --tls_key"));
+}
+
+// gRPC alone reported these only at the first handshake, naming neither flag nor file: a server
+// "cannot listen on 127.0.0.1:0: address in use", a router's shard "UNREACHABLE: empty address
+// list".
+TEST_F(TlsStartupErrorsTest, AKeyThatIsNotTheCertificatesIsNamed) {
+  for (const std::string& binary : {testing::ExpertBinary(), testing::RouterBinary()}) {
+    ExpectServerFails(binary,
+                      {"--tls_cert=" + Cert("server.pem"), "--tls_key=" + Cert("client.key")},
+                      HasSubstr(absl::StrCat("--tls_key=", Cert("client.key"),
+                                             " is not the private key of the certificate in "
+                                             "--tls_cert=",
+                                             Cert("server.pem"))));
+  }
+  ExpectServerFails(testing::RouterBinary(),
+                    {"--shard_tls_ca=" + Cert("ca.pem"), "--shard_tls_cert=" + Cert("client.pem"),
+                     "--shard_tls_key=" + Cert("server.key")},
+                    HasSubstr("--shard_tls_key=" + Cert("server.key") + " is not the private key"));
+}
+
+TEST_F(TlsStartupErrorsTest, APemBlockThatDoesNotParseIsNamed) {
+  const std::string garbage = testing::MakeTempDir("garbage-pem") + "/garbage.pem";
+  std::ofstream(garbage) << "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n"
+                            "-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\n"
+                            "bm90IGEga2V5\n-----END PRIVATE KEY-----\n";
+  ExpectServerFails(testing::ExpertBinary(),
+                    {"--tls_cert=" + Cert("server.pem"), "--tls_key=" + Cert("server.key"),
+                     "--tls_ca=" + garbage},
+                    HasSubstr("--tls_ca=" + garbage + ": a CERTIFICATE block does not parse"));
+  ExpectServerFails(testing::ExpertBinary(), {"--tls_cert=" + garbage, "--tls_key=" + garbage},
+                    HasSubstr("--tls_cert=" + garbage + ": a CERTIFICATE block does not parse"));
+  ExpectServerFails(testing::RouterBinary(),
+                    {"--tls_cert=" + Cert("server.pem"), "--tls_key=" + garbage},
+                    HasSubstr("--tls_key=" + garbage + ": the PRIVATE KEY block does not parse"));
 }
 
 TEST_F(TlsStartupErrorsTest, MissingShardCaIsNamed) {

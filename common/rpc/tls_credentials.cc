@@ -1,10 +1,18 @@
 #include "common/rpc/tls_credentials.h"
 
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -43,6 +51,73 @@ struct Pems {
   std::string cert, key, ca;
 };
 
+// OpenSSL objects, freed by their own functions.
+struct BioFree {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+struct X509Free {
+  void operator()(X509* cert) const { X509_free(cert); }
+};
+struct KeyFree {
+  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
+};
+using Bio = std::unique_ptr<BIO, BioFree>;
+using Certificate = std::unique_ptr<X509, X509Free>;
+
+Bio ReadOnlyBio(const std::string& pem) {
+  return Bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+}
+
+// The certificates of a PEM text, in order; none when a CERTIFICATE block does not parse.
+std::vector<Certificate> ParseCertificates(const std::string& pem) {
+  std::vector<Certificate> certificates;
+  Bio bio = ReadOnlyBio(pem);
+  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
+    certificates.emplace_back(cert);
+  }
+  // Reading stops at the end of the text (PEM_R_NO_START_LINE) or at a block it cannot parse.
+  const unsigned long error = ERR_peek_last_error();
+  ERR_clear_error();
+  if (ERR_GET_REASON(error) != PEM_R_NO_START_LINE) certificates.clear();
+  return certificates;
+}
+
+// What gRPC's TLS would find wrong with the files only when the first handshake fails, and then
+// in words that name neither (a server: "cannot listen"; a client: "empty address list"): a
+// certificate or key that does not parse, and a key that is not the certificate's.
+absl::Status CheckPems(const Pems& pems, const TlsFiles& files) {
+  const std::string& prefix = files.flag_prefix;
+  if (!pems.cert.empty()) {
+    std::vector<Certificate> chain = ParseCertificates(pems.cert);
+    if (chain.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          prefix, "cert=", files.cert, ": a CERTIFICATE block does not parse as X.509"));
+    }
+    Bio bio = ReadOnlyBio(pems.key);
+    // No password: OpenSSL's default would prompt on the terminal for an encrypted key.
+    pem_password_cb* no_password = [](char*, int, int, void*) { return 0; };
+    std::unique_ptr<EVP_PKEY, KeyFree> key(
+        PEM_read_bio_PrivateKey(bio.get(), nullptr, no_password, nullptr));
+    ERR_clear_error();
+    if (key == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix, "key=", files.key,
+                       ": the PRIVATE KEY block does not parse (an encrypted key is not read)"));
+    }
+    if (X509_check_private_key(chain.front().get(), key.get()) != 1) {
+      ERR_clear_error();
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix, "key=", files.key, " is not the private key of the certificate in ",
+                       prefix, "cert=", files.cert));
+    }
+  }
+  if (!pems.ca.empty() && ParseCertificates(pems.ca).empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, "ca=", files.ca, ": a CERTIFICATE block does not parse as X.509"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Pems> ReadAll(const TlsFiles& files) {
   Pems pems;
   if (!files.cert.empty()) {
@@ -58,6 +133,7 @@ absl::StatusOr<Pems> ReadAll(const TlsFiles& files) {
     if (!ca.ok()) return ca.status();
     pems.ca = *std::move(ca);
   }
+  if (absl::Status parsed = CheckPems(pems, files); !parsed.ok()) return parsed;
   return pems;
 }
 

@@ -8,7 +8,8 @@
 //                presented to servers that require a client certificate; server_name overrides
 //                the name checked against the server certificate's SAN (default: the target host).
 // Errors are InvalidArgument and name the flag and the file: a file missing, unreadable or not
-// PEM, or only one of cert/key. The files are read once, at creation (no reloading: restart the
+// PEM, a certificate or key that does not parse (OpenSSL), a key that is not the certificate's,
+// or only one of cert/key. The files are read once, at creation (no reloading: restart the
 // process to rotate certificates). Functions are thread-safe.
 #ifndef MOE_COMMON_RPC_TLS_CREDENTIALS_H_
 #define MOE_COMMON_RPC_TLS_CREDENTIALS_H_
