@@ -271,6 +271,11 @@ class Decoder(nn.Module):
         ids = torch.as_tensor(prompt_ids, dtype=torch.long)
         if ids.dim() == 1:
             ids = ids.unsqueeze(0)
+        if ids.dim() != 2 or ids.shape[0] < 1 or ids.shape[1] < 1:
+            raise ValueError("prompt_ids must be [batch, seq] (or [seq]) with at least one token, "
+                             f"got shape {list(ids.shape)}")
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
         cache = KVCache(self.config.num_layers)
         tokens, logits = [], []
         step_input = ids

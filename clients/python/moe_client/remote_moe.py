@@ -113,11 +113,16 @@ def replace_moe_blocks(model, client, **kwargs):
         return chosen
 
     found = []
-    for name, module in model.named_modules():
-        match = _BLOCK_NAME.search(name)
-        if match and hasattr(module, "experts"):
-            layer = int(match.group(1))
-            found.append((name, layer, module, client_for(layer)))
+    try:
+        for name, module in model.named_modules():
+            match = _BLOCK_NAME.search(name)
+            if match and hasattr(module, "experts"):
+                layer = int(match.group(1))
+                found.append((name, layer, module, client_for(layer)))
+    except BaseException:
+        for made in by_target.values():  # nothing was replaced: the clients made here go too
+            made.close()
+        raise
     for name, layer, module, layer_client in found:
         options = dict(kwargs)
         if "return_router_logits" not in options:

@@ -141,6 +141,14 @@ def test_decoder_loads_every_tensor_of_the_checkpoint(decoder_models):
     assert decoder.moe_layers == [1, 2, 3] and config.family == "deepseek_v3"
 
 
+def test_generate_refuses_an_empty_prompt_or_no_steps(decoder_models):
+    decoder = Decoder.from_checkpoint(decoder_models["deepseek-v3-tiny"])
+    with pytest.raises(ValueError, match="at least one token"):
+        decoder.generate(torch.zeros((1, 0), dtype=torch.long), steps=2)
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        decoder.generate(torch.tensor(PROMPT), steps=0)
+
+
 def test_decoder_refuses_a_checkpoint_without_the_decoder_parts(tmp_path):
     model_dir = local_cluster.make_model("tiny", str(tmp_path / "tiny"))
     with pytest.raises(ValueError, match="not a whole-decoder checkpoint"):

@@ -148,6 +148,31 @@ def test_replace_moe_blocks_with_a_target_string(family_served, family_block):
     assert close_remote_moe(model) == 1  # closing again is harmless
 
 
+def test_replace_moe_blocks_closes_the_clients_it_made_when_a_layer_has_no_router(monkeypatch):
+    """A mapping that misses a later layer raises KeyError with nothing replaced, and the clients
+    made for the layers before it are closed, not left with open channels."""
+    import moe_client.remote_moe as remote_moe
+    made = []
+
+    class RecordedClient(remote_moe.MoEClient):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(remote_moe, "MoEClient", RecordedClient)
+    model = nn.Module()
+    model.layers = nn.ModuleList()
+    for _ in range(2):
+        block = nn.Module()
+        block.mlp = nn.Module()
+        block.mlp.experts = nn.ModuleList()  # what replace_moe_blocks takes for a MoE block
+        model.layers.append(block)
+    with pytest.raises(KeyError):
+        replace_moe_blocks(model, {0: "127.0.0.1:1"})  # nothing for layer 1
+    assert len(made) == 1 and made[0]._closed
+    assert not any(isinstance(block.mlp, RemoteMoE) for block in model.layers)
+
+
 def test_close_remote_moe_leaves_a_client_the_caller_passed(family_served, family_block):
     d = family_block.config.d_model
     model = Decoderish(family_block, family_served.layer, d).eval()
