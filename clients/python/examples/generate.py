@@ -74,8 +74,8 @@ def main():
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1: leave the other cores to the cluster)")
     args = parser.parse_args()
-    if args.steps < 2 or args.batch < 1 or args.repeat < 1:
-        parser.error("--steps must be >= 2, --batch and --repeat >= 1")
+    if args.steps < 2 or args.batch < 1 or args.repeat < 1 or args.prompt_len < 1:
+        parser.error("--steps must be >= 2, --batch, --prompt_len and --repeat >= 1")
     torch.set_num_threads(args.threads)
 
     local = Decoder.from_checkpoint(args.model)
