@@ -88,7 +88,7 @@ bool ReadTokens(const std::string& path, int64_t d_model, moe::v1::Tensor* tenso
     }
     if (count == 0) continue;
     if (count != d_model) {
-      std::cerr << "moe_client: line " << rows + 1 << " of " << path << " has " << count
+      std::cerr << "moe_client: line " << number << " of " << path << " has " << count
                 << " values, expected d_model = " << d_model << std::endl;
       return false;
     }
