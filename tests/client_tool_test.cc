@@ -1,11 +1,13 @@
 // moe_client, the real binary, against a real router and shards: what it reads from --input and
 // what it tells its user.
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "testing/cluster.h"
 #include "testing/subprocess.h"
 #include "testing/test_models.h"
@@ -22,6 +24,11 @@ void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream out(path);
   out << text;
   ASSERT_TRUE(out.good()) << path;
+}
+
+nlohmann::json ReadJson(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
 }
 
 // A line of `n` float values.
@@ -71,6 +78,52 @@ TEST_F(ClientToolTest, ARowOfTheWrongWidthIsNamedByItsLineInTheFile) {
   std::string log;
   EXPECT_EQ(RunClient({"--input=" + path}, &log), 2) << log;
   EXPECT_THAT(log, HasSubstr("line 3 of " + path + " has 255 values, expected d_model = 256"));
+}
+
+TEST_F(ClientToolTest, RequestJsonFromInputHoldsTheFileTokens) {
+  const std::string dir = testing::MakeTempDir("input");
+  WriteFile(dir + "/tokens.txt", Row(kD) + "\n" + Row(kD) + "\n");
+  std::string log;
+  ASSERT_EQ(
+      RunClient({"--input=" + dir + "/tokens.txt", "--request_json=" + dir + "/one.json"}, &log), 0)
+      << log;
+  EXPECT_THAT(log, HasSubstr("wrote 1 request of 2 tokens"));
+  const nlohmann::json request = ReadJson(dir + "/one.json");
+  EXPECT_EQ(request["tokens"]["shape"], nlohmann::json({"2", "256"})) << request.dump();
+  EXPECT_EQ(request["tokens"]["values"].size(), 2u * kD);
+}
+
+TEST_F(ClientToolTest, RequestJsonRefusesSeveralRequestsOfOneInputFile) {
+  // Several requests exist to vary the tokens; the file has one set. Once the file's tokens went
+  // into the first request and --tokens random ones of another size into the rest, and the
+  // summary named the first's size for all of them.
+  const std::string dir = testing::MakeTempDir("input");
+  WriteFile(dir + "/tokens.txt", Row(kD) + "\n");
+  std::string log;
+  EXPECT_EQ(RunClient({"--input=" + dir + "/tokens.txt", "--request_json=" + dir + "/many.json",
+                       "--request_json_count=3"},
+                      &log),
+            2)
+      << log;
+  EXPECT_THAT(log, HasSubstr("--request_json_count=3"));
+  EXPECT_THAT(log, HasSubstr("with --input write one request"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/many.json"));
+}
+
+TEST_F(ClientToolTest, RequestJsonCountWritesThatManyRequestsOfTheTokensAsked) {
+  const std::string path = testing::MakeTempDir("json") + "/many.json";
+  std::string log;
+  ASSERT_EQ(RunClient({"--tokens=3", "--request_json=" + path, "--request_json_count=4"}, &log), 0)
+      << log;
+  EXPECT_THAT(log, HasSubstr("wrote 4 requests of 3 tokens"));
+  const nlohmann::json requests = ReadJson(path);
+  ASSERT_TRUE(requests.is_array()) << requests.dump();
+  ASSERT_EQ(requests.size(), 4u);
+  for (const nlohmann::json& request : requests) {
+    EXPECT_EQ(request["tokens"]["shape"], nlohmann::json({"3", "256"}));
+    EXPECT_EQ(request["tokens"]["values"].size(), 3u * kD);
+  }
+  EXPECT_NE(requests[0]["tokens"]["values"], requests[1]["tokens"]["values"]);
 }
 
 }  // namespace

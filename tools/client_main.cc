@@ -53,7 +53,8 @@ ABSL_FLAG(std::string, encoding, "values",
           "tokens to bfloat16). Bytes cost a client, and ghz, far less CPU than values");
 ABSL_FLAG(int, request_json_count, 1,
           "With --request_json: write a JSON array of this many requests with different random "
-          "tokens (seeds --seed, --seed+1, ...); ghz sends them round-robin");
+          "tokens (seeds --seed, --seed+1, ...); ghz sends them round-robin. Not above 1 with "
+          "--input (one set of tokens)");
 
 namespace {
 
@@ -161,7 +162,8 @@ void PrintStats(const moe::v1::Tensor& out) {
 }
 
 // Writes `request`, or `count` requests whose random tokens use successive seeds (in `encoding`),
-// as JSON.
+// as JSON. With count > 1, `request` holds --tokens random tokens (never --input's, refused in
+// main), so every request is as large as the first.
 int WriteRequestJson(moe::v1::ForwardRequest request, int64_t d_model, moe::TensorEncoding encoding,
                      const std::string& path, int count) {
   std::string json = count > 1 ? "[\n" : "";
@@ -258,6 +260,15 @@ int main(int argc, char** argv) {
       "  TLS: [--tls_ca=PEM [--tls_cert=PEM --tls_key=PEM] [--tls_server_name=NAME]]");
   moe::ParseFlags(argc, argv);
   if (!absl::GetFlag(FLAGS_expert).empty()) return PrintExpertInfo(absl::GetFlag(FLAGS_expert));
+  // Several requests exist to vary the tokens (and so the experts chosen); a file holds one token
+  // set, so they would be copies of one request, which ghz repeats anyway.
+  if (!absl::GetFlag(FLAGS_input).empty() && absl::GetFlag(FLAGS_request_json_count) > 1) {
+    std::cerr << "moe_client: --request_json_count=" << absl::GetFlag(FLAGS_request_json_count)
+              << " writes requests of different random tokens, and --input=FILE gives one set of "
+                 "tokens: with --input write one request (ghz -D sends it every time)"
+              << std::endl;
+    return 2;
+  }
   const moe::TensorEncoding encoding = EncodingFlag();
   auto stub = moe::v1::Router::NewStub(MakeChannel(absl::GetFlag(FLAGS_router)));
 
