@@ -1,5 +1,7 @@
 // moe_client, the real binary, against a real router and shards: what it reads from --input and
 // what it tells its user.
+#include <signal.h>
+
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -16,7 +18,9 @@ namespace moe {
 namespace {
 
 using testing::Cluster;
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr int64_t kD = 256;  // the tiny preset's d_model
 
@@ -124,6 +128,27 @@ TEST_F(ClientToolTest, RequestJsonCountWritesThatManyRequestsOfTheTokensAsked) {
     EXPECT_EQ(request["tokens"]["values"].size(), 3u * kD);
   }
   EXPECT_NE(requests[0]["tokens"]["values"], requests[1]["tokens"]["values"]);
+}
+
+TEST_F(ClientToolTest, PrintsTheExpertsAPartialAnswerLeftOut) {
+  // A cluster of its own, since one of its shards is killed.
+  Cluster cluster(*model_, 0, {"0-3", "4-7"}, {"--allow_partial"});
+  const std::string router = "--router=" + cluster.router_server().target();
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return testing::HealthOf(cluster.router_server().target()) == "SERVING"; },
+      absl::Seconds(30)));
+  std::string log;
+  ASSERT_EQ(testing::RunTool("tools/moe_client", {router, "--tokens=16"}, &log), 0) << log;
+  EXPECT_THAT(log, Not(HasSubstr("missing experts")));
+
+  // Experts 4-7 now fail on every replica: the router answers without those 16 tokens chose.
+  cluster.expert(1).process->Stop(SIGKILL);
+  EXPECT_EQ(testing::RunTool("tools/moe_client", {router, "--tokens=16"}, &log), 0) << log;
+  EXPECT_THAT(log, ContainsRegex("\nmissing experts: [4-7](,[4-7])* \\(partial answer: ")) << log;
+  EXPECT_EQ(testing::RunTool("tools/moe_client", {router, "--tokens=16", "--repeat=3"}, &log), 0)
+      << log;
+  EXPECT_THAT(log, ContainsRegex("\nmissing experts: [4-7](,[4-7])* in 3 of 3 calls \\(partial"))
+      << log;
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // moe_client: calls a running router with random or file-given tokens and prints the output's
-// statistics, the routing, the latency and the router's counters (its Info stats: requests,
-// fan-outs, hedges, retries, ejections, partial answers since it started).
+// statistics, the experts a partial answer left out, the routing, the latency and the router's
+// counters (its Info stats: requests, fan-outs, hedges, retries, ejections, partial answers since
+// it started).
 //
 //   moe_client --router=127.0.0.1:50051 [--tokens=N] [--input=FILE] [--repeat=N]
 #include <grpcpp/grpcpp.h>
@@ -235,6 +236,18 @@ bool GetRouterInfo(moe::v1::Router::Stub& stub, moe::v1::ModelInfo* info) {
   return status.ok();
 }
 
+// The experts that partial answers (only from a router run with --allow_partial) left out, in
+// `partial` of `calls` calls. A partial answer is still an answer the router's operator chose to
+// give, so the call counts as a success (exit 0); this line is what tells the user it is not the
+// full layer.
+void PrintMissingExperts(const std::vector<int>& missing, int partial, size_t calls) {
+  std::cout << "missing experts: ";
+  for (size_t i = 0; i < missing.size(); ++i) std::cout << (i ? "," : "") << missing[i];
+  if (calls > 1) std::cout << " in " << partial << " of " << calls << " calls";
+  std::cout << " (partial answer: the router left them out and renormalised each token's weights "
+               "over the experts that answered)\n";
+}
+
 // The router's counters since it started (every client's requests, not only this one's).
 void PrintRouterStats(const moe::v1::RouterStats& stats) {
   std::cout << "router stats: " << moe::CountOf(stats.requests(), "request", "requests") << ", "
@@ -249,8 +262,8 @@ void PrintRouterStats(const moe::v1::RouterStats& stats) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Calls a MoE router and prints output statistics, routing, latency and the router's "
-      "counters.\n"
+      "Calls a MoE router and prints output statistics, the experts a partial answer left out, "
+      "routing, latency and the router's counters.\n"
       "  moe_client [--router=HOST:PORT] [--layer=N] [--tokens=N] [--seed=S] [--input=FILE]\n"
       "             [--output=FILE] [--repeat=N] [--deadline_ms=MS] [--show_routing=N]\n"
       "  moe_client [--router=HOST:PORT] [--layer=N] --request_json=FILE [--request_json_count=N]\n"
@@ -306,6 +319,8 @@ int main(int argc, char** argv) {
 
   moe::v1::ForwardResponse response;
   std::vector<double> latencies_ms;
+  std::vector<int> missing;  // experts any call's answer left out, ascending
+  int partial_calls = 0;
   for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_repeat)); ++i) {
     grpc::ClientContext context;
     context.set_deadline(Deadline());
@@ -319,10 +334,18 @@ int main(int argc, char** argv) {
       std::cerr << "moe_client: Forward failed: " << moe::DescribeCallFailure(status) << std::endl;
       return 1;
     }
+    if (response.missing_experts_size() > 0) {
+      ++partial_calls;
+      missing.insert(missing.end(), response.missing_experts().begin(),
+                     response.missing_experts().end());
+    }
   }
+  std::sort(missing.begin(), missing.end());
+  missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
 
   std::cout << std::fixed << std::setprecision(4);
   PrintStats(response.output());
+  if (partial_calls > 0) PrintMissingExperts(missing, partial_calls, latencies_ms.size());
   for (int t = 0; t < std::min(response.routing_size(), absl::GetFlag(FLAGS_show_routing)); ++t) {
     std::cout << "token " << t << ":";
     const auto& routing = response.routing(t);
