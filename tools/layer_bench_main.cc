@@ -46,7 +46,9 @@
 
 ABSL_FLAG(std::string, model, "",
           "Checkpoint directory (required by the inprocess and dense modes)");
-ABSL_FLAG(int, layer, 0, "Layer to run (without --layers)");
+ABSL_FLAG(int, layer, -1,
+          "Layer to run (without --layers); -1: the one layer served (remote: the router's only "
+          "layer, as moe_client; inprocess and dense: layer 0)");
 ABSL_FLAG(std::string, layers, "",
           "Time model steps instead: one call per layer of this set (all, or e.g. 1-3), in "
           "sequence; inprocess and remote modes");
@@ -129,7 +131,8 @@ int main(int argc, char** argv) {
       "                  [--warmup_requests=N] [--warmup_seconds=S] [--timed_seconds=S]\n"
       "                  [--weights_dtype=f32|bf16|int8]\n"
       "                  [--kernel_threads=N] [--pin_kernel_threads] [--blas_threads=N]\n"
-      "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--tokens=N] [--requests=N]\n"
+      "  moe_layer_bench --mode=remote [--router=HOST:PORT] [--layer=N] [--tokens=N]\n"
+      "                  [--requests=N]\n"
       "                  [--encoding=f32|values|bf16]\n"
       "                  [--tls_ca=PEM [--tls_cert=PEM --tls_key=PEM] [--tls_server_name=NAME]]\n"
       "  moe_layer_bench ... --layers=all|SPEC   (time model steps: one call per layer)");
@@ -147,8 +150,9 @@ int main(int argc, char** argv) {
     }
     token_counts.push_back(n);
   }
-  if (absl::Status ranges = moe::CheckFlagRanges(
-          {{"distinct_inputs", absl::GetFlag(FLAGS_distinct_inputs), 1, 4096}});
+  if (absl::Status ranges =
+          moe::CheckFlagRanges({{"distinct_inputs", absl::GetFlag(FLAGS_distinct_inputs), 1, 4096},
+                                {"layer", absl::GetFlag(FLAGS_layer), -1, (1 << 16) - 1}});
       !ranges.ok()) {
     std::cerr << "moe_layer_bench: " << ranges.message() << std::endl;
     return 2;
@@ -211,7 +215,12 @@ int main(int argc, char** argv) {
                               requests[n][set].mutable_tokens());
       }
     }
-    std::vector<int> layers;  // empty: one call per request, without a layer
+    // Without --layers, one call per request, for --layer or (without it) with no layer set: the
+    // router then computes its one layer, or refuses naming the layers it serves.
+    const std::optional<int> layer = absl::GetFlag(FLAGS_layer) >= 0
+                                         ? std::optional<int>(absl::GetFlag(FLAGS_layer))
+                                         : std::nullopt;
+    std::vector<int> layers;  // with --layers: the ones served, called in sequence
     if (step) {
       auto served = std::vector<int>(info.layers().begin(), info.layers().end());
       auto wanted = moe::ParseExpertSet(layers_spec == "all" ? "" : layers_spec, 1 << 16, false);
@@ -241,7 +250,7 @@ int main(int argc, char** argv) {
     };
     return moe::TimeTokenCounts(mode, token_counts, layers.size(), TimingFlags(), [&](int64_t n) {
       bool ok = true;
-      if (layers.empty()) ok = call(n, std::nullopt);
+      if (layers.empty()) ok = call(n, layer);
       for (size_t i = 0; ok && i < layers.size(); ++i) ok = call(n, layers[i]);
       next_set = (next_set + 1) % sets;
       return ok;
@@ -257,7 +266,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string model = absl::GetFlag(FLAGS_model);
-  const int layer = absl::GetFlag(FLAGS_layer);
+  // In process the bench loads the layer itself: -1 keeps the layer it always loaded, 0.
+  const int layer = std::max(0, absl::GetFlag(FLAGS_layer));
   const std::string served = step ? layers_spec : std::to_string(layer);
   const absl::StatusOr<moe::WeightStorage> storage =
       moe::ParseWeightStorage(absl::GetFlag(FLAGS_weights_dtype));
