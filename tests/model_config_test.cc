@@ -194,6 +194,22 @@ TEST(ModelConfigTest, DeepseekV3WithoutNormTopkProbStillScales) {
   EXPECT_EQ(c.routing.scaling_factor, 2.5f);
 }
 
+// A key present as null is transformers' None: `if config.norm_topk_prob:` does not normalise and
+// `if config.n_shared_experts is not None:` builds no shared expert; an absent
+// first_k_dense_replace is DeepseekV3Config's 3.
+TEST(ModelConfigTest, DeepseekV3NullKeysAreNoneAndAbsentKeysTransformersDefaults) {
+  std::string json = Edit(kDeepseekV3, R"("norm_topk_prob": true)", R"("norm_topk_prob": null)");
+  json = Edit(json, R"("n_shared_experts": 1)", R"("n_shared_experts": null)");
+  json = Edit(json, R"("first_k_dense_replace": 3,)", "");
+  const ModelConfig c = MustParse(json);
+  EXPECT_FALSE(c.routing.normalize);
+  EXPECT_EQ(c.routing.scaling_factor, 2.5f);
+  EXPECT_EQ(c.shared.width, 0);
+  EXPECT_EQ(c.moe_layers.first_k_dense_replace, 3);
+  EXPECT_FALSE(CheckMoeLayer(c, 2).ok());
+  EXPECT_TRUE(CheckMoeLayer(c, 3).ok());
+}
+
 TEST(ModelConfigTest, UnknownModelTypeIsAnErrorNamingTheKeyAndTheType) {
   const std::string json = Edit(kMixtral, R"("model_type": "mixtral")", R"("model_type": "llama")");
   ExpectErrorNaming(json, "model_type");

@@ -60,9 +60,18 @@ class ConfigReader {
     return value.value_or(default_value);
   }
 
+  // A key present as null is transformers' None, which `if config.KEY:` reads as false (not as
+  // the key's default, which only an absent key gets).
   absl::StatusOr<bool> Bool(absl::string_view key, bool default_value) const {
+    if (IsNull(key)) return false;
     ASSIGN_OR_RETURN(std::optional<bool> value, JsonBool(obj_, key, what_));
     return value.value_or(default_value);
+  }
+
+  // Whether `key` is present as JSON null.
+  bool IsNull(absl::string_view key) const {
+    auto it = obj_.find(std::string(key));
+    return it != obj_.end() && it->is_null();
   }
 
   absl::StatusOr<std::string> String(absl::string_view key, absl::string_view default_value) const {
@@ -203,12 +212,16 @@ absl::Status ReadDeepseek(const ConfigReader& cfg, ModelConfig& model) {
     r.scaling_factor = static_cast<float>(scale);
   }
 
-  ASSIGN_OR_RETURN(int64_t n_shared, cfg.Int("n_shared_experts", v3 ? 1 : 0));
+  // DeepSeek builds shared experts `if config.n_shared_experts is not None`: null means none.
+  ASSIGN_OR_RETURN(int64_t n_shared, cfg.IsNull("n_shared_experts")
+                                         ? absl::StatusOr<int64_t>(0)
+                                         : cfg.Int("n_shared_experts", v3 ? 1 : 0));
   if (n_shared < 0) return cfg.Error("key \"n_shared_experts\" must be >= 0");
   model.shared.width = n_shared * model.expert_width;
   model.shared.gated = false;
 
-  ASSIGN_OR_RETURN(int64_t first_dense, cfg.Int("first_k_dense_replace", 0));
+  // transformers' defaults: DeepseekV3Config 3 (DeepSeek-V3's three dense layers), V2 0.
+  ASSIGN_OR_RETURN(int64_t first_dense, cfg.Int("first_k_dense_replace", v3 ? 3 : 0));
   ASSIGN_OR_RETURN(int64_t freq, cfg.Int("moe_layer_freq", 1));
   if (first_dense < 0) return cfg.Error("key \"first_k_dense_replace\" must be >= 0");
   if (freq < 1) return cfg.Error("key \"moe_layer_freq\" must be >= 1");

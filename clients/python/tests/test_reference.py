@@ -75,6 +75,19 @@ def test_deepseek_v3_bias_selects_but_does_not_weigh_and_dropped_groups_never_wi
     np.testing.assert_allclose(weights.numpy(), [[1.25, 1.25]], rtol=1e-6)  # unbiased, normed
 
 
+def test_deepseek_v3_null_keys_are_none_and_absent_keys_transformers_defaults():
+    """As the C++ config reader (ModelConfigTest.DeepseekV3NullKeysAreNone...): a null
+    norm_topk_prob does not normalise, a null n_shared_experts is none, and an absent
+    first_k_dense_replace is DeepseekV3Config's 3."""
+    cfg = config(model_type="deepseek_v3", hidden_size=4, num_experts_per_tok=2,
+                 n_routed_experts=8, moe_intermediate_size=2, n_group=2, topk_group=1,
+                 norm_topk_prob=None, n_shared_experts=None)
+    assert not cfg.norm_topk_prob and cfg.shared_width == 0
+    with pytest.raises(ValueError, match="first_k_dense_replace=3"):
+        cfg.check_moe_layer(2)
+    cfg.check_moe_layer(3)
+
+
 def write_safetensors(path, tensors):
     header, blobs, offset = {}, [], 0
     for name, (dtype, shape, data) in tensors.items():

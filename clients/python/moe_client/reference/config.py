@@ -46,7 +46,9 @@ class MoEConfig:
         """Raises ValueError when `layer` has a dense MLP instead of an MoE block."""
         raw = self.raw
         if self.family.startswith("deepseek"):
-            first_dense = raw.get("first_k_dense_replace", 0)
+            # transformers' defaults: DeepseekV3Config 3, DeepseekV2Config 0.
+            v3 = self.family == "deepseek_v3"
+            first_dense = raw.get("first_k_dense_replace", 3 if v3 else 0)
             freq = raw.get("moe_layer_freq", 1)
             if layer < first_dense or layer % freq != 0:
                 raise ValueError(f"layer {layer} is dense (first_k_dense_replace={first_dense}, "
