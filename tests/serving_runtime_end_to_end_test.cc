@@ -133,6 +133,20 @@ TEST(ServingRuntimeEndToEndTest, SecondServerOnATakenPortFailsNamingTheAddress) 
   EXPECT_TRUE(first.process->Running());
 }
 
+// A plaintext server on an address other machines may reach says so at start, and on loopback it
+// does not. (The warning never printed: plaintext server credentials were never null.)
+TEST(ServingRuntimeEndToEndTest, PlaintextOnAReachableAddressIsWarnedAbout) {
+  const std::vector<std::string> args = {"--model=" + TinyModel(), "--layer=0", "--experts=0-3"};
+  std::vector<std::string> reachable = args;
+  reachable.push_back("--listen=0.0.0.0:0");  // after StartServer's 127.0.0.1:0: it wins
+  testing::Server open = testing::MustStart(testing::ExpertBinary(), reachable);
+  EXPECT_THAT(open.process->Log(),
+              HasSubstr("moe_expert: warning: plaintext on 0.0.0.0:0, which other machines may "
+                        "reach"));
+  testing::Server loopback = testing::MustStart(testing::ExpertBinary(), args);
+  EXPECT_THAT(loopback.process->Log(), ::testing::Not(HasSubstr("warning: plaintext")));
+}
+
 TEST(ServingRuntimeEndToEndTest, SigtermDrainsAndExitsCleanly) {
   testing::Server server =
       testing::MustStart(testing::ExpertBinary(),

@@ -89,13 +89,6 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     self->SetServing(name, options.serving_at_start);
   }
   self->SetServing("", options.serving_at_start);
-  if (!options.port_file.empty()) {
-    absl::Status written = WritePortFile(options.port_file, port);
-    if (!written.ok()) {
-      self->Drain(absl::ZeroDuration()).IgnoreError();
-      return written;
-    }
-  }
   std::cerr << options.name << ": serving on port " << port << " (" << options.listen << ")"
             << std::endl;
   if (options.credentials == nullptr && !OnlyThisHostCanReach(options.listen)) {
@@ -104,6 +97,14 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
                  "its traffic. Serve mutual TLS (--tls_cert, --tls_key, --tls_ca) unless only "
                  "trusted peers share this network."
               << std::endl;
+  }
+  // Last: whoever waits for the port file finds the lines above in the log.
+  if (!options.port_file.empty()) {
+    absl::Status written = WritePortFile(options.port_file, port);
+    if (!written.ok()) {
+      self->Drain(absl::ZeroDuration()).IgnoreError();
+      return written;
+    }
   }
   return self;
 }

@@ -170,7 +170,7 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& path, const std::stri
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const TlsFiles& files) {
-  if (!files.enabled()) return grpc::InsecureServerCredentials();
+  if (!files.enabled()) return nullptr;  // plaintext: ServeOptions::credentials' null
   if (absl::Status pair = CheckPair(files); !pair.ok()) return pair;
   if (files.cert.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -34,6 +34,8 @@ struct TlsFiles {
   bool enabled() const { return !cert.empty() || !key.empty() || !ca.empty(); }
 };
 
+// Null for plaintext (no TLS files), as ServeOptions::credentials takes it: the server then
+// warns when other machines may reach its address.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const TlsFiles& files);
 
