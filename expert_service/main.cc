@@ -20,6 +20,7 @@
 #include "common/metrics/metric_registry.h"
 #include "common/metrics/metrics_http_server.h"
 #include "common/rpc/admission_gate.h"
+#include "common/rpc/listen_port.h"
 #include "common/rpc/memory_policy.h"
 #include "common/rpc/open_file_limit.h"
 #include "common/rpc/server_runner.h"
@@ -164,6 +165,10 @@ int main(int argc, char** argv) {
   }
   if (absl::Status limits = moe::CheckAdmissionLimit(max_inflight, max_threads); !limits.ok()) {
     std::cerr << "moe_expert: --max_inflight / --max_threads: " << limits.message() << std::endl;
+    return 2;
+  }
+  if (absl::Status listen = moe::CheckListenFlag(absl::GetFlag(FLAGS_listen)); !listen.ok()) {
+    std::cerr << "moe_expert: " << listen.message() << std::endl;
     return 2;
   }
   const absl::StatusOr<moe::WeightStorage> storage =

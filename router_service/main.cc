@@ -23,6 +23,7 @@
 #include "common/metrics/metrics_http_server.h"
 #include "common/rpc/admission_gate.h"
 #include "common/rpc/admission_queue.h"
+#include "common/rpc/listen_port.h"
 #include "common/rpc/memory_policy.h"
 #include "common/rpc/open_file_limit.h"
 #include "common/rpc/server_runner.h"
@@ -247,6 +248,10 @@ int main(int argc, char** argv) {
       !limits.ok()) {
     std::cerr << "moe_router: --max_inflight + --max_queued / --max_threads: " << limits.message()
               << std::endl;
+    return 2;
+  }
+  if (absl::Status listen = moe::CheckListenFlag(absl::GetFlag(FLAGS_listen)); !listen.ok()) {
+    std::cerr << "moe_router: " << listen.message() << std::endl;
     return 2;
   }
   const std::string wire_dtype = absl::GetFlag(FLAGS_shard_wire_dtype);

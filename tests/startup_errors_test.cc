@@ -163,6 +163,13 @@ TEST(StartupErrorsTest, FlagsOutOfRangeAreRefusedBeforeTheModelLoads) {
   ExpectStartupFailure(testing::ExpertBinary(),
                        {missing, "--experts=all", "--max_connection_age_s=4294968"},
                        "--max_connection_age_s=4294968: expected 0 to 2147483");
+  // gRPC would serve these on 34463 and on 443; refused before the model loads, as the rest.
+  ExpectStartupFailure(testing::ExpertBinary(),
+                       {missing, "--experts=all", "--listen=127.0.0.1:70000"},
+                       "--listen=127.0.0.1:70000: expected HOST:PORT with a port from 0 to 65535");
+  ExpectStartupFailure(testing::RouterBinary(),
+                       {missing, "--shards=all@127.0.0.1:1", "--listen=127.0.0.1"},
+                       "--listen=127.0.0.1: expected HOST:PORT with a port from 0 to 65535");
   ExpectStartupFailure(testing::ExpertBinary(), {missing, "--experts=all", "--layer=-7"},
                        "--layer=-7: expected -1 to 65535");  // was taken as "all layers"
   ExpectStartupFailure(testing::RouterBinary(), {missing, "--shards=all@127.0.0.1:1", "--layer=-2"},

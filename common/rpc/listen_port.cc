@@ -46,6 +46,12 @@ bool PortInRange(const std::string& listen) {
   return absl::SimpleAtoi(port, &number) && number >= 0 && number <= 65535;
 }
 
+absl::Status CheckListenFlag(const std::string& listen) {
+  if (PortInRange(listen)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--listen=", listen, ": expected HOST:PORT with a port from 0 to 65535 (0: any free port)"));
+}
+
 std::string WhyCannotListen(const std::string& listen) {
   const size_t colon = listen.rfind(':');
   int port = 0;

@@ -5,12 +5,17 @@
 
 #include <string>
 
+#include "absl/status/status.h"
+
 namespace moe {
 
 // False when `listen` ends in ":N" with N outside 0-65535, which gRPC would silently take modulo
 // 65536 (":99999" served on port 34463), or names no port ("127.0.0.1", "[::1]", "host:"), for
 // which gRPC would serve on 443. Unix sockets (unix:PATH) have no port: true.
 bool PortInRange(const std::string& listen);
+// OK, or InvalidArgument "--listen=127.0.0.1: expected HOST:PORT ..." unless PortInRange: for a
+// binary's main() to check before anything slow (loading a model) runs.
+absl::Status CheckListenFlag(const std::string& listen);
 
 // Why `listen` (HOST:PORT, HOST a numeric IPv4 or [IPv6] address) cannot be bound, e.g.
 // "Address already in use", found by binding a plain socket to it; a generic hint when HOST is
