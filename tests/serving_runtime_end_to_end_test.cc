@@ -133,6 +133,22 @@ TEST(ServingRuntimeEndToEndTest, SecondServerOnATakenPortFailsNamingTheAddress) 
   EXPECT_TRUE(first.process->Running());
 }
 
+// A client that keeps an idle channel open (a router keeps one to each of its shards) does not
+// hold a drain with no call in flight: gRPC's Shutdown waited for the connection to close, so a
+// shard's every stop took ~5 s here (a Python client's channel: the whole --drain_s of 5).
+TEST(ServingRuntimeEndToEndTest, AnIdleOpenChannelDoesNotHoldTheDrain) {
+  testing::Server server =
+      testing::MustStart(testing::ExpertBinary(),
+                         {"--model=" + TinyModel(), "--layer=0", "--experts=0-3", "--drain_s=20"});
+  auto channel = grpc::CreateChannel(server.target(), grpc::InsecureChannelCredentials());
+  ASSERT_TRUE(channel->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Seconds(10))));
+  kill(server.process->pid(), SIGTERM);
+  const int status = WaitForExit(*server.process, absl::Seconds(3));
+  ASSERT_NE(status, -1) << "still draining 3 s after SIGTERM with only an idle channel open:\n"
+                        << server.process->Log();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status;
+}
+
 // A plaintext server on an address other machines may reach says so at start, and on loopback it
 // does not. (The warning never printed: plaintext server credentials were never null.)
 TEST(ServingRuntimeEndToEndTest, PlaintextOnAReachableAddressIsWarnedAbout) {

@@ -18,6 +18,11 @@
 #include "grpc/health/v1/health.pb.h"
 
 namespace moe {
+namespace {
+
+constexpr absl::Duration kIdleCloseRetry = absl::Milliseconds(100);
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     const ServeOptions& options, const std::vector<grpc::Service*>& services) {
@@ -77,6 +82,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   // After the parse-error interceptor: statuses are sent through the interceptors in order, so
   // this one sees the status the client gets.
   interceptors.push_back(MakeCallOutcomeInterceptorFactory(options.call_observers));
+  auto live_calls = std::make_shared<LiveCalls>();
+  interceptors.push_back(live_calls->InterceptorFactory());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -84,7 +91,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.listen, ": ", WhyCannotListen(options.listen)));
   }
-  auto self = std::unique_ptr<GrpcServer>(new GrpcServer(options, std::move(server), port));
+  auto self = std::unique_ptr<GrpcServer>(
+      new GrpcServer(options, std::move(server), port, std::move(live_calls)));
   for (const std::string& name : options.health_services) {
     self->SetServing(name, options.serving_at_start);
   }
@@ -109,11 +117,13 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   return self;
 }
 
-GrpcServer::GrpcServer(ServeOptions options, std::unique_ptr<grpc::Server> server, int port)
+GrpcServer::GrpcServer(ServeOptions options, std::unique_ptr<grpc::Server> server, int port,
+                       std::shared_ptr<LiveCalls> live_calls)
     : options_(std::move(options)),
       port_(port),
       server_(std::move(server)),
-      health_(server_->GetHealthCheckService()) {}
+      health_(server_->GetHealthCheckService()),
+      live_calls_(std::move(live_calls)) {}
 
 GrpcServer::~GrpcServer() { Drain(absl::ZeroDuration()).IgnoreError(); }
 
@@ -149,6 +159,15 @@ absl::Status GrpcServer::Drain(absl::Duration timeout) {
     stopper->stopped = true;
     stopper->orphan.reset();
   });
+  // Shutdown also waits for every client connection to close. Once no call is left, they are
+  // closed (grpc_server_cancel_all_calls disconnects every connection; it cancels nothing then),
+  // and again each kIdleCloseRetry while the stop is not done: a connection a client opened
+  // before the listener closed. (At the deadline Shutdown cancels and disconnects by itself.)
+  while (absl::Now() < deadline && live_calls_->AwaitNone(deadline)) {
+    grpc_server_cancel_all_calls(server->c_server());
+    absl::MutexLock stopper_lock(&stopper->mu);
+    if (stopper->mu.AwaitWithTimeout(absl::Condition(&stopper->stopped), kIdleCloseRetry)) break;
+  }
   absl::MutexLock stopper_lock(&stopper->mu);
   if (stopper->mu.AwaitWithDeadline(absl::Condition(&stopper->stopped),
                                     deadline + kDrainAbandonGrace)) {

@@ -28,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/rpc/call_outcome_interceptor.h"
+#include "common/rpc/live_calls.h"
 
 namespace moe {
 
@@ -78,7 +79,9 @@ class GrpcServer {
   void SetServing(const std::string& service_name, bool serving);
 
   // Graceful stop: every health name NOT_SERVING at once, no new calls, calls in flight may
-  // finish until `timeout`, then the rest are cancelled. Returns once every handler returned:
+  // finish until `timeout`, then the rest are cancelled; once no call is left, client
+  // connections still open (idle channels) are closed rather than waited for until `timeout`.
+  // Returns once every handler returned:
   // OK. If handlers still run kDrainAbandonGrace after the deadline (a handler that ignores
   // cancellation), returns DeadlineExceeded and leaves them running: the services are still in
   // use, so the caller must end the process (std::_Exit) rather than destroy them. Only the
@@ -86,7 +89,8 @@ class GrpcServer {
   absl::Status Drain(absl::Duration timeout);
 
  private:
-  GrpcServer(ServeOptions options, std::unique_ptr<grpc::Server> server, int port);
+  GrpcServer(ServeOptions options, std::unique_ptr<grpc::Server> server, int port,
+             std::shared_ptr<LiveCalls> live_calls);
 
   const ServeOptions options_;
   const int port_;
@@ -95,7 +99,8 @@ class GrpcServer {
   // Handed to the stopping thread if a drain is abandoned: handlers still use it.
   std::unique_ptr<grpc::Server> server_ ABSL_GUARDED_BY(mu_);
   grpc::HealthCheckServiceInterface* const health_;  // owned by server_
-  std::atomic<bool> health_frozen_{false};           // set by Drain(), before health_ may go
+  const std::shared_ptr<LiveCalls> live_calls_;
+  std::atomic<bool> health_frozen_{false};  // set by Drain(), before health_ may go
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status drain_result_ ABSL_GUARDED_BY(mu_);
 };
