@@ -321,15 +321,17 @@ std::string ShardDirectory::Unusable(int layer, const std::vector<int>& experts)
       if (std::find(layers.begin(), layers.end(), layer) == layers.end()) continue;
       held = status.description->experts;
     }
-    if (!held.has_value()) continue;
-    bool relevant = false;
+    // A bare target never described may hold them: it is named too, so that a router whose
+    // shards it never reached says which and why.
+    bool relevant = !held.has_value();
     for (int e : experts) {
       relevant = relevant ||
                  (e == kSharedExpertId ? held->shared
                                        : std::binary_search(held->ids.begin(), held->ids.end(), e));
     }
     if (relevant) {
-      absl::StrAppend(&out, out.empty() ? "" : "; ", status.target, " is ", status.state, ": ",
+      absl::StrAppend(&out, out.empty() ? "" : "; ", status.target, " is ", status.state,
+                      held.has_value() ? "" : " (what it holds is not known yet)", ": ",
                       status.problem);
     }
   }
@@ -360,8 +362,8 @@ TargetStatus ShardDirectory::StatusOf(const std::string& target, const Entry& en
       status.state = entry.asked ? "UNREACHABLE" : "UNKNOWN";
     }
     // Without the "shard <target>: " a failed call's error starts with: the status names it.
-    status.problem =
-        std::string(absl::StripPrefix(entry.problem.message(), absl::StrCat("shard ", target, ": ")));
+    status.problem = std::string(
+        absl::StripPrefix(entry.problem.message(), absl::StrCat("shard ", target, ": ")));
   } else if (entry.replica->Ejected()) {
     status.state = "EJECTED";
     status.problem = "ejected after repeated failures or timeouts; probed back when it answers";

@@ -95,8 +95,10 @@ class ShardDirectory {
   // "" when covered, else what is missing.
   std::string Gaps() const;
   std::vector<TargetStatus> Status() const;
-  // The targets that hold (by their last answer, or by declaration) any of `experts` of `layer`
-  // but are not usable now, with why: "b:2 is UNREACHABLE: connection refused". "" if none.
+  // The targets that hold (by their last answer, or by declaration) any of `experts` of `layer`,
+  // or whose experts are not known (never reached), but are not usable now, with why:
+  // "b:2 is UNREACHABLE: connection refused", "c:3 is UNREACHABLE (what it holds is not known
+  // yet): ...". "" if none.
   std::string Unusable(int layer, const std::vector<int>& experts) const;
   // A request saw a replica's ejection state change: rebuild the snapshot now.
   void ReplicasChanged();

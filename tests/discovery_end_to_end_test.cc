@@ -134,6 +134,9 @@ TEST_F(DiscoveryTest, ShardStartedAfterTheRouterIsDiscoveredAndUsed) {
     // Some tokens may choose only experts 0-3; 3 tokens × top-2 over 8 experts rarely do.
     if (!status.ok()) {
       EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+      // The target never reached is named, with why (it may hold the missing experts).
+      EXPECT_THAT(status.error_message(),
+                  HasSubstr(late_target + " is UNREACHABLE (what it holds is not known yet): "));
     }
   }
 
