@@ -23,6 +23,26 @@ TEST(WithoutAddressesTest, LeavesTextWithoutAnAddressAlone) {
   EXPECT_EQ(WithoutAddresses("unknown scheme dns: or ipv4:"), "unknown scheme dns: or ipv4:");
 }
 
+// A local channel's failure to connect is explained in terms of this side's flags; the same words
+// inside a status the server sent (a router's account of its shard) are the server's, and are
+// passed on as they are: moe_client blamed its own --tls_ca for the router's shard TLS failure.
+TEST(ExplainStatusTest, ExplainsOnlyThisSidesOwnConnectionFailure) {
+  const grpc::Status local(grpc::StatusCode::UNAVAILABLE,
+                           "failed to connect to all addresses; last error: UNKNOWN: "
+                           "ipv4:127.0.0.1:5: Ssl handshake failed: SSL_ERROR_SSL: error:0A000086:"
+                           "SSL routines::certificate verify failed");
+  EXPECT_EQ(ExplainStatus(local, true, "--tls_"),
+            "TLS handshake failed: the server's certificate is not signed by the CA --tls_ca "
+            "names (or has expired) (" +
+                local.error_message() + ")");
+  const grpc::Status from_router(
+      grpc::StatusCode::UNAVAILABLE,
+      "experts 0-7 could not be computed: shard 127.0.0.1:5: TLS handshake failed: the server's "
+      "certificate is not signed by the CA --shard_tls_ca names (or has expired) (failed to "
+      "connect to all addresses; ... certificate verify failed)");
+  EXPECT_EQ(ExplainStatus(from_router, false, "--tls_"), from_router.error_message());
+}
+
 // The name a DNS failure reports is the target's host:port and host, not the target itself.
 TEST(WithoutTargetTest, ReplacesTheTargetInEveryFormGrpcWritesIt) {
   EXPECT_EQ(WithoutTarget("DNS resolution failed for shard-7.internal:50061: C-ares status is "

@@ -16,6 +16,15 @@ std::string ConnectionFailureCause(const grpc::Status& status, bool tls,
                                    const std::string& flag_prefix) {
   if (status.error_code() != grpc::StatusCode::UNAVAILABLE) return "";
   const std::string& message = status.error_message();
+  // This side's channel failing to connect: gRPC's own words start the message. A status the
+  // server sent (a router's about its shards: "experts 4-7 could not be computed: shard ...: TLS
+  // handshake failed ...") is the server's account, not a failure of this side's flags.
+  constexpr absl::string_view kLocalFailures[] = {"failed to connect to all addresses",
+                                                  "connections to all backends failing"};
+  if (std::none_of(std::begin(kLocalFailures), std::end(kLocalFailures),
+                   [&](absl::string_view start) { return absl::StartsWith(message, start); })) {
+    return "";
+  }
   const std::string lower = absl::AsciiStrToLower(message);
   // OpenSSL says "certificate verify failed"; BoringSSL "CERTIFICATE_VERIFY_FAILED".
   if (absl::StrContains(lower, "certificate verify failed") ||

@@ -15,8 +15,10 @@
 
 namespace moe {
 
-// The cause of `status` if it is a connection failure this recognises, else "". `tls`: whether
-// this side connected with TLS. The cause never contains an address.
+// The cause of `status` if it is a failure of this side's own channel to connect that this
+// recognises (gRPC's words start the message; a status the server sent, e.g. a router's about
+// its shards, is the server's account and gets none), else "". `tls`: whether this side
+// connected with TLS. The cause never contains an address.
 std::string ConnectionFailureCause(const grpc::Status& status, bool tls,
                                    const std::string& flag_prefix);
 
