@@ -1,5 +1,5 @@
 // moe_layer_bench, the real binary: --mode=remote against real routers serving one layer or
-// several, and in process, always computing the layer it was asked for.
+// several, and in process, always computing the layer it was asked for (and moe_client naming it).
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,6 +57,12 @@ TEST_F(LayerBenchToolTest, RemoteCallsTheLayerAskedOfARouterServingSeveral) {
   // Without --layer the router cannot know which: it says so, naming what it serves.
   EXPECT_EQ(RunBench({"--mode=remote", Remote(all_layers_)}, &log), 1) << log;
   EXPECT_THAT(log, HasSubstr("INVALID_ARGUMENT: this router serves layers 0,1,2,3"));
+  // moe_client's header names the layer it computes, not the router's first (it said layer 0).
+  EXPECT_EQ(
+      testing::RunTool("tools/moe_client", {Remote(all_layers_), "--layer=2", "--tokens=1"}, &log),
+      0)
+      << log;
+  EXPECT_THAT(log, HasSubstr("mixtral layer 2, d_model"));
 }
 
 TEST_F(LayerBenchToolTest, RemoteRefusesALayerTheRouterDoesNotServe) {

@@ -288,8 +288,9 @@ int main(int argc, char** argv) {
   moe::v1::ModelInfo info;
   if (!GetRouterInfo(*stub, &info)) return 1;
   std::cout << "router " << absl::GetFlag(FLAGS_router) << ": " << info.family() << " layer "
-            << info.layer() << ", d_model " << info.d_model() << ", " << info.num_experts()
-            << " experts, top-" << info.top_k() << ", "
+            << (absl::GetFlag(FLAGS_layer) >= 0 ? absl::GetFlag(FLAGS_layer) : info.layer())
+            << ", d_model " << info.d_model() << ", " << info.num_experts() << " experts, top-"
+            << info.top_k() << ", "
             << moe::CountOf(info.shards_size(), "shard group", "shard groups") << "\n";
 
   // A request must fit one gRPC message (2 GiB): 2^29 float32 values at most.
