@@ -103,6 +103,16 @@ TEST_F(ExpertServiceTest, SumsAManyGroupCallWaveByWave) {
   }
 }
 
+// The largest magnitude in expert 0's output for token `token` of `x` ([tokens, 256]).
+float LargestOutput(const ExpertShard& shard, const std::vector<float>& x, int tokens, int token) {
+  constexpr int kD = 256;
+  Matrix y(tokens, kD);
+  EXPECT_TRUE(shard.Compute(0, 0, ConstMatrixView{x.data(), tokens, kD}, y.view()).ok());
+  float largest = 0;
+  for (int i = 0; i < kD; ++i) largest = std::max(largest, std::abs(y.row(token)[i]));
+  return largest;
+}
+
 // A weighted sum that overflows float32 though every group's output is finite: the reply is the
 // overflow report alone, whichever encoding the sum would have gone in.
 TEST_F(ExpertServiceTest, ReportsASumThatOverflowsInsteadOfSendingIt) {
@@ -112,10 +122,7 @@ TEST_F(ExpertServiceTest, ReportsASumThatOverflowsInsteadOfSendingIt) {
   constexpr int kTokens = 3, kD = 256;
   std::vector<float> x = testing::RandomTokens(kTokens, kD, 9);
   for (int i = 0; i < kD; ++i) x[2 * kD + i] *= 50;  // token 2 large, its outputs still finite
-  Matrix y(kTokens, kD);
-  ASSERT_TRUE((*shard)->Compute(0, 0, ConstMatrixView{x.data(), kTokens, kD}, y.view()).ok());
-  float largest = 0;
-  for (int i = 0; i < kD; ++i) largest = std::max(largest, std::abs(y.row(2)[i]));
+  const float largest = LargestOutput(**shard, x, kTokens, 2);
   ASSERT_TRUE(std::isfinite(largest));
   ASSERT_GT(largest, 1.0f);  // so float32's largest value as its weight overflows the sum
   v1::ComputeRequest request;
@@ -150,10 +157,7 @@ TEST_F(ExpertServiceTest, ReportsASumTooLargeForABf16Reply) {
   constexpr int kTokens = 2, kD = 256;
   std::vector<float> x = testing::RandomTokens(kTokens, kD, 9);
   for (int i = 0; i < kD; ++i) x[kD + i] *= 50;
-  Matrix y(kTokens, kD);
-  ASSERT_TRUE((*shard)->Compute(0, 0, ConstMatrixView{x.data(), kTokens, kD}, y.view()).ok());
-  float largest = 0;
-  for (int i = 0; i < kD; ++i) largest = std::max(largest, std::abs(y.row(1)[i]));
+  const float largest = LargestOutput(**shard, x, kTokens, 1);
   ASSERT_GT(largest, 1.0f);                      // so its weight below is a finite float32
   constexpr float kTooLargeForBf16 = 3.399e38f;  // bf16's largest finite value is 3.3895e38
   v1::ComputeRequest request;

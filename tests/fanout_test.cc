@@ -14,6 +14,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "tests/hung_shard_call.h"
 
 namespace moe {
 namespace {
@@ -66,26 +67,6 @@ class DeafShard final : public ShardClient {
   std::shared_ptr<SlowToCancelCall> call_;
 };
 
-// A call that ends when cancelled (`answer_delay` later) or at its deadline, as gRPC's do.
-class HungCall final : public ShardCall {
- public:
-  HungCall(absl::Time deadline, ShardClient::Done done, absl::Duration answer_delay)
-      : thread_([this, deadline, answer_delay, done = std::move(done)]() mutable {
-          const bool cancelled = cancelled_.WaitForNotificationWithDeadline(deadline);
-          if (cancelled) absl::SleepFor(answer_delay);  // a slow client, not synchronisation
-          std::move(done)(cancelled ? absl::CancelledError("cancelled")
-                                    : absl::DeadlineExceededError("Deadline Exceeded"));
-        }) {}
-  ~HungCall() override { thread_.join(); }
-  void Cancel() override {
-    if (!cancelled_.HasBeenNotified()) cancelled_.Notify();
-  }
-
- private:
-  absl::Notification cancelled_;
-  std::thread thread_;
-};
-
 class AnsweredCall final : public ShardCall {
  public:
   void Cancel() override {}
@@ -105,7 +86,8 @@ class ScriptedShard final : public ShardClient {
                                      Done done) override {
     ++calls_;
     if (behaviour_ == Behaviour::kHangs) {
-      return std::make_shared<HungCall>(deadline, std::move(done), answer_delay_once_cancelled_);
+      return std::make_shared<HungShardCall>(deadline, std::move(done),
+                                             answer_delay_once_cancelled_);
     }
     if (behaviour_ == Behaviour::kRefuses) {
       std::move(done)(absl::UnavailableError(target_ + ": connection refused"));

@@ -157,6 +157,16 @@ absl::StatusOr<ShardCallOutput> Call(ShardClient& client, const Work& work) {
   return result;
 }
 
+// Describes the shard through `client`, which learns from its Info what encodings it reads.
+void AwaitDescribed(GrpcShardClient& client) {
+  absl::Notification described;
+  client.Describe(absl::Now() + absl::Seconds(10), [&](absl::StatusOr<ShardDescription> d) {
+    EXPECT_TRUE(d.ok()) << d.status();
+    described.Notify();
+  });
+  described.WaitForNotification();
+}
+
 TEST(GrpcShardClientTest, SendsEachNeededRowOnceAndReturnsEveryGroup) {
   TestServer& server = KeptAlive<TestServer>(Reply::kDouble);
   GrpcShardClient& client = KeptAlive<GrpcShardClient>(server.target(), 1);
@@ -202,12 +212,7 @@ TEST(GrpcShardClientTest, ShardWhoseInfoReadsBytesGetsTheConfiguredEncoding) {
   for (bool bf16 : {false, true}) {
     GrpcShardClient& client = KeptAlive<GrpcShardClient>(
         server.target(), 1, ChannelSecurity::Plaintext(), ShardWireOptions{bf16});
-    absl::Notification described;
-    client.Describe(absl::Now() + absl::Seconds(10), [&](absl::StatusOr<ShardDescription> d) {
-      EXPECT_TRUE(d.ok()) << d.status();
-      described.Notify();
-    });
-    described.WaitForNotification();
+    AwaitDescribed(client);  // its Info says it reads tensor bytes
     auto output = Call(client, Weighted());
     ASSERT_TRUE(output.ok()) << output.status();
     const v1::ComputeRequest& sent = server.service.last_request_;
@@ -229,12 +234,7 @@ TEST(GrpcShardClientTest, AValueTooLargeForTheBf16WireIsInvalidArgumentAndNotSen
     TestServer& server = KeptAlive<TestServer>(Reply::kDouble, /*reads_bytes=*/true);
     GrpcShardClient& client = KeptAlive<GrpcShardClient>(
         server.target(), 1, ChannelSecurity::Plaintext(), ShardWireOptions{bf16});
-    absl::Notification described;
-    client.Describe(absl::Now() + absl::Seconds(10), [&](absl::StatusOr<ShardDescription> d) {
-      EXPECT_TRUE(d.ok()) << d.status();
-      described.Notify();
-    });
-    described.WaitForNotification();
+    AwaitDescribed(client);  // its Info says it reads tensor bytes
     auto output = Call(client, work);
     if (!bf16) {  // sent (the fake's doubled reply then overflows: not what is tested here)
       EXPECT_EQ(server.service.last_request_.groups_size(), 2);

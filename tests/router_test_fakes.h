@@ -19,6 +19,7 @@
 #include "router_service/local_shard_client.h"
 #include "router_service/router.h"
 #include "testing/test_models.h"
+#include "tests/hung_shard_call.h"
 
 namespace moe::router_test {
 
@@ -35,26 +36,6 @@ struct RecordedCall {
   int layer = 0;
   int64_t rows = 0;
   std::vector<std::pair<int, int64_t>> groups;
-};
-
-// A hung call: ends when cancelled, or at its deadline as the transport would end it.
-class HungCall final : public ShardCall {
- public:
-  HungCall(absl::Time deadline, ShardClient::Done done)
-      : thread_([this, deadline, done = std::move(done)]() mutable {
-          // The delay under test: a peer that never answers.
-          const bool cancelled = cancelled_.WaitForNotificationWithDeadline(deadline);
-          std::move(done)(cancelled ? absl::CancelledError("cancelled")
-                                    : absl::DeadlineExceededError("Deadline Exceeded"));
-        }) {}
-  ~HungCall() override { thread_.join(); }
-  void Cancel() override {
-    if (!cancelled_.HasBeenNotified()) cancelled_.Notify();
-  }
-
- private:
-  absl::Notification cancelled_;
-  std::thread thread_;
 };
 
 class NoCall final : public ShardCall {
@@ -110,7 +91,7 @@ class FakeShard final : public ShardClient {
             "shard " + target_ + ": groups[0]: expert 0 is not held by this shard (it holds 9)"));
         return std::make_shared<NoCall>();
       case Behaviour::kHang: {
-        auto call = std::make_shared<HungCall>(deadline, std::move(done));
+        auto call = std::make_shared<HungShardCall>(deadline, std::move(done));
         absl::MutexLock lock(&mu_);
         hung_.push_back(call);
         return call;
@@ -175,7 +156,7 @@ class FakeShard final : public ShardClient {
   Behaviour behaviour_ ABSL_GUARDED_BY(mu_);
   std::vector<RecordedCall> calls_ ABSL_GUARDED_BY(mu_);
   std::vector<absl::AnyInvocable<void() &&>> deferred_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::shared_ptr<HungCall>> hung_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<HungShardCall>> hung_ ABSL_GUARDED_BY(mu_);
 };
 
 // How each fake target behaves and what it says it holds.
