@@ -70,16 +70,27 @@ TEST(PlacementTextTest, PrintsShardFlagsAndTheRouterFlag) {
   const std::vector<double> load = {100, 10, 10, 10};
   Placement placed = BalancedPlacement(load, {2, 3}).value();
   Placement naive = ContiguousPlacement(4, {2, 3}).value();
-  std::string text = FormatPlacement(placed, naive, load, {}).value();
+  std::string text = FormatPlacement(placed, naive, load, {}, 3).value();
+  EXPECT_THAT(text, HasSubstr("# 4 experts on 2 shards x 3 slots, 130 tokens counted\n"));
   EXPECT_THAT(text, HasSubstr("# predicted max/mean shard load: contiguous 1.692, placed 1.000\n"));
   EXPECT_THAT(text, HasSubstr("# replicated experts: 0x2 1x2\n"));
   EXPECT_THAT(text, HasSubstr("shard 0: --experts=0-2\n"));
   EXPECT_THAT(text, HasSubstr("shard 1: --experts=0-1,3\n"));
   EXPECT_THAT(text, HasSubstr("router: --shards=0-2@TARGET_0,0-1,3@TARGET_1\n"));
-  text = FormatPlacement(placed, naive, load, {"a:1", "b:2"}).value();
+  text = FormatPlacement(placed, naive, load, {"a:1", "b:2"}, 3).value();
   EXPECT_THAT(text, HasSubstr("router: --shards=0-2@a:1,0-1,3@b:2\n"));
-  EXPECT_THAT(FormatPlacement(placed, naive, load, {"a:1"}).status().message(),
+  EXPECT_THAT(FormatPlacement(placed, naive, load, {"a:1"}, 3).status().message(),
               HasSubstr("1 targets given for 2 shards"));
+}
+
+// When the naive layout wins and leaves slots empty, the header still says how many were asked
+// for (it said "x 2 slots" for --slots=3), and how many are used.
+TEST(PlacementTextTest, TheHeaderNamesTheSlotsAskedForAndThoseUsed) {
+  const std::vector<double> load = {0, 100, 100, 100};
+  Placement placed = BalancedPlacement(load, {3, 3}).value();
+  Placement naive = ContiguousPlacement(4, {3, 3}).value();
+  EXPECT_THAT(FormatPlacement(placed, naive, load, {}, 3).value(),
+              HasSubstr("# 4 experts on 3 shards x 3 slots (2 used), 300 tokens counted\n"));
 }
 
 // moe_placement's --load=URL path against a live /metrics endpoint on loopback.

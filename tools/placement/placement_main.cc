@@ -75,7 +75,7 @@ absl::StatusOr<std::string> Run(const Options& o) {
   if (!naive.ok()) return naive.status();
   absl::StatusOr<Placement> placed = BalancedPlacement(*load, o.layout);
   if (!placed.ok()) return placed.status();
-  return FormatPlacement(*placed, *naive, *load, o.targets);
+  return FormatPlacement(*placed, *naive, *load, o.targets, o.layout.slots_per_shard);
 }
 
 }  // namespace
