@@ -274,10 +274,17 @@ void Router::RunBatch(absl::Span<RequestBatcher::Request* const> batch) const {
   const absl::StatusOr<std::vector<int>> missing =
       Dispatch(*pending(0)->layer, joined.tokens(), joined.routing(), deadline, joined.output(),
                all_cancelled);
+  // Refused for what a token holds (an expert output that overflows float32), or failed for an
+  // expert only some requests chose (no shard holds it, its shard refused or answered
+  // malformed): each request alone, so that only those that hold that token or chose that expert
+  // fail, each naming its own. Not for the batch's deadline or cancellation (no time is left for
+  // any of them), nor for an overloaded shard (more calls would not help it).
+  const absl::StatusCode code = missing.status().code();
+  const bool each_alone = code == absl::StatusCode::kInvalidArgument ||
+                          code == absl::StatusCode::kUnavailable ||
+                          code == absl::StatusCode::kInternal;
   for (size_t i = 0; i < batch.size(); ++i) {
-    if (missing.status().code() == absl::StatusCode::kInvalidArgument) {
-      // Refused for what a token holds (an expert output that overflows float32): each request
-      // alone, so that only the one holding that token fails, and names it.
+    if (each_alone) {
       RunAlone(*pending(i));
       continue;
     }

@@ -3,7 +3,8 @@
 // router_service/fanout.h), the shared expert computed locally meanwhile, and the weighted sum.
 // Serves every MoE layer it is given; the shards come from a ShardDirectory that learns and
 // checks what each target holds. Concurrent requests for a layer share a fan-out
-// (router_service/request_batcher.h): each keeps its own gate, routing, answer and errors.
+// (router_service/request_batcher.h): each keeps its own gate, routing, answer and errors (a
+// batch refused for one request's token or expert reruns request by request).
 //
 // Plain C++: it sees neither the public API nor the shard protocol. RouterServiceImpl converts
 // the public API; ShardClient implementations (gRPC, in-process, test fakes) talk to shards.

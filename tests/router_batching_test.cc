@@ -160,6 +160,44 @@ TEST_F(RouterBatchingTest, AShardFailureFailsEveryRequestOfTheBatch) {
   }
 }
 
+// A request whose token chose only experts of a healthy shard is answered though a request
+// batched with it chose an expert of a shard that refuses: each keeps its own errors. (The
+// batch's one failure used to fail every request in it.)
+TEST_F(RouterBatchingTest, AShardFailureFailsOnlyTheRequestsThatChoseItsExperts) {
+  auto reference = testing::ReferenceLayer::Load(*model_dir_, 0);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  // One-token inputs: `only_a` chooses experts of a:1 (0-3) alone, `touches_b` one of b:2's too.
+  uint64_t only_a = 0, touches_b = 0;
+  for (uint64_t seed = 1000; seed < 2000 && (only_a == 0 || touches_b == 0); ++seed) {
+    const testing::ReferenceOutput r = reference->Forward(testing::RandomTokens(1, 256, seed), 1);
+    if (r.margin[0] < 1e-3) continue;  // a near tie could route either way
+    uint64_t& found = (r.experts[0][0] >= 4 || r.experts[0][1] >= 4) ? touches_b : only_a;
+    if (found == 0) found = seed;
+  }
+  ASSERT_NE(only_a, 0u);
+  ASSERT_NE(touches_b, 0u);
+  auto router = MakeRouter(kTwoShards, {{"a:1", {Behaviour::kDeferred}}, {"b:2", {}}});
+  fakes_["b:2"]->SetBehaviour(Behaviour::kUnavailable);
+  PendingCall first(*router, testing::RandomTokens(1, 256, only_a));  // holds the batch slot
+  ASSERT_TRUE(fakes_["a:1"]->AwaitCalls(1, absl::Seconds(30)));
+  PendingCall avoids(*router, testing::RandomTokens(1, 256, only_a));
+  router->TEST_AwaitQueued(0, 1);
+  PendingCall chose_b(*router, testing::RandomTokens(1, 256, touches_b));
+  router->TEST_AwaitQueued(0, 2);
+  fakes_["a:1"]->RunDeferred();
+  first.Join();
+  EXPECT_TRUE(first.result.ok()) << first.result.status();
+  ASSERT_TRUE(fakes_["a:1"]->AwaitCalls(2, absl::Seconds(30)));
+  fakes_["a:1"]->SetBehaviour(Behaviour::kCompute);
+  fakes_["a:1"]->RunDeferred();
+  avoids.Join();
+  chose_b.Join();
+  EXPECT_EQ(fakes_["a:1"]->call(1).rows, 2);  // the two went out as one batch
+  EXPECT_EQ(chose_b.result.status().code(), absl::StatusCode::kUnavailable)
+      << chose_b.result.status();
+  EXPECT_TRUE(avoids.result.ok()) << avoids.result.status();
+}
+
 TEST_F(RouterBatchingTest, ARequestDoesNotWaitForABatchWhoseShardCallHangs) {
   // The layer's one batch slot is held by a call the shard does not answer; once it has run
   // --batch_stall_ms, a later request of the layer goes out beside it.
