@@ -274,11 +274,9 @@ void Router::RunBatch(absl::Span<RequestBatcher::Request* const> batch) const {
   const absl::StatusOr<std::vector<int>> missing =
       Dispatch(*pending(0)->layer, joined.tokens(), joined.routing(), deadline, joined.output(),
                all_cancelled);
-  // Refused for what a token holds (an expert output that overflows float32), or failed for an
-  // expert only some requests chose (no shard holds it, its shard refused or answered
-  // malformed): each request alone, so that only those that hold that token or chose that expert
-  // fail, each naming its own. Not for the batch's deadline or cancellation (no time is left for
-  // any of them), nor for an overloaded shard (more calls would not help it).
+  // Refused for one token (an output overflowing float32) or one expert (unheld, its shard
+  // refused or answered malformed): each request alone, so only those holding or choosing it fail.
+  // Out of time, cancelled or overloaded, the batch fails whole: a rerun could not help.
   const absl::StatusCode code = missing.status().code();
   const bool each_alone = code == absl::StatusCode::kInvalidArgument ||
                           code == absl::StatusCode::kUnavailable ||
@@ -286,10 +284,10 @@ void Router::RunBatch(absl::Span<RequestBatcher::Request* const> batch) const {
   for (size_t i = 0; i < batch.size(); ++i) {
     if (each_alone) {
       RunAlone(*pending(i));
-      continue;
+    } else {
+      batch[i]->status = missing.status();
+      if (missing.ok()) pending(i)->missing_experts = joined.Split(i, *missing);
     }
-    batch[i]->status = missing.status();
-    if (missing.ok()) pending(i)->missing_experts = joined.Split(i, *missing);
   }
 }
 
