@@ -18,49 +18,10 @@
 #include "router_service/fanout.h"
 #include "router_service/joined_requests.h"
 #include "router_service/replica_map.h"
+#include "router_service/shard_failure.h"
 
 namespace moe {
 namespace {
-
-std::string DescribeExperts(const ShardWork& work) {
-  std::vector<int> ids;
-  bool shared = false;
-  for (const ExpertRows& rows : work.experts) {
-    if (rows.expert == kSharedExpertId) {
-      shared = true;
-    } else {
-      ids.push_back(rows.expert);
-    }
-  }
-  std::sort(ids.begin(), ids.end());
-  return absl::StrCat(ids.empty()       ? ""
-                      : ids.size() == 1 ? "expert "
-                                        : "experts ",
-                      FormatExpertIds(ids),
-                      shared ? (ids.empty() ? "the shared expert" : " and the shared expert") : "");
-}
-
-// Gives a failed shard call's status the experts it held and decides the request's code: the
-// shard's own code when it says what the caller should do (retry later, wait, send less, fix the
-// input), Unavailable when the shard no longer holds what the map says (restarted with other
-// experts or layers: try again once the map has caught up), else Internal.
-absl::Status ShardFailure(const ShardWork& work, const absl::Status& status) {
-  const std::string context =
-      absl::StrCat(DescribeExperts(work), " could not be computed: ", status.message());
-  switch (status.code()) {
-    case absl::StatusCode::kFailedPrecondition:
-      return absl::UnavailableError(context);
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kCancelled:
-    case absl::StatusCode::kResourceExhausted:
-    case absl::StatusCode::kInvalidArgument:
-      return absl::Status(status.code(), context);
-    default:
-      return absl::InternalError(
-          absl::StrCat(context, " (", absl::StatusCodeToString(status.code()), ")"));
-  }
-}
 
 bool HoldsShared(const ShardWork& work) {
   return std::any_of(work.experts.begin(), work.experts.end(),
