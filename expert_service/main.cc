@@ -94,6 +94,10 @@ ABSL_FLAG(std::string, metrics_port_file, "",
 ABSL_FLAG(int, drain_s, 5,
           "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
           "this many seconds to finish (then they are cancelled), then exit");
+ABSL_FLAG(int, unread_reply_timeout_s, 20,
+          "Cancel a call whose reply the client has not taken this many seconds after it was "
+          "ready (a client that stops reading holds a server thread per call until then); 0: "
+          "never");
 ABSL_FLAG(int, max_threads, 64,
           "Most gRPC server threads (handlers and pollers; a thread whose call finished waits for "
           "the next); 0 = unbounded (with --max_inflight=0)");
@@ -124,7 +128,8 @@ int main(int argc, char** argv) {
       "             [--max_batch_tokens=N] [--batch_wait_us=US] [--max_message_mb=MB]\n"
       "             [--max_tokens_per_call=N] [--max_connection_age_s=S]\n"
       "             [--layer=N] [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]]\n"
-      "             [--drain_s=S] [--max_threads=N] [--max_inflight=N]\n"
+      "             [--drain_s=S] [--unread_reply_timeout_s=S] [--max_threads=N] "
+      "[--max_inflight=N]\n"
       "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
   moe::ParseFlags(argc, argv);
   moe::UseServingMutexes();
@@ -156,6 +161,7 @@ int main(int argc, char** argv) {
           {"concurrent_ffn", absl::GetFlag(FLAGS_concurrent_ffn), 0, 1024},
           {"batch_wait_us", absl::GetFlag(FLAGS_batch_wait_us), 0, 10'000'000},
           {"drain_s", absl::GetFlag(FLAGS_drain_s), 0, 24 * 3600},
+          {"unread_reply_timeout_s", absl::GetFlag(FLAGS_unread_reply_timeout_s), 0, 24 * 3600},
           {"max_threads", max_threads, 0, 1 << 16},
           {"max_inflight", max_inflight, 0, 1 << 16},
       });
@@ -253,6 +259,7 @@ int main(int argc, char** argv) {
                                 : static_cast<int>(moe::MessageBytesForRows(**shard, max_rows));
   serve.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_s));
   serve.max_threads = max_threads;
+  serve.unread_reply_timeout = absl::Seconds(absl::GetFlag(FLAGS_unread_reply_timeout_s));
   serve.health_services = {moe::v1::Expert::service_full_name()};
   serve.call_observers = moe::ComputeCallObservers(metrics.get());
   auto server = moe::GrpcServer::Start(serve, {&service});

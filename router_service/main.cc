@@ -96,6 +96,10 @@ ABSL_FLAG(std::string, metrics_port_file, "",
 ABSL_FLAG(int, drain_s, 5,
           "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
           "this many seconds to finish (then they are cancelled), then exit");
+ABSL_FLAG(int, unread_reply_timeout_s, 20,
+          "Cancel a call whose reply the client has not taken this many seconds after it was "
+          "ready (a client that stops reading holds a server thread per call until then); 0: "
+          "never");
 ABSL_FLAG(int, max_threads, 512,
           "Most gRPC server threads (handlers and pollers; a queued Forward call holds one; a "
           "thread whose call finished waits for the next); 0 = unbounded (with --max_inflight=0)");
@@ -170,7 +174,8 @@ int main(int argc, char** argv) {
       "             [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]] [--info_shows_topology]\n"
       "             [--shard_tls_ca=PEM [--shard_tls_cert=PEM --shard_tls_key=PEM]\n"
       "              [--shard_tls_server_name=NAME]]\n"
-      "             [--drain_s=S] [--max_threads=N] [--max_inflight=N] [--max_queued=N]\n"
+      "             [--drain_s=S] [--unread_reply_timeout_s=S] [--max_threads=N] "
+      "[--max_inflight=N] [--max_queued=N]\n"
       "             [--max_inflight_tokens=N] [--max_queued_mb=MB]\n"
       "             [--max_batch_tokens=N] [--batch_wait_us=US] [--batches_in_flight=N]\n"
       "             [--batch_stall_ms=MS]\n"
@@ -225,6 +230,7 @@ int main(int argc, char** argv) {
           {"blas_threads", absl::GetFlag(FLAGS_blas_threads), 1, 1024},
           {"channels_per_shard", absl::GetFlag(FLAGS_channels_per_shard), 1, 64},
           {"drain_s", absl::GetFlag(FLAGS_drain_s), 0, 24 * 3600},
+          {"unread_reply_timeout_s", absl::GetFlag(FLAGS_unread_reply_timeout_s), 0, 24 * 3600},
           {"max_threads", max_threads, 0, 1 << 16},
           {"max_inflight", admission.max_running, 0, 1 << 16},
           {"max_queued", admission.max_queued, -1, 1 << 20},  // -1: automatic
@@ -346,6 +352,7 @@ int main(int argc, char** argv) {
   serve.max_message_bytes = static_cast<int>(
       std::min<int64_t>(int64_t{options.max_tokens} * config.d_model * 8 + (1 << 20), INT32_MAX));
   serve.max_threads = max_threads;
+  serve.unread_reply_timeout = absl::Seconds(absl::GetFlag(FLAGS_unread_reply_timeout_s));
   serve.health_services = {moe::v1::Router::service_full_name()};
   // Health is SERVING only while every expert of every served layer has a serving shard.
   serve.serving_at_start = false;

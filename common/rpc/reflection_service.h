@@ -22,6 +22,10 @@
 
 namespace moe {
 
+// The reflection stream's full method name, as gRPC names a call's method.
+inline constexpr char kReflectionMethod[] =
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+
 class ReflectionService final : public grpc::reflection::v1alpha::ServerReflection::Service {
  public:
   // `services`: full names of the services to describe, e.g. "moe.v1.Router". Not owned; must

@@ -84,6 +84,12 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   interceptors.push_back(MakeCallOutcomeInterceptorFactory(options.call_observers));
   auto live_calls = std::make_shared<LiveCalls>();
   interceptors.push_back(live_calls->InterceptorFactory());
+  std::shared_ptr<ClientWaitLimit> client_wait_limit;
+  if (options.unread_reply_timeout > absl::ZeroDuration()) {
+    client_wait_limit =
+        ClientWaitLimit::Start(options.unread_reply_timeout, options.name, {kReflectionMethod});
+    interceptors.push_back(client_wait_limit->InterceptorFactory());
+  }
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -91,8 +97,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.listen, ": ", WhyCannotListen(options.listen)));
   }
-  auto self = std::unique_ptr<GrpcServer>(
-      new GrpcServer(options, std::move(server), port, std::move(live_calls)));
+  auto self = std::unique_ptr<GrpcServer>(new GrpcServer(
+      options, std::move(server), port, std::move(live_calls), std::move(client_wait_limit)));
   for (const std::string& name : options.health_services) {
     self->SetServing(name, options.serving_at_start);
   }
@@ -118,12 +124,14 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
 }
 
 GrpcServer::GrpcServer(ServeOptions options, std::unique_ptr<grpc::Server> server, int port,
-                       std::shared_ptr<LiveCalls> live_calls)
+                       std::shared_ptr<LiveCalls> live_calls,
+                       std::shared_ptr<ClientWaitLimit> client_wait_limit)
     : options_(std::move(options)),
       port_(port),
       server_(std::move(server)),
       health_(server_->GetHealthCheckService()),
-      live_calls_(std::move(live_calls)) {}
+      live_calls_(std::move(live_calls)),
+      client_wait_limit_(std::move(client_wait_limit)) {}
 
 GrpcServer::~GrpcServer() { Drain(absl::ZeroDuration()).IgnoreError(); }
 
@@ -169,8 +177,10 @@ absl::Status GrpcServer::Drain(absl::Duration timeout) {
     if (stopper->mu.AwaitWithTimeout(absl::Condition(&stopper->stopped), kIdleCloseRetry)) break;
   }
   absl::MutexLock stopper_lock(&stopper->mu);
-  if (stopper->mu.AwaitWithDeadline(absl::Condition(&stopper->stopped),
-                                    deadline + kDrainAbandonGrace)) {
+  const bool stopped = stopper->mu.AwaitWithDeadline(absl::Condition(&stopper->stopped),
+                                                     deadline + kDrainAbandonGrace);
+  if (client_wait_limit_ != nullptr) client_wait_limit_->Stop();
+  if (stopped) {
     drain_result_ = absl::OkStatus();
     thread.join();  // it released the mutex and has nothing left to do but return
     return drain_result_;

@@ -3,7 +3,8 @@
 // GrpcServer::Start listens (port 0 picks a free port), registers the services, the standard
 // grpc.health.v1 health service and server reflection of the registered services only
 // (reflection_service.h), TLS or plaintext (ServeOptions::credentials), limits message sizes,
-// bounds the sync server's threads (a ResourceQuota) and keeps them between calls, accepts the
+// bounds the sync server's threads (a ResourceQuota) and keeps them between calls, cancels calls
+// that keep a thread waiting on their client too long (client_wait_limit.h), accepts the
 // clients' keepalive pings (channel_arguments.h), and writes an optional port file for scripts and
 // tests. A port already in use is a start-up error naming the address: SO_REUSEPORT is off, so a
 // second server can never silently share a port with the first.
@@ -28,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/rpc/call_outcome_interceptor.h"
+#include "common/rpc/client_wait_limit.h"
 #include "common/rpc/live_calls.h"
 
 namespace moe {
@@ -52,6 +54,10 @@ struct ServeOptions {
   // waits for the next call rather than exit (up to max_threads, or kIdleThreadsUnbounded), so a
   // server under concurrent calls keeps its threads instead of starting one per call.
   int max_threads = 64;
+  // A unary call whose reply the client has not taken this long after its handler returned, or a
+  // reflection stream open this long, is cancelled (client_wait_limit.h), freeing the thread
+  // that held it; zero: never.
+  absl::Duration unread_reply_timeout = absl::Seconds(20);
   // Health service names reported besides "" (e.g. "moe.v1.Expert").
   std::vector<std::string> health_services;
   // Health of "" and health_services at start; false for a process that must first become ready.
@@ -90,7 +96,8 @@ class GrpcServer {
 
  private:
   GrpcServer(ServeOptions options, std::unique_ptr<grpc::Server> server, int port,
-             std::shared_ptr<LiveCalls> live_calls);
+             std::shared_ptr<LiveCalls> live_calls,
+             std::shared_ptr<ClientWaitLimit> client_wait_limit);
 
   const ServeOptions options_;
   const int port_;
@@ -100,6 +107,7 @@ class GrpcServer {
   std::unique_ptr<grpc::Server> server_ ABSL_GUARDED_BY(mu_);
   grpc::HealthCheckServiceInterface* const health_;  // owned by server_
   const std::shared_ptr<LiveCalls> live_calls_;
+  const std::shared_ptr<ClientWaitLimit> client_wait_limit_;  // null: replies wait unbounded
   std::atomic<bool> health_frozen_{false};  // set by Drain(), before health_ may go
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status drain_result_ ABSL_GUARDED_BY(mu_);
