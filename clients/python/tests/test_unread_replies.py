@@ -5,6 +5,7 @@ call, so the router's threads run out and every other client is refused; --unrea
 must then cancel those calls (DEADLINE_EXCEEDED naming the flag) and serve the others again, while
 the client stays connected."""
 
+import dataclasses
 import socket
 import threading
 import time
@@ -135,18 +136,33 @@ def _assert_ended_by_the_limit(client, streams, since, words):
         assert LIMIT_S - 0.5 <= waited <= LIMIT_S + 10, waited
 
 
+@dataclasses.dataclass
+class Router:
+    request: router_pb2.ForwardRequest  # one token
+    by_hand: UnreadingClient            # the client that keeps threads waiting
+    stub: router_pb2_grpc.RouterStub    # another client, on a channel of its own
+
+
 @pytest.fixture
-def cluster(tmp_path):
+def router(tmp_path):
     _, layer = local_cluster.list_presets()[PRESET]
     model_dir = local_cluster.make_model(PRESET, str(tmp_path / "model"))
     config = load_config(model_dir)
+    tokens = np.random.default_rng(7).standard_normal((1, config.d_model)).astype(np.float32)
+    request = router_pb2.ForwardRequest.FromString(wire.encode_field(1, wire.encode_tensor(tokens)))
     with local_cluster.LocalCluster(
             model_dir, layer, config.num_experts, str(tmp_path),
             router_flags=[f"--max_threads={MAX_THREADS}", "--max_inflight=4", "--max_queued=4",
                           f"--unread_reply_timeout_s={LIMIT_S}"]) as running:
-        tokens = np.random.default_rng(7).standard_normal((1, config.d_model)).astype(np.float32)
-        yield running, router_pb2.ForwardRequest.FromString(
-            wire.encode_field(1, wire.encode_tensor(tokens)))
+        by_hand = UnreadingClient(running.target)
+        channel = grpc.insecure_channel(running.target)
+        try:
+            stub = router_pb2_grpc.RouterStub(channel)
+            assert _forward_status(stub, request)[0] == grpc.StatusCode.OK
+            yield Router(request, by_hand, stub)
+        finally:
+            channel.close()
+            by_hand.close()
 
 
 def _forward_status(stub, request):
@@ -157,55 +173,37 @@ def _forward_status(stub, request):
         return error.code(), error.details()
 
 
-def test_unread_replies_are_cancelled_at_the_limit_and_others_are_served_again(cluster):
-    running, request = cluster
-    unreading = UnreadingClient(running.target)
-    channel = grpc.insecure_channel(running.target)
-    stub = router_pb2_grpc.RouterStub(channel)
-    try:
-        assert _forward_status(stub, request)[0] == grpc.StatusCode.OK
-        # Unread calls, one at a time (the router admits 4 at once), until the router's threads
-        # are gone and another client is refused.
-        held = []
-        refused = None
-        while len(held) < MOST_CALLS and refused is None:
-            stream = unreading.send("/moe.v1.Router/Forward", request.SerializeToString())
-            assert unreading.wait(lambda s=stream: s in unreading.answered), "no reply headers"
-            if stream not in unreading.ended:
-                held.append(stream)
-                code, details = _forward_status(stub, request)
-                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    refused = details
-        assert refused is not None, f"{len(held)} unread calls never exhausted the router"
-        assert "Threadpool" in refused, refused
+def test_unread_replies_are_cancelled_at_the_limit_and_others_are_served_again(router):
+    # Unread calls, one at a time (the router admits 4 at once), until the router's threads are
+    # gone and another client is refused.
+    held = []
+    refused = None
+    while len(held) < MOST_CALLS and refused is None:
+        stream = router.by_hand.send("/moe.v1.Router/Forward", router.request.SerializeToString())
+        assert router.by_hand.wait(lambda s=stream: s in router.by_hand.answered), "no headers"
+        if stream not in router.by_hand.ended:
+            held.append(stream)
+            code, details = _forward_status(router.stub, router.request)
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                refused = details
+    assert refused is not None, f"{len(held)} unread calls never exhausted the router"
+    assert "Threadpool" in refused, refused
 
-        # The unread calls end at the limit, although the client still keeps its window shut.
-        _assert_ended_by_the_limit(unreading, held, unreading.answered, "did not take")
-        assert _forward_status(stub, request)[0] == grpc.StatusCode.OK
-    finally:
-        channel.close()
-        unreading.close()
+    # The unread calls end at the limit, although the client still keeps its window shut.
+    _assert_ended_by_the_limit(router.by_hand, held, router.by_hand.answered, "did not take")
+    assert _forward_status(router.stub, router.request)[0] == grpc.StatusCode.OK
 
 
-def test_reflection_streams_left_open_are_cancelled_at_the_limit(cluster):
-    running, request = cluster
-    lingering = UnreadingClient(running.target)
-    channel = grpc.insecure_channel(running.target)
-    stub = router_pb2_grpc.RouterStub(channel)
-    try:
-        assert _forward_status(stub, request)[0] == grpc.StatusCode.OK
-        # Twice the router's threads in streams that never send a request: each handler waits in
-        # Read on a thread of its own.
-        opened = [lingering.send("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
-                  for _ in range(2 * MAX_THREADS)]
-        assert _refused_soon(stub, request), "streams left open never exhausted the router"
-        # Streams beyond the threads are refused at once; the others wait until the limit.
-        assert lingering.wait(lambda: all(s in lingering.ended for s in opened))
-        exhausted = str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
-        held = [s for s in opened if lingering.ended[s][1] != exhausted]
-        assert len(held) >= MAX_THREADS // 2, len(held)
-        _assert_ended_by_the_limit(lingering, held, lingering.sent, "stream was open")
-        assert _forward_status(stub, request)[0] == grpc.StatusCode.OK
-    finally:
-        channel.close()
-        lingering.close()
+def test_reflection_streams_left_open_are_cancelled_at_the_limit(router):
+    # Twice the router's threads in streams that never send a request: each handler waits in Read
+    # on a thread of its own.
+    opened = [router.by_hand.send("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+              for _ in range(2 * MAX_THREADS)]
+    assert _refused_soon(router.stub, router.request), "open streams never exhausted the router"
+    # Streams beyond the threads are refused at once; the others wait until the limit.
+    assert router.by_hand.wait(lambda: all(s in router.by_hand.ended for s in opened))
+    exhausted = str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+    held = [s for s in opened if router.by_hand.ended[s][1] != exhausted]
+    assert len(held) >= MAX_THREADS // 2, len(held)
+    _assert_ended_by_the_limit(router.by_hand, held, router.by_hand.sent, "stream was open")
+    assert _forward_status(router.stub, router.request)[0] == grpc.StatusCode.OK
