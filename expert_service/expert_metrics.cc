@@ -60,6 +60,12 @@ absl::StatusOr<std::unique_ptr<ExpertMetrics>> ExpertMetrics::Create(MetricRegis
                            "Compute calls refused as overloaded (RESOURCE_EXHAUSTED)."));
   ASSIGN_OR_RETURN(m->rejected_, rejected->WithLabels({}));
   ASSIGN_OR_RETURN(
+      CounterFamily * client_wait,
+      registry->AddCounter("moe_expert_client_wait_cancelled_total",
+                           "Calls cancelled because they kept a server thread waiting on "
+                           "their client (--unread_reply_timeout_s)."));
+  ASSIGN_OR_RETURN(m->client_wait_cancelled_, client_wait->WithLabels({}));
+  ASSIGN_OR_RETURN(
       GaugeFamily * resident,
       registry->AddGauge("moe_expert_resident_bytes", "Bytes of expert weights held in memory."));
   ASSIGN_OR_RETURN(Gauge * bytes, resident->WithLabels({}));

@@ -35,6 +35,9 @@ class ExpertMetrics {
     call_duration_->ObserveDuration(latency);
     if (code == absl::StatusCode::kResourceExhausted) rejected_->Increment();
   }
+  // Calls the server cancelled because they kept a thread waiting on their client
+  // (ServeOptions::client_wait_cancelled); they also count under the code their handler sent.
+  void ClientWaitCancelled(int64_t calls) { client_wait_cancelled_->Increment(calls); }
   // The cells the batcher observes (BatchingOptions::metrics).
   const BatcherMetrics* batcher() const { return &batcher_; }
 
@@ -45,6 +48,7 @@ class ExpertMetrics {
   CodeCounters calls_{};
   Histogram* call_duration_ = nullptr;
   Counter* rejected_ = nullptr;
+  Counter* client_wait_cancelled_ = nullptr;
   BatcherMetrics batcher_;
 };
 

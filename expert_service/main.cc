@@ -95,9 +95,9 @@ ABSL_FLAG(int, drain_s, 5,
           "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
           "this many seconds to finish (then they are cancelled), then exit");
 ABSL_FLAG(int, unread_reply_timeout_s, 20,
-          "Cancel a call whose reply the client has not taken this many seconds after it was "
-          "ready (a client that stops reading holds a server thread per call until then); 0: "
-          "never");
+          "Cancel a call whose reply the client has not taken (all of it written) this many "
+          "seconds after it was ready, and a reflection stream open this long: a client that "
+          "stops reading holds a server thread per call until then; 0: never");
 ABSL_FLAG(int, max_threads, 64,
           "Most gRPC server threads (handlers and pollers; a thread whose call finished waits for "
           "the next); 0 = unbounded (with --max_inflight=0)");
@@ -262,6 +262,11 @@ int main(int argc, char** argv) {
   serve.unread_reply_timeout = absl::Seconds(absl::GetFlag(FLAGS_unread_reply_timeout_s));
   serve.health_services = {moe::v1::Expert::service_full_name()};
   serve.call_observers = moe::ComputeCallObservers(metrics.get());
+  if (metrics != nullptr) {
+    serve.client_wait_cancelled = [cells = metrics.get()](int64_t calls) {
+      cells->ClientWaitCancelled(calls);
+    };
+  }
   auto server = moe::GrpcServer::Start(serve, {&service});
   if (!server.ok()) {
     std::cerr << "moe_expert: " << server.status().message() << std::endl;

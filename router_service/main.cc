@@ -97,9 +97,9 @@ ABSL_FLAG(int, drain_s, 5,
           "On SIGTERM or SIGINT: health NOT_SERVING at once, no new calls, calls in flight get "
           "this many seconds to finish (then they are cancelled), then exit");
 ABSL_FLAG(int, unread_reply_timeout_s, 20,
-          "Cancel a call whose reply the client has not taken this many seconds after it was "
-          "ready (a client that stops reading holds a server thread per call until then); 0: "
-          "never");
+          "Cancel a call whose reply the client has not taken (all of it written) this many "
+          "seconds after it was ready, and a reflection stream open this long: a client that "
+          "stops reading holds a server thread per call until then; 0: never");
 ABSL_FLAG(int, max_threads, 512,
           "Most gRPC server threads (handlers and pollers; a queued Forward call holds one; a "
           "thread whose call finished waits for the next); 0 = unbounded (with --max_inflight=0)");
@@ -357,6 +357,9 @@ int main(int argc, char** argv) {
   // Health is SERVING only while every expert of every served layer has a serving shard.
   serve.serving_at_start = false;
   serve.call_observers = moe::ForwardCallObservers((*router)->metrics());
+  if (moe::RouterMetrics* metrics = (*router)->metrics(); metrics != nullptr) {
+    serve.client_wait_cancelled = [metrics](int64_t calls) { metrics->ClientWaitCancelled(calls); };
+  }
   auto server = moe::GrpcServer::Start(serve, {&service});
   if (!server.ok()) {
     std::cerr << "moe_router: " << server.status().message() << std::endl;

@@ -28,6 +28,12 @@ absl::StatusOr<std::unique_ptr<RouterMetrics>> RouterMetrics::Create(MetricRegis
                                                               "Forward calls being served."));
   ASSIGN_OR_RETURN(m->inflight_, inflight->WithLabels({}));
   ASSIGN_OR_RETURN(
+      CounterFamily * client_wait,
+      registry->AddCounter("moe_router_client_wait_cancelled_total",
+                           "Calls cancelled because they kept a server thread waiting on "
+                           "their client (--unread_reply_timeout_s)."));
+  ASSIGN_OR_RETURN(m->client_wait_cancelled_, client_wait->WithLabels({}));
+  ASSIGN_OR_RETURN(
       CounterFamily * tokens,
       registry->AddCounter("moe_router_tokens_total",
                            "Tokens routed to each expert (a token counts once per chosen expert).",

@@ -38,6 +38,9 @@ class RouterMetrics {
   // observer (ForwardCallObservers), so for calls gRPC refuses before the handler too.
   void RequestStarted() { inflight_->Increment(); }
   void RequestFinished(absl::StatusCode code, absl::Duration latency);
+  // Calls the server cancelled because they kept a thread waiting on their client
+  // (ServeOptions::client_wait_cancelled); they also count under the code their handler sent.
+  void ClientWaitCancelled(int64_t calls) { client_wait_cancelled_->Increment(calls); }
   // One token chose `expert` of the layer at `layer_index` (index into the served layers).
   void TokenRouted(int layer_index, int expert) { tokens_[layer_index][expert]->Increment(); }
   // After a request's tokens are counted: closes the layer's imbalance window when it is due.
@@ -65,6 +68,7 @@ class RouterMetrics {
   CodeCounters requests_{};
   Histogram* request_duration_ = nullptr;
   Gauge* inflight_ = nullptr;
+  Counter* client_wait_cancelled_ = nullptr;
   std::vector<std::vector<Counter*>> tokens_;  // [layer_index][expert]
   std::vector<std::unique_ptr<LoadImbalanceWindow>> imbalance_;
   Counter* hedges_sent_ = nullptr;

@@ -2,6 +2,7 @@
 
 #include <grpcpp/server_context.h>
 
+#include <algorithm>
 #include <iostream>
 #include <utility>
 #include <vector>
@@ -13,7 +14,7 @@ namespace {
 
 // At most one log line per this long, counting the calls cancelled since the last one: a client
 // that never reads may have hundreds of calls cancelled within a second.
-constexpr absl::Duration kLogEvery = absl::Seconds(10);
+constexpr std::chrono::seconds kLogEvery(10);
 
 // Lives as long as its call; tells the limit when the call starts waiting on its client and when
 // the call is gone.
@@ -68,20 +69,22 @@ class Factory final : public grpc::experimental::ServerInterceptorFactoryInterfa
 
 }  // namespace
 
-std::shared_ptr<ClientWaitLimit> ClientWaitLimit::Start(absl::Duration limit,
-                                                        std::string server_name,
-                                                        std::vector<std::string> bounded_streams) {
-  std::shared_ptr<ClientWaitLimit> self(
-      new ClientWaitLimit(limit, std::move(server_name), std::move(bounded_streams)));
-  self->thread_ = std::thread([raw = self.get()] { raw->CancelOverdue(); });
+std::shared_ptr<ClientWaitLimit> ClientWaitLimit::Start(
+    absl::Duration limit, std::string server_name, std::vector<std::string> bounded_streams,
+    std::function<void(int64_t calls)> on_cancelled) {
+  std::shared_ptr<ClientWaitLimit> self(new ClientWaitLimit(
+      limit, std::move(server_name), std::move(bounded_streams), std::move(on_cancelled)));
+  self->thread_ = std::thread([raw = self.get()] { raw->Run(); });
   return self;
 }
 
 ClientWaitLimit::ClientWaitLimit(absl::Duration limit, std::string server_name,
-                                 std::vector<std::string> bounded_streams)
+                                 std::vector<std::string> bounded_streams,
+                                 std::function<void(int64_t calls)> on_cancelled)
     : limit_(limit),
       server_name_(std::move(server_name)),
-      bounded_streams_(bounded_streams.begin(), bounded_streams.end()) {}
+      bounded_streams_(bounded_streams.begin(), bounded_streams.end()),
+      on_cancelled_(std::move(on_cancelled)) {}
 
 // Every interceptor holds a reference to this object, so no call is left waiting here.
 ClientWaitLimit::~ClientWaitLimit() { Stop(); }
@@ -99,15 +102,11 @@ void ClientWaitLimit::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-int64_t ClientWaitLimit::cancelled() const {
-  absl::MutexLock lock(&mu_);
-  return cancelled_;
-}
-
 void ClientWaitLimit::Waiting(const void* key, grpc_call* call, Wait wait) {
   grpc_call_ref(call);
+  const SteadyTime overdue_at =
+      std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(limit_);
   absl::MutexLock lock(&mu_);
-  const absl::Time overdue_at = absl::Now() + limit_;
   waiting_[key] = Call{call, overdue_at, wait};
   if (overdue_at < wake_at_) wake_at_ = overdue_at;
 }
@@ -124,7 +123,7 @@ void ClientWaitLimit::CallEnded(const void* key) {
   grpc_call_unref(call);
 }
 
-void ClientWaitLimit::CancelOverdue() {
+void ClientWaitLimit::Run() {
   const std::string flag = absl::StrCat(server_name_, " --unread_reply_timeout_s");
   const std::string unread = absl::StrCat(
       "the client did not take this call's reply within ", absl::FormatDuration(limit_),
@@ -132,48 +131,64 @@ void ClientWaitLimit::CancelOverdue() {
   const std::string open = absl::StrCat("this stream was open for ", absl::FormatDuration(limit_),
                                         ", the most a server thread waits on one (", flag,
                                         "): cancelled to free that thread");
-  absl::Time logged_at = absl::InfinitePast();
+  SteadyTime logged_at = std::chrono::steady_clock::now() - kLogEvery;
   int64_t unlogged = 0;
-  mu_.Lock();
-  while (!stopping_) {
-    // Wakes at wake_at_, when stopping, or when a call that must be checked earlier arrives.
-    const absl::Time wake_at = wake_at_;
-    auto woken = [this, wake_at]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return stopping_ || wake_at_ != wake_at;
-    };
-    if (mu_.AwaitWithDeadline(absl::Condition(&woken), wake_at)) continue;
-    const absl::Time now = absl::Now();
-    std::vector<std::pair<grpc_call*, const std::string*>> overdue;
-    wake_at_ = absl::InfiniteFuture();
-    for (auto& [key, call] : waiting_) {
-      if (call.cancelled) continue;
-      if (call.overdue_at <= now) {
-        call.cancelled = true;
-        grpc_call_ref(call.call);
-        overdue.emplace_back(call.call, call.wait == Wait::kReply ? &unread : &open);
-      } else if (call.overdue_at < wake_at_) {
-        wake_at_ = call.overdue_at;
-      }
+  for (bool stopping = false; !stopping;) {
+    std::vector<Overdue> overdue;
+    {
+      absl::MutexLock lock(&mu_);
+      Sleep(unlogged > 0 ? logged_at + kLogEvery : SteadyTime::max());
+      stopping = stopping_;
+      overdue = TakeOverdue();
     }
-    cancelled_ += static_cast<int64_t>(overdue.size());
+    // Cancelling ends the wait on the handler's thread, which then ends the call (CallEnded
+    // takes mu_), or ends the call here for a callback-API call: so not under the lock.
+    for (const Overdue& call : overdue) {
+      grpc_call_cancel_with_status(call.call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                   (call.wait == Wait::kReply ? unread : open).c_str(), nullptr);
+      grpc_call_unref(call.call);
+    }
+    if (!overdue.empty() && on_cancelled_) on_cancelled_(static_cast<int64_t>(overdue.size()));
     unlogged += static_cast<int64_t>(overdue.size());
-    // Cancelling ends the wait on the handler's thread, which then ends the call (CallEnded takes
-    // mu_): so not under the lock.
-    mu_.Unlock();
-    for (const auto& [call, why] : overdue) {
-      grpc_call_cancel_with_status(call, GRPC_STATUS_DEADLINE_EXCEEDED, why->c_str(), nullptr);
-      grpc_call_unref(call);
-    }
-    if (unlogged > 0 && now - logged_at >= kLogEvery) {
+    const SteadyTime now = std::chrono::steady_clock::now();
+    if (unlogged > 0 && (stopping || now - logged_at >= kLogEvery)) {
       std::cerr << server_name_ << ": cancelled " << unlogged << " call(s) that waited on their "
                 << "client for " << absl::FormatDuration(limit_) << " (an unread reply or a "
                 << "stream left open; --unread_reply_timeout_s)" << std::endl;
       logged_at = now;
       unlogged = 0;
     }
-    mu_.Lock();
   }
-  mu_.Unlock();
+}
+
+void ClientWaitLimit::Sleep(SteadyTime log_due) {
+  const SteadyTime planned = wake_at_;
+  auto woken = [this, planned]()
+                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || wake_at_ < planned; };
+  const SteadyTime wake_at = std::min(planned, log_due);
+  if (wake_at == SteadyTime::max()) {
+    mu_.Await(absl::Condition(&woken));
+  } else {
+    mu_.AwaitWithTimeout(absl::Condition(&woken),
+                         absl::FromChrono(wake_at - std::chrono::steady_clock::now()));
+  }
+}
+
+std::vector<ClientWaitLimit::Overdue> ClientWaitLimit::TakeOverdue() {
+  const SteadyTime now = std::chrono::steady_clock::now();
+  std::vector<Overdue> overdue;
+  wake_at_ = SteadyTime::max();
+  for (auto& [key, call] : waiting_) {
+    if (call.cancelled) continue;
+    if (call.overdue_at <= now) {
+      call.cancelled = true;
+      grpc_call_ref(call.call);
+      overdue.push_back(Overdue{call.call, call.wait});
+    } else {
+      wake_at_ = std::min(wake_at_, call.overdue_at);
+    }
+  }
+  return overdue;
 }
 
 }  // namespace moe

@@ -14,19 +14,27 @@
 // --default_timeout_ms), not this class's; other streams (gRPC's callback health service) hold
 // no thread and are not limited.
 //
-//   auto limit = ClientWaitLimit::Start(absl::Seconds(20), "moe_router", {kReflectionMethod});
+// A cancelled call still counts as the status its handler sent where calls are observed
+// (call_outcome_interceptor.h, which sees statuses before they are sent); `on_cancelled` is told
+// of each cancellation instead.
+//
+//   auto limit = ClientWaitLimit::Start(absl::Seconds(20), "moe_router", {kReflectionMethod},
+//                                       [](int64_t calls) { /* count them */ });
 //   interceptors.push_back(limit->InterceptorFactory());  // before BuildAndStart
 //   ...
 //   limit->Stop();  // when the server has stopped
 //
-// Thread-safe. A thread of its own sleeps until the earliest call's limit.
+// Thread-safe. A thread of its own sleeps until the earliest call's limit, on the steady clock
+// (a wall-clock step must not cancel every waiting call at once).
 #ifndef MOE_COMMON_RPC_CLIENT_WAIT_LIMIT_H_
 #define MOE_COMMON_RPC_CLIENT_WAIT_LIMIT_H_
 
 #include <grpc/grpc.h>
 #include <grpcpp/support/server_interceptor.h>
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -42,9 +50,11 @@ namespace moe {
 
 class ClientWaitLimit : public std::enable_shared_from_this<ClientWaitLimit> {
  public:
-  // `limit` > 0. `server_name` (e.g. "moe_router") is for messages and the log.
+  // `limit` > 0. `server_name` (e.g. "moe_router") is for messages and the log. `on_cancelled`
+  // (may be empty) runs on the limit's thread with the number of calls each pass cancelled.
   static std::shared_ptr<ClientWaitLimit> Start(absl::Duration limit, std::string server_name,
-                                                std::vector<std::string> bounded_streams);
+                                                std::vector<std::string> bounded_streams,
+                                                std::function<void(int64_t calls)> on_cancelled);
 
   ~ClientWaitLimit();  // Stop()s
 
@@ -53,9 +63,6 @@ class ClientWaitLimit : public std::enable_shared_from_this<ClientWaitLimit> {
   // Ends the thread; calls waiting then are no longer limited. Idempotent.
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Calls cancelled so far.
-  int64_t cancelled() const ABSL_LOCKS_EXCLUDED(mu_);
-
   // For the interceptors: the call `key` starts waiting on its client, on `call` (a reference is
   // taken); or it is over (the reference is dropped).
   enum class Wait { kReply, kStream };
@@ -63,26 +70,37 @@ class ClientWaitLimit : public std::enable_shared_from_this<ClientWaitLimit> {
   void CallEnded(const void* key) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  ClientWaitLimit(absl::Duration limit, std::string server_name,
-                  std::vector<std::string> bounded_streams);
-  void CancelOverdue() ABSL_LOCKS_EXCLUDED(mu_);
-
+  using SteadyTime = std::chrono::steady_clock::time_point;
   struct Call {
     grpc_call* call;  // referenced
-    absl::Time overdue_at;
+    SteadyTime overdue_at;
     Wait wait;
     bool cancelled = false;
   };
+  struct Overdue {
+    grpc_call* call;  // referenced once more, for the cancel
+    Wait wait;
+  };
+
+  ClientWaitLimit(absl::Duration limit, std::string server_name,
+                  std::vector<std::string> bounded_streams,
+                  std::function<void(int64_t calls)> on_cancelled);
+  // The thread: sleeps, cancels what is overdue, logs, until Stop().
+  void Run() ABSL_LOCKS_EXCLUDED(mu_);
+  // Sleeps until wake_at_, `log_due` (if sooner), an earlier wake_at_ or Stop().
+  void Sleep(SteadyTime log_due) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the overdue calls cancelled and returns them; moves wake_at_ to the next limit.
+  std::vector<Overdue> TakeOverdue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const absl::Duration limit_;
   const std::string server_name_;
   const absl::flat_hash_set<std::string> bounded_streams_;
-  mutable absl::Mutex mu_;
+  const std::function<void(int64_t calls)> on_cancelled_;
+  absl::Mutex mu_;
   absl::flat_hash_map<const void*, Call> waiting_ ABSL_GUARDED_BY(mu_);
   // When the thread wakes next; a call that starts waiting when nothing else did moves it.
-  absl::Time wake_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  SteadyTime wake_at_ ABSL_GUARDED_BY(mu_) = SteadyTime::max();
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t cancelled_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;
 };
 

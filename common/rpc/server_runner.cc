@@ -86,8 +86,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   interceptors.push_back(live_calls->InterceptorFactory());
   std::shared_ptr<ClientWaitLimit> client_wait_limit;
   if (options.unread_reply_timeout > absl::ZeroDuration()) {
-    client_wait_limit =
-        ClientWaitLimit::Start(options.unread_reply_timeout, options.name, {kReflectionMethod});
+    client_wait_limit = ClientWaitLimit::Start(options.unread_reply_timeout, options.name,
+                                               {kReflectionMethod}, options.client_wait_cancelled);
     interceptors.push_back(client_wait_limit->InterceptorFactory());
   }
   builder.experimental().SetInterceptorCreators(std::move(interceptors));

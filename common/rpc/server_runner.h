@@ -19,6 +19,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +60,8 @@ struct ServeOptions {
   // reflection stream open this long, is cancelled (client_wait_limit.h), freeing the thread
   // that held it; zero: never.
   absl::Duration unread_reply_timeout = absl::Seconds(20);
+  // Told how many calls that limit cancelled, each time it cancels some; may be empty.
+  std::function<void(int64_t calls)> client_wait_cancelled;
   // Health service names reported besides "" (e.g. "moe.v1.Expert").
   std::vector<std::string> health_services;
   // Health of "" and health_services at start; false for a process that must first become ready.

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 import grpc
 import h2.config
@@ -27,6 +28,7 @@ from moe_client.reference import load_config
 PRESET = "mixtral-tiny"
 MAX_THREADS = 16
 LIMIT_S = 4
+WAVE = 8              # unread calls sent at once
 MOST_CALLS = 64       # the unread calls sent, at most
 BOUND_S = 30.0        # every wait below, at most
 
@@ -37,6 +39,7 @@ class UnreadingClient:
     def __init__(self, target):
         host, port = target.rsplit(":", 1)
         self._sock = socket.create_connection((host, int(port)), timeout=BOUND_S)
+        self._sock.settimeout(None)  # the reader waits as long as the server sends nothing
         self._conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self._conn.initiate_connection()
@@ -113,6 +116,29 @@ class UnreadingClient:
                 self._lock.notify_all()
 
 
+def _served_soon(stub, request):
+    """Polls Forward until it succeeds (a freed thread is back in the pool a moment after its
+    call's trailers went out); False after BOUND_S."""
+    deadline = time.monotonic() + BOUND_S
+    while time.monotonic() < deadline:
+        if _forward_status(stub, request)[0] == grpc.StatusCode.OK:
+            return True
+    return False
+
+
+def _counted_soon(metrics_url, calls):
+    """Polls the router's scrape until moe_router_client_wait_cancelled_total is `calls` (it is
+    counted just after the cancels go out); the last value read."""
+    deadline = time.monotonic() + BOUND_S
+    while True:
+        text = urllib.request.urlopen(metrics_url, timeout=BOUND_S).read().decode()
+        line = next(l for l in text.splitlines()
+                    if l.startswith("moe_router_client_wait_cancelled_total "))
+        counted = float(line.split()[1])
+        if counted == calls or time.monotonic() > deadline:
+            return counted
+
+
 def _refused_soon(stub, request):
     """Polls Forward until the router refuses it for want of threads; False after BOUND_S."""
     deadline = time.monotonic() + BOUND_S
@@ -141,6 +167,7 @@ class Router:
     request: router_pb2.ForwardRequest  # one token
     by_hand: UnreadingClient            # the client that keeps threads waiting
     stub: router_pb2_grpc.RouterStub    # another client, on a channel of its own
+    metrics_url: str
 
 
 @pytest.fixture
@@ -152,14 +179,16 @@ def router(tmp_path):
     request = router_pb2.ForwardRequest.FromString(wire.encode_field(1, wire.encode_tensor(tokens)))
     with local_cluster.LocalCluster(
             model_dir, layer, config.num_experts, str(tmp_path),
-            router_flags=[f"--max_threads={MAX_THREADS}", "--max_inflight=4", "--max_queued=4",
-                          f"--unread_reply_timeout_s={LIMIT_S}"]) as running:
+            router_flags=[f"--max_threads={MAX_THREADS}", "--max_inflight=8", "--max_queued=4",
+                          f"--unread_reply_timeout_s={LIMIT_S}", "--metrics_listen=127.0.0.1:0",
+                          f"--metrics_port_file={tmp_path / 'metrics.port'}"]) as running:
         by_hand = UnreadingClient(running.target)
         channel = grpc.insecure_channel(running.target)
         try:
             stub = router_pb2_grpc.RouterStub(channel)
             assert _forward_status(stub, request)[0] == grpc.StatusCode.OK
-            yield Router(request, by_hand, stub)
+            metrics_port = (tmp_path / "metrics.port").read_text().strip()
+            yield Router(request, by_hand, stub, f"http://127.0.0.1:{metrics_port}/metrics")
         finally:
             channel.close()
             by_hand.close()
@@ -174,24 +203,28 @@ def _forward_status(stub, request):
 
 
 def test_unread_replies_are_cancelled_at_the_limit_and_others_are_served_again(router):
-    # Unread calls, one at a time (the router admits 4 at once), until the router's threads are
-    # gone and another client is refused.
+    # Unread calls in waves the router admits at once (8 running, 4 queued), each wave answered
+    # before the next, until the router's threads are gone and another client is refused.
     held = []
     refused = None
+    started = time.monotonic()
     while len(held) < MOST_CALLS and refused is None:
-        stream = router.by_hand.send("/moe.v1.Router/Forward", router.request.SerializeToString())
-        assert router.by_hand.wait(lambda s=stream: s in router.by_hand.answered), "no headers"
-        if stream not in router.by_hand.ended:
-            held.append(stream)
-            code, details = _forward_status(router.stub, router.request)
-            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                refused = details
+        wave = [router.by_hand.send("/moe.v1.Router/Forward", router.request.SerializeToString())
+                for _ in range(WAVE)]
+        assert router.by_hand.wait(lambda: all(s in router.by_hand.answered for s in wave)), (
+            "no reply headers")
+        held += [s for s in wave if s not in router.by_hand.ended]
+        code, details = _forward_status(router.stub, router.request)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            refused = details
     assert refused is not None, f"{len(held)} unread calls never exhausted the router"
     assert "Threadpool" in refused, refused
+    assert time.monotonic() - started < LIMIT_S, "too slow to hold them all at once"
 
     # The unread calls end at the limit, although the client still keeps its window shut.
     _assert_ended_by_the_limit(router.by_hand, held, router.by_hand.answered, "did not take")
-    assert _forward_status(router.stub, router.request)[0] == grpc.StatusCode.OK
+    assert _served_soon(router.stub, router.request)
+    assert _counted_soon(router.metrics_url, len(held)) == len(held)
 
 
 def test_reflection_streams_left_open_are_cancelled_at_the_limit(router):
@@ -206,4 +239,5 @@ def test_reflection_streams_left_open_are_cancelled_at_the_limit(router):
     held = [s for s in opened if router.by_hand.ended[s][1] != exhausted]
     assert len(held) >= MAX_THREADS // 2, len(held)
     _assert_ended_by_the_limit(router.by_hand, held, router.by_hand.sent, "stream was open")
-    assert _forward_status(router.stub, router.request)[0] == grpc.StatusCode.OK
+    assert _served_soon(router.stub, router.request)
+    assert _counted_soon(router.metrics_url, len(held)) == len(held)
