@@ -7,17 +7,24 @@ the wire is a packed int64 ``shape`` (field 1) and its values as a packed float 
 (``values``) and reads (any of the three) those bytes directly with numpy, and leaves every
 other field (return_routing, layer, routing) to the generated classes. Protobuf merges fields in
 any order, so a request is the generated message's bytes followed by the hand-written ``tokens``
-field.
+field. Reading checks sizes before it allocates (decode_tensor): a malformed tensor costs next to
+nothing, a valid one its float32 values, whatever the bytes say.
 """
 
 import math
 
 import numpy as np
 
-_LEN = 2      # wire types
+LEN = 2       # wire types (LEN: a length-delimited field)
 _VARINT = 0
 _I64 = 1
 _I32 = 5
+
+# The most dimensions a shape may have: numpy 1.x's limit (the wire's tensors have 2).
+MAX_RANK = 32
+_ENCODINGS = {2: "values", 3: "f32_data", 4: "bf16_data"}  # Tensor's fields
+_WIDTH = {2: 4, 3: 4, 4: 2}  # bytes per value
+_VALUE_FIELDS = {(2, LEN), (2, _I32), (3, LEN), (4, LEN)}  # values packed or not, *_data
 
 
 class WireError(ValueError):
@@ -69,109 +76,127 @@ def encode_tensor(array):
 
 def encode_field(field_number, payload):
     """A length-delimited field (a nested message) holding `payload`."""
-    return _varint(field_number << 3 | _LEN) + _varint(len(payload)) + payload
+    return _varint(field_number << 3 | LEN) + _varint(len(payload)) + payload
 
 
-def _skip(buf, pos, end, wire_type):
-    if wire_type == _VARINT:
-        _, pos = _read_varint(buf, pos, end)
-    elif wire_type == _I64:
-        pos += 8
-    elif wire_type == _I32:
-        pos += 4
-    elif wire_type == _LEN:
-        length, pos = _read_varint(buf, pos, end)
-        pos += length
-    else:
-        raise WireError(f"unsupported wire type {wire_type}")
-    if pos > end:
-        raise WireError("truncated field")
-    return pos
-
-
-def decode_tensor(buf, pos=0, end=None):
-    """(shape tuple, float32 ndarray of that shape) from a serialized moe.v1.Tensor."""
-    buf = memoryview(buf)
+def fields(buf, pos=0, end=None):
+    """Yields (field number, wire type, field start, value start, value stop) for each field of
+    the message in buf[pos:end]: the value is a length-delimited field's payload, or the bytes of
+    a varint or fixed-width one; the field itself is buf[field start:value stop]. Creates nothing
+    per field but the tuple it yields, so a caller that keeps nothing per field stays bounded."""
     end = len(buf) if end is None else end
-    shape = []
-    chunks = []  # of packed or unpacked values
-    data = {}    # field number -> bytes of f32_data (3) or bf16_data (4)
     while pos < end:
+        field_start = pos
         key, pos = _read_varint(buf, pos, end)
         field, wire_type = key >> 3, key & 7
-        if field == 1 and wire_type == _VARINT:
-            dim, pos = _read_varint(buf, pos, end)
-            shape.append(_signed64(dim))
-        elif field == 1 and wire_type == _LEN:
+        if wire_type == _VARINT:
+            _, stop = _read_varint(buf, pos, end)
+        elif wire_type in (_I64, _I32):
+            stop = pos + (8 if wire_type == _I64 else 4)
+        elif wire_type == LEN:
             length, pos = _read_varint(buf, pos, end)
             stop = pos + length
-            if stop > end:
-                raise WireError("truncated shape")
-            while pos < stop:
-                dim, pos = _read_varint(buf, pos, stop)
-                shape.append(_signed64(dim))
-        elif field == 2 and wire_type == _LEN:
-            length, pos = _read_varint(buf, pos, end)
-            if pos + length > end or length % 4:
-                raise WireError("truncated or misaligned float values")
-            chunks.append(np.frombuffer(buf[pos:pos + length], dtype="<f4"))
-            pos += length
-        elif field == 2 and wire_type == _I32:
-            if pos + 4 > end:
-                raise WireError("truncated float value")
-            chunks.append(np.frombuffer(buf[pos:pos + 4], dtype="<f4"))
-            pos += 4
-        elif field in (3, 4) and wire_type == _LEN:  # f32_data, bf16_data: the last one counts
-            length, pos = _read_varint(buf, pos, end)
-            width = 4 if field == 3 else 2
-            if pos + length > end or length % width:
-                raise WireError(f"truncated or misaligned {'f32' if field == 3 else 'bf16'}_data")
-            data[field] = buf[pos:pos + length]
-            pos += length
         else:
-            pos = _skip(buf, pos, end, wire_type)
-    encodings = [name for name, present in (("values", chunks), ("f32_data", data.get(3)),
-                                            ("bf16_data", data.get(4))) if present]
-    if len(encodings) > 1:
-        raise WireError(f"the tensor carries {' and '.join(encodings)}; expected one of them")
-    if 3 in data:
-        chunks = [np.frombuffer(data[3], dtype="<f4")]
-    elif 4 in data:  # bfloat16: the upper half of a float32
-        chunks = [(np.frombuffer(data[4], dtype="<u2").astype(np.uint32) << 16).view(np.float32)]
-    values = (np.concatenate(chunks) if len(chunks) > 1 else
-              chunks[0] if chunks else np.empty(0, dtype=np.float32))
+            raise WireError(f"field {field}: unsupported wire type {wire_type}")
+        if stop > end:
+            raise WireError(f"field {field} needs {stop - pos} bytes, {end - pos} are left")
+        yield field, wire_type, field_start, pos, stop
+        pos = stop
+
+
+def _append_dim(shape, dim):
+    if len(shape) == MAX_RANK:
+        raise WireError(f"the shape has more than {MAX_RANK} dimensions")
+    shape.append(_signed64(dim))
+
+
+def decode_tensor(buf, pos=0, end=None, *, expected_shape=None):
+    """(shape tuple, float32 ndarray of that shape) from a serialized moe.v1.Tensor.
+
+    Sizes are checked before anything is built: the shape has at most MAX_RANK dimensions and
+    its element count must match the bytes of the one encoding present. Only then is the array
+    allocated, once, and filled straight from the bytes (bit for bit): a tensor costs its
+    float32 values at most, and a malformed one almost nothing. With `expected_shape`, any other
+    shape is refused, and a tensor carrying more values than it holds as soon as that shows."""
+    buf = memoryview(buf)
+    end = len(buf) if end is None else end
+    max_values = None if expected_shape is None else math.prod(expected_shape)
+    shape = []
+    nbytes = {2: 0, 3: 0, 4: 0}  # per encoding: values (every occurrence), *_data (the last)
+    spans = {}  # f32_data (3) or bf16_data (4) -> (start, stop) of the last occurrence
+    for field, wire_type, _, start, stop in fields(buf, pos, end):
+        if field == 1 and wire_type == _VARINT:
+            _append_dim(shape, _read_varint(buf, start, stop)[0])
+        elif field == 1 and wire_type == LEN:
+            while start < stop:
+                dim, start = _read_varint(buf, start, stop)
+                _append_dim(shape, dim)
+        elif (field, wire_type) in _VALUE_FIELDS:
+            if (stop - start) % _WIDTH[field]:
+                raise WireError(f"{_ENCODINGS[field]} field of {stop - start} bytes, expected "
+                                f"a multiple of {_WIDTH[field]}")
+            if field == 2:
+                nbytes[2] += stop - start
+            else:
+                nbytes[field] = stop - start
+                spans[field] = (start, stop)
+            if max_values is not None and nbytes[field] > max_values * _WIDTH[field]:
+                raise WireError(f"the tensor carries more than {max_values} values in "
+                                f"{_ENCODINGS[field]}; expected shape {list(expected_shape)}")
+    present = [field for field in (2, 3, 4) if nbytes[field]]
+    if len(present) > 1:
+        raise WireError(f"the tensor carries {' and '.join(_ENCODINGS[f] for f in present)}; "
+                        "expected one of them")
     if not shape:
         raise WireError("the tensor has no shape")
     if any(dim < 0 for dim in shape):
         raise WireError(f"negative dimension in shape {shape}")
+    if expected_shape is not None and tuple(shape) != tuple(expected_shape):
+        raise WireError(f"the tensor has shape {shape}, expected {list(expected_shape)}")
+    field = present[0] if present else 2
+    have = nbytes[field] // _WIDTH[field]
     count = math.prod(shape)  # Python ints: numpy's int64 product wraps around silently
-    if count != values.size:
-        raise WireError(f"shape {shape} needs {count} values, the tensor has {values.size}")
+    if count != have:
+        carried = f" ({nbytes[field]} bytes of {_ENCODINGS[field]})" if present else ""
+        raise WireError(f"shape {shape} needs {count} values, the tensor has {have}{carried}")
+    values = np.empty(count, dtype=np.float32)
+    bits = values.view(np.uint32)  # copies of bits: NaN payloads survive
+    if field == 2:
+        _copy_values(buf, pos, end, bits)
+    elif field == 3:
+        bits[:] = np.frombuffer(buf[slice(*spans[3])], dtype="<u4")
+    else:  # bfloat16: the upper half of a float32
+        bits[:] = np.frombuffer(buf[slice(*spans[4])], dtype="<u2")
+        bits <<= 16
     try:
-        return tuple(shape), values.astype(np.float32, copy=True).reshape(shape)
-    except ValueError as error:  # a shape numpy cannot hold: over 32 dims, or [0, 2**62]
+        return tuple(shape), values.reshape(shape)
+    except ValueError as error:  # a shape numpy cannot hold, e.g. [0, 2**62]
         raise WireError(f"shape {shape}: {error}") from error
+
+
+def _copy_values(buf, pos, end, bits):
+    """Copies the `values` fields of the tensor in buf[pos:end], in order, into `bits` (uint32,
+    of the size decode_tensor checked)."""
+    i = 0
+    for field, wire_type, _, start, stop in fields(buf, pos, end):
+        if field == 2 and wire_type == LEN:
+            n = (stop - start) // 4
+            bits[i:i + n] = np.frombuffer(buf[start:stop], dtype="<u4")
+            i += n
+        elif field == 2 and wire_type == _I32:  # unpacked: one value per field
+            bits[i] = int.from_bytes(buf[start:stop], "little")
+            i += 1
 
 
 def split_field(buf, field_number):
     """Splits a serialized message into (list of (start, end) payload spans of the
     length-delimited field `field_number`, bytes of every other field)."""
     buf = memoryview(buf)
-    end = len(buf)
-    pos = 0
     spans = []
     rest = []
-    while pos < end:
-        start = pos
-        key, pos = _read_varint(buf, pos, end)
-        field, wire_type = key >> 3, key & 7
-        if field == field_number and wire_type == _LEN:
-            length, pos = _read_varint(buf, pos, end)
-            if pos + length > end:
-                raise WireError(f"truncated field {field_number}")
-            spans.append((pos, pos + length))
-            pos += length
+    for field, wire_type, field_start, start, stop in fields(buf):
+        if field == field_number and wire_type == LEN:
+            spans.append((start, stop))
         else:
-            pos = _skip(buf, pos, end, wire_type)
-            rest.append(buf[start:pos])
+            rest.append(buf[field_start:stop])
     return spans, b"".join(rest)

@@ -1,5 +1,8 @@
 """wire.py's hand-written Tensor encoding agrees with the generated protobuf classes."""
 
+import re
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -20,15 +23,11 @@ def test_encoded_request_parses_with_protobuf():
 
 def test_protobuf_tensor_decodes():
     values = np.random.default_rng(2).standard_normal(12).astype(np.float32)
-    response = router_pb2.ForwardResponse(
-        output=router_pb2.Tensor(shape=[4, 3], values=values),
-        routing=[router_pb2.TokenRouting(experts=[1, 0], weights=[0.75, 0.25])])
-    spans, rest = wire.split_field(response.SerializeToString(), 1)
-    shape, decoded = wire.decode_tensor(response.SerializeToString(), *spans[0])
+    data = router_pb2.Tensor(shape=[4, 3], values=values).SerializeToString()
+    shape, decoded = wire.decode_tensor(b"junk" + data + b"more", 4, 4 + len(data))
     assert shape == (4, 3)
     np.testing.assert_array_equal(decoded, values.reshape(4, 3))
     assert decoded.flags.writeable
-    assert list(router_pb2.ForwardResponse.FromString(rest).routing[0].experts) == [1, 0]
 
 
 def test_unpacked_fields_decode():
@@ -78,3 +77,105 @@ def test_a_tensor_with_two_encodings_or_none_is_a_wire_error():
         wire.decode_tensor(both.SerializeToString())
     with pytest.raises(wire.WireError, match="needs 2 values, the tensor has 0"):
         wire.decode_tensor(router_pb2.Tensor(shape=[1, 2]).SerializeToString())
+
+
+def f32(*values):
+    return np.array(values, dtype="<f4").tobytes()
+
+
+def bf16(*values):
+    return (np.array(values, dtype="<f4").view("<u4") >> 16).astype("<u2").tobytes()
+
+
+# [2, 2] holds 4 values; each payload below carries 3 or 5, in each encoding.
+@pytest.mark.parametrize("payload, carried", [
+    (b"\x12\x0c" + f32(1, 2, 3), "3 (12 bytes of values)"),
+    (b"\x12\x14" + f32(1, 2, 3, 4, 5), "5 (20 bytes of values)"),
+    (b"".join(b"\x15" + f32(v) for v in range(5)), "5 (20 bytes of values)"),
+    (b"\x12\x08" + f32(1, 2) + b"\x15" + f32(3), "3 (12 bytes of values)"),
+    (b"\x1a\x0c" + f32(1, 2, 3), "3 (12 bytes of f32_data)"),
+    (b"\x22\x0a" + bf16(1, 2, 3, 4, 5), "5 (10 bytes of bf16_data)"),
+], ids=["packed 3", "packed 5", "unpacked 5", "packed and unpacked 3", "f32_data 3", "bf16_data 5"])
+def test_a_shape_that_disagrees_with_the_payload_is_a_wire_error_naming_both(payload, carried):
+    with pytest.raises(wire.WireError, match=re.escape(
+            f"shape [2, 2] needs 4 values, the tensor has {carried}")):
+        wire.decode_tensor(b"\x0a\x02\x02\x02" + payload)
+
+
+def test_a_tensor_past_its_expected_shape_is_refused_before_the_rest_is_read():
+    data = b"\x0a\x02\x02\x02\x12\x14" + f32(1, 2, 3, 4, 5) + b"\xff"  # then a bad key
+    with pytest.raises(wire.WireError, match=re.escape(
+            "more than 4 values in values; expected shape [2, 2]")):
+        wire.decode_tensor(data, expected_shape=(2, 2))
+    with pytest.raises(wire.WireError, match=re.escape(
+            "the tensor has shape [4, 1], expected [2, 2]")):
+        wire.decode_tensor(router_pb2.Tensor(shape=[4, 1], values=[1] * 4).SerializeToString(),
+                           expected_shape=(2, 2))
+
+
+def test_a_shape_of_more_dimensions_than_numpy_holds_is_refused_as_it_is_read():
+    with pytest.raises(wire.WireError, match="the shape has more than 32 dimensions"):
+        wire.decode_tensor(b"\x0a\x80\x80\x04" + b"\x01" * 65536)
+
+
+def peak_bytes_of(function):
+    """The most memory Python and numpy held at once while `function` ran, above the start."""
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+N = 100_000  # ~0.5 MB of malformed tensor, each read to its end: each cost 10-35 MB before
+MALFORMED_TENSORS = {
+    "unpacked values past a shape of 1": b"\x08\x01" + (b"\x15" + f32(1)) * N,
+    "packed chunks past a shape of 1": b"\x08\x01" + (b"\x12\x00\x12\x04" + f32(1)) * (N // 2),
+    "empty packed chunks": b"\x08\x01" + b"\x12\x00" * (N * 5 // 2),
+    "half a million dimensions": b"\x0a" + wire._varint(5 * N) + b"\x01" * (5 * N),
+}
+
+
+@pytest.mark.parametrize("data", MALFORMED_TENSORS.values(), ids=MALFORMED_TENSORS.keys())
+def test_a_malformed_tensor_is_refused_in_bounded_memory(data):
+    def decode():
+        with pytest.raises(wire.WireError):
+            wire.decode_tensor(data)
+    peak = peak_bytes_of(decode)
+    assert peak < len(data) // 10, f"{peak} bytes held to refuse {len(data)} bytes"
+
+
+def test_a_large_tensor_costs_its_values_once():
+    count = 2_500_000  # 10 MB
+    data = router_pb2.Tensor(shape=[count // 4, 4], f32_data=np.ones(count, "<f4").tobytes())
+    data = data.SerializeToString()
+    peak = peak_bytes_of(lambda: wire.decode_tensor(data))
+    assert 4 * count <= peak < 4 * count + (64 << 10), peak  # the array, and little else
+
+
+# Bit patterns protobuf and the decoder must carry unchanged: ±0, ±inf, quiet NaNs with a
+# payload, the smallest subnormal and the largest finite float, among random ones.
+SPECIAL_BITS = [0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00001, 0xFFC12345,
+                0x00000001, 0x7F7FFFFF]
+
+
+@pytest.mark.parametrize("encoding", ["values", "f32_data", "unpacked values"])
+def test_well_formed_tensors_decode_bit_exactly_as_protobuf_parses_them(encoding):
+    bits = np.concatenate([np.array(SPECIAL_BITS, dtype=np.uint32),
+                           np.random.default_rng(3).integers(0, 2**32, 40, dtype=np.uint32)])
+    values = bits.view(np.float32)
+    if encoding == "values":
+        data = router_pb2.Tensor(shape=[6, 8], values=values).SerializeToString()
+    elif encoding == "f32_data":
+        data = router_pb2.Tensor(shape=[6, 8], f32_data=values.astype("<f4").tobytes())
+        data = data.SerializeToString()
+    else:
+        data = b"\x08\x06\x08\x08" + b"".join(b"\x15" + v.tobytes() for v in values.astype("<f4"))
+    shape, decoded = wire.decode_tensor(data)
+    parsed = router_pb2.Tensor.FromString(data)
+    assert shape == tuple(parsed.shape) == (6, 8)
+    expected = (np.array(parsed.values, dtype=np.float32) if encoding != "f32_data" else
+                np.frombuffer(parsed.f32_data, dtype="<f4"))
+    np.testing.assert_array_equal(decoded.view(np.uint32).ravel(), expected.view(np.uint32))
+    np.testing.assert_array_equal(decoded.view(np.uint32).ravel(), bits)
