@@ -15,12 +15,11 @@ import time
 from typing import Any, Optional, Tuple, Union
 
 import grpc
-import numpy as np
-from google.protobuf.message import DecodeError
 
 from . import convert, wire
 from ._stubs import router_pb2, router_pb2_grpc
 from .errors import DeadlineExceededError, InternalError, PartialResultError, from_rpc_error
+from .reply import decode_forward_response
 
 _FORWARD = "/moe.v1.Router/Forward"
 
@@ -254,35 +253,14 @@ class MoEClient:
 
     def _forward_result(self, reply, converted, return_routing, attempts):
         try:
-            spans, rest = wire.split_field(reply, 1)
-            if len(spans) != 1:
-                raise wire.WireError(f"expected one output tensor, got {len(spans)}")
-            shape, rows = wire.decode_tensor(reply, *spans[0])
-            others = router_pb2.ForwardResponse.FromString(rest)  # routing, missing_experts
-        except (wire.WireError, DecodeError) as error:
+            decoded = decode_forward_response(reply, converted.rows.shape, return_routing)
+        except wire.WireError as error:
             raise self._malformed(f"malformed ForwardResponse: {error}", attempts) from error
-        if shape != converted.rows.shape:
-            raise self._malformed(f"the router answered shape {list(shape)} for input "
-                                  f"{list(converted.rows.shape)}", attempts)
         routing = None
         if return_routing:
-            routing = self._routing(others.routing, rows.shape[0], converted, attempts)
-        result = ForwardResult(converted.output(rows), routing, tuple(others.missing_experts))
+            routing = Routing(converted.index_array(decoded.experts),
+                              converted.index_array(decoded.weights))
+        result = ForwardResult(converted.output(decoded.rows), routing, decoded.missing_experts)
         if result.missing_experts and not self.accept_partial:
             raise PartialResultError(result, "moe.v1.Router/Forward", self.target, attempts)
         return result
-
-    def _routing(self, tokens, num_tokens, converted, attempts):
-        if len(tokens) != num_tokens:
-            raise self._malformed(f"routing for {len(tokens)} tokens, expected {num_tokens}",
-                                  attempts)
-        k = max((len(t.experts) for t in tokens), default=0)
-        experts = np.full((num_tokens, k), -1, dtype=np.int64)  # -1 / 0 pad a short row
-        weights = np.zeros((num_tokens, k), dtype=np.float32)
-        for t, token in enumerate(tokens):
-            if len(token.weights) != len(token.experts):
-                raise self._malformed(f"token {t}: {len(token.experts)} experts but "
-                                      f"{len(token.weights)} weights", attempts)
-            experts[t, :len(token.experts)] = token.experts
-            weights[t, :len(token.weights)] = token.weights
-        return Routing(converted.index_array(experts), converted.index_array(weights))

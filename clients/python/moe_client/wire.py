@@ -186,17 +186,3 @@ def _copy_values(buf, pos, end, bits):
         elif field == 2 and wire_type == _I32:  # unpacked: one value per field
             bits[i] = int.from_bytes(buf[start:stop], "little")
             i += 1
-
-
-def split_field(buf, field_number):
-    """Splits a serialized message into (list of (start, end) payload spans of the
-    length-delimited field `field_number`, bytes of every other field)."""
-    buf = memoryview(buf)
-    spans = []
-    rest = []
-    for field, wire_type, field_start, start, stop in fields(buf):
-        if field == field_number and wire_type == LEN:
-            spans.append((start, stop))
-        else:
-            rest.append(buf[field_start:stop])
-    return spans, b"".join(rest)
