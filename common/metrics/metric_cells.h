@@ -3,8 +3,8 @@
 // Every operation is thread-safe, lock-free and allocation-free (relaxed atomics: a scrape sees
 // each value at some recent point, with no ordering across series). Cells are created and owned
 // by their MetricFamily (metric_family.h); callers resolve a cell once and keep the pointer, which
-// stays valid as long as the MetricRegistry. Counter and Gauge are cache-line aligned so that
-// series updated by different threads do not share a line.
+// stays valid as long as the MetricRegistry, unless its series is removed (RemoveMatching). Counter
+// and Gauge are cache-line aligned so that series updated by different threads do not share a line.
 #ifndef MOE_COMMON_METRICS_METRIC_CELLS_H_
 #define MOE_COMMON_METRICS_METRIC_CELLS_H_
 

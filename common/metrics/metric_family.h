@@ -3,11 +3,18 @@
 //
 // Thread-safe. WithLabels() takes the family's lock and may allocate: call it once per series
 // (at startup, or the first time a series is seen) and keep the returned pointer, which stays
-// valid as long as the family, i.e. as long as the MetricRegistry that created it. Updating a
-// cell takes no lock (metric_cells.h). Series are never removed.
+// valid as long as the family (i.e. the MetricRegistry that created it) unless its series is
+// removed. Updating a cell takes no lock (metric_cells.h).
+//
+// RemoveMatching() is for label values that come and go (a router's shard targets): without it
+// every value ever seen stays in the exposition. It destroys the removed series' cells, and cells
+// are updated without a lock, so the caller must first stop every use of the pointers WithLabels
+// returned for them (the router detaches them from the replica under the replica's lock). A
+// series resolved again afterwards is a new one, from 0 (a counter reset, to Prometheus).
 #ifndef MOE_COMMON_METRICS_METRIC_FAMILY_H_
 #define MOE_COMMON_METRICS_METRIC_FAMILY_H_
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
@@ -19,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/metrics/metric_cells.h"
@@ -60,6 +68,23 @@ class MetricFamily final : public MetricFamilyBase {
     Cell* cell = series_.back().cell.get();
     index_.emplace(std::move(key), cell);
     return cell;
+  }
+
+  // Removes every series whose label `label_name` has the value `value`, keeping the others in
+  // their order, and returns how many were removed (0 for a label the family does not have).
+  size_t RemoveMatching(absl::string_view label_name, absl::string_view value) {
+    const auto label = std::find(label_names_.begin(), label_names_.end(), label_name);
+    if (label == label_names_.end()) return 0;
+    const size_t i = label - label_names_.begin();
+    absl::MutexLock lock(&mu_);
+    // stable_partition, not remove_if: the removed series stay readable for their index keys.
+    const auto removed =
+        std::stable_partition(series_.begin(), series_.end(),
+                              [&](const Series& s) { return s.label_values[i] != value; });
+    const size_t count = static_cast<size_t>(series_.end() - removed);
+    for (auto it = removed; it != series_.end(); ++it) index_.erase(it->label_values);
+    series_.erase(removed, series_.end());
+    return count;
   }
 
   const std::string& name() const { return name_; }

@@ -2,7 +2,8 @@
 // text exposition (format 0.0.4) for GET /metrics.
 //
 // Thread-safe. Families are registered once (normally at startup), owned by the registry and live
-// as long as it; the returned pointers stay valid until then. Registration fails with
+// as long as it; the returned pointers stay valid until then (a cell's, until its series is
+// removed: MetricFamily::RemoveMatching). Registration fails with
 // InvalidArgument for an invalid metric or label name, duplicate label names, a histogram label
 // named "le" or bucket bounds that are not finite and strictly increasing, and with
 // AlreadyExists when the name (or, for histograms, one of its _bucket/_sum/_count sample names)
