@@ -59,6 +59,9 @@ class Replica {
 
   // Where this replica's calls and ejections are counted from now on: set by the directory when
   // it learns the target's shard group, and again if the target comes back holding other experts.
+  // SetMetrics({}) detaches it when it leaves the directory: the cells are only touched under the
+  // replica's lock, so once this returns the previous ones never are again (calls still in flight
+  // go uncounted) and their series may be removed.
   void SetMetrics(ReplicaMetrics metrics);
   // A call attempt ended (answered, failed or cancelled) after `latency`: for the metrics only.
   void Observe(absl::StatusCode code, absl::Duration latency) const;

@@ -111,6 +111,9 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const RouterOptions& opti
       // A label value cannot be invalid, so this cannot fail; stay unmetered if it ever did.
       return m->ReplicaMetricsFor(target, shard_group).value_or(ReplicaMetrics{});
     };
+    directory_options.drop_replica_metrics = [m = metrics.get()](const std::string& target) {
+      m->ForgetReplica(target);
+    };
   }
   auto directory = std::make_unique<ShardDirectory>(*identity, layer_ids, shared_on_shards,
                                                     std::move(make_client), directory_options);

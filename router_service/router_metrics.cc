@@ -122,4 +122,10 @@ absl::StatusOr<ReplicaMetrics> RouterMetrics::ReplicaMetricsFor(const std::strin
   return m;
 }
 
+void RouterMetrics::ForgetReplica(const std::string& target) {
+  shard_calls_->RemoveMatching("replica", target);
+  shard_call_duration_->RemoveMatching("replica", target);
+  ejections_->RemoveMatching("replica", target);
+}
+
 }  // namespace moe

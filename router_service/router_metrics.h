@@ -5,7 +5,8 @@
 // per batch, queue waits. Per-replica
 // series (shard call latency and outcomes per shard group and replica, ejections per replica) are
 // resolved when the directory finds a target serving a shard group (ReplicaMetricsFor), since
-// targets come, go and change what they hold.
+// targets come, go and change what they hold, and removed when the target leaves the directory
+// (ForgetReplica), so that churning targets (pod IPs in a --shards_file) keep the scrape bounded.
 //
 // Thread-safe after Create. The registry must outlive this object. Plain C++: no gRPC.
 #ifndef MOE_ROUTER_SERVICE_ROUTER_METRICS_H_
@@ -61,6 +62,11 @@ class RouterMetrics {
   // only on a bad label.
   absl::StatusOr<ReplicaMetrics> ReplicaMetricsFor(const std::string& target,
                                                    const std::string& shard_group);
+  // Removes every series of `target`: its calls and their latency under every shard group it
+  // served, its ejections. Destroys their cells, so every Replica given them must have been
+  // detached first (Replica::SetMetrics({}); the directory does so). Resolved again, they start
+  // from 0.
+  void ForgetReplica(const std::string& target);
 
  private:
   RouterMetrics() = default;

@@ -71,15 +71,22 @@ void ShardDirectory::SetTargets(std::vector<ShardTarget> targets) {
         entries.emplace(spec.target, std::move(old->second));
         continue;
       }
+      // Redeclared: a new replica takes over; the old one stops counting (Replica::SetMetrics).
+      if (old != entries_.end()) old->second.replica->SetMetrics({});
       Entry entry;
       entry.replica = std::make_shared<Replica>(make_client_(spec.target), options_.replica);
       entry.spec = std::move(spec);
       entries.emplace(entry.spec.target, std::move(entry));
     }
-    // Targets no longer listed leave with their replicas; the log says so first.
+    // Targets no longer listed leave with their replicas and metric series; the log says so
+    // first. Each replica stops counting before the series go, so a call still in flight on it
+    // records nothing rather than into a removed cell.
     std::vector<TargetStatus> removed;
     for (const auto& [target, entry] : entries_) {
-      if (!options_.target_changed || entries.count(target) != 0) continue;
+      if (entries.count(target) != 0) continue;
+      entry.replica->SetMetrics({});
+      if (options_.drop_replica_metrics) options_.drop_replica_metrics(target);
+      if (!options_.target_changed) continue;
       TargetStatus status = StatusOf(target, entry);
       status.state = "REMOVED";
       status.problem = "no longer listed";

@@ -10,7 +10,8 @@
 // a starved process), at once when its answer disqualifies it. StartRefreshing() does so every
 // `refresh_interval` on a thread of its own, so shards that start later, restart with other experts
 // or disappear are picked up within an interval (200 ms while some expert has no serving shard).
-// Thread-safe.
+// A target dropped from the list takes its metric series with it (drop_replica_metrics), so a
+// list whose targets churn (pod IPs) keeps the scrape bounded. Thread-safe.
 #ifndef MOE_ROUTER_SERVICE_SHARD_DIRECTORY_H_
 #define MOE_ROUTER_SERVICE_SHARD_DIRECTORY_H_
 
@@ -54,9 +55,14 @@ struct DirectoryOptions {
   ReplicaPolicy replica;
   // The metric cells of a target serving a shard group (ShardGroupName; router_metrics.h), asked
   // for when a target is first found serving and whenever it comes back holding other experts;
-  // unset: none.
+  // unset: none. Called under the directory's lock, only for a target listed at that moment.
   std::function<ReplicaMetrics(const std::string& target, const std::string& shard_group)>
       replica_metrics;
+  // Called with each target SetTargets drops from the list, under the directory's lock, once no
+  // replica counts into the cells replica_metrics gave for it (every replica leaving the
+  // directory, dropped or redeclared, is first detached: Replica::SetMetrics({})), so the owner
+  // may remove the target's series. A target listed again later gets new ones. Unset: nothing.
+  std::function<void(const std::string& target)> drop_replica_metrics;
   // Told a target's status whenever its state or shard group changes (not UNKNOWN, the state
   // before its first answer), and as REMOVED when SetTargets drops it from the list; outside the
   // directory's lock, before the coverage callback; for the router's log. Unset: nothing.
