@@ -1,9 +1,12 @@
 // Shard-call metrics per shard group and replica (DESIGN §11) with the real moe_router and
 // moe_expert binaries on loopback: over bare targets the router learns each target's group from
-// its Info, and a target that comes back holding other experts is counted under its new group.
+// its Info, and a target that comes back holding other experts is counted under its new group;
+// a target taken out of --shards_file takes its series out of the scrape.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <stdio.h>
 
+#include <fstream>
 #include <map>
 #include <string>
 
@@ -98,6 +101,81 @@ TEST(ShardGroupMetricsTest, ShardCallSeriesFollowTheGroupATargetServes) {
                      "moe_router_replica_ejections_total", {{"replica", b}})
                 .size(),
             1u);
+}
+
+// The shards file lists a and b, then a and c (b's experts moved to c, as when a pod is
+// replaced): every series labelled with b leaves the router's scrape, a's stay as they were.
+TEST(ShardGroupMetricsTest, SeriesOfATargetTakenOutOfTheShardsFileLeaveTheScrape) {
+  const std::string model = testing::WriteTestModel("tiny");
+  const std::string dir = testing::MakeTempDir("removed-target-metrics");
+  const std::string model_flag = "--model=" + model;
+  testing::Server a =
+      testing::MustStart(ExpertBinary(), {model_flag, "--layer=0", "--experts=0-3"});
+  testing::Server b =
+      testing::MustStart(ExpertBinary(), {model_flag, "--layer=0", "--experts=4-7"});
+  testing::Server c =
+      testing::MustStart(ExpertBinary(), {model_flag, "--layer=0", "--experts=4-7"});
+  const std::string shards_file = dir + "/shards.txt";
+  auto list = [&shards_file](const std::string& text) {
+    {
+      std::ofstream out(shards_file + ".new");
+      out << text;
+    }
+    ASSERT_EQ(rename((shards_file + ".new").c_str(), shards_file.c_str()), 0);  // atomic
+  };
+  list(a.target() + "\n" + b.target() + "\n");
+  Metered router = StartMetered(
+      RouterBinary(), {model_flag, "--layer=0", "--shards_file=" + shards_file, "--refresh_ms=200"},
+      dir + "/router.port");
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return testing::HealthOf(router.server.target()) == "SERVING"; }, absl::Seconds(10)));
+  auto stub = v1::Router::NewStub(
+      grpc::CreateChannel(router.server.target(), grpc::InsecureChannelCredentials()));
+  for (int i = 0; i < 4; ++i) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::ForwardResponse response;
+    ASSERT_TRUE(
+        stub->Forward(&context, MakeRequest(testing::RandomTokens(8, kD, 90 + i), 8, kD), &response)
+            .ok());
+  }
+  auto samples_of = [](const std::map<std::string, testing_prom::Family>& families,
+                       const std::string& target) {
+    size_t n = 0;
+    for (const auto& [name, family] : families) {
+      for (const testing_prom::Sample& s : family.samples) {
+        auto replica = s.labels.find("replica");
+        n += replica != s.labels.end() && replica->second == target;
+      }
+    }
+    return n;
+  };
+  std::map<std::string, testing_prom::Family> before;
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        before = Scrape(router.metrics_port);
+        return samples_of(before, a.target()) > 0 && samples_of(before, b.target()) > 0;
+      },
+      absl::Seconds(10)));
+  const std::map<std::string, std::string> a_ok = {{"replica", a.target()}, {"code", "OK"}};
+  const double a_calls =
+      Sum(before, "moe_router_shard_calls_total", "moe_router_shard_calls_total", a_ok);
+  EXPECT_GT(a_calls, 0);  // 32 tokens × top-2 chose some of experts 0-3
+
+  list(a.target() + "\n" + c.target() + "\n");
+  std::map<std::string, testing_prom::Family> after;
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        after = Scrape(router.metrics_port);
+        return samples_of(after, b.target()) == 0 &&
+               samples_of(after, c.target()) == samples_of(after, a.target());
+      },
+      absl::Seconds(10)))
+      << b.target() << " still has " << samples_of(after, b.target()) << " samples";
+  EXPECT_EQ(samples_of(after, a.target()), samples_of(before, a.target()));
+  EXPECT_EQ(Sum(after, "moe_router_shard_calls_total", "moe_router_shard_calls_total", a_ok),
+            a_calls);
+  EXPECT_TRUE(b.process->Running());  // dropped by the router, not stopped
 }
 
 }  // namespace
