@@ -1,35 +1,34 @@
 // The /metrics endpoint over real loopback HTTP (cpp-httplib's client against our server).
 #include "common/metrics/metrics_http_server.h"
 
-#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <filesystem>
 #include <fstream>
-#include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/metrics/text_format.h"
 #include "tests/prometheus_text_parser.h"
+#include "tests/raw_http_clients.h"
 
 namespace moe {
 namespace {
 
 using ::testing::HasSubstr;
+using testing_http::AcceptedConnections;
+using testing_http::ConnectSilently;
 
 class MetricsHttpServerTest : public ::testing::Test {
  protected:
@@ -81,52 +80,10 @@ TEST_F(MetricsHttpServerTest, ALargeRequestBodyIsRefusedNotRead) {
   EXPECT_EQ(scrape->status, 200);
 }
 
-// Established TCP connections on local port `port` whose socket is a descriptor of this process:
-// the server's side of its accepted connections (not the clients' sockets, nor connections the
-// kernel completed that nobody accepted yet).
-int AcceptedConnections(int port) {
-  std::set<std::string> inodes;
-  std::ifstream tcp("/proc/net/tcp");
-  std::string line;
-  std::getline(tcp, line);  // header
-  while (std::getline(tcp, line)) {
-    std::istringstream fields(line);
-    std::string slot, local, remote, state, skip, inode;
-    fields >> slot >> local >> remote >> state;
-    for (int i = 0; i < 5; ++i) fields >> skip;  // tx/rx queues, timer, retransmits, uid, timeout
-    fields >> inode;
-    if (state == "01" && std::stoi(local.substr(local.find(':') + 1), nullptr, 16) == port) {
-      inodes.insert(absl::StrCat("socket:[", inode, "]"));
-    }
-  }
-  int count = 0;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-    std::error_code error;
-    const std::filesystem::path target = std::filesystem::read_symlink(entry.path(), error);
-    if (!error && inodes.count(target.string()) > 0) ++count;
-  }
-  return count;
-}
-
-// `count` sockets connecting to 127.0.0.1:port that never send a byte.
-std::vector<int> ConnectSilently(int port, int count) {
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::vector<int> sockets;
-  for (int i = 0; i < count; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    if (fd < 0) break;
-    connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address));  // EINPROGRESS
-    sockets.push_back(fd);
-  }
-  return sockets;
-}
-
 // A flood of idle connections must not take the process's descriptors (which gRPC needs too): the
-// server accepts at most 16 at once, the rest wait in the kernel; after the flood it serves again.
-TEST_F(MetricsHttpServerTest, AConnectionFloodHoldsAtMostSixteenConnections) {
+// server holds at most 64 waiting for their request head (a newer one closes the oldest) and the
+// one its listener has just accepted; after the flood it serves again.
+TEST_F(MetricsHttpServerTest, AConnectionFloodHoldsAtMostSixtyFiveConnections) {
   auto server = MetricsHttpServer::Start({"127.0.0.1:0", ""}, &registry_);
   ASSERT_TRUE(server.ok()) << server.status();
   const int port = (*server)->port();
@@ -139,7 +96,7 @@ TEST_F(MetricsHttpServerTest, AConnectionFloodHoldsAtMostSixteenConnections) {
     absl::SleepFor(absl::Milliseconds(20));  // sampling, not waiting for an event
   }
   EXPECT_GT(most, 2) << "the flood never reached the server";
-  EXPECT_LE(most, 16);
+  EXPECT_LE(most, 65);
   for (int fd : flood) close(fd);
 
   httplib::Client client("127.0.0.1", port);
@@ -150,19 +107,22 @@ TEST_F(MetricsHttpServerTest, AConnectionFloodHoldsAtMostSixteenConnections) {
   EXPECT_EQ(scrape->status, 200);
 }
 
-// Clients that send a request a byte at a time and never finish it: one more than the server has
-// workers. Each is cut off at the request deadline, counted from when a worker takes it (httplib's
-// per-read timeout alone let each hold a worker for as long as it kept trickling), and a scrape
-// sent meanwhile is answered once a worker is free.
-TEST_F(MetricsHttpServerTest, ClientsTricklingARequestAreCutOffAtTheDeadline) {
+// Clients that send a request head a byte at a time and never finish it: one more than the server
+// has workers. The head must arrive within its timeout of the connection (httplib's per-read
+// timeout alone let each hold a worker for as long as it kept trickling, and a one-deadline rule
+// still held a worker each until it), and they never hold a worker: a scrape sent meanwhile is
+// answered while they still trickle.
+TEST_F(MetricsHttpServerTest, ClientsTricklingARequestHeadAreCutOffWithoutDelayingAScrape) {
   MetricsHttpServerOptions options{"127.0.0.1:0", ""};
-  options.request_deadline = absl::Seconds(2);
+  options.request_head_timeout = absl::Seconds(1);
+  options.request_deadline = absl::Seconds(10);
   auto server = MetricsHttpServer::Start(options, &registry_);
   ASSERT_TRUE(server.ok()) << server.status();
   const int port = (*server)->port();
   const absl::Time start = absl::Now();
   std::vector<int> tricklers = ConnectSilently(port, 3);
   ASSERT_EQ(tricklers.size(), 3u);
+  absl::Duration scraped_after = absl::InfiniteDuration();
   std::thread scraper([&] {
     httplib::Client client("127.0.0.1", port);
     client.set_read_timeout(30);
@@ -170,6 +130,7 @@ TEST_F(MetricsHttpServerTest, ClientsTricklingARequestAreCutOffAtTheDeadline) {
     ASSERT_TRUE(scrape) << httplib::to_string(scrape.error());
     EXPECT_EQ(scrape->status, 200);
     EXPECT_EQ(scrape->body, registry_.TextExposition());
+    scraped_after = absl::Now() - start;
   });
 
   // One byte to each open client, then a wait of up to 100 ms for the server to close any of them.
@@ -200,22 +161,122 @@ TEST_F(MetricsHttpServerTest, ClientsTricklingARequestAreCutOffAtTheDeadline) {
     }
   }
   scraper.join();
-  // Two workers take two clients at once and the third when one is free (the scrape may go first);
-  // a cut-off connection closes at once, without the keep-alive wait (1 s) for a next request.
+  // All three at the head timeout (1 s after each was accepted, well before the request deadline),
+  // the scrape before any of them.
   std::sort(closed_after.begin(), closed_after.end());
-  EXPECT_GE(closed_after[0], absl::Seconds(2));
-  EXPECT_LT(closed_after[1], absl::Seconds(2.8));
-  EXPECT_LT(closed_after[2], absl::Seconds(5.5));
+  EXPECT_GE(closed_after[0], absl::Seconds(1));
+  EXPECT_LT(closed_after[2], absl::Seconds(1.8));
+  EXPECT_LT(scraped_after, closed_after[0]);
   for (int fd : tricklers) close(fd);
 }
 
-// The listener waits while the queue is full; Stop() must still end it within about a timeout.
+// A client that sends a whole head and then trickles the body it announced holds a worker until
+// the request deadline, counted from when the worker took it, and no longer.
+TEST_F(MetricsHttpServerTest, AClientTricklingABodyIsCutOffAtTheRequestDeadline) {
+  MetricsHttpServerOptions options{"127.0.0.1:0", ""};
+  options.request_deadline = absl::Seconds(1);
+  options.request_head_timeout = absl::Seconds(10);
+  auto server = MetricsHttpServer::Start(options, &registry_);
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::vector<int> client = ConnectSilently((*server)->port(), 1);
+  ASSERT_EQ(client.size(), 1u);
+  const absl::Time start = absl::Now();
+  std::string pending = "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
+  absl::Duration closed_after = absl::InfiniteDuration();
+  while (closed_after == absl::InfiniteDuration() && absl::Now() - start < absl::Seconds(10)) {
+    // The head at once (once connected), then a byte of body per round.
+    const size_t chunk = pending.empty() ? 1 : pending.size();
+    if (pending.empty()) pending = "x";
+    const ssize_t put = send(client[0], pending.data(), chunk, MSG_NOSIGNAL);
+    if (put > 0) pending.erase(0, static_cast<size_t>(put));
+    pollfd watched{client[0], POLLIN, 0};
+    if (poll(&watched, 1, /*timeout_ms=*/100) <= 0) continue;
+    char reply[256];
+    const ssize_t got = recv(client[0], reply, sizeof(reply), MSG_DONTWAIT);
+    if (got == 0 || (got < 0 && errno != EAGAIN)) closed_after = absl::Now() - start;
+  }
+  EXPECT_GE(closed_after, absl::Seconds(1));
+  EXPECT_LT(closed_after, absl::Seconds(2));
+  close(client[0]);
+}
+
+// The README's review of resource use (Bounded requests), the metrics port: 40 clients that each
+// send the start of a request and wait, keeping the connection and reconnecting when it is closed,
+// must not keep a scrape from its answer. httplib's pool with one deadline per request let each
+// hold one of the two workers for the whole deadline (5 s), and a scrape waited for them in turn.
+// Now a partial head waits without a worker (for at most the head timeout), and a whole head that
+// announces a body and sends none can hold only the worker that does not keep to requests without a
+// body.
+struct SlowClientKind {
+  const char* name;
+  const char* sent;
+  int cut_first;  // connections the server closes before the scrape: after a round of them, not
+                  // amid one, the scrape comes with the slow clients all connected
+};
+
+class SlowClientsTest : public MetricsHttpServerTest,
+                        public ::testing::WithParamInterface<SlowClientKind> {};
+
+TEST_P(SlowClientsTest, FortyReconnectingDoNotKeepAScrapeWaiting) {
+  auto server = MetricsHttpServer::Start({"127.0.0.1:0", ""}, &registry_);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  testing_http::SlowHttpClients slow(port, 40, GetParam().sent);
+  // Past what the server took at once before (16), and cut off and back, so the scrape comes while
+  // they keep reconnecting.
+  const int cut_first = GetParam().cut_first;
+  const absl::Time begun = absl::Now();
+  for (const absl::Time until = absl::Now() + absl::Seconds(20);
+       (slow.closed_by_server() < cut_first || slow.holding() < 35) && absl::Now() < until;) {
+    slow.Step(/*wait_ms=*/50);
+  }
+  EXPECT_GE(slow.closed_by_server(), cut_first);
+  EXPECT_GE(slow.holding(), 35);
+  RecordProperty("attack_ms", static_cast<int>(absl::ToInt64Milliseconds(absl::Now() - begun)));
+
+  absl::Notification answered;
+  absl::Duration took = absl::InfiniteDuration();
+  const absl::Time start = absl::Now();
+  std::thread scraper([&] {
+    httplib::Client client("127.0.0.1", port);
+    client.set_connection_timeout(60);
+    client.set_read_timeout(60);
+    httplib::Result scrape = client.Get("/metrics");
+    took = absl::Now() - start;
+    answered.Notify();
+    ASSERT_TRUE(scrape) << httplib::to_string(scrape.error());
+    EXPECT_EQ(scrape->status, 200);
+    EXPECT_EQ(scrape->body, registry_.TextExposition());
+  });
+  for (const absl::Time until = start + absl::Seconds(60);
+       !answered.HasBeenNotified() && absl::Now() < until;) {
+    slow.Step(/*wait_ms=*/20);
+  }
+  const int holding_at_answer = slow.holding();
+  scraper.join();
+  RecordProperty("scrape_ms", static_cast<int>(absl::ToInt64Milliseconds(took)));
+  RecordProperty("holding_at_answer", holding_at_answer);
+  EXPECT_LT(took, absl::Seconds(5)) << "the scrape waited behind the slow clients";
+  EXPECT_GE(holding_at_answer, 20) << "the slow clients had let go before the scrape";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    MetricsPort, SlowClientsTest,
+    ::testing::Values(
+        // Each cut at the head timeout (2 s), all at about once.
+        SlowClientKind{"PartOfARequestLine", "GET /metr", 40},
+        // One at a time by the worker that takes them, at the request deadline (5 s).
+        SlowClientKind{"AHeadAnnouncingABodyNeverSent",
+                       "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", 1}),
+    [](const ::testing::TestParamInfo<SlowClientKind>& info) { return info.param.name; });
+
+// Stop() during a flood of connections returns within about a timeout.
 TEST_F(MetricsHttpServerTest, StopDuringAConnectionFloodReturns) {
   auto server = MetricsHttpServer::Start({"127.0.0.1:0", ""}, &registry_);
   ASSERT_TRUE(server.ok()) << server.status();
   const int port = (*server)->port();
   std::vector<int> flood = ConnectSilently(port, 100);
-  bool busy = false;  // the workers hold connections and more are queued
+  bool busy = false;  // the server holds some of them
   for (const absl::Time until = absl::Now() + absl::Seconds(10); !busy && absl::Now() < until;) {
     busy = AcceptedConnections(port) > 2;
     if (!busy) absl::SleepFor(absl::Milliseconds(5));

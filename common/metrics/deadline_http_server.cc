@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/time/clock.h"
 
@@ -18,35 +20,30 @@ namespace {
 
 // A connected socket that reads and writes until a deadline: every wait for the socket is cut
 // to what is left of it, and past it reads and writes fail (-1) as httplib's do on a timeout.
-// Reads go through a buffer (httplib reads a request line by line, byte by byte), which keeps a
-// kept-alive connection's next request when it arrives with the one before.
+// Reads first return the bytes the gate already received, then go through a buffer (httplib reads
+// a request line by line, byte by byte).
 class DeadlineSocketStream final : public httplib::Stream {
  public:
-  explicit DeadlineSocketStream(socket_t sock) : sock_(sock) {}
+  DeadlineSocketStream(socket_t sock, std::string received, absl::Time deadline)
+      : sock_(sock), deadline_(deadline), buffer_(std::move(received)) {}
 
-  void set_deadline(absl::Time deadline) {
-    deadline_ = deadline;
-    timed_out_ = false;
-  }
-  // Whether a read or write failed for want of time since set_deadline.
-  bool timed_out() const { return timed_out_; }
-
-  bool is_readable() const override { return next_ < end_ || WaitFor(POLLIN); }
+  bool is_readable() const override { return next_ < buffer_.size() || WaitFor(POLLIN); }
   bool is_writable() const override { return WaitFor(POLLOUT); }
 
   ssize_t read(char* ptr, size_t size) override {
-    if (next_ == end_) {
+    if (next_ == buffer_.size()) {
       if (!WaitFor(POLLIN)) return -1;
+      char chunk[4096];
       ssize_t got;
       do {
-        got = recv(sock_, buffer_, sizeof(buffer_), 0);
+        got = recv(sock_, chunk, sizeof(chunk), 0);
       } while (got < 0 && errno == EINTR);
       if (got <= 0) return got;  // 0: the client closed
+      buffer_.assign(chunk, static_cast<size_t>(got));
       next_ = 0;
-      end_ = static_cast<size_t>(got);
     }
-    const size_t copied = std::min(size, end_ - next_);
-    std::memcpy(ptr, buffer_ + next_, copied);
+    const size_t copied = std::min(size, buffer_.size() - next_);
+    std::memcpy(ptr, buffer_.data() + next_, copied);
     next_ += copied;
     return static_cast<ssize_t>(copied);
   }
@@ -74,10 +71,7 @@ class DeadlineSocketStream final : public httplib::Stream {
   bool WaitFor(short events) const {
     for (;;) {
       const absl::Duration left = deadline_ - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        timed_out_ = true;
-        return false;
-      }
+      if (left <= absl::ZeroDuration()) return false;
       pollfd watched{sock_, events, 0};
       const int ready =
           poll(&watched, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);  // round up
@@ -102,44 +96,94 @@ class DeadlineSocketStream final : public httplib::Stream {
   }
 
   const socket_t sock_;
-  absl::Time deadline_ = absl::InfinitePast();
-  mutable bool timed_out_ = false;  // set by the const is_readable() and is_writable() too
-  char buffer_[4096];
-  size_t next_ = 0;  // buffer_[next_, end_) is read from the socket, not yet by httplib
-  size_t end_ = 0;
+  const absl::Time deadline_;
+  std::string buffer_;  // buffer_[next_, end) is received, not yet read by httplib
+  size_t next_ = 0;
+};
+
+// httplib's listener hands each accepted socket to its task queue as a closure that calls
+// process_and_close_socket; running it at once gives the socket to the gate. The listener calls
+// shutdown() when its loop ends.
+class GateQueue final : public httplib::TaskQueue {
+ public:
+  explicit GateQueue(std::function<void()> on_shutdown) : on_shutdown_(std::move(on_shutdown)) {}
+  void enqueue(std::function<void()> admit_connection) override { admit_connection(); }
+  void shutdown() override { on_shutdown_(); }
+
+ private:
+  const std::function<void()> on_shutdown_;
 };
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<DeadlineHttpServer>> DeadlineHttpServer::Create(
+    DeadlineHttpServerOptions options) {
+  absl::StatusOr<std::unique_ptr<RequestHeadGate>> gate = RequestHeadGate::Create(
+      {options.head_timeout, options.max_waiting_connections, options.max_head_bytes});
+  if (!gate.ok()) return gate.status();
+  std::unique_ptr<DeadlineHttpServer> server(
+      new DeadlineHttpServer(std::move(options), *std::move(gate)));
+  DeadlineHttpServer* raw = server.get();
+  for (size_t i = 0; i < raw->options_.workers; ++i) {
+    // The last of two or more takes only requests without a body.
+    const bool last = i > 0 && i + 1 == raw->options_.workers;
+    raw->workers_.emplace_back([raw, last] {
+      raw->Work(last ? RequestHeadGate::Requests::kWithoutBody : RequestHeadGate::Requests::kAny);
+    });
+  }
+  raw->new_task_queue = [raw]() -> httplib::TaskQueue* {
+    if (raw->options_.on_listening) raw->options_.on_listening();
+    return new GateQueue([raw] { raw->StopServing(); });
+  };
+  return server;
+}
+
+DeadlineHttpServer::DeadlineHttpServer(DeadlineHttpServerOptions options,
+                                       std::unique_ptr<RequestHeadGate> gate)
+    : options_(std::move(options)), gate_(std::move(gate)) {}
+
+DeadlineHttpServer::~DeadlineHttpServer() { StopServing(); }
+
+void DeadlineHttpServer::StopServing() {
+  std::call_once(stop_serving_, [this] {
+    gate_->Close();
+    for (std::thread& worker : workers_) worker.join();
+  });
+}
+
 void DeadlineHttpServer::StopReading() {
-  absl::MutexLock lock(&mu_);
-  stop_reading_ = true;
-  for (socket_t sock : serving_) shutdown(sock, SHUT_RD);
+  {
+    absl::MutexLock lock(&mu_);
+    stop_reading_ = true;
+    for (socket_t sock : serving_) shutdown(sock, SHUT_RD);
+  }
+  gate_->Close();
 }
 
 bool DeadlineHttpServer::process_and_close_socket(socket_t sock) {
+  gate_->Admit(sock);
+  return true;
+}
+
+void DeadlineHttpServer::Work(RequestHeadGate::Requests requests) {
+  while (std::optional<RequestHeadGate::Connection> connection = gate_->Take(requests)) {
+    Serve(*std::move(connection));
+  }
+}
+
+void DeadlineHttpServer::Serve(RequestHeadGate::Connection connection) {
+  const socket_t sock = connection.sock;
   {
     absl::MutexLock lock(&mu_);
     if (stop_reading_) shutdown(sock, SHUT_RD);
     serving_.insert(sock);
   }
-  DeadlineSocketStream stream(sock);
-  bool open = true;
-  // As httplib's own loop: up to keep_alive_max_count_ requests, none once stop() has closed the
-  // listener (a connection queued behind others is then closed unserved).
-  for (size_t served = 0; open && served < keep_alive_max_count_ && svr_sock_ != INVALID_SOCKET;
-       ++served) {
-    if (served > 0) {  // a kept-alive connection's next request starts within the keep-alive time
-      stream.set_deadline(absl::Now() + absl::Seconds(keep_alive_timeout_sec_));
-      if (!stream.is_readable()) break;
-    }
-    stream.set_deadline(absl::Now() + request_deadline_);
-    const bool last = served + 1 == keep_alive_max_count_;
+  // As httplib's own loop: none once stop() has closed the listener (closed unserved).
+  if (svr_sock_ != INVALID_SOCKET) {
+    DeadlineSocketStream stream(sock, std::move(connection.received),
+                                absl::Now() + options_.request_deadline);
     bool client_closes = false;
-    // httplib answers a request cut off in its headers with a 400 (which fails here, past the
-    // deadline) and reports it served: the connection ends all the same.
-    open = process_request(stream, last, client_closes, /*setup_request=*/nullptr) &&
-           !client_closes && !stream.timed_out();
+    process_request(stream, /*close_connection=*/true, client_closes, /*setup_request=*/nullptr);
   }
   {
     absl::MutexLock lock(&mu_);
@@ -147,7 +191,6 @@ bool DeadlineHttpServer::process_and_close_socket(socket_t sock) {
   }
   shutdown(sock, SHUT_RDWR);
   close(sock);
-  return open;
 }
 
 }  // namespace moe

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <functional>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -19,47 +20,15 @@ namespace {
 
 // Scrapes are small and rare; two threads let one slow scraper not block another.
 constexpr size_t kServerThreads = 2;
-// Accepted connections held at most: queued or being served, and the one the listener accepted
-// and waits to queue. Further connections wait in the kernel's listen backlog (or are refused
-// there) and hold no descriptor of this process.
-constexpr size_t kMaxConnections = 16;
-// Idle keep-alive connections hold a worker (and so Stop()) at most this long.
-constexpr time_t kKeepAliveSeconds = 1;
+// Connections waiting for their request head, or with it for a worker (deadline_http_server.h):
+// with more, the newest closes the oldest still without its head. Enough that a few dozen slow
+// or idle clients leave room for a scrape; few enough to leave gRPC its file descriptors.
+constexpr size_t kMaxWaitingConnections = 64;
+// A scrape's head is ~300 bytes (a bearer token adds some); a longer one is refused by closing.
+constexpr size_t kMaxHeadBytes = 8192;
 // Scrapes are GETs without a body: a longer one is refused (413) and its body discarded as it
 // arrives, never held (httplib's default reads any body whole into memory, even for a 404).
 constexpr size_t kMaxBodyBytes = 4096;
-
-// httplib's ThreadPool queues every accepted connection without bound, each holding a file
-// descriptor: a flood of connections to the metrics port would take the whole process to its
-// descriptor limit, and then gRPC could accept no connection either. This queue makes the listener
-// wait while kMaxConnections - 1 are queued or being served. A connection holds a worker at most
-// a request deadline (then between requests the keep-alive timeout); once stop() has closed the
-// listener, queued ones close at once, so Stop() still returns within about one deadline.
-class BoundedConnectionQueue final : public httplib::TaskQueue {
- public:
-  void enqueue(std::function<void()> serve_connection) override {
-    {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(this, &BoundedConnectionQueue::HasRoom));
-      ++connections_;
-    }
-    pool_.enqueue([this, serve_connection = std::move(serve_connection)] {
-      serve_connection();
-      absl::MutexLock lock(&mu_);
-      --connections_;
-    });
-  }
-  void shutdown() override { pool_.shutdown(); }
-
- private:
-  bool HasRoom() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return connections_ + 1 < kMaxConnections;
-  }
-
-  httplib::ThreadPool pool_{kServerThreads};
-  absl::Mutex mu_;
-  size_t connections_ ABSL_GUARDED_BY(mu_) = 0;
-};
 
 struct HostPort {
   std::string host;
@@ -99,8 +68,20 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   absl::StatusOr<HostPort> address = ParseListen(options.listen);
   if (!address.ok()) return address.status();
 
-  auto server = std::make_unique<DeadlineHttpServer>(options.request_deadline);
-  server->set_keep_alive_timeout(kKeepAliveSeconds);
+  // httplib has no "ready" callback; the server's runs once the listener loop has started (from
+  // then on stop() takes effect). It reaches the MetricsHttpServer made below, before listening.
+  auto started = std::make_shared<std::function<void()>>();
+  DeadlineHttpServerOptions server_options;
+  server_options.head_timeout = options.request_head_timeout;
+  server_options.request_deadline = options.request_deadline;
+  server_options.workers = kServerThreads;
+  server_options.max_waiting_connections = kMaxWaitingConnections;
+  server_options.max_head_bytes = kMaxHeadBytes;
+  server_options.on_listening = [started] { (*started)(); };
+  absl::StatusOr<std::unique_ptr<DeadlineHttpServer>> made =
+      DeadlineHttpServer::Create(std::move(server_options));
+  if (!made.ok()) return made.status();
+  std::unique_ptr<DeadlineHttpServer> server = *std::move(made);
   server->set_payload_max_length(kMaxBodyBytes);
   // httplib's default also sets SO_REUSEPORT, which lets a second process bind the same port and
   // silently take half the scrapes; keep only SO_REUSEADDR (restart without TIME_WAIT trouble).
@@ -124,14 +105,9 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
 
   std::unique_ptr<MetricsHttpServer> self(new MetricsHttpServer(std::move(server), port));
   MetricsHttpServer* raw = self.get();
-  // httplib has no "ready" callback, but its listener loop builds its task queue right after it
-  // starts running (from then on stop() takes effect), so the factory doubles as one.
-  raw->server_->new_task_queue = [raw] {
-    {
-      absl::MutexLock lock(&raw->mu_);
-      raw->accepting_ = true;
-    }
-    return new BoundedConnectionQueue;
+  *started = [raw] {
+    absl::MutexLock lock(&raw->mu_);
+    raw->accepting_ = true;
   };
   raw->thread_ = std::thread([raw] {
     raw->server_->listen_after_bind();

@@ -1,8 +1,13 @@
 // Serves a MetricRegistry on HTTP `GET /metrics` (Prometheus text format 0.0.4), for
-// --metrics_listen. Uses Debian's cpp-httplib with a small pool of its own threads and at most 16
-// connections accepted at once (more wait in the kernel's listen backlog); a request not read and
-// answered within `request_deadline` is cut off, so slow or stalled clients cannot hold the
-// workers. Other paths answer 404. Plain HTTP: Prometheus scrapes it on the internal network.
+// --metrics_listen. Uses Debian's cpp-httplib with two worker threads of its own, which take only
+// connections whose request head (request line and headers) has arrived: one thread holds up to
+// 64 connections waiting for theirs, each for at most `request_head_timeout`, and with 64 held the
+// newest closes the oldest, so clients that connect and send part of a request, or nothing, cannot
+// hold the workers nor keep a scrape out; one of the two takes only requests without a body, so
+// clients that announce a body and trickle it cannot either (deadline_http_server.h). A request
+// not read and answered within `request_deadline` of a worker taking it is cut off. One request
+// per connection. Other paths answer 404. Plain HTTP: Prometheus scrapes it on the internal
+// network.
 //
 // Start() returns once the server accepts connections; port() is the bound port (useful with
 // port 0). Stop() (also run by the destructor) closes the listener, lets the responses being
@@ -39,10 +44,13 @@ struct MetricsHttpServerOptions {
   std::string listen;
   // If set, the bound port is written here (atomically, by rename) once serving.
   std::string port_file;
-  // Reading a request and writing its response end this long after the server starts on it
+  // Reading the rest of a request and writing its response end this long after a worker takes it
   // (common/metrics/deadline_http_server.h). Also about how long Stop() waits for a response
   // being written.
   absl::Duration request_deadline = absl::Seconds(5);
+  // A connection's request line and headers arrive within this of its being accepted, or it is
+  // closed (a scrape's come in one packet right after the connection).
+  absl::Duration request_head_timeout = absl::Seconds(2);
 };
 
 class MetricsHttpServer {
