@@ -132,6 +132,8 @@ absl::StatusOr<std::unique_ptr<DeadlineHttpServer>> DeadlineHttpServer::Create(
     });
   }
   raw->new_task_queue = [raw]() -> httplib::TaskQueue* {
+    // The socket is bound and listening by now; listen() again only sets the backlog (Linux).
+    ::listen(raw->svr_sock_, raw->options_.listen_backlog);
     if (raw->options_.on_listening) raw->options_.on_listening();
     return new GateQueue([raw] { raw->StopServing(); });
   };

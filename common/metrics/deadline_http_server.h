@@ -57,6 +57,10 @@ struct DeadlineHttpServerOptions {
   // Connections waiting for their head, or with it for a worker.
   size_t max_waiting_connections = 64;
   size_t max_head_bytes = 8192;  // a longer head closes its connection
+  // Connections the kernel completes before the listener accepts them. httplib 0.11 listens with
+  // 5: a burst of more (slow clients reconnecting together) has the rest's SYNs dropped, and a
+  // scrape among them retries after 1 s, 3 s, 7 s... though the listener never stops accepting.
+  int listen_backlog = 128;
   // Runs on the listener thread once its loop has started (stop() takes effect from then).
   std::function<void()> on_listening;
 };
