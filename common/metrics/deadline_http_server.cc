@@ -48,13 +48,15 @@ class DeadlineSocketStream final : public httplib::Stream {
     return static_cast<ssize_t>(copied);
   }
 
+  // Sends what the socket takes now (httplib calls again for the rest): a blocking send of a
+  // large response to a client that reads slowly would wait out the socket's send timeout (5 s,
+  // set by httplib's listener) past the deadline.
   ssize_t write(const char* ptr, size_t size) override {
-    if (!WaitFor(POLLOUT)) return -1;
-    ssize_t sent;
-    do {
-      sent = send(sock_, ptr, size, MSG_NOSIGNAL);
-    } while (sent < 0 && errno == EINTR);
-    return sent;
+    for (;;) {
+      if (!WaitFor(POLLOUT)) return -1;
+      const ssize_t sent = send(sock_, ptr, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (sent >= 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) return sent;
+    }
   }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
