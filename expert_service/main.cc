@@ -128,8 +128,8 @@ int main(int argc, char** argv) {
       "             [--max_batch_tokens=N] [--batch_wait_us=US] [--max_message_mb=MB]\n"
       "             [--max_tokens_per_call=N] [--max_connection_age_s=S]\n"
       "             [--layer=N] [--tls_cert=PEM --tls_key=PEM [--tls_ca=PEM]]\n"
-      "             [--drain_s=S] [--unread_reply_timeout_s=S] [--max_threads=N] "
-      "[--max_inflight=N]\n"
+      "             [--drain_s=S] [--unread_reply_timeout_s=S]\n"
+      "             [--max_threads=N] [--max_inflight=N]\n"
       "             [--metrics_listen=HOST:PORT [--metrics_port_file=FILE]]");
   moe::ParseFlags(argc, argv);
   moe::UseServingMutexes();
