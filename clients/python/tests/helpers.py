@@ -1,5 +1,7 @@
 """Shared checks for the tests."""
 
+import tracemalloc
+
 import numpy as np
 
 REL_TOL = 1e-4
@@ -32,3 +34,13 @@ def assert_rows_close(actual, expected, tol=REL_TOL):
 def random_tokens(shape, seed):
     """Token rows of unit-ish scale (like normalised hidden states)."""
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def peak_bytes_of(function):
+    """The most memory Python and numpy held at once while `function` ran, above the start."""
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

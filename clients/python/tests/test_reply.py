@@ -3,11 +3,11 @@ tensor of the input's shape, one routing entry per token of top_k distinct exper
 and memory bounded by a small multiple of the reply's size whatever the bytes."""
 
 import re
-import tracemalloc
 
 import numpy as np
 import pytest
 
+from helpers import peak_bytes_of
 from moe_client import wire
 from moe_client._stubs import router_pb2
 from moe_client.reply import decode_forward_response
@@ -80,15 +80,6 @@ def test_routing_that_was_not_asked_for_is_refused_unparsed():
 def test_a_malformed_reply_is_a_wire_error_saying_why(data, message):
     with pytest.raises(wire.WireError, match=re.escape(message)):
         decode_forward_response(data, (2, 4), return_routing=False)
-
-
-def peak_bytes_of(function):
-    tracemalloc.start()
-    try:
-        function()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 N = 2_000_000

@@ -1,11 +1,11 @@
 """wire.py's hand-written Tensor encoding agrees with the generated protobuf classes."""
 
 import re
-import tracemalloc
 
 import numpy as np
 import pytest
 
+from helpers import peak_bytes_of
 from moe_client import wire
 from moe_client._stubs import router_pb2
 
@@ -116,16 +116,6 @@ def test_a_tensor_past_its_expected_shape_is_refused_before_the_rest_is_read():
 def test_a_shape_of_more_dimensions_than_numpy_holds_is_refused_as_it_is_read():
     with pytest.raises(wire.WireError, match="the shape has more than 32 dimensions"):
         wire.decode_tensor(b"\x0a\x80\x80\x04" + b"\x01" * 65536)
-
-
-def peak_bytes_of(function):
-    """The most memory Python and numpy held at once while `function` ran, above the start."""
-    tracemalloc.start()
-    try:
-        function()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 N = 100_000  # ~0.5 MB of malformed tensor, each read to its end: each cost 10-35 MB before
