@@ -104,27 +104,23 @@ void RequestHeadGate::Admit(int sock) {
 }
 
 std::optional<RequestHeadGate::Connection> RequestHeadGate::Take(Requests requests) {
-  const bool without_body = requests == Requests::kWithoutBody;
   absl::MutexLock lock(&mu_);
-  mu_.Await(without_body ? absl::Condition(this, &RequestHeadGate::ClosedOrCompleteWithoutBody)
-                         : absl::Condition(this, &RequestHeadGate::ClosedOrComplete));
+  auto closed_or_takeable = [this, requests]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return closed_ || FirstTakeable(requests) != held_.end();
+  };
+  mu_.Await(absl::Condition(&closed_or_takeable));
   if (closed_) return std::nullopt;
-  auto first = std::find_if(held_.begin(), held_.end(), [&](const Held& h) {
-    return h.complete && !(without_body && h.announces_body);
-  });
+  auto first = FirstTakeable(requests);
   Connection connection{first->sock, std::move(first->received)};
   held_.erase(first);
   return connection;
 }
 
-bool RequestHeadGate::ClosedOrComplete() const {
-  return closed_ ||
-         std::any_of(held_.begin(), held_.end(), [](const Held& h) { return h.complete; });
-}
-
-bool RequestHeadGate::ClosedOrCompleteWithoutBody() const {
-  return closed_ || std::any_of(held_.begin(), held_.end(),
-                                [](const Held& h) { return h.complete && !h.announces_body; });
+std::list<RequestHeadGate::Held>::iterator RequestHeadGate::FirstTakeable(Requests requests) {
+  const bool without_body = requests == Requests::kWithoutBody;
+  return std::find_if(held_.begin(), held_.end(), [without_body](const Held& h) {
+    return h.complete && !(without_body && h.announces_body);
+  });
 }
 
 void RequestHeadGate::Close() {

@@ -83,8 +83,8 @@ class RequestHeadGate {
   // the client, failed, or its head too large): the caller closes it.
   bool ReadAvailable(Held& held) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseExpired(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool ClosedOrComplete() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool ClosedOrCompleteWithoutBody() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The oldest connection with its head that `requests` may take, or held_.end().
+  std::list<Held>::iterator FirstTakeable(Requests requests) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RequestHeadGateOptions options_;
   const int wake_fd_;  // an eventfd: Admit() and Close() interrupt the thread's poll()
