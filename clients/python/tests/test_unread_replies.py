@@ -116,38 +116,41 @@ class UnreadingClient:
                 self._lock.notify_all()
 
 
-def _served_soon(stub, request):
-    """Polls Forward until it succeeds (a freed thread is back in the pool a moment after its
-    call's trailers went out); False after BOUND_S."""
-    deadline = time.monotonic() + BOUND_S
-    while time.monotonic() < deadline:
-        if _forward_status(stub, request)[0] == grpc.StatusCode.OK:
-            return True
-    return False
-
-
-def _counted_soon(metrics_url, calls):
-    """Polls the router's scrape until moe_router_client_wait_cancelled_total is `calls` (it is
-    counted just after the cancels go out); the last value read."""
+def _soon(read, done):
+    """Polls read() until done(value) or BOUND_S pass; the last value read."""
     deadline = time.monotonic() + BOUND_S
     while True:
-        text = urllib.request.urlopen(metrics_url, timeout=BOUND_S).read().decode()
-        line = next(l for l in text.splitlines()
-                    if l.startswith("moe_router_client_wait_cancelled_total "))
-        counted = float(line.split()[1])
-        if counted == calls or time.monotonic() > deadline:
-            return counted
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+
+
+def _served_soon(stub, request):
+    """Forward succeeds once a freed thread is back in the pool (a moment after its call's
+    trailers went out)."""
+    code, _ = _soon(lambda: _forward_status(stub, request), lambda s: s[0] == grpc.StatusCode.OK)
+    return code == grpc.StatusCode.OK
 
 
 def _refused_soon(stub, request):
-    """Polls Forward until the router refuses it for want of threads; False after BOUND_S."""
-    deadline = time.monotonic() + BOUND_S
-    while time.monotonic() < deadline:
-        code, details = _forward_status(stub, request)
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            assert "Threadpool" in details, details
-            return True
-    return False
+    """Forward is refused for want of threads."""
+    code, details = _soon(lambda: _forward_status(stub, request),
+                          lambda s: s[0] == grpc.StatusCode.RESOURCE_EXHAUSTED)
+    if code != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    assert "Threadpool" in details, details
+    return True
+
+
+def _counted_soon(metrics_url, calls):
+    """moe_router_client_wait_cancelled_total, polled until it is `calls` (it is counted just
+    after the cancels go out)."""
+    def counted():
+        text = urllib.request.urlopen(metrics_url, timeout=BOUND_S).read().decode()
+        line = next(l for l in text.splitlines()
+                    if l.startswith("moe_router_client_wait_cancelled_total "))
+        return float(line.split()[1])
+    return _soon(counted, lambda value: value == calls)
 
 
 def _assert_ended_by_the_limit(client, streams, since, words):
