@@ -19,7 +19,7 @@ import grpc
 from . import convert, wire
 from ._stubs import router_pb2, router_pb2_grpc
 from .errors import DeadlineExceededError, InternalError, PartialResultError, from_rpc_error
-from .reply import decode_forward_response
+from .reply import check_missing_experts, decode_forward_response
 
 _FORWARD = "/moe.v1.Router/Forward"
 
@@ -162,6 +162,7 @@ class MoEClient:
         self._forward = self._channel.unary_unary(_FORWARD)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
         self._closed = False
+        self._num_experts = None  # the model's, from Info: see _checked_missing_experts
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -177,7 +178,9 @@ class MoEClient:
         timeout: seconds for this call, retries included ("default": the client's).
         Raises: MoEError subclasses (InvalidArgumentError for bad shapes, NaN/Inf or a layer not
           served; UnavailableError; DeadlineExceededError; ResourceExhaustedError; ...), and
-          TypeError/ValueError for inputs that are not floating-point tensors at all.
+          TypeError/ValueError for inputs that are not floating-point tensors at all. The first
+          partial result (and one whose missing experts do not fit the model known) also calls
+          Info, within the same timeout, to check them against num_experts.
         """
         converted = convert.to_rows(tokens)
         header = router_pb2.ForwardRequest(return_routing=return_routing)
@@ -185,8 +188,10 @@ class MoEClient:
             header.layer = int(layer)
         request = header.SerializeToString() + wire.encode_field(
             1, wire.encode_tensor(converted.rows))
+        timeout = self.timeout if timeout == "default" else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         reply, attempts = self._call(self._forward, request, "moe.v1.Router/Forward", timeout)
-        return self._forward_result(reply, converted, return_routing, attempts)
+        return self._forward_result(reply, converted, return_routing, attempts, deadline)
 
     def info(self, *, timeout: Union[float, None, str] = "default"):
         """The router's ModelInfo message (d_model, num_experts, top_k, family, layer, routing
@@ -251,7 +256,7 @@ class MoEClient:
         return InternalError(grpc.StatusCode.INTERNAL, message, "moe.v1.Router/Forward",
                              self.target, attempts)
 
-    def _forward_result(self, reply, converted, return_routing, attempts):
+    def _forward_result(self, reply, converted, return_routing, attempts, deadline):
         try:
             decoded = decode_forward_response(reply, converted.rows.shape, return_routing)
         except wire.WireError as error:
@@ -260,7 +265,30 @@ class MoEClient:
         if return_routing:
             routing = Routing(converted.index_array(decoded.experts),
                               converted.index_array(decoded.weights))
-        result = ForwardResult(converted.output(decoded.rows), routing, decoded.missing_experts)
+        missing = ()
+        if len(decoded.missing_experts):
+            missing = self._checked_missing_experts(decoded.missing_experts, attempts, deadline)
+        result = ForwardResult(converted.output(decoded.rows), routing, missing)
         if result.missing_experts and not self.accept_partial:
             raise PartialResultError(result, "moe.v1.Router/Forward", self.target, attempts)
         return result
+
+    def _checked_missing_experts(self, listed, attempts, deadline):
+        """A partial reply's missing experts, checked against the model's num_experts: learnt
+        from Info (within the Forward call's deadline) on the first partial reply, and again
+        when a list does not fit what was learnt (the router may since serve another model)."""
+        num_experts = self._num_experts
+        if num_experts is not None:
+            try:
+                return check_missing_experts(listed, num_experts)
+            except wire.WireError:
+                pass  # judged below against what Info says now
+        try:
+            return check_missing_experts(listed, self._fetch_num_experts(deadline))
+        except wire.WireError as error:
+            raise self._malformed(f"malformed ForwardResponse: {error}", attempts) from error
+
+    def _fetch_num_experts(self, deadline):
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        self._num_experts = self.info(timeout=remaining).num_experts
+        return self._num_experts

@@ -7,11 +7,13 @@ and, only when asked for, T routing entries that each name the same number of di
 (the model's top_k; the router always sends that many) with one weight each. The entries are
 counted in the bytes before protobuf parses them, so a reply of many small entries cannot
 allocate a message per entry, and the [T, top_k] arrays hold no more numbers than the reply
-carried. Anything else raises wire.WireError naming what is wrong and what was expected.
+carried. missing_experts stay protobuf's packed int32s until check_missing_experts has
+bounded them by the model's num_experts (which only an Info call tells). Anything else raises
+wire.WireError naming what is wrong and what was expected.
 """
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -28,7 +30,7 @@ class ForwardReply:
     rows: np.ndarray                   # float32 [T, d_model]
     experts: Optional[np.ndarray]      # int64 [T, top_k], None unless routing was asked for
     weights: Optional[np.ndarray]      # float32 [T, top_k], likewise
-    missing_experts: Tuple[int, ...]
+    missing_experts: Sequence[int]    # protobuf's container, unchecked: see check_missing_experts
 
 
 def decode_forward_response(reply, rows_shape, return_routing):
@@ -66,7 +68,7 @@ def decode_forward_response(reply, rows_shape, return_routing):
     except DecodeError as error:
         raise wire.WireError(f"routing or missing_experts do not parse: {error}") from error
     del rest
-    missing_experts = tuple(others.missing_experts)
+    missing_experts = others.missing_experts
     experts = weights = None
     if return_routing:
         ids, weights = _routing_arrays(others.routing)
@@ -74,6 +76,25 @@ def decode_forward_response(reply, rows_shape, return_routing):
         _check_experts(ids)
         experts = ids.astype(np.int64)
     return ForwardReply(rows, experts, weights, missing_experts)
+
+
+def check_missing_experts(listed, num_experts) -> Tuple[int, ...]:
+    """The experts a partial reply left out, `listed` (protobuf's repeated int32), as a tuple of
+    ints once they are what the router sends: distinct expert ids of the model, ascending. Their
+    count is checked before any Python int is made, so the tuple is at most num_experts long."""
+    if len(listed) > num_experts:
+        raise wire.WireError(f"missing_experts lists {len(listed)} experts; the model has "
+                             f"{num_experts} (Info's num_experts)")
+    ids = np.fromiter(listed, dtype=np.int64, count=len(listed))
+    if np.any(ids[1:] <= ids[:-1]):
+        i = int(np.argmax(ids[1:] <= ids[:-1]))
+        raise wire.WireError(f"missing_experts lists {ids[i + 1]} after {ids[i]}; expected "
+                             "distinct ids in ascending order")
+    if ids.size and (ids[0] < 0 or ids[-1] >= num_experts):
+        bad = ids[0] if ids[0] < 0 else ids[-1]  # ascending: the extremes are the ends
+        raise wire.WireError(f"missing_experts names expert {bad}; expected ids in [0, "
+                             f"{num_experts}) (Info's num_experts)")
+    return tuple(int(i) for i in ids)
 
 
 def _routing_count(entries, expected, return_routing):

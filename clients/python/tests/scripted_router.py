@@ -20,17 +20,23 @@ class ScriptedRouter:
     block until release() (bounded), "bad_shape" to answer a wrong shape, "partial" to echo
     with missing_experts [5, 6] (as a router run with --allow_partial would), "f32_data" or
     "bf16_data" to echo in that encoding, "no_values" to answer a shape without values, or
-    bytes to answer exactly those bytes (a reply the generated classes cannot build)."""
+    bytes to answer exactly those bytes (a reply the generated classes cannot build). Info
+    answers a model of `num_experts` experts (settable between calls) and counts info_calls."""
 
-    def __init__(self, script, server_credentials=None, port=0):
+    def __init__(self, script, server_credentials=None, port=0, num_experts=8):
         self.script = list(script)
         self.calls = 0
+        self.num_experts = num_experts
+        self.info_calls = 0
         self.released = threading.Event()
         self.lock = threading.Lock()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         handler = grpc.method_handlers_generic_handler("moe.v1.Router", {
             "Forward": grpc.unary_unary_rpc_method_handler(
                 self._forward, request_deserializer=router_pb2.ForwardRequest.FromString,
+                response_serializer=_serialize),
+            "Info": grpc.unary_unary_rpc_method_handler(
+                self._info, request_deserializer=router_pb2.InfoRequest.FromString,
                 response_serializer=_serialize)})
         self.server.add_generic_rpc_handlers((handler,))
         if server_credentials is None:
@@ -46,6 +52,11 @@ class ScriptedRouter:
     def __exit__(self, *exc):
         self.released.set()
         self.server.stop(grace=None).wait(timeout=5)
+
+    def _info(self, request, context):
+        with self.lock:
+            self.info_calls += 1
+            return router_pb2.ModelInfo(num_experts=self.num_experts)
 
     def _forward(self, request, context):
         with self.lock:
