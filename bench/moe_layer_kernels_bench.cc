@@ -5,7 +5,9 @@
 //   fp32           F32 weights, the automatic path (today's float32)
 //   fp32_sgemm     F32 weights, OpenBLAS sgemm forced
 //   bf16_f32act    BF16 weights, float32 activations (the path before the bf16-activation kernels)
-//   bf16_avx512bf16  BF16 weights, the automatic path without AMX tiles
+//   bf16_avx512bf16  BF16 weights, the AVX512-BF16 dots (no AMX) from their min_tokens per call,
+//                  also on CPUs where the automatic path leaves them (Avx512Bf16DotsPayOff); only
+//                  on CPUs with AVX512-BF16
 //   bf16           BF16 weights, the automatic path (bf16 activations from SwigluBf16DotMinTokens()
 //                  tokens per expert where the CPU has AVX512-BF16; AMX tiles where it has AMX)
 // Each round runs every variant once, back to back, in an order that rotates from round to round;
@@ -34,6 +36,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_experts.h"
 #include "common/cli/parse_flags.h"
+#include "common/kernels/bf16_dot_kernel.h"
 #include "common/kernels/blas_kernels.h"
 #include "common/kernels/swiglu_ffn.h"
 
@@ -56,6 +59,7 @@ struct Variant {
   const char* name;
   bool bf16;
   SwigluOptions options;
+  bool avx512bf16_dots = false;  // kBf16Dot for calls of Avx512Bf16DotKernels()->min_tokens+
 };
 
 std::vector<Variant> Variants() {
@@ -65,7 +69,9 @@ std::vector<Variant> Variants() {
   bf16_f32act.options.allow_avx512_bf16 = false;
   Variant bf16_no_amx{"bf16_avx512bf16", true, PoolOptions()};
   bf16_no_amx.options.allow_amx = false;
+  bf16_no_amx.avx512bf16_dots = true;
   Variant bf16{"bf16", true, PoolOptions()};
+  if (Avx512Bf16DotKernels() == nullptr) return {fp32, sgemm, bf16_f32act, bf16};
   return {fp32, sgemm, bf16_f32act, bf16_no_amx, bf16};
 }
 
@@ -128,6 +134,10 @@ int Run(const Shape& shape, const std::vector<int64_t>& token_counts, int rounds
         for (int e = 0; e < shape.experts; ++e) {
           if (x[e].rows() == 0) continue;
           options.report = variants[v].bf16 && v + 1 == variants.size() ? &report : nullptr;
+          if (variants[v].avx512bf16_dots) {
+            options.path = x[e].rows() >= Avx512Bf16DotKernels()->min_tokens ? SwigluPath::kBf16Dot
+                                                                             : SwigluPath::kAuto;
+          }
           const absl::Status status = SwigluForward(experts[e], x[e], y[e].view(), options);
           if (!status.ok()) {
             std::cerr << variants[v].name << ": " << status << std::endl;

@@ -60,7 +60,9 @@ std::string CpuNote() {
   if (AmxBf16DotKernels() != nullptr) {
     notes.push_back("bf16 activations: amx-bf16 + amx-bf16-staged");
   } else if (Avx512Bf16DotKernels() != nullptr) {
-    notes.push_back("bf16 activations: avx512bf16");
+    notes.push_back(Avx512Bf16DotsPayOff(ThisCpu())
+                        ? "bf16 activations: avx512bf16"
+                        : "bf16 weights widened: avx512bf16 is slower than float32 here");
   }
   return notes.empty() ? "" : " (" + absl::StrJoin(notes, "; ") + ")";
 }

@@ -31,15 +31,17 @@ SwigluReport Forward(const SwigluWeights& w, int64_t tokens, SwigluOptions optio
   return report;
 }
 
-// The best bf16-activation kernels this CPU has for a call of `tokens`: "amx-bf16" (up to 16
-// tokens) or "amx-bf16-staged", "avx512bf16", or "" (neither).
+// The best bf16-activation kernels this CPU takes by itself for a call of `tokens`: "amx-bf16"
+// (up to 16 tokens) or "amx-bf16-staged", "avx512bf16" where it pays off, or "" (neither).
 std::string BestBf16Kernels(int64_t tokens) {
   if (AmxBf16DotKernels() != nullptr) return tokens <= 16 ? "amx-bf16" : "amx-bf16-staged";
-  return Avx512Bf16DotKernels() != nullptr ? "avx512bf16" : "";
+  return DefaultAvx512Bf16DotKernels() != nullptr ? "avx512bf16" : "";
 }
 
 TEST(SwigluBf16DispatchTest, Bf16WeightsTakeTheBf16PathFromTheSwitchPoint) {
-  SKIP_WITHOUT(Avx512Bf16DotKernels(), "avx512bf16");
+  if (SwigluBf16DotMinTokens() == 0) {
+    GTEST_SKIP() << "this CPU takes no bf16-activation kernels by itself";
+  }
   std::mt19937 rng(3);
   const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kBF16);
   const int64_t s = SwigluBf16DotMinTokens();
@@ -67,13 +69,61 @@ TEST(SwigluBf16DispatchTest, AmxCallsOfMoreThan16TokensTakeTheStagedKernels) {
 }
 
 // On a CPU with AMX this forces the fall-back; elsewhere it is what runs anyway.
-TEST(SwigluBf16DispatchTest, WithoutAmxTheAvx512Bf16KernelsRun) {
+TEST(SwigluBf16DispatchTest, WithoutAmxTheAvx512Bf16KernelsRunWhereTheyPayOff) {
   SKIP_WITHOUT(Avx512Bf16DotKernels(), "avx512bf16");
+  if (!Avx512Bf16DotsPayOff(ThisCpu())) GTEST_SKIP() << "this CPU's AVX512-BF16 dots do not pay";
   std::mt19937 rng(8);
   const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kBF16);
   SwigluOptions no_amx;
   no_amx.allow_amx = false;
   const SwigluReport report = Forward(w, 64, no_amx);
+  EXPECT_EQ(report.path, SwigluPath::kBf16Dot);
+  EXPECT_STREQ(report.kernels, "avx512bf16");
+}
+
+// AMD's cores retire vdpbf16ps at the FMA rate, Intel's at a quarter of it (bf16_dot_kernel.h).
+TEST(SwigluBf16DispatchTest, Avx512Bf16DotsPayOffOnAmdOnly) {
+  auto cpu = [](bool amd, unsigned family, unsigned model) {
+    CpuIdentity identity;
+    identity.amd = amd;
+    identity.family = family;
+    identity.model = model;
+    identity.avx512f = true;
+    return identity;
+  };
+  EXPECT_TRUE(Avx512Bf16DotsPayOff(cpu(true, 25, 0x11)));  // Zen 4
+  EXPECT_TRUE(Avx512Bf16DotsPayOff(cpu(true, 26, 0x02)));  // Zen 5
+  EXPECT_FALSE(Avx512Bf16DotsPayOff(cpu(false, 6, 207)));  // Emerald Rapids
+  EXPECT_FALSE(Avx512Bf16DotsPayOff(cpu(false, 6, 85)));   // Cooper Lake
+}
+
+// Where AVX512-BF16's dots do not pay off and there is no AMX (or it is forced off), BF16 weights
+// take the float32 kernels at every token count, exact to float32, and the summary says why; a
+// forced bf16-activation path still runs them.
+TEST(SwigluBf16DispatchTest, WhereAvx512Bf16DoesNotPayOffBf16WeightsTakeTheFloat32Kernels) {
+  SKIP_WITHOUT(Avx512Bf16DotKernels(), "avx512bf16");
+  if (Avx512Bf16DotsPayOff(ThisCpu())) GTEST_SKIP() << "this CPU's AVX512-BF16 dots pay off";
+  std::mt19937 rng(10);
+  const SwigluWeights w = RandomWeights(48, 64, rng, WeightStorage::kBF16);
+  SwigluOptions no_amx;
+  no_amx.allow_amx = false;
+  Matrix y;
+  for (int64_t tokens : {1, 4, 16, 64, 257}) {
+    const SwigluReport report = Forward(w, tokens, no_amx, &y);  // within float32's 1e-5
+    EXPECT_NE(report.path, SwigluPath::kBf16Dot) << tokens << " tokens";
+    EXPECT_STREQ(report.kernels, BestRowDotKernels().name) << tokens << " tokens";
+  }
+  if (AmxBf16DotKernels() == nullptr) {
+    EXPECT_EQ(SwigluBf16DotMinTokens(), 0);
+    const absl::StatusOr<std::string> summary = SwigluKernelSummary(WeightStorage::kBF16);
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    EXPECT_NE(summary->find("avx512bf16 not taken (its dots are slower than float32 on this CPU)"),
+              std::string::npos)
+        << *summary;
+  }
+  SwigluOptions forced = no_amx;
+  forced.path = SwigluPath::kBf16Dot;
+  const SwigluReport report = Forward(w, 64, forced);
   EXPECT_EQ(report.path, SwigluPath::kBf16Dot);
   EXPECT_STREQ(report.kernels, "avx512bf16");
 }
@@ -175,7 +225,7 @@ TEST(SwigluKernelCapTest, TheEnvironmentCapAppliesToEveryCall) {
       }
       break;
     case SwigluKernelCap::kAvx512Bf16:
-      EXPECT_EQ(report.path == SwigluPath::kBf16Dot, Avx512Bf16DotKernels() != nullptr);
+      EXPECT_EQ(report.path == SwigluPath::kBf16Dot, DefaultAvx512Bf16DotKernels() != nullptr);
       if (report.path == SwigluPath::kBf16Dot) {
         EXPECT_STREQ(report.kernels, "avx512bf16");
       }

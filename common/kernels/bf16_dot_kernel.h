@@ -35,6 +35,8 @@
 
 #include <cstdint>
 
+#include "common/kernels/row_dot_kernel.h"
+
 namespace moe {
 
 // `first_token` of a dots call is a multiple of this.
@@ -70,6 +72,17 @@ struct Bf16DotKernels {
 
 // nullptr when this CPU (or compiler) has no AVX512-BF16 (with AVX-512F/BW/VL/DQ).
 const Bf16DotKernels* Avx512Bf16DotKernels();
+// Whether SwigluForward takes the avx512bf16 kernels by itself on a CPU that has them (a forced
+// bf16-activation path runs them anyway). On AMD, yes: a Zen 4 or 5 retires vdpbf16ps at the FMA
+// rate, so its two products per instruction double the float32 FLOP/s (bf16 ÷ fp32 1.8-2.4 at 256
+// tokens of a real layer). On Intel, no: a Xeon of family 6 model 207 (AMX hidden by its
+// hypervisor) retired vdpbf16ps at a quarter of its FMA rate, half the float32 FLOP/s: the AVX-512
+// kernels widening the bf16 rows in registers were within 5% of them either way at 4-8 tokens per
+// call and 1.19-1.40x faster at 16-32 (OLMoE and Qwen3 layers; README "bf16 activations"). Intel
+// CPUs with AMX take such calls on the tiles instead.
+bool Avx512Bf16DotsPayOff(const CpuIdentity& cpu);
+// Avx512Bf16DotKernels() where Avx512Bf16DotsPayOff(ThisCpu()), else nullptr (looked up once).
+const Bf16DotKernels* DefaultAvx512Bf16DotKernels();
 // nullptr when this CPU (or compiler) has no AMX-TILE and AMX-BF16 with AVX512-BF16, or the
 // kernel refused this process the tile state.
 const Bf16DotKernels* AmxBf16DotKernels();
@@ -83,13 +96,14 @@ const Bf16DotKernels* AmxBf16StagedDotKernels();
 inline constexpr int64_t kInt8StagedMinTokens = 10;
 
 // For a call of `tokens` tokens: AMX where this process has it and `allow_amx` (staged from its
-// min_tokens on), else AVX512-BF16; nullptr without either.
+// min_tokens on), else AVX512-BF16 where it pays off (DefaultAvx512Bf16DotKernels); nullptr
+// without either.
 inline const Bf16DotKernels* BestBf16DotKernels(bool allow_amx, int64_t tokens) {
   if (allow_amx && AmxBf16DotKernels() != nullptr) {
     const Bf16DotKernels* staged = AmxBf16StagedDotKernels();
     return tokens >= staged->min_tokens ? staged : AmxBf16DotKernels();
   }
-  return Avx512Bf16DotKernels();
+  return DefaultAvx512Bf16DotKernels();
 }
 
 // For int8 weights in a call of `tokens` tokens: the staged AMX kernel where this process has it,

@@ -195,3 +195,15 @@ const Bf16DotKernels* Avx512Bf16DotKernels() { return nullptr; }
 }  // namespace moe
 
 #endif
+
+namespace moe {
+
+bool Avx512Bf16DotsPayOff(const CpuIdentity& cpu) { return cpu.amd; }
+
+const Bf16DotKernels* DefaultAvx512Bf16DotKernels() {
+  static const Bf16DotKernels* const kernels =
+      Avx512Bf16DotsPayOff(ThisCpu()) ? Avx512Bf16DotKernels() : nullptr;
+  return kernels;
+}
+
+}  // namespace moe

@@ -155,8 +155,11 @@ std::string KernelsReport() {
   if (AmxBf16DotKernels() != nullptr) {
     extras.push_back(absl::StrCat("bf16 activations: ", AmxBf16DotKernels()->name, " + ",
                                   AmxBf16StagedDotKernels()->name));
+  } else if (DefaultAvx512Bf16DotKernels() != nullptr) {
+    extras.push_back(absl::StrCat("bf16 activations: ", DefaultAvx512Bf16DotKernels()->name));
   } else if (Avx512Bf16DotKernels() != nullptr) {
-    extras.push_back(absl::StrCat("bf16 activations: ", Avx512Bf16DotKernels()->name));
+    extras.push_back(absl::StrCat("bf16 weights widened: ", Avx512Bf16DotKernels()->name,
+                                  " is slower than float32 here"));
   }
   std::string report =
       absl::StrCat("OpenBLAS ", BlasKernelsReport(), "; FFN kernels ", BestRowDotKernels().name);

@@ -91,6 +91,11 @@ absl::StatusOr<std::string> SwigluKernelSummary(WeightStorage storage) {
     absl::StrAppend(&summary, "; OpenBLAS (", BlasCoreName(), ") from ", blas_from,
                     " tokens per call");
   }
+  if (storage == WeightStorage::kBF16 && dot == nullptr && cap < SwigluKernelCap::kAvx512 &&
+      Avx512Bf16DotKernels() != nullptr) {
+    absl::StrAppend(&summary, "; ", Avx512Bf16DotKernels()->name,
+                    " not taken (its dots are slower than float32 on this CPU)");
+  }
   if (cap != SwigluKernelCap::kAuto) absl::StrAppend(&summary, " (capped by MOE_KERNELS)");
   return summary;
 }
@@ -131,6 +136,10 @@ absl::StatusOr<SwigluChoice> ChooseSwiglu(const SwigluWeights& weights, int64_t 
                               : weights.int8() != nullptr
                                   ? Int8Bf16DotKernels(allow_int8_amx, tokens)
                                   : nullptr;
+  if (options.path == SwigluPath::kBf16Dot && dot == nullptr && allow_bf16_dot &&
+      weights.bf16() != nullptr) {
+    dot = Avx512Bf16DotKernels();  // forced: also where it does not pay off (Avx512Bf16DotsPayOff)
+  }
   if (options.path == SwigluPath::kBf16Dot && dot == nullptr) {
     return absl::FailedPreconditionError(
         "the bf16-activation path needs BF16 weights and a CPU with AVX512-BF16, or int8 weights "
