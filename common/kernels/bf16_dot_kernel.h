@@ -73,9 +73,9 @@ struct Bf16DotKernels {
 // nullptr when this CPU (or compiler) has no AVX512-BF16 (with AVX-512F/BW/VL/DQ).
 const Bf16DotKernels* Avx512Bf16DotKernels();
 // Whether SwigluForward takes the avx512bf16 kernels by itself on a CPU that has them (a forced
-// bf16-activation path runs them anyway). On AMD, yes: a Zen 4 or 5 retires vdpbf16ps at the FMA
-// rate, so its two products per instruction double the float32 FLOP/s (bf16 ÷ fp32 1.8-2.4 at 256
-// tokens of a real layer). On Intel, no: a Xeon of family 6 model 207 (AMX hidden by its
+// bf16-activation path runs them anyway). On AMD, yes: on Zen 4 and 5 their two products per
+// instruction nearly double the float32 FLOP/s (bf16 ÷ fp32 1.8-2.4 at 256 tokens of a real
+// layer, README "Real layer shapes"). On Intel, no: a Xeon of family 6 model 207 (AMX hidden by its
 // hypervisor) retired vdpbf16ps at a quarter of its FMA rate, half the float32 FLOP/s: the AVX-512
 // kernels widening the bf16 rows in registers were within 5% of them either way at 4-8 tokens per
 // call and 1.19-1.40x faster at 16-32 (OLMoE and Qwen3 layers; README "bf16 activations"). Intel
