@@ -46,8 +46,9 @@ ABSL_FLAG(
     "(0-3@127.0.0.1:50061) declare what a shard must hold; 'shared@TARGET' has shards compute "
     "the shared expert. One of --shards or --shards_file is required");
 ABSL_FLAG(std::string, shards_file, "",
-          "A file holding the --shards list (commas or newlines between entries), re-read when it "
-          "changes: add or drain shard hosts without restarting the router");
+          "A file holding the --shards list (commas or newlines between entries; at most 1 MiB), "
+          "re-read when its contents change: add or drain shard hosts without restarting the "
+          "router");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "Address to serve on (port 0 picks a free port)");
 ABSL_FLAG(std::string, port_file, "", "If set, write the bound port to this file once serving");
 ABSL_FLAG(int, max_tokens, 8192, "Most tokens accepted in one request");

@@ -159,6 +159,12 @@ TEST(StartupErrorsTest, FlagsOutOfRangeAreRefusedBeforeTheModelLoads) {
                        "--default_timeout_ms=0: expected 1 to 86400000");
   ExpectStartupFailure(testing::RouterBinary(), {missing, "--shards_file=/nonexistent/shards"},
                        "--shards_file: cannot read /nonexistent/shards: No such file");
+  const std::string huge = testing::MakeTempDir("huge-shards-file") + "/shards";
+  std::ofstream(huge) << "127.0.0.1:1\n";
+  std::filesystem::resize_file(huge, 3 << 20);  // sparse: refused by its size, never read
+  ExpectStartupFailure(
+      testing::RouterBinary(), {missing, "--shards_file=" + huge},
+      "--shards_file: " + huge + " is 3145728 bytes, more than the limit of " + "1048576 bytes");
   // gRPC takes it as an int of milliseconds: 4 294 968 s wrapped to 704 ms of connection age.
   ExpectStartupFailure(testing::ExpertBinary(),
                        {missing, "--experts=all", "--max_connection_age_s=4294968"},
