@@ -150,58 +150,13 @@ void FewTokenRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R]
   }
 }
 
-// T tokens (kOnePassMinTokensF32 to kOnePassMaxTokensF32), R rows side by side as
-// FewTokenRowsF32 takes them, all T in one pass: R × T sums (32 registers at most), the x of each
-// token read from L1 by every FMA instead of held in registers. One pass keeps the rows' DRAM
-// streams going the whole time, where passes of at most kPartTileTokensF32 tokens left them idle
-// while the later passes found the rows in L1/L2 (README "Float32 at 4-8 tokens in one pass").
-template <int R, int T>
-void OnePassRowsF32(const float* w, int64_t ldw, const int64_t (&first_rows)[R], int64_t k,
-                    const float* x, int64_t ldx, float* out, int64_t ldo) {
-  const int64_t ahead = kPrefetchF32Bytes / static_cast<int64_t>(sizeof(float));
-  const float* rows[R];
-  __m512 sum[R][T];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    rows[r] = w + first_rows[r] * ldw;
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) sum[r][t] = _mm512_setzero_ps();
-  }
-  for (int64_t i = 0; i < k; i += 16) {
-    const __mmask16 m =
-        k - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (k - i)) - 1);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      Prefetch(rows[r] + i + ahead);
-      const __m512 wv = _mm512_maskz_loadu_ps(m, rows[r] + i);
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        __m512 xv = _mm512_maskz_loadu_ps(m, x + t * ldx + i);
-        asm("" : "+v"(xv));  // one load per FMA: GCC would otherwise hoist x into registers
-        sum[r][t] = _mm512_fmadd_ps(wv, xv, sum[r][t]);
-      }
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) out[t * ldo + first_rows[r]] = _mm512_reduce_add_ps(sum[r][t]);
-  }
-}
-
 }  // namespace
 
 void PartsFewTokenDotsF32Avx512(const float* w, int64_t ldw, int64_t rows, int64_t k,
                                 const float* x, int64_t ldx, int64_t tokens, float* out,
                                 int64_t ldo) {
-  const bool one_pass = tokens >= kOnePassMinTokensF32 && tokens <= kOnePassMaxTokensF32;
   auto tiles = [&](const auto& first_rows) {
     constexpr int R = std::extent_v<std::remove_reference_t<decltype(first_rows)>>;
-    if (one_pass) {
-      return WithTokenCount<kOnePassMaxTokensF32>(tokens, [&](auto tile) {
-        OnePassRowsF32<R, decltype(tile)::value>(w, ldw, first_rows, k, x, ldx, out, ldo);
-      });
-    }
     ForEachTokenTile(tokens, kPartTileTokensF32, [&](int64_t t0, int64_t n) {
       WithTokenCount<kPartTileTokensF32>(n, [&](auto tile) {
         FewTokenRowsF32<R, decltype(tile)::value>(w, ldw, first_rows, k, x + t0 * ldx, ldx,

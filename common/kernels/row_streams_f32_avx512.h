@@ -35,19 +35,11 @@ void OneTokenDotsF32Avx512(int streams, const float* w, int64_t ldw, int64_t row
 void FewTokenDotsF32Avx512(const float* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
                            int64_t ldx, int64_t tokens, float* out, int64_t ldo);
 
-// With four streams per thread, float32 calls of 2 to kMaxPartTokensF32 tokens read four parts.
-// Calls of kOnePassMinTokensF32 to kOnePassMaxTokensF32 tokens dot all their tokens in one pass
-// over the rows, x read from L1 by every FMA (4 rows × 8 tokens: 32 sums); the others up to
-// kPartTileTokensF32 tokens per pass (5 tokens' 20 sums, their x and a row's weights fill the 32
-// registers), more tokens in passes of balanced tiles (ForEachTokenTile), the later ones finding
-// the rows in L1/L2 while the DRAM streams wait. Measured on an Intel Xeon (family 6 model 207,
-// moe_decode_bench, fp32, two alternating pairs): one pass against tiles at 4 / 6 / 7 / 8 tokens,
-// OLMoE 0.87-0.89 / 0.80-0.83 / — / 0.82-0.85 of read bandwidth against 0.83-0.87 / 0.76-0.78 /
-// — / 0.72, Qwen3 0.88-0.89 / 0.78-0.82 / 0.78-0.83 / 0.80-0.82 against 0.82-0.83 / 0.73-0.79 /
-// 0.70-0.72 / 0.69-0.70; at 2-3 tokens OLMoE read 0.92-0.93 against 0.94-0.96, at 5 a tie.
+// With four streams per thread, float32 calls of 2 to kMaxPartTokensF32 tokens read four parts,
+// dotting up to kPartTileTokensF32 tokens per pass over a row (5 tokens' 20 sums, their x and a
+// row's weights fill the 32 registers); more tokens take passes of balanced tiles
+// (ForEachTokenTile), the later ones finding the rows in L1/L2.
 inline constexpr int kPartTileTokensF32 = 5;
-inline constexpr int kOnePassMinTokensF32 = 4;
-inline constexpr int kOnePassMaxTokensF32 = 8;
 inline constexpr int kMaxPartTokensF32 = 12;
 
 // out[t * ldo + r] = Σ_{i<k} w[r * ldw + i] · x[t * ldx + i] for r < rows and
