@@ -166,6 +166,22 @@ TEST(Int8Bf16DotsTest, OnlyTheStagedAmxKernelTakesInt8Weights) {
   EXPECT_EQ(Int8Bf16DotKernels(/*allow_amx=*/false, 1024), nullptr);
 }
 
+// The AVX512-BF16 set reads calls of a few tokens the way this process reads one token's weight
+// streams: one quad at a time with one stream (a Zen 4's default), two parts with four.
+TEST(Avx512Bf16DotKernelsTest, ReadFewTokensAsTheProcessReadsOneTokensStreams) {
+  SKIP_WITHOUT(Avx512Bf16DotKernels(), "avx512bf16");
+  const Bf16DotKernels* one_stream = Avx512Bf16DotKernels(1);
+  const Bf16DotKernels* parts = Avx512Bf16DotKernels(4);
+  ASSERT_NE(one_stream, nullptr);
+  ASSERT_NE(parts, nullptr);
+  EXPECT_NE(one_stream->dots, parts->dots);
+  EXPECT_STREQ(one_stream->name, "avx512bf16");
+  EXPECT_STREQ(parts->name, "avx512bf16");
+  const int process_streams = OneTokenStreamsFromEnv().value_or(DefaultOneTokenStreams(ThisCpu()));
+  EXPECT_EQ(Avx512Bf16DotKernels(), process_streams == 1 ? one_stream : parts);
+  EXPECT_EQ(Avx512Bf16DotKernels(2), nullptr) << "2 is not a stream choice";
+}
+
 class Bf16PackTest : public ::testing::TestWithParam<std::string> {};
 
 // Through the identity matrix, dots return the packed values themselves: x rounded to nearest even.

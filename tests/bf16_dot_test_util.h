@@ -12,12 +12,20 @@
 
 namespace moe {
 
-// The kernels under test, by name; nullptr where this CPU has not got them.
+// The kernels under test, by name; nullptr where this CPU has not got them. "avx512bf16" is the
+// process's AVX512-BF16 set; "avx512bf16-one-stream" and "avx512bf16-parts" its two ways of
+// reading calls of a few tokens (one quad at a time, or two parts side by side), whichever the
+// process takes.
 inline const Bf16DotKernels* KernelsNamed(const std::string& name) {
   if (name == "amx-bf16") return AmxBf16DotKernels();
-  return name == "amx-bf16-staged" ? AmxBf16StagedDotKernels() : Avx512Bf16DotKernels();
+  if (name == "amx-bf16-staged") return AmxBf16StagedDotKernels();
+  if (name == "avx512bf16-one-stream") return Avx512Bf16DotKernels(/*one_token_streams=*/1);
+  if (name == "avx512bf16-parts") return Avx512Bf16DotKernels(/*one_token_streams=*/4);
+  return Avx512Bf16DotKernels();
 }
-inline const std::vector<std::string> kKernelNames = {"avx512bf16", "amx-bf16", "amx-bf16-staged"};
+// Every dots implementation once.
+inline const std::vector<std::string> kKernelNames = {"avx512bf16-one-stream", "avx512bf16-parts",
+                                                      "amx-bf16", "amx-bf16-staged"};
 
 // For test names: "amx-bf16" → "amx_bf16".
 inline std::string Identifier(std::string name) {

@@ -8,8 +8,10 @@
 //   Lake and later): rows four at a time (a quad), each 64-byte load of a quad's two interleaved
 //   rows permuted in a register into the two rows' 16 consecutive columns, dotted with up to 12
 //   tokens at once (24 accumulators); more tokens are split into even tiles that re-read the quad
-//   from L1. Calls of up to 6 tokens read two quads side by side, one from each half of the call's
-//   rows (two weight streams per thread). Tokens are packed as plain bf16 rows.
+//   from L1. Where threads read several weight streams (one_token_streams 4, row_dot_kernel.h),
+//   calls of up to 6 tokens read two quads side by side, one from each half of the call's rows
+//   (two weight streams per thread); with one stream (Zen 4) one quad at a time, prefetched into L2
+//   far ahead (few_token_prefetch.h). Tokens are packed as plain bf16 rows.
 // - "amx-bf16" (Intel AMX: TDPBF16PS multiplies a 16 × 32 bf16 tile by a 32 × 16 one into 16 × 16
 //   float32 sums; Sapphire Rapids and later), in place, for calls of up to 16 tokens: the weights
 //   are read in place as the left tile, one row of it per quad (that quad's rows a and b,
@@ -70,8 +72,12 @@ struct Bf16DotKernels {
                     int64_t ldo);
 };
 
-// nullptr when this CPU (or compiler) has no AVX512-BF16 (with AVX-512F/BW/VL/DQ).
-const Bf16DotKernels* Avx512Bf16DotKernels();
+// nullptr when this CPU (or compiler) has no AVX512-BF16 (with AVX-512F/BW/VL/DQ), or
+// `one_token_streams` is not 0, 1 or 4. The set reading calls of 4-6 tokens the way threads read
+// `one_token_streams` weight streams (row_dot_kernel.h): with 4, two parts of the call's quads side
+// by side; with 1, one quad at a time; with 0, the process's choice (OneTokenStreamsFromEnv, this
+// CPU's default if the variable is invalid). Both give the same sums.
+const Bf16DotKernels* Avx512Bf16DotKernels(int one_token_streams = 0);
 // Whether SwigluForward takes the avx512bf16 kernels by itself on a CPU that has them (a forced
 // bf16-activation path runs them anyway). On AMD, yes: on Zen 4 and 5 their two products per
 // instruction nearly double the float32 FLOP/s (bf16 ÷ fp32 1.8-2.4 at 256 tokens of a real

@@ -21,15 +21,22 @@ namespace {
 
 constexpr int kRows = 4;        // weight rows per tile (a Bf16Matrix quad)
 constexpr int kMaxTokens = 12;  // 2 × 12 accumulators + 2 weights + x fit the 32 zmm registers
-// Calls of up to kMaxPartTokens tokens read kParts quads side by side, one from each of kParts
-// parts of the call's rows (ForEachRowPart, token_tiles.h): kParts streams per thread, without the
-// far L2 prefetch. 2 × 2 × 6 accumulators + 4 weights + x fit the registers. Measured on the
-// 2-core paravirtualised Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, bf16 weights, the readings
-// taking turns in one process, 8 rounds, median weight GB/s, OLMoE / Qwen3): 4 tokens one quad at a
-// time with the far L2 prefetch (before) 45.5 / 32.9, without it 45.6 / 32.3, two parts 54.7 /
-// 37.0, three parts 53.6 / 35.8; 5 tokens 44.8 / 32.7 → two parts 52.4 / 36.6; 6 tokens 43.3 /
-// 32.1 → 50.4 / 35.8; two parts with the far prefetch 6-14% behind two without. Not measured on a
-// Zen 4 (whose one-token dots read one stream).
+// Where threads read several weight streams at once (one_token_streams 4, row_dot_kernel.h: Zen 5,
+// Intel), calls of up to kMaxPartTokens tokens read kParts quads side by side, one from each of
+// kParts parts of the call's rows (ForEachRowPart, token_tiles.h): kParts streams per thread,
+// without the far L2 prefetch. 2 × 2 × 6 accumulators + 4 weights + x fit the registers. Measured
+// on the 2-core paravirtualised Zen 5 (`moe_decode_bench --shape=olmoe|qwen3`, bf16 weights, the
+// readings taking turns in one process, 8 rounds, median weight GB/s, OLMoE / Qwen3): 4 tokens one
+// quad at a time with the far L2 prefetch (before) 45.5 / 32.9, without it 45.6 / 32.3, two parts
+// 54.7 / 37.0, three parts 53.6 / 35.8; 5 tokens 44.8 / 32.7 → two parts 52.4 / 36.6; 6 tokens
+// 43.3 / 32.1 → 50.4 / 35.8; two parts with the far prefetch 6-14% behind two without. Where a
+// thread reads one stream (one_token_streams 1: Zen 4), every call reads one quad at a time with
+// the far L2 prefetch: on a 2-core Zen 4 (family 25 model 17, KVM; `moe_decode_bench
+// --shape=olmoe|qwen3 --tokens=4,5,6 --rounds=1`, two threads, the two taking turns in separate
+// processes, two pairs each, tokens/s) two parts ran OLMoE 4 / 5 / 6 tokens at 894-1 023 /
+// 1 159-1 182 / 1 228-1 399 against one quad's 1 133-1 288 / 1 618-1 709 / 1 945-2 072, Qwen3 at
+// 1 437-1 470 / 1 633-1 805 / 1 745-1 845 against 1 509-1 693 / 1 930-2 063 / 2 247-2 474
+// (README "BF16 weights at 4-6 tokens on a Zen 4").
 constexpr int kParts = 2;
 constexpr int kMaxPartTokens = 6;
 static_assert(Bf16Matrix::kQuadRows == kRows && Bf16Matrix::kChunkCols == 16);
@@ -121,11 +128,12 @@ int64_t PackedStride(int64_t k) { return k + 32; }
 
 int64_t PackedValues(int64_t tokens, int64_t k) { return tokens * PackedStride(k); }
 
+template <bool kReadsParts>
 void Dots(const uint16_t* quads, int64_t rows, int64_t k, const uint16_t* packed,
           int64_t first_token, int64_t tokens, float* out, int64_t ldo) {
   const int64_t ldx = PackedStride(k);
   const uint16_t* x = packed + first_token * ldx;
-  if (tokens <= kMaxPartTokens) {
+  if (kReadsParts && tokens <= kMaxPartTokens) {
     return WithTokenCount<kMaxPartTokens>(tokens, [&](auto tile) {
       constexpr int T = decltype(tile)::value;
       ForEachRowPart<kParts>(
@@ -174,16 +182,28 @@ MOE_ISA_TARGET_END()
 
 namespace moe {
 
-const Bf16DotKernels* Avx512Bf16DotKernels() {
+const Bf16DotKernels* Avx512Bf16DotKernels(int one_token_streams) {
   // Ahead of the streaming kernel from 4 tokens per call on a 2-core Zen 5 (bench/README.md).
-  static const Bf16DotKernels kernels = {
-      "avx512bf16",          /*rows_per_block=*/32, /*min_tokens=*/4, &PackedValues, &Pack, &Dots,
-      /*int8_min_tokens=*/0, /*dots_int8=*/nullptr};
+  static const Bf16DotKernels one_stream = {
+      "avx512bf16",
+      /*rows_per_block=*/32,
+      /*min_tokens=*/4,      &PackedValues, &Pack, &Dots</*kReadsParts=*/false>,
+      /*int8_min_tokens=*/0,
+      /*dots_int8=*/nullptr};
+  static const Bf16DotKernels parts = [] {
+    Bf16DotKernels kernels = one_stream;
+    kernels.dots = &Dots</*kReadsParts=*/true>;
+    return kernels;
+  }();
+  static const int process_streams =
+      OneTokenStreamsFromEnv().value_or(DefaultOneTokenStreams(ThisCpu()));
   __builtin_cpu_init();
   const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                          __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("fma");
-  return supported ? &kernels : nullptr;
+  const int streams = one_token_streams == 0 ? process_streams : one_token_streams;
+  if (!supported) return nullptr;
+  return streams == 1 ? &one_stream : streams == 4 ? &parts : nullptr;
 }
 
 }  // namespace moe
@@ -191,7 +211,7 @@ const Bf16DotKernels* Avx512Bf16DotKernels() {
 #else  // not x86-64 GCC/Clang
 
 namespace moe {
-const Bf16DotKernels* Avx512Bf16DotKernels() { return nullptr; }
+const Bf16DotKernels* Avx512Bf16DotKernels(int) { return nullptr; }
 }  // namespace moe
 
 #endif

@@ -2,11 +2,11 @@
 // also prefetch their weights into L2: the float32 four-row tile and the int8 VNNI tiles of the
 // AVX-512 one-stream set (Zen 4's default, row_dot_kernel.h; the four-stream set's at 3-4 tokens
 // too), the AVX-512 BF16 quads of both sets (measured on a Zen 5: row_dot_kernel_avx512.cc), the
-// AVX2 float32 tile, and the AVX512-BF16 tiles from 7 tokens (4-6 read two parts without it). From
-// 2-4 tokens a tile's FMAs take about as long as its reads; with only the short L1 prefetch the
-// reads waited on the FMAs and DRAM idled (a tile at 4 tokens streamed at the rate of "read, then
-// compute" without overlap). Pulling the lines this far ahead into L2 keeps DRAM streaming
-// meanwhile.
+// AVX2 float32 tile, and the AVX512-BF16 tiles (from 7 tokens where 4-6 read two parts without it,
+// bf16_dot_kernel_avx512bf16.cc). From 2-4 tokens a tile's FMAs take about as long as its reads;
+// with only the short L1 prefetch the reads waited on the FMAs and DRAM idled (a tile at 4 tokens
+// streamed at the rate of "read, then compute" without overlap). Pulling the lines this far ahead
+// into L2 keeps DRAM streaming meanwhile.
 //
 // Measured on a Zen 4 (`lscpu` family 25 model 17, 2 cores, KVM, 32 MB L3), `moe_decode_bench
 // --shape=olmoe --rounds=1 --clock=thread_cpu` (weight bytes per CPU-second ÷ the read bandwidth
