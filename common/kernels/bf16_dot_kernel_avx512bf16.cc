@@ -183,18 +183,19 @@ MOE_ISA_TARGET_END()
 namespace moe {
 
 const Bf16DotKernels* Avx512Bf16DotKernels(int one_token_streams) {
-  // Ahead of the streaming kernel from 4 tokens per call on a 2-core Zen 5 (bench/README.md).
-  static const Bf16DotKernels one_stream = {
-      "avx512bf16",
-      /*rows_per_block=*/32,
-      /*min_tokens=*/4,      &PackedValues, &Pack, &Dots</*kReadsParts=*/false>,
-      /*int8_min_tokens=*/0,
-      /*dots_int8=*/nullptr};
-  static const Bf16DotKernels parts = [] {
-    Bf16DotKernels kernels = one_stream;
-    kernels.dots = &Dots</*kReadsParts=*/true>;
+  auto set_reading = [](decltype(Bf16DotKernels::dots) dots) {
+    Bf16DotKernels kernels{};  // no int8 weights
+    kernels.name = "avx512bf16";
+    kernels.rows_per_block = 32;
+    // Ahead of the streaming kernel from 4 tokens per call on a 2-core Zen 5 (bench/README.md).
+    kernels.min_tokens = 4;
+    kernels.packed_values = &PackedValues;
+    kernels.pack = &Pack;
+    kernels.dots = dots;
     return kernels;
-  }();
+  };
+  static const Bf16DotKernels one_stream = set_reading(&Dots</*kReadsParts=*/false>);
+  static const Bf16DotKernels parts = set_reading(&Dots</*kReadsParts=*/true>);
   static const int process_streams =
       OneTokenStreamsFromEnv().value_or(DefaultOneTokenStreams(ThisCpu()));
   __builtin_cpu_init();
