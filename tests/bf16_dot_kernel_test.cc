@@ -177,8 +177,7 @@ TEST(Avx512Bf16DotKernelsTest, ReadFewTokensAsTheProcessReadsOneTokensStreams) {
   EXPECT_NE(one_stream->dots, parts->dots);
   EXPECT_STREQ(one_stream->name, "avx512bf16");
   EXPECT_STREQ(parts->name, "avx512bf16");
-  const int process_streams = OneTokenStreamsFromEnv().value_or(DefaultOneTokenStreams(ThisCpu()));
-  EXPECT_EQ(Avx512Bf16DotKernels(), process_streams == 1 ? one_stream : parts);
+  EXPECT_EQ(Avx512Bf16DotKernels(), ProcessOneTokenStreams() == 1 ? one_stream : parts);
   EXPECT_EQ(Avx512Bf16DotKernels(2), nullptr) << "2 is not a stream choice";
 }
 

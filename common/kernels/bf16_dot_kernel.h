@@ -75,8 +75,8 @@ struct Bf16DotKernels {
 // nullptr when this CPU (or compiler) has no AVX512-BF16 (with AVX-512F/BW/VL/DQ), or
 // `one_token_streams` is not 0, 1 or 4. The set reading calls of 4-6 tokens the way threads read
 // `one_token_streams` weight streams (row_dot_kernel.h): with 4, two parts of the call's quads side
-// by side; with 1, one quad at a time; with 0, the process's choice (OneTokenStreamsFromEnv, this
-// CPU's default if the variable is invalid). Both give the same sums.
+// by side; with 1, one quad at a time; with 0, the process's choice (ProcessOneTokenStreams). Both
+// give the same sums.
 const Bf16DotKernels* Avx512Bf16DotKernels(int one_token_streams = 0);
 // Whether SwigluForward takes the avx512bf16 kernels by itself on a CPU that has them (a forced
 // bf16-activation path runs them anyway). On AMD, yes: on Zen 4 and 5 their two products per

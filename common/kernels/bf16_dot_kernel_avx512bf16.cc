@@ -196,13 +196,11 @@ const Bf16DotKernels* Avx512Bf16DotKernels(int one_token_streams) {
   };
   static const Bf16DotKernels one_stream = set_reading(&Dots</*kReadsParts=*/false>);
   static const Bf16DotKernels parts = set_reading(&Dots</*kReadsParts=*/true>);
-  static const int process_streams =
-      OneTokenStreamsFromEnv().value_or(DefaultOneTokenStreams(ThisCpu()));
   __builtin_cpu_init();
   const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                          __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("fma");
-  const int streams = one_token_streams == 0 ? process_streams : one_token_streams;
+  const int streams = one_token_streams == 0 ? ProcessOneTokenStreams() : one_token_streams;
   if (!supported) return nullptr;
   return streams == 1 ? &one_stream : streams == 4 ? &parts : nullptr;
 }

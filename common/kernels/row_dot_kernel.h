@@ -87,6 +87,9 @@ struct RowDotKernels {
 // MOE_ONE_TOKEN_STREAMS (1 or 4; read once per process) sets it; unset, DefaultOneTokenStreams of
 // this CPU. InvalidArgument, naming the variable, for any other value.
 absl::StatusOr<int> OneTokenStreamsFromEnv();
+// The streams this process reads: OneTokenStreamsFromEnv(), or this CPU's default where the
+// variable is invalid (SwigluForward reports that error; the kernel sets still need a choice).
+int ProcessOneTokenStreams();
 // What CPUID says of a CPU, as far as the default above needs it.
 struct CpuIdentity {
   bool amd = false;
@@ -117,7 +120,7 @@ const RowDotKernels* Avx2Int16RowDotKernels(int one_token_streams = 4);
 // below AVX-512 the AVX2 one) only with `allow_int16_dots` (they differ in the int8 dots alone,
 // which SwigluForward asks them for, for int8 weights). The AVX-512 and AVX2 sets read
 // `one_token_streams` (one of kOneTokenStreamChoices; anything else, e.g. the default 0:
-// OneTokenStreamsFromEnv()'s streams, this CPU's default if the variable is invalid).
+// ProcessOneTokenStreams()).
 const RowDotKernels& BestRowDotKernels(bool allow_avx512 = true, bool allow_int16_dots = false,
                                        bool allow_avx2 = true, int one_token_streams = 0);
 

@@ -157,6 +157,11 @@ absl::StatusOr<int> OneTokenStreamsFromEnv() {
   return streams;
 }
 
+int ProcessOneTokenStreams() {
+  static const int streams = OneTokenStreamsFromEnv().value_or(DefaultOneTokenStreams(ThisCpu()));
+  return streams;
+}
+
 const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_int16_dots, bool allow_avx2,
                                        int one_token_streams) {
   // This CPU's sets for each stream choice, looked up once.
@@ -168,10 +173,8 @@ const RowDotKernels& BestRowDotKernels(bool allow_avx512, bool allow_int16_dots,
                 Avx2RowDotKernels(streams), Avx2Int16RowDotKernels(streams)};
   };
   static const Sets one_stream = sets_of(1), four_streams = sets_of(4);
-  static const int process_streams =
-      OneTokenStreamsFromEnv().value_or(DefaultOneTokenStreams(ThisCpu()));
-  const int streams =
-      one_token_streams == 1 || one_token_streams == 4 ? one_token_streams : process_streams;
+  const int streams = one_token_streams == 1 || one_token_streams == 4 ? one_token_streams
+                                                                       : ProcessOneTokenStreams();
   const Sets& sets = streams == 1 ? one_stream : four_streams;
   if (allow_avx512 && allow_int16_dots && sets.vnni != nullptr) return *sets.vnni;
   if (allow_avx512 && sets.avx512 != nullptr) return *sets.avx512;
